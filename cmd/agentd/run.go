@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strings"
+
+	"github.com/agentd/agentd/internal/config"
+	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/sim"
+	"github.com/agentd/agentd/internal/store/sqlite"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+const usage = `agentd serves Claude agents in production.
+
+Usage:
+  agentd serve   [-config FILE]        run the API and the agent loop
+  agentd sim     [flags]               run the Claude Messages API simulator (agentd sim -h)
+  agentd migrate [-config FILE]        bring the store's schema up to date
+  agentd config check [-config FILE]   validate the config and print it, secrets masked
+  agentd version                       print the version
+
+FILE defaults to $AGENTD_CONFIG; with neither, built-in defaults and AGENTD_*
+environment variables apply (see docs/configuration.md).
+`
+
+// errUsage marks a command-line mistake.
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		return cmdServe(ctx, rest, stderr, environ)
+	case "sim":
+		return cmdSim(ctx, rest, stderr, environ)
+	case "migrate":
+		return cmdMigrate(ctx, rest, stdout, stderr, environ)
+	case "config":
+		if len(rest) == 0 || rest[0] != "check" {
+			return fmt.Errorf("%w: agentd config check [-config FILE]", errUsage)
+		}
+		return cmdConfigCheck(rest[1:], stdout, stderr, environ)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "agentd", buildVersion())
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+// loadConfig parses -config and loads the file.
+func loadConfig(name string, args []string, stderr io.Writer, environ []string) (*config.Config, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet("agentd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", getenv(environ, "AGENTD_CONFIG"), "config file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	cfg, err := config.Load(*path, environ)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, fs, nil
+}
+
+func cmdConfigCheck(args []string, stdout, stderr io.Writer, environ []string) error {
+	cfg, _, err := loadConfig("config check", args, stderr, environ)
+	if err != nil {
+		return err
+	}
+	if err := checkTools(cfg); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, cfg.Redacted())
+	fmt.Fprintln(stdout, "# config is valid")
+	return nil
+}
+
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	cfg, _, err := loadConfig("migrate", args, stderr, environ)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg.Store.URL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	v, err := st.SchemaVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	fmt.Fprintf(stdout, "store %s is at schema version %d\n", cfg.Store.URL, v)
+	return nil
+}
+
+func cmdSim(ctx context.Context, args []string, stderr io.Writer, environ []string) error {
+	addr, cfg, err := sim.ParseFlags(args)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	log, err := observe.NewLogger(stderr, "json", getenvDefault(environ, "AGENTD_LOG_LEVEL", "info"))
+	if err != nil {
+		return err
+	}
+	log.Info("Claude API simulator listening", "addr", addr)
+	return sim.Run(ctx, addr, cfg, log)
+}
+
+// openStore opens the backend named by url.
+func openStore(ctx context.Context, url string) (*sqlite.Store, error) {
+	path, err := sqlite.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("store.url: %w", err)
+	}
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", url, err)
+	}
+	return st, nil
+}
+
+func getenv(environ []string, key string) string {
+	prefix := key + "="
+	v := ""
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, prefix) {
+			v = kv[len(prefix):] // later entries win, as in os.Getenv
+		}
+	}
+	return v
+}
+
+func getenvDefault(environ []string, key, def string) string {
+	if v := getenv(environ, key); v != "" {
+		return v
+	}
+	return def
+}

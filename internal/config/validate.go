@@ -1,0 +1,229 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// agentNamePattern is the pattern of Agent.Name.
+const agentNamePattern = `[a-z0-9][a-z0-9_-]{0,63}`
+
+var agentNameRE = regexp.MustCompile(`^` + agentNamePattern + `$`)
+
+// Allowed values of the enumerated string fields.
+var (
+	logLevels          = []string{"debug", "info", "warn", "error"}
+	logFormats         = []string{"json", "text"}
+	simulateModes      = []string{SimulateAuto, SimulateAlways, SimulateNever}
+	concurrencyPolicys = []string{PolicyReject}
+)
+
+// ApplyDefaults replaces every zero-valued field that has a default with
+// that default (see the Default* constants), including inside each agent.
+// Negative values are left alone so that Validate reports them.
+func (c *Config) ApplyDefaults() {
+	s := &c.Server
+	setDefault(&s.Addr, DefaultServerAddr)
+	setDefault(&s.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&s.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDefault(&s.ReadTimeout, DefaultReadTimeout)
+	setDefault(&s.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&s.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&s.SSEPingInterval, DefaultSSEPingInterval)
+
+	st := &c.Store
+	setDefault(&st.URL, DefaultStoreURL)
+	setDefault(&st.ConversationTTL, DefaultConversationTTL)
+	setDefault(&st.SweepInterval, DefaultSweepInterval)
+
+	a := &c.Providers.Anthropic
+	setDefault(&a.BaseURL, DefaultAnthropicBaseURL)
+	setDefault(&a.RequestTimeout, DefaultModelRequestTimeout)
+	setDefault(&a.Simulate, DefaultSimulate)
+
+	setDefault(&c.Log.Level, DefaultLogLevel)
+	setDefault(&c.Log.Format, DefaultLogFormat)
+
+	for i := range c.Agents {
+		ag := &c.Agents[i]
+		setDefault(&ag.MaxSteps, DefaultAgentMaxSteps)
+		setDefault(&ag.MaxTokens, DefaultAgentMaxTokens)
+		setDefault(&ag.Timeout, DefaultAgentTimeout)
+		setDefault(&ag.MaxMessages, DefaultAgentMaxMessages)
+		setDefault(&ag.ConcurrencyPolicy, DefaultAgentConcurrencyPolicy)
+	}
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// Validate checks the configuration as it is (call ApplyDefaults first: a
+// zero value that has a default is an error here). It returns every problem
+// joined with errors.Join, one per line, each prefixed with the field's YAML
+// path, e.g. "agents[1].max_steps: must be > 0"; nil when valid.
+func (c *Config) Validate() error {
+	var v validator
+
+	s := c.Server
+	v.check("server.addr", validAddr(s.Addr))
+	if s.MaxBodyBytes <= 0 {
+		v.add("server.max_body_bytes", "must be > 0")
+	}
+	v.positive("server.read_header_timeout", s.ReadHeaderTimeout)
+	v.positive("server.read_timeout", s.ReadTimeout)
+	v.nonNegative("server.write_timeout", s.WriteTimeout)
+	v.positive("server.idle_timeout", s.IdleTimeout)
+	v.positive("server.drain_timeout", s.DrainTimeout)
+	v.positive("server.sse_ping_interval", s.SSEPingInterval)
+
+	st := c.Store
+	v.check("store.url", validStoreURL(st.URL))
+	v.positive("store.conversation_ttl", st.ConversationTTL)
+	v.positive("store.sweep_interval", st.SweepInterval)
+
+	a := c.Providers.Anthropic
+	v.check("providers.anthropic.base_url", validBaseURL(a.BaseURL))
+	v.positive("providers.anthropic.request_timeout", a.RequestTimeout)
+	v.oneOf("providers.anthropic.simulate", a.Simulate, simulateModes)
+	if a.Simulate == SimulateNever && strings.TrimSpace(a.APIKey.Value()) == "" {
+		v.add("providers.anthropic.api_key", `required when simulate is "never"`)
+	}
+	v.nonNegative("providers.anthropic.sim_latency", a.SimLatency)
+
+	v.oneOf("log.level", c.Log.Level, logLevels)
+	v.oneOf("log.format", c.Log.Format, logFormats)
+
+	if len(c.Agents) == 0 {
+		v.add("agents", "at least one agent is required")
+	}
+	seen := map[string]int{}
+	for i, ag := range c.Agents {
+		p := fmt.Sprintf("agents[%d]", i)
+		switch {
+		case ag.Name == "":
+			v.add(p+".name", "required")
+		case !agentNameRE.MatchString(ag.Name):
+			v.add(p+".name", fmt.Sprintf("%q must match %s", ag.Name, agentNamePattern))
+		default:
+			if j, dup := seen[ag.Name]; dup {
+				v.add(p+".name", fmt.Sprintf("duplicate name %q (also agents[%d])", ag.Name, j))
+			} else {
+				seen[ag.Name] = i
+			}
+		}
+		if strings.TrimSpace(ag.Model) == "" {
+			v.add(p+".model", "required")
+		}
+		tools := map[string]int{}
+		for j, t := range ag.Tools {
+			tp := fmt.Sprintf("%s.tools[%d]", p, j)
+			if strings.TrimSpace(t) == "" {
+				v.add(tp, "must not be empty")
+				continue
+			}
+			if k, dup := tools[t]; dup {
+				v.add(tp, fmt.Sprintf("duplicate tool %q (also tools[%d])", t, k))
+				continue
+			}
+			tools[t] = j
+		}
+		switch {
+		case ag.MaxSteps <= 0:
+			v.add(p+".max_steps", "must be > 0")
+		case ag.MaxSteps > 1000:
+			v.add(p+".max_steps", "must be <= 1000")
+		}
+		if ag.MaxTokens <= 0 {
+			v.add(p+".max_tokens", "must be > 0")
+		}
+		v.positive(p+".timeout", ag.Timeout)
+		if ag.MaxMessages < 2 {
+			v.add(p+".max_messages", "must be >= 2")
+		}
+		v.oneOf(p+".concurrency_policy", ag.ConcurrencyPolicy, concurrencyPolicys)
+	}
+	return errors.Join(v.errs...)
+}
+
+// validator collects field errors.
+type validator struct{ errs []error }
+
+func (v *validator) add(path, msg string) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, msg))
+}
+
+func (v *validator) check(path string, err error) {
+	if err != nil {
+		v.add(path, err.Error())
+	}
+}
+
+func (v *validator) positive(path string, d time.Duration) {
+	if d <= 0 {
+		v.add(path, "must be > 0")
+	}
+}
+
+func (v *validator) nonNegative(path string, d time.Duration) {
+	if d < 0 {
+		v.add(path, "must be >= 0")
+	}
+}
+
+func (v *validator) oneOf(path, val string, allowed []string) {
+	if !slices.Contains(allowed, val) {
+		v.add(path, "must be one of "+strings.Join(allowed, ", ")+fmt.Sprintf(" (got %q)", val))
+	}
+}
+
+// validAddr accepts host:port with an empty or named host and a numeric
+// port 0-65535 (":8080", "127.0.0.1:8080", "[::1]:0", "localhost:80").
+func validAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n > 65535 {
+		return fmt.Errorf("%q: port must be a number 0-65535", addr)
+	}
+	return nil
+}
+
+// validStoreURL accepts sqlite://PATH with a non-empty PATH.
+func validStoreURL(u string) error {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return fmt.Errorf("%q: want sqlite://PATH", u)
+	}
+	if scheme != "sqlite" {
+		return fmt.Errorf("unsupported scheme %q (want sqlite://)", scheme)
+	}
+	if rest == "" || strings.HasPrefix(rest, "?") {
+		return fmt.Errorf("%q: missing database path (want sqlite://PATH)", u)
+	}
+	return nil
+}
+
+// validBaseURL accepts an absolute http or https URL with a host. The
+// message shows the URL without any password it may carry.
+func validBaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("must be an absolute http(s) URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q: must be an absolute http(s) URL", u.Redacted())
+	}
+	return nil
+}

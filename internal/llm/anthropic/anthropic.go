@@ -1,0 +1,209 @@
+// Package anthropic is the Claude provider: it implements llm.Model with the
+// official SDK (github.com/anthropics/anthropic-sdk-go/v2), always streaming.
+package anthropic
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	sdk "github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
+
+	"github.com/agentd/agentd/internal/llm"
+)
+
+// Config configures the client.
+type Config struct {
+	BaseURL string
+	APIKey  string
+	// RequestTimeout bounds one call (the whole stream). 0: only ctx bounds it.
+	RequestTimeout time.Duration
+	// HTTPClient overrides the HTTP client (tests, custom transports).
+	HTTPClient *http.Client
+}
+
+// Client calls the Messages API.
+type Client struct {
+	sdk     sdk.Client
+	timeout time.Duration
+}
+
+// New returns a client. The SDK's own retries and environment defaults are
+// off: retries belong to agentd's resilience layer, where every attempt is
+// counted, and configuration comes only from agentd's config.
+func New(cfg Config) *Client {
+	opts := []option.RequestOption{
+		option.WithoutEnvironmentDefaults(),
+		option.WithMaxRetries(0),
+		option.WithAPIKey(cfg.APIKey),
+	}
+	if cfg.BaseURL != "" {
+		opts = append(opts, option.WithBaseURL(cfg.BaseURL))
+	}
+	if cfg.HTTPClient != nil {
+		opts = append(opts, option.WithHTTPClient(cfg.HTTPClient))
+	}
+	return &Client{sdk: sdk.NewClient(opts...), timeout: cfg.RequestTimeout}
+}
+
+// Stream implements llm.Model.
+func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaFunc) (llm.Response, error) {
+	params, err := toParams(req)
+	if err != nil {
+		return llm.Response{}, err
+	}
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	var httpResp *http.Response
+	stream := c.sdk.Messages.NewStreaming(ctx, params, option.WithResponseInto(&httpResp))
+	defer stream.Close()
+
+	var msg sdk.Message
+	streamed := false
+	for stream.Next() {
+		ev := stream.Current()
+		if err := msg.Accumulate(ev); err != nil {
+			return llm.Response{}, &llm.Error{Type: "invalid_response", Message: err.Error(), Streamed: streamed, Err: err}
+		}
+		if ev.Type == "content_block_delta" && ev.Delta.Type == "text_delta" && ev.Delta.Text != "" {
+			streamed = true
+			if onDelta != nil {
+				onDelta(llm.Delta{Index: int(ev.Index), Text: ev.Delta.Text})
+			}
+		}
+	}
+	requestID := ""
+	if httpResp != nil {
+		requestID = httpResp.Header.Get("request-id")
+	}
+	if err := stream.Err(); err != nil {
+		return llm.Response{}, convertError(ctx, err, requestID, streamed)
+	}
+	if msg.ID == "" || msg.StopReason == "" {
+		// The stream ended without message_stop: cut mid-way.
+		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "stream ended before message_stop", RequestID: requestID, Streamed: streamed}
+	}
+	return fromMessage(&msg, requestID), nil
+}
+
+func toParams(req llm.Request) (sdk.MessageNewParams, error) {
+	p := sdk.MessageNewParams{
+		Model:     sdk.Model(req.Model),
+		MaxTokens: int64(req.MaxTokens),
+	}
+	if req.System != "" {
+		p.System = []sdk.TextBlockParam{{Text: req.System}}
+	}
+	p.Messages = make([]sdk.MessageParam, len(req.Messages))
+	for i, m := range req.Messages {
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return p, fmt.Errorf("encode message %d: %w", i, err)
+		}
+		if err := json.Unmarshal(raw, &p.Messages[i]); err != nil {
+			return p, fmt.Errorf("decode message %d into SDK params: %w", i, err)
+		}
+	}
+	if len(req.Tools) > 0 {
+		p.Tools = make([]sdk.ToolUnionParam, len(req.Tools))
+		for i, t := range req.Tools {
+			raw, err := json.Marshal(t)
+			if err != nil {
+				return p, fmt.Errorf("encode tool %s: %w", t.Name, err)
+			}
+			var tp sdk.ToolParam
+			if err := json.Unmarshal(raw, &tp); err != nil {
+				return p, fmt.Errorf("decode tool %s into SDK params: %w", t.Name, err)
+			}
+			p.Tools[i] = sdk.ToolUnionParam{OfTool: &tp}
+		}
+	}
+	return p, nil
+}
+
+func fromMessage(m *sdk.Message, requestID string) llm.Response {
+	r := llm.Response{
+		ID:         m.ID,
+		Model:      string(m.Model),
+		StopReason: string(m.StopReason),
+		RequestID:  requestID,
+		Usage: llm.Usage{
+			InputTokens:              m.Usage.InputTokens,
+			OutputTokens:             m.Usage.OutputTokens,
+			CacheCreationInputTokens: m.Usage.CacheCreationInputTokens,
+			CacheReadInputTokens:     m.Usage.CacheReadInputTokens,
+		},
+	}
+	for _, b := range m.Content {
+		switch b.Type {
+		case "text":
+			r.Content = append(r.Content, llm.Block{Type: "text", Text: b.Text})
+		case "tool_use":
+			input := b.Input
+			if len(input) == 0 {
+				input = json.RawMessage("{}")
+			}
+			r.Content = append(r.Content, llm.Block{Type: "tool_use", ID: b.ID, Name: b.Name, Input: input})
+		}
+		// Other block types (thinking, server tools) are not requested by
+		// agentd's loop; they are dropped rather than echoed back unsigned.
+	}
+	return r
+}
+
+func convertError(ctx context.Context, err error, requestID string, streamed bool) error {
+	var apiErr *sdk.Error
+	if errors.As(err, &apiErr) {
+		e := &llm.Error{
+			Status:    apiErr.StatusCode,
+			Type:      string(apiErr.Type()),
+			Message:   apiErr.Message,
+			RequestID: apiErr.RequestID,
+			Streamed:  streamed,
+			Err:       err,
+		}
+		if e.RequestID == "" {
+			e.RequestID = requestID
+		}
+		if e.Message == "" {
+			e.Message = http.StatusText(apiErr.StatusCode)
+		}
+		if apiErr.Response != nil {
+			e.RetryAfter = retryAfter(apiErr.Response.Header)
+		}
+		return e
+	}
+	if ctx.Err() != nil {
+		// The caller's deadline or cancellation: report it as such so the
+		// loop can tell a timeout from an upstream failure.
+		return fmt.Errorf("model call: %w", context.Cause(ctx))
+	}
+	return &llm.Error{Type: "connection_error", Message: err.Error(), RequestID: requestID, Streamed: streamed, Err: err}
+}
+
+func retryAfter(h http.Header) time.Duration {
+	if v := h.Get("retry-after-ms"); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	if v := h.Get("retry-after"); v != "" {
+		if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
+			return time.Duration(s * float64(time.Second))
+		}
+		if t, err := http.ParseTime(v); err == nil {
+			if d := time.Until(t); d > 0 {
+				return d
+			}
+		}
+	}
+	return 0
+}

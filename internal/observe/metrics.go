@@ -1,0 +1,148 @@
+// Package observe sets up logging and metrics. Metric names follow
+// Prometheus conventions: agentd_ prefix, base units, _total for counters,
+// bounded labels only (never run, conversation or user ids).
+package observe
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds agentd's collectors. A nil *Metrics is valid and records
+// nothing, so libraries and tests need not build one.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	HTTPRequests       *prometheus.CounterVec
+	HTTPDuration       *prometheus.HistogramVec
+	HTTPInFlight       prometheus.Gauge
+	SSEStreams         prometheus.Gauge
+	LLMRequests        *prometheus.CounterVec
+	LLMDuration        *prometheus.HistogramVec
+	LLMTokens          *prometheus.CounterVec
+	Runs               *prometheus.CounterVec
+	RunDuration        *prometheus.HistogramVec
+	RunSteps           *prometheus.HistogramVec
+	ToolCalls          *prometheus.CounterVec
+	ToolDuration       *prometheus.HistogramVec
+	ConversationsSwept prometheus.Counter
+}
+
+// latencyBuckets span agent timescales: 5 ms to 5 minutes.
+var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300}
+
+// NewMetrics registers every collector on a fresh registry, together with
+// the Go runtime and process collectors and agentd_build_info.
+func NewMetrics(version string) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_http_requests_total", Help: "HTTP requests by method, route pattern and status code.",
+		}, []string{"method", "route", "code"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "agentd_http_request_duration_seconds", Help: "HTTP request duration by method and route pattern (SSE streams included, until they end).",
+			Buckets: latencyBuckets,
+		}, []string{"method", "route"}),
+		HTTPInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "agentd_http_requests_in_flight", Help: "HTTP requests being served.",
+		}),
+		SSEStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "agentd_sse_streams_open", Help: "Open server-sent event streams.",
+		}),
+		LLMRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_llm_requests_total", Help: "Model calls by model and outcome (ok, or the error type).",
+		}, []string{"model", "outcome"}),
+		LLMDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "agentd_llm_request_duration_seconds", Help: "Model call duration (whole stream) by model.",
+			Buckets: latencyBuckets,
+		}, []string{"model"}),
+		LLMTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_llm_tokens_total", Help: "Model tokens by agent, model and kind (input, output, cache_creation, cache_read).",
+		}, []string{"agent", "model", "kind"}),
+		Runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_runs_total", Help: "Finished runs by agent and final status.",
+		}, []string{"agent", "status"}),
+		RunDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "agentd_run_duration_seconds", Help: "Run duration by agent.",
+			Buckets: latencyBuckets,
+		}, []string{"agent"}),
+		RunSteps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "agentd_run_steps", Help: "Model calls per finished run, by agent.",
+			Buckets: []float64{1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 50},
+		}, []string{"agent"}),
+		ToolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_tool_calls_total", Help: "Tool calls by tool and outcome (ok, error, timeout).",
+		}, []string{"tool", "outcome"}),
+		ToolDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "agentd_tool_call_duration_seconds", Help: "Tool call duration by tool.",
+			Buckets: latencyBuckets,
+		}, []string{"tool"}),
+		ConversationsSwept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentd_conversations_expired_total", Help: "Conversations deleted by the TTL sweeper.",
+		}),
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentd_build_info", Help: "Always 1; the version label tells the build.",
+	}, []string{"version"})
+	buildInfo.WithLabelValues(version).Set(1)
+	reg.MustRegister(
+		m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight, m.SSEStreams,
+		m.LLMRequests, m.LLMDuration, m.LLMTokens,
+		m.Runs, m.RunDuration, m.RunSteps, m.ToolCalls, m.ToolDuration,
+		m.ConversationsSwept, buildInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// ObserveLLM records one model call.
+func (m *Metrics) ObserveLLM(model, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.LLMRequests.WithLabelValues(model, outcome).Inc()
+	m.LLMDuration.WithLabelValues(model).Observe(d.Seconds())
+}
+
+// AddTokens records token usage.
+func (m *Metrics) AddTokens(agent, model string, input, output, cacheCreation, cacheRead int64) {
+	if m == nil {
+		return
+	}
+	for kind, n := range map[string]int64{"input": input, "output": output, "cache_creation": cacheCreation, "cache_read": cacheRead} {
+		if n > 0 {
+			m.LLMTokens.WithLabelValues(agent, model, kind).Add(float64(n))
+		}
+	}
+}
+
+// ObserveRun records a finished run.
+func (m *Metrics) ObserveRun(agent, status string, steps int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.Runs.WithLabelValues(agent, status).Inc()
+	m.RunDuration.WithLabelValues(agent).Observe(d.Seconds())
+	m.RunSteps.WithLabelValues(agent).Observe(float64(steps))
+}
+
+// ObserveTool records a tool call.
+func (m *Metrics) ObserveTool(tool, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.ToolCalls.WithLabelValues(tool, outcome).Inc()
+	m.ToolDuration.WithLabelValues(tool).Observe(d.Seconds())
+}
+
+// AddSwept records conversations deleted by the sweeper.
+func (m *Metrics) AddSwept(n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.ConversationsSwept.Add(float64(n))
+}

@@ -1,0 +1,312 @@
+package run
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Errors of Prepare, each with its own HTTP meaning.
+var (
+	ErrAgentNotFound        = errors.New("agent not found")
+	ErrConversationNotFound = errors.New("conversation not found")
+	// ErrConversationAgent: the conversation belongs to another agent.
+	ErrConversationAgent = errors.New("conversation belongs to another agent")
+	// ErrConversationBusy: another message to the conversation is in
+	// flight (concurrency policy "reject"), or the conversation changed
+	// while this run executed.
+	ErrConversationBusy = errors.New("conversation is busy with another message")
+)
+
+// ChatStore is the part of the store synchronous chat uses.
+type ChatStore interface {
+	StepStore
+	CreateConversation(ctx context.Context, p store.CreateConversationParams) (store.Conversation, error)
+	GetConversation(ctx context.Context, tenant, id string) (store.Conversation, error)
+	AppendMessages(ctx context.Context, p store.AppendMessagesParams) (int64, error)
+	CreateRun(ctx context.Context, r store.Run) error
+	UpdateRun(ctx context.Context, p store.UpdateRunParams) error
+}
+
+// ChatAgent is an agent as chat sees it: the loop's view plus conversation
+// limits.
+type ChatAgent struct {
+	Agent
+	// MaxMessages caps the stored conversation (whole turns are trimmed).
+	MaxMessages int
+}
+
+// Service runs chat turns: it owns the conversation around a run.
+//
+// Consistency: a conversation only ever receives whole turns. The user
+// message and the assistant/tool messages of a run are appended in one
+// transaction when the run succeeds; when it fails, the conversation is left
+// exactly as it was (the run row, its events and its checkpoints keep what
+// happened).
+type Service struct {
+	Loop            *Loop
+	Store           ChatStore
+	Agents          map[string]*ChatAgent
+	ConversationTTL time.Duration
+	Log             *slog.Logger
+	Metrics         *observe.Metrics
+
+	mu   sync.Mutex
+	busy map[string]struct{}
+}
+
+// ChatParams are the inputs of Prepare.
+type ChatParams struct {
+	Tenant         string
+	Agent          string
+	ConversationID string // empty: start a new conversation
+	Message        string
+}
+
+// Chat is a prepared chat turn: its run row exists and its conversation is
+// held. Call Execute exactly once.
+type Chat struct {
+	s       *Service
+	agent   *ChatAgent
+	tenant  string
+	conv    store.Conversation
+	isNew   bool
+	run     store.Run
+	input   llm.Message
+	started time.Time
+}
+
+// RunID returns the id of the chat's run.
+func (c *Chat) RunID() string { return c.run.ID }
+
+// ConversationID returns the id of the chat's conversation (new or not).
+func (c *Chat) ConversationID() string { return c.conv.ID }
+
+// Prepare checks the request, holds the conversation and records the run.
+func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
+	agent, ok := s.Agents[p.Agent]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, p.Agent)
+	}
+	c := &Chat{s: s, agent: agent, tenant: p.Tenant, started: time.Now()}
+	if p.ConversationID == "" {
+		c.isNew = true
+		c.conv = store.Conversation{ID: "conv_" + newID(), Tenant: p.Tenant, Agent: agent.Name}
+	} else {
+		conv, err := s.Store.GetConversation(ctx, p.Tenant, p.ConversationID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %q", ErrConversationNotFound, p.ConversationID)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("load conversation %s: %w", p.ConversationID, err)
+		}
+		if conv.Agent != agent.Name {
+			return nil, fmt.Errorf("%w: conversation %s belongs to agent %q", ErrConversationAgent, conv.ID, conv.Agent)
+		}
+		c.conv = conv
+	}
+	if !s.hold(c.conv.ID) {
+		return nil, fmt.Errorf("%w: %s", ErrConversationBusy, c.conv.ID)
+	}
+	text, _ := json.Marshal([]llm.Block{{Type: "text", Text: p.Message}})
+	c.input = llm.Message{Role: "user", Content: text}
+	input, _ := json.Marshal(map[string]string{"message": p.Message})
+	now := time.Now().UTC()
+	c.run = store.Run{
+		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: c.conv.ID,
+		Status: store.RunRunning, Input: input, Attempt: 1, CreatedAt: now, StartedAt: now,
+	}
+	if err := s.Store.CreateRun(ctx, c.run); err != nil {
+		s.release(c.conv.ID)
+		return nil, fmt.Errorf("create run: %w", err)
+	}
+	return c, nil
+}
+
+// Execute runs the turn. onEvent (may be nil) sees every event live.
+func (c *Chat) Execute(ctx context.Context, onEvent func(store.Event)) (Answer, error) {
+	s := c.s
+	defer s.release(c.conv.ID)
+	ctx = observe.WithAttrs(ctx, slog.String("run_id", c.run.ID), slog.String("conversation_id", c.conv.ID), slog.String("agent", c.agent.Name))
+
+	history := make([]llm.Message, len(c.conv.Messages))
+	for i, m := range c.conv.Messages {
+		history[i] = llm.Message{Role: m.Role, Content: m.Content}
+	}
+	res, err := s.Loop.Execute(ctx, Params{
+		RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
+		History: history, Input: c.input, OnEvent: onEvent,
+	})
+	if err == nil {
+		err = c.commit(ctx, res)
+	}
+	c.finish(ctx, res, err)
+	if err != nil {
+		return Answer{}, err
+	}
+	return NewAnswer(c.run.ID, c.conv.ID, c.agent.Name, res), nil
+}
+
+// commit appends the run's messages to the conversation, trimming it.
+func (c *Chat) commit(ctx context.Context, res Result) error {
+	s := c.s
+	if c.isNew {
+		if _, err := s.Store.CreateConversation(ctx, store.CreateConversationParams{
+			ID: c.conv.ID, Tenant: c.tenant, Agent: c.agent.Name,
+		}); err != nil {
+			return fmt.Errorf("create conversation: %w", err)
+		}
+	}
+	msgs := make([]store.Message, len(res.Messages))
+	for i, m := range res.Messages {
+		msgs[i] = store.Message{Role: m.Role, Content: m.Content}
+	}
+	// The assistant's output tokens are known per run, not per message:
+	// charge them to the final message.
+	if n := len(msgs); n > 0 {
+		msgs[n-1].Tokens = res.Usage.OutputTokens
+	}
+	p := store.AppendMessagesParams{
+		ConversationID: c.conv.ID, Tenant: c.tenant, ExpectedVersion: c.conv.Version,
+		Messages: msgs, TrimBeforeSeq: trimBefore(c.conv.Messages, res.Messages, c.agent.MaxMessages),
+	}
+	if s.ConversationTTL > 0 {
+		p.ExpiresAt = time.Now().UTC().Add(s.ConversationTTL)
+	}
+	_, err := s.Store.AppendMessages(ctx, p)
+	if errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("%w: %s changed while the run executed", ErrConversationBusy, c.conv.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("append messages: %w", err)
+	}
+	return nil
+}
+
+// finish records the run's outcome on its row and in metrics.
+func (c *Chat) finish(ctx context.Context, res Result, runErr error) {
+	s := c.s
+	status := store.RunSucceeded
+	errText := ""
+	var output json.RawMessage
+	if runErr != nil {
+		status = store.RunFailed
+		if errors.Is(runErr, context.Canceled) {
+			status = store.RunCanceled
+		}
+		info := ClassifyError(runErr)
+		errText = info.Type + ": " + info.Message
+		s.Log.WarnContext(ctx, "run failed", "err", runErr, "steps", res.Steps)
+	} else {
+		output, _ = json.Marshal(res.Output)
+	}
+	now := time.Now().UTC()
+	// The row is written even if the client went away.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.Store.UpdateRun(uctx, store.UpdateRunParams{
+		ID: c.run.ID, Status: status, Output: output, Error: errText, Attempt: c.run.Attempt,
+		Steps: res.Steps, InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens,
+		StartedAt: c.run.StartedAt, FinishedAt: now,
+	}); err != nil {
+		s.Log.ErrorContext(ctx, "update run", "err", err)
+	}
+	s.Metrics.ObserveRun(c.agent.Name, string(status), res.Steps, time.Since(c.started))
+}
+
+func (s *Service) hold(convID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy == nil {
+		s.busy = make(map[string]struct{})
+	}
+	if _, ok := s.busy[convID]; ok {
+		return false
+	}
+	s.busy[convID] = struct{}{}
+	return true
+}
+
+func (s *Service) release(convID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.busy, convID)
+}
+
+// trimBefore returns the seq before which stored messages are deleted so
+// that at most max messages remain, or 0 to keep all. The kept part always
+// starts at a user message that is not a tool result, so tool_use and
+// tool_result pairs are never split; if no such cut exists within the limit
+// the newest turn is kept whole, even above max.
+func trimBefore(existing []store.Message, added []llm.Message, max int) int64 {
+	total := len(existing) + len(added)
+	if max <= 0 || total <= max {
+		return 0
+	}
+	var base int64
+	if n := len(existing); n > 0 {
+		base = existing[n-1].Seq
+	}
+	seqAt := func(i int) int64 {
+		if i < len(existing) {
+			return existing[i].Seq
+		}
+		return base + int64(i-len(existing)+1)
+	}
+	msgAt := func(i int) (string, json.RawMessage) {
+		if i < len(existing) {
+			return existing[i].Role, existing[i].Content
+		}
+		m := added[i-len(existing)]
+		return m.Role, m.Content
+	}
+	lastTurn := -1
+	for i := 0; i < total; i++ {
+		role, content := msgAt(i)
+		if role != "user" || isToolResult(content) {
+			continue
+		}
+		if i >= total-max {
+			return seqAt(i)
+		}
+		lastTurn = i
+	}
+	if lastTurn > 0 {
+		return seqAt(lastTurn)
+	}
+	return 0
+}
+
+func isToolResult(content json.RawMessage) bool {
+	var blocks []struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(content, &blocks) != nil {
+		return false
+	}
+	for _, b := range blocks {
+		if b.Type == "tool_result" {
+			return true
+		}
+	}
+	return false
+}
+
+func newID() string {
+	// UUIDv7: time-ordered, so ids sort by creation (cursor pagination).
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}

@@ -1,0 +1,515 @@
+// Package run is the agent loop: model call → tools → model call ... until
+// the model stops asking for tools, with a checkpoint after every model call
+// and every tool result and a numbered event for everything that happens.
+//
+// The same loop serves synchronous chat (run inline in the API process) and,
+// later, queued runs on workers; a run resumed from a checkpoint repeats no
+// finished model call and no finished tool call.
+package run
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/tool"
+)
+
+// Event types.
+const (
+	EventStart      = "start"       // {run_id, conversation_id, agent, model}
+	EventTextDelta  = "text_delta"  // {step, index, text}
+	EventToolUse    = "tool_use"    // {step, id, name, input}
+	EventToolResult = "tool_result" // {step, tool_use_id, name, content, is_error, duration_ms}
+	EventUsage      = "usage"       // {step, model, request_id, stop_reason, input_tokens, ...}
+	EventDone       = "done"        // the final answer (see Answer)
+	EventError      = "error"       // {type, message}
+)
+
+// Sentinel errors of a run.
+var (
+	ErrMaxSteps = errors.New("max_steps reached while the model still asked for tools")
+	ErrTimeout  = errors.New("run timed out")
+)
+
+// DefaultToolTimeout bounds one tool call.
+const DefaultToolTimeout = 30 * time.Second
+
+// Agent is what the loop needs to know about an agent.
+type Agent struct {
+	Name        string
+	Model       string
+	System      string
+	Tools       []tool.Tool
+	MaxSteps    int
+	MaxTokens   int
+	Timeout     time.Duration
+	ToolTimeout time.Duration // 0: DefaultToolTimeout
+}
+
+// StepStore is the part of the store the loop writes to.
+type StepStore interface {
+	SaveStep(ctx context.Context, cp *store.Checkpoint, events []store.Event) error
+	LatestCheckpoint(ctx context.Context, runID string) (store.Checkpoint, error)
+}
+
+// Loop executes runs.
+type Loop struct {
+	Model   llm.Model
+	Store   StepStore
+	Log     *slog.Logger
+	Metrics *observe.Metrics
+}
+
+// Params are the inputs of Execute.
+type Params struct {
+	RunID          string
+	ConversationID string
+	Agent          *Agent
+	// History is the conversation before this run.
+	History []llm.Message
+	// Input is the new user message; ignored when resuming from a
+	// checkpoint, which already holds it.
+	Input llm.Message
+	// OnEvent, if set, receives every event as it happens (before it is
+	// persisted), from one goroutine at a time and in seq order.
+	OnEvent func(store.Event)
+}
+
+// Result is a finished run.
+type Result struct {
+	// Messages are the messages this run adds to the conversation: the
+	// user input, then assistant and tool_result messages in order.
+	Messages   []llm.Message
+	Output     []llm.Block // content of the final assistant message
+	StopReason string
+	Usage      llm.Usage
+	Steps      int
+	LastSeq    int64
+}
+
+// state is what a checkpoint holds.
+type state struct {
+	// Step counts finished model calls.
+	Step     int           `json:"step"`
+	Messages []llm.Message `json:"messages"`
+	Usage    llm.Usage     `json:"usage"`
+	// Seq is the last persisted event seq.
+	Seq int64 `json:"seq"`
+	// Results are the finished tool results of the pending tool_use turn
+	// (the last message is an assistant message with tool_use blocks).
+	Results []llm.Block `json:"results,omitempty"`
+	// StopReason of the last model call.
+	StopReason string `json:"stop_reason"`
+}
+
+// execution is one Execute call's mutable state.
+type execution struct {
+	l       *Loop
+	p       Params
+	mu      sync.Mutex // guards st, pending, and event emission
+	st      state
+	seq     int64 // last emitted seq (>= st.Seq)
+	pending []store.Event
+	cpStep  int // checkpoint counter: one per model call and per tool result
+}
+
+// Execute runs the loop to the end. On error the returned Result holds what
+// was done (steps and usage so far); the error is an *llm.Error (upstream),
+// ErrMaxSteps, ErrTimeout, context.Canceled, or a store error.
+func (l *Loop) Execute(ctx context.Context, p Params) (Result, error) {
+	a := p.Agent
+	if a.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, a.Timeout, ErrTimeout)
+		defer cancel()
+	}
+	x := &execution{l: l, p: p}
+	if err := x.restore(ctx); err != nil {
+		return Result{}, err
+	}
+	err := x.loop(ctx)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", cause, err)
+			if errors.Is(cause, ErrTimeout) {
+				err = ErrTimeout
+			}
+		}
+		x.emit(EventError, errorData(err))
+		// Persist the error event even though ctx may be done.
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if ferr := x.flush(flushCtx, nil); ferr != nil {
+			l.Log.ErrorContext(ctx, "persist error event", "err", ferr)
+		}
+		return x.result(), err
+	}
+	return x.result(), nil
+}
+
+func (x *execution) result() Result {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	r := Result{
+		Messages:   x.st.Messages,
+		StopReason: x.st.StopReason,
+		Usage:      x.st.Usage,
+		Steps:      x.st.Step,
+		LastSeq:    x.seq,
+	}
+	if n := len(x.st.Messages); n > 0 && x.st.Messages[n-1].Role == "assistant" {
+		_ = json.Unmarshal(x.st.Messages[n-1].Content, &r.Output)
+	}
+	return r
+}
+
+// restore loads the newest checkpoint, or starts fresh.
+func (x *execution) restore(ctx context.Context) error {
+	cp, err := x.l.Store.LatestCheckpoint(ctx, x.p.RunID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		x.st = state{Messages: []llm.Message{x.p.Input}}
+		x.emit(EventStart, map[string]any{
+			"run_id": x.p.RunID, "conversation_id": x.p.ConversationID,
+			"agent": x.p.Agent.Name, "model": x.p.Agent.Model,
+		})
+		return nil
+	case err != nil:
+		return fmt.Errorf("load checkpoint of run %s: %w", x.p.RunID, err)
+	}
+	if err := json.Unmarshal(cp.State, &x.st); err != nil {
+		return fmt.Errorf("decode checkpoint %d of run %s: %w", cp.Step, x.p.RunID, err)
+	}
+	x.seq = x.st.Seq
+	x.cpStep = cp.Step
+	x.l.Log.InfoContext(ctx, "resuming run from checkpoint", "checkpoint", cp.Step, "step", x.st.Step)
+	return nil
+}
+
+func (x *execution) loop(ctx context.Context) error {
+	a := x.p.Agent
+	for {
+		if calls := x.pendingToolUses(); len(calls) > 0 {
+			if err := x.runTools(ctx, calls); err != nil {
+				return err
+			}
+		} else if x.lastRole() == "assistant" {
+			break // the model answered without asking for tools
+		}
+		if x.st.Step >= a.MaxSteps {
+			return ErrMaxSteps
+		}
+		if err := x.callModel(ctx); err != nil {
+			return err
+		}
+	}
+	x.emit(EventDone, x.answerData())
+	return x.flush(ctx, nil)
+}
+
+func (x *execution) lastRole() string {
+	if n := len(x.st.Messages); n > 0 {
+		return x.st.Messages[n-1].Role
+	}
+	return ""
+}
+
+// pendingToolUses returns the tool_use blocks of the last message if it is
+// an assistant message asking for tools.
+func (x *execution) pendingToolUses() []llm.Block {
+	n := len(x.st.Messages)
+	if n == 0 || x.st.Messages[n-1].Role != "assistant" {
+		return nil
+	}
+	var blocks []llm.Block
+	if err := json.Unmarshal(x.st.Messages[n-1].Content, &blocks); err != nil {
+		return nil
+	}
+	var calls []llm.Block
+	for _, b := range blocks {
+		if b.Type == "tool_use" {
+			calls = append(calls, b)
+		}
+	}
+	return calls
+}
+
+func (x *execution) callModel(ctx context.Context) error {
+	a := x.p.Agent
+	step := x.st.Step + 1
+	req := llm.Request{
+		Model:     a.Model,
+		System:    a.System,
+		MaxTokens: a.MaxTokens,
+		Messages:  append(append(make([]llm.Message, 0, len(x.p.History)+len(x.st.Messages)), x.p.History...), x.st.Messages...),
+	}
+	for _, t := range a.Tools {
+		req.Tools = append(req.Tools, t.Spec())
+	}
+	start := time.Now()
+	resp, err := x.l.Model.Stream(ctx, req, func(d llm.Delta) {
+		x.emit(EventTextDelta, textDelta{Step: step, Index: d.Index, Text: d.Text})
+	})
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		if e, ok := llm.AsError(err); ok {
+			outcome = e.Type
+		} else if ctx.Err() != nil {
+			outcome = "canceled"
+		}
+	}
+	x.l.Metrics.ObserveLLM(a.Model, outcome, time.Since(start))
+	if err != nil {
+		return err
+	}
+	u := resp.Usage
+	x.l.Metrics.AddTokens(a.Name, a.Model, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
+
+	content, err := json.Marshal(resp.Content)
+	if err != nil {
+		return fmt.Errorf("encode model output: %w", err)
+	}
+	if len(resp.Content) == 0 {
+		content = json.RawMessage(`[{"type":"text","text":""}]`)
+	}
+	x.mu.Lock()
+	x.st.Step = step
+	x.st.Usage = x.st.Usage.Add(u)
+	x.st.StopReason = resp.StopReason
+	x.st.Messages = append(x.st.Messages, llm.Message{Role: "assistant", Content: content})
+	x.st.Results = nil
+	x.mu.Unlock()
+	for _, b := range resp.Content {
+		if b.Type == "tool_use" {
+			x.emit(EventToolUse, map[string]any{"step": step, "id": b.ID, "name": b.Name, "input": b.Input})
+		}
+	}
+	x.emit(EventUsage, map[string]any{
+		"step": step, "model": resp.Model, "request_id": resp.RequestID, "stop_reason": resp.StopReason,
+		"input_tokens": u.InputTokens, "output_tokens": u.OutputTokens,
+		"cache_creation_input_tokens": u.CacheCreationInputTokens, "cache_read_input_tokens": u.CacheReadInputTokens,
+	})
+	return x.checkpoint(ctx)
+}
+
+// runTools runs the tool calls of one model turn in parallel, checkpointing
+// each result as it arrives, then appends the tool_result message.
+func (x *execution) runTools(ctx context.Context, calls []llm.Block) error {
+	done := make(map[string]bool, len(x.st.Results))
+	for _, r := range x.st.Results {
+		done[r.ToolUseID] = true
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(calls))
+	for _, c := range calls {
+		if done[c.ID] {
+			continue // finished before a restart: not repeated
+		}
+		wg.Add(1)
+		go func(c llm.Block) {
+			defer wg.Done()
+			res := x.callTool(ctx, c)
+			x.mu.Lock()
+			x.st.Results = append(x.st.Results, res)
+			x.mu.Unlock()
+			if err := x.checkpoint(ctx); err != nil {
+				errs <- err
+			}
+		}(c)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Results go back in the order the model asked for them.
+	x.mu.Lock()
+	byID := make(map[string]llm.Block, len(x.st.Results))
+	for _, r := range x.st.Results {
+		byID[r.ToolUseID] = r
+	}
+	ordered := make([]llm.Block, 0, len(calls))
+	for _, c := range calls {
+		ordered = append(ordered, byID[c.ID])
+	}
+	content, err := json.Marshal(ordered)
+	if err == nil {
+		x.st.Messages = append(x.st.Messages, llm.Message{Role: "user", Content: content})
+		x.st.Results = nil
+	}
+	x.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("encode tool results: %w", err)
+	}
+	return nil
+}
+
+func (x *execution) callTool(ctx context.Context, c llm.Block) llm.Block {
+	a := x.p.Agent
+	start := time.Now()
+	res := llm.Block{Type: "tool_result", ToolUseID: c.ID}
+	outcome := "ok"
+	var t tool.Tool
+	for _, cand := range a.Tools {
+		if cand.Spec().Name == c.Name {
+			t = cand
+			break
+		}
+	}
+	if t == nil {
+		res.Content, res.IsError, outcome = fmt.Sprintf("tool %q is not available to this agent", c.Name), true, "unknown"
+	} else {
+		timeout := a.ToolTimeout
+		if timeout <= 0 {
+			timeout = DefaultToolTimeout
+		}
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		out, err := t.Call(tctx, c.Input)
+		cancel()
+		switch {
+		case err != nil && tctx.Err() == context.DeadlineExceeded && ctx.Err() == nil:
+			res.Content, res.IsError, outcome = fmt.Sprintf("tool %s timed out after %s", c.Name, timeout), true, "timeout"
+		case err != nil:
+			res.Content, res.IsError, outcome = fmt.Sprintf("tool %s failed: %v", c.Name, err), true, "error"
+		default:
+			res.Content = out
+		}
+	}
+	d := time.Since(start)
+	x.l.Metrics.ObserveTool(c.Name, outcome, d)
+	x.emit(EventToolResult, map[string]any{
+		"step": x.st.Step, "tool_use_id": c.ID, "name": c.Name, "content": res.Content,
+		"is_error": res.IsError, "duration_ms": d.Milliseconds(),
+	})
+	return res
+}
+
+// emit numbers an event, hands it to OnEvent and queues it for persistence
+// with the next checkpoint.
+func (x *execution) emit(typ string, data any) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		raw, _ = json.Marshal(map[string]string{"marshal_error": err.Error()})
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.seq++
+	ev := store.Event{RunID: x.p.RunID, Seq: x.seq, Type: typ, Data: raw, CreatedAt: time.Now().UTC()}
+	x.pending = append(x.pending, ev)
+	if x.p.OnEvent != nil {
+		x.p.OnEvent(ev)
+	}
+}
+
+// checkpoint persists the state and the queued events in one transaction.
+func (x *execution) checkpoint(ctx context.Context) error {
+	x.mu.Lock()
+	x.cpStep++
+	x.st.Seq = x.seq
+	raw, err := json.Marshal(x.st)
+	cp := &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep, State: raw, CreatedAt: time.Now().UTC()}
+	x.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	return x.flush(ctx, cp)
+}
+
+// flush writes queued events (and cp, if not nil). Holding mu across the
+// write keeps events and checkpoints in order when tools finish together.
+func (x *execution) flush(ctx context.Context, cp *store.Checkpoint) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if cp == nil && len(x.pending) == 0 {
+		return nil
+	}
+	if err := x.l.Store.SaveStep(ctx, cp, x.pending); err != nil {
+		return fmt.Errorf("save step of run %s: %w", x.p.RunID, err)
+	}
+	x.pending = x.pending[:0]
+	return nil
+}
+
+type textDelta struct {
+	Step  int    `json:"step"`
+	Index int    `json:"index"`
+	Text  string `json:"text"`
+}
+
+// Answer is the data of a done event and the body of a chat answer.
+type Answer struct {
+	RunID          string      `json:"run_id"`
+	ConversationID string      `json:"conversation_id"`
+	Agent          string      `json:"agent"`
+	Content        []llm.Block `json:"content"`
+	Text           string      `json:"text"`
+	StopReason     string      `json:"stop_reason"`
+	Steps          int         `json:"steps"`
+	Usage          llm.Usage   `json:"usage"`
+}
+
+func (x *execution) answerData() Answer {
+	r := x.result()
+	return NewAnswer(x.p.RunID, x.p.ConversationID, x.p.Agent.Name, r)
+}
+
+// NewAnswer builds the answer of a finished run.
+func NewAnswer(runID, conversationID, agent string, r Result) Answer {
+	a := Answer{
+		RunID: runID, ConversationID: conversationID, Agent: agent,
+		Content: r.Output, StopReason: r.StopReason, Steps: r.Steps, Usage: r.Usage,
+	}
+	if a.Content == nil {
+		a.Content = []llm.Block{}
+	}
+	for _, b := range r.Output {
+		if b.Type == "text" {
+			a.Text += b.Text
+		}
+	}
+	return a
+}
+
+// ErrorInfo classifies a run error for events, run rows and HTTP answers.
+type ErrorInfo struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+func errorData(err error) ErrorInfo { return ClassifyError(err) }
+
+// ClassifyError maps a run error to a stable type and a message safe to show
+// clients.
+func ClassifyError(err error) ErrorInfo {
+	switch {
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return ErrorInfo{Type: "timeout", Message: "the run exceeded its time limit"}
+	case errors.Is(err, context.Canceled):
+		return ErrorInfo{Type: "canceled", Message: "the run was canceled"}
+	case errors.Is(err, ErrMaxSteps):
+		return ErrorInfo{Type: "max_steps", Message: ErrMaxSteps.Error()}
+	}
+	if e, ok := llm.AsError(err); ok {
+		switch {
+		case e.Status == 429 || e.Status == 529 || e.Type == "overloaded_error" || e.Type == "rate_limit_error":
+			return ErrorInfo{Type: "upstream_unavailable", Message: "the model provider is overloaded or rate-limiting: " + e.Message}
+		case e.Status == 0:
+			return ErrorInfo{Type: "upstream_error", Message: "the model provider could not be reached or cut the stream"}
+		default:
+			return ErrorInfo{Type: "upstream_error", Message: fmt.Sprintf("the model provider answered %d %s", e.Status, e.Type)}
+		}
+	}
+	return ErrorInfo{Type: "internal_error", Message: "internal error"}
+}

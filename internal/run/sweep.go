@@ -1,0 +1,52 @@
+package run
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/agentd/agentd/internal/observe"
+)
+
+// ExpiryStore deletes expired conversations.
+type ExpiryStore interface {
+	DeleteExpiredConversations(ctx context.Context, now time.Time) (int, error)
+}
+
+// Sweeper deletes expired conversations every Interval until its context
+// ends.
+type Sweeper struct {
+	Store    ExpiryStore
+	Interval time.Duration
+	Log      *slog.Logger
+	Metrics  *observe.Metrics
+}
+
+// Run sweeps until ctx is done; it returns nil then.
+func (s *Sweeper) Run(ctx context.Context) error {
+	t := time.NewTicker(s.Interval)
+	defer t.Stop()
+	for {
+		s.SweepOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// SweepOnce deletes what has expired now.
+func (s *Sweeper) SweepOnce(ctx context.Context) {
+	n, err := s.Store.DeleteExpiredConversations(ctx, time.Now().UTC())
+	if err != nil {
+		if ctx.Err() == nil {
+			s.Log.WarnContext(ctx, "sweep expired conversations", "err", err)
+		}
+		return
+	}
+	s.Metrics.AddSwept(n)
+	if n > 0 {
+		s.Log.InfoContext(ctx, "swept expired conversations", "deleted", n)
+	}
+}

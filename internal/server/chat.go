@@ -1,0 +1,249 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/agentd/agentd/internal/run"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// ChatRequest is the body of POST /v1/chat.
+type ChatRequest struct {
+	Agent          string `json:"agent"`
+	ConversationID string `json:"conversation_id,omitempty"`
+	Message        string `json:"message"`
+	Stream         bool   `json:"stream,omitempty"`
+}
+
+// DecodeChatRequest reads and checks a chat request body: one JSON object,
+// no unknown fields, the right types, agent and message present.
+func DecodeChatRequest(body io.Reader) (ChatRequest, error) {
+	var req ChatRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return req, err
+	}
+	switch {
+	case strings.TrimSpace(req.Agent) == "":
+		return req, badRequest("agent: required")
+	case strings.TrimSpace(req.Message) == "":
+		return req, badRequest("message: required and must not be blank")
+	case !utf8.ValidString(req.Message):
+		return req, badRequest("message: must be valid UTF-8")
+	case len(req.ConversationID) > 128:
+		return req, badRequest("conversation_id: too long")
+	}
+	return req, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v, refusing unknown
+// fields, and turns decoder errors into messages naming the field.
+func decodeStrict(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooLarge):
+			return &Error{Status: http.StatusRequestEntityTooLarge, Type: "request_too_large",
+				Message: fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}
+		case errors.Is(err, io.EOF):
+			return badRequest("request body is empty; want a JSON object")
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return badRequest("request body is truncated JSON")
+		case errors.As(err, &syntax):
+			return badRequest(fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, err))
+		case errors.As(err, &typ):
+			field := typ.Field
+			if field == "" {
+				return badRequest(fmt.Sprintf("request body must be a JSON object, not %s", typ.Value))
+			}
+			return badRequest(fmt.Sprintf("%s: must be %s, not %s", field, jsonType(typ.Type.Kind().String()), typ.Value))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return badRequest("unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field "))
+		default:
+			return badRequest("invalid JSON: " + err.Error())
+		}
+	}
+	// Trailing data after the object is a malformed request too.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return &Error{Status: http.StatusRequestEntityTooLarge, Type: "request_too_large",
+				Message: fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}
+		}
+		return badRequest("request body must hold exactly one JSON object")
+	}
+	return nil
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "struct", "map":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	default:
+		return "a number"
+	}
+}
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			s.writeError(w, r, &Error{Status: http.StatusUnsupportedMediaType, Type: "unsupported_media_type",
+				Message: "Content-Type must be application/json"})
+			return
+		}
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	req, err := DecodeChatRequest(r.Body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	chat, err := s.chat.Prepare(r.Context(), runChatParams(req))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.Stream {
+		s.streamChat(w, r, chat)
+		return
+	}
+	answer, err := chat.Execute(r.Context(), nil)
+	if err != nil {
+		he := toHTTP(err)
+		he.RunID = chat.RunID()
+		s.writeError(w, r, withCause(he, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, answer)
+}
+
+func runChatParams(req ChatRequest) run.ChatParams {
+	return run.ChatParams{Tenant: DefaultTenant, Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message}
+}
+
+// withCause keeps err's chain for the log while answering with he.
+func withCause(he *Error, err error) error { return &causedError{he: he, err: err} }
+
+type causedError struct {
+	he  *Error
+	err error
+}
+
+func (c *causedError) Error() string { return c.err.Error() }
+func (c *causedError) Unwrap() []error {
+	return []error{c.he, c.err}
+}
+
+// streamChat answers with server-sent events: one per run event, with
+// id: (its seq), event: (its type) and JSON data:. A comment line keeps an
+// idle stream alive through proxies.
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, chat *run.Chat) {
+	rc := http.NewResponseController(w)
+	// Streams outlive the server's write timeout: the run's own timeout
+	// bounds them.
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+
+	s.sse.Add(1)
+	if s.metrics != nil {
+		s.metrics.SSEStreams.Inc()
+		defer s.metrics.SSEStreams.Dec()
+	}
+	defer s.sse.Add(-1)
+
+	sw := &sseWriter{w: w, rc: rc}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(s.ping)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				sw.comment("ping")
+			}
+		}
+	}()
+	_, err := chat.Execute(r.Context(), sw.event)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		// The error event is already on the stream (the loop emits it);
+		// log the cause here.
+		he := toHTTP(err)
+		if he.Status >= 500 {
+			s.log.ErrorContext(r.Context(), "streamed run failed", "type", he.Type, "err", err)
+		} else {
+			s.log.InfoContext(r.Context(), "streamed run ended", "type", he.Type, "err", err)
+		}
+	}
+}
+
+// sseWriter serialises events and pings onto one response.
+type sseWriter struct {
+	mu  sync.Mutex
+	w   io.Writer
+	rc  *http.ResponseController
+	buf bytes.Buffer
+	err error
+}
+
+func (s *sseWriter) event(ev store.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	s.buf.Reset()
+	s.buf.WriteString("id: ")
+	s.buf.WriteString(strconv.FormatInt(ev.Seq, 10))
+	s.buf.WriteString("\nevent: ")
+	s.buf.WriteString(ev.Type)
+	s.buf.WriteString("\ndata: ")
+	s.buf.Write(ev.Data) // compact JSON: no newlines
+	s.buf.WriteString("\n\n")
+	if _, s.err = s.w.Write(s.buf.Bytes()); s.err == nil {
+		s.err = s.rc.Flush()
+	}
+}
+
+func (s *sseWriter) comment(text string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	if _, s.err = io.WriteString(s.w, ": "+text+"\n\n"); s.err == nil {
+		s.err = s.rc.Flush()
+	}
+}

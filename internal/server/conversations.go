@@ -1,0 +1,55 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+type conversationBody struct {
+	ID        string        `json:"id"`
+	Agent     string        `json:"agent"`
+	Version   int64         `json:"version"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
+	ExpiresAt *time.Time    `json:"expires_at"`
+	Messages  []messageBody `json:"messages"`
+}
+
+type messageBody struct {
+	Seq       int64           `json:"seq"`
+	Role      string          `json:"role"`
+	Content   json.RawMessage `json:"content"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+func (s *Server) handleGetConversation(w http.ResponseWriter, r *http.Request) {
+	c, err := s.convs.GetConversation(r.Context(), DefaultTenant, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body := conversationBody{
+		ID: c.ID, Agent: c.Agent, Version: c.Version, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+		Messages: make([]messageBody, len(c.Messages)),
+	}
+	if !c.ExpiresAt.IsZero() {
+		body.ExpiresAt = &c.ExpiresAt
+	}
+	for i, m := range c.Messages {
+		body.Messages[i] = messageBody{Seq: m.Seq, Role: m.Role, Content: m.Content, CreatedAt: m.CreatedAt}
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) handleDeleteConversation(w http.ResponseWriter, r *http.Request) {
+	if err := s.convs.DeleteConversation(r.Context(), DefaultTenant, r.PathValue("id")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleAgents(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"agents": s.agents})
+}

@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/run"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Error is the one error type that becomes an HTTP answer:
+// {"error":{"type","message","request_id"}} with Status.
+type Error struct {
+	Status  int
+	Type    string
+	Message string
+	// RetryAfter, when > 0, is sent as the Retry-After header (seconds).
+	RetryAfter int
+	// RunID names the run that failed, when there is one.
+	RunID string
+}
+
+func (e *Error) Error() string { return e.Type + ": " + e.Message }
+
+func badRequest(msg string) *Error {
+	return &Error{Status: http.StatusBadRequest, Type: "invalid_request", Message: msg}
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Type      string `json:"type"`
+	Message   string `json:"message"`
+	RequestID string `json:"request_id"`
+	RunID     string `json:"run_id,omitempty"`
+}
+
+// toHTTP maps any error to an *Error. Errors that are not the client's say
+// little; the log says all.
+func toHTTP(err error) *Error {
+	var he *Error
+	if errors.As(err, &he) {
+		return he
+	}
+	switch {
+	case errors.Is(err, run.ErrAgentNotFound):
+		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: err.Error()}
+	case errors.Is(err, run.ErrConversationNotFound), errors.Is(err, store.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: err.Error()}
+	case errors.Is(err, run.ErrConversationAgent), errors.Is(err, run.ErrConversationBusy):
+		return &Error{Status: http.StatusConflict, Type: "conflict", Message: err.Error()}
+	}
+	info := run.ClassifyError(err)
+	e := &Error{Type: info.Type, Message: info.Message}
+	switch info.Type {
+	case "timeout":
+		e.Status = http.StatusGatewayTimeout
+	case "canceled":
+		// Only seen by clients that are gone; 499 is nginx's "client closed".
+		e.Status = 499
+	case "upstream_unavailable":
+		e.Status = http.StatusServiceUnavailable
+		e.RetryAfter = 1
+		if le, ok := llm.AsError(err); ok && le.RetryAfter > 0 {
+			e.RetryAfter = int((le.RetryAfter + 999e6) / 1e9)
+		}
+	case "upstream_error":
+		e.Status = http.StatusBadGateway
+	case "max_steps":
+		e.Status = http.StatusInternalServerError
+	default:
+		e.Status = http.StatusInternalServerError
+	}
+	return e
+}
+
+// writeError logs err (server errors at error level, with the full chain)
+// and writes its JSON body.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	he := toHTTP(err)
+	ctx := r.Context()
+	switch {
+	case he.Status >= 500:
+		s.log.ErrorContext(ctx, "request failed", "status", he.Status, "type", he.Type, "err", err)
+	case he.Status == 499:
+		s.log.InfoContext(ctx, "client went away", "err", err)
+	default:
+		s.log.DebugContext(ctx, "request refused", "status", he.Status, "type", he.Type, "err", err)
+	}
+	if he.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(he.RetryAfter))
+	}
+	writeJSON(w, he.Status, errorBody{Error: errorDetail{
+		Type: he.Type, Message: he.Message, RequestID: requestID(ctx), RunID: he.RunID,
+	}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	// A failed write means the client went away; there is no one to tell.
+	_ = enc.Encode(v)
+}
+
+type requestIDKey struct{}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}

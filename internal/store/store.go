@@ -1,0 +1,190 @@
+// Package store is agentd's system of record: conversations and their
+// messages, runs, run events and checkpoints.
+//
+// Backends live in sub-packages (sqlite/, later postgres/) and every backend
+// must pass the conformance suite in storetest/. Business code depends on the
+// Store interface (or on a smaller interface it declares itself), never on a
+// backend, and never branches on which backend is in use.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Sentinel errors, checked with errors.Is.
+var (
+	// ErrNotFound: the row does not exist (or belongs to another tenant:
+	// callers must not be able to tell the two apart).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: an optimistic concurrency check failed (the conversation
+	// changed since it was read) or a unique key is already taken.
+	ErrConflict = errors.New("conflict")
+)
+
+// RunStatus is the state of a run.
+type RunStatus string
+
+// Run states. queued → running → succeeded | failed | canceled.
+const (
+	RunQueued    RunStatus = "queued"
+	RunRunning   RunStatus = "running"
+	RunSucceeded RunStatus = "succeeded"
+	RunFailed    RunStatus = "failed"
+	RunCanceled  RunStatus = "canceled"
+)
+
+// Terminal reports whether no further transition is possible.
+func (s RunStatus) Terminal() bool {
+	return s == RunSucceeded || s == RunFailed || s == RunCanceled
+}
+
+// Conversation is a thread of messages owned by one tenant and one agent.
+type Conversation struct {
+	ID     string
+	Tenant string
+	Agent  string
+	// Version increases by one with every successful AppendMessages; it is
+	// the optimistic-concurrency token.
+	Version   int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// ExpiresAt is when the sweeper may delete the conversation; zero means
+	// never.
+	ExpiresAt time.Time
+	// Messages is filled by GetConversation, in seq order.
+	Messages []Message
+}
+
+// Message is one message of a conversation. Content is a JSON array of
+// Anthropic content blocks (text, tool_use, tool_result, ...), stored as is.
+type Message struct {
+	// Seq is assigned by the store: 1, 2, 3, ... per conversation, never
+	// reused, also after trimming.
+	Seq       int64
+	Role      string // "user" or "assistant"
+	Content   json.RawMessage
+	Tokens    int64
+	CreatedAt time.Time
+}
+
+// CreateConversationParams are the inputs of CreateConversation.
+type CreateConversationParams struct {
+	ID        string
+	Tenant    string
+	Agent     string
+	ExpiresAt time.Time // zero: never expires
+}
+
+// AppendMessagesParams are the inputs of AppendMessages.
+type AppendMessagesParams struct {
+	ConversationID string
+	Tenant         string
+	// ExpectedVersion must equal the conversation's current version, else
+	// ErrConflict and nothing is written.
+	ExpectedVersion int64
+	Messages        []Message
+	// TrimBeforeSeq, when > 0, deletes every message with Seq < TrimBeforeSeq
+	// in the same transaction (the caller decides where a conversation may be
+	// cut so that tool_use/tool_result pairs stay together).
+	TrimBeforeSeq int64
+	// ExpiresAt, when not zero, replaces the conversation's expiry.
+	ExpiresAt time.Time
+}
+
+// Run is one invocation of an agent.
+type Run struct {
+	ID             string
+	Tenant         string
+	Agent          string
+	ConversationID string
+	Status         RunStatus
+	Input          json.RawMessage // the request as submitted
+	Output         json.RawMessage // the final answer (content blocks), once succeeded
+	Error          string          // why it failed, once failed
+	Attempt        int
+	Steps          int
+	InputTokens    int64
+	OutputTokens   int64
+	CostUSD        float64
+	IdempotencyKey string // empty: none
+	CreatedAt      time.Time
+	StartedAt      time.Time // zero until running
+	FinishedAt     time.Time // zero until terminal
+}
+
+// UpdateRunParams changes a run's mutable fields. Every field is written.
+type UpdateRunParams struct {
+	ID           string
+	Status       RunStatus
+	Output       json.RawMessage
+	Error        string
+	Attempt      int
+	Steps        int
+	InputTokens  int64
+	OutputTokens int64
+	CostUSD      float64
+	StartedAt    time.Time
+	FinishedAt   time.Time
+}
+
+// Event is one numbered event of a run. Seq starts at 1 and has no gaps.
+type Event struct {
+	RunID     string
+	Seq       int64
+	Type      string
+	Data      json.RawMessage
+	CreatedAt time.Time
+}
+
+// Checkpoint is the resumable state of a run after a step.
+type Checkpoint struct {
+	RunID     string
+	Step      int
+	State     json.RawMessage
+	CreatedAt time.Time
+}
+
+// Store is the seam every backend implements. All methods are safe for
+// concurrent use.
+type Store interface {
+	// Migrate brings the schema to the newest version. It is idempotent.
+	Migrate(ctx context.Context) error
+	// Ping checks that the backend answers.
+	Ping(ctx context.Context) error
+	Close() error
+
+	// CreateConversation inserts a new conversation at version 0.
+	// ErrConflict if the id exists.
+	CreateConversation(ctx context.Context, p CreateConversationParams) (Conversation, error)
+	// GetConversation returns the conversation with its messages.
+	GetConversation(ctx context.Context, tenant, id string) (Conversation, error)
+	// AppendMessages appends messages atomically (see AppendMessagesParams)
+	// and returns the conversation's new version.
+	AppendMessages(ctx context.Context, p AppendMessagesParams) (int64, error)
+	// DeleteConversation deletes a conversation and its messages.
+	DeleteConversation(ctx context.Context, tenant, id string) error
+	// DeleteExpiredConversations deletes conversations whose ExpiresAt is
+	// before now (and not zero); it returns how many it deleted.
+	DeleteExpiredConversations(ctx context.Context, now time.Time) (int, error)
+
+	// CreateRun inserts a run. ErrConflict if the id exists.
+	CreateRun(ctx context.Context, r Run) error
+	// GetRun returns a run of the tenant.
+	GetRun(ctx context.Context, tenant, id string) (Run, error)
+	// UpdateRun overwrites a run's mutable fields.
+	UpdateRun(ctx context.Context, p UpdateRunParams) error
+
+	// SaveStep writes a checkpoint (if cp is not nil) and appends events in
+	// one transaction. Events must continue the run's sequence without gaps:
+	// an event whose seq already exists gives ErrConflict and nothing is
+	// written.
+	SaveStep(ctx context.Context, cp *Checkpoint, events []Event) error
+	// ListEvents returns up to limit events with Seq > afterSeq, in order.
+	ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]Event, error)
+	// LatestCheckpoint returns the checkpoint with the highest step, or
+	// ErrNotFound.
+	LatestCheckpoint(ctx context.Context, runID string) (Checkpoint, error)
+}
