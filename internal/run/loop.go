@@ -144,10 +144,12 @@ func (l *Loop) Execute(ctx context.Context, p Params) (Result, error) {
 			}
 		}
 		x.emit(EventError, errorData(err))
-		// Persist the error event even though ctx may be done.
+		// Persist the error event even though ctx may be done. It goes with
+		// a checkpoint (same state, newer seq) so that a resumed run
+		// numbers its events after it.
 		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if ferr := x.flush(flushCtx, nil); ferr != nil {
+		if ferr := x.checkpoint(flushCtx); ferr != nil {
 			l.Log.ErrorContext(ctx, "persist error event", "err", ferr)
 		}
 		return x.result(), err
@@ -212,7 +214,7 @@ func (x *execution) loop(ctx context.Context) error {
 		}
 	}
 	x.emit(EventDone, x.answerData())
-	return x.flush(ctx, nil)
+	return x.checkpoint(ctx)
 }
 
 func (x *execution) lastRole() string {
@@ -414,30 +416,23 @@ func (x *execution) emit(typ string, data any) {
 }
 
 // checkpoint persists the state and the queued events in one transaction.
+// Every write carries a checkpoint whose seq is that of the last event
+// written, so a resumed run continues the sequence without gaps or
+// duplicates. Holding mu across the write keeps checkpoints and events in
+// order when tools finish together.
 func (x *execution) checkpoint(ctx context.Context) error {
 	x.mu.Lock()
-	x.cpStep++
+	defer x.mu.Unlock()
 	x.st.Seq = x.seq
 	raw, err := json.Marshal(x.st)
-	cp := &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep, State: raw, CreatedAt: time.Now().UTC()}
-	x.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	return x.flush(ctx, cp)
-}
-
-// flush writes queued events (and cp, if not nil). Holding mu across the
-// write keeps events and checkpoints in order when tools finish together.
-func (x *execution) flush(ctx context.Context, cp *store.Checkpoint) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if cp == nil && len(x.pending) == 0 {
-		return nil
-	}
+	cp := &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep + 1, State: raw, CreatedAt: time.Now().UTC()}
 	if err := x.l.Store.SaveStep(ctx, cp, x.pending); err != nil {
 		return fmt.Errorf("save step of run %s: %w", x.p.RunID, err)
 	}
+	x.cpStep++
 	x.pending = x.pending[:0]
 	return nil
 }

@@ -80,7 +80,7 @@ func (clock) Spec() llm.ToolSpec {
 	return llm.ToolSpec{
 		Name:        "clock",
 		Description: "Returns the current date and time in UTC (RFC 3339), or in the given IANA time zone.",
-		InputSchema: json.RawMessage(`{"type":"object","properties":{"timezone":{"type":"string","description":"IANA time zone, e.g. Europe/Paris. Defaults to UTC."}}}`),
+		InputSchema: json.RawMessage(`{"type":"object","properties":{"timezone":{"type":"string","description":"IANA time zone, e.g. Europe/Paris.","default":"UTC"}}}`),
 	}
 }
 

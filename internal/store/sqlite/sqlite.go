@@ -1,0 +1,265 @@
+// Package sqlite is the SQLite backend of store.Store, built on the pure-Go
+// driver modernc.org/sqlite (no cgo).
+//
+// # Connections and locking
+//
+// SQLite allows one writer at a time. A Store therefore holds two pools on
+// the same file:
+//
+//   - a write pool with exactly one connection. Every method that writes runs
+//     on it, so writers inside one process queue in database/sql (honouring
+//     their context) instead of spinning on SQLITE_BUSY. Its transactions
+//     start with BEGIN IMMEDIATE (DSN _txlock=immediate): the write lock is
+//     taken up front, so a read-then-write transaction (the version check of
+//     AppendMessages, the seq check of SaveStep, Migrate) can never fail with
+//     SQLITE_BUSY when upgrading a read lock, and writers from other
+//     processes on the same file wait for up to busy_timeout (5s) for it.
+//   - a read pool with several connections, opened with query_only. In WAL
+//     mode readers never block the writer nor each other, and a read
+//     transaction (GetConversation) sees one consistent snapshot.
+//
+// Both pools run with busy_timeout(5000); the write pool also sets
+// journal_mode(WAL) (persistent in the file), foreign_keys(1) (needed for
+// ON DELETE CASCADE) and synchronous(NORMAL) (in WAL mode a commit is
+// durable against application crashes; a power loss can lose the last
+// commits but never corrupts the database).
+//
+// # Encoding
+//
+// Timestamps are INTEGER unix microseconds in UTC, the precision PostgreSQL's
+// timestamptz has, so both backends round-trip the same values: a time is
+// truncated to the microsecond when written and comes back in UTC. The zero
+// time.Time is stored as NULL. JSON (message content, run input/output,
+// event data, checkpoint state) is TEXT, stored byte for byte; nil is NULL.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Store is a store.Store on one SQLite database file. It is safe for
+// concurrent use; several Stores (also in several processes) may share a file.
+type Store struct {
+	write *sql.DB // one connection, BEGIN IMMEDIATE
+	read  *sql.DB // several connections, query_only
+	wstmt *stmtCache
+	rstmt *stmtCache
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating it if needed) the SQLite database at path, a file
+// system path as ParseURL returns it. It does not migrate: call Migrate.
+// ":memory:" is refused, since the two connection pools would each see a
+// database of their own.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlite: open: empty path")
+	}
+	if path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: open %q: want a file system path", path)
+	}
+
+	write, err := sql.Open("sqlite", dsn(path,
+		"_pragma=busy_timeout(5000)",
+		"_pragma=journal_mode(WAL)",
+		"_pragma=foreign_keys(1)",
+		"_pragma=synchronous(NORMAL)",
+		"_txlock=immediate",
+	))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+	// Open the write connection now: it switches the file to WAL before any
+	// reader connects, and a bad path fails here rather than on first use.
+	if err := write.PingContext(ctx); err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+
+	read, err := sql.Open("sqlite", dsn(path,
+		"_pragma=busy_timeout(5000)",
+		"_pragma=foreign_keys(1)",
+		"_pragma=query_only(1)",
+	))
+	if err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	read.SetMaxOpenConns(n)
+	read.SetMaxIdleConns(n)
+	read.SetConnMaxIdleTime(5 * time.Minute)
+
+	return &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read)}, nil
+}
+
+// dsn builds a "file:" URI for path, so that a '?' or '#' in the path is
+// not taken for the start of the query.
+func dsn(path string, params ...string) string {
+	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	return "file:" + esc + "?" + strings.Join(params, "&")
+}
+
+// ParseURL returns the file system path of a sqlite database URL:
+//
+//	sqlite:///abs/path.db     → /abs/path.db      (three slashes: absolute)
+//	sqlite://relative/path.db → relative/path.db  (two slashes: relative to
+//	                                               the working directory; the
+//	                                               "host" is the first path
+//	                                               element)
+//	sqlite:relative.db        → relative.db       (no slashes: relative)
+//	sqlite:/abs/path.db       → /abs/path.db
+//
+// The scheme is case-insensitive and percent-escapes are decoded. Any other
+// scheme, an empty path, a query string, a fragment, user info or a port is
+// an error.
+func ParseURL(u string) (string, error) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return "", fmt.Errorf("sqlite: parse url: %w", err)
+	}
+	if pu.Scheme != "sqlite" {
+		return "", fmt.Errorf("sqlite: parse url %q: scheme is %q, want sqlite", u, pu.Scheme)
+	}
+	if pu.RawQuery != "" || pu.ForceQuery || pu.Fragment != "" {
+		return "", fmt.Errorf("sqlite: parse url %q: query and fragment are not supported", u)
+	}
+	if pu.User != nil || pu.Port() != "" {
+		return "", fmt.Errorf("sqlite: parse url %q: user info and port are not supported", u)
+	}
+	var path string
+	switch {
+	case pu.Opaque != "": // sqlite:relative.db
+		path, err = url.PathUnescape(pu.Opaque)
+		if err != nil {
+			return "", fmt.Errorf("sqlite: parse url %q: %w", u, err)
+		}
+	case pu.Host != "": // sqlite://relative/path.db
+		path = pu.Host + pu.Path
+	default: // sqlite:///abs/path.db, sqlite:/abs/path.db
+		path = pu.Path
+	}
+	if path == "" || path == "/" {
+		return "", fmt.Errorf("sqlite: parse url %q: no path", u)
+	}
+	return path, nil
+}
+
+// Ping checks that both connection pools answer.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.write.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	if err := s.read.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database. It is safe to call more than once; later calls
+// return what the first returned.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		// Readers first: the last connection to close checkpoints the WAL.
+		errs := []error{s.rstmt.close(), s.read.Close(), s.wstmt.close(), s.write.Close()}
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("sqlite: close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// mapErr translates driver errors into the store's sentinel errors, keeping
+// the original in the chain: sql.ErrNoRows becomes store.ErrNotFound, a
+// primary key or unique violation store.ErrConflict.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if isConstraint(err, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE) {
+		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+	}
+	return err
+}
+
+func isConstraint(err error, codes ...int) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	for _, c := range codes {
+		if se.Code() == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Timestamps: unix microseconds, UTC, zero ↔ NULL.
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+func toMicros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(n.Int64).UTC()
+}
+
+// normTime is what a time looks like after a round trip.
+func normTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.UnixMicro(t.UnixMicro()).UTC()
+}
+
+// JSON: TEXT as is, nil (or empty) ↔ NULL.
+
+func toJSON(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
+}
+
+func fromJSON(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// rollback is deferred after BeginTx; after Commit it is a no-op.
+func rollback(tx *sql.Tx) { _ = tx.Rollback() }
