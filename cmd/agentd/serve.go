@@ -32,7 +32,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		return fmt.Errorf("log: %w", err)
 	}
 	log.Info("starting agentd", "version", buildVersion(), "addr", cfg.Server.Addr, "store", cfg.Store.URL, "agents", len(cfg.Agents))
-	log.Debug("config", "config", cfg.Redacted())
+	log.Info("config loaded (secrets masked)", "config", cfg.Redacted())
 
 	reg, err := tool.NewRegistry(tool.Builtins(nil)...)
 	if err != nil {
@@ -43,7 +43,13 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		return err
 	}
 
-	// Start-up order: store (and schema) → model upstream → service → HTTP.
+	// Start-up order: listener (a taken port fails first) → store (and
+	// schema) → model upstream → service → HTTP serving → ready.
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	if err != nil {
+		return fmt.Errorf("server.addr: listen: %w", err)
+	}
+	defer ln.Close() // no-op once Serve owns it
 	st, err := openStore(ctx, cfg.Store.URL)
 	if err != nil {
 		return err
@@ -102,10 +108,6 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		// shutdown drains requests instead of cancelling them.
 		BaseContext: func(net.Listener) context.Context { return bg },
 	}
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
-	if err != nil {
-		return fmt.Errorf("server.addr: listen: %w", err)
-	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	health.SetReady(true)
@@ -144,16 +146,9 @@ func buildModel(bg context.Context, cfg *config.Config, log *slog.Logger, goActo
 		return nil, fmt.Errorf("start simulator: %w", err)
 	}
 	const simKey = "sim-key"
-	srv := &http.Server{Handler: sim.New(sim.Config{APIKey: simKey, Latency: a.SimLatency}, log.With("component", "sim")), ReadHeaderTimeout: 10 * time.Second}
+	simCfg := sim.Config{APIKey: simKey, Latency: a.SimLatency}
 	goActor("simulator", func(ctx context.Context) error {
-		go func() {
-			<-ctx.Done()
-			_ = srv.Close()
-		}()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
+		return sim.Serve(ctx, ln, simCfg, log.With("component", "sim"))
 	})
 	base := "http://" + ln.Addr().String()
 	log.Warn("SIMULATED MODEL: no Anthropic API key is configured, answers come from agentd's built-in Claude API simulator, not from Claude; set ANTHROPIC_API_KEY (providers.anthropic.api_key) for real answers",
