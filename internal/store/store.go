@@ -147,6 +147,25 @@ type Checkpoint struct {
 	CreatedAt time.Time
 }
 
+// ListRunsParams filter and page ListRuns. Runs come newest first (ids are
+// UUIDv7, so id order is creation order).
+type ListRunsParams struct {
+	Tenant string
+	// Status and Agent filter when not empty.
+	Status RunStatus
+	Agent  string
+	// Limit caps the page; <= 0 means 50. Backends cap it at 1000.
+	Limit int
+	// Cursor, when not empty, returns only runs whose id sorts before it
+	// (the id of the last run of the previous page).
+	Cursor string
+}
+
+// TxFunc runs inside a backend transaction. tx is the backend's native
+// transaction (*sql.Tx for SQLite, pgx.Tx for PostgreSQL) so that a queue
+// sharing the database can insert its job atomically with the store's rows.
+type TxFunc func(ctx context.Context, tx any) error
+
 // Store is the seam every backend implements. All methods are safe for
 // concurrent use.
 type Store interface {
@@ -172,8 +191,20 @@ type Store interface {
 
 	// CreateRun inserts a run. ErrConflict if the id exists.
 	CreateRun(ctx context.Context, r Run) error
+	// CreateRunTx inserts r and calls fn in the same transaction; if fn
+	// fails nothing is written and its error is returned (wrapped).
+	// ErrConflict if the id, or the tenant's idempotency key, exists.
+	CreateRunTx(ctx context.Context, r Run, fn TxFunc) error
 	// GetRun returns a run of the tenant.
 	GetRun(ctx context.Context, tenant, id string) (Run, error)
+	// GetRunByIdempotencyKey returns the tenant's run created with key.
+	GetRunByIdempotencyKey(ctx context.Context, tenant, key string) (Run, error)
+	// ListRuns returns a page of the tenant's runs (see ListRunsParams).
+	ListRuns(ctx context.Context, p ListRunsParams) ([]Run, error)
+	// ExpireIdempotencyKeys clears the idempotency key of runs created
+	// before the given time, so the key can be used again; it returns how
+	// many it cleared.
+	ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Time) (int, error)
 	// UpdateRun overwrites a run's mutable fields.
 	UpdateRun(ctx context.Context, p UpdateRunParams) error
 
