@@ -1,7 +1,7 @@
 // Package store is agentd's system of record: conversations and their
 // messages, runs, run events and checkpoints.
 //
-// Backends live in sub-packages (sqlite/, later postgres/) and every backend
+// Backends live in sub-packages (sqlite/, postgres/) and every backend
 // must pass the conformance suite in storetest/. Business code depends on the
 // Store interface (or on a smaller interface it declares itself), never on a
 // backend, and never branches on which backend is in use.
@@ -193,7 +193,9 @@ type Store interface {
 	CreateRun(ctx context.Context, r Run) error
 	// CreateRunTx inserts r and calls fn in the same transaction; if fn
 	// fails nothing is written and its error is returned (wrapped).
-	// ErrConflict if the id, or the tenant's idempotency key, exists.
+	// ErrConflict if the id, or the tenant's idempotency key, exists; fn
+	// is only called once r is inserted, so a conflict never reaches it.
+	// A nil fn makes it CreateRun.
 	CreateRunTx(ctx context.Context, r Run, fn TxFunc) error
 	// GetRun returns a run of the tenant.
 	GetRun(ctx context.Context, tenant, id string) (Run, error)
@@ -218,4 +220,58 @@ type Store interface {
 	// LatestCheckpoint returns the checkpoint with the highest step, or
 	// ErrNotFound.
 	LatestCheckpoint(ctx context.Context, runID string) (Checkpoint, error)
+}
+
+// ClaimRunParams are the inputs of ClaimRun.
+type ClaimRunParams struct {
+	ID    string
+	Owner string // the worker's id
+	// LeaseUntil is when the claim expires unless extended.
+	LeaseUntil time.Time
+	Now        time.Time
+}
+
+// QueueStats describe queued runs.
+type QueueStats struct {
+	// Depth counts queued runs per agent.
+	Depth map[string]int
+	// OldestQueuedAt is the creation time of the oldest queued run; zero if
+	// none.
+	OldestQueuedAt time.Time
+	// Running counts runs being executed.
+	Running int
+}
+
+// RunLeases is the part of the seam that lets workers own runs: a worker
+// claims a run with a lease, extends it while it works, and a run whose
+// lease expired (its worker died) is handed to another worker. Every backend
+// implements it (storetest checks it next to Store).
+type RunLeases interface {
+	// ClaimRun makes Owner the run's executor: status becomes running,
+	// attempt increases by one, started_at is set if zero. It succeeds
+	// when the run is queued, or running with no lease, an expired lease,
+	// or a lease already held by Owner. A running run whose cancellation
+	// was requested is claimable too once its lease expired: its new owner
+	// learns of the request at its first ExtendLease and ends it (a queued
+	// one is already canceled). It returns the claimed run, or
+	// ErrConflict (another live owner, or the run is terminal; the
+	// returned Run then shows which) or ErrNotFound.
+	ClaimRun(ctx context.Context, p ClaimRunParams) (Run, error)
+	// ExtendLease moves the lease of a run Owner holds to until and
+	// reports whether cancellation was requested. ErrConflict if Owner no
+	// longer holds the lease.
+	ExtendLease(ctx context.Context, id, owner string, until time.Time) (cancelRequested bool, err error)
+	// ReleaseLease drops Owner's lease so that another worker may claim
+	// the run at once (graceful shutdown). No error if not held.
+	ReleaseLease(ctx context.Context, id, owner string) error
+	// RequestCancel marks the tenant's run for cancellation: a queued run
+	// becomes canceled at once, a running one is stopped by its worker at
+	// its next lease extension. Terminal runs are returned unchanged.
+	RequestCancel(ctx context.Context, tenant, id string, now time.Time) (Run, error)
+	// ReclaimExpiredRuns finds running runs whose lease expired before
+	// now, clears their lease and calls fn for each inside the same
+	// transaction (to enqueue it again); it returns how many it reclaimed.
+	ReclaimExpiredRuns(ctx context.Context, now time.Time, fn func(ctx context.Context, tx any, r Run) error) (int, error)
+	// QueueStats reports queue depth and age.
+	QueueStats(ctx context.Context) (QueueStats, error)
 }

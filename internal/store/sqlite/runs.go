@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
+	"time"
 
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -13,45 +15,186 @@ import (
 // CreateRun inserts r; a zero CreatedAt becomes now. store.ErrConflict if
 // the id exists or the tenant already has a run with r.IdempotencyKey.
 func (s *Store) CreateRun(ctx context.Context, r store.Run) error {
+	return s.CreateRunTx(ctx, r, nil)
+}
+
+const qInsertRun = `INSERT INTO runs
+	(id, tenant, agent, conversation_id, status, input, output, error, attempt, steps,
+	 input_tokens, output_tokens, cost_usd, idempotency_key, created_at, started_at, finished_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// CreateRunTx inserts r like CreateRun and then, when fn is not nil, calls
+// fn with the transaction, a *sql.Tx on the write connection; if fn fails,
+// nothing is written and its error is returned wrapped (as is, not mapped
+// to the store's sentinels). fn must do all its work on that *sql.Tx: the
+// Store's write pool has one connection, which the transaction holds, so
+// calling the Store from fn deadlocks.
+func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) error {
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = now()
 	}
-	_, err := s.write.ExecContext(ctx, `INSERT INTO runs
-		(id, tenant, agent, conversation_id, status, input, output, error, attempt, steps,
-		 input_tokens, output_tokens, cost_usd, idempotency_key, created_at, started_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.ID, r.Tenant, r.Agent, r.ConversationID, string(r.Status), toJSON(r.Input), toJSON(r.Output),
+	args := []any{r.ID, r.Tenant, r.Agent, r.ConversationID, string(r.Status), toJSON(r.Input), toJSON(r.Output),
 		r.Error, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, r.CostUSD, r.IdempotencyKey,
-		toMicros(r.CreatedAt), toMicros(r.StartedAt), toMicros(r.FinishedAt))
+		toMicros(r.CreatedAt), toMicros(r.StartedAt), toMicros(r.FinishedAt)}
+	if fn == nil {
+		if _, err := s.write.ExecContext(ctx, qInsertRun, args...); err != nil {
+			return fmt.Errorf("sqlite: create run %s: %w", r.ID, mapErr(err))
+		}
+		return nil
+	}
+
+	st, err := s.wstmt.get(ctx, qInsertRun)
 	if err != nil {
+		return fmt.Errorf("sqlite: create run %s: %w", r.ID, err)
+	}
+	tx, err := s.write.BeginTx(ctx, nil) // BEGIN IMMEDIATE
+	if err != nil {
+		return fmt.Errorf("sqlite: create run %s: %w", r.ID, err)
+	}
+	defer rollback(tx)
+	if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+		return fmt.Errorf("sqlite: create run %s: %w", r.ID, mapErr(err))
+	}
+	if err := fn(ctx, tx); err != nil {
+		return fmt.Errorf("sqlite: create run %s: in transaction: %w", r.ID, err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: create run %s: %w", r.ID, mapErr(err))
 	}
 	return nil
 }
 
-// GetRun returns a run of the tenant; store.ErrNotFound if it does not exist
-// or belongs to another tenant.
-func (s *Store) GetRun(ctx context.Context, tenant, id string) (store.Run, error) {
+const runColumns = `id, tenant, agent, conversation_id, status, input, output,
+	error, attempt, steps, input_tokens, output_tokens, cost_usd, idempotency_key,
+	created_at, started_at, finished_at`
+
+// scanRun scans a row of runColumns.
+func scanRun(row interface{ Scan(...any) error }) (store.Run, error) {
 	var (
 		r                                store.Run
 		status                           string
 		input, output                    []byte
 		createdAt, startedAt, finishedAt sql.NullInt64
 	)
-	err := s.read.QueryRowContext(ctx, `SELECT id, tenant, agent, conversation_id, status, input, output,
-		error, attempt, steps, input_tokens, output_tokens, cost_usd, idempotency_key,
-		created_at, started_at, finished_at
-		FROM runs WHERE id = ? AND tenant = ?`, id, tenant).Scan(
+	err := row.Scan(
 		&r.ID, &r.Tenant, &r.Agent, &r.ConversationID, &status, &input, &output,
 		&r.Error, &r.Attempt, &r.Steps, &r.InputTokens, &r.OutputTokens, &r.CostUSD, &r.IdempotencyKey,
 		&createdAt, &startedAt, &finishedAt)
 	if err != nil {
-		return store.Run{}, fmt.Errorf("sqlite: get run %s: %w", id, mapErr(err))
+		return store.Run{}, err
 	}
 	r.Status = store.RunStatus(status)
 	r.Input, r.Output = fromJSON(input), fromJSON(output)
 	r.CreatedAt, r.StartedAt, r.FinishedAt = fromMicros(createdAt), fromMicros(startedAt), fromMicros(finishedAt)
 	return r, nil
+}
+
+// GetRun returns a run of the tenant; store.ErrNotFound if it does not exist
+// or belongs to another tenant.
+func (s *Store) GetRun(ctx context.Context, tenant, id string) (store.Run, error) {
+	r, err := scanRun(s.read.QueryRowContext(ctx,
+		`SELECT `+runColumns+` FROM runs WHERE id = ? AND tenant = ?`, id, tenant))
+	if err != nil {
+		return store.Run{}, fmt.Errorf("sqlite: get run %s: %w", id, mapErr(err))
+	}
+	return r, nil
+}
+
+// GetRunByIdempotencyKey returns the tenant's run created with key;
+// store.ErrNotFound if there is none (an empty key never matches, nor does a
+// key ExpireIdempotencyKeys cleared).
+func (s *Store) GetRunByIdempotencyKey(ctx context.Context, tenant, key string) (store.Run, error) {
+	if key == "" {
+		return store.Run{}, fmt.Errorf("sqlite: get run by idempotency key: empty key: %w", store.ErrNotFound)
+	}
+	r, err := scanRun(s.read.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs
+		WHERE tenant = ? AND idempotency_key = ? AND idempotency_key <> ''`, tenant, key))
+	if err != nil {
+		return store.Run{}, fmt.Errorf("sqlite: get run by idempotency key %q: %w", key, mapErr(err))
+	}
+	return r, nil
+}
+
+// ListRuns returns a page of the tenant's runs, highest id (newest) first;
+// see store.ListRunsParams. Limit <= 0 is 50, more than MaxListRuns is
+// MaxListRuns.
+func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.Run, error) {
+	runs, err := s.listRuns(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list runs: %w", err)
+	}
+	return runs, nil
+}
+
+// Page sizes of ListRuns.
+const (
+	DefaultListRuns = 50
+	MaxListRuns     = 1000
+)
+
+func (s *Store) listRuns(ctx context.Context, p store.ListRunsParams) ([]store.Run, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = DefaultListRuns
+	}
+	limit = min(limit, MaxListRuns)
+
+	// One query text per combination of filters (at most 8, prepared once
+	// each), so that SQLite plans each with the (tenant, id) index.
+	var q strings.Builder
+	q.WriteString(`SELECT ` + runColumns + ` FROM runs WHERE tenant = ?`)
+	args := []any{p.Tenant}
+	if p.Status != "" {
+		q.WriteString(` AND status = ?`)
+		args = append(args, string(p.Status))
+	}
+	if p.Agent != "" {
+		q.WriteString(` AND agent = ?`)
+		args = append(args, p.Agent)
+	}
+	if p.Cursor != "" {
+		q.WriteString(` AND id < ?`)
+		args = append(args, p.Cursor)
+	}
+	q.WriteString(` ORDER BY id DESC LIMIT ?`)
+	args = append(args, limit)
+
+	st, err := s.rstmt.get(ctx, q.String())
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	runs := []store.Run{}
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return runs, nil
+}
+
+// ExpireIdempotencyKeys clears the idempotency key of every run created
+// before createdBefore that still has one and returns how many it cleared.
+func (s *Store) ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Time) (int, error) {
+	res, err := s.write.ExecContext(ctx, `UPDATE runs SET idempotency_key = ''
+		WHERE idempotency_key <> '' AND created_at < ?`, createdBefore.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: expire idempotency keys: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: expire idempotency keys: %w", err)
+	}
+	return int(n), nil
 }
 
 // UpdateRun overwrites every mutable field of the run; store.ErrNotFound if

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/migrations"
 	"github.com/agentd/agentd/internal/store/storetest"
 )
 
@@ -34,7 +36,7 @@ func newTestStore(t testing.TB) *Store {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Exercise(t, func(t *testing.T) store.Store { return newTestStore(t) })
+	storetest.Exercise(t, func(t *testing.T) storetest.Store { return newTestStore(t) })
 }
 
 func TestMigrate(t *testing.T) {
@@ -46,13 +48,10 @@ func TestMigrate(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, v, "fresh database")
 
-	ms, err := loadMigrations()
+	ms, err := migrations.For(migrations.SQLite)
 	require.NoError(t, err)
 	require.NotEmpty(t, ms)
-	for i, m := range ms {
-		require.Equal(t, i+1, m.version, "versions are 1, 2, 3, ... without gaps")
-	}
-	require.Equal(t, ms[len(ms)-1].version, LatestSchemaVersion())
+	require.Equal(t, ms[len(ms)-1].Version, LatestSchemaVersion())
 
 	for range 3 {
 		require.NoError(t, s.Migrate(ctx))
@@ -226,6 +225,48 @@ func TestReopen(t *testing.T) {
 	require.ErrorIs(t, s.SaveStep(ctx, nil, []store.Event{{RunID: "r1", Seq: 1, Type: "x"}}), store.ErrConflict)
 }
 
+func TestCreateRunTxNativeTx(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newTestStore(t)
+
+	// fn gets a *sql.Tx that sees the run and whose writes commit with it.
+	r := store.Run{ID: "r1", Tenant: "t", Agent: "a", Status: store.RunQueued}
+	err := s.CreateRunTx(ctx, r, func(ctx context.Context, tx any) error {
+		sqlTx, ok := tx.(*sql.Tx)
+		require.True(t, ok, "tx is %T", tx)
+		var status string
+		if err := sqlTx.QueryRowContext(ctx, `SELECT status FROM runs WHERE id = ?`, r.ID).Scan(&status); err != nil {
+			return err
+		}
+		require.Equal(t, "queued", status)
+		_, err := sqlTx.ExecContext(ctx, `INSERT INTO checkpoints (run_id, step, state, created_at) VALUES (?, 1, '{}', 0)`, r.ID)
+		return err
+	})
+	require.NoError(t, err)
+	cp, err := s.LatestCheckpoint(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, 1, cp.Step)
+
+	// fn's writes roll back with the run.
+	r2 := store.Run{ID: "r2", Tenant: "t", Agent: "a", Status: store.RunQueued}
+	boom := errors.New("boom")
+	err = s.CreateRunTx(ctx, r2, func(ctx context.Context, tx any) error {
+		if _, err := tx.(*sql.Tx).ExecContext(ctx,
+			`INSERT INTO checkpoints (run_id, step, state, created_at) VALUES (?, 1, '{}', 0)`, r2.ID); err != nil {
+			return err
+		}
+		return boom
+	})
+	require.ErrorIs(t, err, boom)
+	require.EqualError(t, err, "sqlite: create run r2: in transaction: boom")
+	_, err = s.LatestCheckpoint(ctx, r2.ID)
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// The write connection is free again.
+	require.NoError(t, s.CreateRun(ctx, r2))
+}
+
 func TestErrors(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -377,4 +418,56 @@ func BenchmarkGetConversation(b *testing.B) {
 			b.Fatal(err, len(c.Messages))
 		}
 	}
+}
+
+func TestReclaimExpiredRunsNativeTx(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newTestStore(t)
+	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	for _, id := range []string{"r1", "r2"} {
+		require.NoError(t, s.CreateRun(ctx, store.Run{ID: id, Tenant: "t", Agent: "a", Status: store.RunQueued}))
+		_, err := s.ClaimRun(ctx, store.ClaimRunParams{ID: id, Owner: "w1", LeaseUntil: t0.Add(time.Second), Now: t0})
+		require.NoError(t, err)
+	}
+	mark := func(ctx context.Context, tx any, r store.Run) error {
+		sqlTx, ok := tx.(*sql.Tx)
+		require.True(t, ok, "tx is %T", tx)
+		// fn sees the cleared lease and its writes commit with it.
+		var owner sql.NullString
+		if err := sqlTx.QueryRowContext(ctx, `SELECT lease_owner FROM runs WHERE id = ?`, r.ID).Scan(&owner); err != nil {
+			return err
+		}
+		require.False(t, owner.Valid)
+		_, err := sqlTx.ExecContext(ctx, `UPDATE runs SET error = 'reclaimed' WHERE id = ?`, r.ID)
+		return err
+	}
+
+	// fn's writes roll back with the reclaim.
+	boom := errors.New("boom")
+	_, err := s.ReclaimExpiredRuns(ctx, t0.Add(time.Minute), func(ctx context.Context, tx any, r store.Run) error {
+		if err := mark(ctx, tx, r); err != nil {
+			return err
+		}
+		return boom
+	})
+	require.ErrorIs(t, err, boom)
+	require.ErrorContains(t, err, "sqlite: reclaim expired runs: run r")
+	for _, id := range []string{"r1", "r2"} {
+		r, err := s.GetRun(ctx, "t", id)
+		require.NoError(t, err)
+		require.Empty(t, r.Error)
+	}
+
+	n, err := s.ReclaimExpiredRuns(ctx, t0.Add(time.Minute), mark)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	for _, id := range []string{"r1", "r2"} {
+		r, err := s.GetRun(ctx, "t", id)
+		require.NoError(t, err)
+		require.Equal(t, "reclaimed", r.Error)
+	}
+	// The write connection is free again.
+	_, err = s.ClaimRun(ctx, store.ClaimRunParams{ID: "r1", Owner: "w2", LeaseUntil: t0.Add(2 * time.Minute), Now: t0.Add(time.Minute)})
+	require.NoError(t, err)
 }

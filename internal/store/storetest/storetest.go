@@ -1,7 +1,7 @@
 // Package storetest is the conformance suite every store.Store backend must
 // pass, in the style of River's riverdrivertest: a backend's test calls
 //
-//	storetest.Exercise(t, func(t *testing.T) store.Store { ... })
+//	storetest.Exercise(t, func(t *testing.T) storetest.Store { ... })
 //
 // and gets one subtest per contract of store.go.
 //
@@ -16,7 +16,13 @@
 //     gap) is ErrConflict; an unknown run is ErrNotFound; in both cases
 //     nothing of the call is written;
 //   - ListEvents with limit <= 0 returns all events after afterSeq;
-//   - UpdateRun of an unknown id is ErrNotFound.
+//   - UpdateRun of an unknown id is ErrNotFound;
+//   - CreateRunTx calls fn only after r was inserted (a conflict never
+//     reaches fn), with a non-nil tx; an error of fn is returned so that
+//     errors.Is finds it, and leaves no trace (id and key stay free);
+//   - ids sort byte-wise (ListRuns order and Cursor);
+//   - GetRunByIdempotencyKey with an empty key is ErrNotFound;
+//   - ListRuns on an empty result returns no runs and no error.
 package storetest
 
 import (
@@ -35,14 +41,21 @@ import (
 	"github.com/agentd/agentd/internal/store"
 )
 
+// Store is what a backend under test implements: the Store seam and the
+// run leases.
+type Store interface {
+	store.Store
+	store.RunLeases
+}
+
 // Exercise runs the conformance suite. newStore must return a migrated,
 // empty store of its own on every call (the subtests run in parallel and
 // some count rows) and arrange for it to be closed with t.Cleanup.
-func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
+func Exercise(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Helper()
 
 	// setup gives a subtest its own store and context.
-	setup := func(t *testing.T) (store.Store, context.Context) {
+	setup := func(t *testing.T) (Store, context.Context) {
 		t.Helper()
 		t.Parallel()
 		return newStore(t), t.Context()
@@ -61,11 +74,15 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Conversation", func(t *testing.T) { exerciseConversations(t, setup) })
 	t.Run("AppendMessages", func(t *testing.T) { exerciseAppend(t, setup) })
 	t.Run("Run", func(t *testing.T) { exerciseRuns(t, setup) })
+	t.Run("CreateRunTx", func(t *testing.T) { exerciseCreateRunTx(t, setup) })
+	t.Run("ListRuns", func(t *testing.T) { exerciseListRuns(t, setup) })
+	t.Run("IdempotencyKey", func(t *testing.T) { exerciseIdempotency(t, setup) })
 	t.Run("SaveStep", func(t *testing.T) { exerciseSaveStep(t, setup) })
 	t.Run("Concurrency", func(t *testing.T) { exerciseConcurrency(t, setup) })
+	t.Run("RunLeases", func(t *testing.T) { exerciseRunLeases(t, setup) })
 }
 
-type setupFunc func(t *testing.T) (store.Store, context.Context)
+type setupFunc func(t *testing.T) (Store, context.Context)
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -636,6 +653,351 @@ func exerciseRuns(t *testing.T, setup setupFunc) {
 		require.Equal(t, want, got)
 
 		require.ErrorIs(t, s.UpdateRun(ctx, store.UpdateRunParams{ID: "nope", Status: store.RunFailed}), store.ErrNotFound)
+	})
+}
+
+// ---------------------------------------------------------------------------
+// CreateRunTx
+
+func exerciseCreateRunTx(t *testing.T, setup setupFunc) {
+	mk := func(tenant string) store.Run {
+		return store.Run{
+			ID: newID("run"), Tenant: tenant, Agent: "agent-a", Status: store.RunQueued,
+			Input: js(`{"q":1}`), IdempotencyKey: newID("idem"),
+		}
+	}
+
+	t.Run("Commits", func(t *testing.T) {
+		s, ctx := setup(t)
+		r := mk("t1")
+		calls := 0
+		err := s.CreateRunTx(ctx, r, func(fctx context.Context, tx any) error {
+			calls++
+			require.NotNil(t, fctx)
+			require.NotNil(t, tx, "fn gets the backend's transaction")
+			return nil
+		})
+		require.NoError(t, err)
+		require.Equal(t, 1, calls)
+		got, err := s.GetRun(ctx, "t1", r.ID)
+		require.NoError(t, err)
+		require.Equal(t, r.IdempotencyKey, got.IdempotencyKey)
+		require.Equal(t, `{"q":1}`, string(got.Input))
+	})
+
+	t.Run("NilFunc", func(t *testing.T) {
+		s, ctx := setup(t)
+		r := mk("t1")
+		require.NoError(t, s.CreateRunTx(ctx, r, nil))
+		_, err := s.GetRun(ctx, "t1", r.ID)
+		require.NoError(t, err)
+	})
+
+	t.Run("FuncErrorRollsBack", func(t *testing.T) {
+		s, ctx := setup(t)
+		r := mk("t1")
+		boom := errors.New("boom")
+		err := s.CreateRunTx(ctx, r, func(context.Context, any) error { return boom })
+		require.ErrorIs(t, err, boom)
+		require.NotErrorIs(t, err, store.ErrConflict)
+		require.NotErrorIs(t, err, store.ErrNotFound)
+		_, err = s.GetRun(ctx, "t1", r.ID)
+		require.ErrorIs(t, err, store.ErrNotFound, "nothing was written")
+		_, err = s.GetRunByIdempotencyKey(ctx, "t1", r.IdempotencyKey)
+		require.ErrorIs(t, err, store.ErrNotFound)
+
+		// Id and key are still free.
+		require.NoError(t, s.CreateRunTx(ctx, r, func(context.Context, any) error { return nil }))
+		got, err := s.GetRunByIdempotencyKey(ctx, "t1", r.IdempotencyKey)
+		require.NoError(t, err)
+		require.Equal(t, r.ID, got.ID)
+	})
+
+	t.Run("ConflictSkipsFunc", func(t *testing.T) {
+		s, ctx := setup(t)
+		r := mk("t1")
+		require.NoError(t, s.CreateRun(ctx, r))
+		called := false
+		fn := func(context.Context, any) error { called = true; return nil }
+
+		dupID := mk("t1")
+		dupID.ID = r.ID
+		require.ErrorIs(t, s.CreateRunTx(ctx, dupID, fn), store.ErrConflict, "same id")
+		dupKey := mk("t1")
+		dupKey.IdempotencyKey = r.IdempotencyKey
+		require.ErrorIs(t, s.CreateRunTx(ctx, dupKey, fn), store.ErrConflict, "same idempotency key")
+		require.False(t, called, "fn is not called when the insert fails")
+		_, err := s.GetRun(ctx, "t1", dupKey.ID)
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
+	t.Run("CanceledContext", func(t *testing.T) {
+		s, ctx := setup(t)
+		r := mk("t1")
+		cctx, cancel := context.WithCancel(ctx)
+		err := s.CreateRunTx(cctx, r, func(context.Context, any) error {
+			cancel()
+			return context.Cause(cctx)
+		})
+		require.ErrorIs(t, err, context.Canceled)
+		_, err = s.GetRun(ctx, "t1", r.ID)
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+}
+
+// ---------------------------------------------------------------------------
+// ListRuns
+
+func exerciseListRuns(t *testing.T, setup setupFunc) {
+	ids := func(runs []store.Run) []string {
+		out := []string{}
+		for _, r := range runs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+
+	t.Run("OrderFiltersAndIsolation", func(t *testing.T) {
+		s, ctx := setup(t)
+		tenant, other := newID("tenant"), newID("tenant")
+		prefix := newID("run") + "_"
+		type spec struct {
+			n      int
+			agent  string
+			status store.RunStatus
+		}
+		// Inserted out of id order; ids sort by n.
+		specs := []spec{
+			{3, "a", store.RunRunning}, {1, "a", store.RunQueued}, {7, "b", store.RunSucceeded},
+			{5, "b", store.RunRunning}, {2, "b", store.RunQueued}, {6, "a", store.RunRunning},
+			{4, "a", store.RunFailed},
+		}
+		want := map[string]store.Run{}
+		for _, sp := range specs {
+			r := store.Run{
+				ID: fmt.Sprintf("%s%04d", prefix, sp.n), Tenant: tenant, Agent: sp.agent, Status: sp.status,
+				Input: js(fmt.Sprintf(`{"n": %d}`, sp.n)), IdempotencyKey: fmt.Sprint("k", sp.n),
+				CreatedAt: at("2030-01-01T00:00:00.000001Z").Add(time.Duration(sp.n) * time.Second),
+			}
+			require.NoError(t, s.CreateRun(ctx, r))
+			want[r.ID] = roundTrippedRun(r)
+		}
+		// Another tenant's runs sort between and after ours.
+		for _, id := range []string{prefix + "0003x", prefix + "0009"} {
+			require.NoError(t, s.CreateRun(ctx, store.Run{ID: id, Tenant: other, Agent: "a", Status: store.RunRunning}))
+		}
+		id := func(ns ...int) []string {
+			out := []string{}
+			for _, n := range ns {
+				out = append(out, fmt.Sprintf("%s%04d", prefix, n))
+			}
+			return out
+		}
+		list := func(p store.ListRunsParams) []store.Run {
+			t.Helper()
+			p.Tenant = tenant
+			runs, err := s.ListRuns(ctx, p)
+			require.NoError(t, err)
+			return runs
+		}
+
+		all := list(store.ListRunsParams{})
+		require.Equal(t, id(7, 6, 5, 4, 3, 2, 1), ids(all), "newest (highest id) first")
+		for _, r := range all {
+			require.Equal(t, want[r.ID], r, "every field")
+			got, err := s.GetRun(ctx, tenant, r.ID)
+			require.NoError(t, err)
+			require.Equal(t, got, r)
+		}
+
+		require.Equal(t, id(6, 5, 3), ids(list(store.ListRunsParams{Status: store.RunRunning})))
+		require.Equal(t, id(7, 5, 2), ids(list(store.ListRunsParams{Agent: "b"})))
+		require.Equal(t, id(6, 3), ids(list(store.ListRunsParams{Status: store.RunRunning, Agent: "a"})))
+		require.Equal(t, id(3), ids(list(store.ListRunsParams{Status: store.RunRunning, Agent: "a", Cursor: id(6)[0]})))
+		require.Equal(t, id(5, 2), ids(list(store.ListRunsParams{Agent: "b", Cursor: id(7)[0], Limit: 2})))
+		require.Empty(t, list(store.ListRunsParams{Status: store.RunCanceled}))
+		require.Empty(t, list(store.ListRunsParams{Agent: "nope"}))
+
+		require.Equal(t, id(7, 6), ids(list(store.ListRunsParams{Limit: 2})))
+		require.Equal(t, id(4, 3, 2), ids(list(store.ListRunsParams{Cursor: id(5)[0], Limit: 3})), "ids before the cursor")
+		require.Equal(t, id(3, 2, 1), ids(list(store.ListRunsParams{Cursor: prefix + "0003x"})),
+			"a cursor need not be an existing id: byte-wise order")
+		require.Equal(t, id(7, 6, 5, 4, 3, 2, 1), ids(list(store.ListRunsParams{Cursor: prefix + "9999"})))
+		require.Empty(t, list(store.ListRunsParams{Cursor: id(1)[0]}))
+		require.Empty(t, list(store.ListRunsParams{Cursor: prefix}))
+		require.Len(t, list(store.ListRunsParams{Limit: -1}), 7, "limit <= 0 is the default")
+		require.Len(t, list(store.ListRunsParams{Limit: 1 << 40}), 7, "a huge limit is capped, not an error")
+
+		runs, err := s.ListRuns(ctx, store.ListRunsParams{Tenant: other})
+		require.NoError(t, err)
+		require.Equal(t, []string{prefix + "0009", prefix + "0003x"}, ids(runs))
+		runs, err = s.ListRuns(ctx, store.ListRunsParams{Tenant: newID("tenant")})
+		require.NoError(t, err)
+		require.Empty(t, runs)
+		runs, err = s.ListRuns(ctx, store.ListRunsParams{})
+		require.NoError(t, err)
+		require.Empty(t, runs, "the empty tenant has no runs")
+	})
+
+	t.Run("Pagination", func(t *testing.T) {
+		s, ctx := setup(t)
+		tenant := newID("tenant")
+		prefix := newID("run") + "_"
+		const n = 123
+		var wantAll []string
+		for i := n; i >= 1; i-- {
+			wantAll = append(wantAll, fmt.Sprintf("%s%05d", prefix, i))
+		}
+		// Concurrent inserts, in no particular order.
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				for i := w; i < n; i += 4 {
+					status := store.RunQueued
+					if i%3 == 0 {
+						status = store.RunSucceeded
+					}
+					assertNoError(t, s.CreateRun(ctx, store.Run{ID: wantAll[i], Tenant: tenant, Agent: "a", Status: status}))
+				}
+			})
+		}
+		wg.Wait()
+
+		page := func(p store.ListRunsParams) []string {
+			t.Helper()
+			p.Tenant = tenant
+			runs, err := s.ListRuns(ctx, p)
+			require.NoError(t, err)
+			return ids(runs)
+		}
+		require.Equal(t, wantAll[:50], page(store.ListRunsParams{}), "default limit is 50")
+
+		for _, limit := range []int{1, 7, 50, 122, 123, 1000} {
+			var got []string
+			cursor := ""
+			pages := 0
+			for {
+				ids := page(store.ListRunsParams{Limit: limit, Cursor: cursor})
+				require.LessOrEqual(t, len(ids), limit)
+				pages++
+				require.LessOrEqual(t, pages, n+1, "pagination does not end")
+				if len(ids) == 0 {
+					break
+				}
+				got = append(got, ids...)
+				cursor = ids[len(ids)-1]
+			}
+			require.Equal(t, wantAll, got, "limit %d: every run once, in order", limit)
+		}
+
+		// Filters page too.
+		var wantDone []string
+		for i, id := range wantAll {
+			if i%3 == 0 {
+				wantDone = append(wantDone, id)
+			}
+		}
+		var got []string
+		cursor := ""
+		for {
+			ids := page(store.ListRunsParams{Status: store.RunSucceeded, Limit: 10, Cursor: cursor})
+			if len(ids) == 0 {
+				break
+			}
+			got = append(got, ids...)
+			cursor = ids[len(ids)-1]
+		}
+		require.Equal(t, wantDone, got)
+	})
+}
+
+func roundTrippedRun(r store.Run) store.Run {
+	r.CreatedAt, r.StartedAt, r.FinishedAt = utc(r.CreatedAt), utc(r.StartedAt), utc(r.FinishedAt)
+	return r
+}
+
+// ---------------------------------------------------------------------------
+// idempotency keys
+
+func exerciseIdempotency(t *testing.T, setup setupFunc) {
+	t.Run("GetByKey", func(t *testing.T) {
+		s, ctx := setup(t)
+		key := newID("idem")
+		r := store.Run{
+			ID: newID("run"), Tenant: "t1", Agent: "a", Status: store.RunRunning, Input: js(`{"x": 1}`),
+			IdempotencyKey: key, CreatedAt: at("2030-01-01T01:02:03.456789Z"),
+		}
+		require.NoError(t, s.CreateRun(ctx, r))
+		require.NoError(t, s.CreateRun(ctx, store.Run{ID: newID("run"), Tenant: "t2", Agent: "a", Status: store.RunQueued,
+			IdempotencyKey: newID("idem")}))
+		require.NoError(t, s.CreateRun(ctx, store.Run{ID: newID("run"), Tenant: "t1", Agent: "a", Status: store.RunQueued}))
+
+		got, err := s.GetRunByIdempotencyKey(ctx, "t1", key)
+		require.NoError(t, err)
+		require.Equal(t, roundTrippedRun(r), got)
+
+		_, err = s.GetRunByIdempotencyKey(ctx, "t2", key)
+		require.ErrorIs(t, err, store.ErrNotFound, "another tenant's key")
+		_, err = s.GetRunByIdempotencyKey(ctx, "t1", newID("idem"))
+		require.ErrorIs(t, err, store.ErrNotFound)
+		_, err = s.GetRunByIdempotencyKey(ctx, "t1", "")
+		require.ErrorIs(t, err, store.ErrNotFound, "the empty key is no key")
+
+		// The key follows the run's updates.
+		require.NoError(t, s.UpdateRun(ctx, store.UpdateRunParams{ID: r.ID, Status: store.RunSucceeded, Steps: 2}))
+		got, err = s.GetRunByIdempotencyKey(ctx, "t1", key)
+		require.NoError(t, err)
+		require.Equal(t, store.RunSucceeded, got.Status)
+		require.Equal(t, 2, got.Steps)
+	})
+
+	t.Run("Expire", func(t *testing.T) {
+		s, ctx := setup(t)
+		tenant := newID("tenant")
+		cutoff := at("2001-06-01T00:00:00Z")
+		mk := func(key string, created time.Time) store.Run {
+			r := store.Run{ID: newID("run"), Tenant: tenant, Agent: "a", Status: store.RunSucceeded,
+				IdempotencyKey: key, CreatedAt: created}
+			require.NoError(t, s.CreateRun(ctx, r))
+			return r
+		}
+		oldKey, atKey, newKey := newID("idem"), newID("idem"), newID("idem")
+		old := mk(oldKey, cutoff.Add(-time.Hour))
+		atCutoff := mk(atKey, cutoff) // not before: kept
+		recent := mk(newKey, cutoff.Add(time.Microsecond))
+		oldNoKey := mk("", cutoff.Add(-2*time.Hour))
+
+		n, err := s.ExpireIdempotencyKeys(ctx, cutoff)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+
+		_, err = s.GetRunByIdempotencyKey(ctx, tenant, oldKey)
+		require.ErrorIs(t, err, store.ErrNotFound, "expired key")
+		got, err := s.GetRun(ctx, tenant, old.ID)
+		require.NoError(t, err, "the run itself stays")
+		require.Empty(t, got.IdempotencyKey)
+		got, err = s.GetRun(ctx, tenant, oldNoKey.ID)
+		require.NoError(t, err)
+		for _, r := range []store.Run{atCutoff, recent} {
+			got, err := s.GetRunByIdempotencyKey(ctx, tenant, r.IdempotencyKey)
+			require.NoError(t, err)
+			require.Equal(t, r.ID, got.ID)
+		}
+
+		// The expired key can be used again; the others still conflict.
+		again := mk(oldKey, time.Time{})
+		got, err = s.GetRunByIdempotencyKey(ctx, tenant, oldKey)
+		require.NoError(t, err)
+		require.Equal(t, again.ID, got.ID)
+		require.ErrorIs(t, s.CreateRun(ctx, store.Run{ID: newID("run"), Tenant: tenant, Agent: "a",
+			Status: store.RunQueued, IdempotencyKey: atKey}), store.ErrConflict)
+
+		n, err = s.ExpireIdempotencyKeys(ctx, cutoff)
+		require.NoError(t, err)
+		require.Zero(t, n, "nothing left to expire")
+		n, err = s.ExpireIdempotencyKeys(ctx, cutoff.Add(time.Microsecond))
+		require.NoError(t, err)
+		require.Equal(t, 1, n, "the run at the old cutoff")
 	})
 }
 

@@ -1,0 +1,180 @@
+// Package postgres is the PostgreSQL backend of store.Store, built on pgx v5
+// and its connection pool, pgxpool.
+//
+// # Connections
+//
+// A Store holds one pgxpool.Pool. Its size and the other pool settings come
+// from the URL (pool_max_conns, pool_min_conns, pool_max_conn_lifetime, ...;
+// see pgxpool.ParseConfig); other query parameters that are not libpq
+// connection settings are sent to the server as run-time parameters, so
+//
+//	postgres://agentd@db/agentd?sslmode=require&pool_max_conns=20&search_path=agentd
+//
+// puts the tables in schema agentd (the first schema of the search_path,
+// which must exist). Pool returns the pool so that a job queue (River) can
+// share it and insert its jobs in the store's transactions (CreateRunTx).
+//
+// # Concurrency
+//
+// Transactions run at READ COMMITTED. The version check of AppendMessages is
+// a conditional UPDATE, which locks the conversation's row, so concurrent
+// appends to one conversation serialize on it and exactly one of those with
+// the same expected version wins. SaveStep inserts each event only if it is
+// the run's next one; two concurrent callers inserting the same seq collide
+// on the primary key and the loser gets store.ErrConflict.
+//
+// # Encoding
+//
+// Timestamps are timestamptz: microsecond precision, returned in UTC, the
+// zero time.Time stored as NULL, exactly like the SQLite backend. JSON
+// (message content, run input/output, event data, checkpoint state) is
+// stored in json columns, which keep the text byte for byte (jsonb would
+// not); nil is NULL. Unlike SQLite, PostgreSQL rejects text that is not
+// valid JSON or not valid UTF-8, or that contains a NUL byte.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Store is a store.Store on a PostgreSQL database. It is safe for concurrent
+// use; several Stores (also in several processes) may share a database.
+type Store struct {
+	pool *pgxpool.Pool
+
+	closeOnce sync.Once
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at url (a postgres:// URL or a libpq
+// key=value string, see the package doc for pool settings) and checks that
+// it answers. It does not migrate: call Migrate.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgconn's parse errors (and the url.Parse errors they wrap) may
+		// quote the URL, password included: don't pass them on. pgxpool's
+		// own (pool_max_conns=nope) don't.
+		var pce *pgconn.ParseConfigError
+		if errors.As(err, &pce) {
+			return nil, errors.New("postgres: open: invalid database url")
+		}
+		return nil, fmt.Errorf("postgres: open: invalid database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Pool returns the Store's connection pool, for sharing with a job queue.
+// Closing the Store closes it.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the pool, waiting for connections in use to be returned. It
+// is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(s.pool.Close)
+	return nil
+}
+
+// PostgreSQL error codes.
+const (
+	codeUniqueViolation     = "23505"
+	codeForeignKeyViolation = "23503"
+)
+
+// mapErr translates driver errors into the store's sentinel errors, keeping
+// the original in the chain: pgx.ErrNoRows becomes store.ErrNotFound, a
+// unique (or primary key) violation store.ErrConflict.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if isCode(err, codeUniqueViolation) {
+		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+	}
+	return err
+}
+
+func isCode(err error, code string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == code
+}
+
+// Timestamps: timestamptz, microseconds, UTC, zero ↔ NULL.
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// toTime is the query argument for t: NULL for the zero time, else t
+// truncated to the microsecond as the SQLite backend does (pgx would
+// truncate too; this makes it explicit).
+func toTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return normTime(t)
+}
+
+func fromTime(t pgtype.Timestamptz) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
+}
+
+// normTime is what a time looks like after a round trip.
+func normTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.UnixMicro(t.UnixMicro()).UTC()
+}
+
+// JSON: json as is, nil (or empty) ↔ NULL.
+
+func toJSON(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
+}
+
+func fromJSON(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// rollback is deferred after Begin; after Commit it is a no-op. It must not
+// use the caller's context, which may be canceled by then.
+func rollback(tx pgx.Tx) { _ = tx.Rollback(context.Background()) }
