@@ -80,6 +80,10 @@ type Response struct {
 	Usage      Usage   `json:"usage"`
 	// RequestID is the provider's request id (for support tickets).
 	RequestID string `json:"request_id,omitempty"`
+	// Cached reports that the response was answered from agentd's response
+	// cache, not by the provider (its Usage is then zero: a hit costs
+	// nothing).
+	Cached bool `json:"cached,omitempty"`
 }
 
 // Delta is a piece of streamed output.
@@ -144,4 +148,19 @@ func AsError(err error) (*Error, bool) {
 	var e *Error
 	ok := errors.As(err, &e)
 	return e, ok
+}
+
+type apiKeyKey struct{}
+
+// WithAPIKey returns ctx carrying the API key a provider must use for calls
+// made with it, overriding the provider's configured key. The key pool of the
+// resilience layer sets it per attempt.
+func WithAPIKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, apiKeyKey{}, key)
+}
+
+// APIKeyFrom returns the API key set by WithAPIKey, if any.
+func APIKeyFrom(ctx context.Context) (string, bool) {
+	k, ok := ctx.Value(apiKeyKey{}).(string)
+	return k, ok && k != ""
 }

@@ -20,7 +20,10 @@ import (
 // Config configures the client.
 type Config struct {
 	BaseURL string
-	APIKey  string
+	// APIKey is the static key. A key set on the call's context with
+	// llm.WithAPIKey (the resilience layer's key pool) replaces it for that
+	// call, so APIKey may be empty when a key pool is used.
+	APIKey string
 	// RequestTimeout bounds one call (the whole stream). 0: only ctx bounds it.
 	RequestTimeout time.Duration
 	// HTTPClient overrides the HTTP client (tests, custom transports).
@@ -57,13 +60,19 @@ func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaF
 	if err != nil {
 		return llm.Response{}, err
 	}
+	parent := ctx
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
 	var httpResp *http.Response
-	stream := c.sdk.Messages.NewStreaming(ctx, params, option.WithResponseInto(&httpResp))
+	opts := []option.RequestOption{option.WithResponseInto(&httpResp)}
+	if key, ok := llm.APIKeyFrom(ctx); ok {
+		// A per-request credential option replaces the client's.
+		opts = append(opts, option.WithAPIKey(key))
+	}
+	stream := c.sdk.Messages.NewStreaming(ctx, params, opts...)
 	defer stream.Close()
 
 	var msg sdk.Message
@@ -85,7 +94,7 @@ func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaF
 		requestID = httpResp.Header.Get("request-id")
 	}
 	if err := stream.Err(); err != nil {
-		return llm.Response{}, convertError(ctx, err, requestID, streamed)
+		return llm.Response{}, convertError(parent, ctx, err, requestID, streamed)
 	}
 	if msg.ID == "" || msg.StopReason == "" {
 		// The stream ended without message_stop: cut mid-way.
@@ -159,7 +168,11 @@ func fromMessage(m *sdk.Message, requestID string) llm.Response {
 	return r
 }
 
-func convertError(ctx context.Context, err error, requestID string, streamed bool) error {
+// convertError maps an SDK error to an *llm.Error. parent is the caller's
+// context, ctx the call's (parent bounded by RequestTimeout): the caller's
+// deadline or cancellation is reported as a context error, the call's own
+// timeout as an llm.Error of Type "timeout" (an upstream failure).
+func convertError(parent, ctx context.Context, err error, requestID string, streamed bool) error {
 	var apiErr *sdk.Error
 	if errors.As(err, &apiErr) {
 		e := &llm.Error{
@@ -181,10 +194,13 @@ func convertError(ctx context.Context, err error, requestID string, streamed boo
 		}
 		return e
 	}
-	if ctx.Err() != nil {
+	if parent.Err() != nil {
 		// The caller's deadline or cancellation: report it as such so the
 		// loop can tell a timeout from an upstream failure.
-		return fmt.Errorf("model call: %w", context.Cause(ctx))
+		return fmt.Errorf("model call: %w", context.Cause(parent))
+	}
+	if ctx.Err() != nil {
+		return &llm.Error{Type: "timeout", Message: "the call exceeded the request timeout", RequestID: requestID, Streamed: streamed, Err: err}
 	}
 	return &llm.Error{Type: "connection_error", Message: err.Error(), RequestID: requestID, Streamed: streamed, Err: err}
 }
