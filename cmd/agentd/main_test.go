@@ -141,7 +141,8 @@ func TestMigrate(t *testing.T) {
 	for range 2 { // idempotent
 		out, stderr, err := runCmd(t, nil, "migrate", "-config", path)
 		require.NoError(t, err, stderr)
-		require.Regexp(t, `^store sqlite:///\S+ is at schema version [1-9][0-9]*\n$`, out)
+		require.Regexp(t, `^store sqlite:///\S+ is at schema version [1-9][0-9]*\b`, out)
+		require.Contains(t, out, "m.db")
 	}
 	_, err := os.Stat(filepath.Join(dir, "m.db"))
 	require.NoError(t, err)
@@ -152,7 +153,7 @@ func TestMigrate(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "env.db is at schema version")
 
-	_, _, err = runCmd(t, []string{"AGENTD_STORE_URL=postgres://x/y"}, "migrate", "-config", path)
+	_, _, err = runCmd(t, []string{"AGENTD_STORE_URL=mysql://x/y"}, "migrate", "-config", path)
 	require.Error(t, err)
 }
 
@@ -175,11 +176,14 @@ type serveProc struct {
 	stderr *syncBuffer
 }
 
-// startServe runs serve and waits until /readyz answers 200.
-func startServe(t *testing.T, configPath string, environ []string) *serveProc {
+// startServe writes config (its server.addr, "ADDR", replaced by a free
+// 127.0.0.1 port) to a new file, runs serve with it and waits until
+// /readyz answers 200.
+func startServe(t *testing.T, config string, environ []string) *serveProc {
 	t.Helper()
 	addr := freeAddr(t)
-	environ = append(environ, "AGENTD_SERVER_ADDR="+addr)
+	require.Contains(t, config, "  addr: ADDR\n")
+	configPath := writeConfig(t, strings.Replace(config, "  addr: ADDR\n", "  addr: "+addr+"\n", 1))
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &serveProc{base: "http://" + addr, cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
 	go func() { s.done <- run(ctx, []string{"serve", "-config", configPath}, io.Discard, s.stderr, environ) }()
@@ -233,8 +237,8 @@ func TestServeEndToEnd(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	dbURL := "sqlite://" + filepath.ToSlash(filepath.Join(dir, "agentd.db"))
-	config := writeConfig(t, fmt.Sprintf(`server:
-  addr: 127.0.0.1:1  # overridden by AGENTD_SERVER_ADDR
+	config := fmt.Sprintf(`server:
+  addr: ADDR
   drain_timeout: 10s
 store:
   url: %s
@@ -243,13 +247,13 @@ providers:
     api_key: ${env:ANTHROPIC_API_KEY}
     simulate: always
 log:
-  level: info
+  level: debug  # the config is logged: the secret must not be
   format: json
 agents:
   - name: demo
     model: claude-sonnet-4-5
     tools: [calculator, word_count]
-`, dbURL))
+`, dbURL)
 	const secret = "sk-secret-serve"
 	environ := []string{"ANTHROPIC_API_KEY=" + secret}
 
@@ -296,20 +300,21 @@ agents:
 func TestServeDrainsInFlight(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	config := writeConfig(t, fmt.Sprintf(`server:
+	config := fmt.Sprintf(`server:
+  addr: ADDR
   drain_timeout: 20s
 store:
   url: sqlite://%s
 providers:
   anthropic:
     simulate: always
-    sim_latency: 500ms
+    sim_latency: 2s
 log:
   level: info
 agents:
   - name: demo
     model: claude-sonnet-4-5
-`, filepath.ToSlash(filepath.Join(dir, "agentd.db"))))
+`, filepath.ToSlash(filepath.Join(dir, "agentd.db")))
 	s := startServe(t, config, nil)
 
 	type result struct {
@@ -358,4 +363,3 @@ func getJSON(t *testing.T, url string) map[string]any {
 	require.NoError(t, json.Unmarshal(body, &v))
 	return v
 }
-
