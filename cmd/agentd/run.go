@@ -11,8 +11,8 @@ import (
 
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/queue"
 	"github.com/agentd/agentd/internal/sim"
-	"github.com/agentd/agentd/internal/store/sqlite"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -74,25 +74,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 }
 
 // loadConfig parses -config and loads the file.
-func loadConfig(name string, args []string, stderr io.Writer, environ []string) (*config.Config, *flag.FlagSet, error) {
+func loadConfig(name string, args []string, stderr io.Writer, environ []string) (*config.Config, error) {
+	return loadConfigFlags(name, args, stderr, environ, nil)
+}
+
+// loadConfigFlags is loadConfig with more flags, declared by extra.
+func loadConfigFlags(name string, args []string, stderr io.Writer, environ []string, extra func(*flag.FlagSet)) (*config.Config, error) {
 	fs := flag.NewFlagSet("agentd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", getenv(environ, "AGENTD_CONFIG"), "config file (YAML)")
+	if extra != nil {
+		extra(fs)
+	}
 	if err := fs.Parse(args); err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errUsage, err)
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return nil, nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
-	cfg, err := config.Load(*path, environ)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cfg, fs, nil
+	return config.Load(*path, environ)
 }
 
 func cmdConfigCheck(args []string, stdout, stderr io.Writer, environ []string) error {
-	cfg, _, err := loadConfig("config check", args, stderr, environ)
+	cfg, err := loadConfig("config check", args, stderr, environ)
 	if err != nil {
 		return err
 	}
@@ -105,14 +109,19 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer, environ []string) e
 }
 
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
-	cfg, _, err := loadConfig("migrate", args, stderr, environ)
+	cfg, err := loadConfig("migrate", args, stderr, environ)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg.Store.URL)
+	log, err := observe.NewLogger(stderr, cfg.Log.Format, cfg.Log.Level)
 	if err != nil {
 		return err
 	}
+	be, err := openBackend(ctx, cfg.Store.URL, log)
+	if err != nil {
+		return err
+	}
+	st := be.Store
 	defer st.Close()
 	if err := st.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -121,7 +130,11 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	if err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	fmt.Fprintf(stdout, "store %s is at schema version %d\n", cfg.Store.URL, v)
+	// River's tables: building the queue migrates them.
+	if _, err := be.NewQueue(ctx, queue.Config{Log: log}); err != nil {
+		return fmt.Errorf("migrate queue: %w", err)
+	}
+	fmt.Fprintf(stdout, "store %s is at schema version %d (queue tables migrated)\n", redactURL(cfg.Store.URL), v)
 	return nil
 }
 
@@ -136,19 +149,6 @@ func cmdSim(ctx context.Context, args []string, stderr io.Writer, environ []stri
 	}
 	log.Info("Claude API simulator listening", "addr", addr)
 	return sim.Run(ctx, addr, cfg, log)
-}
-
-// openStore opens the backend named by url.
-func openStore(ctx context.Context, url string) (*sqlite.Store, error) {
-	path, err := sqlite.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("store.url: %w", err)
-	}
-	st, err := sqlite.Open(ctx, path)
-	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", url, err)
-	}
-	return st, nil
 }
 
 func getenv(environ []string, key string) string {

@@ -2,36 +2,57 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/anthropic"
+	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/queue"
 	agentrun "github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/sim"
 	"github.com/agentd/agentd/internal/tool"
 )
 
+// Roles of `agentd serve --role`.
+const (
+	roleAll    = "all"
+	roleAPI    = "api"
+	roleWorker = "worker"
+)
+
 func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []string) error {
 	started := time.Now()
-	cfg, _, err := loadConfig("serve", args, stderr, environ)
+	role := getenvDefault(environ, "AGENTD_ROLE", roleAll)
+	cfg, err := loadConfigFlags("serve", args, stderr, environ, func(fs *flag.FlagSet) {
+		fs.StringVar(&role, "role", role, "all (API and worker), api (never executes queued runs) or worker (health and metrics HTTP only)")
+	})
 	if err != nil {
 		return err
 	}
+	if role != roleAll && role != roleAPI && role != roleWorker {
+		return fmt.Errorf("%w: -role must be all, api or worker, not %q", errUsage, role)
+	}
+	serveAPI, runWorker := role != roleWorker, role != roleAPI
 	log, err := observe.NewLogger(stderr, cfg.Log.Format, cfg.Log.Level)
 	if err != nil {
 		return fmt.Errorf("log: %w", err)
 	}
-	log.Info("starting agentd", "version", buildVersion(), "addr", cfg.Server.Addr, "store", cfg.Store.URL, "agents", len(cfg.Agents))
+	log.Info("starting agentd", "version", buildVersion(), "role", role, "addr", cfg.Server.Addr,
+		"store", redactURL(cfg.Store.URL), "agents", len(cfg.Agents))
 	log.Info("config loaded (secrets masked)", "config", cfg.Redacted())
 
 	reg, err := tool.NewRegistry(tool.Builtins(nil)...)
@@ -44,23 +65,25 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	}
 
 	// Start-up order: listener (a taken port fails first) → store (and
-	// schema) → model upstream → service → HTTP serving → ready.
+	// schema) → model upstream → services → queue → HTTP serving → ready.
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
 		return fmt.Errorf("server.addr: listen: %w", err)
 	}
 	defer ln.Close() // no-op once Serve owns it
-	st, err := openStore(ctx, cfg.Store.URL)
+	be, err := openBackend(ctx, cfg.Store.URL, log)
 	if err != nil {
 		return err
 	}
+	st := be.Store
 	defer st.Close() // last: everything above has stopped using it
 	if err := st.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrate store: %w", err)
 	}
 
 	// ctx ends on SIGINT/SIGTERM; bg ends when serve returns, stopping
-	// the background actors (sweeper, health checks, simulator).
+	// the background actors (sweeper, health checks, reclaimer, event
+	// listener, simulator).
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer func() {
@@ -77,24 +100,55 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		}()
 	}
 
-	model, err := buildModel(bg, cfg, log, goActor)
+	metrics := observe.NewMetrics(buildVersion())
+	provider, err := buildModels(bg, cfg, agents, metrics, log, goActor)
 	if err != nil {
 		return err
 	}
+	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics}
+	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
+		Log: log, Metrics: metrics, Hub: be.Hub}
+	limits := make(map[string]int, len(cfg.Agents))
+	for _, a := range cfg.Agents {
+		limits[a.Name] = a.MaxConcurrentRuns
+	}
+	runs := &agentrun.Runs{Service: svc, Store: st, Owner: workerID(), LeaseTTL: cfg.Worker.LeaseTTL,
+		IdempotencyTTL: cfg.Runs.IdempotencyTTL, AgentLimits: limits, Log: log}
+	qcfg := queue.Config{Workers: cfg.Worker.Concurrency, FetchPollInterval: cfg.Worker.PollInterval, Log: log.With("component", "river")}
+	if runWorker {
+		qcfg.Executor = runs
+		qcfg.Webhooks = &agentrun.Webhook{Store: st, Secret: cfg.Runs.WebhookSecret.Value(),
+			Client: &http.Client{Timeout: cfg.Runs.WebhookTimeout}}
+	}
+	q, err := be.NewQueue(ctx, qcfg)
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	runs.Queue, runs.Webhooks = q, q
 
-	metrics := observe.NewMetrics(buildVersion())
-	loop := &agentrun.Loop{Model: model, Store: st, Log: log, Metrics: metrics}
-	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL, Log: log, Metrics: metrics}
-	health := &server.Health{Store: st, Version: buildVersion(), Log: log}
+	health := &server.Health{Store: st, Version: buildVersion(), Log: log, Breakers: provider.Breakers}
 	health.MarkStarted(started)
 	health.Check(ctx)
 	goActor("health", health.Run)
 	sweeper := &agentrun.Sweeper{Store: st, Interval: cfg.Store.SweepInterval, Log: log, Metrics: metrics}
 	goActor("sweeper", sweeper.Run)
+	if serveAPI {
+		for name, fn := range be.Actors {
+			goActor(name, fn)
+		}
+	}
+	if runWorker {
+		goActor("reclaimer", func(ctx context.Context) error { return runs.Reclaim(ctx, cfg.Worker.ReclaimInterval) })
+		if err := q.Start(bg); err != nil {
+			return err
+		}
+	}
 
 	api := server.New(server.Config{
-		Chat: svc, Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
+		Chat: svc, Runs: runs, Hub: be.Hub, HealthOnly: !serveAPI,
+		Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
+		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Server.Addr,
@@ -104,14 +158,14 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		WriteTimeout:      cfg.Server.WriteTimeout,
 		IdleTimeout:       cfg.Server.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		// Handlers see the signal context's values but not its end: a
-		// shutdown drains requests instead of cancelling them.
+		// Handlers do not see the signal: a shutdown drains requests
+		// instead of cancelling them.
 		BaseContext: func(net.Listener) context.Context { return bg },
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	health.SetReady(true)
-	log.Info("agentd ready", "addr", ln.Addr().String(), "startup_ms", time.Since(started).Milliseconds())
+	log.Info("agentd ready", "addr", ln.Addr().String(), "role", role, "startup_ms", time.Since(started).Milliseconds())
 
 	select {
 	case err := <-serveErr:
@@ -119,41 +173,110 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	case <-ctx.Done():
 	}
 	// Shutdown order: readiness false (load balancers stop sending) →
-	// stop accepting and let in-flight requests and streams finish within
-	// drain_timeout → stop background actors → close the store (deferred).
+	// in parallel: the HTTP server stops accepting and lets in-flight
+	// requests and streams finish, and the queue stops fetching and lets
+	// running runs finish, both within drain_timeout; runs still running
+	// then are suspended (checkpointed, lease released, job requeued) for
+	// another worker → background actors stop → the store closes
+	// (deferred).
 	log.Info("shutting down", "drain_timeout", cfg.Server.DrainTimeout)
 	health.SetReady(false)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.DrainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(dctx); err != nil {
-		log.Warn("drain timed out; closing remaining connections", "err", err)
-		_ = srv.Close()
-	}
+	var drain sync.WaitGroup
+	drain.Add(2)
+	go func() {
+		defer drain.Done()
+		if err := srv.Shutdown(dctx); err != nil {
+			log.Warn("HTTP drain timed out; closing remaining connections", "err", err)
+			_ = srv.Close()
+		}
+	}()
+	go func() {
+		defer drain.Done()
+		if err := q.Stop(dctx); err != nil {
+			log.Warn("queue stop", "err", err)
+		}
+	}()
+	drain.Wait()
 	log.Info("agentd stopped")
 	return nil
 }
 
-// buildModel returns the Claude client: against the real API when a key is
-// configured, else against an in-process simulator (never silently).
-func buildModel(bg context.Context, cfg *config.Config, log *slog.Logger, goActor func(string, func(context.Context) error)) (llm.Model, error) {
+// workerID names this process in run leases.
+func workerID() string {
+	host, _ := os.Hostname()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// buildModels returns each agent's model: its resilience stack (cache,
+// fallback chain, breaker, concurrency limit, retry, key pool) over the
+// Claude client. The client talks to the real API when a key is configured,
+// else to an in-process simulator (never silently).
+func buildModels(bg context.Context, cfg *config.Config, agents map[string]*agentrun.ChatAgent, metrics *observe.Metrics, log *slog.Logger, goActor func(string, func(context.Context) error)) (*resilience.Provider, error) {
 	a := cfg.Providers.Anthropic
-	simulate := a.Simulate == config.SimulateAlways || (a.Simulate == config.SimulateAuto && a.APIKey.Value() == "")
-	if !simulate {
-		return anthropic.New(anthropic.Config{BaseURL: a.BaseURL, APIKey: a.APIKey.Value(), RequestTimeout: a.RequestTimeout}), nil
+	pcfg := resilience.ProviderConfig{
+		Name:  "anthropic",
+		Keys:  resilience.KeysConfig{Grace: a.Keys.Grace, PollInterval: a.Keys.PollInterval, CommandTimeout: a.Keys.CommandTimeout},
+		Retry: resilience.RetryConfig{MaxAttempts: a.Retry.MaxAttempts, BaseDelay: a.Retry.BaseDelay, MaxDelay: a.Retry.MaxDelay},
+		Breaker: resilience.BreakerConfig{
+			Disabled: a.Breaker.Disabled, ConsecutiveFailures: uint32(a.Breaker.ConsecutiveFailures),
+			FailureRatio: a.Breaker.FailureRatio, MinRequests: uint32(a.Breaker.MinRequests), Window: a.Breaker.Window,
+			OpenTimeout: a.Breaker.OpenTimeout, HalfOpenProbes: uint32(a.Breaker.HalfOpenProbes), CountRateLimits: a.Breaker.CountRateLimits,
+		},
+		Concurrency: resilience.ConcurrencyConfig{MaxInFlight: a.Concurrency.MaxInFlight, QueueSize: a.Concurrency.QueueSize},
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for _, src := range a.Keys.Sources {
+		pcfg.Keys.Sources = append(pcfg.Keys.Sources, resilience.KeySourceConfig{
+			Value: src.Value.Value(), Env: src.Env, File: src.File, Command: src.Command, TTL: src.TTL,
+		})
+	}
+	simulate := a.Simulate == config.SimulateAlways || (a.Simulate == config.SimulateAuto && a.APIKey.Value() == "" && len(a.Keys.Sources) == 0)
+	var client llm.Model
+	if simulate {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("start simulator: %w", err)
+		}
+		const simKey = "sim-key"
+		simCfg := sim.Config{APIKey: simKey, Latency: a.SimLatency}
+		goActor("simulator", func(ctx context.Context) error {
+			return sim.Serve(ctx, ln, simCfg, log.With("component", "sim"))
+		})
+		base := "http://" + ln.Addr().String()
+		log.Warn("SIMULATED MODEL: no Anthropic API key is configured, answers come from agentd's built-in Claude API simulator, not from Claude; set ANTHROPIC_API_KEY (providers.anthropic.api_key) for real answers",
+			"simulator", base, "simulate", a.Simulate)
+		client = anthropic.New(anthropic.Config{BaseURL: base, RequestTimeout: a.RequestTimeout})
+		pcfg.Keys.Sources = []resilience.KeySourceConfig{{Value: simKey}}
+	} else {
+		client = anthropic.New(anthropic.Config{BaseURL: a.BaseURL, RequestTimeout: a.RequestTimeout})
+		if k := a.APIKey.Value(); k != "" {
+			pcfg.Keys.Sources = append([]resilience.KeySourceConfig{{Value: k}}, pcfg.Keys.Sources...)
+		}
+	}
+	rm := resilience.NewMetrics(metrics.Registry)
+	provider, err := resilience.NewProvider(bg, pcfg, client, rm, log.With("component", "keys"))
 	if err != nil {
-		return nil, fmt.Errorf("start simulator: %w", err)
+		return nil, fmt.Errorf("providers.anthropic: %w", err)
 	}
-	const simKey = "sim-key"
-	simCfg := sim.Config{APIKey: simKey, Latency: a.SimLatency}
-	goActor("simulator", func(ctx context.Context) error {
-		return sim.Serve(ctx, ln, simCfg, log.With("component", "sim"))
-	})
-	base := "http://" + ln.Addr().String()
-	log.Warn("SIMULATED MODEL: no Anthropic API key is configured, answers come from agentd's built-in Claude API simulator, not from Claude; set ANTHROPIC_API_KEY (providers.anthropic.api_key) for real answers",
-		"simulator", base, "simulate", a.Simulate)
-	return anthropic.New(anthropic.Config{BaseURL: base, APIKey: simKey, RequestTimeout: a.RequestTimeout}), nil
+	goActor("keypool", provider.Run)
+	cache := resilience.NewMemoryCache(resilience.MemoryCacheConfig{MaxEntries: cfg.Cache.MaxEntries, MaxBytes: cfg.Cache.MaxBytes})
+	for i, ac := range cfg.Agents {
+		m, err := resilience.Build(resilience.AgentConfig{
+			Name: ac.Name, Model: ac.Model, FallbackModels: ac.FallbackModels,
+			Cache: resilience.CacheConfig{
+				Enabled: ac.Cache.Enabled, TTL: ac.Cache.TTL, StaleTTL: ac.Cache.StaleTTL,
+				ServeStaleOnError: ac.Cache.ServeStaleOnError, CacheToolResults: ac.Cache.CacheToolResults,
+			},
+		}, provider, cache, rm, log)
+		if err != nil {
+			return nil, fmt.Errorf("agents[%d]: %w", i, err)
+		}
+		agents[ac.Name].Client = m
+	}
+	return provider, nil
 }
 
 // buildAgents resolves each agent's tools and returns the loop's agents and

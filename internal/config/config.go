@@ -34,6 +34,16 @@ const (
 	DefaultAgentConcurrencyPolicy = PolicyReject
 )
 
+// Defaults of queued runs and workers.
+const (
+	DefaultWorkerConcurrency = 20
+	DefaultLeaseTTL          = 10 * time.Second
+	DefaultReclaimInterval   = 2 * time.Second
+	DefaultPollInterval      = 200 * time.Millisecond
+	DefaultIdempotencyTTL    = 24 * time.Hour
+	DefaultWebhookTimeout    = 10 * time.Second
+)
+
 // Simulate modes of providers.anthropic.simulate.
 const (
 	// SimulateAuto: use the in-process simulator when no API key is set.
@@ -54,6 +64,9 @@ type Config struct {
 	Server    Server    `yaml:"server"`
 	Store     Store     `yaml:"store"`
 	Providers Providers `yaml:"providers"`
+	Worker    Worker    `yaml:"worker"`
+	Runs      Runs      `yaml:"runs"`
+	Cache     Cache     `yaml:"cache"`
 	Log       Log       `yaml:"log"`
 	Agents    []Agent   `yaml:"agents"`
 }
@@ -80,12 +93,17 @@ type Server struct {
 	// SSEPingInterval is how often an idle SSE stream gets a ping comment.
 	// Defaults to 15s.
 	SSEPingInterval time.Duration `yaml:"sse_ping_interval"`
+	// AdminToken guards the admin API (/admin/*, "Authorization: Bearer
+	// <token>"). Defaults to empty: the admin API is off.
+	AdminToken Secret `yaml:"admin_token"`
 }
 
 // Store is the system of record.
 type Store struct {
 	// URL selects the backend: sqlite://PATH (relative or absolute file
-	// path; sqlite:///abs/path also works). Defaults to "sqlite://agentd.db".
+	// path; sqlite:///abs/path also works) or postgres://user@host/db
+	// (PostgreSQL for everything: conversations, runs, events, queue).
+	// Defaults to "sqlite://agentd.db".
 	URL string `yaml:"url"`
 	// ConversationTTL is how long a conversation lives after its last
 	// message. 0 means the default (there is no "keep forever" setting;
@@ -94,6 +112,37 @@ type Store struct {
 	// SweepInterval is how often expired conversations are deleted.
 	// Defaults to 1m.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+}
+
+// Worker is the execution of queued runs (roles all and worker).
+type Worker struct {
+	// Concurrency is how many queued runs one instance executes at once.
+	// Defaults to 20.
+	Concurrency int `yaml:"concurrency"`
+	// LeaseTTL is how long a worker's claim on a run lasts without renewal
+	// (renewed every lease_ttl/3): a run whose worker died is resumed by
+	// another worker about lease_ttl + reclaim_interval after the last
+	// renewal. Must be >= 3s. Defaults to 10s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// ReclaimInterval is how often workers look for runs whose lease
+	// expired. Defaults to 2s.
+	ReclaimInterval time.Duration `yaml:"reclaim_interval"`
+	// PollInterval is how often an idle worker polls the queue for new
+	// runs (on PostgreSQL, notifications usually wake it sooner).
+	// Defaults to 200ms.
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// Runs is the async run API.
+type Runs struct {
+	// IdempotencyTTL is how long an Idempotency-Key maps to its run.
+	// Defaults to 24h.
+	IdempotencyTTL time.Duration `yaml:"idempotency_ttl"`
+	// WebhookSecret signs webhook deliveries (HMAC-SHA256). Defaults to
+	// empty: deliveries are signed with an empty key; set one.
+	WebhookSecret Secret `yaml:"webhook_secret"`
+	// WebhookTimeout bounds one delivery attempt. Defaults to 10s.
+	WebhookTimeout time.Duration `yaml:"webhook_timeout"`
 }
 
 // Providers are the model providers.
@@ -116,6 +165,107 @@ type Anthropic struct {
 	// SimLatency is the simulated time to first token of the in-process
 	// simulator. Defaults to 0.
 	SimLatency time.Duration `yaml:"sim_latency"`
+	// Keys adds key sources beyond api_key (key pool and rotation).
+	Keys Keys `yaml:"keys"`
+	// Retry tunes retries of failed model calls.
+	Retry Retry `yaml:"retry"`
+	// Breaker tunes the circuit breaker of each model.
+	Breaker Breaker `yaml:"breaker"`
+	// Concurrency limits model calls in flight (the API quota).
+	Concurrency Concurrency `yaml:"concurrency"`
+}
+
+// Keys is the provider's key pool. api_key, when set, is its first source.
+type Keys struct {
+	// Sources are further key sources, in order of preference.
+	Sources []KeySource `yaml:"sources,omitempty"`
+	// Grace is how long a key replaced by rotation stays usable as a
+	// backup. Defaults to 15m.
+	Grace time.Duration `yaml:"grace"`
+	// PollInterval is how often file sources are re-read. Defaults to 5s.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// CommandTimeout bounds a command source's run. Defaults to 30s.
+	CommandTimeout time.Duration `yaml:"command_timeout"`
+}
+
+// KeySource is one source of API keys: exactly one of value, env, file,
+// command.
+type KeySource struct {
+	Value   Secret   `yaml:"value"`
+	Env     string   `yaml:"env"`
+	File    string   `yaml:"file"`
+	Command []string `yaml:"command,omitempty"`
+	// TTL is how long a command's output is used before it runs again (in
+	// the background). Defaults to 1h.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// Retry tunes retries of model calls.
+type Retry struct {
+	// MaxAttempts counts the first call. Defaults to 3.
+	MaxAttempts int `yaml:"max_attempts"`
+	// BaseDelay is the first back-off (full jitter). Defaults to 500ms.
+	BaseDelay time.Duration `yaml:"base_delay"`
+	// MaxDelay caps one back-off. Defaults to 20s.
+	MaxDelay time.Duration `yaml:"max_delay"`
+}
+
+// Breaker tunes the circuit breaker per model.
+type Breaker struct {
+	// Disabled turns breakers off. Defaults to false.
+	Disabled bool `yaml:"disabled"`
+	// ConsecutiveFailures opens the breaker. Defaults to 5.
+	ConsecutiveFailures int `yaml:"consecutive_failures"`
+	// FailureRatio opens the breaker once min_requests calls were seen in
+	// the window. Defaults to 0.5.
+	FailureRatio float64 `yaml:"failure_ratio"`
+	// MinRequests before failure_ratio applies. Defaults to 20.
+	MinRequests int `yaml:"min_requests"`
+	// Window over which failures are counted. Defaults to 1m.
+	Window time.Duration `yaml:"window"`
+	// OpenTimeout is how long an open breaker fails fast before probing.
+	// Defaults to 30s.
+	OpenTimeout time.Duration `yaml:"open_timeout"`
+	// HalfOpenProbes are the trial calls of a half-open breaker. Defaults
+	// to 3.
+	HalfOpenProbes int `yaml:"half_open_probes"`
+	// CountRateLimits makes 429 answers count as failures. Defaults to
+	// false.
+	CountRateLimits bool `yaml:"count_rate_limits"`
+}
+
+// Concurrency limits model calls in flight per provider.
+type Concurrency struct {
+	// MaxInFlight calls at once; negative: unlimited. Defaults to 64.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// QueueSize is how many calls may wait for a slot; negative: none.
+	// Defaults to 256.
+	QueueSize int `yaml:"queue_size"`
+}
+
+// Cache is the shared in-memory response cache store.
+type Cache struct {
+	// MaxEntries bounds the cache. Defaults to 10000.
+	MaxEntries int `yaml:"max_entries"`
+	// MaxBytes bounds the cache's size. Defaults to 64 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+}
+
+// AgentCache is an agent's response cache (opt-in).
+type AgentCache struct {
+	// Enabled turns the cache on for the agent. Defaults to false.
+	Enabled bool `yaml:"enabled"`
+	// TTL is how long an answer is fresh. Defaults to 10m.
+	TTL time.Duration `yaml:"ttl"`
+	// StaleTTL is how long after that a stale answer may still be served
+	// when every model fails (serve_stale_on_error). Defaults to 1h.
+	StaleTTL time.Duration `yaml:"stale_ttl"`
+	// ServeStaleOnError answers from a stale entry when the models are
+	// unavailable. Defaults to false.
+	ServeStaleOnError bool `yaml:"serve_stale_on_error"`
+	// CacheToolResults also caches calls whose messages carry tool results.
+	// Defaults to false.
+	CacheToolResults bool `yaml:"cache_tool_results"`
 }
 
 // Log is logging.
@@ -133,6 +283,12 @@ type Agent struct {
 	Name string `yaml:"name"`
 	// Model is the Claude model id. Required.
 	Model string `yaml:"model"`
+	// FallbackModels are tried in order when model is unavailable (breaker
+	// open or retries spent) before any output reached the client.
+	// Defaults to none.
+	FallbackModels []string `yaml:"fallback_models,omitempty"`
+	// Cache is the agent's response cache. Defaults to off.
+	Cache AgentCache `yaml:"cache"`
 	// System is the system prompt. Defaults to empty.
 	System string `yaml:"system"`
 	// Tools names the built-in tools the agent may call; names must be
@@ -148,6 +304,10 @@ type Agent struct {
 	// MaxMessages caps the stored conversation; older turns are trimmed.
 	// At least 2. Defaults to 100.
 	MaxMessages int `yaml:"max_messages"`
+	// MaxConcurrentRuns caps how many of the agent's queued runs one
+	// worker instance executes at once; 0 means only worker.concurrency
+	// limits them. Defaults to 0.
+	MaxConcurrentRuns int `yaml:"max_concurrent_runs"`
 	// ConcurrencyPolicy for a message to a conversation that is busy:
 	// "reject" (409). Defaults to "reject".
 	ConcurrencyPolicy string `yaml:"concurrency_policy"`

@@ -48,6 +48,14 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&a.RequestTimeout, DefaultModelRequestTimeout)
 	setDefault(&a.Simulate, DefaultSimulate)
 
+	w := &c.Worker
+	setDefault(&w.Concurrency, DefaultWorkerConcurrency)
+	setDefault(&w.LeaseTTL, DefaultLeaseTTL)
+	setDefault(&w.ReclaimInterval, DefaultReclaimInterval)
+	setDefault(&w.PollInterval, DefaultPollInterval)
+	setDefault(&c.Runs.IdempotencyTTL, DefaultIdempotencyTTL)
+	setDefault(&c.Runs.WebhookTimeout, DefaultWebhookTimeout)
+
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
 
@@ -92,14 +100,69 @@ func (c *Config) Validate() error {
 	v.positive("store.conversation_ttl", st.ConversationTTL)
 	v.positive("store.sweep_interval", st.SweepInterval)
 
+	w := c.Worker
+	if w.Concurrency < 0 {
+		v.add("worker.concurrency", "must be > 0")
+	}
+	v.positive("worker.lease_ttl", w.LeaseTTL)
+	v.positive("worker.reclaim_interval", w.ReclaimInterval)
+	v.positive("worker.poll_interval", w.PollInterval)
+	if w.ReclaimInterval > 0 && w.LeaseTTL > 0 && w.LeaseTTL < 3*time.Second {
+		v.add("worker.lease_ttl", "must be >= 3s (it is renewed every lease_ttl/3)")
+	}
+	v.positive("runs.idempotency_ttl", c.Runs.IdempotencyTTL)
+	v.positive("runs.webhook_timeout", c.Runs.WebhookTimeout)
+
 	a := c.Providers.Anthropic
 	v.check("providers.anthropic.base_url", validBaseURL(a.BaseURL))
 	v.positive("providers.anthropic.request_timeout", a.RequestTimeout)
 	v.oneOf("providers.anthropic.simulate", a.Simulate, simulateModes)
-	if a.Simulate == SimulateNever && strings.TrimSpace(a.APIKey.Value()) == "" {
-		v.add("providers.anthropic.api_key", `required when simulate is "never"`)
+	if a.Simulate == SimulateNever && strings.TrimSpace(a.APIKey.Value()) == "" && len(a.Keys.Sources) == 0 {
+		v.add("providers.anthropic.api_key", `required when simulate is "never" (or set keys.sources)`)
 	}
 	v.nonNegative("providers.anthropic.sim_latency", a.SimLatency)
+	for i, src := range a.Keys.Sources {
+		p := fmt.Sprintf("providers.anthropic.keys.sources[%d]", i)
+		n := 0
+		for _, set := range []bool{src.Value.Value() != "", src.Env != "", src.File != "", len(src.Command) > 0} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			v.add(p, "set exactly one of value, env, file, command")
+		}
+		v.nonNegative(p+".ttl", src.TTL)
+	}
+	v.nonNegative("providers.anthropic.keys.grace", a.Keys.Grace)
+	v.nonNegative("providers.anthropic.keys.poll_interval", a.Keys.PollInterval)
+	v.nonNegative("providers.anthropic.keys.command_timeout", a.Keys.CommandTimeout)
+	if a.Retry.MaxAttempts < 0 {
+		v.add("providers.anthropic.retry.max_attempts", "must be >= 1")
+	}
+	v.nonNegative("providers.anthropic.retry.base_delay", a.Retry.BaseDelay)
+	v.nonNegative("providers.anthropic.retry.max_delay", a.Retry.MaxDelay)
+	b := a.Breaker
+	if b.ConsecutiveFailures < 0 {
+		v.add("providers.anthropic.breaker.consecutive_failures", "must be >= 1")
+	}
+	if b.FailureRatio < 0 || b.FailureRatio > 1 {
+		v.add("providers.anthropic.breaker.failure_ratio", "must be in (0, 1]")
+	}
+	if b.MinRequests < 0 {
+		v.add("providers.anthropic.breaker.min_requests", "must be >= 1")
+	}
+	if b.HalfOpenProbes < 0 {
+		v.add("providers.anthropic.breaker.half_open_probes", "must be >= 1")
+	}
+	v.nonNegative("providers.anthropic.breaker.window", b.Window)
+	v.nonNegative("providers.anthropic.breaker.open_timeout", b.OpenTimeout)
+	if c.Cache.MaxEntries < 0 {
+		v.add("cache.max_entries", "must be >= 1")
+	}
+	if c.Cache.MaxBytes < 0 {
+		v.add("cache.max_bytes", "must be >= 1")
+	}
 
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)
@@ -125,6 +188,16 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(ag.Model) == "" {
 			v.add(p+".model", "required")
 		}
+		if ag.MaxConcurrentRuns < 0 {
+			v.add(p+".max_concurrent_runs", "must be >= 0")
+		}
+		for j, fm := range ag.FallbackModels {
+			if strings.TrimSpace(fm) == "" {
+				v.add(fmt.Sprintf("%s.fallback_models[%d]", p, j), "must not be empty")
+			}
+		}
+		v.nonNegative(p+".cache.ttl", ag.Cache.TTL)
+		v.nonNegative(p+".cache.stale_ttl", ag.Cache.StaleTTL)
 		tools := map[string]int{}
 		for j, t := range ag.Tools {
 			tp := fmt.Sprintf("%s.tools[%d]", p, j)
@@ -200,14 +273,22 @@ func validAddr(addr string) error {
 	return nil
 }
 
-// validStoreURL accepts sqlite://PATH with a non-empty PATH.
+// validStoreURL accepts sqlite://PATH with a non-empty PATH and
+// postgres://… / postgresql://… URLs. Messages never show a password.
 func validStoreURL(u string) error {
 	scheme, rest, ok := strings.Cut(u, "://")
 	if !ok {
-		return fmt.Errorf("%q: want sqlite://PATH", u)
+		return fmt.Errorf("%q: want sqlite://PATH or postgres://…", u)
+	}
+	if scheme == "postgres" || scheme == "postgresql" {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" {
+			return errors.New("not a valid postgres:// URL (want postgres://user@host:5432/db)")
+		}
+		return nil
 	}
 	if scheme != "sqlite" {
-		return fmt.Errorf("unsupported scheme %q (want sqlite://)", scheme)
+		return fmt.Errorf("unsupported scheme %q (want sqlite:// or postgres://)", scheme)
 	}
 	if rest == "" || strings.HasPrefix(rest, "?") {
 		return fmt.Errorf("%q: missing database path (want sqlite://PATH)", u)

@@ -60,9 +60,17 @@ type Service struct {
 	ConversationTTL time.Duration
 	Log             *slog.Logger
 	Metrics         *observe.Metrics
+	// Hub, when set, receives every event live (followers of
+	// GET /v1/runs/{id}/events).
+	Hub Publisher
 
 	mu   sync.Mutex
 	busy map[string]struct{}
+}
+
+// Publisher receives stored events of a run, in order.
+type Publisher interface {
+	Publish(ctx context.Context, evs []store.Event)
 }
 
 // ChatParams are the inputs of Prepare.
@@ -84,6 +92,8 @@ type Chat struct {
 	run     store.Run
 	input   llm.Message
 	started time.Time
+	// held: the in-process busy mark is ours to release.
+	held bool
 }
 
 // RunID returns the id of the chat's run.
@@ -92,35 +102,53 @@ func (c *Chat) RunID() string { return c.run.ID }
 // ConversationID returns the id of the chat's conversation (new or not).
 func (c *Chat) ConversationID() string { return c.conv.ID }
 
+// resolve finds the agent and the conversation (new when convID is empty).
+func (s *Service) resolve(ctx context.Context, tenant, agentName, convID string) (*ChatAgent, store.Conversation, bool, error) {
+	agent, ok := s.Agents[agentName]
+	if !ok {
+		return nil, store.Conversation{}, false, fmt.Errorf("%w: %q", ErrAgentNotFound, agentName)
+	}
+	if convID == "" {
+		return agent, store.Conversation{ID: "conv_" + newID(), Tenant: tenant, Agent: agent.Name}, true, nil
+	}
+	conv, err := s.Store.GetConversation(ctx, tenant, convID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, conv, false, fmt.Errorf("%w: %q", ErrConversationNotFound, convID)
+	}
+	if err != nil {
+		return nil, conv, false, fmt.Errorf("load conversation %s: %w", convID, err)
+	}
+	if conv.Agent != agent.Name {
+		return nil, conv, false, fmt.Errorf("%w: conversation %s belongs to agent %q", ErrConversationAgent, conv.ID, conv.Agent)
+	}
+	return agent, conv, false, nil
+}
+
+// runInput is what a run row keeps of its request.
+type runInput struct {
+	Message string `json:"message"`
+	// NewConversation: the run creates its conversation when it succeeds.
+	NewConversation bool   `json:"new_conversation,omitempty"`
+	Webhook         string `json:"webhook,omitempty"`
+}
+
+func userMessage(text string) llm.Message {
+	content, _ := json.Marshal([]llm.Block{{Type: "text", Text: text}})
+	return llm.Message{Role: "user", Content: content}
+}
+
 // Prepare checks the request, holds the conversation and records the run.
 func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
-	agent, ok := s.Agents[p.Agent]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, p.Agent)
+	agent, conv, isNew, err := s.resolve(ctx, p.Tenant, p.Agent, p.ConversationID)
+	if err != nil {
+		return nil, err
 	}
-	c := &Chat{s: s, agent: agent, tenant: p.Tenant, started: time.Now()}
-	if p.ConversationID == "" {
-		c.isNew = true
-		c.conv = store.Conversation{ID: "conv_" + newID(), Tenant: p.Tenant, Agent: agent.Name}
-	} else {
-		conv, err := s.Store.GetConversation(ctx, p.Tenant, p.ConversationID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %q", ErrConversationNotFound, p.ConversationID)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("load conversation %s: %w", p.ConversationID, err)
-		}
-		if conv.Agent != agent.Name {
-			return nil, fmt.Errorf("%w: conversation %s belongs to agent %q", ErrConversationAgent, conv.ID, conv.Agent)
-		}
-		c.conv = conv
-	}
+	c := &Chat{s: s, agent: agent, tenant: p.Tenant, conv: conv, isNew: isNew, started: time.Now(), held: true}
 	if !s.hold(c.conv.ID) {
 		return nil, fmt.Errorf("%w: %s", ErrConversationBusy, c.conv.ID)
 	}
-	text, _ := json.Marshal([]llm.Block{{Type: "text", Text: p.Message}})
-	c.input = llm.Message{Role: "user", Content: text}
-	input, _ := json.Marshal(map[string]string{"message": p.Message})
+	c.input = userMessage(p.Message)
+	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew})
 	now := time.Now().UTC()
 	c.run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: c.conv.ID,
@@ -135,26 +163,38 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 
 // Execute runs the turn. onEvent (may be nil) sees every event live.
 func (c *Chat) Execute(ctx context.Context, onEvent func(store.Event)) (Answer, error) {
+	res, err := c.execute(ctx, onEvent)
+	if err != nil {
+		return Answer{}, err
+	}
+	return NewAnswer(c.run.ID, c.conv.ID, c.agent.Name, res), nil
+}
+
+// execute runs the loop, commits a successful turn to the conversation and
+// records the outcome, for chat and queued runs alike.
+func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, error) {
 	s := c.s
-	defer s.release(c.conv.ID)
+	if c.held {
+		defer s.release(c.conv.ID)
+	}
 	ctx = observe.WithAttrs(ctx, slog.String("run_id", c.run.ID), slog.String("conversation_id", c.conv.ID), slog.String("agent", c.agent.Name))
 
 	history := make([]llm.Message, len(c.conv.Messages))
 	for i, m := range c.conv.Messages {
 		history[i] = llm.Message{Role: m.Role, Content: m.Content}
 	}
-	res, err := s.Loop.Execute(ctx, Params{
+	p := Params{
 		RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
-		History: history, Input: c.input, OnEvent: onEvent,
-	})
-	if err == nil {
-		err = c.commit(ctx, res)
+		History: history, Input: c.input, OnEvent: onEvent, Commit: c.commit,
 	}
-	c.finish(ctx, res, err)
-	if err != nil {
-		return Answer{}, err
+	if s.Hub != nil {
+		p.OnStored = func(evs []store.Event) { s.Hub.Publish(ctx, evs) }
 	}
-	return NewAnswer(c.run.ID, c.conv.ID, c.agent.Name, res), nil
+	res, err := s.Loop.Execute(ctx, p)
+	if !errors.Is(err, ErrSuspended) {
+		c.finish(ctx, res, err)
+	}
+	return res, err
 }
 
 // commit appends the run's messages to the conversation, trimming it.
@@ -201,7 +241,7 @@ func (c *Chat) finish(ctx context.Context, res Result, runErr error) {
 	var output json.RawMessage
 	if runErr != nil {
 		status = store.RunFailed
-		if errors.Is(runErr, context.Canceled) {
+		if errors.Is(runErr, context.Canceled) || errors.Is(runErr, ErrCanceled) {
 			status = store.RunCanceled
 		}
 		info := ClassifyError(runErr)

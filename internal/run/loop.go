@@ -31,13 +31,27 @@ const (
 	EventUsage      = "usage"       // {step, model, request_id, stop_reason, input_tokens, ...}
 	EventDone       = "done"        // the final answer (see Answer)
 	EventError      = "error"       // {type, message}
+	// EventResumed: the run continues from its checkpoint after its
+	// previous attempt stopped; text deltas of the unfinished step
+	// (events after the last usage/tool_result) are superseded.
+	EventResumed = "resumed" // {step, after_seq}
 )
 
 // Sentinel errors of a run.
 var (
 	ErrMaxSteps = errors.New("max_steps reached while the model still asked for tools")
 	ErrTimeout  = errors.New("run timed out")
+	// ErrCanceled: cancellation was requested through the API.
+	ErrCanceled = errors.New("run canceled")
+	// ErrSuspended: the run stopped without an outcome (its worker is
+	// shutting down or lost its lease); it continues elsewhere from its
+	// checkpoint.
+	ErrSuspended = errors.New("run suspended")
 )
+
+// FlushInterval bounds how long an event waits in memory before it is
+// stored (and, for followers of the run, published) during a model call.
+const FlushInterval = 100 * time.Millisecond
 
 // DefaultToolTimeout bounds one tool call.
 const DefaultToolTimeout = 30 * time.Second
@@ -52,12 +66,16 @@ type Agent struct {
 	MaxTokens   int
 	Timeout     time.Duration
 	ToolTimeout time.Duration // 0: DefaultToolTimeout
+	// Client makes the agent's model calls (its resilience stack: cache,
+	// fallbacks, breakers, retries, keys); nil: the Loop's Model.
+	Client llm.Model
 }
 
-// StepStore is the part of the store the loop writes to.
+// StepStore is the part of the store the loop uses.
 type StepStore interface {
 	SaveStep(ctx context.Context, cp *store.Checkpoint, events []store.Event) error
 	LatestCheckpoint(ctx context.Context, runID string) (store.Checkpoint, error)
+	ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]store.Event, error)
 }
 
 // Loop executes runs.
@@ -79,8 +97,15 @@ type Params struct {
 	// checkpoint, which already holds it.
 	Input llm.Message
 	// OnEvent, if set, receives every event as it happens (before it is
-	// persisted), from one goroutine at a time and in seq order.
+	// stored), from one goroutine at a time and in seq order.
 	OnEvent func(store.Event)
+	// Commit, if set, runs when the model has answered, before the done
+	// event: its error fails the run (error event instead of done).
+	Commit func(ctx context.Context, r Result) error
+	// OnStored, if set, receives events once they are stored, in seq
+	// order: what followers of the run may see (a stored event is never
+	// renumbered, also if the run resumes on another worker).
+	OnStored func([]store.Event)
 }
 
 // Result is a finished run.
@@ -118,7 +143,11 @@ type execution struct {
 	st      state
 	seq     int64 // last emitted seq (>= st.Seq)
 	pending []store.Event
-	cpStep  int // checkpoint counter: one per model call and per tool result
+	// pendingSince is when the oldest queued event was emitted.
+	pendingSince time.Time
+	// ctx is Execute's context, for flushes from emit.
+	ctx    context.Context
+	cpStep int // checkpoint counter: one per model call and per tool result
 }
 
 // Execute runs the loop to the end. On error the returned Result holds what
@@ -131,30 +160,37 @@ func (l *Loop) Execute(ctx context.Context, p Params) (Result, error) {
 		ctx, cancel = context.WithTimeoutCause(ctx, a.Timeout, ErrTimeout)
 		defer cancel()
 	}
-	x := &execution{l: l, p: p}
+	x := &execution{l: l, p: p, ctx: ctx}
 	if err := x.restore(ctx); err != nil {
 		return Result{}, err
 	}
 	err := x.loop(ctx)
-	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", cause, err)
-			if errors.Is(cause, ErrTimeout) {
-				err = ErrTimeout
-			}
-		}
-		x.emit(EventError, errorData(err))
-		// Persist the error event even though ctx may be done. It goes with
-		// a checkpoint (same state, newer seq) so that a resumed run
-		// numbers its events after it.
-		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if ferr := x.checkpoint(flushCtx); ferr != nil {
-			l.Log.ErrorContext(ctx, "persist error event", "err", ferr)
-		}
-		return x.result(), err
+	if err == nil {
+		return x.result(), nil
 	}
-	return x.result(), nil
+	cause := context.Cause(ctx)
+	if ctx.Err() != nil && cause != nil {
+		switch {
+		case errors.Is(cause, ErrTimeout):
+			err = ErrTimeout
+		case errors.Is(cause, ErrSuspended), errors.Is(cause, ErrCanceled):
+			err = cause
+		default:
+			err = fmt.Errorf("%w (%w)", cause, err)
+		}
+	}
+	// Persist what happened even though ctx may be done. A suspended run
+	// (its worker stops or lost it) gets no error event: it goes on
+	// elsewhere.
+	if !errors.Is(err, ErrSuspended) {
+		x.emit(EventError, errorData(err))
+	}
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if ferr := x.flush(flushCtx); ferr != nil {
+		l.Log.ErrorContext(ctx, "persist events of a stopped run", "err", ferr)
+	}
+	return x.result(), err
 }
 
 func (x *execution) result() Result {
@@ -190,9 +226,26 @@ func (x *execution) restore(ctx context.Context) error {
 	if err := json.Unmarshal(cp.State, &x.st); err != nil {
 		return fmt.Errorf("decode checkpoint %d of run %s: %w", cp.Step, x.p.RunID, err)
 	}
-	x.seq = x.st.Seq
 	x.cpStep = cp.Step
-	x.l.Log.InfoContext(ctx, "resuming run from checkpoint", "checkpoint", cp.Step, "step", x.st.Step)
+	// Events may have been stored after the checkpoint (flushed during a
+	// model call, or the record of how the last attempt stopped): number
+	// new events after the last stored one, never reusing a seq a client
+	// may have seen.
+	x.seq = x.st.Seq
+	for {
+		evs, err := x.l.Store.ListEvents(ctx, x.p.RunID, x.seq, 1000)
+		if err != nil {
+			return fmt.Errorf("read events of run %s: %w", x.p.RunID, err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		x.seq = evs[len(evs)-1].Seq
+	}
+	x.l.Log.InfoContext(ctx, "resuming run from checkpoint", "checkpoint", cp.Step, "step", x.st.Step, "last_seq", x.seq)
+	// Text deltas of a model call that did not finish were already sent;
+	// this tells followers that the step starts over.
+	x.emit(EventResumed, map[string]any{"step": x.st.Step + 1, "after_seq": x.seq})
 	return nil
 }
 
@@ -210,6 +263,13 @@ func (x *execution) loop(ctx context.Context) error {
 			return ErrMaxSteps
 		}
 		if err := x.callModel(ctx); err != nil {
+			return err
+		}
+	}
+	if x.p.Commit != nil {
+		// The turn is stored before done is announced: a client that saw
+		// done finds it in the conversation.
+		if err := x.p.Commit(ctx, x.result()); err != nil {
 			return err
 		}
 	}
@@ -256,8 +316,12 @@ func (x *execution) callModel(ctx context.Context) error {
 	for _, t := range a.Tools {
 		req.Tools = append(req.Tools, t.Spec())
 	}
+	model := a.Client
+	if model == nil {
+		model = x.l.Model
+	}
 	start := time.Now()
-	resp, err := x.l.Model.Stream(ctx, req, func(d llm.Delta) {
+	resp, err := model.Stream(ctx, req, func(d llm.Delta) {
 		x.emit(EventTextDelta, textDelta{Step: step, Index: d.Index, Text: d.Text})
 	})
 	outcome := "ok"
@@ -274,7 +338,11 @@ func (x *execution) callModel(ctx context.Context) error {
 		return err
 	}
 	u := resp.Usage
-	x.l.Metrics.AddTokens(a.Name, a.Model, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
+	answered := resp.Model // a fallback model may have answered
+	if answered == "" {
+		answered = a.Model
+	}
+	x.l.Metrics.AddTokens(a.Name, answered, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
 
 	content, err := json.Marshal(resp.Content)
 	if err != nil {
@@ -398,8 +466,8 @@ func (x *execution) callTool(ctx context.Context, c llm.Block) llm.Block {
 	return res
 }
 
-// emit numbers an event, hands it to OnEvent and queues it for persistence
-// with the next checkpoint.
+// emit numbers an event, hands it to OnEvent and queues it for storage,
+// which happens with the next checkpoint or after FlushInterval.
 func (x *execution) emit(typ string, data any) {
 	raw, err := json.Marshal(data)
 	if err != nil {
@@ -408,18 +476,25 @@ func (x *execution) emit(typ string, data any) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.seq++
-	ev := store.Event{RunID: x.p.RunID, Seq: x.seq, Type: typ, Data: raw, CreatedAt: time.Now().UTC()}
+	now := time.Now().UTC()
+	ev := store.Event{RunID: x.p.RunID, Seq: x.seq, Type: typ, Data: raw, CreatedAt: now}
+	if len(x.pending) == 0 {
+		x.pendingSince = now
+	}
 	x.pending = append(x.pending, ev)
 	if x.p.OnEvent != nil {
 		x.p.OnEvent(ev)
 	}
+	if typ == EventTextDelta && now.Sub(x.pendingSince) >= FlushInterval {
+		// A long model call: store (and publish) its deltas so far. A
+		// failure here is retried with the next flush or checkpoint.
+		if err := x.saveLocked(x.ctx, nil); err != nil {
+			x.l.Log.WarnContext(x.ctx, "flush events", "err", err)
+		}
+	}
 }
 
-// checkpoint persists the state and the queued events in one transaction.
-// Every write carries a checkpoint whose seq is that of the last event
-// written, so a resumed run continues the sequence without gaps or
-// duplicates. Holding mu across the write keeps checkpoints and events in
-// order when tools finish together.
+// checkpoint stores the state and the queued events in one transaction.
 func (x *execution) checkpoint(ctx context.Context) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -429,11 +504,34 @@ func (x *execution) checkpoint(ctx context.Context) error {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
 	cp := &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep + 1, State: raw, CreatedAt: time.Now().UTC()}
+	if err := x.saveLocked(ctx, cp); err != nil {
+		return err
+	}
+	x.cpStep++
+	return nil
+}
+
+// flush stores the queued events without a checkpoint.
+func (x *execution) flush(ctx context.Context) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.pending) == 0 {
+		return nil
+	}
+	return x.saveLocked(ctx, nil)
+}
+
+// saveLocked writes cp (if any) and the queued events, then hands the
+// events to OnStored. Holding mu across the write keeps checkpoints and
+// events in order when tools finish together.
+func (x *execution) saveLocked(ctx context.Context, cp *store.Checkpoint) error {
 	if err := x.l.Store.SaveStep(ctx, cp, x.pending); err != nil {
 		return fmt.Errorf("save step of run %s: %w", x.p.RunID, err)
 	}
-	x.cpStep++
-	x.pending = x.pending[:0]
+	if x.p.OnStored != nil && len(x.pending) > 0 {
+		x.p.OnStored(x.pending)
+	}
+	x.pending = make([]store.Event, 0, len(x.pending))
 	return nil
 }
 
@@ -491,7 +589,7 @@ func ClassifyError(err error) ErrorInfo {
 	switch {
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return ErrorInfo{Type: "timeout", Message: "the run exceeded its time limit"}
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, ErrCanceled), errors.Is(err, context.Canceled):
 		return ErrorInfo{Type: "canceled", Message: "the run was canceled"}
 	case errors.Is(err, ErrMaxSteps):
 		return ErrorInfo{Type: "max_steps", Message: ErrMaxSteps.Error()}
@@ -500,6 +598,10 @@ func ClassifyError(err error) ErrorInfo {
 		switch {
 		case e.Status == 429 || e.Status == 529 || e.Type == "overloaded_error" || e.Type == "rate_limit_error":
 			return ErrorInfo{Type: "upstream_unavailable", Message: "the model provider is overloaded or rate-limiting: " + e.Message}
+		case e.Type == "circuit_open" || e.Type == "queue_full":
+			return ErrorInfo{Type: "upstream_unavailable", Message: "every model of the agent is unavailable (" + e.Type + ")"}
+		case e.Type == "timeout":
+			return ErrorInfo{Type: "upstream_timeout", Message: "the model call timed out"}
 		case e.Status == 0:
 			return ErrorInfo{Type: "upstream_error", Message: "the model provider could not be reached or cut the stream"}
 		default:

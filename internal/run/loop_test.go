@@ -384,7 +384,7 @@ func TestResumeFromCheckpointRepeatsNothing(t *testing.T) {
 	require.Len(t, res.Messages, 4, "user, assistant tool_use, user tool_result, assistant")
 
 	evs := b.events(t, "run_resume") // gap-free across both attempts
-	require.Equal(t, []string{"start", "tool_use", "usage", "tool_result", "error", "usage", "done"}, types(evs))
+	require.Equal(t, []string{"start", "tool_use", "usage", "tool_result", "error", "resumed", "usage", "done"}, types(evs))
 }
 
 func TestTrimKeepsWholeTurns(t *testing.T) {

@@ -105,12 +105,8 @@ func jsonType(kind string) string {
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			s.writeError(w, r, &Error{Status: http.StatusUnsupportedMediaType, Type: "unsupported_media_type",
-				Message: "Content-Type must be application/json"})
-			return
-		}
+	if !s.checkJSON(w, r) {
+		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
 	req, err := DecodeChatRequest(r.Body)
@@ -154,13 +150,41 @@ func (c *causedError) Unwrap() []error {
 	return []error{c.he, c.err}
 }
 
-// streamChat answers with server-sent events: one per run event, with
-// id: (its seq), event: (its type) and JSON data:. A comment line keeps an
-// idle stream alive through proxies.
+// checkJSON refuses a Content-Type other than JSON (none is accepted).
+func (s *Server) checkJSON(w http.ResponseWriter, r *http.Request) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			s.writeError(w, r, &Error{Status: http.StatusUnsupportedMediaType, Type: "unsupported_media_type",
+				Message: "Content-Type must be application/json"})
+			return false
+		}
+	}
+	return true
+}
+
+// streamChat answers with server-sent events, one per run event. The error
+// event, if any, is already on the stream (the loop emits it); the cause is
+// logged here.
 func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, chat *run.Chat) {
+	sw, done := s.startSSE(w, r)
+	defer done()
+	_, err := chat.Execute(r.Context(), sw.event)
+	if err != nil {
+		he := toHTTP(err)
+		if he.Status >= 500 {
+			s.log.ErrorContext(r.Context(), "streamed run failed", "type", he.Type, "err", err)
+		} else {
+			s.log.InfoContext(r.Context(), "streamed run ended", "type", he.Type, "err", err)
+		}
+	}
+}
+
+// startSSE writes the headers of an event stream and keeps it alive with
+// ping comments until done is called. Each event is written as id: (its
+// seq), event: (its type) and one line of JSON data:, and flushed.
+func (s *Server) startSSE(w http.ResponseWriter, _ *http.Request) (*sseWriter, func()) {
 	rc := http.NewResponseController(w)
-	// Streams outlive the server's write timeout: the run's own timeout
-	// bounds them.
+	// Streams outlive the server's write timeout; run timeouts bound them.
 	_ = rc.SetWriteDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -173,10 +197,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, chat *run.Ch
 	s.sse.Add(1)
 	if s.metrics != nil {
 		s.metrics.SSEStreams.Inc()
-		defer s.metrics.SSEStreams.Dec()
 	}
-	defer s.sse.Add(-1)
-
 	sw := &sseWriter{w: w, rc: rc}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -194,20 +215,18 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, chat *run.Ch
 			}
 		}
 	}()
-	_, err := chat.Execute(r.Context(), sw.event)
-	close(stop)
-	wg.Wait()
-	if err != nil {
-		// The error event is already on the stream (the loop emits it);
-		// log the cause here.
-		he := toHTTP(err)
-		if he.Status >= 500 {
-			s.log.ErrorContext(r.Context(), "streamed run failed", "type", he.Type, "err", err)
-		} else {
-			s.log.InfoContext(r.Context(), "streamed run ended", "type", he.Type, "err", err)
+	return sw, func() {
+		close(stop)
+		wg.Wait()
+		s.sse.Add(-1)
+		if s.metrics != nil {
+			s.metrics.SSEStreams.Dec()
 		}
 	}
 }
+
+// errClientGone: writing to the event stream failed.
+var errClientGone = errors.New("event stream client went away")
 
 // sseWriter serialises events and pings onto one response.
 type sseWriter struct {
@@ -218,11 +237,15 @@ type sseWriter struct {
 	err error
 }
 
-func (s *sseWriter) event(ev store.Event) {
+// event writes ev, ignoring errors (the loop's OnEvent).
+func (s *sseWriter) event(ev store.Event) { _ = s.send(ev) }
+
+// send writes ev; errClientGone once a write failed.
+func (s *sseWriter) send(ev store.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		return
+		return errClientGone
 	}
 	s.buf.Reset()
 	s.buf.WriteString("id: ")
@@ -235,6 +258,10 @@ func (s *sseWriter) event(ev store.Event) {
 	if _, s.err = s.w.Write(s.buf.Bytes()); s.err == nil {
 		s.err = s.rc.Flush()
 	}
+	if s.err != nil {
+		return errClientGone
+	}
+	return nil
 }
 
 func (s *sseWriter) comment(text string) {

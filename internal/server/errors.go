@@ -59,7 +59,7 @@ func toHTTP(err error) *Error {
 	info := run.ClassifyError(err)
 	e := &Error{Type: info.Type, Message: info.Message}
 	switch info.Type {
-	case "timeout":
+	case "timeout", "upstream_timeout":
 		e.Status = http.StatusGatewayTimeout
 	case "canceled":
 		// Only seen by clients that are gone; 499 is nginx's "client closed".

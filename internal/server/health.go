@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+
+	"github.com/agentd/agentd/internal/llm/resilience"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -22,6 +24,10 @@ type Health struct {
 	Timeout  time.Duration // per check; defaults to 2s
 	Version  string
 	Log      *slog.Logger
+	// Breakers reports the model circuit breakers (nil: none). An open
+	// breaker makes health "degraded", never readiness false: fallbacks
+	// may still answer.
+	Breakers func() []resilience.BreakerStatus
 
 	started time.Time
 	ready   atomic.Bool
@@ -118,15 +124,31 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	storeOK, lastErr, lat, at := h.storeOK()
 	st := componentHealth{Status: "ok", LatencyMS: float64(lat.Microseconds()) / 1000, LastError: lastErr, CheckedAt: at}
 	overall, code := "ok", http.StatusOK
+	components := map[string]any{"store": st}
+	if h.Breakers != nil {
+		breakers := h.Breakers()
+		status := "ok"
+		var open []string
+		for _, b := range breakers {
+			if b.State == "open" {
+				open = append(open, b.Model)
+			}
+		}
+		if len(open) > 0 {
+			status, overall = "degraded", "degraded"
+		}
+		components["breakers"] = map[string]any{"status": status, "open": open, "models": breakers}
+	}
 	if !storeOK {
 		st.Status, overall, code = "down", "down", http.StatusServiceUnavailable
+		components["store"] = st
 	}
 	writeJSON(w, code, map[string]any{
 		"status":         overall,
 		"ready":          h.ready.Load(),
 		"version":        h.Version,
 		"uptime_seconds": int64(time.Since(h.started).Seconds()),
-		"components":     map[string]any{"store": st},
+		"components":     components,
 		"sse_streams":    s.sse.Load(),
 	})
 }

@@ -5,16 +5,20 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentd/agentd/internal/events"
+	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/store"
@@ -45,7 +49,13 @@ type ToolInfo struct {
 
 // Config are the server's dependencies and limits.
 type Config struct {
-	Chat            *run.Service
+	Chat *run.Service
+	// Runs serves the async run API; nil: not offered.
+	Runs *run.Runs
+	// Hub carries live run events to followers.
+	Hub events.Hub
+	// HealthOnly serves only health, readiness and metrics (workers).
+	HealthOnly      bool
 	Conversations   ConversationStore
 	Agents          []AgentInfo
 	Health          *Health
@@ -53,11 +63,17 @@ type Config struct {
 	Log             *slog.Logger
 	MaxBodyBytes    int64
 	SSEPingInterval time.Duration
+	// AdminToken guards /admin/*; empty: the admin API is off (404).
+	AdminToken string
+	// Keys reports the model API keys for GET /admin/keys (nil: none).
+	Keys func() []resilience.KeyStatus
 }
 
 // Server serves the API.
 type Server struct {
 	chat    *run.Service
+	runs    *run.Runs
+	hub     events.Hub
 	convs   ConversationStore
 	agents  []AgentInfo
 	health  *Health
@@ -66,6 +82,7 @@ type Server struct {
 	maxBody int64
 	ping    time.Duration
 	handler http.Handler
+	mux     *http.ServeMux
 	// sse counts open SSE streams.
 	sse atomic.Int64
 }
@@ -73,7 +90,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{
-		chat: cfg.Chat, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
+		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
 		metrics: cfg.Metrics, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}
 	if s.ping <= 0 {
@@ -83,19 +100,62 @@ func New(cfg Config) *Server {
 		s.agents = []AgentInfo{}
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/chat", s.handleChat)
-	mux.HandleFunc("GET /v1/conversations/{id}", s.handleGetConversation)
-	mux.HandleFunc("DELETE /v1/conversations/{id}", s.handleDeleteConversation)
-	mux.HandleFunc("GET /v1/agents", s.handleAgents)
+	if !cfg.HealthOnly {
+		mux.HandleFunc("POST /v1/chat", s.handleChat)
+		mux.HandleFunc("GET /v1/conversations/{id}", s.handleGetConversation)
+		mux.HandleFunc("DELETE /v1/conversations/{id}", s.handleDeleteConversation)
+		mux.HandleFunc("GET /v1/agents", s.handleAgents)
+		if cfg.Runs != nil {
+			mux.HandleFunc("POST /v1/runs", s.handleSubmitRun)
+			mux.HandleFunc("GET /v1/runs", s.handleListRuns)
+			mux.HandleFunc("GET /v1/runs/{id}", s.handleGetRun)
+			mux.HandleFunc("GET /v1/runs/{id}/events", s.handleRunEvents)
+			mux.HandleFunc("POST /v1/runs/{id}/cancel", s.handleCancelRun)
+		}
+	}
 	mux.HandleFunc("GET /livez", s.handleLivez)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("/", s.handleNotFound)
-	s.handler = s.middleware(mux)
+	if cfg.AdminToken != "" {
+		admin := func(h http.HandlerFunc) http.HandlerFunc { return s.requireAdmin(cfg.AdminToken, h) }
+		mux.HandleFunc("GET /admin/keys", admin(func(w http.ResponseWriter, _ *http.Request) {
+			keys := []resilience.KeyStatus{}
+			if cfg.Keys != nil {
+				keys = cfg.Keys()
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"keys": keys})
+		}))
+	}
+	s.mux = mux
+	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
+}
+
+// route dispatches through the mux, answering unknown routes (404) and
+// wrong methods (405 with Allow) with the JSON error body.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern != "" {
+		s.mux.ServeHTTP(w, r) // sets r.Pattern and the path values
+		return
+	}
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.writeError(w, r, &Error{Status: http.StatusMethodNotAllowed, Type: "method_not_allowed",
+			Message: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+		return
+	}
+	s.handleNotFound(w, r)
 }
 
 // ServeHTTP implements http.Handler.
@@ -188,4 +248,18 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// requireAdmin lets a request through when it carries the admin token as
+// "Authorization: Bearer <token>" (compared in constant time).
+func (s *Server) requireAdmin(token string, next http.HandlerFunc) http.HandlerFunc {
+	want := []byte("Bearer " + token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="agentd admin"`)
+			s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: "unauthorized", Message: "the admin API needs Authorization: Bearer <admin token>"})
+			return
+		}
+		next(w, r)
+	}
 }

@@ -38,6 +38,7 @@ func ParseFlags(args []string) (addr string, cfg Config, err error) {
 	fs.DurationVar(&cfg.RetryAfter, "retry-after", defaultRetryAfter, "retry-after of 429 responses")
 	fs.IntVar(&cfg.Words, "words", defaultWords, "number of words of a plain text answer")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "random seed for faults and jitter (0: time-based)")
+	fs.BoolVar(&cfg.Ledger, "ledger", false, "count requests per conversation and message count, served at GET /sim/ledger")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", Config{}, fmt.Errorf("%w\n%s", err, usage.String())

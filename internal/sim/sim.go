@@ -22,6 +22,7 @@ package sim
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -63,6 +64,12 @@ type Config struct {
 	Words int
 	// Seed seeds the random source of faults and latency; 0 means time-based.
 	Seed int64
+	// Ledger, when true, counts /v1/messages requests per conversation
+	// (its first user message) and per message count, served as JSON at
+	// GET /sim/ledger: tests use it to prove a resumed run repeated no
+	// finished model call. Off by default (it costs a map update per
+	// request).
+	Ledger bool
 }
 
 const (
@@ -88,6 +95,9 @@ type Server struct {
 	rng *rand.Rand
 
 	requests atomic.Int64
+
+	ledgerMu sync.Mutex
+	ledger   map[string]map[int]int
 }
 
 // New returns a simulator for cfg. A nil log discards. Config values out of
@@ -222,6 +232,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var count bool
 	switch r.URL.Path {
+	case "/sim/ledger":
+		s.serveLedger(w)
+		return
 	case "/v1/messages":
 		count = false
 	case "/v1/messages/count_tokens":
@@ -267,6 +280,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if s.cfg.Ledger && len(req.Messages) > 0 {
+		s.record(req.Messages[0].Content, len(req.Messages))
+	}
 	f, extra := s.draw()
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.Debug("sim request", "model", req.Model, "stream", req.Stream,
@@ -362,4 +378,45 @@ func newID(prefix string) string {
 		n++
 	}
 	return string(b[:n])
+}
+
+// record counts a request of the conversation that starts with first.
+func (s *Server) record(first string, messages int) {
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	if s.ledger == nil {
+		s.ledger = make(map[string]map[int]int)
+	}
+	if s.ledger[first] == nil {
+		s.ledger[first] = make(map[int]int)
+	}
+	s.ledger[first][messages]++
+}
+
+// Ledger returns, per conversation (the raw JSON content of its first user
+// message), how many requests carried each message count.
+func (s *Server) Ledger() map[string]map[int]int {
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	out := make(map[string]map[int]int, len(s.ledger))
+	for k, v := range s.ledger {
+		m := make(map[int]int, len(v))
+		for n, c := range v {
+			m[n] = c
+		}
+		out[k] = m
+	}
+	return out
+}
+
+func (s *Server) serveLedger(w http.ResponseWriter) {
+	raw, err := json.Marshal(struct {
+		Requests int64                  `json:"requests"`
+		Ledger   map[string]map[int]int `json:"ledger"`
+	}{s.requests.Load(), s.Ledger()})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "api_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, raw)
 }

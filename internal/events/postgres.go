@@ -1,0 +1,130 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Channel is the PostgreSQL notification channel of run events.
+const Channel = "agentd_run_events"
+
+// maxPayload keeps NOTIFY payloads under PostgreSQL's 8000-byte limit.
+const maxPayload = 7800
+
+// Postgres is a Hub across processes: Publish sends a NOTIFY, and every
+// process LISTENs and delivers to its local subscribers. Events too large
+// for a notification travel as a hint (run and seq only); followers read
+// them from the store.
+type Postgres struct {
+	local *Local
+	pool  *pgxpool.Pool
+	log   *slog.Logger
+}
+
+// NewPostgres returns a hub on pool. Call Run to receive notifications.
+func NewPostgres(pool *pgxpool.Pool, log *slog.Logger) *Postgres {
+	return &Postgres{local: NewLocal(), pool: pool, log: log}
+}
+
+type wireEvent struct {
+	RunID string          `json:"r"`
+	Seq   int64           `json:"s"`
+	Type  string          `json:"t,omitempty"`
+	Data  json.RawMessage `json:"d,omitempty"`
+}
+
+type wireBatch struct {
+	Events []wireEvent `json:"e"`
+}
+
+// Publish implements Hub: one NOTIFY per batch that fits, else one per
+// event (hints for events that do not fit).
+func (h *Postgres) Publish(ctx context.Context, evs []store.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	batch := wireBatch{Events: make([]wireEvent, len(evs))}
+	for i, ev := range evs {
+		batch.Events[i] = wireEvent{RunID: ev.RunID, Seq: ev.Seq, Type: ev.Type, Data: ev.Data}
+	}
+	if raw, err := json.Marshal(batch); err == nil && len(raw) <= maxPayload {
+		h.notify(ctx, raw)
+		return
+	}
+	for _, w := range batch.Events {
+		raw, _ := json.Marshal(wireBatch{Events: []wireEvent{w}})
+		if len(raw) > maxPayload {
+			raw, _ = json.Marshal(wireBatch{Events: []wireEvent{{RunID: w.RunID, Seq: w.Seq}}})
+		}
+		h.notify(ctx, raw)
+	}
+}
+
+func (h *Postgres) notify(ctx context.Context, payload []byte) {
+	if _, err := h.pool.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, string(payload)); err != nil {
+		// Followers poll the store as a backstop; losing a notification
+		// only delays them.
+		h.log.WarnContext(ctx, "publish run events", "err", err)
+	}
+}
+
+// Subscribe implements Hub.
+func (h *Postgres) Subscribe(runID string) (<-chan store.Event, func()) {
+	return h.local.Subscribe(runID)
+}
+
+// Run listens for notifications until ctx ends, reconnecting with back-off.
+func (h *Postgres) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := h.listen(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		h.log.WarnContext(ctx, "event listener lost its connection; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+func (h *Postgres) listen(ctx context.Context) error {
+	pooled, err := h.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire: %w", err)
+	}
+	// The connection carries a LISTEN: it never goes back to the pool.
+	conn := pooled.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+		var b wireBatch
+		if err := json.Unmarshal([]byte(n.Payload), &b); err != nil || len(b.Events) == 0 {
+			continue
+		}
+		evs := make([]store.Event, len(b.Events))
+		for i, w := range b.Events {
+			evs[i] = store.Event{RunID: w.RunID, Seq: w.Seq, Type: w.Type, Data: w.Data}
+		}
+		h.local.deliver(evs)
+	}
+}

@@ -1,0 +1,245 @@
+// Package queue wires River (github.com/riverqueue/river) as agentd's run
+// queue, on SQLite (riversqlite) or PostgreSQL (riverpgxv5). A queued run is
+// one River job; the job's worker hands it to a RunExecutor.
+//
+// River's own rescuer is only a backstop here: it cannot tell a dead worker
+// from a slow one (RescueStuckJobsAfter must exceed the job timeout, and runs
+// may take minutes). Fast recovery from a dead worker comes from run leases
+// in the store (see store.RunLeases and run.Worker): a run whose lease
+// expired is enqueued again within seconds.
+package queue
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+)
+
+// Defaults.
+const (
+	// DefaultQueue is the River queue runs go to.
+	DefaultQueue = "runs"
+	// DefaultWorkers is how many runs one worker instance executes at once.
+	DefaultWorkers = 20
+	// DefaultRescueAfter is River's backstop for jobs whose worker died
+	// without the lease mechanism noticing (it should not happen).
+	DefaultRescueAfter = time.Hour
+)
+
+// RunArgs is the job of one queued run.
+type RunArgs struct {
+	RunID  string `json:"run_id"`
+	Tenant string `json:"tenant"`
+	Agent  string `json:"agent"`
+}
+
+// Kind implements river.JobArgs.
+func (RunArgs) Kind() string { return "agentd_run" }
+
+// WebhookArgs is the job of one webhook delivery.
+type WebhookArgs struct {
+	RunID  string `json:"run_id"`
+	Tenant string `json:"tenant"`
+	URL    string `json:"url"`
+}
+
+// Kind implements river.JobArgs.
+func (WebhookArgs) Kind() string { return "agentd_webhook" }
+
+// WebhookDeliverer posts a finished run to its webhook once; an error makes
+// River retry with back-off.
+type WebhookDeliverer interface {
+	Deliver(ctx context.Context, tenant, runID, url string) error
+}
+
+// DefaultWebhookAttempts bounds webhook deliveries (River's back-off spreads
+// them over about a day).
+const DefaultWebhookAttempts = 12
+
+// RunExecutor executes a queued run. requeue asks for the job to run again
+// soon, on any worker (this worker is stopping and released the run); an
+// error makes River retry the job with back-off.
+type RunExecutor interface {
+	ExecuteRun(ctx context.Context, tenant, runID string) (requeue bool, err error)
+}
+
+// Config configures a Queue.
+type Config struct {
+	// Executor, when set, makes this instance a worker: it fetches and
+	// executes runs. Nil: insert-only (API instances).
+	Executor RunExecutor
+	// Webhooks delivers webhooks (workers only).
+	Webhooks WebhookDeliverer
+	// Workers is how many runs this instance executes at once. Defaults to
+	// DefaultWorkers.
+	Workers int
+	// FetchPollInterval is how often a worker polls for new jobs when no
+	// notification arrives (SQLite has none). Defaults to River's 1s;
+	// lower it for lower pick-up latency.
+	FetchPollInterval time.Duration
+	// RescueAfter is River's stuck-job rescue backstop. Defaults to 1h.
+	RescueAfter time.Duration
+	Log         *slog.Logger
+}
+
+// Queue inserts and (on workers) executes runs.
+type Queue interface {
+	// EnqueueTx inserts the job of a run inside tx, the store's native
+	// transaction (see store.TxFunc).
+	EnqueueTx(ctx context.Context, tx any, tenant, runID, agent string) error
+	// EnqueueWebhook queues the delivery of a finished run to url.
+	EnqueueWebhook(ctx context.Context, tenant, runID, url string) error
+	// Start begins fetching jobs (workers only; a no-op otherwise).
+	Start(ctx context.Context) error
+	// Stop stops fetching and waits for running jobs until ctx is done;
+	// then it cancels them.
+	Stop(ctx context.Context) error
+}
+
+// riverQueue is Queue over a River client of transaction type TTx.
+type riverQueue[TTx any] struct {
+	client *river.Client[TTx]
+	worker bool
+}
+
+// NewSQLite returns a queue on the SQLite database db (the store's write
+// pool: River's SQLite driver wants a single connection).
+func NewSQLite(ctx context.Context, db *sql.DB, cfg Config) (Queue, error) {
+	return newRiver[*sql.Tx](ctx, riversqlite.New(db), cfg)
+}
+
+// NewPostgres returns a queue on the PostgreSQL pool.
+func NewPostgres(ctx context.Context, pool *pgxpool.Pool, cfg Config) (Queue, error) {
+	return newRiver[pgx.Tx](ctx, riverpgxv5.New(pool), cfg)
+}
+
+func newRiver[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], cfg Config) (Queue, error) {
+	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: cfg.Log})
+	if err != nil {
+		return nil, fmt.Errorf("river migrator: %w", err)
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return nil, fmt.Errorf("river migrate: %w", err)
+	}
+	rc := &river.Config{
+		Logger:               cfg.Log,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		// Runs carry their own timeout; River must not cancel them.
+		JobTimeout:  -1,
+		MaxAttempts: 25,
+	}
+	if rc.RescueStuckJobsAfter <= 0 {
+		rc.RescueStuckJobsAfter = DefaultRescueAfter
+	}
+	if cfg.Executor != nil {
+		workers := river.NewWorkers()
+		if err := river.AddWorkerSafely(workers, &runWorker{exec: cfg.Executor}); err != nil {
+			return nil, fmt.Errorf("register run worker: %w", err)
+		}
+		if cfg.Webhooks != nil {
+			if err := river.AddWorkerSafely(workers, &webhookWorker{d: cfg.Webhooks}); err != nil {
+				return nil, fmt.Errorf("register webhook worker: %w", err)
+			}
+		}
+		n := cfg.Workers
+		if n <= 0 {
+			n = DefaultWorkers
+		}
+		rc.Workers = workers
+		rc.Queues = map[string]river.QueueConfig{DefaultQueue: {MaxWorkers: n}}
+		rc.FetchPollInterval = cfg.FetchPollInterval
+		if rc.FetchPollInterval > 0 && rc.FetchCooldown == 0 && rc.FetchPollInterval < river.FetchCooldownDefault {
+			rc.FetchCooldown = rc.FetchPollInterval
+		}
+	}
+	client, err := river.NewClient(driver, rc)
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	return &riverQueue[TTx]{client: client, worker: cfg.Executor != nil}, nil
+}
+
+func (q *riverQueue[TTx]) EnqueueTx(ctx context.Context, tx any, tenant, runID, agent string) error {
+	t, ok := tx.(TTx)
+	if !ok {
+		return fmt.Errorf("enqueue run %s: transaction is %T, want %T", runID, tx, *new(TTx))
+	}
+	args := RunArgs{RunID: runID, Tenant: tenant, Agent: agent}
+	if _, err := q.client.InsertTx(ctx, t, args, &river.InsertOpts{Queue: DefaultQueue}); err != nil {
+		return fmt.Errorf("enqueue run %s: %w", runID, err)
+	}
+	return nil
+}
+
+func (q *riverQueue[TTx]) EnqueueWebhook(ctx context.Context, tenant, runID, url string) error {
+	args := WebhookArgs{RunID: runID, Tenant: tenant, URL: url}
+	if _, err := q.client.Insert(ctx, args, &river.InsertOpts{Queue: DefaultQueue, MaxAttempts: DefaultWebhookAttempts}); err != nil {
+		return fmt.Errorf("enqueue webhook of run %s: %w", runID, err)
+	}
+	return nil
+}
+
+func (q *riverQueue[TTx]) Start(ctx context.Context) error {
+	if !q.worker {
+		return nil
+	}
+	if err := q.client.Start(ctx); err != nil {
+		return fmt.Errorf("start river: %w", err)
+	}
+	return nil
+}
+
+func (q *riverQueue[TTx]) Stop(ctx context.Context) error {
+	if !q.worker {
+		return nil
+	}
+	// A soft stop first: running jobs see no cancellation and may finish.
+	// When ctx ends, StopAndCancel cancels them: the run worker then
+	// checkpoints, releases its lease and asks for a requeue.
+	if err := q.client.Stop(ctx); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := q.client.StopAndCancel(cctx); err != nil {
+			return fmt.Errorf("stop river: %w", err)
+		}
+	}
+	return nil
+}
+
+// runWorker adapts RunExecutor to River.
+type runWorker struct {
+	river.WorkerDefaults[RunArgs]
+	exec RunExecutor
+}
+
+func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
+	requeue, err := w.exec.ExecuteRun(ctx, job.Args.Tenant, job.Args.RunID)
+	if requeue {
+		// Snoozing does not consume an attempt; the lease is released, so
+		// any worker may resume the run from its checkpoint.
+		return river.JobSnooze(0)
+	}
+	return err
+}
+
+// webhookWorker adapts WebhookDeliverer to River.
+type webhookWorker struct {
+	river.WorkerDefaults[WebhookArgs]
+	d WebhookDeliverer
+}
+
+func (w *webhookWorker) Work(ctx context.Context, job *river.Job[WebhookArgs]) error {
+	return w.d.Deliver(ctx, job.Args.Tenant, job.Args.RunID, job.Args.URL)
+}
+
+func (w *webhookWorker) Timeout(*river.Job[WebhookArgs]) time.Duration { return 30 * time.Second }

@@ -1,0 +1,386 @@
+package run
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Defaults of queued runs.
+const (
+	// DefaultIdempotencyTTL is how long an Idempotency-Key maps to its run.
+	DefaultIdempotencyTTL = 24 * time.Hour
+	// DefaultLeaseTTL is how long a worker's claim on a run lasts without
+	// renewal: a run whose worker died resumes elsewhere about this long
+	// after its last renewal (plus the reaper interval).
+	DefaultLeaseTTL = 10 * time.Second
+)
+
+// ErrInvalidWebhook: the webhook URL is not an absolute http(s) URL.
+var ErrInvalidWebhook = errors.New("invalid webhook URL")
+
+// RunStore is the part of the store queued runs use.
+type RunStore interface {
+	ChatStore
+	store.RunLeases
+	CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) error
+	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
+	GetRunByIdempotencyKey(ctx context.Context, tenant, key string) (store.Run, error)
+	ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.Run, error)
+	ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Time) (int, error)
+}
+
+// Enqueuer inserts the queue job of a run inside the store's transaction.
+type Enqueuer interface {
+	EnqueueTx(ctx context.Context, tx any, tenant, runID, agent string) error
+}
+
+// Runs is the queued-run side of the service: submit, read, cancel on API
+// instances; execute and reclaim on workers.
+type Runs struct {
+	Service *Service
+	Store   RunStore
+	Queue   Enqueuer
+	// Webhooks delivers the final run to the run's webhook; nil: none.
+	Webhooks WebhookSender
+	// Owner identifies this worker in run leases.
+	Owner          string
+	LeaseTTL       time.Duration
+	IdempotencyTTL time.Duration
+	// AgentLimits caps, per agent, the runs this instance executes at once
+	// (agents[].max_concurrent_runs); absent or 0: no cap of its own.
+	AgentLimits map[string]int
+	Log         *slog.Logger
+
+	semOnce sync.Once
+	sems    map[string]chan struct{}
+
+	mu      sync.Mutex
+	cancels map[string]context.CancelCauseFunc // runs executing here
+}
+
+// WebhookSender queues the delivery of a finished run to url.
+type WebhookSender interface {
+	EnqueueWebhook(ctx context.Context, tenant, runID, url string) error
+}
+
+// SubmitParams are the inputs of Submit.
+type SubmitParams struct {
+	Tenant         string
+	Agent          string
+	ConversationID string
+	Message        string
+	IdempotencyKey string
+	Webhook        string
+}
+
+// Submit stores a run and enqueues it in one transaction. created is false
+// when the idempotency key named an existing run, which is returned.
+func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, created bool, err error) {
+	if p.IdempotencyKey != "" {
+		if existing, ok, err := r.byKey(ctx, p.Tenant, p.IdempotencyKey); err != nil || ok {
+			return existing, false, err
+		}
+	}
+	agent, conv, isNew, err := r.Service.resolve(ctx, p.Tenant, p.Agent, p.ConversationID)
+	if err != nil {
+		return store.Run{}, false, err
+	}
+	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, Webhook: p.Webhook})
+	run = store.Run{
+		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: conv.ID,
+		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey, CreatedAt: time.Now().UTC(),
+	}
+	err = r.Store.CreateRunTx(ctx, run, func(ctx context.Context, tx any) error {
+		return r.Queue.EnqueueTx(ctx, tx, run.Tenant, run.ID, run.Agent)
+	})
+	if errors.Is(err, store.ErrConflict) && p.IdempotencyKey != "" {
+		// Lost a race with a request carrying the same key.
+		if existing, ok, kerr := r.byKey(ctx, p.Tenant, p.IdempotencyKey); kerr == nil && ok {
+			return existing, false, nil
+		}
+	}
+	if err != nil {
+		return store.Run{}, false, fmt.Errorf("submit run: %w", err)
+	}
+	return run, true, nil
+}
+
+func (r *Runs) byKey(ctx context.Context, tenant, key string) (store.Run, bool, error) {
+	existing, err := r.Store.GetRunByIdempotencyKey(ctx, tenant, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.Run{}, false, nil
+	case err != nil:
+		return store.Run{}, false, fmt.Errorf("look up idempotency key: %w", err)
+	case time.Since(existing.CreatedAt) > r.idempotencyTTL():
+		// Expired but not yet swept: free the key for this request.
+		if _, err := r.Store.ExpireIdempotencyKeys(ctx, time.Now().Add(-r.idempotencyTTL())); err != nil {
+			return store.Run{}, false, fmt.Errorf("expire idempotency keys: %w", err)
+		}
+		return store.Run{}, false, nil
+	}
+	return existing, true, nil
+}
+
+func (r *Runs) idempotencyTTL() time.Duration {
+	if r.IdempotencyTTL > 0 {
+		return r.IdempotencyTTL
+	}
+	return DefaultIdempotencyTTL
+}
+
+func (r *Runs) leaseTTL() time.Duration {
+	if r.LeaseTTL > 0 {
+		return r.LeaseTTL
+	}
+	return DefaultLeaseTTL
+}
+
+// Cancel requests cancellation: a queued run is canceled at once; a
+// running one stops at once when it runs in this process, else at its
+// worker's next lease renewal (LeaseTTL/3 at most).
+func (r *Runs) Cancel(ctx context.Context, tenant, id string) (store.Run, error) {
+	run, err := r.Store.RequestCancel(ctx, tenant, id, time.Now().UTC())
+	if err != nil {
+		return run, err
+	}
+	r.mu.Lock()
+	cancel := r.cancels[id]
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel(ErrCanceled)
+	}
+	return run, nil
+}
+
+// ExecuteRun executes a queued run on this worker (queue.RunExecutor).
+func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bool, err error) {
+	if sem := r.semaphore(ctx, tenant, runID); sem != nil {
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+		case <-ctx.Done():
+			return true, nil // stopping before it started: any worker may take it
+		}
+	}
+	now := time.Now().UTC()
+	run, err := r.Store.ClaimRun(ctx, store.ClaimRunParams{ID: runID, Owner: r.Owner, LeaseUntil: now.Add(r.leaseTTL()), Now: now})
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		// Finished, canceled, or alive on another worker: nothing to do.
+		r.Log.DebugContext(ctx, "run not claimable", "run_id", runID, "status", run.Status)
+		return false, nil
+	case errors.Is(err, store.ErrNotFound):
+		r.Log.WarnContext(ctx, "queued run does not exist", "run_id", runID)
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("claim run %s: %w", runID, err)
+	}
+
+	// The run's context ends when: this worker stops (River cancels ctx)
+	// → ErrSuspended; the lease is lost → ErrSuspended; cancellation is
+	// requested → ErrCanceled.
+	rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
+	stop := context.AfterFunc(ctx, func() { cancel(ErrSuspended) })
+	defer stop()
+	r.track(runID, cancel)
+	defer r.untrack(runID)
+	heartbeatDone := make(chan struct{})
+	go func() {
+		defer close(heartbeatDone)
+		r.heartbeat(rctx, runID, cancel, run.Attempt > 1)
+	}()
+	defer func() { <-heartbeatDone }()
+	defer cancel(nil) // stops the heartbeat before the wait above
+
+	c, err := r.chatFor(rctx, run)
+	if err != nil {
+		// The run cannot execute (agent removed, conversation gone): fail
+		// it instead of retrying forever.
+		r.fail(ctx, run, err)
+		return false, nil
+	}
+	_, err = c.execute(rctx, nil)
+	if errors.Is(err, ErrSuspended) {
+		rel, relCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer relCancel()
+		if rerr := r.Store.ReleaseLease(rel, runID, r.Owner); rerr != nil {
+			r.Log.WarnContext(ctx, "release lease", "run_id", runID, "err", rerr)
+		}
+		r.Log.InfoContext(ctx, "run suspended; it resumes from its checkpoint", "run_id", runID)
+		return true, nil
+	}
+	r.deliverWebhook(ctx, runID, tenant)
+	return false, nil
+}
+
+// semaphore returns the per-agent slot channel of the run's agent, or nil.
+// The agent comes from the job's run row so that a wrong job cannot pick
+// another agent's slots.
+func (r *Runs) semaphore(ctx context.Context, tenant, runID string) chan struct{} {
+	r.semOnce.Do(func() {
+		r.sems = make(map[string]chan struct{}, len(r.AgentLimits))
+		for agent, n := range r.AgentLimits {
+			if n > 0 {
+				r.sems[agent] = make(chan struct{}, n)
+			}
+		}
+	})
+	if len(r.sems) == 0 {
+		return nil
+	}
+	run, err := r.Store.GetRun(ctx, tenant, runID)
+	if err != nil {
+		return nil
+	}
+	return r.sems[run.Agent]
+}
+
+// chatFor rebuilds the turn of a queued run.
+func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
+	s := r.Service
+	var in runInput
+	if err := json.Unmarshal(run.Input, &in); err != nil {
+		return nil, fmt.Errorf("decode input of run %s: %w", run.ID, err)
+	}
+	agent, ok := s.Agents[run.Agent]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, run.Agent)
+	}
+	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), started: time.Now()}
+	conv, err := s.Store.GetConversation(ctx, run.Tenant, run.ConversationID)
+	switch {
+	case errors.Is(err, store.ErrNotFound) && in.NewConversation:
+		c.isNew = true
+		c.conv = store.Conversation{ID: run.ConversationID, Tenant: run.Tenant, Agent: run.Agent}
+	case errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("%w: %q", ErrConversationNotFound, run.ConversationID)
+	case err != nil:
+		return nil, fmt.Errorf("load conversation %s: %w", run.ConversationID, err)
+	default:
+		c.conv = conv
+	}
+	return c, nil
+}
+
+// heartbeat renews the lease every LeaseTTL/3 until ctx ends; it cancels
+// the run when cancellation is requested or the lease is lost.
+// checkNow renews at once: a resumed run may have had its cancellation
+// requested while its previous worker was dead.
+func (r *Runs) heartbeat(ctx context.Context, runID string, cancel context.CancelCauseFunc, checkNow bool) {
+	ttl := r.leaseTTL()
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	first := checkNow
+	for {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		first = false
+		canceled, err := r.Store.ExtendLease(ctx, runID, r.Owner, time.Now().UTC().Add(ttl))
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			r.Log.WarnContext(ctx, "lost the lease of a run; stopping it here", "run_id", runID)
+			cancel(ErrSuspended)
+			return
+		case err != nil:
+			// The store is unreachable: keep working; the lease lasts
+			// for ttl, and a later renewal may succeed.
+			r.Log.WarnContext(ctx, "renew lease", "run_id", runID, "err", err)
+		case canceled:
+			cancel(ErrCanceled)
+			return
+		}
+	}
+}
+
+func (r *Runs) fail(ctx context.Context, run store.Run, cause error) {
+	r.Log.ErrorContext(ctx, "run cannot execute", "run_id", run.ID, "err", cause)
+	now := time.Now().UTC()
+	if err := r.Store.UpdateRun(ctx, store.UpdateRunParams{
+		ID: run.ID, Status: store.RunFailed, Error: "invalid_run: " + cause.Error(), Attempt: run.Attempt,
+		StartedAt: run.StartedAt, FinishedAt: now,
+	}); err != nil {
+		r.Log.ErrorContext(ctx, "update run", "run_id", run.ID, "err", err)
+	}
+	r.deliverWebhook(ctx, run.ID, run.Tenant)
+}
+
+func (r *Runs) deliverWebhook(ctx context.Context, runID, tenant string) {
+	if r.Webhooks == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	run, err := r.Store.GetRun(ctx, tenant, runID)
+	if err != nil {
+		r.Log.WarnContext(ctx, "load run for webhook", "run_id", runID, "err", err)
+		return
+	}
+	var in runInput
+	if json.Unmarshal(run.Input, &in) != nil || in.Webhook == "" {
+		return
+	}
+	if err := r.Webhooks.EnqueueWebhook(ctx, tenant, runID, in.Webhook); err != nil {
+		r.Log.WarnContext(ctx, "queue webhook", "run_id", runID, "err", err)
+	}
+}
+
+func (r *Runs) track(id string, cancel context.CancelCauseFunc) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancels == nil {
+		r.cancels = make(map[string]context.CancelCauseFunc)
+	}
+	r.cancels[id] = cancel
+}
+
+func (r *Runs) untrack(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.cancels, id)
+}
+
+// Reclaim enqueues again the runs whose worker stopped renewing their
+// lease (it died), every interval until ctx ends. Every worker runs it;
+// the store hands each expired run to exactly one of them.
+func (r *Runs) Reclaim(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		interval = r.leaseTTL() / 5
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		n, err := r.Store.ReclaimExpiredRuns(ctx, time.Now().UTC(), func(ctx context.Context, tx any, run store.Run) error {
+			return r.Queue.EnqueueTx(ctx, tx, run.Tenant, run.ID, run.Agent)
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				r.Log.WarnContext(ctx, "reclaim runs of dead workers", "err", err)
+			}
+			continue
+		}
+		if n > 0 {
+			r.Log.InfoContext(ctx, "reclaimed runs whose worker stopped renewing its lease", "runs", n)
+		}
+		if _, err := r.Store.ExpireIdempotencyKeys(ctx, time.Now().Add(-r.idempotencyTTL())); err != nil && ctx.Err() == nil {
+			r.Log.WarnContext(ctx, "expire idempotency keys", "err", err)
+		}
+	}
+}

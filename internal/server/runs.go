@@ -1,0 +1,182 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/agentd/agentd/internal/events"
+	"github.com/agentd/agentd/internal/run"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// RunRequest is the body of POST /v1/runs.
+type RunRequest struct {
+	Agent          string `json:"agent"`
+	ConversationID string `json:"conversation_id,omitempty"`
+	Message        string `json:"message"`
+	// Webhook, when set, receives a POST of the finished run.
+	Webhook string `json:"webhook,omitempty"`
+}
+
+func decodeRunRequest(r *http.Request) (RunRequest, error) {
+	var req RunRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return req, err
+	}
+	switch {
+	case strings.TrimSpace(req.Agent) == "":
+		return req, badRequest("agent: required")
+	case strings.TrimSpace(req.Message) == "":
+		return req, badRequest("message: required and must not be blank")
+	case !utf8.ValidString(req.Message):
+		return req, badRequest("message: must be valid UTF-8")
+	case len(req.ConversationID) > 128:
+		return req, badRequest("conversation_id: too long")
+	}
+	if req.Webhook != "" {
+		u, err := url.Parse(req.Webhook)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(req.Webhook) > 2048 {
+			return req, badRequest("webhook: must be an absolute http(s) URL")
+		}
+	}
+	return req, nil
+}
+
+func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
+	if !s.checkJSON(w, r) {
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 {
+		s.writeError(w, r, badRequest("Idempotency-Key: at most 255 characters"))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	req, err := decodeRunRequest(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	rn, created, err := s.runs.Submit(r.Context(), run.SubmitParams{
+		Tenant: DefaultTenant, Agent: req.Agent, ConversationID: req.ConversationID,
+		Message: req.Message, IdempotencyKey: key, Webhook: req.Webhook,
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/runs/"+rn.ID)
+	status := http.StatusAccepted
+	if !created {
+		w.Header().Set("Idempotent-Replayed", "true")
+		status = http.StatusOK
+	}
+	writeJSON(w, status, run.NewRunBody(rn))
+}
+
+func (s *Server) handleGetRun(w http.ResponseWriter, r *http.Request) {
+	rn, err := s.runs.Store.GetRun(r.Context(), DefaultTenant, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, notFoundAs(err, "run"))
+		return
+	}
+	writeJSON(w, http.StatusOK, run.NewRunBody(rn))
+}
+
+func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p := store.ListRunsParams{Tenant: DefaultTenant, Agent: q.Get("agent"), Cursor: q.Get("cursor"), Limit: 50}
+	if st := q.Get("status"); st != "" {
+		switch rs := store.RunStatus(st); rs {
+		case store.RunQueued, store.RunRunning, store.RunSucceeded, store.RunFailed, store.RunCanceled:
+			p.Status = rs
+		default:
+			s.writeError(w, r, badRequest("status: must be one of queued, running, succeeded, failed, canceled"))
+			return
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			s.writeError(w, r, badRequest("limit: must be an integer from 1 to 1000"))
+			return
+		}
+		p.Limit = n
+	}
+	runs, err := s.runs.Store.ListRuns(r.Context(), p)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body := struct {
+		Runs       []run.RunBody `json:"runs"`
+		NextCursor string        `json:"next_cursor,omitempty"`
+	}{Runs: make([]run.RunBody, len(runs))}
+	for i, rn := range runs {
+		body.Runs[i] = run.NewRunBody(rn)
+	}
+	if len(runs) == p.Limit {
+		body.NextCursor = runs[len(runs)-1].ID
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
+	rn, err := s.runs.Cancel(r.Context(), DefaultTenant, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, notFoundAs(err, "run"))
+		return
+	}
+	status := http.StatusAccepted // a running run stops at its next renewal
+	if rn.Status.Terminal() {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, run.NewRunBody(rn))
+}
+
+// handleRunEvents streams a run's events: the stored ones after
+// Last-Event-ID (or ?after=), then live ones, ending after done or error.
+func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	after := int64(0)
+	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.writeError(w, r, badRequest("Last-Event-ID / after: must be a non-negative integer (an event id)"))
+			return
+		}
+		after = n
+		break
+	}
+	if _, err := s.runs.Store.GetRun(r.Context(), DefaultTenant, id); err != nil {
+		s.writeError(w, r, notFoundAs(err, "run"))
+		return
+	}
+	sw, done := s.startSSE(w, r)
+	defer done()
+	err := events.Follow(r.Context(), s.hub, s.runs.Store, id, after, sw.send, events.FollowOptions{
+		Finished: func(ctx context.Context) (bool, error) {
+			rn, err := s.runs.Store.GetRun(ctx, DefaultTenant, id)
+			return err == nil && rn.Status.Terminal(), err
+		},
+	})
+	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) {
+		s.log.WarnContext(r.Context(), "event stream ended", "run_id", id, "err", err)
+	}
+}
+
+func notFoundAs(err error, what string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: fmt.Sprintf("%s not found", what)}
+	}
+	return err
+}
