@@ -67,6 +67,7 @@ type Config struct {
 	Worker    Worker    `yaml:"worker"`
 	Runs      Runs      `yaml:"runs"`
 	Cache     Cache     `yaml:"cache"`
+	Redis     Redis     `yaml:"redis"`
 	Log       Log       `yaml:"log"`
 	Agents    []Agent   `yaml:"agents"`
 }
@@ -241,6 +242,22 @@ type Concurrency struct {
 	// QueueSize is how many calls may wait for a slot; negative: none.
 	// Defaults to 256.
 	QueueSize int `yaml:"queue_size"`
+}
+
+// Redis is the optional cluster accelerator (response cache; later rate
+// limits). agentd never depends on it: while it is down, agentd serves
+// with local fallbacks and /healthz says degraded.
+type Redis struct {
+	// URL is redis://[user:pass@]host:port/db; empty: no Redis. Defaults
+	// to empty.
+	URL Secret `yaml:"url"`
+	// PoolSize is the connection pool size. Defaults to 10 per CPU.
+	PoolSize int `yaml:"pool_size"`
+	// DialTimeout bounds connecting. Defaults to 1s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// Timeout bounds each command (read and write). Defaults to 200ms:
+	// Redis must never slow a request down much.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Cache is the shared in-memory response cache store.

@@ -157,6 +157,16 @@ func (c *Config) Validate() error {
 	}
 	v.nonNegative("providers.anthropic.breaker.window", b.Window)
 	v.nonNegative("providers.anthropic.breaker.open_timeout", b.OpenTimeout)
+	if u := c.Redis.URL.Value(); u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
+			v.add("redis.url", "must be redis://host:port[/db] or rediss://…")
+		}
+	}
+	if c.Redis.PoolSize < 0 {
+		v.add("redis.pool_size", "must be >= 1")
+	}
+	v.nonNegative("redis.dial_timeout", c.Redis.DialTimeout)
+	v.nonNegative("redis.timeout", c.Redis.Timeout)
 	if c.Cache.MaxEntries < 0 {
 		v.add("cache.max_entries", "must be >= 1")
 	}
