@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/anthropic"
@@ -24,6 +25,7 @@ import (
 	agentrun "github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/sim"
+	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/tool"
 )
 
@@ -126,10 +128,36 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	}
 	runs.Queue, runs.Webhooks = q, q
 
-	health := &server.Health{Store: st, Version: buildVersion(), Log: log, Breakers: provider.Breakers}
+	// Admission: chat and stream slots, and the memory guard in front of
+	// everything new (chats, streams, submissions).
+	am := admission.NewMetrics(metrics.Registry)
+	burst := &admission.BurstLog{Log: log.With("component", "admission")}
+	mem := &admission.MemoryGuard{HighWater: cfg.Admission.MemoryHighWater, LowWater: cfg.Admission.MemoryLowWater}
+	goActor("memory-guard", func(ctx context.Context) error { return mem.Run(ctx, time.Second) })
+	chats := &admission.Limiter{Name: "chat", Max: cfg.Admission.MaxChats, Queue: cfg.Admission.ChatQueue,
+		MaxWait: cfg.Admission.QueueTimeout, Metrics: am, Log: burst, Gate: mem.Gate}
+	streams := &admission.Limiter{Name: "stream", Max: cfg.Admission.MaxStreams, MaxWait: cfg.Admission.QueueTimeout,
+		Metrics: am, Log: burst, Gate: mem.Gate}
+	submits := &admission.Limiter{Name: "submit", Metrics: am, Log: burst, Gate: mem.Gate}
+
+	agentNames := make([]string, 0, len(cfg.Agents))
+	for _, a := range cfg.Agents {
+		agentNames = append(agentNames, a.Name)
+	}
+	health := &server.Health{
+		Store: st, Version: buildVersion(), Log: log, Breakers: provider.Breakers, Keys: provider.Keys, Memory: mem,
+		Queue: st.QueueStats,
+		OnQueueStats: func(qs store.QueueStats) {
+			metrics.SetQueue(qs.Depth, agentNames, qs.OldestQueuedAt, qs.Running)
+		},
+		InFlight: func() map[string]int {
+			return map[string]int{"chats": chats.InFlight(), "streams": streams.InFlight(), "runs": runs.Executing()}
+		},
+	}
 	health.MarkStarted(started)
 	health.Check(ctx)
 	goActor("health", health.Run)
+	goActor("watchdog", health.RunWatchdog)
 	sweeper := &agentrun.Sweeper{Store: st, Interval: cfg.Store.SweepInterval, Log: log, Metrics: metrics}
 	goActor("sweeper", sweeper.Run)
 	if serveAPI {
@@ -144,11 +172,15 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		}
 	}
 
+	drainRequested := make(chan struct{})
+	var drainOnce sync.Once
+	drain := func() { drainOnce.Do(func() { close(drainRequested) }) }
 	api := server.New(server.Config{
 		Chat: svc, Runs: runs, Hub: be.Hub, HealthOnly: !serveAPI,
 		Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
-		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys,
+		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain,
+		Chats: chats, Streams: streams, Submits: submits,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Server.Addr,
@@ -171,34 +203,44 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	case err := <-serveErr:
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
+		log.Info("signal received: draining")
+	case <-drainRequested:
+		log.Info("drain requested through the admin API")
 	}
-	// Shutdown order: readiness false (load balancers stop sending) →
-	// in parallel: the HTTP server stops accepting and lets in-flight
-	// requests and streams finish, and the queue stops fetching and lets
-	// running runs finish, both within drain_timeout; runs still running
-	// then are suspended (checkpointed, lease released, job requeued) for
-	// another worker → background actors stop → the store closes
-	// (deferred).
-	log.Info("shutting down", "drain_timeout", cfg.Server.DrainTimeout)
-	health.SetReady(false)
+	// Shutdown order:
+	//  1. readiness goes false at once (load balancers stop sending);
+	//  2. for drain_delay the instance keeps serving (deregistration takes
+	//     that long), then
+	//  3. in parallel: the HTTP server stops accepting and lets in-flight
+	//     requests and streams finish, and the queue stops fetching and
+	//     lets running runs finish, both within drain_timeout; runs still
+	//     running then are suspended (checkpointed, lease released, job
+	//     requeued) so another worker resumes them;
+	//  4. background actors stop; 5. the store closes (deferred); exit 0.
+	health.SetDraining()
+	log.Info("draining", "drain_delay", cfg.Server.DrainDelay, "drain_timeout", cfg.Server.DrainTimeout)
+	select {
+	case <-time.After(cfg.Server.DrainDelay):
+	case <-serveErr:
+	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.DrainTimeout)
 	defer cancel()
-	var drain sync.WaitGroup
-	drain.Add(2)
+	var stopping sync.WaitGroup
+	stopping.Add(2)
 	go func() {
-		defer drain.Done()
+		defer stopping.Done()
 		if err := srv.Shutdown(dctx); err != nil {
 			log.Warn("HTTP drain timed out; closing remaining connections", "err", err)
 			_ = srv.Close()
 		}
 	}()
 	go func() {
-		defer drain.Done()
+		defer stopping.Done()
 		if err := q.Stop(dctx); err != nil {
 			log.Warn("queue stop", "err", err)
 		}
 	}()
-	drain.Wait()
+	stopping.Wait()
 	log.Info("agentd stopped")
 	return nil
 }

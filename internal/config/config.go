@@ -34,6 +34,17 @@ const (
 	DefaultAgentConcurrencyPolicy = PolicyReject
 )
 
+// Defaults of admission control and draining.
+const (
+	DefaultDrainDelay      = 5 * time.Second
+	DefaultMaxChats        = 256
+	DefaultChatQueue       = 512
+	DefaultQueueTimeout    = 10 * time.Second
+	DefaultMaxStreams      = 10000
+	DefaultMemoryHighWater = 0.85
+	DefaultMemoryLowWater  = 0.75
+)
+
 // Defaults of queued runs and workers.
 const (
 	DefaultWorkerConcurrency = 20
@@ -68,6 +79,7 @@ type Config struct {
 	Runs      Runs      `yaml:"runs"`
 	Cache     Cache     `yaml:"cache"`
 	Redis     Redis     `yaml:"redis"`
+	Admission Admission `yaml:"admission"`
 	Log       Log       `yaml:"log"`
 	Agents    []Agent   `yaml:"agents"`
 }
@@ -94,6 +106,10 @@ type Server struct {
 	// SSEPingInterval is how often an idle SSE stream gets a ping comment.
 	// Defaults to 15s.
 	SSEPingInterval time.Duration `yaml:"sse_ping_interval"`
+	// DrainDelay is how long a draining instance keeps serving after
+	// readiness went false, before it stops accepting connections (load
+	// balancer deregistration). Defaults to 5s.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 	// AdminToken guards the admin API (/admin/*, "Authorization: Bearer
 	// <token>"). Defaults to empty: the admin API is off.
 	AdminToken Secret `yaml:"admin_token"`
@@ -242,6 +258,28 @@ type Concurrency struct {
 	// QueueSize is how many calls may wait for a slot; negative: none.
 	// Defaults to 256.
 	QueueSize int `yaml:"queue_size"`
+}
+
+// Admission limits the work one instance takes on.
+type Admission struct {
+	// MaxChats is how many synchronous chats (POST /v1/chat) run at once.
+	// Defaults to 256.
+	MaxChats int `yaml:"max_chats"`
+	// ChatQueue is how many more chats may wait for a slot. Defaults to 512.
+	ChatQueue int `yaml:"chat_queue"`
+	// QueueTimeout is how long a request waits for a slot before 503.
+	// Defaults to 10s.
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
+	// MaxStreams caps open SSE streams (chat streams and run event
+	// streams). Defaults to 10000.
+	MaxStreams int `yaml:"max_streams"`
+	// MemoryHighWater is the share of the memory limit (GOMEMLIMIT or the
+	// cgroup's) above which new work is refused and readiness goes false.
+	// Defaults to 0.85.
+	MemoryHighWater float64 `yaml:"memory_high_water"`
+	// MemoryLowWater is the share below which work is taken again.
+	// Defaults to 0.75.
+	MemoryLowWater float64 `yaml:"memory_low_water"`
 }
 
 // Redis is the optional cluster accelerator (response cache; later rate

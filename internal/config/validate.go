@@ -37,6 +37,14 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&s.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&s.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&s.SSEPingInterval, DefaultSSEPingInterval)
+	setDefault(&s.DrainDelay, DefaultDrainDelay)
+	ad := &c.Admission
+	setDefault(&ad.MaxChats, DefaultMaxChats)
+	setDefault(&ad.ChatQueue, DefaultChatQueue)
+	setDefault(&ad.QueueTimeout, DefaultQueueTimeout)
+	setDefault(&ad.MaxStreams, DefaultMaxStreams)
+	setDefault(&ad.MemoryHighWater, DefaultMemoryHighWater)
+	setDefault(&ad.MemoryLowWater, DefaultMemoryLowWater)
 
 	st := &c.Store
 	setDefault(&st.URL, DefaultStoreURL)
@@ -94,6 +102,24 @@ func (c *Config) Validate() error {
 	v.positive("server.idle_timeout", s.IdleTimeout)
 	v.positive("server.drain_timeout", s.DrainTimeout)
 	v.positive("server.sse_ping_interval", s.SSEPingInterval)
+	v.nonNegative("server.drain_delay", s.DrainDelay)
+	ad := c.Admission
+	if ad.MaxChats < 0 {
+		v.add("admission.max_chats", "must be > 0")
+	}
+	if ad.ChatQueue < 0 {
+		v.add("admission.chat_queue", "must be >= 0")
+	}
+	v.positive("admission.queue_timeout", ad.QueueTimeout)
+	if ad.MaxStreams < 0 {
+		v.add("admission.max_streams", "must be > 0")
+	}
+	if ad.MemoryHighWater <= 0 || ad.MemoryHighWater > 1 {
+		v.add("admission.memory_high_water", "must be in (0, 1]")
+	}
+	if ad.MemoryLowWater <= 0 || ad.MemoryLowWater >= ad.MemoryHighWater {
+		v.add("admission.memory_low_water", "must be > 0 and below memory_high_water")
+	}
 
 	st := c.Store
 	v.check("store.url", validStoreURL(st.URL))

@@ -28,6 +28,9 @@ type Metrics struct {
 	ToolCalls          *prometheus.CounterVec
 	ToolDuration       *prometheus.HistogramVec
 	ConversationsSwept prometheus.Counter
+	QueueDepth         *prometheus.GaugeVec
+	QueueOldestAge     prometheus.Gauge
+	RunsRunning        prometheus.Gauge
 }
 
 // latencyBuckets span agent timescales: 5 ms to 5 minutes.
@@ -84,6 +87,15 @@ func NewMetrics(version string) *Metrics {
 			Name: "agentd_conversations_expired_total", Help: "Conversations deleted by the TTL sweeper.",
 		}),
 	}
+	m.QueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentd_queue_depth", Help: "Queued runs waiting for a worker, by agent (cluster-wide, sampled every health check).",
+	}, []string{"agent"})
+	m.QueueOldestAge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "agentd_queue_oldest_age_seconds", Help: "Age of the oldest queued run (0: none).",
+	})
+	m.RunsRunning = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "agentd_runs_running", Help: "Runs being executed (cluster-wide, sampled every health check).",
+	})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentd_build_info", Help: "Always 1; the version label tells the build.",
 	}, []string{"version"})
@@ -92,7 +104,7 @@ func NewMetrics(version string) *Metrics {
 		m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight, m.SSEStreams,
 		m.LLMRequests, m.LLMDuration, m.LLMTokens,
 		m.Runs, m.RunDuration, m.RunSteps, m.ToolCalls, m.ToolDuration,
-		m.ConversationsSwept, buildInfo,
+		m.ConversationsSwept, m.QueueDepth, m.QueueOldestAge, m.RunsRunning, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -145,4 +157,20 @@ func (m *Metrics) AddSwept(n int) {
 		return
 	}
 	m.ConversationsSwept.Add(float64(n))
+}
+
+// SetQueue records a queue sample. Agents absent from depth are set to 0.
+func (m *Metrics) SetQueue(depth map[string]int, agents []string, oldest time.Time, running int) {
+	if m == nil {
+		return
+	}
+	for _, a := range agents {
+		m.QueueDepth.WithLabelValues(a).Set(float64(depth[a]))
+	}
+	age := 0.0
+	if !oldest.IsZero() {
+		age = time.Since(oldest).Seconds()
+	}
+	m.QueueOldestAge.Set(age)
+	m.RunsRunning.Set(float64(running))
 }

@@ -337,6 +337,13 @@ func (r *Runs) deliverWebhook(ctx context.Context, runID, tenant string) {
 	}
 }
 
+// Executing counts the runs this instance executes now.
+func (r *Runs) Executing() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cancels)
+}
+
 func (r *Runs) track(id string, cancel context.CancelCauseFunc) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

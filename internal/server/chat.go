@@ -114,6 +114,20 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	release, err := admit(r.Context(), s.chats)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
+	if req.Stream {
+		releaseStream, err := admit(r.Context(), s.streams)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		defer releaseStream()
+	}
 	chat, err := s.chat.Prepare(r.Context(), runChatParams(req))
 	if err != nil {
 		s.writeError(w, r, err)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
+	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/store"
@@ -47,6 +49,10 @@ func toHTTP(err error) *Error {
 	var he *Error
 	if errors.As(err, &he) {
 		return he
+	}
+	if rej, ok := admission.AsRejected(err); ok {
+		return &Error{Status: http.StatusServiceUnavailable, Type: "overloaded", Message: rej.Error(),
+			RetryAfter: int((rej.RetryAfter + time.Second - 1) / time.Second)}
 	}
 	switch {
 	case errors.Is(err, run.ErrAgentNotFound):

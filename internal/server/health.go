@@ -2,13 +2,15 @@ package server
 
 import (
 	"context"
-
-	"github.com/agentd/agentd/internal/llm/resilience"
 	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/llm/resilience"
+	"github.com/agentd/agentd/internal/store"
 )
 
 // Pinger checks a dependency.
@@ -16,31 +18,92 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// Health tracks readiness and the cached result of background dependency
-// checks, so that probes never call a dependency themselves.
+// Health holds readiness and the cached results of background dependency
+// checks: probes only read them, so a probe never calls a dependency, never
+// opens a connection and answers in microseconds.
+//
+//   - /livez fails only when the process is wedged: the watchdog goroutine
+//     has not ticked for WedgedAfter.
+//   - /readyz is false while starting or draining, when the system-of-record
+//     store is unreachable, or while the memory guard sheds work.
+//   - /healthz reports every component: ok, degraded or down. A dead
+//     optional dependency (Redis) or an open breaker degrades; it never
+//     makes the instance unready.
 type Health struct {
 	Store    Pinger
 	Interval time.Duration // between checks; defaults to 5s
 	Timeout  time.Duration // per check; defaults to 2s
 	Version  string
 	Log      *slog.Logger
+	// Redis is optional (nil: not configured); down means degraded.
+	Redis Pinger
+	// Queue reports queue depth and age (nil: no queue).
+	Queue func(ctx context.Context) (store.QueueStats, error)
+	// OnQueueStats receives each queue sample (metrics).
+	OnQueueStats func(store.QueueStats)
 	// Breakers reports the model circuit breakers (nil: none). An open
-	// breaker makes health "degraded", never readiness false: fallbacks
-	// may still answer.
+	// breaker makes health "degraded": fallbacks may still answer.
 	Breakers func() []resilience.BreakerStatus
+	// Keys reports the model API keys (nil: none).
+	Keys func() []resilience.KeyStatus
+	// Memory is the memory guard (nil: none).
+	Memory *admission.MemoryGuard
+	// InFlight reports admitted work by limit (nil: none).
+	InFlight func() map[string]int
+	// WedgedAfter is how long the watchdog may miss ticks before /livez
+	// fails. Defaults to 10s.
+	WedgedAfter time.Duration
 
-	started time.Time
-	ready   atomic.Bool
+	started  time.Time
+	ready    atomic.Bool
+	draining atomic.Bool
+	tick     atomic.Int64 // unix nanos of the watchdog's last tick
 
-	mu        sync.RWMutex
-	storeErr  string
-	storeLat  time.Duration
+	mu     sync.RWMutex
+	store  check
+	redis  check
+	queue  check
+	qstats store.QueueStats
+}
+
+// check is the cached result of one dependency check.
+type check struct {
+	err       string
+	latency   time.Duration
 	checkedAt time.Time
 }
 
-// SetReady flips readiness: true once start-up has really finished, false
-// when draining.
+func (c check) ok() bool { return c.err == "" && !c.checkedAt.IsZero() }
+
+// SetReady flips readiness: true once start-up has really finished.
 func (h *Health) SetReady(v bool) { h.ready.Store(v) }
+
+// SetDraining marks the instance as draining: readiness goes false for good.
+func (h *Health) SetDraining() { h.draining.Store(true) }
+
+// Draining reports whether a drain began.
+func (h *Health) Draining() bool { return h.draining.Load() }
+
+// MarkStarted records the process start for uptime.
+func (h *Health) MarkStarted(t time.Time) {
+	h.started = t
+	h.tick.Store(time.Now().UnixNano())
+}
+
+// RunWatchdog ticks every second until ctx ends; /livez fails when the ticks
+// stop (a wedged scheduler, a deadlock starving the runtime).
+func (h *Health) RunWatchdog(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		h.tick.Store(time.Now().UnixNano())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
 
 // Run checks dependencies every Interval until ctx is done.
 func (h *Health) Run(ctx context.Context) error {
@@ -59,57 +122,102 @@ func (h *Health) Run(ctx context.Context) error {
 	}
 }
 
-// Check runs the dependency checks once and caches their result.
+// Check runs the dependency checks once, concurrently, and caches them.
 func (h *Health) Check(ctx context.Context) {
 	timeout := h.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	start := time.Now()
-	err := h.Store.Ping(cctx)
-	lat := time.Since(start)
-	h.mu.Lock()
-	prev := h.storeErr
-	h.storeErr, h.storeLat, h.checkedAt = "", lat, time.Now()
-	if err != nil {
-		h.storeErr = err.Error()
+	var wg sync.WaitGroup
+	run := func(name string, dst *check, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			start := time.Now()
+			err := fn(cctx)
+			c := check{latency: time.Since(start), checkedAt: time.Now()}
+			if err != nil {
+				c.err = err.Error()
+			}
+			h.mu.Lock()
+			prev := *dst
+			*dst = c
+			h.mu.Unlock()
+			if h.Log != nil && ctx.Err() == nil && prev.err != c.err {
+				if c.err != "" {
+					h.Log.Error("dependency check failed", "component", name, "err", c.err)
+				} else if !prev.checkedAt.IsZero() {
+					h.Log.Info("dependency check recovered", "component", name)
+				}
+			}
+		}()
 	}
-	h.mu.Unlock()
-	if h.Log != nil && prev != h.storeErr && ctx.Err() == nil {
-		if err != nil {
-			h.Log.Error("store check failed", "err", err)
-		} else if prev != "" {
-			h.Log.Info("store check recovered")
-		}
+	run("store", &h.store, h.Store.Ping)
+	if h.Redis != nil {
+		run("redis", &h.redis, h.Redis.Ping)
 	}
+	if h.Queue != nil {
+		run("queue", &h.queue, func(ctx context.Context) error {
+			st, err := h.Queue(ctx)
+			if err == nil {
+				h.mu.Lock()
+				h.qstats = st
+				h.mu.Unlock()
+				if h.OnQueueStats != nil {
+					h.OnQueueStats(st)
+				}
+			}
+			return err
+		})
+	}
+	wg.Wait()
 }
 
-// MarkStarted records the process start for uptime.
-func (h *Health) MarkStarted(t time.Time) { h.started = t }
+func (h *Health) wedged() bool {
+	limit := h.WedgedAfter
+	if limit <= 0 {
+		limit = 10 * time.Second
+	}
+	return time.Since(time.Unix(0, h.tick.Load())) > limit
+}
 
-func (h *Health) storeOK() (ok bool, lastErr string, lat time.Duration, at time.Time) {
+// notReady returns why the instance is not ready, or "".
+func (h *Health) notReady() string {
 	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.storeErr == "" && !h.checkedAt.IsZero(), h.storeErr, h.storeLat, h.checkedAt
+	st := h.store
+	h.mu.RUnlock()
+	switch {
+	case h.draining.Load():
+		return "draining"
+	case !h.ready.Load():
+		return "starting"
+	case !st.ok():
+		if st.err == "" {
+			return "store not checked yet"
+		}
+		return "store unreachable: " + st.err
+	case h.Memory.Shedding():
+		return "memory above the high-water mark"
+	}
+	return ""
 }
 
 func (s *Server) handleLivez(w http.ResponseWriter, _ *http.Request) {
+	if s.health.wedged() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "wedged", "reason": "the watchdog stopped ticking"})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
-	h := s.health
-	storeOK, lastErr, _, _ := h.storeOK()
-	switch {
-	case !h.ready.Load():
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "starting or draining"})
-	case !storeOK:
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "store unreachable: " + lastErr})
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	if reason := s.health.notReady(); reason != "" {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": reason})
+		return
 	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 type componentHealth struct {
@@ -119,36 +227,110 @@ type componentHealth struct {
 	CheckedAt time.Time `json:"checked_at"`
 }
 
+func checked(c check, down string) componentHealth {
+	status := "ok"
+	if !c.ok() {
+		status = down
+	}
+	return componentHealth{Status: status, LatencyMS: float64(c.latency.Microseconds()) / 1000, LastError: c.err, CheckedAt: c.checkedAt}
+}
+
+// handleHealthz reports every component. The status is the worst of them
+// ("down" only for the store: 503), degraded otherwise (200).
 func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	h := s.health
-	storeOK, lastErr, lat, at := h.storeOK()
-	st := componentHealth{Status: "ok", LatencyMS: float64(lat.Microseconds()) / 1000, LastError: lastErr, CheckedAt: at}
+	h.mu.RLock()
+	stc, rc, qc, qs := h.store, h.redis, h.queue, h.qstats
+	h.mu.RUnlock()
 	overall, code := "ok", http.StatusOK
-	components := map[string]any{"store": st}
+	degrade := func() {
+		if overall == "ok" {
+			overall = "degraded"
+		}
+	}
+	components := map[string]any{}
+	storeH := checked(stc, "down")
+	components["store"] = storeH
+	if h.Redis != nil {
+		rh := checked(rc, "degraded")
+		if rh.Status != "ok" {
+			degrade()
+		}
+		components["redis"] = rh
+	}
+	if h.Queue != nil {
+		qh := checked(qc, "degraded")
+		if qh.Status != "ok" {
+			degrade()
+		}
+		depth := 0
+		for _, n := range qs.Depth {
+			depth += n
+		}
+		oldest := 0.0
+		if !qs.OldestQueuedAt.IsZero() {
+			oldest = time.Since(qs.OldestQueuedAt).Seconds()
+		}
+		components["queue"] = map[string]any{"status": qh.Status, "last_error": qh.LastError, "checked_at": qh.CheckedAt,
+			"depth": depth, "depth_by_agent": qs.Depth, "oldest_age_seconds": oldest, "running": qs.Running}
+	}
 	if h.Breakers != nil {
 		breakers := h.Breakers()
 		status := "ok"
-		var open []string
+		open := []string{}
 		for _, b := range breakers {
 			if b.State == "open" {
 				open = append(open, b.Model)
 			}
 		}
 		if len(open) > 0 {
-			status, overall = "degraded", "degraded"
+			status = "degraded"
+			degrade()
 		}
 		components["breakers"] = map[string]any{"status": status, "open": open, "models": breakers}
 	}
-	if !storeOK {
-		st.Status, overall, code = "down", "down", http.StatusServiceUnavailable
-		components["store"] = st
+	if h.Keys != nil {
+		keys := h.Keys()
+		usable := 0
+		for _, k := range keys {
+			if k.State != "bad" {
+				usable++
+			}
+		}
+		status := "ok"
+		switch {
+		case usable == 0:
+			status = "down"
+			degrade()
+		case usable < len(keys):
+			status = "degraded"
+			degrade()
+		}
+		components["keys"] = map[string]any{"status": status, "usable": usable, "total": len(keys)}
 	}
-	writeJSON(w, code, map[string]any{
+	if h.Memory != nil {
+		used, limit := h.Memory.Usage()
+		status := "ok"
+		if h.Memory.Shedding() {
+			status = "degraded"
+			degrade()
+		}
+		components["memory"] = map[string]any{"status": status, "used_bytes": used, "limit_bytes": limit, "shedding": h.Memory.Shedding()}
+	}
+	if storeH.Status != "ok" {
+		overall, code = "down", http.StatusServiceUnavailable
+	}
+	body := map[string]any{
 		"status":         overall,
-		"ready":          h.ready.Load(),
+		"ready":          h.notReady() == "",
+		"draining":       h.draining.Load(),
 		"version":        h.Version,
 		"uptime_seconds": int64(time.Since(h.started).Seconds()),
 		"components":     components,
 		"sse_streams":    s.sse.Load(),
-	})
+	}
+	if h.InFlight != nil {
+		body["in_flight"] = h.InFlight()
+	}
+	writeJSON(w, code, body)
 }

@@ -63,6 +63,12 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	release, err := admit(r.Context(), s.submits)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	rn, created, err := s.runs.Submit(r.Context(), run.SubmitParams{
 		Tenant: DefaultTenant, Agent: req.Agent, ConversationID: req.ConversationID,
 		Message: req.Message, IdempotencyKey: key, Webhook: req.Webhook,
@@ -161,9 +167,15 @@ func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFoundAs(err, "run"))
 		return
 	}
+	release, err := admit(r.Context(), s.streams)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	sw, done := s.startSSE(w, r)
 	defer done()
-	err := events.Follow(r.Context(), s.hub, s.runs.Store, id, after, sw.send, events.FollowOptions{
+	err = events.Follow(r.Context(), s.hub, s.runs.Store, id, after, sw.send, events.FollowOptions{
 		Finished: func(ctx context.Context) (bool, error) {
 			rn, err := s.runs.Store.GetRun(ctx, DefaultTenant, id)
 			return err == nil && rn.Status.Terminal(), err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/events"
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
@@ -67,6 +68,11 @@ type Config struct {
 	AdminToken string
 	// Keys reports the model API keys for GET /admin/keys (nil: none).
 	Keys func() []resilience.KeyStatus
+	// Drain starts a graceful drain (POST /admin/drain); nil: not offered.
+	Drain func()
+	// Admission limits (nil: unlimited): synchronous chats, open event
+	// streams, run submissions (the memory guard only).
+	Chats, Streams, Submits *admission.Limiter
 }
 
 // Server serves the API.
@@ -83,6 +89,8 @@ type Server struct {
 	ping    time.Duration
 	handler http.Handler
 	mux     *http.ServeMux
+
+	chats, streams, submits *admission.Limiter
 	// sse counts open SSE streams.
 	sse atomic.Int64
 }
@@ -90,6 +98,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{
+		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
 		metrics: cfg.Metrics, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}
@@ -128,6 +137,12 @@ func New(cfg Config) *Server {
 			}
 			writeJSON(w, http.StatusOK, map[string]any{"keys": keys})
 		}))
+		if cfg.Drain != nil {
+			mux.HandleFunc("POST /admin/drain", admin(func(w http.ResponseWriter, _ *http.Request) {
+				cfg.Drain()
+				writeJSON(w, http.StatusAccepted, map[string]string{"status": "draining"})
+			}))
+		}
 	}
 	s.mux = mux
 	s.handler = s.middleware(http.HandlerFunc(s.route))
@@ -262,4 +277,12 @@ func (s *Server) requireAdmin(token string, next http.HandlerFunc) http.HandlerF
 		}
 		next(w, r)
 	}
+}
+
+// admit takes a slot of l (nil: unlimited). release is never nil.
+func admit(ctx context.Context, l *admission.Limiter) (release func(), err error) {
+	if l == nil {
+		return func() {}, nil
+	}
+	return l.Acquire(ctx)
 }
