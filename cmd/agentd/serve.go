@@ -26,6 +26,7 @@ import (
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/sim"
 	"github.com/agentd/agentd/internal/store"
+	storeredis "github.com/agentd/agentd/internal/store/redis"
 	"github.com/agentd/agentd/internal/tool"
 )
 
@@ -83,6 +84,19 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		return fmt.Errorf("migrate store: %w", err)
 	}
 
+	// Redis is optional and never a single point of failure: Open makes
+	// no network call, and while Redis is down agentd serves degraded.
+	var rc *storeredis.Client
+	if u := cfg.Redis.URL.Value(); u != "" {
+		storeredis.RouteLibraryLogs(log.With("component", "redis"))
+		rc, err = storeredis.Open(u, storeredis.Options{PoolSize: cfg.Redis.PoolSize,
+			DialTimeout: cfg.Redis.DialTimeout, Timeout: cfg.Redis.Timeout, Log: log.With("component", "redis")})
+		if err != nil {
+			return fmt.Errorf("redis.url: %w", err)
+		}
+		defer rc.Close()
+	}
+
 	// ctx ends on SIGINT/SIGTERM; bg ends when serve returns, stopping
 	// the background actors (sweeper, health checks, reclaimer, event
 	// listener, simulator).
@@ -103,7 +117,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	}
 
 	metrics := observe.NewMetrics(buildVersion())
-	provider, err := buildModels(bg, cfg, agents, metrics, log, goActor)
+	provider, err := buildModels(bg, cfg, agents, rc, metrics, log, goActor)
 	if err != nil {
 		return err
 	}
@@ -153,6 +167,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		InFlight: func() map[string]int {
 			return map[string]int{"chats": chats.InFlight(), "streams": streams.InFlight(), "runs": runs.Executing()}
 		},
+	}
+	if rc != nil {
+		health.Redis = rc // only when set: a nil *Client in the interface is not nil
 	}
 	health.MarkStarted(started)
 	health.Check(ctx)
@@ -257,7 +274,7 @@ func workerID() string {
 // fallback chain, breaker, concurrency limit, retry, key pool) over the
 // Claude client. The client talks to the real API when a key is configured,
 // else to an in-process simulator (never silently).
-func buildModels(bg context.Context, cfg *config.Config, agents map[string]*agentrun.ChatAgent, metrics *observe.Metrics, log *slog.Logger, goActor func(string, func(context.Context) error)) (*resilience.Provider, error) {
+func buildModels(bg context.Context, cfg *config.Config, agents map[string]*agentrun.ChatAgent, rc *storeredis.Client, metrics *observe.Metrics, log *slog.Logger, goActor func(string, func(context.Context) error)) (*resilience.Provider, error) {
 	a := cfg.Providers.Anthropic
 	pcfg := resilience.ProviderConfig{
 		Name:  "anthropic",
@@ -304,7 +321,12 @@ func buildModels(bg context.Context, cfg *config.Config, agents map[string]*agen
 		return nil, fmt.Errorf("providers.anthropic: %w", err)
 	}
 	goActor("keypool", provider.Run)
-	cache := resilience.NewMemoryCache(resilience.MemoryCacheConfig{MaxEntries: cfg.Cache.MaxEntries, MaxBytes: cfg.Cache.MaxBytes})
+	// One cache for all agents: memory, in front of Redis when configured
+	// (shared by the cluster; one circuit around Redis).
+	var cache resilience.Cache = resilience.NewMemoryCache(resilience.MemoryCacheConfig{MaxEntries: cfg.Cache.MaxEntries, MaxBytes: cfg.Cache.MaxBytes})
+	if rc != nil {
+		cache = resilience.NewLayeredCache(cache, resilience.NewRedisCache(rc, resilience.RedisCacheConfig{}, rm, log.With("component", "redis-cache")))
+	}
 	for i, ac := range cfg.Agents {
 		m, err := resilience.Build(resilience.AgentConfig{
 			Name: ac.Name, Model: ac.Model, FallbackModels: ac.FallbackModels,
