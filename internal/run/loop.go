@@ -214,19 +214,17 @@ func (x *execution) restore(ctx context.Context) error {
 	cp, err := x.l.Store.LatestCheckpoint(ctx, x.p.RunID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		// No step finished; events may still have been stored (flushed
+		// during the first model call of an attempt that died).
 		x.st = state{Messages: []llm.Message{x.p.Input}}
-		x.emit(EventStart, map[string]any{
-			"run_id": x.p.RunID, "conversation_id": x.p.ConversationID,
-			"agent": x.p.Agent.Name, "model": x.p.Agent.Model,
-		})
-		return nil
 	case err != nil:
 		return fmt.Errorf("load checkpoint of run %s: %w", x.p.RunID, err)
+	default:
+		if err := json.Unmarshal(cp.State, &x.st); err != nil {
+			return fmt.Errorf("decode checkpoint %d of run %s: %w", cp.Step, x.p.RunID, err)
+		}
+		x.cpStep = cp.Step
 	}
-	if err := json.Unmarshal(cp.State, &x.st); err != nil {
-		return fmt.Errorf("decode checkpoint %d of run %s: %w", cp.Step, x.p.RunID, err)
-	}
-	x.cpStep = cp.Step
 	// Events may have been stored after the checkpoint (flushed during a
 	// model call, or the record of how the last attempt stopped): number
 	// new events after the last stored one, never reusing a seq a client
@@ -242,7 +240,14 @@ func (x *execution) restore(ctx context.Context) error {
 		}
 		x.seq = evs[len(evs)-1].Seq
 	}
-	x.l.Log.InfoContext(ctx, "resuming run from checkpoint", "checkpoint", cp.Step, "step", x.st.Step, "last_seq", x.seq)
+	if x.seq == 0 {
+		x.emit(EventStart, map[string]any{
+			"run_id": x.p.RunID, "conversation_id": x.p.ConversationID,
+			"agent": x.p.Agent.Name, "model": x.p.Agent.Model,
+		})
+		return nil
+	}
+	x.l.Log.InfoContext(ctx, "resuming run", "checkpoint", x.cpStep, "step", x.st.Step, "last_seq", x.seq)
 	// Text deltas of a model call that did not finish were already sent;
 	// this tells followers that the step starts over.
 	x.emit(EventResumed, map[string]any{"step": x.st.Step + 1, "after_seq": x.seq})
