@@ -48,9 +48,17 @@ func New(cfg Config) *Client {
 	if cfg.BaseURL != "" {
 		opts = append(opts, option.WithBaseURL(cfg.BaseURL))
 	}
-	if cfg.HTTPClient != nil {
-		opts = append(opts, option.WithHTTPClient(cfg.HTTPClient))
+	client := cfg.HTTPClient
+	if client == nil {
+		// Go's default keeps 2 idle connections per host: at agent
+		// concurrency (rate x model latency) that reopens connections,
+		// each with a TLS handshake. Keep many.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = 1024
+		tr.MaxIdleConnsPerHost = 512
+		client = &http.Client{Transport: tr}
 	}
+	opts = append(opts, option.WithHTTPClient(client))
 	return &Client{sdk: sdk.NewClient(opts...), timeout: cfg.RequestTimeout}
 }
 

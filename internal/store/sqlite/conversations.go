@@ -22,7 +22,7 @@ func (s *Store) CreateConversation(ctx context.Context, p store.CreateConversati
 		UpdatedAt: t,
 		ExpiresAt: normTime(p.ExpiresAt),
 	}
-	_, err := s.write.ExecContext(ctx, `INSERT INTO conversations
+	_, err := s.exec(ctx, `INSERT INTO conversations
 		(id, tenant, agent, version, next_seq, created_at, updated_at, expires_at)
 		VALUES (?, ?, ?, 0, 1, ?, ?, ?)`,
 		c.ID, c.Tenant, c.Agent, toMicros(t), toMicros(t), toMicros(c.ExpiresAt))

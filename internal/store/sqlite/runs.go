@@ -37,7 +37,7 @@ func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) e
 		r.Error, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, r.CostUSD, r.IdempotencyKey,
 		toMicros(r.CreatedAt), toMicros(r.StartedAt), toMicros(r.FinishedAt)}
 	if fn == nil {
-		if _, err := s.write.ExecContext(ctx, qInsertRun, args...); err != nil {
+		if _, err := s.exec(ctx, qInsertRun, args...); err != nil {
 			return fmt.Errorf("sqlite: create run %s: %w", r.ID, mapErr(err))
 		}
 		return nil
@@ -92,7 +92,7 @@ func scanRun(row interface{ Scan(...any) error }) (store.Run, error) {
 // GetRun returns a run of the tenant; store.ErrNotFound if it does not exist
 // or belongs to another tenant.
 func (s *Store) GetRun(ctx context.Context, tenant, id string) (store.Run, error) {
-	r, err := scanRun(s.read.QueryRowContext(ctx,
+	r, err := scanRun(s.queryRow(ctx,
 		`SELECT `+runColumns+` FROM runs WHERE id = ? AND tenant = ?`, id, tenant))
 	if err != nil {
 		return store.Run{}, fmt.Errorf("sqlite: get run %s: %w", id, mapErr(err))
@@ -107,7 +107,7 @@ func (s *Store) GetRunByIdempotencyKey(ctx context.Context, tenant, key string) 
 	if key == "" {
 		return store.Run{}, fmt.Errorf("sqlite: get run by idempotency key: empty key: %w", store.ErrNotFound)
 	}
-	r, err := scanRun(s.read.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs
+	r, err := scanRun(s.queryRow(ctx, `SELECT `+runColumns+` FROM runs
 		WHERE tenant = ? AND idempotency_key = ? AND idempotency_key <> ''`, tenant, key))
 	if err != nil {
 		return store.Run{}, fmt.Errorf("sqlite: get run by idempotency key %q: %w", key, mapErr(err))
@@ -200,7 +200,7 @@ func (s *Store) ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Ti
 // UpdateRun overwrites every mutable field of the run; store.ErrNotFound if
 // it does not exist.
 func (s *Store) UpdateRun(ctx context.Context, p store.UpdateRunParams) error {
-	res, err := s.write.ExecContext(ctx, `UPDATE runs SET
+	res, err := s.exec(ctx, `UPDATE runs SET
 		status = ?, output = ?, error = ?, attempt = ?, steps = ?, input_tokens = ?,
 		output_tokens = ?, cost_usd = ?, started_at = ?, finished_at = ?
 		WHERE id = ?`,
@@ -341,7 +341,7 @@ func (s *Store) LatestCheckpoint(ctx context.Context, runID string) (store.Check
 		state []byte
 		at    sql.NullInt64
 	)
-	err := s.read.QueryRowContext(ctx, `SELECT run_id, step, state, created_at FROM checkpoints
+	err := s.queryRow(ctx, `SELECT run_id, step, state, created_at FROM checkpoints
 		WHERE run_id = ? ORDER BY step DESC LIMIT 1`, runID).Scan(&cp.RunID, &cp.Step, &state, &at)
 	if err != nil {
 		return store.Checkpoint{}, fmt.Errorf("sqlite: latest checkpoint of run %s: %w", runID, mapErr(err))

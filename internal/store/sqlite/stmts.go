@@ -65,3 +65,29 @@ func (c *stmtCache) close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// exec runs a write outside a transaction through the statement cache:
+// SQLite parses each hot query once per connection, not per call.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := s.wstmt.get(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// queryRow runs a read through the statement cache of the read pool. A
+// failed prepare surfaces from Scan.
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) rowScanner {
+	st, err := s.rstmt.get(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
