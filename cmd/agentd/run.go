@@ -34,6 +34,8 @@ Usage:
   agentd serve   [-config FILE]        run the API and the agent loop
   agentd sim     [flags]               run the Claude Messages API simulator (agentd sim -h)
   agentd migrate [-config FILE]        bring the store's schema up to date
+  agentd load  [flags] URL             fixed-rate (or held-concurrency) chat load with latency percentiles
+  agentd smoke [flags] URL             end-to-end checks of a running agentd (exit 1 on failure)
   agentd config check [-config FILE]   validate the config and print it, secrets masked
   agentd version                       print the version
 
@@ -54,6 +56,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return cmdServe(ctx, rest, stderr, environ)
 	case "sim":
 		return cmdSim(ctx, rest, stderr, environ)
+	case "load":
+		return cmdLoad(ctx, rest, stdout, stderr)
+	case "smoke":
+		return cmdSmoke(ctx, rest, stdout, stderr)
 	case "migrate":
 		return cmdMigrate(ctx, rest, stdout, stderr, environ)
 	case "config":

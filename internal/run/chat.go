@@ -183,15 +183,27 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 	for i, m := range c.conv.Messages {
 		history[i] = llm.Message{Role: m.Role, Content: m.Content}
 	}
+	finished := false
 	p := Params{
 		RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
-		History: history, Input: c.input, OnEvent: onEvent, Commit: c.commit,
+		History: history, Input: c.input, OnEvent: onEvent,
+		// Before done is announced: the turn is in the conversation and
+		// the run row says succeeded, so a client that saw done reads
+		// both.
+		Commit: func(ctx context.Context, res Result) error {
+			if err := c.commit(ctx, res); err != nil {
+				return err
+			}
+			c.finish(ctx, res, nil)
+			finished = true
+			return nil
+		},
 	}
 	if s.Hub != nil {
 		p.OnStored = func(evs []store.Event) { s.Hub.Publish(ctx, evs) }
 	}
 	res, err := s.Loop.Execute(ctx, p)
-	if !errors.Is(err, ErrSuspended) {
+	if !finished && !errors.Is(err, ErrSuspended) {
 		c.finish(ctx, res, err)
 	}
 	return res, err
