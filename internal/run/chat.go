@@ -183,7 +183,7 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 	for i, m := range c.conv.Messages {
 		history[i] = llm.Message{Role: m.Role, Content: m.Content}
 	}
-	finished := false
+	committed := false
 	p := Params{
 		RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
 		History: history, Input: c.input, OnEvent: onEvent,
@@ -191,28 +191,38 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 		// the run row says succeeded, so a client that saw done reads
 		// both.
 		Commit: func(ctx context.Context, res Result) error {
-			if err := c.commit(ctx, res); err != nil {
-				return err
-			}
-			c.finish(ctx, res, nil)
-			finished = true
-			return nil
+			err := c.commit(ctx, res)
+			committed = err == nil
+			return err
 		},
 	}
 	if s.Hub != nil {
 		p.OnStored = func(evs []store.Event) { s.Hub.Publish(ctx, evs) }
 	}
 	res, err := s.Loop.Execute(ctx, p)
-	if !finished && !errors.Is(err, ErrSuspended) {
-		c.finish(ctx, res, err)
+	switch {
+	case committed:
+		// Succeeded; an error now (storing the done event) is logged by
+		// the loop and does not change the outcome.
+		if err != nil {
+			s.Log.WarnContext(ctx, "run committed, but storing its last events failed", "err", err)
+		}
+		return res, nil
+	case errors.Is(err, ErrSuspended):
+	default:
+		c.fail(ctx, res, err)
 	}
 	return res, err
 }
 
-// commit appends the run's messages to the conversation, trimming it.
+// commit appends the run's messages to the conversation, trimming it, and
+// marks the run succeeded in the same transaction: a run resumed after a
+// crash finds itself finished and never appends its turn twice.
 func (c *Chat) commit(ctx context.Context, res Result) error {
 	s := c.s
 	if c.isNew {
+		// A crash after this leaves an empty conversation (version 0) that
+		// the resumed run appends to.
 		if _, err := s.Store.CreateConversation(ctx, store.CreateConversationParams{
 			ID: c.conv.ID, Tenant: c.tenant, Agent: c.agent.Name,
 		}); err != nil {
@@ -228,9 +238,11 @@ func (c *Chat) commit(ctx context.Context, res Result) error {
 	if n := len(msgs); n > 0 {
 		msgs[n-1].Tokens = res.Usage.OutputTokens
 	}
+	final := c.outcome(res, nil)
 	p := store.AppendMessagesParams{
 		ConversationID: c.conv.ID, Tenant: c.tenant, ExpectedVersion: c.conv.Version,
 		Messages: msgs, TrimBeforeSeq: trimBefore(c.conv.Messages, res.Messages, c.agent.MaxMessages),
+		FinishRun: &final,
 	}
 	if s.ConversationTTL > 0 {
 		p.ExpiresAt = time.Now().UTC().Add(s.ConversationTTL)
@@ -242,38 +254,42 @@ func (c *Chat) commit(ctx context.Context, res Result) error {
 	if err != nil {
 		return fmt.Errorf("append messages: %w", err)
 	}
+	s.Metrics.ObserveRun(c.agent.Name, string(final.Status), res.Steps, time.Since(c.started))
 	return nil
 }
 
-// finish records the run's outcome on its row and in metrics.
-func (c *Chat) finish(ctx context.Context, res Result, runErr error) {
-	s := c.s
-	status := store.RunSucceeded
-	errText := ""
-	var output json.RawMessage
-	if runErr != nil {
-		status = store.RunFailed
-		if errors.Is(runErr, context.Canceled) || errors.Is(runErr, ErrCanceled) {
-			status = store.RunCanceled
-		}
-		info := ClassifyError(runErr)
-		errText = info.Type + ": " + info.Message
-		s.Log.WarnContext(ctx, "run failed", "err", runErr, "steps", res.Steps)
-	} else {
-		output, _ = json.Marshal(res.Output)
+// outcome is the final row of the run for res and runErr.
+func (c *Chat) outcome(res Result, runErr error) store.UpdateRunParams {
+	p := store.UpdateRunParams{
+		ID: c.run.ID, Status: store.RunSucceeded, Attempt: c.run.Attempt,
+		Steps: res.Steps, InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens,
+		StartedAt: c.run.StartedAt, FinishedAt: time.Now().UTC(),
 	}
-	now := time.Now().UTC()
+	if runErr == nil {
+		p.Output, _ = json.Marshal(res.Output)
+		return p
+	}
+	p.Status = store.RunFailed
+	if errors.Is(runErr, context.Canceled) || errors.Is(runErr, ErrCanceled) {
+		p.Status = store.RunCanceled
+	}
+	info := ClassifyError(runErr)
+	p.Error = info.Type + ": " + info.Message
+	return p
+}
+
+// fail records a run that did not succeed on its row and in metrics.
+func (c *Chat) fail(ctx context.Context, res Result, runErr error) {
+	s := c.s
+	final := c.outcome(res, runErr)
+	s.Log.WarnContext(ctx, "run failed", "err", runErr, "steps", res.Steps)
 	// The row is written even if the client went away.
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := s.Store.UpdateRun(uctx, store.UpdateRunParams{
-		ID: c.run.ID, Status: status, Output: output, Error: errText, Attempt: c.run.Attempt,
-		Steps: res.Steps, InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens,
-		StartedAt: c.run.StartedAt, FinishedAt: now,
-	}); err != nil {
+	if err := s.Store.UpdateRun(uctx, final); err != nil {
 		s.Log.ErrorContext(ctx, "update run", "err", err)
 	}
-	s.Metrics.ObserveRun(c.agent.Name, string(status), res.Steps, time.Since(c.started))
+	s.Metrics.ObserveRun(c.agent.Name, string(final.Status), res.Steps, time.Since(c.started))
 }
 
 func (s *Service) hold(convID string) bool {

@@ -92,6 +92,12 @@ type AppendMessagesParams struct {
 	TrimBeforeSeq int64
 	// ExpiresAt, when not zero, replaces the conversation's expiry.
 	ExpiresAt time.Time
+	// FinishRun, when set, updates that run row in the same transaction
+	// (as UpdateRun does): a run's turn and its final status are written
+	// together, so a run resumed after a crash never appends its turn
+	// twice (a finished run is not claimable). ErrNotFound if the run does
+	// not exist; nothing is written then.
+	FinishRun *UpdateRunParams
 }
 
 // Run is one invocation of an agent.
@@ -222,6 +228,12 @@ type Store interface {
 	LatestCheckpoint(ctx context.Context, runID string) (Checkpoint, error)
 }
 
+// OrphanedJobAfter is how long a fetched queue job may leave its run
+// unclaimed before ReclaimExpiredRuns enqueues the run again. Workers claim
+// within milliseconds of a fetch; only a worker that died in between leaves
+// the run so.
+const OrphanedJobAfter = 10 * time.Second
+
 // ClaimRunParams are the inputs of ClaimRun.
 type ClaimRunParams struct {
 	ID    string
@@ -271,7 +283,63 @@ type RunLeases interface {
 	// ReclaimExpiredRuns finds running runs whose lease expired before
 	// now, clears their lease and calls fn for each inside the same
 	// transaction (to enqueue it again); it returns how many it reclaimed.
+	// It also hands fn queued runs whose queue job was fetched by a worker
+	// more than OrphanedJobAfter ago without the run being claimed (the
+	// worker died between fetching the job and claiming the run), at most
+	// once per OrphanedJobAfter each.
 	ReclaimExpiredRuns(ctx context.Context, now time.Time, fn func(ctx context.Context, tx any, r Run) error) (int, error)
 	// QueueStats reports queue depth and age.
 	QueueStats(ctx context.Context) (QueueStats, error)
 }
+
+// Audit phases.
+const (
+	// AuditCall is written before a consequential tool call runs.
+	AuditCall = "call"
+	// AuditResult is written after it returned (or failed).
+	AuditResult = "result"
+)
+
+// AuditEntry is one row of the append-only audit log of consequential tool
+// calls: every such call gets an AuditCall row before it runs and an
+// AuditResult row after.
+type AuditEntry struct {
+	// ID is assigned by the store; it increases with every row written.
+	ID int64
+	// Time is when the row was written; zero: now.
+	Time      time.Time
+	Tenant    string
+	Agent     string
+	RunID     string
+	Step      int
+	ToolUseID string
+	Tool      string
+	// Phase is AuditCall or AuditResult.
+	Phase string
+	// IdempotencyKey is what the tool received ("run:step:tool_use").
+	IdempotencyKey string
+	// Input is the call's input with secrets and sensitive fields redacted
+	// (JSON; nil: none).
+	Input json.RawMessage
+	// Outcome is "started" on AuditCall rows; on AuditResult rows "ok" or
+	// the error kind (timeout, tool_error, http_status, ...).
+	Outcome string
+	// Error is the error message of a failed call (secrets scrubbed).
+	Error string
+	// Duration of the call, on AuditResult rows.
+	Duration time.Duration
+}
+
+// Audit is the append-only audit log. Rows are never updated nor deleted
+// (the backends refuse UPDATE and DELETE on the table).
+type Audit interface {
+	// AppendAudit writes e. It sets a zero Time to now.
+	AppendAudit(ctx context.Context, e AuditEntry) error
+	// ListAudit returns the tenant's rows of a run in the order they were
+	// written (ID order); none (and no error) for an unknown run. At most
+	// MaxListAudit rows.
+	ListAudit(ctx context.Context, tenant, runID string) ([]AuditEntry, error)
+}
+
+// MaxListAudit caps ListAudit.
+const MaxListAudit = 10000

@@ -134,6 +134,9 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 	if p.TrimBeforeSeq > 0 {
 		b.Queue(`DELETE FROM messages WHERE conversation_id = $1 AND seq < $2`, p.ConversationID, p.TrimBeforeSeq)
 	}
+	if p.FinishRun != nil {
+		b.Queue(qUpdateRun, updateRunArgs(*p.FinishRun)...)
+	}
 	br := tx.SendBatch(ctx, b)
 	var nextSeq int64
 	if err := br.QueryRow().Scan(&nextSeq); err != nil {
@@ -158,6 +161,22 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 		if err != nil {
 			_ = br.Close()
 			return 0, err
+		}
+	}
+	if p.TrimBeforeSeq > 0 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return 0, err
+		}
+	}
+	if r := p.FinishRun; r != nil {
+		tag, err := br.Exec()
+		if err == nil && tag.RowsAffected() != 1 {
+			err = pgx.ErrNoRows
+		}
+		if err != nil {
+			_ = br.Close()
+			return 0, fmt.Errorf("finish run %s: %w", r.ID, err)
 		}
 	}
 	if err := br.Close(); err != nil {

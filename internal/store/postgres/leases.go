@@ -53,6 +53,21 @@ const (
 		UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL
 		FROM expired WHERE id = expired_id
 		RETURNING ` + runColumns
+	// Queued runs whose River job a worker fetched long ago without
+	// claiming the run (it died in between). River's job table shares the
+	// database; lease_expires_at of a queued run marks when it may be
+	// re-enqueued again.
+	qReclaimOrphans = `WITH orphans AS (
+			SELECT r.id AS orphan_id FROM runs r
+			JOIN river_job j ON j.kind = 'agentd_run' AND j.state = 'running'
+				AND j.args->>'run_id' = r.id AND j.attempted_at < $2
+			WHERE r.status = 'queued' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < $3)
+			LIMIT $4
+			FOR UPDATE OF r SKIP LOCKED)
+		UPDATE runs SET lease_expires_at = $1
+		FROM orphans WHERE id = orphan_id
+		RETURNING ` + runColumns
+	qHasRiver   = `SELECT to_regclass('river_job') IS NOT NULL`
 	qQueueStats = `SELECT 'queued', agent, count(*), min(created_at) FROM runs
 			WHERE status = 'queued' GROUP BY agent
 		UNION ALL
@@ -175,6 +190,22 @@ func (s *Store) reclaim(ctx context.Context, t time.Time, fn func(ctx context.Co
 	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Run, error) { return scanRun(row) })
 	if err != nil {
 		return 0, err
+	}
+	var hasRiver bool
+	if err := tx.QueryRow(ctx, qHasRiver).Scan(&hasRiver); err != nil {
+		return 0, err
+	}
+	if hasRiver && len(runs) < ReclaimBatch {
+		rows, err := tx.Query(ctx, qReclaimOrphans, normTime(t.Add(store.OrphanedJobAfter)),
+			normTime(t.Add(-store.OrphanedJobAfter)), normTime(t), ReclaimBatch-len(runs))
+		if err != nil {
+			return 0, err
+		}
+		orphans, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Run, error) { return scanRun(row) })
+		if err != nil {
+			return 0, err
+		}
+		runs = append(runs, orphans...)
 	}
 	if len(runs) == 0 {
 		return 0, nil

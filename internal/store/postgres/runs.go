@@ -181,12 +181,7 @@ func (s *Store) ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Ti
 // UpdateRun overwrites every mutable field of the run; store.ErrNotFound if
 // it does not exist.
 func (s *Store) UpdateRun(ctx context.Context, p store.UpdateRunParams) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE runs SET
-		status = $1, output = $2, error = $3, attempt = $4, steps = $5, input_tokens = $6,
-		output_tokens = $7, cost_usd = $8, started_at = $9, finished_at = $10
-		WHERE id = $11`,
-		string(p.Status), toJSON(p.Output), p.Error, p.Attempt, p.Steps, p.InputTokens,
-		p.OutputTokens, p.CostUSD, toTime(p.StartedAt), toTime(p.FinishedAt), p.ID)
+	tag, err := s.pool.Exec(ctx, qUpdateRun, updateRunArgs(p)...)
 	if err == nil && tag.RowsAffected() == 0 {
 		err = pgx.ErrNoRows
 	}
@@ -194,6 +189,16 @@ func (s *Store) UpdateRun(ctx context.Context, p store.UpdateRunParams) error {
 		return fmt.Errorf("postgres: update run %s: %w", p.ID, mapErr(err))
 	}
 	return nil
+}
+
+const qUpdateRun = `UPDATE runs SET
+		status = $1, output = $2, error = $3, attempt = $4, steps = $5, input_tokens = $6,
+		output_tokens = $7, cost_usd = $8, started_at = $9, finished_at = $10
+		WHERE id = $11`
+
+func updateRunArgs(p store.UpdateRunParams) []any {
+	return []any{string(p.Status), toJSON(p.Output), p.Error, p.Attempt, p.Steps, p.InputTokens,
+		p.OutputTokens, p.CostUSD, toTime(p.StartedAt), toTime(p.FinishedAt), p.ID}
 }
 
 // SaveStep upserts cp (a checkpoint replaces one of the same step) and

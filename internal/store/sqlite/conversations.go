@@ -117,7 +117,7 @@ const (
 )
 
 func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams) (int64, error) {
-	sts, err := s.wstmt.getAll(ctx, qSelectVersion, qInsertMessage, qTrimMessages, qBumpConversation)
+	sts, err := s.wstmt.getAll(ctx, qSelectVersion, qInsertMessage, qTrimMessages, qBumpConversation, qUpdateRun)
 	if err != nil {
 		return 0, err
 	}
@@ -159,6 +159,15 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 	if _, err := tx.StmtContext(ctx, sts[3]).ExecContext(ctx,
 		nextSeq, toMicros(t), toMicros(p.ExpiresAt), p.ConversationID); err != nil {
 		return 0, err
+	}
+	if r := p.FinishRun; r != nil {
+		res, err := tx.StmtContext(ctx, sts[4]).ExecContext(ctx, updateRunArgs(*r)...)
+		if err == nil {
+			err = affectedOne(res)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("finish run %s: %w", r.ID, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, err

@@ -40,6 +40,18 @@ const (
 		WHERE id IN (SELECT id FROM runs WHERE status = 'running' AND lease_expires_at < ?
 			ORDER BY lease_expires_at LIMIT ?)
 		RETURNING ` + runColumns
+	// Queued runs whose River job a worker fetched long ago without
+	// claiming the run (it died in between). River's job table shares the
+	// database; lease_expires_at of a queued run marks when it may be
+	// re-enqueued again.
+	qReclaimOrphans = `UPDATE runs SET lease_expires_at = ?
+		WHERE id IN (SELECT r.id FROM runs r
+			JOIN river_job j ON j.kind = 'agentd_run' AND j.state = 'running'
+				AND json_extract(j.args, '$.run_id') = r.id AND j.attempted_at < ?
+			WHERE r.status = 'queued' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < ?)
+			LIMIT ?)
+		RETURNING ` + runColumns
+	qHasRiver   = `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'river_job'`
 	qQueueStats = `SELECT 'queued', agent, count(*), min(created_at) FROM runs
 			WHERE status = 'queued' GROUP BY agent
 		UNION ALL
@@ -198,19 +210,27 @@ func (s *Store) reclaim(ctx context.Context, t time.Time, fn func(ctx context.Co
 	if err != nil {
 		return 0, err
 	}
-	var runs []store.Run
-	for rows.Next() {
-		r, err := scanRun(rows)
+	runs, err := collectRuns(rows)
+	if err != nil {
+		return 0, err
+	}
+	var hasRiver int
+	if err := tx.QueryRowContext(ctx, qHasRiver).Scan(&hasRiver); err != nil {
+		return 0, err
+	}
+	if hasRiver > 0 && len(runs) < ReclaimBatch {
+		// River writes attempted_at as UTC text, 'YYYY-MM-DD HH:MM:SS.SSS'.
+		cutoff := t.Add(-store.OrphanedJobAfter).UTC().Format("2006-01-02 15:04:05.000")
+		rows, err := tx.QueryContext(ctx, qReclaimOrphans, t.Add(store.OrphanedJobAfter).UnixMicro(),
+			cutoff, t.UnixMicro(), ReclaimBatch-len(runs))
 		if err != nil {
-			_ = rows.Close()
 			return 0, err
 		}
-		runs = append(runs, r)
-	}
-	// All rows are read (and the statement done) before fn uses the
-	// transaction's connection.
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return 0, err
+		orphans, err := collectRuns(rows)
+		if err != nil {
+			return 0, err
+		}
+		runs = append(runs, orphans...)
 	}
 	if len(runs) == 0 {
 		return 0, nil // the deferred rollback ends the empty transaction
@@ -263,4 +283,22 @@ func (s *Store) QueueStats(ctx context.Context) (store.QueueStats, error) {
 		return store.QueueStats{}, fmt.Errorf("sqlite: queue stats: %w", err)
 	}
 	return qs, nil
+}
+
+// collectRuns reads all rows, so that the statement is done before the
+// transaction's connection is used again.
+func collectRuns(rows *sql.Rows) ([]store.Run, error) {
+	var runs []store.Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			_ = rows.Close()
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
+	return runs, nil
 }

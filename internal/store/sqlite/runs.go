@@ -200,12 +200,7 @@ func (s *Store) ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Ti
 // UpdateRun overwrites every mutable field of the run; store.ErrNotFound if
 // it does not exist.
 func (s *Store) UpdateRun(ctx context.Context, p store.UpdateRunParams) error {
-	res, err := s.exec(ctx, `UPDATE runs SET
-		status = ?, output = ?, error = ?, attempt = ?, steps = ?, input_tokens = ?,
-		output_tokens = ?, cost_usd = ?, started_at = ?, finished_at = ?
-		WHERE id = ?`,
-		string(p.Status), toJSON(p.Output), p.Error, p.Attempt, p.Steps, p.InputTokens,
-		p.OutputTokens, p.CostUSD, toMicros(p.StartedAt), toMicros(p.FinishedAt), p.ID)
+	res, err := s.exec(ctx, qUpdateRun, updateRunArgs(p)...)
 	if err == nil {
 		err = affectedOne(res)
 	}
@@ -213,6 +208,16 @@ func (s *Store) UpdateRun(ctx context.Context, p store.UpdateRunParams) error {
 		return fmt.Errorf("sqlite: update run %s: %w", p.ID, mapErr(err))
 	}
 	return nil
+}
+
+const qUpdateRun = `UPDATE runs SET
+		status = ?, output = ?, error = ?, attempt = ?, steps = ?, input_tokens = ?,
+		output_tokens = ?, cost_usd = ?, started_at = ?, finished_at = ?
+		WHERE id = ?`
+
+func updateRunArgs(p store.UpdateRunParams) []any {
+	return []any{string(p.Status), toJSON(p.Output), p.Error, p.Attempt, p.Steps, p.InputTokens,
+		p.OutputTokens, p.CostUSD, toMicros(p.StartedAt), toMicros(p.FinishedAt), p.ID}
 }
 
 // SaveStep upserts cp (a checkpoint replaces one of the same step) and

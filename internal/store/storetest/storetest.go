@@ -73,6 +73,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) Store) {
 
 	t.Run("Conversation", func(t *testing.T) { exerciseConversations(t, setup) })
 	t.Run("AppendMessages", func(t *testing.T) { exerciseAppend(t, setup) })
+	t.Run("FinishRun", func(t *testing.T) { exerciseFinishRun(t, setup) })
 	t.Run("Run", func(t *testing.T) { exerciseRuns(t, setup) })
 	t.Run("CreateRunTx", func(t *testing.T) { exerciseCreateRunTx(t, setup) })
 	t.Run("ListRuns", func(t *testing.T) { exerciseListRuns(t, setup) })
@@ -80,6 +81,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("SaveStep", func(t *testing.T) { exerciseSaveStep(t, setup) })
 	t.Run("Concurrency", func(t *testing.T) { exerciseConcurrency(t, setup) })
 	t.Run("RunLeases", func(t *testing.T) { exerciseRunLeases(t, setup) })
+	t.Run("Audit", func(t *testing.T) { exerciseAudit(t, setup) })
 }
 
 type setupFunc func(t *testing.T) (Store, context.Context)

@@ -1,0 +1,116 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/queue"
+	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/postgres"
+	"github.com/agentd/agentd/internal/store/sqlite"
+)
+
+type backend struct {
+	store interface {
+		store.Store
+		store.RunLeases
+	}
+	queue queue.Queue
+	// orphan makes the run's job look fetched by a worker that died long ago.
+	orphan func(t *testing.T)
+}
+
+func sqliteBackend(t *testing.T) backend {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "q.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	require.NoError(t, st.Migrate(ctx))
+	q, err := queue.NewSQLite(ctx, st.WriteDB(), queue.Config{Log: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	return backend{store: st, queue: q, orphan: func(t *testing.T) {
+		_, err := st.WriteDB().Exec(`UPDATE river_job SET state = 'running', attempted_at = '2000-01-01 00:00:00.000'`)
+		require.NoError(t, err)
+	}}
+}
+
+func postgresBackend(t *testing.T) backend {
+	base := os.Getenv("AGENTD_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("AGENTD_TEST_POSTGRES_URL is not set")
+	}
+	ctx := context.Background()
+	schema := fmt.Sprintf("agentd_queue_%d", time.Now().UnixNano())
+	admin, err := pgx.Connect(ctx, base)
+	require.NoError(t, err)
+	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schema)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		_ = admin.Close(context.Background())
+	})
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	st, err := postgres.Open(ctx, base+sep+"search_path="+schema)
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	require.NoError(t, st.Migrate(ctx))
+	q, err := queue.NewPostgres(ctx, st.Pool(), queue.Config{Log: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	return backend{store: st, queue: q, orphan: func(t *testing.T) {
+		_, err := st.Pool().Exec(ctx, `UPDATE river_job SET state = 'running', attempted_at = now() - interval '1 hour'`)
+		require.NoError(t, err)
+	}}
+}
+
+// A worker that died between fetching a run's job and claiming the run
+// leaves the run queued with a running job: the reclaimer enqueues it again,
+// once per store.OrphanedJobAfter.
+func TestReclaimOrphanedJobs(t *testing.T) {
+	for name, open := range map[string]func(*testing.T) backend{"sqlite": sqliteBackend, "postgres": postgresBackend} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := open(t)
+			ctx := context.Background()
+			run := store.Run{ID: "run_orphan", Tenant: "t1", Agent: "demo", Status: store.RunQueued,
+				Input: json.RawMessage(`{}`), CreatedAt: time.Now()}
+			require.NoError(t, b.store.CreateRunTx(ctx, run, func(ctx context.Context, tx any) error {
+				return b.queue.EnqueueTx(ctx, tx, run.Tenant, run.ID, run.Agent)
+			}))
+			reclaim := func(now time.Time) []string {
+				var ids []string
+				_, err := b.store.ReclaimExpiredRuns(ctx, now, func(ctx context.Context, tx any, r store.Run) error {
+					ids = append(ids, r.ID)
+					return b.queue.EnqueueTx(ctx, tx, r.Tenant, r.ID, r.Agent)
+				})
+				require.NoError(t, err)
+				return ids
+			}
+			require.Empty(t, reclaim(time.Now()), "a job nobody fetched is not orphaned")
+			b.orphan(t)
+			now := time.Now()
+			require.Equal(t, []string{"run_orphan"}, reclaim(now))
+			require.Empty(t, reclaim(now.Add(time.Second)), "re-enqueued at most once per OrphanedJobAfter")
+			require.Equal(t, []string{"run_orphan"}, reclaim(now.Add(store.OrphanedJobAfter+time.Second)))
+
+			// The run is still claimable by exactly one worker.
+			got, err := b.store.ClaimRun(ctx, store.ClaimRunParams{ID: run.ID, Owner: "w1", LeaseUntil: now.Add(time.Minute), Now: now})
+			require.NoError(t, err)
+			require.Equal(t, 1, got.Attempt)
+			_, err = b.store.ClaimRun(ctx, store.ClaimRunParams{ID: run.ID, Owner: "w2", LeaseUntil: now.Add(time.Minute), Now: now})
+			require.ErrorIs(t, err, store.ErrConflict)
+		})
+	}
+}
