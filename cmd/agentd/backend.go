@@ -18,6 +18,7 @@ import (
 type backendStore interface {
 	store.Store
 	store.RunLeases
+	store.Audit
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

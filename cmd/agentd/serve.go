@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +27,7 @@ import (
 	"github.com/agentd/agentd/internal/store"
 	storeredis "github.com/agentd/agentd/internal/store/redis"
 	"github.com/agentd/agentd/internal/tool"
+	"github.com/agentd/agentd/internal/tool/toolset"
 )
 
 // Roles of `agentd serve --role`.
@@ -58,12 +58,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		"store", redactURL(cfg.Store.URL), "agents", len(cfg.Agents))
 	log.Info("config loaded (secrets masked)", "config", cfg.Redacted())
 
-	reg, err := tool.NewRegistry(tool.Builtins(nil)...)
-	if err != nil {
-		return err
-	}
-	agents, infos, err := buildAgents(cfg, reg)
-	if err != nil {
+	// Tool config errors (unknown tool, HTTP tool that does not build)
+	// fail before anything starts; MCP servers start once the store (the
+	// audit log) is up.
+	if err := checkTools(cfg); err != nil {
 		return err
 	}
 
@@ -117,6 +115,14 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	}
 
 	metrics := observe.NewMetrics(buildVersion())
+	tools, err := toolset.Start(ctx, cfg, toolset.Options{
+		Log: log.With("component", "tools"), Metrics: tool.NewMetrics(metrics.Registry), Audit: st,
+	})
+	if err != nil {
+		return err
+	}
+	defer tools.Stop() // before the store closes: stdio MCP servers are terminated
+	agents, infos := buildAgents(cfg, tools)
 	provider, err := buildModels(bg, cfg, agents, rc, metrics, log, goActor)
 	if err != nil {
 		return err
@@ -196,7 +202,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		Chat: svc, Runs: runs, Hub: be.Hub, HealthOnly: !serveAPI,
 		Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
-		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain,
+		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st,
 		Chats: chats, Streams: streams, Submits: submits,
 	})
 	srv := &http.Server{
@@ -343,12 +349,9 @@ func buildModels(bg context.Context, cfg *config.Config, agents map[string]*agen
 	return provider, nil
 }
 
-// buildAgents resolves each agent's tools and returns the loop's agents and
-// their public descriptions.
-func buildAgents(cfg *config.Config, reg *tool.Registry) (map[string]*agentrun.ChatAgent, []server.AgentInfo, error) {
-	if err := checkTools(cfg); err != nil {
-		return nil, nil, err
-	}
+// buildAgents returns the loop's agents, with their tools from the tool
+// set, and their public descriptions.
+func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.ChatAgent, []server.AgentInfo) {
 	agents := make(map[string]*agentrun.ChatAgent, len(cfg.Agents))
 	infos := make([]server.AgentInfo, 0, len(cfg.Agents))
 	for _, a := range cfg.Agents {
@@ -356,38 +359,24 @@ func buildAgents(cfg *config.Config, reg *tool.Registry) (map[string]*agentrun.C
 			Agent: agentrun.Agent{
 				Name: a.Name, Model: a.Model, System: a.System,
 				MaxSteps: a.MaxSteps, MaxTokens: a.MaxTokens, Timeout: a.Timeout,
+				Tools: tools.Tools(a.Name), ToolTimeout: tools.ToolTimeout(a.Name),
 			},
 			MaxMessages: a.MaxMessages,
 		}
 		info := server.AgentInfo{Name: a.Name, Model: a.Model, Tools: []server.ToolInfo{}}
-		for _, name := range a.Tools {
-			t, _ := reg.Get(name) // checked by checkTools
-			ca.Tools = append(ca.Tools, t)
-			spec := t.Spec()
-			info.Tools = append(info.Tools, server.ToolInfo{Name: spec.Name, Description: spec.Description, Source: "builtin"})
+		for _, ti := range tools.Infos(a.Name) {
+			src := ti.Source
+			if ti.Server != "" {
+				src += ":" + ti.Server // "mcp:demo"
+			}
+			info.Tools = append(info.Tools, server.ToolInfo{Name: ti.Name, Description: ti.Description, Source: src})
 		}
 		agents[a.Name] = ca
 		infos = append(infos, info)
 	}
-	return agents, infos, nil
+	return agents, infos
 }
 
-// checkTools fails on a tool name no registry knows, naming the field.
-func checkTools(cfg *config.Config) error {
-	reg, err := tool.NewRegistry(tool.Builtins(nil)...)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for i, a := range cfg.Agents {
-		for j, name := range a.Tools {
-			if _, err := reg.Get(name); err != nil {
-				errs = append(errs, fmt.Errorf("agents[%d].tools[%d]: unknown tool %q (built-in tools: %v)", i, j, name, reg.Names()))
-			}
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("config is invalid:\n%w", errors.Join(errs...))
-	}
-	return nil
-}
+// checkTools fails on a tool name no built-in or HTTP tool has, or an HTTP
+// tool or MCP server that does not build, naming the field.
+func checkTools(cfg *config.Config) error { return toolset.Check(cfg) }

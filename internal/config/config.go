@@ -82,6 +82,14 @@ type Config struct {
 	Admission Admission `yaml:"admission"`
 	Log       Log       `yaml:"log"`
 	Agents    []Agent   `yaml:"agents"`
+	// Secrets are named secret values for tools, usually references:
+	// "weather_key: ${env:WEATHER_API_KEY}". Tool URLs, headers and MCP
+	// server environments use them as {{secret:NAME}}; the model never
+	// sees a value, and values are scrubbed from tool output. Defaults to
+	// none.
+	Secrets map[string]Secret `yaml:"secrets,omitempty"`
+	// Tools declares MCP servers and HTTP tools (see docs/tools.md).
+	Tools Tools `yaml:"tools"`
 }
 
 // Server is the HTTP server.
@@ -366,6 +374,116 @@ type Agent struct {
 	// ConcurrencyPolicy for a message to a conversation that is busy:
 	// "reject" (409). Defaults to "reject".
 	ConcurrencyPolicy string `yaml:"concurrency_policy"`
+	// MCP lists the MCP servers the agent may use and, per server, which
+	// of its tools. Defaults to none.
+	MCP []AgentMCP `yaml:"mcp,omitempty"`
+}
+
+// AgentMCP gives an agent tools of one MCP server.
+type AgentMCP struct {
+	// Server names an entry of tools.mcp_servers. Required.
+	Server string `yaml:"server"`
+	// Tools are the server's tool names the agent may use; path.Match
+	// globs ("kv_*", "*" for all). At least one. The model sees only these.
+	Tools []string `yaml:"tools"`
+}
+
+// Defaults of tools.
+const (
+	DefaultMCPTimeout        = 30 * time.Second
+	DefaultMCPConnectTimeout = 10 * time.Second
+	DefaultMCPMaxConcurrency = 8
+	DefaultHTTPToolTimeout   = 10 * time.Second
+	DefaultHTTPToolMethod    = "GET"
+	DefaultToolMaxOutput     = 64 << 10
+	DefaultToolMaxConcurrent = 8
+)
+
+// Tools are the tools beyond the built-in ones.
+type Tools struct {
+	// MCPServers are MCP servers agentd connects to at start-up. Defaults
+	// to none.
+	MCPServers []MCPServer `yaml:"mcp_servers,omitempty"`
+	// HTTP are HTTP tools. Defaults to none.
+	HTTP []HTTPTool `yaml:"http,omitempty"`
+}
+
+// MCPServer is one MCP server: set command (stdio) or url (streamable HTTP).
+type MCPServer struct {
+	// Name matches [a-z0-9][a-z0-9_-]{0,63} and is unique. Required.
+	Name string `yaml:"name"`
+	// Command starts a stdio server (argv, no shell); agentd supervises
+	// it and restarts it with back-off when it exits.
+	Command []string `yaml:"command,omitempty"`
+	// Dir is the command's working directory. Defaults to agentd's.
+	Dir string `yaml:"dir"`
+	// Env are extra environment variables of the command; values may hold
+	// {{secret:NAME}}. Defaults to none (the server gets only PATH, HOME
+	// and a few locale/toolchain variables of agentd's environment).
+	Env map[string]string `yaml:"env,omitempty"`
+	// URL of a streamable-HTTP server.
+	URL string `yaml:"url"`
+	// Headers sent to url; values may hold {{secret:NAME}}. Defaults to none.
+	Headers map[string]string `yaml:"headers,omitempty"`
+	// Timeout bounds one tool call. Defaults to 30s.
+	Timeout time.Duration `yaml:"timeout"`
+	// ConnectTimeout bounds connecting and listing tools. Defaults to 10s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxConcurrency caps calls in flight to this server. Defaults to 8.
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// MaxOutputBytes caps one call's output (truncated with a marker).
+	// Defaults to 65536.
+	MaxOutputBytes int `yaml:"max_output_bytes"`
+	// Consequential makes every tool of the server consequential: each
+	// call is written to the audit log and gets an idempotency key in
+	// _meta. Defaults to false.
+	Consequential bool `yaml:"consequential"`
+	// ConsequentialTools marks only these tools (path.Match globs)
+	// consequential. Defaults to none.
+	ConsequentialTools []string `yaml:"consequential_tools,omitempty"`
+	// BareToolNames shows the model the server's tool names as they are;
+	// by default they are prefixed with "<name>_" (server "demo", tool
+	// "echo": "demo_echo"). Defaults to false.
+	BareToolNames bool `yaml:"bare_tool_names"`
+}
+
+// HTTPTool is a tool that makes one HTTP request.
+type HTTPTool struct {
+	// Name the model calls it by: [a-zA-Z0-9_-]{1,64}, unique among tools.
+	// Required.
+	Name string `yaml:"name"`
+	// Description the model sees. Defaults to empty.
+	Description string `yaml:"description"`
+	// Method: GET, POST, PUT, PATCH or DELETE; POST, PUT and PATCH send
+	// the input as the JSON body. Defaults to GET.
+	Method string `yaml:"method"`
+	// URL template: absolute http(s) URL; {{FIELD}} is the input's
+	// property FIELD (escaped), {{secret:NAME}} a secret; placeholders only
+	// after the host. Required.
+	URL string `yaml:"url"`
+	// InputSchema is the JSON schema of the input (YAML). Defaults to
+	// {type: object}.
+	InputSchema map[string]any `yaml:"input_schema,omitempty"`
+	// OutputSchema, if set, must accept the response (parsed as JSON):
+	// type, required, properties, items and enum are checked. Defaults to
+	// none.
+	OutputSchema map[string]any `yaml:"output_schema,omitempty"`
+	// Headers are request headers; values may hold {{secret:NAME}}.
+	// Defaults to none.
+	Headers map[string]string `yaml:"headers,omitempty"`
+	// Timeout bounds one call. Defaults to 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxConcurrency caps calls in flight. Defaults to 8.
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// MaxOutputBytes caps the output (truncated with a marker). Defaults
+	// to 65536.
+	MaxOutputBytes int `yaml:"max_output_bytes"`
+	// AllowPrivate lets the tool reach loopback, private and link-local
+	// addresses. Defaults to false.
+	AllowPrivate bool `yaml:"allow_private"`
+	// Consequential: every call is written to the audit log and sends an
+	// Idempotency-Key header. Defaults to false.
+	Consequential bool `yaml:"consequential"`
 }
 
 // Secret is a string that never prints: String, GoString, MarshalYAML,

@@ -237,7 +237,8 @@ func setScalar(v reflect.Value, s string) error {
 }
 
 // resolveRefs replaces ${env:NAME} and ${file:PATH} references in every
-// string field of cfg, including list elements.
+// string field of cfg, including list elements and the values of string
+// maps (secrets, headers, env).
 func resolveRefs(cfg *Config, env map[string]string, baseDir string) error {
 	var errs []error
 	var walk func(v reflect.Value, path string)
@@ -263,6 +264,20 @@ func resolveRefs(cfg *Config, env map[string]string, baseDir string) error {
 		case reflect.Slice, reflect.Array:
 			for i := range v.Len() {
 				walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i))
+			}
+		case reflect.Map:
+			if v.Type().Key().Kind() != reflect.String || v.Type().Elem().Kind() != reflect.String {
+				return
+			}
+			iter := v.MapRange()
+			for iter.Next() {
+				p := path + "." + iter.Key().String()
+				s, err := expand(iter.Value().String(), env, baseDir)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", p, err))
+					continue
+				}
+				v.SetMapIndex(iter.Key(), reflect.ValueOf(s).Convert(v.Type().Elem()))
 			}
 		case reflect.String:
 			s, err := expand(v.String(), env, baseDir)

@@ -75,6 +75,20 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&ag.MaxMessages, DefaultAgentMaxMessages)
 		setDefault(&ag.ConcurrencyPolicy, DefaultAgentConcurrencyPolicy)
 	}
+	for i := range c.Tools.MCPServers {
+		m := &c.Tools.MCPServers[i]
+		setDefault(&m.Timeout, DefaultMCPTimeout)
+		setDefault(&m.ConnectTimeout, DefaultMCPConnectTimeout)
+		setDefault(&m.MaxConcurrency, DefaultMCPMaxConcurrency)
+		setDefault(&m.MaxOutputBytes, DefaultToolMaxOutput)
+	}
+	for i := range c.Tools.HTTP {
+		h := &c.Tools.HTTP[i]
+		setDefault(&h.Method, DefaultHTTPToolMethod)
+		setDefault(&h.Timeout, DefaultHTTPToolTimeout)
+		setDefault(&h.MaxConcurrency, DefaultToolMaxConcurrent)
+		setDefault(&h.MaxOutputBytes, DefaultToolMaxOutput)
+	}
 }
 
 func setDefault[T comparable](p *T, def T) {
@@ -261,7 +275,10 @@ func (c *Config) Validate() error {
 			v.add(p+".max_messages", "must be >= 2")
 		}
 		v.oneOf(p+".concurrency_policy", ag.ConcurrencyPolicy, concurrencyPolicys)
+		v.agentMCP(p, ag.MCP, c.Tools.MCPServers)
 	}
+	v.secrets(c.Secrets)
+	v.tools(c.Tools, c.Secrets)
 	return errors.Join(v.errs...)
 }
 

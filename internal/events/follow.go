@@ -144,10 +144,17 @@ func Follow(ctx context.Context, hub Hub, r EventReader, runID string, after int
 					return err
 				}
 				if done {
-					// One more read: the last events may have landed
-					// between the read above and the status check.
-					if _, err := readStore(); err != nil {
-						return err
+					// The final status is written just before the last
+					// event is stored: give it a moment to land.
+					for range 10 {
+						if _, err := readStore(); err != nil || ended {
+							return err
+						}
+						select {
+						case <-ctx.Done():
+							return context.Cause(ctx)
+						case <-time.After(50 * time.Millisecond):
+						}
 					}
 					return nil
 				}

@@ -185,13 +185,13 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 	}
 	committed := false
 	p := Params{
-		RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
+		Tenant: c.tenant, RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
 		History: history, Input: c.input, OnEvent: onEvent,
 		// Before done is announced: the turn is in the conversation and
 		// the run row says succeeded, so a client that saw done reads
 		// both.
-		Commit: func(ctx context.Context, res Result) error {
-			err := c.commit(ctx, res)
+		Commit: func(ctx context.Context, res Result, cp *store.Checkpoint, events []store.Event) error {
+			err := c.commit(ctx, res, cp, events)
 			committed = err == nil
 			return err
 		},
@@ -216,9 +216,11 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 }
 
 // commit appends the run's messages to the conversation, trimming it, and
-// marks the run succeeded in the same transaction: a run resumed after a
-// crash finds itself finished and never appends its turn twice.
-func (c *Chat) commit(ctx context.Context, res Result) error {
+// in the same transaction marks the run succeeded and stores its last
+// events (done) and checkpoint: a run resumed after a crash finds itself
+// finished and never appends its turn twice, and whoever sees done finds
+// the turn.
+func (c *Chat) commit(ctx context.Context, res Result, cp *store.Checkpoint, events []store.Event) error {
 	s := c.s
 	if c.isNew {
 		// A crash after this leaves an empty conversation (version 0) that
@@ -242,7 +244,7 @@ func (c *Chat) commit(ctx context.Context, res Result) error {
 	p := store.AppendMessagesParams{
 		ConversationID: c.conv.ID, Tenant: c.tenant, ExpectedVersion: c.conv.Version,
 		Messages: msgs, TrimBeforeSeq: trimBefore(c.conv.Messages, res.Messages, c.agent.MaxMessages),
-		FinishRun: &final,
+		FinishRun: &final, Checkpoint: cp, Events: events,
 	}
 	if s.ConversationTTL > 0 {
 		p.ExpiresAt = time.Now().UTC().Add(s.ConversationTTL)

@@ -88,6 +88,8 @@ type Loop struct {
 
 // Params are the inputs of Execute.
 type Params struct {
+	// Tenant owns the run; tools see it in their tool.CallInfo.
+	Tenant         string
 	RunID          string
 	ConversationID string
 	Agent          *Agent
@@ -99,9 +101,10 @@ type Params struct {
 	// OnEvent, if set, receives every event as it happens (before it is
 	// stored), from one goroutine at a time and in seq order.
 	OnEvent func(store.Event)
-	// Commit, if set, runs when the model has answered, before the done
-	// event: its error fails the run (error event instead of done).
-	Commit func(ctx context.Context, r Result) error
+	// Commit, if set, runs when the model has answered: it must store cp
+	// and events (which end with the done event) atomically with whatever
+	// it commits. Its error fails the run (an error event instead of done).
+	Commit func(ctx context.Context, r Result, cp *store.Checkpoint, events []store.Event) error
 	// OnStored, if set, receives events once they are stored, in seq
 	// order: what followers of the run may see (a stored event is never
 	// renumbered, also if the run resumes on another worker).
@@ -161,7 +164,9 @@ func (l *Loop) Execute(ctx context.Context, p Params) (Result, error) {
 		defer cancel()
 	}
 	x := &execution{l: l, p: p, ctx: ctx}
-	if err := x.restore(ctx); err != nil {
+	// Restoring is not cut short by cancellation: a run canceled before it
+	// starts still ends through the loop, with its error event.
+	if err := x.restore(context.WithoutCancel(ctx)); err != nil {
 		return Result{}, err
 	}
 	err := x.loop(ctx)
@@ -272,14 +277,46 @@ func (x *execution) loop(ctx context.Context) error {
 		}
 	}
 	if x.p.Commit != nil {
-		// The turn is stored before done is announced: a client that saw
-		// done finds it in the conversation.
-		if err := x.p.Commit(ctx, x.result()); err != nil {
-			return err
-		}
+		return x.commitDone(ctx)
 	}
 	x.emit(EventDone, x.answerData())
 	return x.checkpoint(ctx)
+}
+
+// commitDone hands the final checkpoint and the events still queued, done
+// included, to Commit, which stores them with the turn and the run's final
+// status in one transaction. Nobody sees done before it is stored: a client
+// that saw done finds the turn in the conversation, and a crash leaves
+// either all of it or none of it.
+func (x *execution) commitDone(ctx context.Context) error {
+	res := x.result()
+	raw, err := json.Marshal(x.answerData())
+	if err != nil {
+		return fmt.Errorf("encode done event: %w", err)
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	done := store.Event{RunID: x.p.RunID, Seq: x.seq + 1, Type: EventDone, Data: raw, CreatedAt: time.Now().UTC()}
+	events := append(append(make([]store.Event, 0, len(x.pending)+1), x.pending...), done)
+	st := x.st
+	st.Seq = done.Seq
+	state, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	cp := &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep + 1, State: state, CreatedAt: done.CreatedAt}
+	if err := x.p.Commit(ctx, res, cp, events); err != nil {
+		return err
+	}
+	x.seq, x.st.Seq, x.cpStep = done.Seq, done.Seq, x.cpStep+1
+	x.pending = x.pending[:0]
+	if x.p.OnEvent != nil {
+		x.p.OnEvent(done)
+	}
+	if x.p.OnStored != nil {
+		x.p.OnStored(events)
+	}
+	return nil
 }
 
 func (x *execution) lastRole() string {
@@ -451,13 +488,20 @@ func (x *execution) callTool(ctx context.Context, c llm.Block) llm.Block {
 			timeout = DefaultToolTimeout
 		}
 		tctx, cancel := context.WithTimeout(ctx, timeout)
+		// Tools get the call's identity: idempotency keys and audit rows
+		// of consequential tools.
+		tctx = tool.WithCallInfo(tctx, tool.CallInfo{
+			Tenant: x.p.Tenant, Agent: a.Name, RunID: x.p.RunID, Step: x.st.Step, ToolUseID: c.ID,
+		})
 		out, err := t.Call(tctx, c.Input)
 		cancel()
 		switch {
 		case err != nil && tctx.Err() == context.DeadlineExceeded && ctx.Err() == nil:
 			res.Content, res.IsError, outcome = fmt.Sprintf("tool %s timed out after %s", c.Name, timeout), true, "timeout"
 		case err != nil:
-			res.Content, res.IsError, outcome = fmt.Sprintf("tool %s failed: %v", c.Name, err), true, "error"
+			// tool.Outcome: "error", or the kind of a *tool.Error
+			// (timeout, unavailable, http_status, blocked, ...).
+			res.Content, res.IsError, outcome = fmt.Sprintf("tool %s failed: %v", c.Name, err), true, tool.Outcome(err)
 		default:
 			res.Content = out
 		}

@@ -22,8 +22,8 @@ const (
 	DefaultLeaseTTL = 10 * time.Second
 )
 
-// ErrInvalidWebhook: the webhook URL is not an absolute http(s) URL.
-var ErrInvalidWebhook = errors.New("invalid webhook URL")
+// errBadInput: a stored run's input cannot be decoded.
+var errBadInput = errors.New("invalid run input")
 
 // RunStore is the part of the store queued runs use.
 type RunStore interface {
@@ -95,7 +95,8 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, Webhook: p.Webhook})
 	run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: conv.ID,
-		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey, CreatedAt: time.Now().UTC(),
+		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey,
+		CreatedAt: time.Now().UTC().Truncate(time.Microsecond), // as stored
 	}
 	err = r.Store.CreateRunTx(ctx, run, func(ctx context.Context, tx any) error {
 		return r.Queue.EnqueueTx(ctx, tx, run.Tenant, run.ID, run.Agent)
@@ -196,17 +197,23 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	heartbeatDone := make(chan struct{})
 	go func() {
 		defer close(heartbeatDone)
-		r.heartbeat(rctx, runID, cancel, run.Attempt > 1)
+		r.heartbeat(rctx, tenant, runID, cancel, run.Attempt > 1)
 	}()
 	defer func() { <-heartbeatDone }()
 	defer cancel(nil) // stops the heartbeat before the wait above
 
-	c, err := r.chatFor(rctx, run)
-	if err != nil {
-		// The run cannot execute (agent removed, conversation gone): fail
-		// it instead of retrying forever.
+	// Loading must not race the heartbeat: a cancel request seen by the
+	// heartbeat ends the run through the loop (with its error event).
+	c, err := r.chatFor(context.WithoutCancel(rctx), run)
+	switch {
+	case errors.Is(err, ErrAgentNotFound), errors.Is(err, ErrConversationNotFound), errors.Is(err, errBadInput):
+		// The run cannot ever execute: fail it instead of retrying.
 		r.fail(ctx, run, err)
 		return false, nil
+	case err != nil:
+		// A transient store error: River retries the job; the lease
+		// lapses and any worker may claim the run again.
+		return false, fmt.Errorf("load run %s: %w", runID, err)
 	}
 	_, err = c.execute(rctx, nil)
 	if errors.Is(err, ErrSuspended) {
@@ -249,7 +256,7 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	s := r.Service
 	var in runInput
 	if err := json.Unmarshal(run.Input, &in); err != nil {
-		return nil, fmt.Errorf("decode input of run %s: %w", run.ID, err)
+		return nil, fmt.Errorf("%w: decode input of run %s: %v", errBadInput, run.ID, err)
 	}
 	agent, ok := s.Agents[run.Agent]
 	if !ok {
@@ -275,7 +282,7 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 // the run when cancellation is requested or the lease is lost.
 // checkNow renews at once: a resumed run may have had its cancellation
 // requested while its previous worker was dead.
-func (r *Runs) heartbeat(ctx context.Context, runID string, cancel context.CancelCauseFunc, checkNow bool) {
+func (r *Runs) heartbeat(ctx context.Context, tenant, runID string, cancel context.CancelCauseFunc, checkNow bool) {
 	ttl := r.leaseTTL()
 	t := time.NewTicker(ttl / 3)
 	defer t.Stop()
@@ -292,6 +299,12 @@ func (r *Runs) heartbeat(ctx context.Context, runID string, cancel context.Cance
 		canceled, err := r.Store.ExtendLease(ctx, runID, r.Owner, time.Now().UTC().Add(ttl))
 		switch {
 		case errors.Is(err, store.ErrConflict):
+			// Either the run just finished here (its row is final and
+			// the loop is storing its last events: leave it be), or
+			// another worker took it over.
+			if rn, gerr := r.Store.GetRun(context.WithoutCancel(ctx), tenant, runID); gerr == nil && rn.Status.Terminal() {
+				return
+			}
 			r.Log.WarnContext(ctx, "lost the lease of a run; stopping it here", "run_id", runID)
 			cancel(ErrSuspended)
 			return

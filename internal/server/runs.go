@@ -115,10 +115,16 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Limit = n
 	}
+	limit := p.Limit
+	p.Limit++ // one more tells whether there is a next page
 	runs, err := s.runs.Store.ListRuns(r.Context(), p)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	more := len(runs) > limit
+	if more {
+		runs = runs[:limit]
 	}
 	body := struct {
 		Runs       []run.RunBody `json:"runs"`
@@ -127,7 +133,7 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 	for i, rn := range runs {
 		body.Runs[i] = run.NewRunBody(rn)
 	}
-	if len(runs) == p.Limit {
+	if more {
 		body.NextCursor = runs[len(runs)-1].ID
 	}
 	writeJSON(w, http.StatusOK, body)

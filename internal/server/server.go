@@ -68,6 +68,8 @@ type Config struct {
 	AdminToken string
 	// Keys reports the model API keys for GET /admin/keys (nil: none).
 	Keys func() []resilience.KeyStatus
+	// Audit serves GET /v1/audit?run_id=; nil: not offered.
+	Audit store.Audit
 	// Drain starts a graceful drain (POST /admin/drain); nil: not offered.
 	Drain func()
 	// Admission limits (nil: unlimited): synchronous chats, open event
@@ -84,6 +86,7 @@ type Server struct {
 	agents  []AgentInfo
 	health  *Health
 	metrics *observe.Metrics
+	audit   store.Audit
 	log     *slog.Logger
 	maxBody int64
 	ping    time.Duration
@@ -100,7 +103,7 @@ func New(cfg Config) *Server {
 	s := &Server{
 		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
-		metrics: cfg.Metrics, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
+		metrics: cfg.Metrics, audit: cfg.Audit, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}
 	if s.ping <= 0 {
 		s.ping = 15 * time.Second
@@ -114,6 +117,9 @@ func New(cfg Config) *Server {
 		mux.HandleFunc("GET /v1/conversations/{id}", s.handleGetConversation)
 		mux.HandleFunc("DELETE /v1/conversations/{id}", s.handleDeleteConversation)
 		mux.HandleFunc("GET /v1/agents", s.handleAgents)
+		if cfg.Audit != nil {
+			mux.HandleFunc("GET /v1/audit", s.handleAudit)
+		}
 		if cfg.Runs != nil {
 			mux.HandleFunc("POST /v1/runs", s.handleSubmitRun)
 			mux.HandleFunc("GET /v1/runs", s.handleListRuns)

@@ -98,6 +98,11 @@ type AppendMessagesParams struct {
 	// twice (a finished run is not claimable). ErrNotFound if the run does
 	// not exist; nothing is written then.
 	FinishRun *UpdateRunParams
+	// Checkpoint and Events, when set, are written as SaveStep writes them,
+	// in the same transaction: a run's last events (done) are stored with
+	// its turn and its final status, or none of them is.
+	Checkpoint *Checkpoint
+	Events     []Event
 }
 
 // Run is one invocation of an agent.

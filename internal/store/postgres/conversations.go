@@ -137,6 +137,7 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 	if p.FinishRun != nil {
 		b.Queue(qUpdateRun, updateRunArgs(*p.FinishRun)...)
 	}
+	queueStep(b, p.Checkpoint, p.Events, t)
 	br := tx.SendBatch(ctx, b)
 	var nextSeq int64
 	if err := br.QueryRow().Scan(&nextSeq); err != nil {
@@ -178,6 +179,10 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 			_ = br.Close()
 			return 0, fmt.Errorf("finish run %s: %w", r.ID, err)
 		}
+	}
+	if err := readStep(br, p.Checkpoint, p.Events); err != nil {
+		_ = br.Close()
+		return 0, err
 	}
 	if err := br.Close(); err != nil {
 		return 0, err

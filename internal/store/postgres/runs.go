@@ -238,8 +238,21 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 	// inserts nothing and the whole transaction is rolled back. Two callers
 	// racing for the same seq both pass the check, and the second one's
 	// insert fails on the primary key once the first commits.
-	t := now()
 	b := &pgx.Batch{}
+	queueStep(b, cp, events, now())
+	br := tx.SendBatch(ctx, b)
+	if err := readStep(br, cp, events); err != nil {
+		_ = br.Close()
+		return err
+	}
+	if err := br.Close(); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// queueStep queues the statements of a step (see saveStep) on b.
+func queueStep(b *pgx.Batch, cp *store.Checkpoint, events []store.Event, t time.Time) {
 	if cp != nil {
 		at := cp.CreatedAt
 		if at.IsZero() {
@@ -259,28 +272,25 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 			WHERE (SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = $1) = $2::bigint - 1`,
 			e.RunID, e.Seq, e.Type, toJSON(e.Data), toTime(at))
 	}
-	br := tx.SendBatch(ctx, b)
+}
+
+// readStep reads the results of the statements queueStep queued.
+func readStep(br pgx.BatchResults, cp *store.Checkpoint, events []store.Event) error {
 	if cp != nil {
 		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
 			return err
 		}
 	}
 	for _, e := range events {
 		tag, err := br.Exec()
 		if err != nil {
-			_ = br.Close()
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			_ = br.Close()
 			return fmt.Errorf("%w: event seq %d is not the next of run %s", store.ErrConflict, e.Seq, e.RunID)
 		}
 	}
-	if err := br.Close(); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return nil
 }
 
 // ListEvents returns up to limit events of the run with Seq > afterSeq, in

@@ -117,7 +117,7 @@ const (
 )
 
 func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams) (int64, error) {
-	sts, err := s.wstmt.getAll(ctx, qSelectVersion, qInsertMessage, qTrimMessages, qBumpConversation, qUpdateRun)
+	sts, err := s.wstmt.getAll(ctx, append([]string{qSelectVersion, qInsertMessage, qTrimMessages, qBumpConversation, qUpdateRun}, stepQueries...)...)
 	if err != nil {
 		return 0, err
 	}
@@ -168,6 +168,9 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 		if err != nil {
 			return 0, fmt.Errorf("finish run %s: %w", r.ID, err)
 		}
+	}
+	if err := saveStepTx(ctx, tx, sts[5:], p.Checkpoint, p.Events); err != nil {
+		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, err

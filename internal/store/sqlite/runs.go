@@ -253,7 +253,7 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 	if cp == nil && len(events) == 0 {
 		return nil
 	}
-	sts, err := s.wstmt.getAll(ctx, qUpsertCheckpoint, qLastEventSeq, qInsertEvent)
+	sts, err := s.wstmt.getAll(ctx, stepQueries...)
 	if err != nil {
 		return err
 	}
@@ -262,7 +262,18 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 		return err
 	}
 	defer rollback(tx)
+	if err := saveStepTx(ctx, tx, sts, cp, events); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
 
+// stepQueries are the statements saveStepTx needs, in its order.
+var stepQueries = []string{qUpsertCheckpoint, qLastEventSeq, qInsertEvent}
+
+// saveStepTx writes a step (see SaveStep) inside tx; sts are the prepared
+// stepQueries.
+func saveStepTx(ctx context.Context, tx *sql.Tx, sts []*sql.Stmt, cp *store.Checkpoint, events []store.Event) error {
 	t := now()
 	if cp != nil {
 		at := cp.CreatedAt
@@ -274,33 +285,33 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 			return err
 		}
 	}
-
-	if len(events) > 0 {
-		lastSeq, insert := tx.StmtContext(ctx, sts[1]), tx.StmtContext(ctx, sts[2])
-		next := map[string]int64{} // next seq per run, read once per run
-		for _, e := range events {
-			want, ok := next[e.RunID]
-			if !ok {
-				var last int64
-				if err := lastSeq.QueryRowContext(ctx, e.RunID).Scan(&last); err != nil {
-					return err
-				}
-				want = last + 1
-			}
-			if e.Seq != want {
-				return fmt.Errorf("%w: event seq %d, want %d", store.ErrConflict, e.Seq, want)
-			}
-			at := e.CreatedAt
-			if at.IsZero() {
-				at = t
-			}
-			if _, err := insert.ExecContext(ctx, e.RunID, e.Seq, e.Type, toJSON(e.Data), toMicros(at)); err != nil {
+	if len(events) == 0 {
+		return nil
+	}
+	lastSeq, insert := tx.StmtContext(ctx, sts[1]), tx.StmtContext(ctx, sts[2])
+	next := map[string]int64{} // next seq per run, read once per run
+	for _, e := range events {
+		want, ok := next[e.RunID]
+		if !ok {
+			var last int64
+			if err := lastSeq.QueryRowContext(ctx, e.RunID).Scan(&last); err != nil {
 				return err
 			}
-			next[e.RunID] = want + 1
+			want = last + 1
 		}
+		if e.Seq != want {
+			return fmt.Errorf("%w: event seq %d, want %d", store.ErrConflict, e.Seq, want)
+		}
+		at := e.CreatedAt
+		if at.IsZero() {
+			at = t
+		}
+		if _, err := insert.ExecContext(ctx, e.RunID, e.Seq, e.Type, toJSON(e.Data), toMicros(at)); err != nil {
+			return err
+		}
+		next[e.RunID] = want + 1
 	}
-	return tx.Commit()
+	return nil
 }
 
 // ListEvents returns up to limit events of the run with Seq > afterSeq, in

@@ -59,4 +59,41 @@ func exerciseFinishRun(t *testing.T, setup setupFunc) {
 		require.NoError(t, err)
 		require.Equal(t, store.RunQueued, got.Status)
 	})
+	t.Run("WithLastEvents", func(t *testing.T) {
+		s, ctx := setup(t)
+		c := createConv(t, ctx, s, "t1")
+		r := createRun(t, ctx, s, "t1")
+		require.NoError(t, s.SaveStep(ctx, nil, []store.Event{{RunID: r.ID, Seq: 1, Type: "start", Data: js(`{}`)}}))
+		cp := &store.Checkpoint{RunID: r.ID, Step: 1, State: js(`{"step":1}`)}
+		done := []store.Event{{RunID: r.ID, Seq: 2, Type: "done", Data: js(`{"ok":true}`)}}
+
+		// A seq that does not continue the run: nothing at all is written.
+		bad := []store.Event{{RunID: r.ID, Seq: 5, Type: "done", Data: js(`{}`)}}
+		_, err := s.AppendMessages(ctx, store.AppendMessagesParams{
+			ConversationID: c.ID, Tenant: "t1", Messages: []store.Message{textMsg("user", "q")},
+			FinishRun: &store.UpdateRunParams{ID: r.ID, Status: store.RunSucceeded}, Checkpoint: cp, Events: bad,
+		})
+		require.ErrorIs(t, err, store.ErrConflict)
+		conv, err := s.GetConversation(ctx, "t1", c.ID)
+		require.NoError(t, err)
+		require.Empty(t, conv.Messages)
+		got, err := s.GetRun(ctx, "t1", r.ID)
+		require.NoError(t, err)
+		require.Equal(t, store.RunQueued, got.Status)
+		_, err = s.LatestCheckpoint(ctx, r.ID)
+		require.ErrorIs(t, err, store.ErrNotFound)
+
+		_, err = s.AppendMessages(ctx, store.AppendMessagesParams{
+			ConversationID: c.ID, Tenant: "t1", Messages: []store.Message{textMsg("user", "q")},
+			FinishRun: &store.UpdateRunParams{ID: r.ID, Status: store.RunSucceeded}, Checkpoint: cp, Events: done,
+		})
+		require.NoError(t, err)
+		evs, err := s.ListEvents(ctx, r.ID, 0, 0)
+		require.NoError(t, err)
+		require.Len(t, evs, 2)
+		require.Equal(t, "done", evs[1].Type)
+		gotCP, err := s.LatestCheckpoint(ctx, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, 1, gotCP.Step)
+	})
 }

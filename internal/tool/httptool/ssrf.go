@@ -1,0 +1,116 @@
+package httptool
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/agentd/agentd/internal/tool"
+)
+
+// ErrBlocked is returned (wrapped) for a destination the SSRF guard refuses.
+var ErrBlocked = errors.New("destination refused by the SSRF guard")
+
+// blockedPrefixes are the ranges an HTTP tool may not reach unless it sets
+// allow_private: loopback, private, link-local (including cloud metadata at
+// 169.254.169.254), carrier-grade NAT, unspecified, multicast, benchmarking,
+// documentation and reserved ranges, and their IPv6 counterparts (IPv4-mapped
+// IPv6 addresses are checked as IPv4).
+var blockedPrefixes = func() []netip.Prefix {
+	var ps []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+		"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
+		"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+		"::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:db8::/32",
+		"fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+	} {
+		ps = append(ps, netip.MustParsePrefix(s))
+	}
+	return ps
+}()
+
+// CheckIP returns an error wrapping ErrBlocked if ip is in a loopback,
+// private, link-local or otherwise non-public range.
+func CheckIP(ip netip.Addr) error {
+	ip = ip.Unmap()
+	for _, p := range blockedPrefixes {
+		if p.Contains(ip) {
+			return fmt.Errorf("%w: %s is a loopback, private, link-local or reserved address (set allow_private: true to allow it)", ErrBlocked, ip)
+		}
+	}
+	return nil
+}
+
+// checkAddr is the dial-time check: address is the resolved "ip:port" the
+// dialer is about to connect to, so every IP a name resolves to (also after
+// a DNS change between requests: rebinding) and every redirect target is
+// checked.
+func checkAddr(_, address string) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: bad address %q", ErrBlocked, address)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return fmt.Errorf("%w: %q is not an IP address", ErrBlocked, host)
+	}
+	return CheckIP(ip)
+}
+
+// MaxRedirects is how many redirects an HTTP tool follows.
+const MaxRedirects = 5
+
+// newClient returns a client whose transport dials through the guard
+// (unless allowPrivate) and never through a proxy (the guard checks the
+// address it dials), and which checks each redirect. check replaces
+// checkAddr (tests).
+func newClient(allowPrivate bool, check func(network, address string) error, stripOnCrossHost []string) *http.Client {
+	if check == nil {
+		check = checkAddr
+	}
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if !allowPrivate {
+		d.Control = func(network, address string, _ syscall.RawConn) error { return check(network, address) }
+	}
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          32,
+		MaxIdleConnsPerHost:   8,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > MaxRedirects {
+				return tool.Errorf(tool.KindBlocked, "stopped after %d redirects", MaxRedirects)
+			}
+			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+				return tool.Errorf(tool.KindBlocked, "redirect to a %q URL refused", req.URL.Scheme)
+			}
+			if !allowPrivate {
+				if ip, err := netip.ParseAddr(req.URL.Hostname()); err == nil {
+					if err := CheckIP(ip); err != nil {
+						return &tool.Error{Kind: tool.KindBlocked, Err: fmt.Errorf("redirect refused: %w", err)}
+					}
+				}
+			}
+			if req.URL.Host != via[0].URL.Host {
+				// Configured headers may carry credentials: they go to
+				// the configured host only.
+				for _, h := range stripOnCrossHost {
+					req.Header.Del(h)
+				}
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,679 @@
+// Package mcp attaches the tools of MCP servers to agentd, through the
+// official Go SDK (github.com/modelcontextprotocol/go-sdk): stdio servers
+// (a command agentd starts, supervises and restarts with back-off) and
+// streamable-HTTP servers. A Server discovers its tools with ListTools when
+// it connects (and again on every reconnect and on a tools/list_changed
+// notification) and hands out one tool.Tool per allowed tool.
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/tool"
+)
+
+// Defaults of Config.
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultMinBackoff     = 500 * time.Millisecond
+	DefaultMaxBackoff     = 30 * time.Second
+	// maxTools caps how many tools one server may offer.
+	maxTools = 1000
+	// stableAfter: a session that lived this long resets the back-off.
+	stableAfter = 30 * time.Second
+	// callWaitForSession is how long a call waits for a server that is
+	// (re)connecting before it fails as unavailable.
+	callWaitForSession = 3 * time.Second
+)
+
+// MetaIdempotencyKey is the _meta key of the idempotency key agentd sends
+// with every call of a consequential MCP tool.
+const MetaIdempotencyKey = "io.agentd/idempotency-key"
+
+// Config is one MCP server. Exactly one of Command and URL is set.
+type Config struct {
+	// Name identifies the server in config, logs and metrics. Required.
+	Name string
+	// Command starts a stdio server: argv, no shell.
+	Command []string
+	// Env are extra environment variables of a stdio server; values may
+	// hold {{secret:NAME}}. The server also gets PATH, HOME, TMPDIR, LANG,
+	// TZ and the Go toolchain variables of agentd's environment, nothing
+	// else (in particular not agentd's own credentials).
+	Env map[string]string
+	// Dir is a stdio server's working directory; "": agentd's.
+	Dir string
+	// URL of a streamable-HTTP server.
+	URL string
+	// Headers of every HTTP request to URL; values may hold {{secret:NAME}}.
+	Headers map[string]string
+	// ConnectTimeout bounds connecting and listing tools.
+	ConnectTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the (jittered, doubling) delay
+	// between reconnection attempts.
+	MinBackoff, MaxBackoff time.Duration
+	// ToolPrefix is put before each tool's name in what the model sees
+	// (e.g. "demo_" makes "echo" "demo_echo").
+	ToolPrefix string
+	Secrets    *tool.Secrets
+	Log        *slog.Logger
+	Metrics    *tool.Metrics
+	// HTTPClient for URL; nil: a default client. Headers are added on top.
+	HTTPClient *http.Client
+}
+
+// Server is one configured MCP server and its supervised session.
+type Server struct {
+	cfg    Config
+	client *sdk.Client
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	session   *sdk.ClientSession
+	tools     map[string]discovered // by the server's tool name
+	lastErr   error
+	connected chan struct{} // closed while a session is up; replaced when it goes
+	kick      chan struct{} // a call saw the session break
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type discovered struct {
+	spec   llm.ToolSpec // with the server's name
+	output *tool.Schema // nil: no output schema (or one agentd cannot read)
+}
+
+// New checks cfg and returns the (not yet started) server.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Name == "":
+		return nil, errors.New("name: required")
+	case len(cfg.Command) > 0 && cfg.URL != "":
+		return nil, errors.New("set either command (stdio) or url (streamable HTTP), not both")
+	case len(cfg.Command) == 0 && cfg.URL == "":
+		return nil, errors.New("command or url is required")
+	}
+	for k, v := range cfg.Env {
+		if _, err := cfg.Secrets.Expand(v, nil); err != nil {
+			return nil, fmt.Errorf("env.%s: %w", k, err)
+		}
+	}
+	for k, v := range cfg.Headers {
+		if _, err := cfg.Secrets.Expand(v, nil); err != nil {
+			return nil, fmt.Errorf("headers.%s: %w", k, err)
+		}
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Log.With("mcp_server", cfg.Name),
+		tools:     map[string]discovered{},
+		connected: make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		lastErr:   errors.New("not started"),
+	}
+	s.client = sdk.NewClient(&sdk.Implementation{Name: "agentd", Version: "1"}, &sdk.ClientOptions{
+		Logger:    s.log,
+		KeepAlive: 30 * time.Second,
+		ToolListChangedHandler: func(ctx context.Context, req *sdk.ToolListChangedRequest) {
+			go s.refresh(req.Session)
+		},
+	})
+	return s, nil
+}
+
+// Name is the server's name.
+func (s *Server) Name() string { return s.cfg.Name }
+
+// Start starts the supervisor and waits until the server is connected and
+// its tools are listed, or ConnectTimeout passed, or ctx ended. An error
+// means the first attempt failed; the supervisor keeps trying in the
+// background until Stop, so agentd can serve without the server.
+func (s *Server) Start(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.done = make(chan struct{})
+	first := make(chan error, 1)
+	go s.supervise(runCtx, first)
+	select {
+	case err := <-first:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop ends the session (a stdio server gets EOF on stdin, then SIGTERM,
+// then SIGKILL) and the supervisor.
+func (s *Server) Stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	<-s.done
+}
+
+// ToolNames returns the names of the tools the server offers now, sorted.
+func (s *Server) ToolNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.tools))
+	for n := range s.tools {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Err returns why the server is not connected, nil while it is.
+func (s *Server) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.session != nil {
+		return nil
+	}
+	return s.lastErr
+}
+
+func (s *Server) supervise(ctx context.Context, first chan<- error) {
+	defer close(s.done)
+	backoff := s.cfg.MinBackoff
+	attempt := 0
+	for {
+		if attempt > 0 {
+			s.cfg.Metrics.ServerRestart(s.cfg.Name)
+		}
+		attempt++
+		cs, err := s.connect(ctx)
+		if first != nil {
+			first <- err
+			first = nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("MCP server: cannot connect; retrying", "err", s.cfg.Secrets.Scrub(err.Error()), "retry_in", backoff)
+		} else {
+			since := time.Now()
+			waitDone := make(chan struct{})
+			go func() { _ = cs.Wait(); close(waitDone) }()
+			var reason string
+			select {
+			case <-ctx.Done():
+				reason = "stopping"
+			case <-waitDone:
+				reason = "connection closed (server exited or dropped the connection)"
+			case <-s.kick:
+				reason = "a call found the connection broken"
+			}
+			s.drop(cs, errors.New(reason))
+			_ = cs.Close()
+			if ctx.Err() != nil {
+				s.log.Info("MCP server stopped")
+				return
+			}
+			s.log.Warn("MCP server disconnected; reconnecting", "reason", reason, "uptime", time.Since(since).Round(time.Millisecond))
+			if time.Since(since) > stableAfter {
+				backoff = s.cfg.MinBackoff
+			}
+		}
+		// Full jitter around the back-off keeps restarts of many agentd
+		// instances apart.
+		d := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+// connect opens a session and lists the tools.
+func (s *Server) connect(ctx context.Context) (*sdk.ClientSession, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	t, err := s.transport(ctx)
+	if err != nil {
+		s.setErr(err)
+		return nil, err
+	}
+	cs, err := s.client.Connect(cctx, t, nil)
+	if err != nil {
+		err = fmt.Errorf("connect: %w", err)
+		s.setErr(err)
+		return nil, err
+	}
+	tools, err := s.list(cctx, cs)
+	if err != nil {
+		_ = cs.Close()
+		err = fmt.Errorf("list tools: %w", err)
+		s.setErr(err)
+		return nil, err
+	}
+	s.mu.Lock()
+	s.session, s.tools, s.lastErr = cs, tools, nil
+	close(s.connected)
+	s.mu.Unlock()
+	s.cfg.Metrics.ServerUp(s.cfg.Name, true)
+	s.log.Info("MCP server connected", "tools", s.ToolNames())
+	return cs, nil
+}
+
+func (s *Server) setErr(err error) {
+	s.mu.Lock()
+	s.lastErr = err
+	s.mu.Unlock()
+}
+
+// drop forgets session cs (if it is still current).
+func (s *Server) drop(cs *sdk.ClientSession, why error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.session != cs {
+		return
+	}
+	s.session, s.lastErr = nil, why
+	s.connected = make(chan struct{})
+	s.cfg.Metrics.ServerUp(s.cfg.Name, false)
+}
+
+// list returns the server's tools (all pages).
+func (s *Server) list(ctx context.Context, cs *sdk.ClientSession) (map[string]discovered, error) {
+	tools := map[string]discovered{}
+	for t, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			return nil, err
+		}
+		if len(tools) >= maxTools {
+			s.log.Warn("MCP server offers too many tools; ignoring the rest", "max", maxTools)
+			break
+		}
+		schema, err := json.Marshal(t.InputSchema)
+		if err != nil || t.InputSchema == nil {
+			schema = json.RawMessage(`{"type":"object"}`)
+		}
+		d := discovered{spec: llm.ToolSpec{Name: t.Name, Description: t.Description, InputSchema: schema}}
+		if t.OutputSchema != nil {
+			if raw, err := json.Marshal(t.OutputSchema); err == nil {
+				if sch, err := tool.ParseSchema(raw); err == nil {
+					d.output = sch
+				} else {
+					s.log.Warn("MCP tool has an output schema agentd cannot read; output not checked", "tool", t.Name, "err", err)
+				}
+			}
+		}
+		tools[t.Name] = d
+	}
+	return tools, nil
+}
+
+// refresh lists the tools again after a tools/list_changed notification.
+func (s *Server) refresh(cs *sdk.ClientSession) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+	defer cancel()
+	tools, err := s.list(ctx, cs)
+	if err != nil {
+		s.log.Warn("MCP server: cannot list tools after tools/list_changed", "err", err)
+		return
+	}
+	s.mu.Lock()
+	if s.session == cs {
+		s.tools = tools
+	}
+	s.mu.Unlock()
+	s.log.Info("MCP server tools changed", "tools", s.ToolNames())
+}
+
+// baseEnv are the variables of agentd's environment a stdio server gets.
+var baseEnv = []string{"PATH", "HOME", "USER", "TMPDIR", "LANG", "LC_ALL", "TZ",
+	"GOPATH", "GOCACHE", "GOMODCACHE", "GOROOT", "GOFLAGS", "GOPROXY", "GOTOOLCHAIN"}
+
+func (s *Server) transport(ctx context.Context) (sdk.Transport, error) {
+	if len(s.cfg.Command) > 0 {
+		cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
+		cmd.Dir = s.cfg.Dir
+		for _, k := range baseEnv {
+			if v, ok := os.LookupEnv(k); ok {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+		}
+		for k, v := range s.cfg.Env {
+			ev, err := s.cfg.Secrets.Expand(v, nil)
+			if err != nil {
+				return nil, fmt.Errorf("env.%s: %w", k, err)
+			}
+			cmd.Env = append(cmd.Env, k+"="+ev)
+		}
+		cmd.Stderr = &lineLogger{log: s.log, secrets: s.cfg.Secrets}
+		// A server that exits but leaves a child holding stderr open must
+		// not block Wait forever.
+		cmd.WaitDelay = 2 * time.Second
+		return &sdk.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}, nil
+	}
+	hc := s.cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	if len(s.cfg.Headers) > 0 {
+		c := *hc
+		base := c.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		c.Transport = &headerTransport{base: base, headers: s.cfg.Headers, secrets: s.cfg.Secrets}
+		hc = &c
+	}
+	return &sdk.StreamableClientTransport{Endpoint: s.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}, nil
+}
+
+// headerTransport adds the configured headers, secrets resolved per request.
+type headerTransport struct {
+	base    http.RoundTripper
+	headers map[string]string
+	secrets *tool.Secrets
+}
+
+func (h *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	for k, v := range h.headers {
+		hv, err := h.secrets.Expand(v, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set(k, hv)
+	}
+	return h.base.RoundTrip(req)
+}
+
+// lineLogger logs a stdio server's stderr line by line (capped, secrets
+// scrubbed).
+type lineLogger struct {
+	log     *slog.Logger
+	secrets *tool.Secrets
+	mu      sync.Mutex
+	buf     []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := strings.IndexByte(string(l.buf), '\n')
+		if i < 0 {
+			if len(l.buf) > 4096 {
+				l.emit(l.buf)
+				l.buf = l.buf[:0]
+			}
+			return len(p), nil
+		}
+		l.emit(l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+}
+
+func (l *lineLogger) emit(line []byte) {
+	if len(line) == 0 {
+		return
+	}
+	l.log.Info("MCP server stderr", "line", l.secrets.Scrub(tool.Truncate(string(line), 1024)))
+}
+
+var _ io.Writer = (*lineLogger)(nil)
+
+// current returns the live session, waiting up to wait for one while the
+// server (re)connects.
+func (s *Server) current(ctx context.Context, wait time.Duration) (*sdk.ClientSession, error) {
+	s.mu.Lock()
+	cs, ch := s.session, s.connected
+	s.mu.Unlock()
+	if cs != nil {
+		return cs, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.session == nil {
+		return nil, tool.Errorf(tool.KindUnavailable, "MCP server %s is not available: %v", s.cfg.Name, s.lastErr)
+	}
+	return s.session, nil
+}
+
+// ToolOptions select and mark a server's tools for one agent.
+type ToolOptions struct {
+	// Allow are the tool names the agent may use; path.Match globs ("kv_*",
+	// "*"). Literal names are offered also while the server is down (their
+	// calls fail as unavailable until it is up); globs match the tools
+	// known when Tools is called.
+	Allow []string
+	// Consequential reports whether calls of a tool (server's name) carry
+	// an idempotency key in _meta.
+	Consequential func(name string) bool
+}
+
+// Tools returns one tool.Tool per allowed tool, in name order. The model
+// sees Config.ToolPrefix + the server's name; specs follow the server's
+// latest tool list.
+func (s *Server) Tools(o ToolOptions) ([]tool.Tool, error) {
+	for _, p := range o.Allow {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("bad tool pattern %q: %w", p, err)
+		}
+	}
+	names := map[string]bool{}
+	for _, p := range o.Allow {
+		if !isGlob(p) {
+			names[p] = true
+			continue
+		}
+		for _, n := range s.ToolNames() {
+			if ok, _ := path.Match(p, n); ok {
+				names[n] = true
+			}
+		}
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	sort.Strings(sorted)
+	var out []tool.Tool
+	for _, n := range sorted {
+		t := &mcpTool{s: s, name: n, exposed: ExposedName(s.cfg.ToolPrefix, n)}
+		if o.Consequential != nil {
+			t.consequential = o.Consequential(n)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func isGlob(p string) bool { return strings.ContainsAny(p, `*?[\`) }
+
+// ExposedName is the name the model sees: prefix+name with every character
+// outside [a-zA-Z0-9_-] replaced by "_", at most 64 bytes.
+func ExposedName(prefix, name string) string {
+	b := []byte(prefix + name)
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
+}
+
+type mcpTool struct {
+	s             *Server
+	name          string // the server's
+	exposed       string // the model's
+	consequential bool
+}
+
+func (t *mcpTool) Spec() llm.ToolSpec {
+	t.s.mu.Lock()
+	d, ok := t.s.tools[t.name]
+	t.s.mu.Unlock()
+	if !ok {
+		return llm.ToolSpec{
+			Name:        t.exposed,
+			Description: fmt.Sprintf("Tool %s of MCP server %s (currently unavailable).", t.name, t.s.cfg.Name),
+			InputSchema: json.RawMessage(`{"type":"object"}`),
+		}
+	}
+	spec := d.spec
+	spec.Name = t.exposed
+	return spec
+}
+
+func (t *mcpTool) Call(ctx context.Context, input json.RawMessage) (string, error) {
+	cs, err := t.s.current(ctx, callWaitForSession)
+	if err != nil {
+		return "", err
+	}
+	t.s.mu.Lock()
+	d, ok := t.s.tools[t.name]
+	t.s.mu.Unlock()
+	if !ok {
+		return "", tool.Errorf(tool.KindUnavailable, "MCP server %s does not offer tool %s (offered: %s)", t.s.cfg.Name, t.name, strings.Join(t.s.ToolNames(), ", "))
+	}
+	if len(strings.TrimSpace(string(input))) == 0 {
+		input = json.RawMessage(`{}`)
+	}
+	if !json.Valid(input) {
+		return "", tool.Errorf(tool.KindInvalidInput, "input is not valid JSON")
+	}
+	params := &sdk.CallToolParams{Name: t.name, Arguments: input}
+	if t.consequential {
+		if key := tool.CallInfoFrom(ctx).IdempotencyKey(); key != "" {
+			params.Meta = sdk.Meta{MetaIdempotencyKey: key}
+		}
+	}
+	res, err := cs.CallTool(ctx, params)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		var we *jsonrpc.Error
+		if errors.As(err, &we) && !connectionLevel(we.Code) {
+			// The server answered with a JSON-RPC error (unknown tool,
+			// invalid params, ...): the session is fine.
+			return "", tool.Errorf(tool.KindToolError, "MCP server %s: %s (code %d)", t.s.cfg.Name, we.Message, we.Code)
+		}
+		// Connection-level failure (server crashed, malformed JSON-RPC,
+		// HTTP error): reconnect.
+		select {
+		case t.s.kick <- struct{}{}:
+		default:
+		}
+		t.s.drop(cs, err)
+		return "", tool.Errorf(tool.KindUnavailable, "MCP server %s: call failed: %v", t.s.cfg.Name, err)
+	}
+	text, err := resultText(res)
+	if err != nil {
+		return "", tool.Errorf(tool.KindProtocol, "MCP server %s: %v", t.s.cfg.Name, err)
+	}
+	if res.IsError {
+		return "", tool.Errorf(tool.KindToolError, "%s", text)
+	}
+	if d.output != nil && res.StructuredContent != nil {
+		raw, err := json.Marshal(res.StructuredContent)
+		if err == nil {
+			err = d.output.Validate(raw)
+		}
+		if err != nil {
+			return "", tool.Errorf(tool.KindInvalidOutput, "MCP tool %s returned structured content that does not match its output schema: %v", t.name, err)
+		}
+	}
+	return text, nil
+}
+
+// connectionLevel reports whether a JSON-RPC error code means the request
+// did not reach the server's tool (transport rejected it, e.g. an HTTP
+// error or a lost session; either side closing): the session is replaced.
+func connectionLevel(code int64) bool {
+	switch code {
+	case -32005, -32004, -32003: // rejected by transport, server/client closing
+		return true
+	}
+	return false
+}
+
+// resultText renders a result's content: text as is, other content as a
+// short placeholder; the structured content when there is no content.
+func resultText(res *sdk.CallToolResult) (string, error) {
+	var parts []string
+	for _, c := range res.Content {
+		switch x := c.(type) {
+		case *sdk.TextContent:
+			parts = append(parts, x.Text)
+		case *sdk.ImageContent:
+			parts = append(parts, fmt.Sprintf("[image (%s, %d bytes) omitted]", x.MIMEType, len(x.Data)))
+		case *sdk.AudioContent:
+			parts = append(parts, fmt.Sprintf("[audio (%s, %d bytes) omitted]", x.MIMEType, len(x.Data)))
+		case *sdk.EmbeddedResource:
+			if x.Resource != nil && x.Resource.Text != "" {
+				parts = append(parts, x.Resource.Text)
+			} else if x.Resource != nil {
+				parts = append(parts, fmt.Sprintf("[resource %s omitted]", x.Resource.URI))
+			}
+		case *sdk.ResourceLink:
+			parts = append(parts, fmt.Sprintf("[resource link %s]", x.URI))
+		default:
+			parts = append(parts, fmt.Sprintf("[%T content omitted]", c))
+		}
+	}
+	if len(parts) == 0 && res.StructuredContent != nil {
+		raw, err := json.Marshal(res.StructuredContent)
+		if err != nil {
+			return "", fmt.Errorf("structured content: %w", err)
+		}
+		return string(raw), nil
+	}
+	return strings.Join(parts, "\n"), nil
+}
+
+// ServerToolName is the tool's name on its server (the model sees
+// ToolPrefix + this).
+func (t *mcpTool) ServerToolName() string { return t.name }
