@@ -213,25 +213,17 @@ func (s *Server) startSSE(w http.ResponseWriter, _ *http.Request) (*sseWriter, f
 		s.metrics.SSEStreams.Inc()
 	}
 	sw := &sseWriter{w: w, rc: rc}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(s.ping)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				sw.comment("ping")
-			}
+	// A timer, not a goroutine per stream: an idle stream costs no stack
+	// (thousands of streams may be open).
+	var ping *time.Timer
+	ping = time.AfterFunc(s.ping, func() {
+		if sw.comment("ping") {
+			ping.Reset(s.ping)
 		}
-	}()
+	})
 	return sw, func() {
-		close(stop)
-		wg.Wait()
+		sw.close()
+		ping.Stop()
 		s.sse.Add(-1)
 		if s.metrics != nil {
 			s.metrics.SSEStreams.Dec()
@@ -278,13 +270,25 @@ func (s *sseWriter) send(ev store.Event) error {
 	return nil
 }
 
-func (s *sseWriter) comment(text string) {
+// comment writes a comment line; false once the stream is closed or broken.
+func (s *sseWriter) comment(text string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		return
+		return false
 	}
 	if _, s.err = io.WriteString(s.w, ": "+text+"\n\n"); s.err == nil {
 		s.err = s.rc.Flush()
+	}
+	return s.err == nil
+}
+
+// close ends writing: the handler returns, and a late ping must not touch
+// the finished response.
+func (s *sseWriter) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = errClientGone
 	}
 }

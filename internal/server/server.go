@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -143,6 +144,10 @@ func New(cfg Config) *Server {
 			}
 			writeJSON(w, http.StatusOK, map[string]any{"keys": keys})
 		}))
+		// Profiles for diagnosing a live instance (admin only).
+		mux.HandleFunc("GET /debug/pprof/", admin(pprof.Index))
+		mux.HandleFunc("GET /debug/pprof/profile", admin(pprof.Profile))
+		mux.HandleFunc("GET /debug/pprof/trace", admin(pprof.Trace))
 		if cfg.Drain != nil {
 			mux.HandleFunc("POST /admin/drain", admin(func(w http.ResponseWriter, _ *http.Request) {
 				cfg.Drain()
