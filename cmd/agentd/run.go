@@ -36,6 +36,9 @@ Usage:
   agentd migrate [-config FILE]        bring the store's schema up to date
   agentd load  [flags] URL             fixed-rate (or held-concurrency) chat load with latency percentiles
   agentd smoke [flags] URL             end-to-end checks of a running agentd (exit 1 on failure)
+  agentd probe [-timeout 2s] URL       GET URL, exit 0 on 2xx, 1 otherwise (container health check)
+  agentd backup  [-config FILE] PATH   consistent online copy of the SQLite store to PATH
+  agentd restore [-config FILE] PATH   replace the SQLite store with PATH (stop agentd first)
   agentd config check [-config FILE]   validate the config and print it, secrets masked
   agentd version                       print the version
 
@@ -62,6 +65,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return cmdSmoke(ctx, rest, stdout, stderr)
 	case "migrate":
 		return cmdMigrate(ctx, rest, stdout, stderr, environ)
+	case "probe":
+		return cmdProbe(ctx, rest, stdout, stderr)
+	case "backup":
+		return cmdBackup(ctx, rest, stdout, stderr, environ)
+	case "restore":
+		return cmdRestore(ctx, rest, stdout, stderr, environ)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			return fmt.Errorf("%w: agentd config check [-config FILE]", errUsage)

@@ -361,7 +361,8 @@ func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.C
 				MaxSteps: a.MaxSteps, MaxTokens: a.MaxTokens, Timeout: a.Timeout,
 				Tools: tools.Tools(a.Name), ToolTimeout: tools.ToolTimeout(a.Name),
 			},
-			MaxMessages: a.MaxMessages,
+			MaxMessages:            a.MaxMessages,
+			EnqueueWhenUnavailable: a.OnUnavailable == config.OnUnavailableEnqueue,
 		}
 		info := server.AgentInfo{Name: a.Name, Model: a.Model, Tools: []server.ToolInfo{}}
 		for _, ti := range tools.Infos(a.Name) {

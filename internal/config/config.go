@@ -70,6 +70,12 @@ const (
 	PolicyReject = "reject"
 )
 
+// Last rungs of the fallback ladder (agents[].on_unavailable).
+const (
+	OnUnavailableFail    = "fail"
+	OnUnavailableEnqueue = "enqueue"
+)
+
 // Config is the whole configuration file.
 type Config struct {
 	Server    Server    `yaml:"server"`
@@ -367,6 +373,13 @@ type Agent struct {
 	// MaxMessages caps the stored conversation; older turns are trimmed.
 	// At least 2. Defaults to 100.
 	MaxMessages int `yaml:"max_messages"`
+	// OnUnavailable is the last rung of the fallback ladder, for a
+	// synchronous chat when every model of the agent is unavailable
+	// (breakers open, retries spent, model queue full): "fail" answers 503
+	// with Retry-After; "enqueue" accepts the message as an async run (202
+	// with the run, executed when capacity returns). Answering from a stale
+	// cache entry is cache.serve_stale_on_error. Defaults to "fail".
+	OnUnavailable string `yaml:"on_unavailable"`
 	// MaxConcurrentRuns caps how many of the agent's queued runs one
 	// worker instance executes at once; 0 means only worker.concurrency
 	// limits them. Defaults to 0.

@@ -74,6 +74,7 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&ag.Timeout, DefaultAgentTimeout)
 		setDefault(&ag.MaxMessages, DefaultAgentMaxMessages)
 		setDefault(&ag.ConcurrencyPolicy, DefaultAgentConcurrencyPolicy)
+		setDefault(&ag.OnUnavailable, OnUnavailableFail)
 	}
 	for i := range c.Tools.MCPServers {
 		m := &c.Tools.MCPServers[i]
@@ -238,6 +239,7 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(ag.Model) == "" {
 			v.add(p+".model", "required")
 		}
+		v.oneOf(p+".on_unavailable", ag.OnUnavailable, []string{OnUnavailableFail, OnUnavailableEnqueue})
 		if ag.MaxConcurrentRuns < 0 {
 			v.add(p+".max_concurrent_runs", "must be >= 0")
 		}

@@ -44,6 +44,9 @@ type ChatAgent struct {
 	Agent
 	// MaxMessages caps the stored conversation (whole turns are trimmed).
 	MaxMessages int
+	// EnqueueWhenUnavailable accepts a chat as a queued run when every
+	// model is unavailable (agents[].on_unavailable: enqueue).
+	EnqueueWhenUnavailable bool
 }
 
 // Service runs chat turns: it owns the conversation around a run.
@@ -94,7 +97,27 @@ type Chat struct {
 	started time.Time
 	// held: the in-process busy mark is ours to release.
 	held bool
+	// message is the user's text.
+	message string
 }
+
+// Agent returns the chat's agent name.
+func (c *Chat) Agent() string { return c.agent.Name }
+
+// RequestedConversationID returns the conversation the request named, or ""
+// when it started a new one.
+func (c *Chat) RequestedConversationID() string {
+	if c.isNew {
+		return ""
+	}
+	return c.conv.ID
+}
+
+// Message returns the chat's user message.
+func (c *Chat) Message() string { return c.message }
+
+// EnqueueWhenUnavailable reports the agent's last rung (see ChatAgent).
+func (c *Chat) EnqueueWhenUnavailable() bool { return c.agent.EnqueueWhenUnavailable }
 
 // RunID returns the id of the chat's run.
 func (c *Chat) RunID() string { return c.run.ID }
@@ -147,7 +170,7 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 	if !s.hold(c.conv.ID) {
 		return nil, fmt.Errorf("%w: %s", ErrConversationBusy, c.conv.ID)
 	}
-	c.input = userMessage(p.Message)
+	c.input, c.message = userMessage(p.Message), p.Message
 	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew})
 	now := time.Now().UTC()
 	c.run = store.Run{

@@ -139,12 +139,36 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	answer, err := chat.Execute(r.Context(), nil)
 	if err != nil {
+		if queued, ok := s.enqueueUnavailable(r, req, chat, err); ok {
+			w.Header().Set("Location", "/v1/runs/"+queued.ID)
+			writeJSON(w, http.StatusAccepted, run.NewRunBody(queued))
+			return
+		}
 		he := toHTTP(err)
 		he.RunID = chat.RunID()
 		s.writeError(w, r, withCause(he, err))
 		return
 	}
 	writeJSON(w, http.StatusOK, answer)
+}
+
+// enqueueUnavailable is the last rung of the fallback ladder: when every
+// model of the agent is unavailable and the agent says so
+// (on_unavailable: enqueue), the chat's message becomes a queued run that
+// executes when capacity returns.
+func (s *Server) enqueueUnavailable(r *http.Request, req ChatRequest, chat *run.Chat, err error) (store.Run, bool) {
+	if s.runs == nil || !chat.EnqueueWhenUnavailable() || toHTTP(err).Type != "upstream_unavailable" {
+		return store.Run{}, false
+	}
+	queued, _, qerr := s.runs.Submit(r.Context(), run.SubmitParams{
+		Tenant: DefaultTenant, Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message,
+	})
+	if qerr != nil {
+		s.log.WarnContext(r.Context(), "enqueue a chat whose models are unavailable", "err", qerr)
+		return store.Run{}, false
+	}
+	s.log.InfoContext(r.Context(), "models unavailable: chat accepted as a queued run", "queued_run_id", queued.ID)
+	return queued, true
 }
 
 func runChatParams(req ChatRequest) run.ChatParams {
@@ -184,6 +208,13 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, chat *run.Ch
 	defer done()
 	_, err := chat.Execute(r.Context(), sw.event)
 	if err != nil {
+		if queued, ok := s.enqueueUnavailable(r, ChatRequest{Agent: chat.Agent(), ConversationID: chat.RequestedConversationID(), Message: chat.Message()}, chat, err); ok {
+			// After the error event: the message lives on as a queued run
+			// (follow it with GET /v1/runs/{id}/events).
+			raw, _ := json.Marshal(run.NewRunBody(queued))
+			sw.unnumbered("queued", raw)
+			return
+		}
 		he := toHTTP(err)
 		if he.Status >= 500 {
 			s.log.ErrorContext(r.Context(), "streamed run failed", "type", he.Type, "err", err)
@@ -241,6 +272,18 @@ type sseWriter struct {
 	rc  *http.ResponseController
 	buf bytes.Buffer
 	err error
+}
+
+// unnumbered writes an event that is not one of the run's (no id: line).
+func (s *sseWriter) unnumbered(typ string, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	if _, s.err = fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", typ, data); s.err == nil {
+		s.err = s.rc.Flush()
+	}
 }
 
 // event writes ev, ignoring errors (the loop's OnEvent).
