@@ -19,6 +19,7 @@ type backendStore interface {
 	store.Store
 	store.RunLeases
 	store.Audit
+	store.Usage
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

@@ -195,6 +195,8 @@ providers:
     api_key: k
     simulate: never
     request_timeout: 30s
+auth:
+  mode: none
 log:
   level: info
   format: json

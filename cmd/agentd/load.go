@@ -84,6 +84,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	timeout := fs.Duration("timeout", 2*time.Minute, "timeout of one chat")
 	pid := fs.Int("pid", 0, "report the peak RSS (VmHWM) of this process (agentd on the same machine)")
 	maxErrors := fs.Float64("max-error-rate", 0, "exit non-zero when the share of failed chats is above this")
+	apiKey := fs.String("api-key", os.Getenv("AGENTD_API_KEY"), "client API key (defaults to $AGENTD_API_KEY; not needed with auth: none)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -96,7 +97,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost = 0, 100000, 0
 	t := &loadTarget{base: strings.TrimRight(fs.Arg(0), "/"), agent: *agent, message: *message, stream: *stream,
-		client: &http.Client{Transport: tr, Timeout: *timeout}}
+		client: &http.Client{Transport: withAPIKey(tr, *apiKey), Timeout: *timeout}}
 
 	var failed, total float64
 	if *concurrent > 0 {

@@ -246,6 +246,8 @@ providers:
   anthropic:
     api_key: ${env:ANTHROPIC_API_KEY}
     simulate: always
+auth:
+  mode: none
 log:
   level: debug  # the config is logged: the secret must not be
   format: json
@@ -309,6 +311,8 @@ providers:
   anthropic:
     simulate: always
     sim_latency: 2s
+auth:
+  mode: none
 log:
   level: info
 agents:

@@ -40,6 +40,7 @@ Usage:
   agentd backup  [-config FILE] PATH   consistent online copy of the SQLite store to PATH
   agentd restore [-config FILE] PATH   replace the SQLite store with PATH (stop agentd first)
   agentd config check [-config FILE]   validate the config and print it, secrets masked
+  agentd keys create|list|revoke      manage client API keys (agentd keys, docs/security.md)
   agentd version                       print the version
 
 FILE defaults to $AGENTD_CONFIG; with neither, built-in defaults and AGENTD_*
@@ -71,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return cmdBackup(ctx, rest, stdout, stderr, environ)
 	case "restore":
 		return cmdRestore(ctx, rest, stdout, stderr, environ)
+	case "keys":
+		return cmdKeys(ctx, rest, stdout, stderr, environ)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			return fmt.Errorf("%w: agentd config check [-config FILE]", errUsage)

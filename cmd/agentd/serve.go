@@ -81,6 +81,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	if err := st.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrate store: %w", err)
 	}
+	authn, err := setupAuth(ctx, cfg, st, log)
+	if err != nil {
+		return err
+	}
 
 	// Redis is optional and never a single point of failure: Open makes
 	// no network call, and while Redis is down agentd serves degraded.
@@ -127,7 +131,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	if err != nil {
 		return err
 	}
-	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics}
+	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricingTable(cfg, log), Usage: st}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub}
 	limits := make(map[string]int, len(cfg.Agents))
@@ -202,8 +206,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		Chat: svc, Runs: runs, Hub: be.Hub, HealthOnly: !serveAPI,
 		Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
-		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st,
-		Chats: chats, Streams: streams, Submits: submits,
+		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st, Usage: st,
+		Chats: chats, Streams: streams, Submits: submits, Auth: authn,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Server.Addr,

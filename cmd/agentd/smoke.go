@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -30,13 +31,15 @@ func cmdSmoke(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	agent := fs.String("agent", "demo", "agent to exercise")
 	timeout := fs.Duration("timeout", 2*time.Minute, "timeout of each check")
 	runs := fs.Bool("runs", true, "also check the async run API (needs a worker)")
+	apiKey := fs.String("api-key", os.Getenv("AGENTD_API_KEY"), "client API key (defaults to $AGENTD_API_KEY; not needed with auth: none)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("%w: agentd smoke [flags] URL", errUsage)
 	}
-	s := &smoke{base: strings.TrimRight(fs.Arg(0), "/"), agent: *agent, client: &http.Client{Timeout: *timeout}}
+	s := &smoke{base: strings.TrimRight(fs.Arg(0), "/"), agent: *agent,
+		client: &http.Client{Timeout: *timeout, Transport: withAPIKey(http.DefaultTransport, *apiKey)}}
 	checks := []struct {
 		name string
 		fn   func(context.Context) error
@@ -294,3 +297,19 @@ func (s *smoke) deleteConversation(ctx context.Context) error {
 	}
 	return s.call(ctx, http.MethodGet, "/v1/conversations/"+s.conv, nil, http.StatusNotFound, nil)
 }
+
+// withAPIKey sends key as a Bearer token on every request (none if empty).
+func withAPIKey(rt http.RoundTripper, key string) http.RoundTripper {
+	if key == "" {
+		return rt
+	}
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+key)
+		return rt.RoundTrip(r)
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -87,6 +87,7 @@ type Config struct {
 	Redis     Redis     `yaml:"redis"`
 	Admission Admission `yaml:"admission"`
 	Log       Log       `yaml:"log"`
+	Auth      Auth      `yaml:"auth"`
 	Agents    []Agent   `yaml:"agents"`
 	// Secrets are named secret values for tools, usually references:
 	// "weather_key: ${env:WEATHER_API_KEY}". Tool URLs, headers and MCP
@@ -96,6 +97,8 @@ type Config struct {
 	Secrets map[string]Secret `yaml:"secrets,omitempty"`
 	// Tools declares MCP servers and HTTP tools (see docs/tools.md).
 	Tools Tools `yaml:"tools"`
+	// Pricing overrides the shipped model prices (see docs/cost.md).
+	Pricing Pricing `yaml:"pricing"`
 }
 
 // Server is the HTTP server.

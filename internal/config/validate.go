@@ -46,6 +46,8 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&ad.MemoryHighWater, DefaultMemoryHighWater)
 	setDefault(&ad.MemoryLowWater, DefaultMemoryLowWater)
 
+	setDefault(&c.Auth.Mode, DefaultAuthMode)
+
 	st := &c.Store
 	setDefault(&st.URL, DefaultStoreURL)
 	setDefault(&st.ConversationTTL, DefaultConversationTTL)
@@ -215,6 +217,7 @@ func (c *Config) Validate() error {
 		v.add("cache.max_bytes", "must be >= 1")
 	}
 
+	c.validateAuth(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)
 
@@ -281,6 +284,7 @@ func (c *Config) Validate() error {
 	}
 	v.secrets(c.Secrets)
 	v.tools(c.Tools, c.Secrets)
+	v.pricing(c.Pricing)
 	return errors.Join(v.errs...)
 }
 

@@ -22,6 +22,8 @@ type Metrics struct {
 	LLMRequests        *prometheus.CounterVec
 	LLMDuration        *prometheus.HistogramVec
 	LLMTokens          *prometheus.CounterVec
+	LLMCost            *prometheus.CounterVec
+	LLMUnpriced        *prometheus.CounterVec
 	Runs               *prometheus.CounterVec
 	RunDuration        *prometheus.HistogramVec
 	RunSteps           *prometheus.HistogramVec
@@ -87,6 +89,12 @@ func NewMetrics(version string) *Metrics {
 			Name: "agentd_conversations_expired_total", Help: "Conversations deleted by the TTL sweeper.",
 		}),
 	}
+	m.LLMCost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentd_llm_cost_usd_total", Help: "Cost of model calls in USD (agentd's pricing table), by the model that answered.",
+	}, []string{"model"})
+	m.LLMUnpriced = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentd_llm_unpriced_requests_total", Help: "Model calls recorded at cost 0 because the pricing table has no price for the model.",
+	}, []string{"model"})
 	m.QueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentd_queue_depth", Help: "Queued runs waiting for a worker, by agent (cluster-wide, sampled every health check).",
 	}, []string{"agent"})
@@ -102,7 +110,7 @@ func NewMetrics(version string) *Metrics {
 	buildInfo.WithLabelValues(version).Set(1)
 	reg.MustRegister(
 		m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight, m.SSEStreams,
-		m.LLMRequests, m.LLMDuration, m.LLMTokens,
+		m.LLMRequests, m.LLMDuration, m.LLMTokens, m.LLMCost, m.LLMUnpriced,
 		m.Runs, m.RunDuration, m.RunSteps, m.ToolCalls, m.ToolDuration,
 		m.ConversationsSwept, m.QueueDepth, m.QueueOldestAge, m.RunsRunning, buildInfo,
 		collectors.NewGoCollector(),
@@ -129,6 +137,20 @@ func (m *Metrics) AddTokens(agent, model string, input, output, cacheCreation, c
 		if n > 0 {
 			m.LLMTokens.WithLabelValues(agent, model, kind).Add(float64(n))
 		}
+	}
+}
+
+// AddCost records the cost of a model call; unpriced: the pricing table has
+// no price for model (the call was recorded at cost 0).
+func (m *Metrics) AddCost(model string, usd float64, unpriced bool) {
+	if m == nil {
+		return
+	}
+	if unpriced {
+		m.LLMUnpriced.WithLabelValues(model).Inc()
+	}
+	if usd > 0 {
+		m.LLMCost.WithLabelValues(model).Add(usd)
 	}
 }
 

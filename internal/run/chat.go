@@ -288,6 +288,7 @@ func (c *Chat) outcome(res Result, runErr error) store.UpdateRunParams {
 	p := store.UpdateRunParams{
 		ID: c.run.ID, Status: store.RunSucceeded, Attempt: c.run.Attempt,
 		Steps: res.Steps, InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens,
+		CostUSD:   res.CostUSD,
 		StartedAt: c.run.StartedAt, FinishedAt: time.Now().UTC(),
 	}
 	if runErr == nil {

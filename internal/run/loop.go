@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
@@ -78,12 +80,22 @@ type StepStore interface {
 	ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]store.Event, error)
 }
 
+// UsageRecorder stores one usage row per model call (store.Usage does).
+type UsageRecorder interface {
+	AppendUsage(ctx context.Context, r store.UsageRecord) error
+}
+
 // Loop executes runs.
 type Loop struct {
 	Model   llm.Model
 	Store   StepStore
 	Log     *slog.Logger
 	Metrics *observe.Metrics
+	// Pricing prices model calls (nil: every call costs 0).
+	Pricing *cost.Table
+	// Usage, when set, receives a usage row per model call; a failure is
+	// logged and never fails the run.
+	Usage UsageRecorder
 }
 
 // Params are the inputs of Execute.
@@ -119,8 +131,10 @@ type Result struct {
 	Output     []llm.Block // content of the final assistant message
 	StopReason string
 	Usage      llm.Usage
-	Steps      int
-	LastSeq    int64
+	// CostUSD is the priced cost of the run's model calls.
+	CostUSD float64
+	Steps   int
+	LastSeq int64
 }
 
 // state is what a checkpoint holds.
@@ -129,6 +143,8 @@ type state struct {
 	Step     int           `json:"step"`
 	Messages []llm.Message `json:"messages"`
 	Usage    llm.Usage     `json:"usage"`
+	// CostUSD sums the priced cost of the finished model calls.
+	CostUSD float64 `json:"cost_usd,omitempty"`
 	// Seq is the last persisted event seq.
 	Seq int64 `json:"seq"`
 	// Results are the finished tool results of the pending tool_use turn
@@ -205,6 +221,7 @@ func (x *execution) result() Result {
 		Messages:   x.st.Messages,
 		StopReason: x.st.StopReason,
 		Usage:      x.st.Usage,
+		CostUSD:    x.st.CostUSD,
 		Steps:      x.st.Step,
 		LastSeq:    x.seq,
 	}
@@ -385,6 +402,7 @@ func (x *execution) callModel(ctx context.Context) error {
 		answered = a.Model
 	}
 	x.l.Metrics.AddTokens(a.Name, answered, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
+	usd := x.recordUsage(ctx, step, answered, resp)
 
 	content, err := json.Marshal(resp.Content)
 	if err != nil {
@@ -396,6 +414,7 @@ func (x *execution) callModel(ctx context.Context) error {
 	x.mu.Lock()
 	x.st.Step = step
 	x.st.Usage = x.st.Usage.Add(u)
+	x.st.CostUSD += usd
 	x.st.StopReason = resp.StopReason
 	x.st.Messages = append(x.st.Messages, llm.Message{Role: "assistant", Content: content})
 	x.st.Results = nil
@@ -409,8 +428,43 @@ func (x *execution) callModel(ctx context.Context) error {
 		"step": step, "model": resp.Model, "request_id": resp.RequestID, "stop_reason": resp.StopReason,
 		"input_tokens": u.InputTokens, "output_tokens": u.OutputTokens,
 		"cache_creation_input_tokens": u.CacheCreationInputTokens, "cache_read_input_tokens": u.CacheReadInputTokens,
+		"cost_usd": usd,
 	})
 	return x.checkpoint(ctx)
+}
+
+// recordUsage prices a finished model call and writes its usage row; it
+// returns the cost. A response cache hit costs nothing (its usage is zero)
+// and gets a row too, marked cached. A failed write is logged: the call
+// happened whether or not its row was stored.
+func (x *execution) recordUsage(ctx context.Context, step int, model string, resp llm.Response) float64 {
+	usd, known := x.l.Pricing.Cost(model, resp.Usage)
+	if resp.Cached {
+		usd, known = 0, true
+	}
+	x.l.Metrics.AddCost(model, usd, !known && x.l.Pricing != nil)
+	if x.l.Usage == nil {
+		return usd
+	}
+	u := resp.Usage
+	rec := store.UsageRecord{
+		Time: time.Now().UTC(), Tenant: x.p.Tenant, Agent: x.p.Agent.Name, Model: model, RunID: x.p.RunID, Step: step,
+		InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+		CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens,
+		CostUSD: usd, Cached: resp.Cached,
+	}
+	// The API key a synchronous chat was made with; queued runs do not
+	// keep theirs yet ("").
+	if pr, ok := auth.FromContext(ctx); ok {
+		rec.Key = pr.KeyID
+	}
+	// Written even if the run is being canceled: the call was made.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := x.l.Usage.AppendUsage(wctx, rec); err != nil {
+		x.l.Log.ErrorContext(ctx, "record usage of a model call", "step", step, "model", model, "cost_usd", usd, "err", err)
+	}
+	return usd
 }
 
 // runTools runs the tool calls of one model turn in parallel, checkpointing
@@ -600,6 +654,8 @@ type Answer struct {
 	StopReason     string      `json:"stop_reason"`
 	Steps          int         `json:"steps"`
 	Usage          llm.Usage   `json:"usage"`
+	// CostUSD is the run's cost (agentd's pricing table).
+	CostUSD float64 `json:"cost_usd"`
 }
 
 func (x *execution) answerData() Answer {
@@ -611,7 +667,7 @@ func (x *execution) answerData() Answer {
 func NewAnswer(runID, conversationID, agent string, r Result) Answer {
 	a := Answer{
 		RunID: runID, ConversationID: conversationID, Agent: agent,
-		Content: r.Output, StopReason: r.StopReason, Steps: r.Steps, Usage: r.Usage,
+		Content: r.Output, StopReason: r.StopReason, Steps: r.Steps, Usage: r.Usage, CostUSD: r.CostUSD,
 	}
 	if a.Content == nil {
 		a.Content = []llm.Block{}

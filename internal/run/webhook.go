@@ -42,6 +42,7 @@ type RunBody struct {
 	Attempt        int             `json:"attempt"`
 	Steps          int             `json:"steps"`
 	Usage          RunUsage        `json:"usage"`
+	CostUSD        float64         `json:"cost_usd"` // agentd's pricing table
 	CreatedAt      time.Time       `json:"created_at"`
 	StartedAt      *time.Time      `json:"started_at"`
 	FinishedAt     *time.Time      `json:"finished_at"`
@@ -59,6 +60,7 @@ func NewRunBody(r store.Run) RunBody {
 		ID: r.ID, Agent: r.Agent, ConversationID: r.ConversationID, Status: string(r.Status),
 		Input: r.Input, Output: r.Output, Error: r.Error, Attempt: r.Attempt, Steps: r.Steps,
 		Usage:     RunUsage{InputTokens: r.InputTokens, OutputTokens: r.OutputTokens},
+		CostUSD:   r.CostUSD,
 		CreatedAt: r.CreatedAt,
 	}
 	if b.Input == nil {

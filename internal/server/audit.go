@@ -31,7 +31,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, badRequest("query parameter run_id is required"))
 		return
 	}
-	rows, err := s.audit.ListAudit(r.Context(), DefaultTenant, runID)
+	rows, err := s.audit.ListAudit(r.Context(), s.tenant(r), runID)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -128,7 +128,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		}
 		defer releaseStream()
 	}
-	chat, err := s.chat.Prepare(r.Context(), runChatParams(req))
+	chat, err := s.chat.Prepare(r.Context(), runChatParams(s.tenant(r), req))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -161,7 +161,7 @@ func (s *Server) enqueueUnavailable(r *http.Request, req ChatRequest, chat *run.
 		return store.Run{}, false
 	}
 	queued, _, qerr := s.runs.Submit(r.Context(), run.SubmitParams{
-		Tenant: DefaultTenant, Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message,
+		Tenant: s.tenant(r), Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message,
 	})
 	if qerr != nil {
 		s.log.WarnContext(r.Context(), "enqueue a chat whose models are unavailable", "err", qerr)
@@ -171,8 +171,8 @@ func (s *Server) enqueueUnavailable(r *http.Request, req ChatRequest, chat *run.
 	return queued, true
 }
 
-func runChatParams(req ChatRequest) run.ChatParams {
-	return run.ChatParams{Tenant: DefaultTenant, Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message}
+func runChatParams(tenant string, req ChatRequest) run.ChatParams {
+	return run.ChatParams{Tenant: tenant, Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message}
 }
 
 // withCause keeps err's chain for the log while answering with he.

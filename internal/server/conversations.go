@@ -24,7 +24,7 @@ type messageBody struct {
 }
 
 func (s *Server) handleGetConversation(w http.ResponseWriter, r *http.Request) {
-	c, err := s.convs.GetConversation(r.Context(), DefaultTenant, r.PathValue("id"))
+	c, err := s.convs.GetConversation(r.Context(), s.tenant(r), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -43,7 +43,7 @@ func (s *Server) handleGetConversation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDeleteConversation(w http.ResponseWriter, r *http.Request) {
-	if err := s.convs.DeleteConversation(r.Context(), DefaultTenant, r.PathValue("id")); err != nil {
+	if err := s.convs.DeleteConversation(r.Context(), s.tenant(r), r.PathValue("id")); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -70,7 +70,7 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	rn, created, err := s.runs.Submit(r.Context(), run.SubmitParams{
-		Tenant: DefaultTenant, Agent: req.Agent, ConversationID: req.ConversationID,
+		Tenant: s.tenant(r), Agent: req.Agent, ConversationID: req.ConversationID,
 		Message: req.Message, IdempotencyKey: key, Webhook: req.Webhook,
 	})
 	if err != nil {
@@ -87,7 +87,7 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleGetRun(w http.ResponseWriter, r *http.Request) {
-	rn, err := s.runs.Store.GetRun(r.Context(), DefaultTenant, r.PathValue("id"))
+	rn, err := s.runs.Store.GetRun(r.Context(), s.tenant(r), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, notFoundAs(err, "run"))
 		return
@@ -97,7 +97,7 @@ func (s *Server) handleGetRun(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	p := store.ListRunsParams{Tenant: DefaultTenant, Agent: q.Get("agent"), Cursor: q.Get("cursor"), Limit: 50}
+	p := store.ListRunsParams{Tenant: s.tenant(r), Agent: q.Get("agent"), Cursor: q.Get("cursor"), Limit: 50}
 	if st := q.Get("status"); st != "" {
 		switch rs := store.RunStatus(st); rs {
 		case store.RunQueued, store.RunRunning, store.RunSucceeded, store.RunFailed, store.RunCanceled:
@@ -140,7 +140,7 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
-	rn, err := s.runs.Cancel(r.Context(), DefaultTenant, r.PathValue("id"))
+	rn, err := s.runs.Cancel(r.Context(), s.tenant(r), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, notFoundAs(err, "run"))
 		return
@@ -155,7 +155,7 @@ func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
 // handleRunEvents streams a run's events: the stored ones after
 // Last-Event-ID (or ?after=), then live ones, ending after done or error.
 func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id, tenant := r.PathValue("id"), s.tenant(r)
 	after := int64(0)
 	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {
 		if v == "" {
@@ -169,7 +169,7 @@ func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
 		after = n
 		break
 	}
-	if _, err := s.runs.Store.GetRun(r.Context(), DefaultTenant, id); err != nil {
+	if _, err := s.runs.Store.GetRun(r.Context(), tenant, id); err != nil {
 		s.writeError(w, r, notFoundAs(err, "run"))
 		return
 	}
@@ -183,7 +183,7 @@ func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
 	defer done()
 	err = events.Follow(r.Context(), s.hub, s.runs.Store, id, after, sw.send, events.FollowOptions{
 		Finished: func(ctx context.Context) (bool, error) {
-			rn, err := s.runs.Store.GetRun(ctx, DefaultTenant, id)
+			rn, err := s.runs.Store.GetRun(ctx, tenant, id)
 			return err == nil && rn.Status.Terminal(), err
 		},
 	})

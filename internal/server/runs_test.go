@@ -86,6 +86,7 @@ type runsConfig struct {
 	noWorkers bool
 	workers   int
 	leaseTTL  time.Duration
+	auth      bool // API keys required, /v1/audit served
 }
 
 type runsOption func(*runsConfig)
@@ -264,10 +265,14 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 
 	health := &server.Health{Store: b.St, Version: "test", Log: log}
 	health.MarkStarted(time.Now())
-	b.API = server.New(server.Config{
+	scfg := server.Config{
 		Chat: svc, Runs: b.Runs, Hub: b.Hub, Conversations: b.St, Agents: infos, Health: health,
 		Metrics: metrics, Log: log, MaxBodyBytes: testMaxBody, SSEPingInterval: time.Hour,
-	})
+	}
+	if cfg.auth {
+		scfg.Auth, scfg.Audit = testAuth(true, b.St.(store.APIKeys)), b.St.(store.Audit)
+	}
+	b.API = server.New(scfg)
 	srv := httptest.NewServer(b.API)
 	t.Cleanup(srv.Close)
 	b.URL = srv.URL

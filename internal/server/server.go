@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/events"
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
@@ -26,7 +28,7 @@ import (
 	"github.com/agentd/agentd/internal/store"
 )
 
-// DefaultTenant owns everything until tenants and API keys exist.
+// DefaultTenant owns everything when authentication is off (auth: none).
 const DefaultTenant = "default"
 
 // ConversationStore is what the conversation endpoints need.
@@ -65,12 +67,20 @@ type Config struct {
 	Log             *slog.Logger
 	MaxBodyBytes    int64
 	SSEPingInterval time.Duration
-	// AdminToken guards /admin/*; empty: the admin API is off (404).
+	// AdminToken guards /admin/*; with Auth set, an API key with the admin
+	// scope is accepted too. Empty and no Auth: the admin API is off (404).
 	AdminToken string
+	// Auth authenticates API keys; every route but /livez, /readyz,
+	// /healthz and /metrics then needs one, and each request acts for the
+	// key's tenant. nil: authentication is off, everything belongs to
+	// DefaultTenant.
+	Auth *auth.Authenticator
 	// Keys reports the model API keys for GET /admin/keys (nil: none).
 	Keys func() []resilience.KeyStatus
 	// Audit serves GET /v1/audit?run_id=; nil: not offered.
 	Audit store.Audit
+	// Usage serves GET /v1/usage; nil: not offered.
+	Usage store.Usage
 	// Drain starts a graceful drain (POST /admin/drain); nil: not offered.
 	Drain func()
 	// Admission limits (nil: unlimited): synchronous chats, open event
@@ -88,6 +98,7 @@ type Server struct {
 	health  *Health
 	metrics *observe.Metrics
 	audit   store.Audit
+	auth    *auth.Authenticator
 	log     *slog.Logger
 	maxBody int64
 	ping    time.Duration
@@ -104,7 +115,7 @@ func New(cfg Config) *Server {
 	s := &Server{
 		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
-		metrics: cfg.Metrics, audit: cfg.Audit, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
+		metrics: cfg.Metrics, audit: cfg.Audit, auth: cfg.Auth, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}
 	if s.ping <= 0 {
 		s.ping = 15 * time.Second
@@ -114,19 +125,24 @@ func New(cfg Config) *Server {
 	}
 	mux := http.NewServeMux()
 	if !cfg.HealthOnly {
-		mux.HandleFunc("POST /v1/chat", s.handleChat)
-		mux.HandleFunc("GET /v1/conversations/{id}", s.handleGetConversation)
-		mux.HandleFunc("DELETE /v1/conversations/{id}", s.handleDeleteConversation)
-		mux.HandleFunc("GET /v1/agents", s.handleAgents)
+		chat, runs := auth.ScopeChat, auth.ScopeRuns
+		mux.HandleFunc("POST /v1/chat", s.scoped(s.handleChat, chat))
+		// Runs may continue conversations too.
+		mux.HandleFunc("GET /v1/conversations/{id}", s.scoped(s.handleGetConversation, chat, runs))
+		mux.HandleFunc("DELETE /v1/conversations/{id}", s.scoped(s.handleDeleteConversation, chat, runs))
+		mux.HandleFunc("GET /v1/agents", s.scoped(s.handleAgents, chat, runs))
 		if cfg.Audit != nil {
-			mux.HandleFunc("GET /v1/audit", s.handleAudit)
+			mux.HandleFunc("GET /v1/audit", s.scoped(s.handleAudit, chat, runs))
+		}
+		if cfg.Usage != nil {
+			mux.HandleFunc("GET /v1/usage", s.scoped(s.handleUsage(cfg.Usage), chat, runs))
 		}
 		if cfg.Runs != nil {
-			mux.HandleFunc("POST /v1/runs", s.handleSubmitRun)
-			mux.HandleFunc("GET /v1/runs", s.handleListRuns)
-			mux.HandleFunc("GET /v1/runs/{id}", s.handleGetRun)
-			mux.HandleFunc("GET /v1/runs/{id}/events", s.handleRunEvents)
-			mux.HandleFunc("POST /v1/runs/{id}/cancel", s.handleCancelRun)
+			mux.HandleFunc("POST /v1/runs", s.scoped(s.handleSubmitRun, runs))
+			mux.HandleFunc("GET /v1/runs", s.scoped(s.handleListRuns, runs))
+			mux.HandleFunc("GET /v1/runs/{id}", s.scoped(s.handleGetRun, runs))
+			mux.HandleFunc("GET /v1/runs/{id}/events", s.scoped(s.handleRunEvents, runs))
+			mux.HandleFunc("POST /v1/runs/{id}/cancel", s.scoped(s.handleCancelRun, runs))
 		}
 	}
 	mux.HandleFunc("GET /livez", s.handleLivez)
@@ -135,7 +151,7 @@ func New(cfg Config) *Server {
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	if cfg.AdminToken != "" {
+	if cfg.AdminToken != "" || cfg.Auth != nil {
 		admin := func(h http.HandlerFunc) http.HandlerFunc { return s.requireAdmin(cfg.AdminToken, h) }
 		mux.HandleFunc("GET /admin/keys", admin(func(w http.ResponseWriter, _ *http.Request) {
 			keys := []resilience.KeyStatus{}
@@ -272,21 +288,109 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			s.log.Log(ctx, level, "http request", "method", r.Method, "route", route, "path", r.URL.Path,
 				"status", rec.status, "duration_ms", float64(d.Microseconds())/1000)
 		}()
-		next.ServeHTTP(rec, r)
+		if p, ok := s.authenticate(rec, r); ok {
+			ctx = observe.WithAttrs(auth.WithPrincipal(ctx, p), slog.String("tenant", p.Tenant))
+			if p.KeyPrefix != "" {
+				ctx = observe.WithAttrs(ctx, slog.String("key_prefix", p.KeyPrefix))
+			}
+			r = r.WithContext(ctx) // the access log above sees these too
+			next.ServeHTTP(rec, r)
+		}
 	})
 }
 
-// requireAdmin lets a request through when it carries the admin token as
-// "Authorization: Bearer <token>" (compared in constant time).
-func (s *Server) requireAdmin(token string, next http.HandlerFunc) http.HandlerFunc {
-	want := []byte("Bearer " + token)
+// openPaths need no key: probes and metrics.
+var openPaths = map[string]bool{"/livez": true, "/readyz": true, "/healthz": true, "/metrics": true}
+
+// authenticate finds the request's principal. With authentication off it is
+// DefaultTenant with every scope. Probes, metrics and the admin routes
+// (requireAdmin checks those) pass without one. Otherwise a missing, invalid
+// or revoked key is answered 401 and ok is false.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (p auth.Principal, ok bool) {
+	if s.auth == nil {
+		return auth.Principal{Tenant: DefaultTenant, Scopes: auth.AllScopes}, true
+	}
+	path := r.URL.Path
+	if openPaths[path] || strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/debug/") {
+		return auth.Principal{}, true
+	}
+	p, err := s.auth.Authenticate(r.Context(), auth.TokenFrom(r.Header.Get("Authorization"), r.Header.Get("X-Api-Key")))
+	if err != nil {
+		s.refuseAuth(w, r, err)
+		return auth.Principal{}, false
+	}
+	return p, true
+}
+
+// refuseAuth answers a failed authentication: 401, or 500 when the store
+// could not be asked. The key itself is never logged.
+func (s *Server) refuseAuth(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, auth.ErrNoKey):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="agentd"`)
+		s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: "unauthorized",
+			Message: "an API key is required: Authorization: Bearer <key> or x-api-key: <key>"})
+	case errors.Is(err, auth.ErrInvalidKey):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="agentd", error="invalid_token"`)
+		s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: "unauthorized",
+			Message: "the API key is invalid or revoked"})
+	default:
+		s.writeError(w, r, err)
+	}
+}
+
+// scoped lets a request through when its principal has one of scopes, else
+// answers 403.
+func (s *Server) scoped(next http.HandlerFunc, scopes ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="agentd admin"`)
-			s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: "unauthorized", Message: "the admin API needs Authorization: Bearer <admin token>"})
+		p, _ := auth.FromContext(r.Context())
+		if !p.HasAny(scopes...) {
+			s.writeError(w, r, &Error{Status: http.StatusForbidden, Type: "forbidden",
+				Message: fmt.Sprintf("the API key lacks the scope for this endpoint (one of: %s)", strings.Join(scopes, ", "))})
 			return
 		}
 		next(w, r)
+	}
+}
+
+// tenant is the tenant the request acts for (set by the middleware).
+func (s *Server) tenant(r *http.Request) string {
+	p, ok := auth.FromContext(r.Context())
+	if !ok || p.Tenant == "" {
+		// Never fall back to a tenant: that would leak another's data.
+		panic("server: request without a tenant")
+	}
+	return p.Tenant
+}
+
+// requireAdmin lets a request through when it carries the admin token as
+// "Authorization: Bearer <token>" (compared in constant time) or, with
+// authentication on, an API key with the admin scope.
+func (s *Server) requireAdmin(token string, next http.HandlerFunc) http.HandlerFunc {
+	want := []byte("Bearer " + token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
+			next(w, r)
+			return
+		}
+		if s.auth != nil {
+			if tok := auth.TokenFrom(r.Header.Get("Authorization"), r.Header.Get("X-Api-Key")); strings.HasPrefix(tok, auth.KeyPrefix) {
+				p, err := s.auth.Authenticate(r.Context(), tok)
+				if err != nil {
+					s.refuseAuth(w, r, err)
+					return
+				}
+				if !p.Has(auth.ScopeAdmin) {
+					s.writeError(w, r, &Error{Status: http.StatusForbidden, Type: "forbidden", Message: "the API key lacks the admin scope"})
+					return
+				}
+				s.log.InfoContext(r.Context(), "admin request with an API key", "tenant", p.Tenant, "key_prefix", p.KeyPrefix)
+				next(w, r)
+				return
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="agentd admin"`)
+		s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: "unauthorized", Message: "the admin API needs Authorization: Bearer <admin token or API key with the admin scope>"})
 	}
 }
 

@@ -53,6 +53,10 @@ type testBundle struct {
 	Health  *server.Health
 	Metrics *observe.Metrics
 
+	// headers are sent with every request (a test's API key); a request's
+	// own headers win.
+	headers map[string]string
+
 	// sim is the simulator currently answering; setSim swaps it so a test
 	// can inject faults or latency after setting up a conversation.
 	sim atomic.Pointer[sim.Server]
@@ -62,6 +66,8 @@ type bundleConfig struct {
 	sim          sim.Config
 	agentTimeout time.Duration
 	maxBody      int64
+	auth         bool         // API keys required (withAuth)
+	log          *slog.Logger // nil: discarded
 }
 
 type bundleOption func(*bundleConfig)
@@ -81,6 +87,9 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 		o(&cfg)
 	}
 	log := slog.New(slog.DiscardHandler)
+	if cfg.log != nil {
+		log = cfg.log
+	}
 	b := &testBundle{}
 
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "agentd.db"))
@@ -118,7 +127,7 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 	b.Health.MarkStarted(time.Now())
 	b.API = server.New(server.Config{
 		Chat: svc, Conversations: st, Agents: infos, Health: b.Health, Metrics: b.Metrics, Log: log,
-		MaxBodyBytes: cfg.maxBody, SSEPingInterval: time.Hour,
+		MaxBodyBytes: cfg.maxBody, SSEPingInterval: time.Hour, Auth: testAuth(cfg.auth, st),
 	})
 	srv := httptest.NewServer(b.API)
 	t.Cleanup(srv.Close)
@@ -161,6 +170,9 @@ func (b *testBundle) send(ctx context.Context, method, path, body string, header
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", jsonType)
+	}
+	for k, v := range b.headers {
+		req.Header.Set(k, v)
 	}
 	for k, v := range header {
 		req.Header.Set(k, v)

@@ -348,3 +348,128 @@ type Audit interface {
 
 // MaxListAudit caps ListAudit.
 const MaxListAudit = 10000
+
+// APIKey is a client API key. The key itself is never stored: Hash is the
+// hex SHA-256 of the whole key, Prefix a short, non-secret part of it shown
+// in listings and logs.
+type APIKey struct {
+	// ID is "key_" and random hex, assigned by the caller.
+	ID string
+	// Prefix is the key's display prefix ("agd_" and a few characters);
+	// unique.
+	Prefix string
+	// Hash is the lower-case hex SHA-256 of the key; unique.
+	Hash   string
+	Tenant string
+	// Scopes the key grants (chat, runs, admin); never empty.
+	Scopes []string
+	// Name is an optional label.
+	Name string
+	// CreatedAt: zero is set to now by the store.
+	CreatedAt time.Time
+	// RevokedAt is when the key was revoked; zero while it is active.
+	RevokedAt time.Time
+}
+
+// APIKeys stores client API keys. Every backend implements it.
+type APIKeys interface {
+	// CreateAPIKey inserts k. ErrConflict if its id, prefix or hash
+	// exists.
+	CreateAPIKey(ctx context.Context, k APIKey) error
+	// GetAPIKeyByHash returns the key with that hash, revoked or not
+	// (the caller checks RevokedAt), or ErrNotFound.
+	GetAPIKeyByHash(ctx context.Context, hash string) (APIKey, error)
+	// ListAPIKeys returns the tenant's keys, or every key when tenant is
+	// empty, oldest first (created_at, then id); revoked keys included.
+	ListAPIKeys(ctx context.Context, tenant string) ([]APIKey, error)
+	// RevokeAPIKey revokes the key whose id or prefix is idOrPrefix at
+	// time at and returns it. A key already revoked keeps its first
+	// RevokedAt. ErrNotFound if no key matches.
+	RevokeAPIKey(ctx context.Context, idOrPrefix string, at time.Time) (APIKey, error)
+}
+
+// Usage groupings of SumUsage.
+const (
+	UsageByAgent = "agent"
+	UsageByModel = "model"
+	UsageByKey   = "key" // the API key id; "" until API keys exist
+	UsageByDay   = "day" // the UTC day, "2006-01-02"
+)
+
+// UsageGroupings lists the groupings SumUsage accepts.
+func UsageGroupings() []string { return []string{UsageByAgent, UsageByModel, UsageByKey, UsageByDay} }
+
+// UsageRecord is one model call's tokens and cost: a row of the usage
+// ledger.
+type UsageRecord struct {
+	// ID is assigned by the store; it increases with every row written.
+	ID int64
+	// Time is when the call finished; zero: now.
+	Time   time.Time
+	Tenant string
+	// Key is the id of the API key the call was made for; "" for none.
+	Key   string
+	Agent string
+	// Model is the model that answered (a fallback model may have).
+	Model string
+	RunID string
+	// Step is the run's model call this row is for (1, 2, ...).
+	Step                     int
+	InputTokens              int64
+	OutputTokens             int64
+	CacheCreationInputTokens int64
+	CacheReadInputTokens     int64
+	// CostUSD is the call's price when it was made (never re-priced).
+	CostUSD float64
+	// Cached: agentd's response cache answered (no tokens, no cost).
+	Cached bool
+}
+
+// UsageQuery selects and groups usage rows for SumUsage.
+type UsageQuery struct {
+	Tenant string
+	// GroupBy is one of UsageGroupings.
+	GroupBy string
+	// From (inclusive) and To (exclusive) bound the rows' Time.
+	From, To time.Time
+}
+
+// UsageTotals sum usage rows.
+type UsageTotals struct {
+	Requests                 int64
+	InputTokens              int64
+	OutputTokens             int64
+	CacheCreationInputTokens int64
+	CacheReadInputTokens     int64
+	CostUSD                  float64
+}
+
+// Add returns t + o.
+func (t UsageTotals) Add(o UsageTotals) UsageTotals {
+	return UsageTotals{
+		Requests:                 t.Requests + o.Requests,
+		InputTokens:              t.InputTokens + o.InputTokens,
+		OutputTokens:             t.OutputTokens + o.OutputTokens,
+		CacheCreationInputTokens: t.CacheCreationInputTokens + o.CacheCreationInputTokens,
+		CacheReadInputTokens:     t.CacheReadInputTokens + o.CacheReadInputTokens,
+		CostUSD:                  t.CostUSD + o.CostUSD,
+	}
+}
+
+// UsageGroup is one group of SumUsage: the value of the grouping column
+// (agent name, model, key id or UTC day) and its totals.
+type UsageGroup struct {
+	Group string
+	UsageTotals
+}
+
+// Usage is the usage ledger: one row per model call, appended, summed.
+type Usage interface {
+	// AppendUsage writes r. It sets a zero Time to now.
+	AppendUsage(ctx context.Context, r UsageRecord) error
+	// SumUsage sums the tenant's rows with From <= Time < To by
+	// q.GroupBy, one UsageGroup per distinct value, ordered by Group; an
+	// empty (non-nil) slice when there are none. An unknown GroupBy is an
+	// error.
+	SumUsage(ctx context.Context, q UsageQuery) ([]UsageGroup, error)
+}

@@ -82,6 +82,8 @@ func Exercise(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("Concurrency", func(t *testing.T) { exerciseConcurrency(t, setup) })
 	t.Run("RunLeases", func(t *testing.T) { exerciseRunLeases(t, setup) })
 	t.Run("Audit", func(t *testing.T) { exerciseAudit(t, setup) })
+	t.Run("Usage", func(t *testing.T) { exerciseUsage(t, setup) })
+	t.Run("APIKeys", func(t *testing.T) { exerciseAPIKeys(t, setup) })
 }
 
 type setupFunc func(t *testing.T) (Store, context.Context)

@@ -1,0 +1,84 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/agentd/agentd/internal/store"
+)
+
+var _ store.Usage = (*Store)(nil)
+
+const qAppendUsage = `INSERT INTO usage (created_at, tenant, key, agent, model, run_id, step,
+	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// usageGroupExpr maps a grouping to its SQL expression (never user text).
+var usageGroupExpr = map[string]string{
+	store.UsageByAgent: "agent",
+	store.UsageByModel: "model",
+	store.UsageByKey:   "key",
+	store.UsageByDay:   "strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch')",
+}
+
+// usageSumQuery is the SumUsage query for one grouping.
+func usageSumQuery(expr string) string {
+	return `SELECT ` + expr + ` AS grp, COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+		COALESCE(SUM(cache_creation_input_tokens), 0), COALESCE(SUM(cache_read_input_tokens), 0), COALESCE(SUM(cost_usd), 0)
+		FROM usage
+		WHERE tenant = ? AND (? IS NULL OR created_at >= ?) AND (? IS NULL OR created_at < ?)
+		GROUP BY grp ORDER BY grp`
+}
+
+// AppendUsage writes one usage row (see store.Usage).
+func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
+	if r.Time.IsZero() {
+		r.Time = now()
+	}
+	cached := 0
+	if r.Cached {
+		cached = 1
+	}
+	_, err := s.exec(ctx, qAppendUsage, toMicros(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
+		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, cached)
+	if err != nil {
+		return fmt.Errorf("sqlite: append usage of run %s: %w", r.RunID, mapErr(err))
+	}
+	return nil
+}
+
+// SumUsage sums the tenant's usage rows by a grouping (see store.Usage).
+func (s *Store) SumUsage(ctx context.Context, q store.UsageQuery) ([]store.UsageGroup, error) {
+	expr, ok := usageGroupExpr[q.GroupBy]
+	if !ok {
+		return nil, fmt.Errorf("sqlite: sum usage: unknown grouping %q", q.GroupBy)
+	}
+	out, err := s.sumUsage(ctx, expr, q)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: sum usage by %s: %w", q.GroupBy, err)
+	}
+	return out, nil
+}
+
+func (s *Store) sumUsage(ctx context.Context, expr string, q store.UsageQuery) ([]store.UsageGroup, error) {
+	st, err := s.rstmt.get(ctx, usageSumQuery(expr))
+	if err != nil {
+		return nil, err
+	}
+	from, to := toMicros(q.From), toMicros(q.To)
+	rows, err := st.QueryContext(ctx, q.Tenant, from, from, to, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []store.UsageGroup{}
+	for rows.Next() {
+		var g store.UsageGroup
+		if err := rows.Scan(&g.Group, &g.Requests, &g.InputTokens, &g.OutputTokens,
+			&g.CacheCreationInputTokens, &g.CacheReadInputTokens, &g.CostUSD); err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}

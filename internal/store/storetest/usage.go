@@ -1,0 +1,144 @@
+package storetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Contracts of store.Usage the suite pins down beyond its doc comments:
+//   - every backend implements store.Usage;
+//   - SumUsage is tenant-scoped, From inclusive and To exclusive (a zero
+//     bound is open), one group per distinct value ordered by Group;
+//   - day groups are UTC days formatted "2006-01-02", whatever the zone of
+//     the times written;
+//   - an empty Key groups as "";
+//   - costs sum as float64 (compared within 1e-9).
+
+func exerciseUsage(t *testing.T, setup setupFunc) {
+	usage := func(t *testing.T, s Store) store.Usage {
+		t.Helper()
+		u, ok := s.(store.Usage)
+		require.True(t, ok, "%T does not implement store.Usage", s)
+		return u
+	}
+	// 23:30 CEST on June 1st is 21:30 UTC: still June 1st in UTC.
+	d1 := at("2025-06-01T21:30:00.000001Z")
+	d2 := at("2025-06-02T23:59:59.999999Z")
+	d3 := at("2025-06-03T00:00:00Z")
+
+	seed := func(t *testing.T, u store.Usage) {
+		t.Helper()
+		ctx := t.Context()
+		rows := []store.UsageRecord{
+			{Time: d1, Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r1", Step: 1, InputTokens: 100, OutputTokens: 10, CacheCreationInputTokens: 5, CacheReadInputTokens: 1, CostUSD: 0.25},
+			{Time: d1, Tenant: "t1", Agent: "a1", Model: "m2", RunID: "r1", Step: 2, InputTokens: 200, OutputTokens: 20, CostUSD: 0.5},
+			{Time: d2, Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m1", RunID: "r2", Step: 1, InputTokens: 300, OutputTokens: 30, CacheReadInputTokens: 7, CostUSD: 1.125},
+			{Time: d3, Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m1", RunID: "r3", Step: 1, Cached: true},
+			// Another tenant's row stays invisible.
+			{Time: d1, Tenant: "t2", Agent: "a1", Model: "m1", RunID: "r9", Step: 1, InputTokens: 999, CostUSD: 9},
+		}
+		for _, r := range rows {
+			require.NoError(t, u.AppendUsage(ctx, r))
+		}
+	}
+	requireGroups := func(t *testing.T, want, got []store.UsageGroup) {
+		t.Helper()
+		require.Len(t, got, len(want), "%+v", got)
+		for i := range want {
+			require.InDelta(t, want[i].CostUSD, got[i].CostUSD, 1e-9, "group %q", want[i].Group)
+			got[i].CostUSD = want[i].CostUSD
+			require.Equal(t, want[i], got[i])
+		}
+	}
+	tot := func(req, in, out, cw, cr int64, usd float64) store.UsageTotals {
+		return store.UsageTotals{Requests: req, InputTokens: in, OutputTokens: out, CacheCreationInputTokens: cw, CacheReadInputTokens: cr, CostUSD: usd}
+	}
+	all := func(by string) store.UsageQuery {
+		return store.UsageQuery{Tenant: "t1", GroupBy: by, From: d1.Add(-time.Hour), To: d3.Add(time.Hour)}
+	}
+
+	t.Run("GroupBy", func(t *testing.T) {
+		s, ctx := setup(t)
+		u := usage(t, s)
+		seed(t, u)
+		for _, tc := range []struct {
+			by   string
+			want []store.UsageGroup
+		}{
+			{store.UsageByAgent, []store.UsageGroup{
+				{Group: "a1", UsageTotals: tot(2, 300, 30, 5, 1, 0.75)},
+				{Group: "a2", UsageTotals: tot(2, 300, 30, 0, 7, 1.125)},
+			}},
+			{store.UsageByModel, []store.UsageGroup{
+				{Group: "m1", UsageTotals: tot(3, 400, 40, 5, 8, 1.375)},
+				{Group: "m2", UsageTotals: tot(1, 200, 20, 0, 0, 0.5)},
+			}},
+			{store.UsageByKey, []store.UsageGroup{
+				{Group: "", UsageTotals: tot(2, 300, 30, 5, 1, 0.75)},
+				{Group: "key_1", UsageTotals: tot(2, 300, 30, 0, 7, 1.125)},
+			}},
+			{store.UsageByDay, []store.UsageGroup{
+				{Group: "2025-06-01", UsageTotals: tot(2, 300, 30, 5, 1, 0.75)},
+				{Group: "2025-06-02", UsageTotals: tot(1, 300, 30, 0, 7, 1.125)},
+				{Group: "2025-06-03", UsageTotals: tot(1, 0, 0, 0, 0, 0)},
+			}},
+		} {
+			got, err := u.SumUsage(ctx, all(tc.by))
+			require.NoError(t, err, tc.by)
+			requireGroups(t, tc.want, got)
+		}
+	})
+
+	t.Run("TimeBounds", func(t *testing.T) {
+		s, ctx := setup(t)
+		u := usage(t, s)
+		seed(t, u)
+		// From is inclusive, To exclusive: [d1, d3) holds d1's and d2's rows.
+		got, err := u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByDay, From: d1, To: d3})
+		require.NoError(t, err)
+		requireGroups(t, []store.UsageGroup{
+			{Group: "2025-06-01", UsageTotals: tot(2, 300, 30, 5, 1, 0.75)},
+			{Group: "2025-06-02", UsageTotals: tot(1, 300, 30, 0, 7, 1.125)},
+		}, got)
+		// A microsecond after d1 excludes it.
+		got, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByAgent, From: d1.Add(time.Microsecond), To: d3})
+		require.NoError(t, err)
+		requireGroups(t, []store.UsageGroup{{Group: "a2", UsageTotals: tot(1, 300, 30, 0, 7, 1.125)}}, got)
+		// Open bounds.
+		got, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByModel})
+		require.NoError(t, err)
+		require.Len(t, got, 2)
+		require.Equal(t, int64(4), got[0].Requests+got[1].Requests)
+		got, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByModel, To: d2})
+		require.NoError(t, err)
+		require.Len(t, got, 2)
+		require.Equal(t, int64(2), got[0].Requests+got[1].Requests)
+		// Nothing in range: empty, not nil.
+		got, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByAgent, From: d3.Add(time.Hour), To: d3.Add(2 * time.Hour)})
+		require.NoError(t, err)
+		require.NotNil(t, got)
+		require.Empty(t, got)
+		// Another tenant sees its own rows only.
+		got, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t2", GroupBy: store.UsageByAgent})
+		require.NoError(t, err)
+		requireGroups(t, []store.UsageGroup{{Group: "a1", UsageTotals: tot(1, 999, 0, 0, 0, 9)}}, got)
+	})
+
+	t.Run("ZeroTimeIsNowAndBadGrouping", func(t *testing.T) {
+		s, ctx := setup(t)
+		u := usage(t, s)
+		before := time.Now().Add(-time.Second)
+		require.NoError(t, u.AppendUsage(ctx, store.UsageRecord{Tenant: "t1", Agent: "a", Model: "m", RunID: "r", CostUSD: 0.001}))
+		got, err := u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByDay, From: before, To: time.Now().Add(time.Second)})
+		require.NoError(t, err)
+		require.Len(t, got, 1)
+		require.Equal(t, time.Now().UTC().Format(time.DateOnly), got[0].Group)
+
+		_, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: "run_id; DROP TABLE usage"})
+		require.Error(t, err)
+	})
+}
