@@ -7,15 +7,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,8 +22,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 )
 
 // clusterHTTP is the client of the cluster tests: no shared state with
@@ -234,37 +232,7 @@ func spawnServe(t *testing.T, dir, name, bin, configPath, role string) *proc {
 // (dropped at cleanup, after the processes registered later are killed)
 // and returns a store URL whose search_path is that schema.
 func pgSchema(t *testing.T, base string) string {
-	t.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "agentd_cluster_" + hex.EncodeToString(b[:])
-	ident := pgx.Identifier{name}.Sanitize()
-	exec := func(ctx context.Context, sql string) error {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	require.NoError(t, exec(ctx, "CREATE SCHEMA "+ident))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := exec(ctx, "DROP SCHEMA "+ident+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set("search_path", name)
-	q.Set("pool_max_conns", "20")
-	u.RawQuery = q.Encode()
-	return u.String()
+	return pgtest.Schema(t, base, 20)
 }
 
 // runBody is what the tests read of a run.

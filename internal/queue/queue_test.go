@@ -3,20 +3,17 @@ package queue_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/queue"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/postgres"
+	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 	"github.com/agentd/agentd/internal/store/sqlite"
 )
 
@@ -45,25 +42,8 @@ func sqliteBackend(t *testing.T) backend {
 }
 
 func postgresBackend(t *testing.T) backend {
-	base := os.Getenv("AGENTD_TEST_POSTGRES_URL")
-	if base == "" {
-		t.Skip("AGENTD_TEST_POSTGRES_URL is not set")
-	}
 	ctx := context.Background()
-	schema := fmt.Sprintf("agentd_queue_%d", time.Now().UnixNano())
-	admin, err := pgx.Connect(ctx, base)
-	require.NoError(t, err)
-	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schema)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		_ = admin.Close(context.Background())
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	st, err := postgres.Open(ctx, base+sep+"search_path="+schema)
+	st, err := postgres.Open(ctx, pgtest.Schema(t, pgtest.BaseURL(t), 4))
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	require.NoError(t, st.Migrate(ctx))

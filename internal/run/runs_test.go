@@ -7,14 +7,11 @@ package run_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
@@ -37,6 +33,7 @@ import (
 	"github.com/agentd/agentd/internal/sim"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/postgres"
+	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 	"github.com/agentd/agentd/internal/store/sqlite"
 	"github.com/agentd/agentd/internal/tool"
 )
@@ -99,36 +96,7 @@ func forEachRunsBackend(t *testing.T, fn func(t *testing.T, backend string)) {
 }
 
 func runsPGSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv(runsPGEnv)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "agentd_test_" + hex.EncodeToString(b[:])
-	ident := pgx.Identifier{name}.Sanitize()
-	exec := func(ctx context.Context, q string) error {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, q)
-		return err
-	}
-	require.NoError(t, exec(context.Background(), "CREATE SCHEMA "+ident))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := exec(ctx, "DROP SCHEMA "+ident+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set("search_path", name)
-	q.Set("pool_max_conns", "10")
-	u.RawQuery = q.Encode()
-	return u.String()
+	return pgtest.Schema(t, os.Getenv(runsPGEnv), 10)
 }
 
 func setupRunsEnv(t *testing.T, backend string, simCfg sim.Config) *runsEnv {

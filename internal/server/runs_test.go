@@ -9,8 +9,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,7 +26,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
@@ -44,6 +41,7 @@ import (
 	"github.com/agentd/agentd/internal/sim"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/postgres"
+	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 	"github.com/agentd/agentd/internal/store/sqlite"
 	"github.com/agentd/agentd/internal/tool"
 )
@@ -114,39 +112,10 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
 	}
 }
 
-// pgTestSchema creates an empty schema, drops it when the test ends, and
+// pgTestSchema creates an empty schema, dropped when the test ends, and
 // returns a URL whose search_path is that schema.
 func pgTestSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv(pgEnvURL)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "agentd_test_" + hex.EncodeToString(b[:])
-	ident := pgx.Identifier{name}.Sanitize()
-	exec := func(ctx context.Context, q string) error {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, q)
-		return err
-	}
-	require.NoError(t, exec(context.Background(), "CREATE SCHEMA "+ident))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := exec(ctx, "DROP SCHEMA "+ident+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set("search_path", name)
-	q.Set("pool_max_conns", "10")
-	u.RawQuery = q.Encode()
-	return u.String()
+	return pgtest.Schema(t, os.Getenv(pgEnvURL), 10)
 }
 
 // setupRuns builds a runsBundle on backend ("sqlite" or "postgres"). Agents
