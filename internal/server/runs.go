@@ -15,6 +15,9 @@ import (
 	"github.com/agentd/agentd/internal/store"
 )
 
+// maxListLimit is the largest page of GET /v1/runs (the stores' cap).
+const maxListLimit = 1000
+
 // RunRequest is the body of POST /v1/runs.
 type RunRequest struct {
 	Agent          string `json:"agent"`
@@ -109,21 +112,25 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 1000 {
+		if err != nil || n < 1 || n > maxListLimit {
 			s.writeError(w, r, badRequest("limit: must be an integer from 1 to 1000"))
 			return
 		}
 		p.Limit = n
 	}
 	limit := p.Limit
-	p.Limit++ // one more tells whether there is a next page
+	if limit < maxListLimit {
+		p.Limit++ // one more tells whether there is a next page
+	}
 	runs, err := s.runs.Store.ListRuns(r.Context(), p)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	more := len(runs) > limit
-	if more {
+	// At the store's cap there is no room for the extra run: a full page
+	// then always offers a cursor (the next page may be empty).
+	more := len(runs) > limit || (limit == maxListLimit && len(runs) == limit)
+	if len(runs) > limit {
 		runs = runs[:limit]
 	}
 	body := struct {
