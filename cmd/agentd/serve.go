@@ -50,9 +50,30 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		return fmt.Errorf("%w: -role must be all, api or worker, not %q", errUsage, role)
 	}
 	serveAPI, runWorker := role != roleWorker, role != roleAPI
-	log, err := observe.NewLogger(stderr, cfg.Log.Format, cfg.Log.Level)
+	// Every configured secret (and anything shaped like a key or bearer
+	// token) is scrubbed from every log line and span error.
+	redactor := observe.NewRedactor(cfg.AllSecretValues()...)
+	log, err := observe.NewLogger(stderr, cfg.Log.Format, cfg.Log.Level, observe.WithRedaction(redactor))
 	if err != nil {
 		return fmt.Errorf("log: %w", err)
+	}
+	shutdownTracing, err := observe.SetupTracing(ctx, observe.TracingConfig{
+		Endpoint: cfg.Observability.OTLPEndpoint, ServiceName: cfg.Observability.Service(),
+		Version: buildVersion(), SampleRatio: cfg.Observability.Ratio(), Redactor: redactor,
+		Log: log.With("component", "tracing"),
+	})
+	if err != nil {
+		return fmt.Errorf("observability.otlp_endpoint: %w", err)
+	}
+	defer func() { // last: flushes the spans of the drain too
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			log.Warn("flush traces", "err", err)
+		}
+	}()
+	if ep := cfg.Observability.OTLPEndpoint; ep != "" {
+		log.Info("tracing on", "otlp_endpoint", redactURL(ep), "sample_ratio", cfg.Observability.Ratio())
 	}
 	log.Info("starting agentd", "version", buildVersion(), "role", role, "addr", cfg.Server.Addr,
 		"store", redactURL(cfg.Store.URL), "agents", len(cfg.Agents))
@@ -131,7 +152,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	if err != nil {
 		return err
 	}
-	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricingTable(cfg, log), Usage: st}
+	rateLimit := buildRateLimiter(cfg, rc, metrics, log) // nil (no limits) is safe to use
+	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricingTable(cfg, log), Usage: st, Tokens: rateLimit}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub}
 	limits := make(map[string]int, len(cfg.Agents))
@@ -207,7 +229,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st, Usage: st,
-		Chats: chats, Streams: streams, Submits: submits, Auth: authn,
+		Chats: chats, Streams: streams, Submits: submits, Auth: authn, RateLimit: rateLimit,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Server.Addr,

@@ -78,17 +78,18 @@ const (
 
 // Config is the whole configuration file.
 type Config struct {
-	Server    Server    `yaml:"server"`
-	Store     Store     `yaml:"store"`
-	Providers Providers `yaml:"providers"`
-	Worker    Worker    `yaml:"worker"`
-	Runs      Runs      `yaml:"runs"`
-	Cache     Cache     `yaml:"cache"`
-	Redis     Redis     `yaml:"redis"`
-	Admission Admission `yaml:"admission"`
-	Log       Log       `yaml:"log"`
-	Auth      Auth      `yaml:"auth"`
-	Agents    []Agent   `yaml:"agents"`
+	Server     Server     `yaml:"server"`
+	Store      Store      `yaml:"store"`
+	Providers  Providers  `yaml:"providers"`
+	Worker     Worker     `yaml:"worker"`
+	Runs       Runs       `yaml:"runs"`
+	Cache      Cache      `yaml:"cache"`
+	Redis      Redis      `yaml:"redis"`
+	Admission  Admission  `yaml:"admission"`
+	Log        Log        `yaml:"log"`
+	Auth       Auth       `yaml:"auth"`
+	RateLimits RateLimits `yaml:"rate_limits"`
+	Agents     []Agent    `yaml:"agents"`
 	// Secrets are named secret values for tools, usually references:
 	// "weather_key: ${env:WEATHER_API_KEY}". Tool URLs, headers and MCP
 	// server environments use them as {{secret:NAME}}; the model never
@@ -99,6 +100,8 @@ type Config struct {
 	Tools Tools `yaml:"tools"`
 	// Pricing overrides the shipped model prices (see docs/cost.md).
 	Pricing Pricing `yaml:"pricing"`
+	// Observability is tracing (docs/observability.md).
+	Observability Observability `yaml:"observability"`
 }
 
 // Server is the HTTP server.

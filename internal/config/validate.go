@@ -218,6 +218,8 @@ func (c *Config) Validate() error {
 	}
 
 	c.validateAuth(&v)
+	c.validateRateLimits(&v)
+	c.validateObservability(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)
 

@@ -23,6 +23,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/agentd/agentd/internal/observe"
 )
 
 // Defaults.
@@ -41,6 +43,10 @@ type RunArgs struct {
 	RunID  string `json:"run_id"`
 	Tenant string `json:"tenant"`
 	Agent  string `json:"agent"`
+	// TraceParent is the W3C traceparent of the span that enqueued the
+	// run (the submitting request's; empty with tracing off): the worker's
+	// run span is its child, so both are one trace.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -174,7 +180,7 @@ func (q *riverQueue[TTx]) EnqueueTx(ctx context.Context, tx any, tenant, runID, 
 	if !ok {
 		return fmt.Errorf("enqueue run %s: transaction is %T, want %T", runID, tx, *new(TTx))
 	}
-	args := RunArgs{RunID: runID, Tenant: tenant, Agent: agent}
+	args := RunArgs{RunID: runID, Tenant: tenant, Agent: agent, TraceParent: observe.TraceParent(ctx)}
 	if _, err := q.client.InsertTx(ctx, t, args, &river.InsertOpts{Queue: DefaultQueue}); err != nil {
 		return fmt.Errorf("enqueue run %s: %w", runID, err)
 	}
@@ -223,6 +229,7 @@ type runWorker struct {
 }
 
 func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
+	ctx = observe.WithTraceParent(ctx, job.Args.TraceParent)
 	requeue, err := w.exec.ExecuteRun(ctx, job.Args.Tenant, job.Args.RunID)
 	if requeue {
 		// Snoozing does not consume an attempt; the lease is released, so

@@ -16,6 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
@@ -96,7 +100,22 @@ type Loop struct {
 	// Usage, when set, receives a usage row per model call; a failure is
 	// logged and never fails the run.
 	Usage UsageRecorder
+	// Tokens, when set, limits model tokens per tenant and API key.
+	Tokens TokenLimiter
 }
+
+// TokenLimiter limits model tokens (ratelimit.Limiter does). key is the
+// API key's id, "" when unknown (queued runs, authentication off).
+type TokenLimiter interface {
+	// AllowTokens returns an error (a *ratelimit.Error) when the budget
+	// of tenant or key is spent; the model call is then not made.
+	AllowTokens(ctx context.Context, tenant, key string) error
+	// AddTokens debits the tokens a model call used.
+	AddTokens(ctx context.Context, tenant, key string, n int64)
+}
+
+// ErrRateLimited wraps a TokenLimiter's refusal.
+var ErrRateLimited = errors.New("model token rate limit exceeded")
 
 // Params are the inputs of Execute.
 type Params struct {
@@ -172,8 +191,27 @@ type execution struct {
 // Execute runs the loop to the end. On error the returned Result holds what
 // was done (steps and usage so far); the error is an *llm.Error (upstream),
 // ErrMaxSteps, ErrTimeout, context.Canceled, or a store error.
-func (l *Loop) Execute(ctx context.Context, p Params) (Result, error) {
+func (l *Loop) Execute(ctx context.Context, p Params) (res Result, err error) {
 	a := p.Agent
+	// The run's span: child of the request's (a chat) or of the submitting
+	// request's remote span context (a queued run, see Runs.ExecuteRun).
+	ctx, span := observe.Tracer().Start(ctx, "invoke_agent "+a.Name, trace.WithAttributes(
+		attribute.String("gen_ai.operation.name", "invoke_agent"),
+		attribute.String("gen_ai.agent.name", a.Name),
+		attribute.String("gen_ai.request.model", a.Model),
+		attribute.String("gen_ai.conversation.id", p.ConversationID),
+		attribute.String("agentd.run_id", p.RunID),
+		attribute.String("agentd.tenant", p.Tenant),
+	))
+	defer func() {
+		span.SetAttributes(attribute.Int("agentd.steps", res.Steps),
+			attribute.Int64("gen_ai.usage.input_tokens", res.Usage.InputTokens),
+			attribute.Int64("gen_ai.usage.output_tokens", res.Usage.OutputTokens))
+		if res.StopReason != "" {
+			span.SetAttributes(attribute.String("agentd.stop_reason", res.StopReason))
+		}
+		observe.EndSpan(span, err)
+	}()
 	if a.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, a.Timeout, ErrTimeout)
@@ -185,7 +223,7 @@ func (l *Loop) Execute(ctx context.Context, p Params) (Result, error) {
 	if err := x.restore(context.WithoutCancel(ctx)); err != nil {
 		return Result{}, err
 	}
-	err := x.loop(ctx)
+	err = x.loop(ctx)
 	if err == nil {
 		return x.result(), nil
 	}
@@ -379,8 +417,27 @@ func (x *execution) callModel(ctx context.Context) error {
 	if model == nil {
 		model = x.l.Model
 	}
+	var keyID string
+	if pr, ok := auth.FromContext(ctx); ok {
+		keyID = pr.KeyID
+	}
+	if x.l.Tokens != nil {
+		if err := x.l.Tokens.AllowTokens(ctx, x.p.Tenant, keyID); err != nil {
+			return fmt.Errorf("%w: %w", ErrRateLimited, err)
+		}
+	}
+	// GenAI semantic conventions: "{operation} {request model}", client.
+	sctx, span := observe.Tracer().Start(ctx, "chat "+a.Model, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(
+			attribute.String("gen_ai.operation.name", "chat"),
+			attribute.String("gen_ai.system", "anthropic"),
+			attribute.String("gen_ai.provider.name", "anthropic"),
+			attribute.String("gen_ai.request.model", a.Model),
+			attribute.Int("gen_ai.request.max_tokens", a.MaxTokens),
+			attribute.Int("agentd.step", step),
+		))
 	start := time.Now()
-	resp, err := model.Stream(ctx, req, func(d llm.Delta) {
+	resp, err := model.Stream(sctx, req, func(d llm.Delta) {
 		x.emit(EventTextDelta, textDelta{Step: step, Index: d.Index, Text: d.Text})
 	})
 	outcome := "ok"
@@ -394,6 +451,8 @@ func (x *execution) callModel(ctx context.Context) error {
 	}
 	x.l.Metrics.ObserveLLM(a.Model, outcome, time.Since(start))
 	if err != nil {
+		span.SetAttributes(attribute.String("error.type", outcome))
+		observe.EndSpan(span, err)
 		return err
 	}
 	u := resp.Usage
@@ -401,7 +460,23 @@ func (x *execution) callModel(ctx context.Context) error {
 	if answered == "" {
 		answered = a.Model
 	}
+	span.SetAttributes(
+		attribute.String("gen_ai.response.model", answered),
+		attribute.Int64("gen_ai.usage.input_tokens", u.InputTokens),
+		attribute.Int64("gen_ai.usage.output_tokens", u.OutputTokens),
+		attribute.Int64("gen_ai.usage.cache_creation.input_tokens", u.CacheCreationInputTokens),
+		attribute.Int64("gen_ai.usage.cache_read.input_tokens", u.CacheReadInputTokens),
+		attribute.StringSlice("gen_ai.response.finish_reasons", []string{resp.StopReason}),
+		attribute.Bool("agentd.cached", resp.Cached),
+	)
+	if resp.ID != "" {
+		span.SetAttributes(attribute.String("gen_ai.response.id", resp.ID))
+	}
+	span.End()
 	x.l.Metrics.AddTokens(a.Name, answered, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
+	if x.l.Tokens != nil {
+		x.l.Tokens.AddTokens(context.WithoutCancel(ctx), x.p.Tenant, keyID, int64(u.InputTokens+u.OutputTokens+u.CacheCreationInputTokens))
+	}
 	usd := x.recordUsage(ctx, step, answered, resp)
 
 	content, err := json.Marshal(resp.Content)
@@ -524,6 +599,12 @@ func (x *execution) runTools(ctx context.Context, calls []llm.Block) error {
 
 func (x *execution) callTool(ctx context.Context, c llm.Block) llm.Block {
 	a := x.p.Agent
+	ctx, span := observe.Tracer().Start(ctx, "execute_tool "+c.Name, trace.WithAttributes(
+		attribute.String("gen_ai.operation.name", "execute_tool"),
+		attribute.String("gen_ai.tool.name", c.Name),
+		attribute.String("gen_ai.tool.call.id", c.ID),
+	))
+	defer span.End()
 	start := time.Now()
 	res := llm.Block{Type: "tool_result", ToolUseID: c.ID}
 	outcome := "ok"
@@ -562,6 +643,11 @@ func (x *execution) callTool(ctx context.Context, c llm.Block) llm.Block {
 	}
 	d := time.Since(start)
 	x.l.Metrics.ObserveTool(c.Name, outcome, d)
+	span.SetAttributes(attribute.String("agentd.tool.outcome", outcome))
+	if res.IsError {
+		span.SetAttributes(attribute.String("error.type", outcome))
+		span.SetStatus(codes.Error, observe.ScrubSpanText(res.Content))
+	}
 	x.emit(EventToolResult, map[string]any{
 		"step": x.st.Step, "tool_use_id": c.ID, "name": c.Name, "content": res.Content,
 		"is_error": res.IsError, "duration_ms": d.Milliseconds(),
@@ -698,6 +784,8 @@ func ClassifyError(err error) ErrorInfo {
 		return ErrorInfo{Type: "canceled", Message: "the run was canceled"}
 	case errors.Is(err, ErrMaxSteps):
 		return ErrorInfo{Type: "max_steps", Message: ErrMaxSteps.Error()}
+	case errors.Is(err, ErrRateLimited):
+		return ErrorInfo{Type: "rate_limited", Message: err.Error()}
 	}
 	if e, ok := llm.AsError(err); ok {
 		switch {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/ratelimit"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -49,6 +50,9 @@ func toHTTP(err error) *Error {
 	var he *Error
 	if errors.As(err, &he) {
 		return he
+	}
+	if rl, ok := ratelimit.AsError(err); ok {
+		return rateLimited(rl.Decision) // model tokens, checked before a model call
 	}
 	if rej, ok := admission.AsRejected(err); ok {
 		return &Error{Status: http.StatusServiceUnavailable, Type: "overloaded", Message: rej.Error(),
@@ -101,6 +105,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if he.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(he.RetryAfter))
+	}
+	if rl, ok := ratelimit.AsError(err); ok {
+		setRateHeaders(w.Header(), rl.Decision)
 	}
 	writeJSON(w, he.Status, errorBody{Error: errorDetail{
 		Type: he.Type, Message: he.Message, RequestID: requestID(ctx), RunID: he.RunID,

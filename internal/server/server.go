@@ -86,6 +86,8 @@ type Config struct {
 	// Admission limits (nil: unlimited): synchronous chats, open event
 	// streams, run submissions (the memory guard only).
 	Chats, Streams, Submits *admission.Limiter
+	// RateLimit limits requests per API key and tenant (nil: none).
+	RateLimit RateLimiter
 }
 
 // Server serves the API.
@@ -106,6 +108,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	chats, streams, submits *admission.Limiter
+	rateLimit               RateLimiter
 	// sse counts open SSE streams.
 	sse atomic.Int64
 }
@@ -113,7 +116,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{
-		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits,
+		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, rateLimit: cfg.RateLimit,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
 		metrics: cfg.Metrics, audit: cfg.Audit, auth: cfg.Auth, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}
@@ -172,7 +175,7 @@ func New(cfg Config) *Server {
 		}
 	}
 	s.mux = mux
-	s.handler = s.middleware(http.HandlerFunc(s.route))
+	s.handler = s.traced(s.middleware(http.HandlerFunc(s.route)))
 	return s
 }
 
@@ -294,7 +297,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				ctx = observe.WithAttrs(ctx, slog.String("key_prefix", p.KeyPrefix))
 			}
 			r = r.WithContext(ctx) // the access log above sees these too
-			next.ServeHTTP(rec, r)
+			if s.allowRate(rec, r, p) {
+				next.ServeHTTP(rec, r)
+			}
 		}
 	})
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/agentd/agentd/internal/llm/anthropic"
 	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/ratelimit"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/sim"
@@ -66,7 +67,8 @@ type bundleConfig struct {
 	sim          sim.Config
 	agentTimeout time.Duration
 	maxBody      int64
-	auth         bool         // API keys required (withAuth)
+	auth         bool // API keys required (withAuth)
+	rateLimit    *ratelimit.Limiter
 	log          *slog.Logger // nil: discarded
 }
 
@@ -121,13 +123,13 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 	}
 
 	b.Metrics = observe.NewMetrics("test")
-	loop := &run.Loop{Model: model, Store: st, Log: log, Metrics: b.Metrics}
+	loop := &run.Loop{Model: model, Store: st, Log: log, Metrics: b.Metrics, Tokens: cfg.rateLimit}
 	svc := &run.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: time.Hour, Log: log, Metrics: b.Metrics}
 	b.Health = &server.Health{Store: st, Version: "test", Log: log}
 	b.Health.MarkStarted(time.Now())
 	b.API = server.New(server.Config{
 		Chat: svc, Conversations: st, Agents: infos, Health: b.Health, Metrics: b.Metrics, Log: log,
-		MaxBodyBytes: cfg.maxBody, SSEPingInterval: time.Hour, Auth: testAuth(cfg.auth, st),
+		MaxBodyBytes: cfg.maxBody, SSEPingInterval: time.Hour, Auth: testAuth(cfg.auth, st), RateLimit: cfg.rateLimit,
 	})
 	srv := httptest.NewServer(b.API)
 	t.Cleanup(srv.Close)
