@@ -266,11 +266,9 @@ func (p *KeyPool) read(ctx context.Context, s *keySource) ([]string, error) {
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
-			msg := strings.TrimSpace(stderr.String())
-			if len(msg) > 200 {
-				msg = msg[:200] + "..."
-			}
-			return nil, fmt.Errorf("run %s: %w (stderr: %q)", filepath.Base(c.Command[0]), err, msg)
+			// The command's stderr is not repeated: a secrets manager may
+			// print (parts of) keys there.
+			return nil, fmt.Errorf("run %s: %w (%d bytes on stderr, not shown)", filepath.Base(c.Command[0]), err, stderr.Len())
 		}
 		raw = string(out)
 	}

@@ -216,7 +216,9 @@ func (t *httpTool) Call(ctx context.Context, input json.RawMessage) (string, err
 		return "", tool.Errorf(tool.KindUnavailable, "read response: %v", err)
 	}
 	if resp.StatusCode >= 400 {
-		return "", tool.Errorf(tool.KindHTTPStatus, "HTTP %s: %s", resp.Status, tool.Truncate(string(data), 1024))
+		// Scrub before cutting: a secret across the cut would survive
+		// as an unmatched prefix.
+		return "", tool.Errorf(tool.KindHTTPStatus, "HTTP %s: %s", resp.Status, tool.Truncate(t.cfg.Secrets.Scrub(string(data)), 1024))
 	}
 	return string(data), nil
 }

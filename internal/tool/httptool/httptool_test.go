@@ -231,7 +231,7 @@ func TestSSRFGuard(t *testing.T) {
 		assert.Contains(t, err.Error(), "169.254.169.254")
 	})
 	t.Run("CheckIP", func(t *testing.T) {
-		for _, s := range []string{"127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"} {
+		for _, s := range []string{"127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2002:a9fe:a9fe::1", "2001:0:4136:e378::1"} {
 			assert.ErrorIs(t, httptool.CheckIP(netip.MustParseAddr(s)), httptool.ErrBlocked, s)
 		}
 		for _, s := range []string{"8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"} {

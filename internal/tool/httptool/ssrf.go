@@ -28,6 +28,9 @@ var blockedPrefixes = func() []netip.Prefix {
 		"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
 		"::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:db8::/32",
 		"fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+		// IPv6 transition forms that embed an IPv4 address (6to4, Teredo)
+		// and the 6to4 relay anycast range.
+		"2002::/16", "2001::/32", "192.88.99.0/24",
 	} {
 		ps = append(ps, netip.MustParsePrefix(s))
 	}

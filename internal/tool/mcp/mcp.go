@@ -434,8 +434,12 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 		i := strings.IndexByte(string(l.buf), '\n')
 		if i < 0 {
 			if len(l.buf) > 4096 {
-				l.emit(l.buf)
-				l.buf = l.buf[:0]
+				// A long line without a newline: emit all but a tail
+				// that could be the start of a secret, so that a secret
+				// across the split is still scrubbed whole.
+				keep := min(len(l.buf), max(l.secrets.MaxLen()-1, 0))
+				l.emit(l.buf[:len(l.buf)-keep])
+				l.buf = append(l.buf[:0], l.buf[len(l.buf)-keep:]...)
 			}
 			return len(p), nil
 		}
@@ -448,7 +452,7 @@ func (l *lineLogger) emit(line []byte) {
 	if len(line) == 0 {
 		return
 	}
-	l.log.Info("MCP server stderr", "line", l.secrets.Scrub(tool.Truncate(string(line), 1024)))
+	l.log.Info("MCP server stderr", "line", tool.Truncate(l.secrets.Scrub(string(line)), 1024))
 }
 
 var _ io.Writer = (*lineLogger)(nil)
