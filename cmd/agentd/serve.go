@@ -182,8 +182,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	goActor("memory-guard", func(ctx context.Context) error { return mem.Run(ctx, time.Second) })
 	chats := &admission.Limiter{Name: "chat", Max: cfg.Admission.MaxChats, Queue: cfg.Admission.ChatQueue,
 		MaxWait: cfg.Admission.QueueTimeout, Metrics: am, Log: burst, Gate: mem.Gate}
-	streams := &admission.Limiter{Name: "stream", Max: cfg.Admission.MaxStreams, MaxWait: cfg.Admission.QueueTimeout,
-		Metrics: am, Log: burst, Gate: mem.Gate}
+	// Streams do not queue: one over the limit is refused at once.
+	streams := &admission.Limiter{Name: "stream", Max: cfg.Admission.MaxStreams, Metrics: am, Log: burst, Gate: mem.Gate}
 	submits := &admission.Limiter{Name: "submit", Metrics: am, Log: burst, Gate: mem.Gate}
 
 	agentNames := make([]string, 0, len(cfg.Agents))
@@ -243,6 +243,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		// instead of cancelling them.
 		BaseContext: func(net.Listener) context.Context { return bg },
 	}
+	srv.RegisterOnShutdown(api.EndFollowers)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	health.SetReady(true)
@@ -250,6 +251,12 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 
 	select {
 	case err := <-serveErr:
+		// Still hand running runs back before leaving.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.DrainTimeout)
+		defer cancel()
+		if qerr := q.Stop(dctx); qerr != nil {
+			log.Warn("queue stop", "err", qerr)
+		}
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 		log.Info("signal received: draining")

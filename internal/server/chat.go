@@ -229,7 +229,9 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, chat *run.Ch
 // seq), event: (its type) and one line of JSON data:, and flushed.
 func (s *Server) startSSE(w http.ResponseWriter, _ *http.Request) (*sseWriter, func()) {
 	rc := http.NewResponseController(w)
-	// Streams outlive the server's write timeout; run timeouts bound them.
+	// Streams outlive the server's write timeout; each write gets its own
+	// deadline instead (sseWriteTimeout), so a client that stops reading
+	// cannot hold the stream, its run and its slots forever.
 	_ = rc.SetWriteDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -246,12 +248,15 @@ func (s *Server) startSSE(w http.ResponseWriter, _ *http.Request) (*sseWriter, f
 	sw := &sseWriter{w: w, rc: rc}
 	// A timer, not a goroutine per stream: an idle stream costs no stack
 	// (thousands of streams may be open).
+	// Created stopped and armed after the assignment: the callback reads
+	// ping.
 	var ping *time.Timer
-	ping = time.AfterFunc(s.ping, func() {
+	ping = time.AfterFunc(time.Hour, func() {
 		if sw.comment("ping") {
 			ping.Reset(s.ping)
 		}
 	})
+	ping.Reset(s.ping)
 	return sw, func() {
 		sw.close()
 		ping.Stop()
@@ -261,6 +266,10 @@ func (s *Server) startSSE(w http.ResponseWriter, _ *http.Request) (*sseWriter, f
 		}
 	}
 }
+
+// sseWriteTimeout bounds one write to an event stream: a client that reads
+// nothing for that long is dropped.
+const sseWriteTimeout = 30 * time.Second
 
 // errClientGone: writing to the event stream failed.
 var errClientGone = errors.New("event stream client went away")
@@ -281,6 +290,7 @@ func (s *sseWriter) unnumbered(typ string, data []byte) {
 	if s.err != nil {
 		return
 	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	if _, s.err = fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", typ, data); s.err == nil {
 		s.err = s.rc.Flush()
 	}
@@ -304,6 +314,7 @@ func (s *sseWriter) send(ev store.Event) error {
 	s.buf.WriteString("\ndata: ")
 	s.buf.Write(ev.Data) // compact JSON: no newlines
 	s.buf.WriteString("\n\n")
+	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	if _, s.err = s.w.Write(s.buf.Bytes()); s.err == nil {
 		s.err = s.rc.Flush()
 	}
@@ -320,6 +331,7 @@ func (s *sseWriter) comment(text string) bool {
 	if s.err != nil {
 		return false
 	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	if _, s.err = io.WriteString(s.w, ": "+text+"\n\n"); s.err == nil {
 		s.err = s.rc.Flush()
 	}

@@ -188,13 +188,20 @@ func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	sw, done := s.startSSE(w, r)
 	defer done()
-	err = events.Follow(r.Context(), s.hub, s.runs.Store, id, after, sw.send, events.FollowOptions{
+	// A follower only watches: when the server shuts down it is cut at
+	// once (it resumes elsewhere with Last-Event-ID) instead of holding
+	// the drain for its whole timeout.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.followers, cancel)
+	defer stop()
+	err = events.Follow(ctx, s.hub, s.runs.Store, id, after, sw.send, events.FollowOptions{
 		Finished: func(ctx context.Context) (bool, error) {
 			rn, err := s.runs.Store.GetRun(ctx, tenant, id)
 			return err == nil && rn.Status.Terminal(), err
 		},
 	})
-	if err != nil && r.Context().Err() == nil && !errors.Is(err, errClientGone) {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errClientGone) {
 		s.log.WarnContext(r.Context(), "event stream ended", "run_id", id, "err", err)
 	}
 }

@@ -108,7 +108,11 @@ type Server struct {
 	mux     *http.ServeMux
 
 	chats, streams, submits *admission.Limiter
-	rateLimit               RateLimiter
+
+	// followers ends when the server shuts down (EndFollowers).
+	followers    context.Context
+	endFollowers context.CancelFunc
+	rateLimit    RateLimiter
 	// sse counts open SSE streams.
 	sse atomic.Int64
 }
@@ -154,7 +158,10 @@ func New(cfg Config) *Server {
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	if cfg.AdminToken != "" || cfg.Auth != nil {
+	// The admin API acts on the whole process (drain, profiles, the
+	// provider's keys), across tenants: only the operator's admin token
+	// opens it, never a tenant's API key.
+	if cfg.AdminToken != "" {
 		admin := func(h http.HandlerFunc) http.HandlerFunc { return s.requireAdmin(cfg.AdminToken, h) }
 		mux.HandleFunc("GET /admin/keys", admin(func(w http.ResponseWriter, _ *http.Request) {
 			keys := []resilience.KeyStatus{}
@@ -174,6 +181,7 @@ func New(cfg Config) *Server {
 			}))
 		}
 	}
+	s.followers, s.endFollowers = context.WithCancel(context.Background())
 	s.mux = mux
 	s.handler = s.traced(s.middleware(http.HandlerFunc(s.route)))
 	return s
@@ -374,28 +382,12 @@ func (s *Server) tenant(r *http.Request) string {
 func (s *Server) requireAdmin(token string, next http.HandlerFunc) http.HandlerFunc {
 	want := []byte("Bearer " + token)
 	return func(w http.ResponseWriter, r *http.Request) {
-		if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
 			next(w, r)
 			return
 		}
-		if s.auth != nil {
-			if tok := auth.TokenFrom(r.Header.Get("Authorization"), r.Header.Get("X-Api-Key")); strings.HasPrefix(tok, auth.KeyPrefix) {
-				p, err := s.auth.Authenticate(r.Context(), tok)
-				if err != nil {
-					s.refuseAuth(w, r, err)
-					return
-				}
-				if !p.Has(auth.ScopeAdmin) {
-					s.writeError(w, r, &Error{Status: http.StatusForbidden, Type: "forbidden", Message: "the API key lacks the admin scope"})
-					return
-				}
-				s.log.InfoContext(r.Context(), "admin request with an API key", "tenant", p.Tenant, "key_prefix", p.KeyPrefix)
-				next(w, r)
-				return
-			}
-		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="agentd admin"`)
-		s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: "unauthorized", Message: "the admin API needs Authorization: Bearer <admin token or API key with the admin scope>"})
+		s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: "unauthorized", Message: "the admin API needs Authorization: Bearer <admin token>"})
 	}
 }
 
@@ -406,3 +398,8 @@ func admit(ctx context.Context, l *admission.Limiter) (release func(), err error
 	}
 	return l.Acquire(ctx)
 }
+
+// EndFollowers ends every run event stream (GET /v1/runs/{id}/events) at
+// once; register it with http.Server.RegisterOnShutdown. Chat streams are
+// left to finish: they carry a run that is still executing.
+func (s *Server) EndFollowers() { s.endFollowers() }
