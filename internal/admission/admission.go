@@ -19,7 +19,6 @@ const (
 	ReasonQueueFull = "queue_full"
 	ReasonTimeout   = "queue_timeout"
 	ReasonMemory    = "memory"
-	ReasonDraining  = "draining"
 )
 
 // Rejected is the error of a refused admission.
@@ -34,8 +33,6 @@ func (e *Rejected) Error() string {
 	switch e.Reason {
 	case ReasonMemory:
 		return "the instance is low on memory and sheds new " + e.What + " requests"
-	case ReasonDraining:
-		return "the instance is draining"
 	case ReasonTimeout:
 		return "no " + e.What + " slot became free in time"
 	default:
@@ -90,8 +87,8 @@ type Limiter struct {
 	MaxWait time.Duration
 	Metrics *Metrics
 	Log     *BurstLog
-	// Gate, when set, is asked before anything else (memory guard,
-	// draining); a non-nil error refuses.
+	// Gate, when set, is asked before anything else (the memory guard); a
+	// non-nil *Rejected refuses.
 	Gate func() *Rejected
 
 	once    sync.Once
@@ -220,15 +217,18 @@ func (b *BurstLog) Refused(limit, reason string) {
 	defer b.mu.Unlock()
 	now := time.Now()
 	key := limit + "/" + reason
-	if b.counts == nil || now.Sub(b.started) >= interval {
-		if len(b.counts) > 0 {
-			b.Log.Warn("admission refused requests", "counts", b.counts, "over", now.Sub(b.started).Round(time.Millisecond).String())
-		} else {
-			b.Log.Warn("admission control is refusing requests", "limit", limit, "reason", reason)
-		}
-		b.started = now
-		b.counts = map[string]int{}
-		return
+	switch {
+	case b.counts == nil || now.Sub(b.started) >= 2*interval:
+		// A new burst (the last one ended an interval ago or more): its
+		// first refusal is logged at once; a summary of the previous one
+		// that was never flushed is dropped (the metric has it).
+		b.Log.Warn("admission control is refusing requests", "limit", limit, "reason", reason)
+		b.started, b.counts = now, map[string]int{key: 1}
+	case now.Sub(b.started) >= interval:
+		// The burst goes on: one summary per interval.
+		b.Log.Warn("admission refused requests", "counts", b.counts, "over", now.Sub(b.started).Round(time.Millisecond).String())
+		b.started, b.counts = now, map[string]int{key: 1}
+	default:
+		b.counts[key]++
 	}
-	b.counts[key]++
 }
