@@ -85,6 +85,7 @@ func Follow(ctx context.Context, hub Hub, r EventReader, runID string, after int
 			if err != nil {
 				return n, fmt.Errorf("read events of run %s: %w", runID, err)
 			}
+			progressed := false
 			for _, ev := range evs {
 				if ev.Seq != last+1 || ended {
 					break
@@ -93,8 +94,11 @@ func Follow(ctx context.Context, hub Hub, r EventReader, runID string, after int
 					return n, err
 				}
 				n++
+				progressed = true
 			}
-			if len(evs) < pageSize {
+			// A short page is the end; a full page that did not continue
+			// the sequence would only be read again.
+			if len(evs) < pageSize || !progressed {
 				break
 			}
 		}

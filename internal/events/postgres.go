@@ -84,11 +84,16 @@ func (h *Postgres) Subscribe(runID string) (<-chan store.Event, func()) {
 
 // Run listens for notifications until ctx ends, reconnecting with back-off.
 func (h *Postgres) Run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
+	const minBackoff = 100 * time.Millisecond
+	backoff := minBackoff
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := h.listen(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if time.Since(start) > time.Minute {
+			backoff = minBackoff // it had been working: this is a new outage
 		}
 		h.log.WarnContext(ctx, "event listener lost its connection; reconnecting", "err", err, "in", backoff)
 		select {

@@ -5,7 +5,7 @@
 // River's own rescuer is only a backstop here: it cannot tell a dead worker
 // from a slow one (RescueStuckJobsAfter must exceed the job timeout, and runs
 // may take minutes). Fast recovery from a dead worker comes from run leases
-// in the store (see store.RunLeases and run.Worker): a run whose lease
+// in the store (see store.RunLeases and run.Runs): a run whose lease
 // expired is enqueued again within seconds.
 package queue
 

@@ -99,6 +99,8 @@ type Chat struct {
 	held bool
 	// message is the user's text.
 	message string
+	// queued: the run came from the queue (not an inline chat).
+	queued bool
 }
 
 // Agent returns the chat's agent name.
@@ -232,6 +234,9 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 		}
 		return res, nil
 	case errors.Is(err, ErrSuspended):
+	case errors.Is(err, ErrRestore) && c.queued:
+		// Nothing ran: the queue retries the job (the lease is released
+		// by the caller), rather than failing the run for a store blip.
 	default:
 		c.fail(ctx, res, err)
 	}

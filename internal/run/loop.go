@@ -2,8 +2,8 @@
 // the model stops asking for tools, with a checkpoint after every model call
 // and every tool result and a numbered event for everything that happens.
 //
-// The same loop serves synchronous chat (run inline in the API process) and,
-// later, queued runs on workers; a run resumed from a checkpoint repeats no
+// The same loop serves synchronous chat (run inline in the API process) and
+// queued runs on workers (Runs); a run resumed from a checkpoint repeats no
 // finished model call and no finished tool call.
 package run
 
@@ -47,6 +47,9 @@ const (
 var (
 	ErrMaxSteps = errors.New("max_steps reached while the model still asked for tools")
 	ErrTimeout  = errors.New("run timed out")
+	// ErrRestore: the run's checkpoint or events could not be read (the
+	// store is unreachable); nothing ran. A queued run is retried.
+	ErrRestore = errors.New("load the run's state")
 	// ErrCanceled: cancellation was requested through the API.
 	ErrCanceled = errors.New("run canceled")
 	// ErrSuspended: the run stopped without an outcome (its worker is
@@ -190,7 +193,10 @@ type execution struct {
 
 // Execute runs the loop to the end. On error the returned Result holds what
 // was done (steps and usage so far); the error is an *llm.Error (upstream),
-// ErrMaxSteps, ErrTimeout, context.Canceled, or a store error.
+// ErrMaxSteps, ErrTimeout, ErrCanceled or context.Canceled, ErrSuspended
+// (the run goes on elsewhere), ErrRestore (nothing ran), ErrRateLimited,
+// or a store error; a cancellation cause other than these is wrapped as
+// "cause (error)".
 func (l *Loop) Execute(ctx context.Context, p Params) (res Result, err error) {
 	a := p.Agent
 	// The run's span: child of the request's (a chat) or of the submitting
@@ -221,7 +227,7 @@ func (l *Loop) Execute(ctx context.Context, p Params) (res Result, err error) {
 	// Restoring is not cut short by cancellation: a run canceled before it
 	// starts still ends through the loop, with its error event.
 	if err := x.restore(context.WithoutCancel(ctx)); err != nil {
-		return Result{}, err
+		return Result{}, fmt.Errorf("%w: %w", ErrRestore, err)
 	}
 	err = x.loop(ctx)
 	if err == nil {

@@ -189,7 +189,6 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	// → ErrSuspended; the lease is lost → ErrSuspended; cancellation is
 	// requested → ErrCanceled.
 	rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer cancel(nil)
 	stop := context.AfterFunc(ctx, func() { cancel(ErrSuspended) })
 	defer stop()
 	r.track(runID, cancel)
@@ -216,6 +215,14 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 		return false, fmt.Errorf("load run %s: %w", runID, err)
 	}
 	_, err = c.execute(rctx, nil)
+	if errors.Is(err, ErrRestore) {
+		rel, relCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer relCancel()
+		if rerr := r.Store.ReleaseLease(rel, runID, r.Owner); rerr != nil {
+			r.Log.WarnContext(ctx, "release lease", "run_id", runID, "err", rerr)
+		}
+		return false, fmt.Errorf("run %s: %w", runID, err) // River retries with back-off
+	}
 	if errors.Is(err, ErrSuspended) {
 		rel, relCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer relCancel()
@@ -262,7 +269,8 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, run.Agent)
 	}
-	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), started: time.Now()}
+	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), message: in.Message,
+		started: time.Now(), queued: true}
 	conv, err := s.Store.GetConversation(ctx, run.Tenant, run.ConversationID)
 	switch {
 	case errors.Is(err, store.ErrNotFound) && in.NewConversation:
@@ -322,6 +330,9 @@ func (r *Runs) heartbeat(ctx context.Context, tenant, runID string, cancel conte
 func (r *Runs) fail(ctx context.Context, run store.Run, cause error) {
 	r.Log.ErrorContext(ctx, "run cannot execute", "run_id", run.ID, "err", cause)
 	now := time.Now().UTC()
+	// Written even while the worker stops (ctx is River's).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	if err := r.Store.UpdateRun(ctx, store.UpdateRunParams{
 		ID: run.ID, Status: store.RunFailed, Error: "invalid_run: " + cause.Error(), Attempt: run.Attempt,
 		StartedAt: run.StartedAt, FinishedAt: now,
