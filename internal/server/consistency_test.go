@@ -14,13 +14,8 @@ import (
 // TestChatStreamDoneMeansStored: a stream that ends with "done" promises
 // the turn was stored. When the turn cannot be stored (here: the
 // conversation is deleted while the run executes, so the final append
-// fails), the stream must end with "error", not "done".
-//
-// BUG (fails today): internal/run/loop.go emits "done" at the end of
-// loop(), before Chat.Execute (internal/run/chat.go) commits the messages;
-// a commit failure is only logged by streamChat, so an SSE client sees a
-// successful "done" for a turn that was never stored, and the run's
-// persisted events end with "done" while its row says failed.
+// fails), the stream must end with "error", not "done". (It once ended
+// with "done": the loop now stores done in the commit's transaction.)
 func TestChatStreamDoneMeansStored(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
