@@ -184,6 +184,10 @@ type execution struct {
 	st      state
 	seq     int64 // last emitted seq (>= st.Seq)
 	pending []store.Event
+	// stored are events written but not yet handed to OnStored (guarded
+	// by mu); pubMu orders the hand-offs.
+	stored []store.Event
+	pubMu  sync.Mutex
 	// pendingSince is when the oldest queued event was emitted.
 	pendingSince time.Time
 	// ctx is Execute's context, for flushes from emit.
@@ -355,6 +359,7 @@ func (x *execution) commitDone(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encode done event: %w", err)
 	}
+	defer x.publish(false)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	done := store.Event{RunID: x.p.RunID, Seq: x.seq + 1, Type: EventDone, Data: raw, CreatedAt: time.Now().UTC()}
@@ -374,9 +379,7 @@ func (x *execution) commitDone(ctx context.Context) error {
 	if x.p.OnEvent != nil {
 		x.p.OnEvent(done)
 	}
-	if x.p.OnStored != nil {
-		x.p.OnStored(events)
-	}
+	x.stored = append(x.stored, events...)
 	return nil
 }
 
@@ -669,7 +672,6 @@ func (x *execution) emit(typ string, data any) {
 		raw, _ = json.Marshal(map[string]string{"marshal_error": err.Error()})
 	}
 	x.mu.Lock()
-	defer x.mu.Unlock()
 	x.seq++
 	now := time.Now().UTC()
 	ev := store.Event{RunID: x.p.RunID, Seq: x.seq, Type: typ, Data: raw, CreatedAt: now}
@@ -680,17 +682,54 @@ func (x *execution) emit(typ string, data any) {
 	if x.p.OnEvent != nil {
 		x.p.OnEvent(ev)
 	}
+	flushed := false
 	if typ == EventTextDelta && now.Sub(x.pendingSince) >= FlushInterval {
 		// A long model call: store (and publish) its deltas so far. A
 		// failure here is retried with the next flush or checkpoint.
 		if err := x.saveLocked(x.ctx, nil); err != nil {
 			x.l.Log.WarnContext(x.ctx, "flush events", "err", err)
 		}
+		flushed = true
+	}
+	x.mu.Unlock()
+	if flushed {
+		// On the token stream's path: never wait for a publisher that is
+		// busy; it (or the next flush) hands these events on.
+		x.publish(true)
+	}
+}
+
+// publish hands stored events to OnStored, in order, outside mu: a slow
+// fan-out (a NOTIFY round trip on PostgreSQL) holds neither the model
+// stream nor the tools' checkpoints. With try, it gives way to a publisher
+// already at work.
+func (x *execution) publish(try bool) {
+	if x.p.OnStored == nil {
+		return
+	}
+	if try {
+		if !x.pubMu.TryLock() {
+			return
+		}
+	} else {
+		x.pubMu.Lock()
+	}
+	defer x.pubMu.Unlock()
+	for {
+		x.mu.Lock()
+		evs := x.stored
+		x.stored = nil
+		x.mu.Unlock()
+		if len(evs) == 0 {
+			return
+		}
+		x.p.OnStored(evs)
 	}
 }
 
 // checkpoint stores the state and the queued events in one transaction.
 func (x *execution) checkpoint(ctx context.Context) error {
+	defer x.publish(false)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.st.Seq = x.seq
@@ -708,6 +747,7 @@ func (x *execution) checkpoint(ctx context.Context) error {
 
 // flush stores the queued events without a checkpoint.
 func (x *execution) flush(ctx context.Context) error {
+	defer x.publish(false)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if len(x.pending) == 0 {
@@ -716,16 +756,14 @@ func (x *execution) flush(ctx context.Context) error {
 	return x.saveLocked(ctx, nil)
 }
 
-// saveLocked writes cp (if any) and the queued events, then hands the
-// events to OnStored. Holding mu across the write keeps checkpoints and
-// events in order when tools finish together.
+// saveLocked writes cp (if any) and the queued events, and queues them for
+// publish (which the caller runs after releasing mu). Holding mu across the
+// write keeps checkpoints and events in order when tools finish together.
 func (x *execution) saveLocked(ctx context.Context, cp *store.Checkpoint) error {
 	if err := x.l.Store.SaveStep(ctx, cp, x.pending); err != nil {
 		return fmt.Errorf("save step of run %s: %w", x.p.RunID, err)
 	}
-	if x.p.OnStored != nil && len(x.pending) > 0 {
-		x.p.OnStored(x.pending)
-	}
+	x.stored = append(x.stored, x.pending...)
 	x.pending = make([]store.Event, 0, len(x.pending))
 	return nil
 }
