@@ -82,17 +82,7 @@ func (l *runsLookupTool) Call(_ context.Context, input json.RawMessage) (string,
 }
 
 func forEachRunsBackend(t *testing.T, fn func(t *testing.T, backend string)) {
-	t.Helper()
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			if backend == "postgres" && os.Getenv(runsPGEnv) == "" {
-				t.Skipf("%s is not set: skipping the PostgreSQL variant "+
-					"(set it to e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)", runsPGEnv)
-			}
-			fn(t, backend)
-		})
-	}
+	pgtest.ForEachBackend(t, fn)
 }
 
 func runsPGSchema(t *testing.T) string {

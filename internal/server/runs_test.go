@@ -99,17 +99,7 @@ func withoutWorkers() runsOption { return func(r *runsConfig) { r.noWorkers = tr
 
 // forEachBackend runs fn as parallel subtests "sqlite" and "postgres".
 func forEachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
-	t.Helper()
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			if backend == "postgres" && os.Getenv(pgEnvURL) == "" {
-				t.Skipf("%s is not set: skipping the PostgreSQL variant "+
-					"(set it to e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)", pgEnvURL)
-			}
-			fn(t, backend)
-		})
-	}
+	pgtest.ForEachBackend(t, fn)
 }
 
 // pgTestSchema creates an empty schema, dropped when the test ends, and

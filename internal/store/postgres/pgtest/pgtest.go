@@ -72,3 +72,18 @@ func Schema(t testing.TB, base string, poolMaxConns int) string {
 	u.RawQuery = q.Encode()
 	return u.String()
 }
+
+// ForEachBackend runs fn as parallel subtests "sqlite" and "postgres"; the
+// PostgreSQL one skips when EnvURL is not set.
+func ForEachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
+	t.Helper()
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			if backend == "postgres" {
+				BaseURL(t)
+			}
+			fn(t, backend)
+		})
+	}
+}
