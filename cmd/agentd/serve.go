@@ -153,7 +153,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		return err
 	}
 	rateLimit := buildRateLimiter(cfg, rc, metrics, log) // nil (no limits) is safe to use
-	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricingTable(cfg, log), Usage: st, Tokens: rateLimit}
+	pricing := pricingTable(cfg, log)
+	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricing, Usage: st, Tokens: rateLimit}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub}
 	limits := make(map[string]int, len(cfg.Agents))
@@ -221,6 +222,15 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		}
 	}
 
+	var gw http.Handler
+	if serveAPI && !cfg.Gateway.Disabled {
+		g, err := buildGateway(cfg, provider, pricing, st, rateLimit, metrics, log)
+		if err != nil {
+			return err
+		}
+		gw = g
+	}
+
 	drainRequested := make(chan struct{})
 	var drainOnce sync.Once
 	drain := func() { drainOnce.Do(func() { close(drainRequested) }) }
@@ -229,7 +239,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st, Usage: st,
-		Chats: chats, Streams: streams, Submits: submits, Auth: authn, RateLimit: rateLimit,
+		Chats: chats, Streams: streams, Submits: submits, Auth: authn, RateLimit: rateLimit, Gateway: gw,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Server.Addr,

@@ -47,6 +47,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&ad.MemoryLowWater, DefaultMemoryLowWater)
 
 	setDefault(&c.Auth.Mode, DefaultAuthMode)
+	setDefault(&c.Gateway.MaxBodyBytes, DefaultGatewayMaxBodyBytes)
 
 	st := &c.Store
 	setDefault(&st.URL, DefaultStoreURL)
@@ -219,6 +220,7 @@ func (c *Config) Validate() error {
 
 	c.validateAuth(&v)
 	c.validateRateLimits(&v)
+	c.validateGateway(&v)
 	c.validateObservability(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)

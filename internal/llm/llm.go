@@ -51,6 +51,66 @@ type Request struct {
 	Messages  []Message
 	Tools     []ToolSpec
 	MaxTokens int
+	// Passthrough, when set, makes the call a raw Messages API exchange
+	// (the gateway): the provider sends Passthrough.Body as is, with Model
+	// spliced in when it differs from Passthrough.Model (a fallback), and
+	// hands a successful answer to Passthrough.Respond. System, Messages,
+	// Tools and MaxTokens are then unused.
+	Passthrough *Passthrough
+}
+
+// Passthrough is a raw call forwarded byte for byte: the layers of the
+// resilience package (key pool, retry, limit, breaker, fallback) apply to it
+// as to any call, and nothing of the body is parsed by the provider.
+type Passthrough struct {
+	// Path is the API path: "/v1/messages" or "/v1/messages/count_tokens".
+	Path string
+	// Body is the client's request body.
+	Body []byte
+	// Model is the model the body names; ModelStart and ModelEnd delimit
+	// its JSON string (quotes included) in Body, so that a fallback model
+	// replaces just those bytes.
+	Model                string
+	ModelStart, ModelEnd int
+	// Header holds the request headers to forward (anthropic-version,
+	// anthropic-beta, ...): never credentials, hop-by-hop headers or
+	// Content-Length, which the provider sets.
+	Header http.Header
+	// Respond relays a 2xx answer to the client. It returns the call's
+	// usage (Response.Usage, Model, ID, StopReason as far as seen), and an
+	// *Error with Streamed set once anything reached the client, so that
+	// no layer repeats the call after that.
+	Respond func(ctx context.Context, resp *http.Response) (Response, error)
+}
+
+// RawAnswer is an upstream non-2xx answer to a Passthrough call, kept
+// whole so the gateway can relay it as the provider sent it. It is the Err
+// of the *Error the provider returns.
+type RawAnswer struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (a *RawAnswer) Error() string { return fmt.Sprintf("upstream answered %d", a.Status) }
+
+// BodyFor returns the body to send for model: Body itself, or a copy with
+// the model's JSON string replaced.
+func (p *Passthrough) BodyFor(model string) ([]byte, error) {
+	if model == "" || model == p.Model {
+		return p.Body, nil
+	}
+	if p.ModelEnd <= p.ModelStart || p.ModelEnd > len(p.Body) {
+		return nil, fmt.Errorf("passthrough: cannot replace the model of a body without one")
+	}
+	q, err := json.Marshal(model)
+	if err != nil {
+		return nil, fmt.Errorf("passthrough: encode model: %w", err)
+	}
+	out := make([]byte, 0, len(p.Body)-(p.ModelEnd-p.ModelStart)+len(q))
+	out = append(out, p.Body[:p.ModelStart]...)
+	out = append(out, q...)
+	return append(out, p.Body[p.ModelEnd:]...), nil
 }
 
 // Usage counts tokens of one call.

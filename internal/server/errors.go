@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/gateway"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/ratelimit"
 	"github.com/agentd/agentd/internal/run"
@@ -108,6 +109,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if rl, ok := ratelimit.AsError(err); ok {
 		setRateHeaders(w.Header(), rl.Decision)
+	}
+	if gateway.IsGatewayPath(r.URL.Path) {
+		// The Anthropic SDKs parse their API's error shape.
+		w.Header().Del("Retry-After") // WriteError sets it
+		gateway.WriteError(w, he.Status, "", he.Message, requestID(ctx), time.Duration(he.RetryAfter)*time.Second)
+		return
 	}
 	writeJSON(w, he.Status, errorBody{Error: errorDetail{
 		Type: he.Type, Message: he.Message, RequestID: requestID(ctx), RunID: he.RunID,

@@ -22,6 +22,7 @@ import (
 	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/events"
+	"github.com/agentd/agentd/internal/gateway"
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/run"
@@ -88,6 +89,10 @@ type Config struct {
 	Chats, Streams, Submits *admission.Limiter
 	// RateLimit limits requests per API key and tenant (nil: none).
 	RateLimit RateLimiter
+	// Gateway serves the Anthropic-compatible POST /v1/messages and
+	// /v1/messages/count_tokens (nil: not offered). Calls need the chat
+	// scope and take a Chats slot.
+	Gateway http.Handler
 }
 
 // Server serves the API.
@@ -143,6 +148,11 @@ func New(cfg Config) *Server {
 		}
 		if cfg.Usage != nil {
 			mux.HandleFunc("GET /v1/usage", s.scoped(s.handleUsage(cfg.Usage), chat, runs))
+		}
+		if cfg.Gateway != nil {
+			gw := s.scoped(s.admitted(s.chats, cfg.Gateway.ServeHTTP), chat)
+			mux.HandleFunc("POST "+gateway.PathMessages, gw)
+			mux.HandleFunc("POST "+gateway.PathCountTokens, gw)
 		}
 		if cfg.Runs != nil {
 			mux.HandleFunc("POST /v1/runs", s.scoped(s.handleSubmitRun, runs))
@@ -388,6 +398,19 @@ func (s *Server) requireAdmin(token string, next http.HandlerFunc) http.HandlerF
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="agentd admin"`)
 		s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: "unauthorized", Message: "the admin API needs Authorization: Bearer <admin token>"})
+	}
+}
+
+// admitted runs next holding a slot of l, or answers the refusal.
+func (s *Server) admitted(l *admission.Limiter, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		release, err := admit(r.Context(), l)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		defer release()
+		next(w, r)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,8 @@ type Server struct {
 	rng *rand.Rand
 
 	requests atomic.Int64
+	// keys, when set (SetAPIKeys), replaces cfg.APIKey.
+	keys atomic.Pointer[[]string]
 
 	ledgerMu sync.Mutex
 	ledger   map[string]map[int]int
@@ -251,7 +254,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !count {
 		s.requests.Add(1)
 	}
-	if s.cfg.APIKey != "" && !s.authorized(r) {
+	if (s.cfg.APIKey != "" || s.keys.Load() != nil) && !s.authorized(r) {
 		writeError(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
 		return
 	}
@@ -326,13 +329,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// SetAPIKeys replaces the accepted API keys (Config.APIKey) while the
+// server runs: tests revoke a key mid-load with it. No keys: every request
+// is refused with 401.
+func (s *Server) SetAPIKeys(keys ...string) {
+	ks := slices.Clone(keys)
+	s.keys.Store(&ks)
+}
+
 func (s *Server) authorized(r *http.Request) bool {
-	if k := r.Header.Get("X-Api-Key"); k != "" {
-		return k == s.cfg.APIKey
+	k := r.Header.Get("X-Api-Key")
+	if k == "" {
+		a := r.Header.Get("Authorization")
+		const p = "Bearer "
+		if len(a) <= len(p) || (a[:len(p)] != p && a[:len(p)] != "bearer ") {
+			return false
+		}
+		k = a[len(p):]
 	}
-	a := r.Header.Get("Authorization")
-	const p = "Bearer "
-	return len(a) > len(p) && (a[:len(p)] == p || a[:len(p)] == "bearer ") && a[len(p):] == s.cfg.APIKey
+	if ks := s.keys.Load(); ks != nil {
+		return slices.Contains(*ks, k)
+	}
+	return k == s.cfg.APIKey
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {

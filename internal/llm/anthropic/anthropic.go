@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	sdk "github.com/anthropics/anthropic-sdk-go/v2"
@@ -34,6 +35,10 @@ type Config struct {
 type Client struct {
 	sdk     sdk.Client
 	timeout time.Duration
+	// For raw calls (forward): the SDK is not involved.
+	http    *http.Client
+	baseURL string
+	apiKey  string
 }
 
 // New returns a client. The SDK's own retries and environment defaults are
@@ -59,11 +64,22 @@ func New(cfg Config) *Client {
 		client = &http.Client{Transport: tr}
 	}
 	opts = append(opts, option.WithHTTPClient(client))
-	return &Client{sdk: sdk.NewClient(opts...), timeout: cfg.RequestTimeout}
+	base := strings.TrimRight(cfg.BaseURL, "/")
+	if base == "" {
+		base = DefaultBaseURL
+	}
+	return &Client{sdk: sdk.NewClient(opts...), timeout: cfg.RequestTimeout, http: client, baseURL: base, apiKey: cfg.APIKey}
 }
 
-// Stream implements llm.Model.
+// DefaultBaseURL is the Messages API's address when Config.BaseURL is empty.
+const DefaultBaseURL = "https://api.anthropic.com"
+
+// Stream implements llm.Model. A request with a Passthrough is forwarded
+// raw (see forward); any other goes through the SDK.
 func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaFunc) (llm.Response, error) {
+	if req.Passthrough != nil {
+		return c.forward(ctx, req)
+	}
 	params, err := toParams(req)
 	if err != nil {
 		return llm.Response{}, err

@@ -264,6 +264,12 @@ type cacheModel struct {
 }
 
 func (cm *cacheModel) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaFunc) (llm.Response, error) {
+	if req.Passthrough != nil {
+		// A raw gateway call is relayed as it streams: there is no
+		// response to store or replay.
+		cm.metrics.cache("bypass")
+		return cm.next.Stream(ctx, req, onDelta)
+	}
 	key, toolResults, err := CacheKey(req)
 	if err != nil || (toolResults && !cm.cfg.CacheToolResults) {
 		cm.metrics.cache("bypass")

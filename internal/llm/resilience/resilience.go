@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/agentd/agentd/internal/llm"
@@ -65,6 +66,7 @@ type Provider struct {
 	mu       sync.Mutex
 	breakers map[string]*breakerModel
 	models   map[string]llm.Model
+	chains   map[string]llm.Model
 }
 
 // NewProvider wraps client (e.g. an *anthropic.Client) in the provider's
@@ -83,6 +85,7 @@ func NewProvider(ctx context.Context, cfg ProviderConfig, client llm.Model, m *M
 		limiter:  NewLimiter(cfg.Name, cfg.Concurrency, m),
 		breakers: map[string]*breakerModel{},
 		models:   map[string]llm.Model{},
+		chains:   map[string]llm.Model{},
 	}
 	if len(cfg.Keys.Sources) > 0 {
 		pool, err := NewKeyPool(ctx, cfg.Keys, m, log)
@@ -175,6 +178,40 @@ func (p *Provider) Model(name string) llm.Model {
 	p.breakers[name] = b
 	m := &ttftModel{next: b, model: name, metrics: p.metrics}
 	p.models[name] = m
+	return m
+}
+
+// Chain returns the fallback chain of model then fallbacks (duplicates
+// dropped), each through the provider's stack, for callers that choose the
+// model per call (the gateway). Chains are built once per distinct list.
+func (p *Provider) Chain(model string, fallbacks []string) llm.Model {
+	if len(fallbacks) == 0 {
+		return p.Model(model)
+	}
+	key := model + "\x00" + strings.Join(fallbacks, "\x00")
+	p.mu.Lock()
+	m, ok := p.chains[key]
+	p.mu.Unlock()
+	if ok {
+		return m
+	}
+	names := []string{model}
+	for _, f := range fallbacks {
+		if !slices.Contains(names, f) {
+			names = append(names, f)
+		}
+	}
+	chain := make([]Chained, len(names))
+	for i, n := range names {
+		chain[i] = Chained{Name: n, Model: p.Model(n)}
+	}
+	m = Fallback(chain, p.metrics, p.log)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if prev, ok := p.chains[key]; ok {
+		return prev
+	}
+	p.chains[key] = m
 	return m
 }
 

@@ -1,0 +1,469 @@
+// Package gateway is agentd's Anthropic-compatible endpoint: POST
+// /v1/messages and POST /v1/messages/count_tokens, forwarded to the
+// provider byte for byte, so that an application written against the
+// Anthropic API (the Claude Agent SDK, the Anthropic SDKs, curl) gets
+// agentd's key pool, retries, breakers, fallbacks, rate limits, budgets and
+// usage accounting by changing its base URL.
+//
+// The gateway reads only model, stream and max_tokens of a request body,
+// and only usage (with id, model and stop_reason) of an answer; every other
+// byte passes through unread. docs/gateway.md is the operator's reference.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/cost"
+	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/ratelimit"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Agent is the agent name of the gateway's usage rows and token metrics.
+const Agent = "gateway"
+
+// DefaultMaxBodyBytes caps request bodies when Config.MaxBodyBytes is 0
+// (images travel inline, base64-encoded).
+const DefaultMaxBodyBytes = 32 << 20
+
+// Upstream returns the model stack for a call to model, falling back to
+// fallbacks in order (resilience.Provider does).
+type Upstream interface {
+	Chain(model string, fallbacks []string) llm.Model
+}
+
+// UsageRecorder stores one usage row per call (store.Usage does).
+type UsageRecorder interface {
+	AppendUsage(ctx context.Context, r store.UsageRecord) error
+}
+
+// TokenLimiter limits model tokens per tenant and API key
+// (ratelimit.Limiter does).
+type TokenLimiter interface {
+	AllowTokens(ctx context.Context, tenant, key string) error
+	AddTokens(ctx context.Context, tenant, key string, n int64)
+}
+
+// Budgets reserves a call's worst-case cost before it is made; settle
+// records what it cost. A refusal is a *Refusal.
+type Budgets interface {
+	Reserve(ctx context.Context, tenant, key string, worstUSD float64) (settle func(ctx context.Context, usd float64), err error)
+}
+
+// Policy is what a tenant may call.
+type Policy struct {
+	// AllowModels lists the models (after aliases) the tenant may call;
+	// empty: every model.
+	AllowModels []string
+	// FallbackModels maps a model (after aliases) to the models tried in
+	// order when it fails before answering. Empty: no fallback, the
+	// default (a client may depend on the exact model).
+	FallbackModels map[string][]string
+}
+
+// Config configures a Handler.
+type Config struct {
+	Upstream Upstream
+	// Aliases map a model name a client sends to the model called
+	// ("claude-sonnet-latest" → "claude-sonnet-4-5").
+	Aliases map[string]string
+	// Default applies to tenants not in Tenants, whose entries replace it
+	// whole.
+	Default Policy
+	Tenants map[string]Policy
+	// Pricing prices calls (nil: cost 0).
+	Pricing *cost.Table
+	// Usage, Tokens, Budgets: nil means none.
+	Usage   UsageRecorder
+	Tokens  TokenLimiter
+	Budgets Budgets
+	// MaxBodyBytes caps request bodies (413 above). 0: DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// LogBodies logs request bodies (and non-streamed answers) at debug
+	// level. Off by default; the log handler's redaction applies.
+	LogBodies bool
+	Metrics   *Metrics
+	// LLMMetrics receives tokens and cost (agent "gateway"); may be nil.
+	LLMMetrics *observe.Metrics
+	Log        *slog.Logger
+}
+
+// Handler serves the gateway's routes. It expects the server's middleware
+// in front: the request id, the principal (auth.FromContext) and the
+// request rate limit are theirs.
+type Handler struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Upstream == nil {
+		return nil, errors.New("gateway: no upstream")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{cfg: cfg, log: log}, nil
+}
+
+// ServeHTTP serves POST /v1/messages and POST /v1/messages/count_tokens.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case PathMessages:
+		h.serve(w, r, false)
+	case PathCountTokens:
+		h.serve(w, r, true)
+	default:
+		WriteError(w, http.StatusNotFound, "", "no route for "+r.Method+" "+r.URL.Path, w.Header().Get("X-Request-ID"), 0)
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 16<<10)) }}
+
+// call is one gateway request in flight.
+type call struct {
+	h         *Handler
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	start     time.Time
+	tenant    string
+	key       string
+	requested string // the model the client named
+	model     string // the model called first (after aliases)
+	count     bool
+	stream    bool
+	reqID     string
+
+	upstreamHeader http.Header // of the 2xx answer being relayed
+
+	// Set by the relay.
+	wrote      bool
+	status     int
+	firstByte  time.Duration
+	answered   string // the model that answered (message_start / body)
+	msgID      string
+	stopReason string
+	usage      llm.Usage
+	stopped    bool   // message_stop seen
+	errEvent   string // an upstream error event's type
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
+	ctx := r.Context()
+	p, _ := auth.FromContext(ctx)
+	c := &call{h: h, w: w, rc: http.NewResponseController(w), start: time.Now(), tenant: p.Tenant, key: p.KeyID,
+		count: count, reqID: w.Header().Get("X-Request-ID")}
+	// A model call outlives any server write timeout: each write gets its
+	// own deadline instead (writeTimeout).
+	_ = c.rc.SetWriteDeadline(time.Time{})
+
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			c.refuse(&Refusal{Status: http.StatusRequestEntityTooLarge,
+				Message: fmt.Sprintf("the request body exceeds %d bytes", h.cfg.MaxBodyBytes)})
+			return
+		}
+		c.refuse(&Refusal{Status: http.StatusBadRequest, Message: "could not read the request body: " + err.Error()})
+		return
+	}
+	body := buf.Bytes()
+	f, err := scan(body)
+	if err != nil {
+		c.refuse(&Refusal{Status: http.StatusBadRequest, Message: err.Error()})
+		return
+	}
+	if f.model == "" {
+		c.refuse(&Refusal{Status: http.StatusBadRequest, Message: "model: Field required"})
+		return
+	}
+	c.requested, c.stream = f.model, f.stream && !count
+	c.model = f.model
+	if to, ok := h.cfg.Aliases[f.model]; ok {
+		c.model = to
+	}
+	pol := h.policy(c.tenant)
+	if len(pol.AllowModels) > 0 && !slices.Contains(pol.AllowModels, c.model) {
+		c.refuse(&Refusal{Status: http.StatusForbidden,
+			Message: fmt.Sprintf("model %q is not allowed for this API key", c.requested)})
+		return
+	}
+	if h.cfg.LogBodies && h.log.Enabled(ctx, slog.LevelDebug) {
+		h.log.DebugContext(ctx, "gateway request body", "body", string(body))
+	}
+
+	settle := func(context.Context, float64) {}
+	if !count {
+		if h.cfg.Tokens != nil {
+			if err := h.cfg.Tokens.AllowTokens(ctx, c.tenant, c.key); err != nil {
+				c.refuse(refusalOf(err))
+				return
+			}
+		}
+		if h.cfg.Budgets != nil {
+			s, err := h.cfg.Budgets.Reserve(ctx, c.tenant, c.key, h.worstCase(c.model, len(body), f.maxTokens))
+			if err != nil {
+				c.refuse(refusalOf(err))
+				return
+			}
+			settle = s
+		}
+	}
+
+	pt := &llm.Passthrough{
+		Path: r.URL.Path, Body: body, Model: f.model, ModelStart: f.modelStart, ModelEnd: f.modelEnd,
+		Header: forwardHeader(r.Header), Respond: c.respond,
+	}
+	req := llm.Request{Model: c.model, MaxTokens: int(min(f.maxTokens, math.MaxInt32)), Passthrough: pt}
+	h.cfg.Metrics.inFlight(1)
+	_, err = h.cfg.Upstream.Chain(c.model, pol.FallbackModels[c.model]).Stream(ctx, req, nil)
+	h.cfg.Metrics.inFlight(-1)
+	if err != nil {
+		c.fail(ctx, err)
+	}
+	usd := c.account(ctx)
+	settle(context.WithoutCancel(ctx), usd)
+	c.finish(ctx, usd, err)
+}
+
+// policy is tenant's policy.
+func (h *Handler) policy(tenant string) Policy {
+	if p, ok := h.cfg.Tenants[tenant]; ok {
+		return p
+	}
+	return h.cfg.Default
+}
+
+// worstCase is the most a call can cost: every body byte a prompt token
+// (an over-estimate: a token is 3-4 bytes of text) at the input price,
+// plus max_tokens at the output price.
+func (h *Handler) worstCase(model string, bodyBytes int, maxTokens int64) float64 {
+	p, _, ok := h.cfg.Pricing.Lookup(model)
+	if !ok {
+		return 0
+	}
+	in := max(p.Input, p.CacheWrite)
+	return (float64(bodyBytes)*in + float64(max(maxTokens, 0))*p.Output) / 1e6
+}
+
+// refusalOf maps a limit's error to a Refusal.
+func refusalOf(err error) *Refusal {
+	var r *Refusal
+	if errors.As(err, &r) {
+		return r
+	}
+	if rl, ok := ratelimit.AsError(err); ok {
+		d := rl.Decision
+		return &Refusal{Status: http.StatusTooManyRequests, RetryAfter: max(d.RetryAfter, time.Second),
+			Message: fmt.Sprintf("rate limit exceeded: %s %s per minute (%d)", d.Scope, d.Kind, d.Limit)}
+	}
+	return &Refusal{Status: http.StatusServiceUnavailable, Type: "api_error", Message: "could not check the limits of this call; try again"}
+}
+
+// refuse answers a call that is not made.
+func (c *call) refuse(r *Refusal) {
+	WriteError(c.w, r.Status, r.Type, r.Message, c.reqID, r.RetryAfter)
+	c.wrote, c.status = true, r.Status
+	c.h.cfg.Metrics.request(c.labelModel(), r.Status, c.stream, time.Since(c.start))
+	c.h.log.Info("gateway call refused", "model", c.requested, "status", r.Status, "reason", r.Message)
+}
+
+// fail answers a call whose upstream exchange failed. Before anything was
+// relayed, the provider's own error answer is relayed as it came (status,
+// headers, body); errors of agentd's layers get Anthropic's shape. After
+// output was relayed, a stream gets an error event (unless the upstream
+// sent one).
+func (c *call) fail(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		if !c.wrote {
+			c.status = 499 // the client went away
+		}
+		return
+	}
+	if c.wrote {
+		if c.stream && c.errEvent == "" {
+			msg := "the upstream stream ended early"
+			if le, ok := llm.AsError(err); ok {
+				msg = "the upstream stream failed: " + le.Message
+			}
+			_ = c.writeEvent(errorEvent("api_error", msg))
+		}
+		return
+	}
+	var raw *llm.RawAnswer
+	if errors.As(err, &raw) {
+		copyHeader(c.w.Header(), raw.Header)
+		c.w.Header().Del("Content-Length")
+		c.w.WriteHeader(raw.Status)
+		_, _ = c.w.Write(raw.Body)
+		c.wrote, c.status = true, raw.Status
+		return
+	}
+	status, typ, msg, after := http.StatusBadGateway, "api_error", "the upstream call failed", time.Duration(0)
+	if le, ok := llm.AsError(err); ok {
+		after = le.RetryAfter
+		switch le.Type {
+		case "circuit_open", "queue_full":
+			status, typ, msg = 529, "overloaded_error", le.Message
+		case "no_api_key":
+			status, msg = http.StatusInternalServerError, "agentd has no upstream API key to call the model with"
+		case "timeout":
+			status, typ, msg = http.StatusGatewayTimeout, "timeout_error", "the upstream call timed out"
+		default:
+			msg = "the upstream call failed: " + le.Message
+		}
+	}
+	c.h.log.WarnContext(ctx, "gateway upstream call failed", "model", c.model, "err", err)
+	WriteError(c.w, status, typ, msg, c.reqID, after)
+	c.wrote, c.status = true, status
+}
+
+// account records the call's tokens and cost: metrics, the token rate
+// limit, a usage row. It returns the cost. A call that answered nothing
+// (no message_start, no body) used nothing.
+func (c *call) account(ctx context.Context) float64 {
+	if c.count {
+		return 0
+	}
+	u := c.usage
+	if u == (llm.Usage{}) {
+		return 0
+	}
+	model := c.answered
+	if model == "" {
+		model = c.model
+	}
+	cfg := &c.h.cfg
+	usd, known := cfg.Pricing.Cost(model, u)
+	cfg.LLMMetrics.AddTokens(Agent, model, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
+	cfg.LLMMetrics.AddCost(model, usd, !known && cfg.Pricing != nil)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if cfg.Tokens != nil {
+		cfg.Tokens.AddTokens(wctx, c.tenant, c.key, u.InputTokens+u.OutputTokens+u.CacheCreationInputTokens)
+	}
+	if cfg.Usage != nil {
+		rec := store.UsageRecord{Time: time.Now().UTC(), Tenant: c.tenant, Key: c.key, Agent: Agent, Model: model,
+			InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+			CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens, CostUSD: usd}
+		if err := cfg.Usage.AppendUsage(wctx, rec); err != nil {
+			c.h.log.ErrorContext(ctx, "record usage of a gateway call", "model", model, "cost_usd", usd, "err", err)
+		}
+	}
+	return usd
+}
+
+// finish writes the call's metrics and its log line.
+func (c *call) finish(ctx context.Context, usd float64, err error) {
+	d := time.Since(c.start)
+	m := c.h.cfg.Metrics
+	m.request(c.labelModel(), c.status, c.stream, d)
+	if c.stream && c.firstByte > 0 {
+		m.firstByte(c.firstByte)
+	}
+	attrs := []slog.Attr{
+		slog.String("model", c.model), slog.Bool("stream", c.stream), slog.Int("status", c.status),
+		slog.Int64("input_tokens", c.usage.InputTokens), slog.Int64("output_tokens", c.usage.OutputTokens),
+		slog.Float64("cost_usd", usd), slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+	}
+	if c.requested != c.model {
+		attrs = append(attrs, slog.String("requested_model", c.requested))
+	}
+	if c.answered != "" && c.answered != c.model {
+		attrs = append(attrs, slog.String("answered_model", c.answered))
+	}
+	if c.count {
+		attrs = append(attrs, slog.Bool("count_tokens", true))
+	}
+	if id := upstreamRequestID(c.w.Header(), err); id != "" {
+		attrs = append(attrs, slog.String("upstream_request_id", id))
+	}
+	if c.stream && !c.stopped && c.wrote && c.status < 300 {
+		attrs = append(attrs, slog.Bool("ended_early", true))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	c.h.log.LogAttrs(ctx, slog.LevelInfo, "gateway call", attrs...)
+}
+
+func upstreamRequestID(h http.Header, err error) string {
+	if id := h.Get("Request-Id"); id != "" {
+		return id
+	}
+	if le, ok := llm.AsError(err); ok {
+		return le.RequestID
+	}
+	return ""
+}
+
+// labelModel is the model label of the metrics: the pricing table's id of
+// the model (bounded by the table), or "other".
+func (c *call) labelModel() string {
+	if c.model == "" {
+		return "none"
+	}
+	if _, id, ok := c.h.cfg.Pricing.Lookup(c.model); ok {
+		return id
+	}
+	return "other"
+}
+
+// Request headers that are the gateway's or the connection's, never
+// forwarded: credentials (agentd's key is replaced by a pool key),
+// hop-by-hop headers, and Accept-Encoding (the transport negotiates
+// compression itself, so it can read the answer's usage).
+var dropRequestHeader = map[string]bool{
+	"Authorization": true, "X-Api-Key": true, "Cookie": true, "Proxy-Authorization": true,
+	"Host": true, "Content-Length": true, "Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Accept-Encoding": true,
+}
+
+// Response headers never copied to the client: hop-by-hop ones and those
+// the gateway's own writer sets.
+var dropResponseHeader = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
+	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true, "Content-Encoding": true,
+}
+
+func forwardHeader(in http.Header) http.Header {
+	out := make(http.Header, len(in))
+	for k, v := range in {
+		if !dropRequestHeader[k] && !strings.HasPrefix(k, "X-Forwarded-") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, v := range src {
+		if !dropResponseHeader[k] {
+			dst[k] = v
+		}
+	}
+}

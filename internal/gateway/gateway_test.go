@@ -1,0 +1,513 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdk "github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/cost"
+	"github.com/agentd/agentd/internal/gateway"
+	"github.com/agentd/agentd/internal/llm/anthropic"
+	"github.com/agentd/agentd/internal/llm/resilience"
+	"github.com/agentd/agentd/internal/ratelimit"
+	"github.com/agentd/agentd/internal/server"
+	"github.com/agentd/agentd/internal/sim"
+	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlite"
+)
+
+const (
+	model     = "claude-sonnet-4-5"
+	primary   = "sk-ant-primary"
+	backup    = "sk-ant-backup"
+	tenant    = "acme"
+	otherTen  = "globex"
+	haikuTest = "claude-haiku-4-5"
+)
+
+// seen is one request as the sim received it.
+type seen struct {
+	Header http.Header
+	Body   []byte
+}
+
+// harness is agentd's API with the gateway on, in process: a real SQLite
+// store with API keys, the production provider stack (key pool, retry,
+// breaker) over the anthropic client, and the sim behind a real listener.
+type harness struct {
+	URL   string
+	Sim   *sim.Server
+	Store *sqlite.Store
+	Token string // an agentd API key of tenant "acme", chat scope
+	KeyID string
+
+	mu   sync.Mutex
+	seen []seen
+	// intercept, when set, answers a sim request instead of the sim.
+	intercept func(w http.ResponseWriter, r *http.Request, body []byte) bool
+}
+
+type harnessConfig struct {
+	sim       sim.Config
+	gw        gateway.Config
+	rateLimit *ratelimit.Limiter
+	retries   int
+}
+
+func newHarness(t *testing.T, opts ...func(*harnessConfig)) *harness {
+	t.Helper()
+	hc := harnessConfig{retries: 3}
+	for _, o := range opts {
+		o(&hc)
+	}
+	h := &harness{}
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "agentd.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	require.NoError(t, st.Migrate(t.Context()))
+	h.Store = st
+
+	h.Sim = sim.New(hc.sim, nil)
+	h.Sim.SetAPIKeys(primary, backup)
+	simSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h.mu.Lock()
+		h.seen = append(h.seen, seen{Header: r.Header.Clone(), Body: body})
+		icpt := h.intercept
+		h.mu.Unlock()
+		if icpt != nil && icpt(w, r, body) {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.Sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(simSrv.Close)
+
+	reg := prometheus.NewRegistry()
+	client := anthropic.New(anthropic.Config{BaseURL: simSrv.URL})
+	provider, err := resilience.NewProvider(t.Context(), resilience.ProviderConfig{
+		Keys:  resilience.KeysConfig{Sources: []resilience.KeySourceConfig{{Value: primary}, {Value: backup}}},
+		Retry: resilience.RetryConfig{MaxAttempts: hc.retries, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},
+	}, client, resilience.NewMetrics(reg), nil)
+	require.NoError(t, err)
+
+	gc := hc.gw
+	gc.Upstream = provider
+	gc.Pricing = cost.New(nil, nil)
+	gc.Usage = st
+	gc.Metrics = gateway.NewMetrics(reg)
+	if hc.rateLimit != nil {
+		gc.Tokens = hc.rateLimit
+	}
+	gw, err := gateway.New(gc)
+	require.NoError(t, err)
+
+	health := &server.Health{Store: st, Version: "test", Log: slog.New(slog.DiscardHandler)}
+	health.MarkStarted(time.Now())
+	scfg := server.Config{Health: health, Log: slog.New(slog.DiscardHandler), MaxBodyBytes: 1 << 20,
+		Auth: &auth.Authenticator{Keys: st}, Gateway: gw}
+	if hc.rateLimit != nil {
+		scfg.RateLimit = hc.rateLimit
+	}
+	api := httptest.NewServer(server.New(scfg))
+	t.Cleanup(api.Close)
+	h.URL = api.URL
+	h.Token, h.KeyID = newKey(t, st, tenant, auth.ScopeChat)
+	return h
+}
+
+func newKey(t *testing.T, st store.APIKeys, tenant string, scopes ...string) (token, id string) {
+	t.Helper()
+	k, err := auth.NewKey()
+	require.NoError(t, err)
+	require.NoError(t, st.CreateAPIKey(t.Context(), store.APIKey{ID: k.ID, Prefix: k.Prefix, Hash: k.Hash,
+		Tenant: tenant, Scopes: scopes, Name: "test"}))
+	return k.Token, k.ID
+}
+
+// client is the official Go SDK pointed at agentd, without its own
+// retries (so every status reaches the test).
+func (h *harness) client(token string) *sdk.Client {
+	c := sdk.NewClient(option.WithBaseURL(h.URL), option.WithAPIKey(token), option.WithMaxRetries(0))
+	return &c
+}
+
+func (h *harness) lastSeen(t *testing.T) seen {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.NotEmpty(t, h.seen, "the sim received no request")
+	return h.seen[len(h.seen)-1]
+}
+
+func (h *harness) usage(t *testing.T) store.UsageTotals {
+	t.Helper()
+	groups, err := h.Store.SumUsage(t.Context(), store.UsageQuery{Tenant: tenant, GroupBy: store.UsageByAgent,
+		From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	var tot store.UsageTotals
+	for _, g := range groups {
+		require.Equal(t, gateway.Agent, g.Group)
+		tot = tot.Add(g.UsageTotals)
+	}
+	return tot
+}
+
+func userMessage(text string) sdk.MessageNewParams {
+	return sdk.MessageNewParams{
+		Model: sdk.Model(model), MaxTokens: 256,
+		Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock(text))},
+	}
+}
+
+func TestNonStreamingThroughTheSDK(t *testing.T) {
+	h := newHarness(t)
+	msg, err := h.client(h.Token).Messages.New(t.Context(), userMessage("hello gateway world"))
+	require.NoError(t, err)
+	require.Equal(t, model, string(msg.Model))
+	require.NotEmpty(t, msg.Content)
+	require.Contains(t, msg.Content[0].Text, "hello")
+	require.Positive(t, msg.Usage.InputTokens)
+
+	got := h.lastSeen(t)
+	require.Equal(t, primary, got.Header.Get("X-Api-Key"), "the client's agentd key is replaced by a pool key")
+	require.NotContains(t, got.Header.Get("Authorization"), h.Token)
+
+	u := h.usage(t)
+	require.EqualValues(t, 1, u.Requests)
+	require.Equal(t, msg.Usage.InputTokens, u.InputTokens)
+	require.Equal(t, msg.Usage.OutputTokens, u.OutputTokens)
+	require.Positive(t, u.CostUSD)
+}
+
+func TestStreamingThroughTheSDKAccumulator(t *testing.T) {
+	h := newHarness(t)
+	stream := h.client(h.Token).Messages.NewStreaming(t.Context(), userMessage("stream me some words please"))
+	var msg sdk.Message
+	events := 0
+	for stream.Next() {
+		require.NoError(t, msg.Accumulate(stream.Current()))
+		events++
+	}
+	require.NoError(t, stream.Err())
+	require.Greater(t, events, 3)
+	require.Equal(t, sdk.StopReasonEndTurn, msg.StopReason)
+	require.Contains(t, msg.Content[0].Text, "stream")
+
+	u := h.usage(t)
+	require.EqualValues(t, 1, u.Requests)
+	require.Equal(t, msg.Usage.InputTokens, u.InputTokens)
+	require.Equal(t, msg.Usage.OutputTokens, u.OutputTokens)
+}
+
+func TestToolUseRoundTrip(t *testing.T) {
+	h := newHarness(t)
+	c := h.client(h.Token)
+	tool := sdk.ToolParam{Name: "get_weather", Description: sdk.String("Weather of a city"),
+		InputSchema: sdk.ToolInputSchemaParam{Properties: map[string]any{"city": map[string]any{"type": "string"}}, Required: []string{"city"}}}
+	params := userMessage("please call get_weather for Paris")
+	params.Tools = []sdk.ToolUnionParam{{OfTool: &tool}}
+	first, err := c.Messages.New(t.Context(), params)
+	require.NoError(t, err)
+	require.Equal(t, sdk.StopReasonToolUse, first.StopReason)
+	var use sdk.ToolUseBlock
+	for _, b := range first.Content {
+		if b.Type == "tool_use" {
+			use = b.AsToolUse()
+		}
+	}
+	require.Equal(t, "get_weather", use.Name)
+
+	params.Messages = append(params.Messages, first.ToParam(),
+		sdk.NewUserMessage(sdk.NewToolResultBlock(use.ID, "sunny, 21C", false)))
+	second, err := c.Messages.New(t.Context(), params)
+	require.NoError(t, err)
+	require.Equal(t, sdk.StopReasonEndTurn, second.StopReason)
+	require.Contains(t, second.Content[0].Text, "sunny, 21C")
+	require.EqualValues(t, 2, h.usage(t).Requests)
+}
+
+func TestCountTokens(t *testing.T) {
+	h := newHarness(t)
+	res, err := h.client(h.Token).Messages.CountTokens(t.Context(), sdk.MessageCountTokensParams{
+		Model:    sdk.Model(model),
+		Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("count these words for me"))},
+	})
+	require.NoError(t, err)
+	require.Positive(t, res.InputTokens)
+	require.Equal(t, "/v1/messages/count_tokens", h.lastPath(t))
+	require.Zero(t, h.usage(t).Requests, "count_tokens is not a billed model call")
+}
+
+func (h *harness) lastPath(t *testing.T) string {
+	t.Helper()
+	// The sim's answer to count_tokens has no path in it; the body shape
+	// does: no max_tokens.
+	got := h.lastSeen(t)
+	if bytes.Contains(got.Body, []byte(`"max_tokens"`)) {
+		return "/v1/messages"
+	}
+	return "/v1/messages/count_tokens"
+}
+
+// rawPost sends body as is with headers.
+func (h *harness) rawPost(t *testing.T, path, body string, header map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, h.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Api-Key", h.Token)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, data
+}
+
+func TestBodyAndHeadersPassThroughUnchanged(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) {
+		c.gw.Aliases = map[string]string{"claude-sonnet-latest": model}
+	})
+	// Odd spacing, key order, number formats, unknown fields, cache_control,
+	// thinking, an image: every byte must arrive as sent.
+	body := `{ "max_tokens":128,"messages":[{"role":"user","content":[{"type":"text","text":"hi \u00e9 \"q\"","cache_control":{"type":"ephemeral"}},` +
+		`{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}}]}],` +
+		`"model" : "claude-sonnet-4-5", "thinking":{"type":"enabled","budget_tokens":1024},` +
+		`"agentd_unknown_field": {"nested":[1, 2.50, 1e3, null, true]} }`
+	resp, data := h.rawPost(t, gateway.PathMessages, body, map[string]string{
+		"Anthropic-Beta": "prompt-caching-2024-07-31,unknown-beta-2099", "Anthropic-Version": "2023-06-01",
+	})
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(data))
+	got := h.lastSeen(t)
+	require.Equal(t, body, string(got.Body), "the body reaches the upstream byte for byte")
+	require.Equal(t, "prompt-caching-2024-07-31,unknown-beta-2099", got.Header.Get("Anthropic-Beta"))
+	require.Equal(t, "2023-06-01", got.Header.Get("Anthropic-Version"))
+	require.NotEmpty(t, resp.Header.Get("Request-Id"), "the upstream request id is relayed")
+
+	// An alias changes the model's bytes and nothing else.
+	aliased := strings.Replace(body, `"claude-sonnet-4-5"`, `"claude-sonnet-latest"`, 1)
+	resp, data = h.rawPost(t, gateway.PathMessages, aliased, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(data))
+	require.Equal(t, body, string(h.lastSeen(t).Body))
+}
+
+// apiError is the error the SDK returns, with its status and type.
+func apiError(t *testing.T, err error) *sdk.Error {
+	t.Helper()
+	require.Error(t, err)
+	var e *sdk.Error
+	require.True(t, errors.As(err, &e), "not an *sdk.Error: %v", err)
+	return e
+}
+
+func TestTypedErrors(t *testing.T) {
+	limiter := ratelimit.New(ratelimit.Config{Key: ratelimit.Limits{RequestsPerMinute: 3}})
+	h := newHarness(t, func(c *harnessConfig) { c.rateLimit = limiter })
+	c := h.client(h.Token)
+
+	// 400: the upstream's own validation answer, relayed.
+	bad := userMessage("x")
+	bad.MaxTokens = 0
+	e := apiError(t, func() error { _, err := c.Messages.New(t.Context(), bad); return err }())
+	require.Equal(t, http.StatusBadRequest, e.StatusCode)
+	require.EqualValues(t, "invalid_request_error", e.Type())
+
+	// 401: a bad agentd key, in Anthropic's shape.
+	_, err := h.client("agentd_not_a_key").Messages.New(t.Context(), userMessage("x"))
+	e = apiError(t, err)
+	require.Equal(t, http.StatusUnauthorized, e.StatusCode)
+	require.EqualValues(t, "authentication_error", e.Type())
+
+	// 429: the key's request rate limit (3 per minute: 1 used above).
+	_, err = c.Messages.New(t.Context(), userMessage("x"))
+	require.NoError(t, err)
+	_, err = c.Messages.New(t.Context(), userMessage("x"))
+	require.NoError(t, err)
+	_, err = c.Messages.New(t.Context(), userMessage("x"))
+	e = apiError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, e.StatusCode)
+	require.EqualValues(t, "rate_limit_error", e.Type())
+	require.NotEmpty(t, e.Response.Header.Get("Retry-After"))
+}
+
+func TestOverloadRelayedWithoutFallback(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) { c.sim = sim.Config{Rate529: 1} })
+	_, err := h.client(h.Token).Messages.New(t.Context(), userMessage("x"))
+	e := apiError(t, err)
+	require.Equal(t, 529, e.StatusCode)
+	require.EqualValues(t, "overloaded_error", e.Type())
+	h.mu.Lock()
+	n := len(h.seen)
+	h.mu.Unlock()
+	require.Equal(t, 3, n, "retried (3 attempts) before relaying the 529")
+}
+
+func TestFallbackModelWhenConfigured(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) {
+		c.gw.Default = gateway.Policy{FallbackModels: map[string][]string{model: {haikuTest}}}
+	})
+	h.intercept = func(w http.ResponseWriter, _ *http.Request, body []byte) bool {
+		if !bytes.Contains(body, []byte(`"`+model+`"`)) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(529)
+		_, _ = w.Write([]byte(`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`))
+		return true
+	}
+	msg, err := h.client(h.Token).Messages.New(t.Context(), userMessage("fall back please"))
+	require.NoError(t, err)
+	require.Equal(t, haikuTest, string(msg.Model))
+	require.Contains(t, string(h.lastSeen(t).Body), `"model":"`+haikuTest+`"`)
+}
+
+func TestModelAllowList(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) {
+		c.gw.Default = gateway.Policy{AllowModels: []string{haikuTest}}
+		c.gw.Tenants = map[string]gateway.Policy{otherTen: {}}
+	})
+	_, err := h.client(h.Token).Messages.New(t.Context(), userMessage("x"))
+	e := apiError(t, err)
+	require.Equal(t, http.StatusForbidden, e.StatusCode)
+	require.EqualValues(t, "permission_error", e.Type())
+
+	// Another tenant's policy (no allow-list) lets it through.
+	other, _ := newKey(t, h.Store, otherTen, auth.ScopeChat)
+	_, err = h.client(other).Messages.New(t.Context(), userMessage("x"))
+	require.NoError(t, err)
+}
+
+func TestClientDisconnectCancelsUpstreamAndKeepsUsage(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) {
+		c.sim = sim.Config{Words: 200, EventDelay: 20 * time.Millisecond}
+	})
+	upstreamDone := make(chan error, 1)
+	h.intercept = func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.Sim.ServeHTTP(w, r)
+		upstreamDone <- r.Context().Err()
+		return true
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stream := h.client(h.Token).Messages.NewStreaming(ctx, userMessage("a long answer please"))
+	deltas := 0
+	for stream.Next() {
+		if stream.Current().Type == "content_block_delta" {
+			deltas++
+			if deltas == 3 {
+				cancel()
+			}
+		}
+	}
+	select {
+	case err := <-upstreamDone:
+		require.ErrorIs(t, err, context.Canceled, "the upstream request is canceled with the client")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request went on after the client left")
+	}
+	// The usage seen before the end (message_start's input tokens) is
+	// recorded.
+	require.Eventually(t, func() bool { return h.usage(t).Requests == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Positive(t, h.usage(t).InputTokens)
+}
+
+func TestKeyRevokedMidLoadMovesToBackup(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) { c.sim = sim.Config{EventDelay: time.Millisecond} })
+	c := h.client(h.Token)
+	const workers, perWorker = 8, 25
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed []error
+		done   int
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perWorker {
+				stream := c.Messages.NewStreaming(context.Background(), userMessage("rotate keys under load"))
+				var msg sdk.Message
+				for stream.Next() {
+					_ = msg.Accumulate(stream.Current())
+				}
+				err := stream.Err()
+				if err == nil && msg.StopReason == "" {
+					err = errors.New("stream ended without a stop reason")
+				}
+				mu.Lock()
+				if err != nil {
+					failed = append(failed, err)
+				}
+				done++
+				if done == workers*perWorker/3 {
+					h.Sim.SetAPIKeys(backup) // the primary key is revoked at the provider
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Empty(t, failed, "no client request fails while the pool moves to the backup key")
+	require.Equal(t, backup, h.lastSeen(t).Header.Get("X-Api-Key"))
+	unauthorized := 0
+	h.mu.Lock()
+	for _, s := range h.seen {
+		if s.Header.Get("X-Api-Key") == primary {
+			unauthorized++
+		}
+	}
+	h.mu.Unlock()
+	require.Less(t, unauthorized, workers*perWorker, "the revoked key stops being used")
+}
+
+func TestRequestErrorsAreAnthropicShaped(t *testing.T) {
+	h := newHarness(t)
+	for name, tc := range map[string]struct {
+		body   string
+		status int
+		typ    string
+	}{
+		"not json":      {`{"model":`, 400, "invalid_request_error"},
+		"not an object": {`[1,2]`, 400, "invalid_request_error"},
+		"no model":      {`{"max_tokens":5,"messages":[]}`, 400, "invalid_request_error"},
+		"model number":  {`{"model":5}`, 400, "invalid_request_error"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, data := h.rawPost(t, gateway.PathMessages, tc.body, nil)
+			require.Equal(t, tc.status, resp.StatusCode)
+			var e struct {
+				Type  string `json:"type"`
+				Error struct {
+					Type    string `json:"type"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			require.NoError(t, json.Unmarshal(data, &e), string(data))
+			require.Equal(t, "error", e.Type)
+			require.Equal(t, tc.typ, e.Error.Type)
+			require.NotEmpty(t, e.Error.Message)
+		})
+	}
+}

@@ -1,0 +1,243 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentd/agentd/internal/llm"
+)
+
+// writeTimeout bounds one write to the client: a client that stops reading
+// must not hold an upstream call (and its concurrency slot) open.
+const writeTimeout = 30 * time.Second
+
+// usageJSON is the usage object of an answer, message_start and
+// message_delta.
+type usageJSON struct {
+	InputTokens              *int64 `json:"input_tokens"`
+	OutputTokens             *int64 `json:"output_tokens"`
+	CacheCreationInputTokens *int64 `json:"cache_creation_input_tokens"`
+	CacheReadInputTokens     *int64 `json:"cache_read_input_tokens"`
+}
+
+// merge sets the counts u reports (message_delta's counts are cumulative
+// and replace the earlier ones).
+func (u *usageJSON) merge(into *llm.Usage) {
+	if u.InputTokens != nil {
+		into.InputTokens = *u.InputTokens
+	}
+	if u.OutputTokens != nil {
+		into.OutputTokens = *u.OutputTokens
+	}
+	if u.CacheCreationInputTokens != nil {
+		into.CacheCreationInputTokens = *u.CacheCreationInputTokens
+	}
+	if u.CacheReadInputTokens != nil {
+		into.CacheReadInputTokens = *u.CacheReadInputTokens
+	}
+}
+
+// respond is the Passthrough's Respond: it relays a 2xx answer, as a
+// stream when it is one.
+func (c *call) respond(ctx context.Context, resp *http.Response) (llm.Response, error) {
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return c.relayStream(resp)
+	}
+	return c.relayBody(ctx, resp)
+}
+
+// relayBody relays a JSON answer whole, after reading it (a cut answer is
+// then retried: nothing reached the client).
+func (c *call) relayBody(ctx context.Context, resp *http.Response) (llm.Response, error) {
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "reading the upstream answer: " + err.Error(), Err: err}
+	}
+	if !c.count {
+		var m struct {
+			ID         string    `json:"id"`
+			Model      string    `json:"model"`
+			StopReason string    `json:"stop_reason"`
+			Usage      usageJSON `json:"usage"`
+		}
+		if json.Unmarshal(body, &m) == nil {
+			c.msgID, c.answered, c.stopReason = m.ID, m.Model, m.StopReason
+			m.Usage.merge(&c.usage)
+		}
+		if c.h.cfg.LogBodies {
+			c.h.log.DebugContext(ctx, "gateway answer body", "body", string(body))
+		}
+	}
+	h := c.w.Header()
+	copyHeader(h, resp.Header)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	c.w.WriteHeader(resp.StatusCode)
+	c.wrote, c.status = true, resp.StatusCode
+	_ = c.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := c.w.Write(body); err != nil {
+		return c.response(), &llm.Error{Type: "client_gone", Message: err.Error(), Streamed: true, Err: err}
+	}
+	return c.response(), nil
+}
+
+func (c *call) response() llm.Response {
+	return llm.Response{ID: c.msgID, Model: c.answered, StopReason: c.stopReason, Usage: c.usage}
+}
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// relayStream relays an event stream event by event, flushing each: the
+// client sees every event (pings included) as the upstream sends it. The
+// response status and headers are written with the first complete event,
+// so a stream cut before any event is an error the retry layer may repeat.
+// It reads message_start and message_delta for usage; the usage seen is
+// kept when the stream ends early.
+func (c *call) relayStream(resp *http.Response) (llm.Response, error) {
+	c.upstreamHeader = resp.Header
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(resp.Body)
+	defer func() {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}()
+	evBuf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if evBuf.Cap() <= 1<<20 {
+			evBuf.Reset()
+			bufPool.Put(evBuf)
+		}
+	}()
+	ev := evBuf.AvailableBuffer()
+	lineStart := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		ev = append(ev, line...)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // a long line: read on
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return c.response(), &llm.Error{Type: "connection_error", Message: "reading the upstream stream: " + err.Error(),
+				Streamed: c.wrote, Err: err}
+		}
+		l := ev[lineStart:]
+		if len(l) > 2 || (len(l) == 2 && l[0] != '\r') {
+			lineStart = len(ev)
+			continue
+		}
+		// A blank line ends an event.
+		if lineStart > 0 {
+			c.inspect(ev)
+			if err := c.writeEvent(ev); err != nil {
+				return c.response(), &llm.Error{Type: "client_gone", Message: err.Error(), Streamed: true, Err: err}
+			}
+		}
+		ev, lineStart = ev[:0], 0
+	}
+	switch {
+	case c.errEvent != "":
+		return c.response(), &llm.Error{Type: c.errEvent, Message: "the upstream stream reported an error", Streamed: true}
+	case c.stopped:
+		return c.response(), nil
+	}
+	return c.response(), &llm.Error{Type: "connection_error", Message: "the upstream stream ended before message_stop", Streamed: c.wrote}
+}
+
+// inspect reads what the gateway needs of one event.
+func (c *call) inspect(ev []byte) {
+	name, data := eventFields(ev)
+	switch string(name) {
+	case "message_start":
+		var m struct {
+			Message struct {
+				ID    string    `json:"id"`
+				Model string    `json:"model"`
+				Usage usageJSON `json:"usage"`
+			} `json:"message"`
+		}
+		if json.Unmarshal(data, &m) == nil {
+			c.msgID, c.answered = m.Message.ID, m.Message.Model
+			m.Message.Usage.merge(&c.usage)
+		}
+	case "message_delta":
+		var m struct {
+			Delta struct {
+				StopReason string `json:"stop_reason"`
+			} `json:"delta"`
+			Usage usageJSON `json:"usage"`
+		}
+		if json.Unmarshal(data, &m) == nil {
+			if m.Delta.StopReason != "" {
+				c.stopReason = m.Delta.StopReason
+			}
+			m.Usage.merge(&c.usage)
+		}
+	case "message_stop":
+		c.stopped = true
+	case "error":
+		var m struct {
+			Error struct {
+				Type string `json:"type"`
+			} `json:"error"`
+		}
+		c.errEvent = "api_error"
+		if json.Unmarshal(data, &m) == nil && m.Error.Type != "" {
+			c.errEvent = m.Error.Type
+		}
+	}
+}
+
+// eventFields returns the event name and the data of an SSE event (one
+// data line, as the Messages API sends them).
+func eventFields(ev []byte) (name, data []byte) {
+	for len(ev) > 0 {
+		line := ev
+		if i := bytes.IndexByte(ev, '\n'); i >= 0 {
+			line, ev = ev[:i], ev[i+1:]
+		} else {
+			ev = nil
+		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if v, ok := bytes.CutPrefix(line, []byte("event:")); ok {
+			name = bytes.TrimSpace(v)
+		} else if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			data = bytes.TrimSpace(v)
+		}
+	}
+	return name, data
+}
+
+// writeEvent writes one event and flushes it, writing the status and
+// headers first if they are not yet.
+func (c *call) writeEvent(ev []byte) error {
+	if !c.wrote {
+		h := c.w.Header()
+		copyHeader(h, c.upstreamHeader)
+		h.Del("Content-Length")
+		c.w.WriteHeader(http.StatusOK)
+		c.wrote, c.status = true, http.StatusOK
+		c.firstByte = time.Since(c.start)
+	}
+	_ = c.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := c.w.Write(ev); err != nil {
+		return err
+	}
+	return c.rc.Flush()
+}
+
+// errorEvent is an Anthropic error event.
+func errorEvent(typ, msg string) []byte {
+	b, _ := json.Marshal(errorBody{Type: "error", Error: errorDetail{Type: typ, Message: msg}})
+	return []byte("event: error\ndata: " + string(b) + "\n\n")
+}

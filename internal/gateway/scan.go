@@ -1,0 +1,116 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+)
+
+// fields are what the gateway reads of a request body; everything else is
+// forwarded unread.
+type fields struct {
+	model                string
+	modelStart, modelEnd int // the model's JSON string in the body, quotes included
+	stream               bool
+	maxTokens            int64
+}
+
+var (
+	errNotJSON   = errors.New("the request body is not valid JSON")
+	errNotObject = errors.New("the request body must be a JSON object")
+)
+
+// scan reads model, stream and max_tokens from the top level of body
+// without decoding the rest (messages, tools, images stay bytes).
+func scan(body []byte) (fields, error) {
+	var f fields
+	if !json.Valid(body) {
+		return f, errNotJSON
+	}
+	i := skipWS(body, 0)
+	if body[i] != '{' {
+		return f, errNotObject
+	}
+	i = skipWS(body, i+1)
+	for body[i] != '}' {
+		kEnd := skipString(body, i)
+		key := body[i+1 : kEnd-1]
+		i = skipWS(body, kEnd) // at ':'
+		vStart := skipWS(body, i+1)
+		vEnd := skipValue(body, vStart)
+		v := body[vStart:vEnd]
+		switch string(key) {
+		case "model":
+			if v[0] != '"' {
+				return f, errors.New("model: must be a string")
+			}
+			if err := json.Unmarshal(v, &f.model); err != nil {
+				return f, errors.New("model: must be a string")
+			}
+			f.modelStart, f.modelEnd = vStart, vEnd
+		case "stream":
+			f.stream = string(v) == "true"
+		case "max_tokens":
+			n, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil {
+				return f, errors.New("max_tokens: must be an integer")
+			}
+			f.maxTokens = n
+		}
+		i = skipWS(body, vEnd)
+		if body[i] == ',' {
+			i = skipWS(body, i+1)
+		}
+	}
+	return f, nil
+}
+
+// The skip functions assume valid JSON (scan checks it first).
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] ('"').
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
+// skipValue returns the index after the value starting at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return i
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
+}
