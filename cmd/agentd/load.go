@@ -27,11 +27,16 @@ type loadTarget struct {
 	message string
 	stream  bool
 	client  *http.Client
+	// msgs, when set, sends Messages API calls instead of chats.
+	msgs *messagesLoad
 }
 
 // chat sends one chat and reads the whole answer (for streams: until the
 // done event). It fails on any non-200 status or an error event.
 func (t *loadTarget) chat(ctx context.Context, n int64) error {
+	if t.msgs != nil {
+		return t.msgs.call(ctx, n)
+	}
 	body, _ := json.Marshal(map[string]any{"agent": t.agent, "message": fmt.Sprintf("%s (#%d)", t.message, n), "stream": t.stream})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/chat", bytes.NewReader(body))
 	if err != nil {
@@ -84,6 +89,9 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	timeout := fs.Duration("timeout", 2*time.Minute, "timeout of one chat")
 	pid := fs.Int("pid", 0, "report the peak RSS (VmHWM) of this process (agentd on the same machine)")
 	maxErrors := fs.Float64("max-error-rate", 0, "exit non-zero when the share of failed chats is above this")
+	messages := fs.Bool("messages", false, "send Anthropic Messages API calls (POST URL/v1/messages: agentd's gateway, a proxy or the sim) instead of chats")
+	model := fs.String("model", "claude-sonnet-4-5", "messages mode: the model asked for")
+	maxTokens := fs.Int("max-tokens", 64, "messages mode: max_tokens of each call")
 	apiKey := fs.String("api-key", os.Getenv("AGENTD_API_KEY"), "client API key (defaults to $AGENTD_API_KEY; not needed with auth: none)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -98,6 +106,10 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost = 0, 100000, 0
 	t := &loadTarget{base: strings.TrimRight(fs.Arg(0), "/"), agent: *agent, message: *message, stream: *stream,
 		client: &http.Client{Transport: withAPIKey(tr, *apiKey), Timeout: *timeout}}
+	if *messages {
+		t.msgs = &messagesLoad{url: t.base + "/v1/messages", model: *model, max: *maxTokens, text: *message,
+			stream: *stream, client: t.client}
+	}
 
 	var failed, total float64
 	if *concurrent > 0 {
@@ -114,6 +126,9 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		fmt.Fprintln(stdout, res)
+		if t.msgs != nil && t.stream {
+			fmt.Fprintln(stdout, "time to first event:", t.msgs.firstEvent())
+		}
 		if res.FirstErr != nil {
 			fmt.Fprintln(stdout, "first error:", res.FirstErr)
 		}

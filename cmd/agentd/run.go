@@ -34,13 +34,14 @@ Usage:
   agentd serve   [-config FILE]        run the API and the agent loop
   agentd sim     [flags]               run the Claude Messages API simulator (agentd sim -h)
   agentd migrate [-config FILE]        bring the store's schema up to date
-  agentd load  [flags] URL             fixed-rate (or held-concurrency) chat load with latency percentiles
+  agentd load  [flags] URL             fixed-rate (or held-concurrency) chat or -messages load, latency percentiles
   agentd smoke [flags] URL             end-to-end checks of a running agentd (exit 1 on failure)
   agentd probe [-timeout 2s] URL       GET URL, exit 0 on 2xx, 1 otherwise (container health check)
   agentd backup  [-config FILE] PATH   consistent online copy of the SQLite store to PATH
   agentd restore [-config FILE] PATH   replace the SQLite store with PATH (stop agentd first)
   agentd config check [-config FILE]   validate the config and print it, secrets masked
   agentd keys create|list|revoke      manage client API keys (agentd keys, docs/security.md)
+  agentd bench-proxy [-addr A] URL     a bare reverse proxy to URL: the floor of the gateway benchmark
   agentd version                       print the version
 
 FILE defaults to $AGENTD_CONFIG; with neither, built-in defaults and AGENTD_*
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return cmdRestore(ctx, rest, stdout, stderr, environ)
 	case "keys":
 		return cmdKeys(ctx, rest, stdout, stderr, environ)
+	case "bench-proxy":
+		return cmdBenchProxy(ctx, rest, stderr)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			return fmt.Errorf("%w: agentd config check [-config FILE]", errUsage)

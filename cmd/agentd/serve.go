@@ -223,12 +223,13 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	}
 
 	var gw http.Handler
+	var gwWait func() // waits for the gateway's accounting after answers
 	if serveAPI && !cfg.Gateway.Disabled {
 		g, err := buildGateway(cfg, provider, pricing, st, rateLimit, metrics, log)
 		if err != nil {
 			return err
 		}
-		gw = g
+		gw, gwWait = g, g.Wait
 	}
 
 	drainRequested := make(chan struct{})
@@ -282,7 +283,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	//     lets running runs finish, both within drain_timeout; runs still
 	//     running then are suspended (checkpointed, lease released, job
 	//     requeued) so another worker resumes them;
-	//  4. background actors stop; 5. the store closes (deferred); exit 0.
+	//  4. the gateway's accounting of answered calls (usage rows, budget
+	//     settlements) finishes;
+	//  5. background actors stop; 6. the store closes (deferred); exit 0.
 	health.SetDraining()
 	log.Info("draining", "drain_delay", cfg.Server.DrainDelay, "drain_timeout", cfg.Server.DrainTimeout)
 	select {
@@ -307,6 +310,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		}
 	}()
 	stopping.Wait()
+	if gwWait != nil {
+		gwWait()
+	}
 	log.Info("agentd stopped")
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentd/agentd/internal/auth"
@@ -106,6 +107,10 @@ type Config struct {
 type Handler struct {
 	cfg Config
 	log *slog.Logger
+	sem chan struct{}
+	// calls counts calls from their start to the end of their accounting
+	// (Wait).
+	calls atomic.Int64
 }
 
 // New returns a Handler.
@@ -120,7 +125,7 @@ func New(cfg Config) (*Handler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{cfg: cfg, log: log}, nil
+	return &Handler{cfg: cfg, log: log, sem: make(chan struct{}, maxBackground)}, nil
 }
 
 // ServeHTTP serves POST /v1/messages and POST /v1/messages/count_tokens.
@@ -153,7 +158,8 @@ type call struct {
 
 	upstreamHeader http.Header // of the 2xx answer being relayed
 
-	// Set by the relay.
+	// Set by the relay. The accounting after the answer (account, finish)
+	// reads only these, never the ResponseWriter.
 	wrote      bool
 	status     int
 	firstByte  time.Duration
@@ -166,6 +172,13 @@ type call struct {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
+	h.calls.Add(1)
+	handedOff := false // to background, which ends the call
+	defer func() {
+		if !handedOff {
+			h.calls.Add(-1)
+		}
+	}()
 	ctx := r.Context()
 	p, _ := auth.FromContext(ctx)
 	c := &call{h: h, w: w, rc: http.NewResponseController(w), start: time.Now(), tenant: p.Tenant, key: p.KeyID,
@@ -245,9 +258,49 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	if err != nil {
 		c.fail(ctx, err)
 	}
-	usd := c.account(ctx)
-	settle(context.WithoutCancel(ctx), usd)
-	c.finish(ctx, usd, err)
+	// The usage row, the budget's settlement, the metrics and the log
+	// line are written after the answer is complete for the client, so a
+	// store write is not part of its latency.
+	actx := context.WithoutCancel(ctx)
+	handedOff = true
+	h.background(func() {
+		usd := c.account(actx)
+		settle(actx, usd)
+		c.finish(actx, usd, err)
+	})
+}
+
+// maxBackground bounds the accounting jobs running after their answers;
+// past it a handler does its accounting before it returns (back-pressure
+// on a slow store instead of an unbounded pile of goroutines).
+const maxBackground = 1024
+
+// background runs a call's last work fn after the handler returns, or now
+// when too many are pending, then ends the call.
+func (h *Handler) background(fn func()) {
+	select {
+	case h.sem <- struct{}{}:
+	default:
+		fn()
+		h.calls.Add(-1)
+		return
+	}
+	go func() {
+		defer func() {
+			<-h.sem
+			h.calls.Add(-1)
+		}()
+		fn()
+	}()
+}
+
+// Wait waits until no call is in flight or being accounted for (usage
+// rows, budget settlements, logs): call it on shutdown after the server
+// has drained, before the store closes.
+func (h *Handler) Wait() {
+	for h.calls.Load() > 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // policy is tenant's policy.
@@ -310,7 +363,7 @@ func (c *call) fail(ctx context.Context, err error) {
 			if le, ok := llm.AsError(err); ok {
 				msg = "the upstream stream failed: " + le.Message
 			}
-			_ = c.writeEvent(errorEvent("api_error", msg))
+			_ = c.writeEvent(errorEvent("api_error", msg), true)
 		}
 		return
 	}
@@ -399,7 +452,7 @@ func (c *call) finish(ctx context.Context, usd float64, err error) {
 	if c.count {
 		attrs = append(attrs, slog.Bool("count_tokens", true))
 	}
-	if id := upstreamRequestID(c.w.Header(), err); id != "" {
+	if id := c.upstreamID(err); id != "" {
 		attrs = append(attrs, slog.String("upstream_request_id", id))
 	}
 	if c.stream && !c.stopped && c.wrote && c.status < 300 {
@@ -411,9 +464,11 @@ func (c *call) finish(ctx context.Context, usd float64, err error) {
 	c.h.log.LogAttrs(ctx, slog.LevelInfo, "gateway call", attrs...)
 }
 
-func upstreamRequestID(h http.Header, err error) string {
-	if id := h.Get("Request-Id"); id != "" {
-		return id
+// upstreamID is the provider's request id of the answer relayed, or of the
+// last failed attempt.
+func (c *call) upstreamID(err error) string {
+	if c.upstreamHeader != nil {
+		return c.upstreamHeader.Get("Request-Id")
 	}
 	if le, ok := llm.AsError(err); ok {
 		return le.RequestID

@@ -51,14 +51,17 @@ type seen struct {
 // store with API keys, the production provider stack (key pool, retry,
 // breaker) over the anthropic client, and the sim behind a real listener.
 type harness struct {
-	URL   string
-	Sim   *sim.Server
-	Store *sqlite.Store
-	Token string // an agentd API key of tenant "acme", chat scope
-	KeyID string
+	URL    string
+	SimURL string
+	Sim    *sim.Server
+	Store  *sqlite.Store
+	GW     *gateway.Handler
+	Token  string // an agentd API key of tenant "acme", chat scope
+	KeyID  string
 
-	mu   sync.Mutex
-	seen []seen
+	mu       sync.Mutex
+	seen     []seen
+	noRecord bool // benchmarks: do not keep requests
 	// intercept, when set, answers a sim request instead of the sim.
 	intercept func(w http.ResponseWriter, r *http.Request, body []byte) bool
 }
@@ -70,7 +73,7 @@ type harnessConfig struct {
 	retries   int
 }
 
-func newHarness(t *testing.T, opts ...func(*harnessConfig)) *harness {
+func newHarness(t testing.TB, opts ...func(*harnessConfig)) *harness {
 	t.Helper()
 	hc := harnessConfig{retries: 3}
 	for _, o := range opts {
@@ -88,7 +91,9 @@ func newHarness(t *testing.T, opts ...func(*harnessConfig)) *harness {
 	simSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		h.mu.Lock()
-		h.seen = append(h.seen, seen{Header: r.Header.Clone(), Body: body})
+		if !h.noRecord {
+			h.seen = append(h.seen, seen{Header: r.Header.Clone(), Body: body})
+		}
 		icpt := h.intercept
 		h.mu.Unlock()
 		if icpt != nil && icpt(w, r, body) {
@@ -98,6 +103,7 @@ func newHarness(t *testing.T, opts ...func(*harnessConfig)) *harness {
 		h.Sim.ServeHTTP(w, r)
 	}))
 	t.Cleanup(simSrv.Close)
+	h.SimURL = simSrv.URL
 
 	reg := prometheus.NewRegistry()
 	client := anthropic.New(anthropic.Config{BaseURL: simSrv.URL})
@@ -117,6 +123,7 @@ func newHarness(t *testing.T, opts ...func(*harnessConfig)) *harness {
 	}
 	gw, err := gateway.New(gc)
 	require.NoError(t, err)
+	h.GW = gw
 
 	health := &server.Health{Store: st, Version: "test", Log: slog.New(slog.DiscardHandler)}
 	health.MarkStarted(time.Now())
@@ -132,7 +139,7 @@ func newHarness(t *testing.T, opts ...func(*harnessConfig)) *harness {
 	return h
 }
 
-func newKey(t *testing.T, st store.APIKeys, tenant string, scopes ...string) (token, id string) {
+func newKey(t testing.TB, st store.APIKeys, tenant string, scopes ...string) (token, id string) {
 	t.Helper()
 	k, err := auth.NewKey()
 	require.NoError(t, err)
@@ -148,6 +155,12 @@ func (h *harness) client(token string) *sdk.Client {
 	return &c
 }
 
+func (h *harness) recordOff() {
+	h.mu.Lock()
+	h.noRecord = true
+	h.mu.Unlock()
+}
+
 func (h *harness) lastSeen(t *testing.T) seen {
 	t.Helper()
 	h.mu.Lock()
@@ -158,6 +171,7 @@ func (h *harness) lastSeen(t *testing.T) seen {
 
 func (h *harness) usage(t *testing.T) store.UsageTotals {
 	t.Helper()
+	h.GW.Wait() // accounting runs after the answer
 	groups, err := h.Store.SumUsage(t.Context(), store.UsageQuery{Tenant: tenant, GroupBy: store.UsageByAgent,
 		From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Hour)})
 	require.NoError(t, err)

@@ -49,6 +49,7 @@ func (u *usageJSON) merge(into *llm.Usage) {
 // respond is the Passthrough's Respond: it relays a 2xx answer, as a
 // stream when it is one.
 func (c *call) respond(ctx context.Context, resp *http.Response) (llm.Response, error) {
+	c.upstreamHeader = resp.Header
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		return c.relayStream(resp)
 	}
@@ -86,6 +87,7 @@ func (c *call) relayBody(ctx context.Context, resp *http.Response) (llm.Response
 	if _, err := c.w.Write(body); err != nil {
 		return c.response(), &llm.Error{Type: "client_gone", Message: err.Error(), Streamed: true, Err: err}
 	}
+	_ = c.rc.Flush()
 	return c.response(), nil
 }
 
@@ -96,13 +98,13 @@ func (c *call) response() llm.Response {
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 // relayStream relays an event stream event by event, flushing each: the
-// client sees every event (pings included) as the upstream sends it. The
+// client sees every event (pings included) as the upstream sends it
+// (events that arrived together are flushed together). The
 // response status and headers are written with the first complete event,
 // so a stream cut before any event is an error the retry layer may repeat.
 // It reads message_start and message_delta for usage; the usage seen is
 // kept when the stream ends early.
 func (c *call) relayStream(resp *http.Response) (llm.Response, error) {
-	c.upstreamHeader = resp.Header
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(resp.Body)
 	defer func() {
@@ -139,7 +141,7 @@ func (c *call) relayStream(resp *http.Response) (llm.Response, error) {
 		// A blank line ends an event.
 		if lineStart > 0 {
 			c.inspect(ev)
-			if err := c.writeEvent(ev); err != nil {
+			if err := c.writeEvent(ev, !completeEventBuffered(br)); err != nil {
 				return c.response(), &llm.Error{Type: "client_gone", Message: err.Error(), Streamed: true, Err: err}
 			}
 		}
@@ -218,9 +220,23 @@ func eventFields(ev []byte) (name, data []byte) {
 	return name, data
 }
 
-// writeEvent writes one event and flushes it, writing the status and
-// headers first if they are not yet.
-func (c *call) writeEvent(ev []byte) error {
+// completeEventBuffered reports whether br already holds a whole next
+// event: it was received with the one just written, which can then wait
+// for it to be flushed together (one write to the client instead of two,
+// and no event ever waits for the network).
+func completeEventBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := br.Peek(n)
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
+}
+
+// writeEvent writes one event, flushing it unless flush is false (another
+// event is already at hand), writing the status and headers first if they
+// are not yet.
+func (c *call) writeEvent(ev []byte, flush bool) error {
 	if !c.wrote {
 		h := c.w.Header()
 		copyHeader(h, c.upstreamHeader)
@@ -232,6 +248,9 @@ func (c *call) writeEvent(ev []byte) error {
 	_ = c.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.w.Write(ev); err != nil {
 		return err
+	}
+	if !flush {
+		return nil
 	}
 	return c.rc.Flush()
 }
