@@ -525,3 +525,64 @@ func TestRequestErrorsAreAnthropicShaped(t *testing.T) {
 		})
 	}
 }
+
+func TestStreamCutBeforeTheFirstEventIsRetried(t *testing.T) {
+	h := newHarness(t)
+	var cut sync.Once
+	h.intercept = func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+		first := false
+		cut.Do(func() { first = true })
+		if !first {
+			return false // the sim answers
+		}
+		// 200 and the stream's headers, then the connection closes before
+		// any event.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	stream := h.client(h.Token).Messages.NewStreaming(t.Context(), userMessage("retry me"))
+	var msg sdk.Message
+	for stream.Next() {
+		require.NoError(t, msg.Accumulate(stream.Current()))
+	}
+	require.NoError(t, stream.Err())
+	require.Equal(t, sdk.StopReasonEndTurn, msg.StopReason)
+	h.mu.Lock()
+	n := len(h.seen)
+	h.mu.Unlock()
+	require.Equal(t, 2, n, "the cut attempt was made again")
+}
+
+func TestStreamCutMidwayEndsWithAnErrorEventAndKeepsUsage(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) { c.sim = sim.Config{RateCut: 1, Words: 50} })
+	stream := h.client(h.Token).Messages.NewStreaming(t.Context(), userMessage("cut me off"))
+	events := 0
+	for stream.Next() {
+		events++
+	}
+	require.Error(t, stream.Err(), "the client learns that the stream broke")
+	require.Positive(t, events, "events before the cut were relayed")
+	h.mu.Lock()
+	n := len(h.seen)
+	h.mu.Unlock()
+	require.Equal(t, 1, n, "a stream that reached the client is never repeated")
+	u := h.usage(t)
+	require.EqualValues(t, 1, u.Requests)
+	require.Positive(t, u.InputTokens)
+}
+
+func TestTokenRateLimitBites(t *testing.T) {
+	limiter := ratelimit.New(ratelimit.Config{Key: ratelimit.Limits{TokensPerMinute: 10}})
+	h := newHarness(t, func(c *harnessConfig) { c.rateLimit = limiter })
+	c := h.client(h.Token)
+	_, err := c.Messages.New(t.Context(), userMessage("spend more than ten tokens on this call please"))
+	require.NoError(t, err)
+	h.GW.Wait() // the tokens are debited after the answer
+	_, err = c.Messages.New(t.Context(), userMessage("x"))
+	e := apiError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, e.StatusCode)
+	require.EqualValues(t, "rate_limit_error", e.Type())
+	require.NotEmpty(t, e.Response.Header.Get("Retry-After"))
+}
