@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/agentd/agentd/internal/ratelimit"
 )
@@ -62,11 +63,14 @@ func BenchmarkGatewayProxiedRequest(b *testing.B) {
 			// and the sim's share of the allocations.
 			runtime.ReadMemStats(&ms)
 			before = ms.Mallocs
+			start := time.Now()
 			for range n {
 				post(h.SimURL, primary)
 			}
+			directNs := time.Since(start).Nanoseconds()
 			runtime.ReadMemStats(&ms)
 			direct := ms.Mallocs - before
+			b.ReportMetric(float64(directNs)/float64(n), "direct-ns/req")
 			b.ReportMetric(float64(direct)/float64(n), "direct-allocs/req")
 			b.ReportMetric((float64(through)-float64(direct))/float64(n), "gateway-allocs/req")
 		})

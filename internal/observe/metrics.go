@@ -133,11 +133,15 @@ func (m *Metrics) AddTokens(agent, model string, input, output, cacheCreation, c
 	if m == nil {
 		return
 	}
-	for kind, n := range map[string]int64{"input": input, "output": output, "cache_creation": cacheCreation, "cache_read": cacheRead} {
+	add := func(kind string, n int64) {
 		if n > 0 {
 			m.LLMTokens.WithLabelValues(agent, model, kind).Add(float64(n))
 		}
 	}
+	add("input", input)
+	add("output", output)
+	add("cache_creation", cacheCreation)
+	add("cache_read", cacheRead)
 }
 
 // AddCost records the cost of a model call; unpriced: the pricing table has
