@@ -247,8 +247,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		}
 	}
 
+	path := r.URL.Path
+	if r.URL.RawQuery != "" {
+		path += "?" + r.URL.RawQuery // e.g. the Agent SDK's ?beta=true
+	}
 	pt := &llm.Passthrough{
-		Path: r.URL.Path, Body: body, Model: f.model, ModelStart: f.modelStart, ModelEnd: f.modelEnd,
+		Path: path, Body: body, Model: f.model, ModelStart: f.modelStart, ModelEnd: f.modelEnd,
 		Header: forwardHeader(r.Header), Respond: c.respond,
 	}
 	req := llm.Request{Model: c.model, MaxTokens: int(min(f.maxTokens, math.MaxInt32)), Passthrough: pt}

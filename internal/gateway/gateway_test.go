@@ -43,6 +43,7 @@ const (
 
 // seen is one request as the sim received it.
 type seen struct {
+	URI    string
 	Header http.Header
 	Body   []byte
 }
@@ -92,7 +93,7 @@ func newHarness(t testing.TB, opts ...func(*harnessConfig)) *harness {
 		body, _ := io.ReadAll(r.Body)
 		h.mu.Lock()
 		if !h.noRecord {
-			h.seen = append(h.seen, seen{Header: r.Header.Clone(), Body: body})
+			h.seen = append(h.seen, seen{URI: r.RequestURI, Header: r.Header.Clone(), Body: body})
 		}
 		icpt := h.intercept
 		h.mu.Unlock()
@@ -265,19 +266,8 @@ func TestCountTokens(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Positive(t, res.InputTokens)
-	require.Equal(t, "/v1/messages/count_tokens", h.lastPath(t))
+	require.Equal(t, "/v1/messages/count_tokens", h.lastSeen(t).URI)
 	require.Zero(t, h.usage(t).Requests, "count_tokens is not a billed model call")
-}
-
-func (h *harness) lastPath(t *testing.T) string {
-	t.Helper()
-	// The sim's answer to count_tokens has no path in it; the body shape
-	// does: no max_tokens.
-	got := h.lastSeen(t)
-	if bytes.Contains(got.Body, []byte(`"max_tokens"`)) {
-		return "/v1/messages"
-	}
-	return "/v1/messages/count_tokens"
 }
 
 // rawPost sends body as is with headers.
@@ -308,12 +298,13 @@ func TestBodyAndHeadersPassThroughUnchanged(t *testing.T) {
 		`{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}}]}],` +
 		`"model" : "claude-sonnet-4-5", "thinking":{"type":"enabled","budget_tokens":1024},` +
 		`"agentd_unknown_field": {"nested":[1, 2.50, 1e3, null, true]} }`
-	resp, data := h.rawPost(t, gateway.PathMessages, body, map[string]string{
+	resp, data := h.rawPost(t, gateway.PathMessages+"?beta=true", body, map[string]string{
 		"Anthropic-Beta": "prompt-caching-2024-07-31,unknown-beta-2099", "Anthropic-Version": "2023-06-01",
 	})
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(data))
 	got := h.lastSeen(t)
 	require.Equal(t, body, string(got.Body), "the body reaches the upstream byte for byte")
+	require.Equal(t, "/v1/messages?beta=true", got.URI, "the query string (the Agent SDK's beta=true) passes")
 	require.Equal(t, "prompt-caching-2024-07-31,unknown-beta-2099", got.Header.Get("Anthropic-Beta"))
 	require.Equal(t, "2023-06-01", got.Header.Get("Anthropic-Version"))
 	require.NotEmpty(t, resp.Header.Get("Request-Id"), "the upstream request id is relayed")

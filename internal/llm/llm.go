@@ -63,7 +63,9 @@ type Request struct {
 // resilience package (key pool, retry, limit, breaker, fallback) apply to it
 // as to any call, and nothing of the body is parsed by the provider.
 type Passthrough struct {
-	// Path is the API path: "/v1/messages" or "/v1/messages/count_tokens".
+	// Path is the API path with the client's query string, if any:
+	// "/v1/messages", "/v1/messages?beta=true",
+	// "/v1/messages/count_tokens".
 	Path string
 	// Body is the client's request body.
 	Body []byte
