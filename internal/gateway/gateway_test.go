@@ -577,3 +577,17 @@ func TestTokenRateLimitBites(t *testing.T) {
 	require.EqualValues(t, "rate_limit_error", e.Type())
 	require.NotEmpty(t, e.Response.Header.Get("Retry-After"))
 }
+
+func TestTooLargeAndWrongScope(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) { c.gw.MaxBodyBytes = 256 })
+	big := `{"model":"` + model + `","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("x", 300) + `"}]}`
+	resp, data := h.rawPost(t, gateway.PathMessages, big, nil)
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	require.Contains(t, string(data), `"type":"request_too_large"`)
+
+	runsOnly, _ := newKey(t, h.Store, tenant, auth.ScopeRuns)
+	_, err := h.client(runsOnly).Messages.New(t.Context(), userMessage("x"))
+	e := apiError(t, err)
+	require.Equal(t, http.StatusForbidden, e.StatusCode)
+	require.EqualValues(t, "permission_error", e.Type())
+}
