@@ -21,6 +21,14 @@ import (
 func (s *Server) traced(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := observe.Tracer().Start(ctx, "", trace.WithSpanKind(trace.SpanKindServer))
+		if !span.IsRecording() {
+			// Tracing off (or this trace not sampled): skip the route
+			// match and the scrubbing the attributes would cost.
+			next.ServeHTTP(w, r.WithContext(ctx))
+			span.End()
+			return
+		}
 		_, pattern := s.mux.Handler(r)
 		route := pattern // "POST /v1/chat": the method, then the path template
 		if _, path, ok := strings.Cut(pattern, " "); ok {
@@ -29,12 +37,12 @@ func (s *Server) traced(next http.Handler) http.Handler {
 		if route == "" || route == "/" {
 			route = "unmatched"
 		}
-		ctx, span := observe.Tracer().Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(
-				attribute.String("http.request.method", r.Method),
-				attribute.String("http.route", route),
-				attribute.String("url.path", observe.ScrubSpanText(r.URL.Path)),
-			))
+		span.SetName(r.Method + " " + route)
+		span.SetAttributes(
+			attribute.String("http.request.method", r.Method),
+			attribute.String("http.route", route),
+			attribute.String("url.path", observe.ScrubSpanText(r.URL.Path)),
+		)
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			if rec.status == 0 {
