@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/anthropic"
@@ -153,7 +154,18 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		return err
 	}
 	rateLimit := buildRateLimiter(cfg, rc, metrics, log) // nil (no limits) is safe to use
-	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricingTable(cfg, log), Usage: st, Tokens: rateLimit}
+	pricing := pricingTable(cfg, log)
+	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricing, Usage: st, Tokens: rateLimit}
+	if cfg.AnyBudget() {
+		// Budgets: counters in the store, shared by every instance. Its
+		// sweeper only reclaims rows: expired reservations stop counting
+		// at once.
+		budgets := budget.New(cfg.Budgets, st, pricing, metrics, log.With("component", "budget"))
+		loop.Budget = budgets
+		goActor("budget-sweeper", func(ctx context.Context) error { return budgets.Run(ctx, cfg.Store.SweepInterval) })
+		log.Info("budgets on", "alert_fractions", cfg.Budgets.AlertFractions,
+			"alert_webhook", cfg.Budgets.AlertWebhook.Value() != "", "reservation_ttl", cfg.Budgets.ReservationTTL)
+	}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub}
 	limits := make(map[string]int, len(cfg.Agents))
@@ -391,7 +403,7 @@ func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.C
 		ca := &agentrun.ChatAgent{
 			Agent: agentrun.Agent{
 				Name: a.Name, Model: a.Model, System: a.System,
-				MaxSteps: a.MaxSteps, MaxTokens: a.MaxTokens, Timeout: a.Timeout,
+				MaxSteps: a.MaxSteps, MaxTokens: a.MaxTokens, Timeout: a.Timeout, MaxCostUSD: a.MaxCostUSD,
 				Tools: tools.Tools(a.Name), ToolTimeout: tools.ToolTimeout(a.Name),
 			},
 			MaxMessages:            a.MaxMessages,

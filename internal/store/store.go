@@ -541,7 +541,9 @@ type Budgets interface {
 	// all do records the reservation against each; ok reports which
 	// happened. It is atomic across instances: concurrent reservations
 	// never together overrun a limit. Counters are created at 0 on first
-	// use. It returns the counters' state before the reservation.
+	// use, also by a reservation that does not fit (nothing is reserved
+	// then). It returns the counters' state before the reservation (on a
+	// refusal, possibly only up to the first counter without room).
 	ReserveBudget(ctx context.Context, p ReserveBudgetParams) (counters []BudgetCounter, ok bool, err error)
 	// SettleBudget drops the reservation (if it has not expired and been
 	// swept) and adds p.ActualUSD to the spend of every counter, in one

@@ -72,10 +72,14 @@ func (s *Store) reserveBudget(ctx context.Context, p store.ReserveBudgetParams) 
 		counters = append(counters, c)
 		if c.SpentUSD+c.ReservedUSD+p.AmountUSD > c.LimitUSD+budgetEpsilon {
 			ok = false
-			break // the locks taken so far go with the rollback
+			break
 		}
 	}
 	if !ok {
+		// Nothing reserved; the counters stay (an alert may mark them).
+		if err := tx.Commit(ctx); err != nil {
+			return nil, false, err
+		}
 		return counters, false, nil
 	}
 	for _, l := range limits {

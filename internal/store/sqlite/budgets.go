@@ -69,7 +69,11 @@ func (s *Store) reserveBudget(ctx context.Context, p store.ReserveBudgetParams) 
 		}
 	}
 	if !ok {
-		return counters, false, nil // rolled back: nothing reserved
+		// Nothing reserved; the counters stay (an alert may mark them).
+		if err := tx.Commit(); err != nil {
+			return nil, false, err
+		}
+		return counters, false, nil
 	}
 	for _, l := range limits {
 		if _, err := tx.ExecContext(ctx, qInsertBudgetReservation, p.ReservationID, l.Scope, l.Subject, l.Period,

@@ -131,12 +131,20 @@ func exerciseBudgets(t *testing.T, setup setupFunc) {
 		prev, err := b.MarkBudgetAlert(ctx, l.BudgetCounterKey, 0.5)
 		require.NoError(t, err)
 		require.InDelta(t, 0.5, prev, 1e-9, "no counter: nothing to raise")
+		// A refused reservation creates the counter too (its alert can be
+		// marked).
+		_, ok, err := b.ReserveBudget(ctx, reserve("too-big", 2, l))
+		require.NoError(t, err)
+		require.False(t, ok)
+		prev, err = b.MarkBudgetAlert(ctx, l.BudgetCounterKey, 0.3)
+		require.NoError(t, err)
+		require.Zero(t, prev)
 		_, _, err = b.ReserveBudget(ctx, reserve("r", 0.1, l))
 		require.NoError(t, err)
 
 		prev, err = b.MarkBudgetAlert(ctx, l.BudgetCounterKey, 0.5)
 		require.NoError(t, err)
-		require.Zero(t, prev)
+		require.InDelta(t, 0.3, prev, 1e-9)
 		prev, err = b.MarkBudgetAlert(ctx, l.BudgetCounterKey, 0.5)
 		require.NoError(t, err)
 		require.InDelta(t, 0.5, prev, 1e-9, "raised already")
