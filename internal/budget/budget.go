@@ -157,6 +157,19 @@ func New(cfg config.Budgets, st store.Budgets, pricing *cost.Table, metrics *obs
 		cfg.AlertWebhookTimeout = config.DefaultBudgetAlertWebhookTimeout
 	}
 	cfg.AlertFractions = slices.Sorted(slices.Values(cfg.AlertFractions))
+	if metrics != nil {
+		// Every series from the start (the label sets are small and
+		// fixed): Prometheus' increase() cannot see a counter's first
+		// increment when the series is born at 1.
+		for _, scope := range []string{ScopeTenant, ScopeKey, ScopeAgent} {
+			for _, f := range cfg.AlertFractions {
+				metrics.BudgetAlerts.WithLabelValues(scope, strconv.FormatFloat(f, 'f', -1, 64))
+			}
+		}
+		for _, scope := range []string{ScopeTenant, ScopeKey, ScopeAgent, ScopeRun} {
+			metrics.BudgetRejected.WithLabelValues(scope)
+		}
+	}
 	return &Enforcer{cfg: cfg, store: st, pricing: pricing, metrics: metrics, log: log,
 		remaining: map[string]map[store.BudgetCounterKey]float64{}}
 }
