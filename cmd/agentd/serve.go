@@ -156,13 +156,14 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	rateLimit := buildRateLimiter(cfg, rc, metrics, log) // nil (no limits) is safe to use
 	pricing := pricingTable(cfg, log)
 	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricing, Usage: st, Tokens: rateLimit}
+	// Budgets: counters in the store, shared by every instance. Always
+	// on, since a request may cap its run (max_cost_usd); a call without
+	// any budget never reaches the store. The sweeper only reclaims rows:
+	// expired reservations stop counting at once.
+	budgets := budget.New(cfg.Budgets, st, pricing, metrics, log.With("component", "budget"))
+	loop.Budget = budgets
+	goActor("budget-sweeper", func(ctx context.Context) error { return budgets.Run(ctx, cfg.Store.SweepInterval) })
 	if cfg.AnyBudget() {
-		// Budgets: counters in the store, shared by every instance. Its
-		// sweeper only reclaims rows: expired reservations stop counting
-		// at once.
-		budgets := budget.New(cfg.Budgets, st, pricing, metrics, log.With("component", "budget"))
-		loop.Budget = budgets
-		goActor("budget-sweeper", func(ctx context.Context) error { return budgets.Run(ctx, cfg.Store.SweepInterval) })
 		log.Info("budgets on", "alert_fractions", cfg.Budgets.AlertFractions,
 			"alert_webhook", cfg.Budgets.AlertWebhook.Value() != "", "reservation_ttl", cfg.Budgets.ReservationTTL)
 	}

@@ -158,6 +158,9 @@ type Params struct {
 	// order: what followers of the run may see (a stored event is never
 	// renumbered, also if the run resumes on another worker).
 	OnStored func([]store.Event)
+	// MaxCostUSD is the request's cap on the run's cost (0: none); the
+	// run's cap is the lower of it and Agent.MaxCostUSD.
+	MaxCostUSD float64
 }
 
 // Result is a finished run.
@@ -454,7 +457,7 @@ func (x *execution) callModel(ctx context.Context) error {
 	var resv *budget.Reservation // nil-safe
 	if x.l.Budget != nil {
 		r, err := x.l.Budget.Reserve(ctx, budget.Subject{
-			Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, Run: x.p.RunID, RunMaxUSD: a.MaxCostUSD,
+			Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, Run: x.p.RunID, RunMaxUSD: runCap(a.MaxCostUSD, x.p.MaxCostUSD),
 		}, x.worstCase(req))
 		if err != nil {
 			return fmt.Errorf("reserve budget for step %d: %w", step, err)
@@ -544,6 +547,17 @@ func (x *execution) callModel(ctx context.Context) error {
 		"cost_usd": usd,
 	})
 	return x.checkpoint(ctx)
+}
+
+// runCap is the lower of two caps, 0 meaning none.
+func runCap(a, b float64) float64 {
+	switch {
+	case a <= 0:
+		return max(b, 0)
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
 }
 
 // worstCase is the most the call req may cost at the agent's model's

@@ -89,9 +89,18 @@ func TestChatOverBudget(t *testing.T) {
 		e := decodeError(t, resp.Body)
 		require.Equal(t, "budget_exceeded", e.Error.Type)
 		require.Contains(t, e.Error.Message, "max_cost_usd")
-		// Other agents are not capped.
+		// A request cannot raise the agent's cap.
+		resp = b.postChat(t, map[string]any{"agent": demoAgent, "message": "hello", "max_cost_usd": 100})
+		require.Equal(t, http.StatusPaymentRequired, resp.Status, "body: %s", resp.Body)
+		// Other agents are not capped, unless the request caps its run.
 		resp = b.postChat(t, map[string]any{"agent": otherAgent, "message": "hello"})
 		require.Equal(t, http.StatusOK, resp.Status, "body: %s", resp.Body)
+		resp = b.postChat(t, map[string]any{"agent": otherAgent, "message": "hello", "max_cost_usd": 0.001})
+		require.Equal(t, http.StatusPaymentRequired, resp.Status, "body: %s", resp.Body)
+		require.Equal(t, "budget_exceeded", decodeError(t, resp.Body).Error.Type)
+		resp = b.postChat(t, map[string]any{"agent": otherAgent, "message": "hello", "max_cost_usd": -1})
+		require.Equal(t, http.StatusBadRequest, resp.Status, "body: %s", resp.Body)
+		require.Contains(t, decodeError(t, resp.Body).Error.Message, "max_cost_usd")
 	})
 }
 
@@ -105,8 +114,13 @@ func TestRunMaxCostFails(t *testing.T) {
 		require.Equal(t, "failed", rb.Status)
 		require.Contains(t, rb.Error, "budget_exceeded")
 		require.Zero(t, rb.Steps)
-		// Within the cap, runs succeed (the other agent has none).
+		// The other agent has no cap: its runs succeed, unless the request
+		// caps them.
 		rb = b.submitOK(t, map[string]any{"agent": otherAgent, "message": "hello"})
 		require.Equal(t, "succeeded", b.waitRun(t, rb.ID, "failed", "succeeded").Status)
+		rb = b.submitOK(t, map[string]any{"agent": otherAgent, "message": "hello", "max_cost_usd": 0.001})
+		rb = b.waitRun(t, rb.ID, "failed", "succeeded")
+		require.Equal(t, "failed", rb.Status)
+		require.Contains(t, rb.Error, "budget_exceeded")
 	})
 }
