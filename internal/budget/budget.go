@@ -512,7 +512,8 @@ func (e *Enforcer) raise(ctx context.Context, c store.BudgetCounter, f float64, 
 	defer cancel()
 	req, err := http.NewRequestWithContext(wctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
-		e.log.WarnContext(ctx, "budget alert webhook: bad request", "err", err)
+		// The error quotes the URL, which may carry a token.
+		e.log.WarnContext(ctx, "budget alert webhook: invalid request", "scope", c.Scope, "id", c.Subject)
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")

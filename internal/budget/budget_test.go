@@ -329,3 +329,29 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 	}
 	return d.Gauge.GetValue()
 }
+
+// A slow webhook never delays the model call that raised the alert.
+func TestSlowWebhookDoesNotBlockSettle(t *testing.T) {
+	ctx := t.Context()
+	s1, _ := twoInstances(t, "sqlite")
+	release := make(chan struct{})
+	var calls atomic.Int32
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(hook.Close)
+	e := budget.New(config.Budgets{Tenant: config.BudgetLimit{DailyUSD: 1}, AlertFractions: []float64{0.5},
+		AlertWebhook: config.Secret(hook.URL), AlertWebhookTimeout: 10 * time.Second}, s1, nil, nil, nil)
+	r, err := e.Reserve(ctx, budget.Subject{Tenant: "acme"}, 0.6)
+	require.NoError(t, err)
+	start := time.Now()
+	r.Settle(ctx, 0.6) // crosses 50 %
+	require.Less(t, time.Since(start), 2*time.Second, "Settle waited for the webhook")
+	require.Eventually(t, func() bool { return calls.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	close(release)
+	e.Wait()
+}
