@@ -20,6 +20,7 @@ type backendStore interface {
 	store.RunLeases
 	store.Audit
 	store.Usage
+	store.Budgets
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

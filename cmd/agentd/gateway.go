@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 
+	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/gateway"
@@ -15,7 +16,7 @@ import (
 // buildGateway returns the Anthropic-compatible endpoint over the
 // provider's stack (key pool, retries, breakers, concurrency limit).
 func buildGateway(cfg *config.Config, provider *resilience.Provider, pricing *cost.Table, usage store.Usage,
-	rateLimit *ratelimit.Limiter, metrics *observe.Metrics, log *slog.Logger) (*gateway.Handler, error) {
+	rateLimit *ratelimit.Limiter, budgets *budget.Enforcer, metrics *observe.Metrics, log *slog.Logger) (*gateway.Handler, error) {
 	g := cfg.Gateway
 	gc := gateway.Config{
 		Upstream: provider, Aliases: g.Aliases,
@@ -27,6 +28,9 @@ func buildGateway(cfg *config.Config, provider *resilience.Provider, pricing *co
 	}
 	if rateLimit != nil {
 		gc.Tokens = rateLimit // a nil *Limiter in the interface would not be nil
+	}
+	if cfg.AnyBudget() {
+		gc.Budgets = budgets
 	}
 	if len(g.Tenants) > 0 {
 		gc.Tenants = make(map[string]gateway.Policy, len(g.Tenants))

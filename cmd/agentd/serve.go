@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/anthropic"
@@ -155,6 +156,17 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	rateLimit := buildRateLimiter(cfg, rc, metrics, log) // nil (no limits) is safe to use
 	pricing := pricingTable(cfg, log)
 	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricing, Usage: st, Tokens: rateLimit}
+	// Budgets: counters in the store, shared by every instance. Always
+	// on, since a request may cap its run (max_cost_usd); a call without
+	// any budget never reaches the store. The sweeper only reclaims rows:
+	// expired reservations stop counting at once.
+	budgets := budget.New(cfg.Budgets, st, pricing, metrics, log.With("component", "budget"))
+	loop.Budget = budgets
+	goActor("budget-sweeper", func(ctx context.Context) error { return budgets.Run(ctx, cfg.Store.SweepInterval) })
+	if cfg.AnyBudget() {
+		log.Info("budgets on", "alert_fractions", cfg.Budgets.AlertFractions,
+			"alert_webhook", cfg.Budgets.AlertWebhook.Value() != "", "reservation_ttl", cfg.Budgets.ReservationTTL)
+	}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub}
 	limits := make(map[string]int, len(cfg.Agents))
@@ -225,7 +237,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	var gw http.Handler
 	var gwWait func() // waits for the gateway's accounting after answers
 	if serveAPI && !cfg.Gateway.Disabled {
-		g, err := buildGateway(cfg, provider, pricing, st, rateLimit, metrics, log)
+		g, err := buildGateway(cfg, provider, pricing, st, rateLimit, budgets, metrics, log)
 		if err != nil {
 			return err
 		}
@@ -407,7 +419,7 @@ func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.C
 		ca := &agentrun.ChatAgent{
 			Agent: agentrun.Agent{
 				Name: a.Name, Model: a.Model, System: a.System,
-				MaxSteps: a.MaxSteps, MaxTokens: a.MaxTokens, Timeout: a.Timeout,
+				MaxSteps: a.MaxSteps, MaxTokens: a.MaxTokens, Timeout: a.Timeout, MaxCostUSD: a.MaxCostUSD,
 				Tools: tools.Tools(a.Name), ToolTimeout: tools.ToolTimeout(a.Name),
 			},
 			MaxMessages:            a.MaxMessages,

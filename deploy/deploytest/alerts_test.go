@@ -221,9 +221,11 @@ func TestAlerts(t *testing.T) {
 			t.Errorf("no alert uses %s", want)
 		}
 	}
-	// No budget or cost rule: budgets are not built.
-	if bytes.Contains(bytes.ToLower(raw), []byte("budget_")) || bytes.Contains(raw, []byte("cost_usd")) {
-		t.Error("alerts.yaml names a budget/cost metric; agentd exports none")
+	// Budgets: an alert on the budget alerts and one on refusals.
+	for _, want := range []string{"agentd_budget_alerts_total", "agentd_budget_rejected_total"} {
+		if !used[want] {
+			t.Errorf("no alert uses %s", want)
+		}
 	}
 
 	// The chart ships the same rules.

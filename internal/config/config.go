@@ -91,6 +91,8 @@ type Config struct {
 	RateLimits RateLimits `yaml:"rate_limits"`
 	// Gateway is the Anthropic-compatible endpoint (docs/gateway.md).
 	Gateway Gateway `yaml:"gateway"`
+	// Budgets are spend limits per tenant, key and agent (docs/cost.md).
+	Budgets Budgets `yaml:"budgets"`
 	Agents  []Agent `yaml:"agents"`
 	// Secrets are named secret values for tools, usually references:
 	// "weather_key: ${env:WEATHER_API_KEY}". Tool URLs, headers and MCP
@@ -376,6 +378,11 @@ type Agent struct {
 	MaxSteps int `yaml:"max_steps"`
 	// MaxTokens is max_tokens of each model call. Defaults to 1024.
 	MaxTokens int `yaml:"max_tokens"`
+	// MaxCostUSD caps the cost of one run (all its model calls, at
+	// agentd's prices): a model call whose worst case would take the run
+	// over it is refused and the run fails with budget_exceeded. Defaults
+	// to 0: no limit.
+	MaxCostUSD float64 `yaml:"max_cost_usd"`
 	// Timeout bounds a whole run. Defaults to 2m.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxMessages caps the stored conversation; older turns are trimmed.

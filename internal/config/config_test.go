@@ -199,12 +199,16 @@ func TestEnvVars(t *testing.T) {
 		"AGENTD_PROVIDERS_ANTHROPIC_API_KEY":     "providers.anthropic.api_key",
 		"AGENTD_PROVIDERS_ANTHROPIC_SIM_LATENCY": "providers.anthropic.sim_latency",
 		"AGENTD_LOG_LEVEL":                       "log.level",
+		"AGENTD_BUDGETS_TENANT_DAILY_USD":        "budgets.tenant.daily_usd",
+		"AGENTD_BUDGETS_RESERVATION_TTL":         "budgets.reservation_ttl",
 	}
 	for k, v := range want {
 		assert.Equal(t, v, vars[k], k)
 	}
 	// One variable per scalar field: 8 server + 3 store + 5 anthropic + 2 log.
-	assert.Len(t, vars, 66)
+	// budgets: 3 scopes × 2 limits + alert_webhook, alert_webhook_timeout,
+	// reservation_ttl; gateway: disabled, max_body_bytes, log_bodies.
+	assert.Len(t, vars, 75)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}
@@ -460,4 +464,22 @@ func TestValidateAddrs(t *testing.T) {
 			assert.ErrorContains(t, err, "server.addr:", addr)
 		}
 	}
+}
+
+func TestBudgetDefaults(t *testing.T) {
+	cfg, err := Load("testdata/minimal.good.yaml", nil)
+	require.NoError(t, err)
+	b := cfg.Budgets
+	assert.Equal(t, DefaultBudgetAlertFractions(), b.AlertFractions)
+	assert.Equal(t, DefaultBudgetReservationTTL, b.ReservationTTL)
+	assert.Equal(t, DefaultBudgetAlertWebhookTimeout, b.AlertWebhookTimeout)
+	assert.False(t, cfg.AnyBudget())
+
+	cfg, err = Load("testdata/budgets.good.yaml", nil)
+	require.NoError(t, err)
+	assert.True(t, cfg.AnyBudget())
+	assert.Equal(t, []float64{0.5, 0.9, 1.0}, cfg.Budgets.AlertFractions)
+	assert.InDelta(t, 500, cfg.Budgets.Tenants["acme"].DailyUSD, 1e-9)
+	assert.InDelta(t, 0.5, cfg.Agents[0].MaxCostUSD, 1e-9)
+	assert.NotContains(t, cfg.Redacted(), "hooks.example.com", "the webhook URL is a secret (it may carry a token)")
 }

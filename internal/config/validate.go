@@ -67,6 +67,8 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Runs.IdempotencyTTL, DefaultIdempotencyTTL)
 	setDefault(&c.Runs.WebhookTimeout, DefaultWebhookTimeout)
 
+	c.Budgets.applyDefaults()
+
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
 
@@ -221,6 +223,7 @@ func (c *Config) Validate() error {
 	c.validateAuth(&v)
 	c.validateRateLimits(&v)
 	c.validateGateway(&v)
+	c.validateBudgets(&v)
 	c.validateObservability(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)

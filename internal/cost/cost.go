@@ -121,3 +121,26 @@ func (t *Table) Cost(model string, u llm.Usage) (usd float64, known bool) {
 	}
 	return p.Cost(u), true
 }
+
+// WorstCase returns the most a call of model may cost: promptTokens priced
+// at the higher of the input and cache-write prices (a prompt may be written
+// to the cache), maxTokens at the output price. Cache reads only make a call
+// cheaper, so they never raise it. An unknown model costs 0, as in Cost.
+func (t *Table) WorstCase(model string, promptTokens, maxTokens int64) float64 {
+	p, _, ok := t.Lookup(model)
+	if !ok {
+		return 0
+	}
+	return (float64(max(promptTokens, 0))*max(p.Input, p.CacheWrite) + float64(max(maxTokens, 0))*p.Output) / 1e6
+}
+
+// EstimateTokens estimates the tokens of a prompt of n bytes (its JSON
+// encoding): one token per 3 bytes, rounded up. Real tokenizers average
+// about 4 bytes per token on English text, so this errs on the high side,
+// which is what a budget reservation wants.
+func EstimateTokens(n int) int64 {
+	if n <= 0 {
+		return 0
+	}
+	return int64((n + 2) / 3)
+}

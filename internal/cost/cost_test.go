@@ -90,3 +90,17 @@ func TestOverrides(t *testing.T) {
 	got, _ = tb.Cost("claude-sonnet-4", llm.Usage{InputTokens: 1_000_000})
 	require.InDelta(t, 3.0, got, 1e-9)
 }
+
+func TestWorstCase(t *testing.T) {
+	tb := cost.New(map[string]cost.Price{"cheap-write": {Input: 2, Output: 10, CacheWrite: 1}}, nil)
+	// Sonnet: the cache-write price (3.75) is above the input price (3).
+	require.InDelta(t, (1000*3.75+500*15)/1e6, tb.WorstCase("claude-sonnet-4-5-20250929", 1000, 500), 1e-12)
+	// Here the input price is the higher one.
+	require.InDelta(t, (1000*2+500*10)/1e6, tb.WorstCase("cheap-write", 1000, 500), 1e-12)
+	require.Zero(t, tb.WorstCase("no-such-model", 1000, 500))
+	require.Zero(t, (*cost.Table)(nil).WorstCase("claude-sonnet-4-5", 1000, 500))
+	require.Equal(t, int64(0), cost.EstimateTokens(0))
+	require.Equal(t, int64(1), cost.EstimateTokens(1))
+	require.Equal(t, int64(1), cost.EstimateTokens(3))
+	require.Equal(t, int64(2), cost.EstimateTokens(4))
+}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/observe"
@@ -57,10 +58,11 @@ type TokenLimiter interface {
 	AddTokens(ctx context.Context, tenant, key string, n int64)
 }
 
-// Budgets reserves a call's worst-case cost before it is made; settle
-// records what it cost. A refusal is a *Refusal.
+// Budgets reserves a call's worst-case cost before it is made and settles
+// it after (budget.Enforcer does).
 type Budgets interface {
-	Reserve(ctx context.Context, tenant, key string, worstUSD float64) (settle func(ctx context.Context, usd float64), err error)
+	WorstCase(model string, promptBytes int, maxTokens int64) float64
+	Reserve(ctx context.Context, s budget.Subject, usd float64) (*budget.Reservation, error)
 }
 
 // Policy is what a tenant may call.
@@ -238,12 +240,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 			}
 		}
 		if h.cfg.Budgets != nil {
-			s, err := h.cfg.Budgets.Reserve(ctx, c.tenant, c.key, h.worstCase(c.model, len(body), f.maxTokens))
+			// Gateway calls count as the agent "gateway" (budgets.agents).
+			res, err := h.cfg.Budgets.Reserve(ctx, budget.Subject{Tenant: c.tenant, Key: c.key, Agent: Agent},
+				h.cfg.Budgets.WorstCase(c.model, len(body), f.maxTokens))
 			if err != nil {
 				c.refuse(refusalOf(err))
 				return
 			}
-			settle = s
+			settle = res.Settle
 		}
 	}
 
@@ -315,23 +319,16 @@ func (h *Handler) policy(tenant string) Policy {
 	return h.cfg.Default
 }
 
-// worstCase is the most a call can cost: every body byte a prompt token
-// (an over-estimate: a token is 3-4 bytes of text) at the input price,
-// plus max_tokens at the output price.
-func (h *Handler) worstCase(model string, bodyBytes int, maxTokens int64) float64 {
-	p, _, ok := h.cfg.Pricing.Lookup(model)
-	if !ok {
-		return 0
-	}
-	in := max(p.Input, p.CacheWrite)
-	return (float64(bodyBytes)*in + float64(max(maxTokens, 0))*p.Output) / 1e6
-}
-
 // refusalOf maps a limit's error to a Refusal.
 func refusalOf(err error) *Refusal {
 	var r *Refusal
 	if errors.As(err, &r) {
 		return r
+	}
+	if ex, ok := budget.AsExceeded(err); ok {
+		// rate_limit_error: the type the SDKs raise for a 429.
+		return &Refusal{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
+			Message: ex.Error(), RetryAfter: max(ex.RetryAfter, time.Second)}
 	}
 	if rl, ok := ratelimit.AsError(err); ok {
 		d := rl.Decision

@@ -21,6 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/budget"
+	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/gateway"
 	"github.com/agentd/agentd/internal/llm/anthropic"
@@ -68,6 +70,7 @@ type harness struct {
 }
 
 type harnessConfig struct {
+	budgets   *config.Budgets
 	sim       sim.Config
 	gw        gateway.Config
 	rateLimit *ratelimit.Limiter
@@ -121,6 +124,9 @@ func newHarness(t testing.TB, opts ...func(*harnessConfig)) *harness {
 	gc.Metrics = gateway.NewMetrics(reg)
 	if hc.rateLimit != nil {
 		gc.Tokens = hc.rateLimit
+	}
+	if hc.budgets != nil {
+		gc.Budgets = budget.New(*hc.budgets, st, gc.Pricing, nil, nil)
 	}
 	gw, err := gateway.New(gc)
 	require.NoError(t, err)
@@ -590,4 +596,28 @@ func TestTooLargeAndWrongScope(t *testing.T) {
 	e := apiError(t, err)
 	require.Equal(t, http.StatusForbidden, e.StatusCode)
 	require.EqualValues(t, "permission_error", e.Type())
+}
+
+func TestBudgetRefusesWithRetryAfter(t *testing.T) {
+	// A call's worst case (256 max_tokens of Sonnet output alone is
+	// $0.00384) does not fit a $0.003 daily budget of the key.
+	h := newHarness(t, func(c *harnessConfig) {
+		c.budgets = &config.Budgets{Key: config.BudgetLimit{DailyUSD: 0.003}, ReservationTTL: time.Minute}
+	})
+	_, err := h.client(h.Token).Messages.New(t.Context(), userMessage("x"))
+	e := apiError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, e.StatusCode)
+	require.EqualValues(t, "rate_limit_error", e.Type())
+	require.Contains(t, e.Error(), "budget exceeded")
+	require.NotEmpty(t, e.Response.Header.Get("Retry-After"))
+	h.mu.Lock()
+	require.Empty(t, h.seen, "a refused call never reaches the upstream")
+	h.mu.Unlock()
+
+	// With a $1 budget the same call fits.
+	roomy := newHarness(t, func(c *harnessConfig) {
+		c.budgets = &config.Budgets{Key: config.BudgetLimit{DailyUSD: 1}, ReservationTTL: time.Minute}
+	})
+	_, err = roomy.client(roomy.Token).Messages.New(t.Context(), userMessage("x"))
+	require.NoError(t, err)
 }

@@ -33,6 +33,11 @@ type Metrics struct {
 	QueueDepth         *prometheus.GaugeVec
 	QueueOldestAge     prometheus.Gauge
 	RunsRunning        prometheus.Gauge
+	// Budgets (internal/budget): labels are bounded, scope is tenant, key,
+	// agent or run, fraction one of budgets.alert_fractions.
+	BudgetAlerts    *prometheus.CounterVec
+	BudgetRemaining *prometheus.GaugeVec
+	BudgetRejected  *prometheus.CounterVec
 }
 
 // latencyBuckets span agent timescales: 5 ms to 5 minutes.
@@ -104,6 +109,15 @@ func NewMetrics(version string) *Metrics {
 	m.RunsRunning = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "agentd_runs_running", Help: "Runs being executed (cluster-wide, sampled every health check).",
 	})
+	m.BudgetAlerts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentd_budget_alerts_total", Help: "Budget alerts raised by this instance: a budget's spend crossed an alert fraction for the first time in its period (cluster-wide once).",
+	}, []string{"scope", "fraction"})
+	m.BudgetRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentd_budget_remaining_usd", Help: "Lowest remaining USD among the budgets of a scope (tenant, key, agent) this instance used in their current period.",
+	}, []string{"scope"})
+	m.BudgetRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentd_budget_rejected_total", Help: "Model calls refused because they could exceed a budget, by the scope that refused (tenant, key, agent, run).",
+	}, []string{"scope"})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentd_build_info", Help: "Always 1; the version label tells the build.",
 	}, []string{"version"})
@@ -112,7 +126,8 @@ func NewMetrics(version string) *Metrics {
 		m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight, m.SSEStreams,
 		m.LLMRequests, m.LLMDuration, m.LLMTokens, m.LLMCost, m.LLMUnpriced,
 		m.Runs, m.RunDuration, m.RunSteps, m.ToolCalls, m.ToolDuration,
-		m.ConversationsSwept, m.QueueDepth, m.QueueOldestAge, m.RunsRunning, buildInfo,
+		m.ConversationsSwept, m.QueueDepth, m.QueueOldestAge, m.RunsRunning,
+		m.BudgetAlerts, m.BudgetRemaining, m.BudgetRejected, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -199,4 +214,28 @@ func (m *Metrics) SetQueue(depth map[string]int, agents []string, oldest time.Ti
 	}
 	m.QueueOldestAge.Set(age)
 	m.RunsRunning.Set(float64(running))
+}
+
+// BudgetAlert counts a budget alert.
+func (m *Metrics) BudgetAlert(scope, fraction string) {
+	if m == nil {
+		return
+	}
+	m.BudgetAlerts.WithLabelValues(scope, fraction).Inc()
+}
+
+// BudgetRejectedCall counts a model call refused by a budget of scope.
+func (m *Metrics) BudgetRejectedCall(scope string) {
+	if m == nil {
+		return
+	}
+	m.BudgetRejected.WithLabelValues(scope).Inc()
+}
+
+// SetBudgetRemaining sets the lowest remaining USD of a scope.
+func (m *Metrics) SetBudgetRemaining(scope string, usd float64) {
+	if m == nil {
+		return
+	}
+	m.BudgetRemaining.WithLabelValues(scope).Set(usd)
 }

@@ -82,6 +82,9 @@ type ChatParams struct {
 	Agent          string
 	ConversationID string // empty: start a new conversation
 	Message        string
+	// MaxCostUSD caps this run's cost (0: only the agent's max_cost_usd);
+	// it can lower the agent's cap, never raise it.
+	MaxCostUSD float64
 }
 
 // Chat is a prepared chat turn: its run row exists and its conversation is
@@ -101,6 +104,8 @@ type Chat struct {
 	message string
 	// queued: the run came from the queue (not an inline chat).
 	queued bool
+	// maxCostUSD is the request's cap on the run's cost (0: none).
+	maxCostUSD float64
 }
 
 // Agent returns the chat's agent name.
@@ -155,6 +160,8 @@ type runInput struct {
 	// NewConversation: the run creates its conversation when it succeeds.
 	NewConversation bool   `json:"new_conversation,omitempty"`
 	Webhook         string `json:"webhook,omitempty"`
+	// MaxCostUSD is the request's cap on the run's cost (0: none).
+	MaxCostUSD float64 `json:"max_cost_usd,omitempty"`
 }
 
 func userMessage(text string) llm.Message {
@@ -173,7 +180,8 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 		return nil, fmt.Errorf("%w: %s", ErrConversationBusy, c.conv.ID)
 	}
 	c.input, c.message = userMessage(p.Message), p.Message
-	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew})
+	c.maxCostUSD = p.MaxCostUSD
+	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, MaxCostUSD: p.MaxCostUSD})
 	now := time.Now().UTC()
 	c.run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: c.conv.ID,
@@ -211,7 +219,7 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 	committed := false
 	p := Params{
 		Tenant: c.tenant, RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
-		History: history, Input: c.input, OnEvent: onEvent,
+		History: history, Input: c.input, OnEvent: onEvent, MaxCostUSD: c.maxCostUSD,
 		// Before done is announced: the turn is in the conversation and
 		// the run row says succeeded, so a client that saw done reads
 		// both.

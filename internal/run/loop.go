@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/observe"
@@ -75,6 +76,9 @@ type Agent struct {
 	MaxTokens   int
 	Timeout     time.Duration
 	ToolTimeout time.Duration // 0: DefaultToolTimeout
+	// MaxCostUSD caps the run's cost (agents[].max_cost_usd); 0: no cap.
+	// Enforced by the Loop's Budget.
+	MaxCostUSD float64
 	// Client makes the agent's model calls (its resilience stack: cache,
 	// fallbacks, breakers, retries, keys); nil: the Loop's Model.
 	Client llm.Model
@@ -105,6 +109,17 @@ type Loop struct {
 	Usage UsageRecorder
 	// Tokens, when set, limits model tokens per tenant and API key.
 	Tokens TokenLimiter
+	// Budget, when set, reserves each model call's worst-case cost
+	// against the budgets of its tenant, key, agent and run before the
+	// call and settles the actual cost after it (budget.Enforcer does).
+	Budget BudgetReserver
+}
+
+// BudgetReserver holds a model call's cost against budgets. Reserve
+// returns an error (a *budget.ExceededError when a budget has no room) and
+// the model call is then not made.
+type BudgetReserver interface {
+	Reserve(ctx context.Context, s budget.Subject, usd float64) (*budget.Reservation, error)
 }
 
 // TokenLimiter limits model tokens (ratelimit.Limiter does). key is the
@@ -143,6 +158,9 @@ type Params struct {
 	// order: what followers of the run may see (a stored event is never
 	// renumbered, also if the run resumes on another worker).
 	OnStored func([]store.Event)
+	// MaxCostUSD is the request's cap on the run's cost (0: none); the
+	// run's cap is the lower of it and Agent.MaxCostUSD.
+	MaxCostUSD float64
 }
 
 // Result is a finished run.
@@ -199,6 +217,7 @@ type execution struct {
 // was done (steps and usage so far); the error is an *llm.Error (upstream),
 // ErrMaxSteps, ErrTimeout, ErrCanceled or context.Canceled, ErrSuspended
 // (the run goes on elsewhere), ErrRestore (nothing ran), ErrRateLimited,
+// a *budget.ExceededError (a budget has no room for the next model call),
 // or a store error; a cancellation cause other than these is wrapped as
 // "cause (error)".
 func (l *Loop) Execute(ctx context.Context, p Params) (res Result, err error) {
@@ -435,6 +454,16 @@ func (x *execution) callModel(ctx context.Context) error {
 			return fmt.Errorf("%w: %w", ErrRateLimited, err)
 		}
 	}
+	var resv *budget.Reservation // nil-safe
+	if x.l.Budget != nil {
+		r, err := x.l.Budget.Reserve(ctx, budget.Subject{
+			Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, Run: x.p.RunID, RunMaxUSD: runCap(a.MaxCostUSD, x.p.MaxCostUSD),
+		}, x.worstCase(req))
+		if err != nil {
+			return fmt.Errorf("reserve budget for step %d: %w", step, err)
+		}
+		resv = r
+	}
 	// GenAI semantic conventions: "{operation} {request model}", client.
 	sctx, span := observe.Tracer().Start(ctx, "chat "+a.Model, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
@@ -460,6 +489,8 @@ func (x *execution) callModel(ctx context.Context) error {
 	}
 	x.l.Metrics.ObserveLLM(a.Model, outcome, time.Since(start))
 	if err != nil {
+		// A failed call reports no usage: nothing is recorded as spent.
+		resv.Settle(ctx, 0)
 		span.SetAttributes(attribute.String("error.type", outcome))
 		observe.EndSpan(span, err)
 		return err
@@ -487,6 +518,7 @@ func (x *execution) callModel(ctx context.Context) error {
 		x.l.Tokens.AddTokens(context.WithoutCancel(ctx), x.p.Tenant, keyID, int64(u.InputTokens+u.OutputTokens+u.CacheCreationInputTokens))
 	}
 	usd := x.recordUsage(ctx, step, answered, resp)
+	resv.Settle(ctx, usd)
 
 	content, err := json.Marshal(resp.Content)
 	if err != nil {
@@ -515,6 +547,32 @@ func (x *execution) callModel(ctx context.Context) error {
 		"cost_usd": usd,
 	})
 	return x.checkpoint(ctx)
+}
+
+// runCap is the lower of two caps, 0 meaning none.
+func runCap(a, b float64) float64 {
+	switch {
+	case a <= 0:
+		return max(b, 0)
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
+}
+
+// worstCase is the most the call req may cost at the agent's model's
+// price: its prompt (estimated from the bytes of its JSON, see
+// cost.EstimateTokens) and max_tokens of output. A fallback model with a
+// higher price is not accounted for.
+func (x *execution) worstCase(req llm.Request) float64 {
+	n := len(req.System)
+	if b, err := json.Marshal(req.Messages); err == nil {
+		n += len(b)
+	}
+	if b, err := json.Marshal(req.Tools); err == nil {
+		n += len(b)
+	}
+	return x.l.Pricing.WorstCase(req.Model, cost.EstimateTokens(n), int64(req.MaxTokens))
 }
 
 // recordUsage prices a finished model call and writes its usage row; it
@@ -830,6 +888,9 @@ func ClassifyError(err error) ErrorInfo {
 		return ErrorInfo{Type: "max_steps", Message: ErrMaxSteps.Error()}
 	case errors.Is(err, ErrRateLimited):
 		return ErrorInfo{Type: "rate_limited", Message: err.Error()}
+	}
+	if ex, ok := budget.AsExceeded(err); ok {
+		return ErrorInfo{Type: "budget_exceeded", Message: ex.Error()}
 	}
 	if e, ok := llm.AsError(err); ok {
 		switch {

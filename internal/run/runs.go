@@ -78,6 +78,9 @@ type SubmitParams struct {
 	Message        string
 	IdempotencyKey string
 	Webhook        string
+	// MaxCostUSD caps the run's cost (0: only the agent's max_cost_usd);
+	// it can lower the agent's cap, never raise it.
+	MaxCostUSD float64
 }
 
 // Submit stores a run and enqueues it in one transaction. created is false
@@ -92,7 +95,7 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	if err != nil {
 		return store.Run{}, false, err
 	}
-	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, Webhook: p.Webhook})
+	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, Webhook: p.Webhook, MaxCostUSD: p.MaxCostUSD})
 	run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: conv.ID,
 		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey,
@@ -270,7 +273,7 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 		return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, run.Agent)
 	}
 	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), message: in.Message,
-		started: time.Now(), queued: true}
+		started: time.Now(), queued: true, maxCostUSD: in.MaxCostUSD}
 	conv, err := s.Store.GetConversation(ctx, run.Tenant, run.ConversationID)
 	switch {
 	case errors.Is(err, store.ErrNotFound) && in.NewConversation:

@@ -24,6 +24,9 @@ type ChatRequest struct {
 	ConversationID string `json:"conversation_id,omitempty"`
 	Message        string `json:"message"`
 	Stream         bool   `json:"stream,omitempty"`
+	// MaxCostUSD caps the run's cost in USD; it can lower the agent's
+	// max_cost_usd, never raise it. 0: none.
+	MaxCostUSD float64 `json:"max_cost_usd,omitempty"`
 }
 
 // DecodeChatRequest reads and checks a chat request body: one JSON object,
@@ -42,6 +45,8 @@ func DecodeChatRequest(body io.Reader) (ChatRequest, error) {
 		return req, badRequest("message: must be valid UTF-8")
 	case len(req.ConversationID) > 128:
 		return req, badRequest("conversation_id: too long")
+	case req.MaxCostUSD < 0:
+		return req, badRequest("max_cost_usd: must be >= 0 (0: no cap)")
 	}
 	return req, nil
 }
@@ -162,6 +167,7 @@ func (s *Server) enqueueUnavailable(r *http.Request, req ChatRequest, chat *run.
 	}
 	queued, _, qerr := s.runs.Submit(r.Context(), run.SubmitParams{
 		Tenant: s.tenant(r), Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message,
+		MaxCostUSD: req.MaxCostUSD,
 	})
 	if qerr != nil {
 		s.log.WarnContext(r.Context(), "enqueue a chat whose models are unavailable", "err", qerr)
@@ -172,7 +178,8 @@ func (s *Server) enqueueUnavailable(r *http.Request, req ChatRequest, chat *run.
 }
 
 func runChatParams(tenant string, req ChatRequest) run.ChatParams {
-	return run.ChatParams{Tenant: tenant, Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message}
+	return run.ChatParams{Tenant: tenant, Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message,
+		MaxCostUSD: req.MaxCostUSD}
 }
 
 // withCause keeps err's chain for the log while answering with he.

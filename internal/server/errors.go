@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/gateway"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/ratelimit"
@@ -59,6 +60,9 @@ func toHTTP(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Type: "overloaded", Message: rej.Error(),
 			RetryAfter: int((rej.RetryAfter + time.Second - 1) / time.Second)}
 	}
+	if ex, ok := budget.AsExceeded(err); ok {
+		return budgetExceeded(ex)
+	}
 	switch {
 	case errors.Is(err, run.ErrAgentNotFound):
 		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: err.Error()}
@@ -88,6 +92,20 @@ func toHTTP(err error) *Error {
 	default:
 		e.Status = http.StatusInternalServerError
 	}
+	return e
+}
+
+// budgetExceeded answers a model call a budget refused: 429 with
+// Retry-After (seconds until the day or month resets) for a tenant, key or
+// agent budget, which will have room again; 402 for a run's max_cost_usd,
+// which never resets (retrying the same run cannot help).
+func budgetExceeded(ex *budget.ExceededError) *Error {
+	e := &Error{Status: http.StatusTooManyRequests, Type: "budget_exceeded", Message: ex.Error()}
+	if ex.Scope == budget.ScopeRun {
+		e.Status = http.StatusPaymentRequired
+		return e
+	}
+	e.RetryAfter = max(1, int((ex.RetryAfter+time.Second-1)/time.Second))
 	return e
 }
 

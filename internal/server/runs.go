@@ -25,6 +25,9 @@ type RunRequest struct {
 	Message        string `json:"message"`
 	// Webhook, when set, receives a POST of the finished run.
 	Webhook string `json:"webhook,omitempty"`
+	// MaxCostUSD caps the run's cost in USD; it can lower the agent's
+	// max_cost_usd, never raise it. 0: none.
+	MaxCostUSD float64 `json:"max_cost_usd,omitempty"`
 }
 
 func decodeRunRequest(r *http.Request) (RunRequest, error) {
@@ -41,6 +44,8 @@ func decodeRunRequest(r *http.Request) (RunRequest, error) {
 		return req, badRequest("message: must be valid UTF-8")
 	case len(req.ConversationID) > 128:
 		return req, badRequest("conversation_id: too long")
+	case req.MaxCostUSD < 0:
+		return req, badRequest("max_cost_usd: must be >= 0 (0: no cap)")
 	}
 	if req.Webhook != "" {
 		u, err := url.Parse(req.Webhook)
@@ -74,7 +79,7 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	rn, created, err := s.runs.Submit(r.Context(), run.SubmitParams{
 		Tenant: s.tenant(r), Agent: req.Agent, ConversationID: req.ConversationID,
-		Message: req.Message, IdempotencyKey: key, Webhook: req.Webhook,
+		Message: req.Message, IdempotencyKey: key, Webhook: req.Webhook, MaxCostUSD: req.MaxCostUSD,
 	})
 	if err != nil {
 		s.writeError(w, r, err)

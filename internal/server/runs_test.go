@@ -32,6 +32,9 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/budget"
+	"github.com/agentd/agentd/internal/config"
+	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/events"
 	"github.com/agentd/agentd/internal/llm/anthropic"
 	"github.com/agentd/agentd/internal/observe"
@@ -85,6 +88,8 @@ type runsConfig struct {
 	workers   int
 	leaseTTL  time.Duration
 	auth      bool // API keys required, /v1/audit served
+	budgets   *config.Budgets
+	maxCost   float64 // the demo agent's max_cost_usd
 }
 
 type runsOption func(*runsConfig)
@@ -187,7 +192,7 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 	agents := map[string]*run.ChatAgent{
 		demoAgent: {Agent: run.Agent{
 			Name: demoAgent, Model: testModel, System: "You are a test agent.", Tools: tool.Builtins(nil),
-			MaxSteps: 8, MaxTokens: 1024, Timeout: 30 * time.Second,
+			MaxSteps: 8, MaxTokens: 1024, Timeout: 30 * time.Second, MaxCostUSD: cfg.maxCost,
 		}, MaxMessages: 100},
 		otherAgent: {Agent: run.Agent{
 			Name: otherAgent, Model: testModel, MaxSteps: 4, MaxTokens: 256, Timeout: 30 * time.Second,
@@ -197,6 +202,10 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 
 	metrics := observe.NewMetrics("test")
 	loop := &run.Loop{Model: model, Store: b.St, Log: log, Metrics: metrics}
+	if cfg.budgets != nil {
+		loop.Pricing = cost.New(nil, log)
+		loop.Budget = budget.New(*cfg.budgets, b.St.(store.Budgets), loop.Pricing, metrics, log)
+	}
 	svc := &run.Service{Loop: loop, Store: b.St, Agents: agents, ConversationTTL: time.Hour,
 		Log: log, Metrics: metrics, Hub: b.Hub}
 	b.Runs = &run.Runs{Service: svc, Store: b.St, Owner: "test-worker-" + backend, LeaseTTL: cfg.leaseTTL, Log: log}

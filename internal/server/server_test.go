@@ -21,6 +21,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/budget"
+	"github.com/agentd/agentd/internal/config"
+	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm/anthropic"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/ratelimit"
@@ -70,6 +73,8 @@ type bundleConfig struct {
 	auth         bool // API keys required (withAuth)
 	rateLimit    *ratelimit.Limiter
 	log          *slog.Logger // nil: discarded
+	budgets      *config.Budgets
+	maxCostUSD   float64 // the demo agent's max_cost_usd
 }
 
 type bundleOption func(*bundleConfig)
@@ -110,7 +115,7 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 	agents := map[string]*run.ChatAgent{
 		demoAgent: {Agent: run.Agent{
 			Name: demoAgent, Model: testModel, System: "You are a test agent.", Tools: tool.Builtins(nil),
-			MaxSteps: 8, MaxTokens: 1024, Timeout: cfg.agentTimeout,
+			MaxSteps: 8, MaxTokens: 1024, Timeout: cfg.agentTimeout, MaxCostUSD: cfg.maxCostUSD,
 		}, MaxMessages: 100},
 		otherAgent: {Agent: run.Agent{
 			Name: otherAgent, Model: testModel, MaxSteps: 4, MaxTokens: 256, Timeout: cfg.agentTimeout,
@@ -124,6 +129,10 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 
 	b.Metrics = observe.NewMetrics("test")
 	loop := &run.Loop{Model: model, Store: st, Log: log, Metrics: b.Metrics, Tokens: cfg.rateLimit}
+	if cfg.budgets != nil {
+		loop.Pricing = cost.New(nil, log)
+		loop.Budget = budget.New(*cfg.budgets, st, loop.Pricing, b.Metrics, log)
+	}
 	svc := &run.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: time.Hour, Log: log, Metrics: b.Metrics}
 	b.Health = &server.Health{Store: st, Version: "test", Log: log}
 	b.Health.MarkStarted(time.Now())

@@ -8,9 +8,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -472,4 +474,107 @@ type Usage interface {
 	// empty (non-nil) slice when there are none. An unknown GroupBy is an
 	// error.
 	SumUsage(ctx context.Context, q UsageQuery) ([]UsageGroup, error)
+}
+
+// BudgetCounterKey names one budget counter: a scope ("tenant", "key",
+// "agent" or "run"), the subject within it (a tenant name, key id, agent
+// name or run id) and a period ("d:2026-12-01", "m:2026-12", "run"). The
+// store does not interpret them.
+type BudgetCounterKey struct {
+	Scope   string
+	Subject string
+	Period  string
+}
+
+// BudgetLimit is a counter with its limit and when its row may be deleted
+// (after its period ended).
+type BudgetLimit struct {
+	BudgetCounterKey
+	LimitUSD float64
+	// ExpiresAt is when DeleteExpiredBudgets may delete the counter; a
+	// later value extends it.
+	ExpiresAt time.Time
+}
+
+// BudgetCounter is the state of one counter.
+type BudgetCounter struct {
+	BudgetCounterKey
+	LimitUSD float64
+	// SpentUSD is the settled spend of the period.
+	SpentUSD float64
+	// ReservedUSD sums the unexpired reservations held against it.
+	ReservedUSD float64
+	// AlertedFraction is the highest alert fraction already raised for the
+	// period (MarkBudgetAlert); 0: none.
+	AlertedFraction float64
+}
+
+// ReserveBudgetParams are the inputs of ReserveBudget.
+type ReserveBudgetParams struct {
+	// ReservationID identifies the reservation (unique, from the caller).
+	ReservationID string
+	// Limits are every counter the reservation must fit in.
+	Limits    []BudgetLimit
+	AmountUSD float64
+	// Now decides which reservations have expired.
+	Now time.Time
+	// ExpiresAt is when the reservation stops counting if never settled
+	// (its process died).
+	ExpiresAt time.Time
+}
+
+// SettleBudgetParams are the inputs of SettleBudget.
+type SettleBudgetParams struct {
+	ReservationID string
+	// Limits are the counters of the reservation (as reserved).
+	Limits    []BudgetLimit
+	ActualUSD float64
+	Now       time.Time
+}
+
+// Budgets holds spend counters with reservations, shared by every instance
+// on the store: the budget of a tenant, key, agent or run holds across the
+// cluster. Every backend implements it (storetest checks it).
+type Budgets interface {
+	// ReserveBudget checks, for every counter of p.Limits at once, that
+	// spent + unexpired reservations + p.AmountUSD <= its limit, and if
+	// all do records the reservation against each; ok reports which
+	// happened. It is atomic across instances: concurrent reservations
+	// never together overrun a limit. Counters are created at 0 on first
+	// use, also by a reservation that does not fit (nothing is reserved
+	// then). It returns the counters' state before the reservation (on a
+	// refusal, possibly only up to the first counter without room).
+	ReserveBudget(ctx context.Context, p ReserveBudgetParams) (counters []BudgetCounter, ok bool, err error)
+	// SettleBudget drops the reservation (if it has not expired and been
+	// swept) and adds p.ActualUSD to the spend of every counter, in one
+	// transaction. It returns the counters' state after. Settling twice
+	// adds twice: call it once per reservation.
+	SettleBudget(ctx context.Context, p SettleBudgetParams) ([]BudgetCounter, error)
+	// MarkBudgetAlert raises the counter's AlertedFraction to fraction if
+	// it is below and returns the previous value (fraction or more: the
+	// alert was raised already, by this or another instance). A counter
+	// that does not exist returns fraction (nothing to raise).
+	MarkBudgetAlert(ctx context.Context, k BudgetCounterKey, fraction float64) (prev float64, err error)
+	// DeleteExpiredBudgets deletes reservations and counters that expired
+	// before now and returns how many rows it deleted.
+	DeleteExpiredBudgets(ctx context.Context, now time.Time) (int, error)
+}
+
+// SortBudgetLimits returns ls ordered by key, without duplicate keys (the
+// last one wins). Backends lock counters in this order, so that concurrent
+// reservations over overlapping counters cannot deadlock.
+func SortBudgetLimits(ls []BudgetLimit) []BudgetLimit {
+	out := slices.Clone(ls)
+	slices.SortStableFunc(out, func(a, b BudgetLimit) int {
+		return cmp.Or(cmp.Compare(a.Scope, b.Scope), cmp.Compare(a.Subject, b.Subject), cmp.Compare(a.Period, b.Period))
+	})
+	// Keep the last of equal keys.
+	res := out[:0]
+	for i, l := range out {
+		if i+1 < len(out) && out[i+1].BudgetCounterKey == l.BudgetCounterKey {
+			continue
+		}
+		res = append(res, l)
+	}
+	return res
 }

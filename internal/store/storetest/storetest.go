@@ -84,6 +84,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("Audit", func(t *testing.T) { exerciseAudit(t, setup) })
 	t.Run("Usage", func(t *testing.T) { exerciseUsage(t, setup) })
 	t.Run("APIKeys", func(t *testing.T) { exerciseAPIKeys(t, setup) })
+	t.Run("Budgets", func(t *testing.T) { exerciseBudgets(t, setup) })
 }
 
 type setupFunc func(t *testing.T) (Store, context.Context)
