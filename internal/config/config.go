@@ -89,7 +89,9 @@ type Config struct {
 	Log        Log        `yaml:"log"`
 	Auth       Auth       `yaml:"auth"`
 	RateLimits RateLimits `yaml:"rate_limits"`
-	Agents     []Agent    `yaml:"agents"`
+	// Abuse is abuse detection (docs/security.md#abuse-detection).
+	Abuse  Abuse   `yaml:"abuse"`
+	Agents []Agent `yaml:"agents"`
 	// Secrets are named secret values for tools, usually references:
 	// "weather_key: ${env:WEATHER_API_KEY}". Tool URLs, headers and MCP
 	// server environments use them as {{secret:NAME}}; the model never

@@ -204,7 +204,7 @@ func TestEnvVars(t *testing.T) {
 		assert.Equal(t, v, vars[k], k)
 	}
 	// One variable per scalar field: 8 server + 3 store + 5 anthropic + 2 log.
-	assert.Len(t, vars, 63)
+	assert.Len(t, vars, 72) // 63 + 9 abuse
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}

@@ -68,6 +68,7 @@ func (c *Config) ApplyDefaults() {
 
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
+	c.applyAbuseDefaults()
 
 	for i := range c.Agents {
 		ag := &c.Agents[i]
@@ -219,6 +220,7 @@ func (c *Config) Validate() error {
 
 	c.validateAuth(&v)
 	c.validateRateLimits(&v)
+	c.validateAbuse(&v)
 	c.validateObservability(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)
