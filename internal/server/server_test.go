@@ -21,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/llm/anthropic"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/ratelimit"
@@ -69,7 +70,9 @@ type bundleConfig struct {
 	maxBody      int64
 	auth         bool // API keys required (withAuth)
 	rateLimit    *ratelimit.Limiter
-	log          *slog.Logger // nil: discarded
+	abuse        *abuse.Detector // nil: no abuse detection
+	adminToken   string          // "": no admin API
+	log          *slog.Logger    // nil: discarded
 }
 
 type bundleOption func(*bundleConfig)
@@ -124,12 +127,18 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 
 	b.Metrics = observe.NewMetrics("test")
 	loop := &run.Loop{Model: model, Store: st, Log: log, Metrics: b.Metrics, Tokens: cfg.rateLimit}
+	var guard server.AbuseGuard
+	if cfg.abuse != nil {
+		loop.Usage = &abuse.Recorder{Next: st, Detector: cfg.abuse}
+		guard = cfg.abuse
+	}
 	svc := &run.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: time.Hour, Log: log, Metrics: b.Metrics}
 	b.Health = &server.Health{Store: st, Version: "test", Log: log}
 	b.Health.MarkStarted(time.Now())
 	b.API = server.New(server.Config{
 		Chat: svc, Conversations: st, Agents: infos, Health: b.Health, Metrics: b.Metrics, Log: log,
 		MaxBodyBytes: cfg.maxBody, SSEPingInterval: time.Hour, Auth: testAuth(cfg.auth, st), RateLimit: cfg.rateLimit,
+		Abuse: guard, AdminToken: cfg.adminToken,
 	})
 	srv := httptest.NewServer(b.API)
 	t.Cleanup(srv.Close)
