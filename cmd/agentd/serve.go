@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/llm"
@@ -153,7 +154,17 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		return err
 	}
 	rateLimit := buildRateLimiter(cfg, rc, metrics, log) // nil (no limits) is safe to use
-	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricingTable(cfg, log), Usage: st, Tokens: rateLimit}
+	// Abuse detection sees every request (server) and the spend of every
+	// model call (the usage recorder); nil when it is off.
+	detector := buildAbuse(cfg, metrics, log)
+	defer detector.Close() // waits for alert webhooks being sent
+	var usage agentrun.UsageRecorder = st
+	var abuseGuard server.AbuseGuard
+	if detector != nil {
+		usage = &abuse.Recorder{Next: st, Detector: detector}
+		abuseGuard = detector
+	}
+	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricingTable(cfg, log), Usage: usage, Tokens: rateLimit}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub}
 	limits := make(map[string]int, len(cfg.Agents))
@@ -230,6 +241,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st, Usage: st,
 		Chats: chats, Streams: streams, Submits: submits, Auth: authn, RateLimit: rateLimit,
+		Abuse: abuseGuard,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Server.Addr,
