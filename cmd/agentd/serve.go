@@ -156,13 +156,16 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	rateLimit := buildRateLimiter(cfg, rc, metrics, log) // nil (no limits) is safe to use
 	// Abuse detection sees every request (server) and the spend of every
 	// model call (the usage recorder); nil when it is off.
-	detector := buildAbuse(cfg, metrics, log)
+	detector := buildAbuse(cfg, rc, metrics, log)
 	defer detector.Close() // waits for alert webhooks being sent
 	var usage agentrun.UsageRecorder = st
 	var abuseGuard server.AbuseGuard
 	if detector != nil {
 		usage = &abuse.Recorder{Next: st, Detector: detector}
 		abuseGuard = detector
+		if rc != nil {
+			goActor("abuse-sync", detector.Run) // shares throttles and lifts
+		}
 	}
 	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricingTable(cfg, log), Usage: usage, Tokens: rateLimit}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,

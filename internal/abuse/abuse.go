@@ -25,9 +25,12 @@
 // line naming the key id and tenant, and a best-effort JSON POST to
 // Config.WebhookURL sent in the background.
 //
-// The state is in this instance's memory: with several instances behind a
-// load balancer each one sees its share of a key's traffic (baseline and
-// current rate alike, so the ratio holds) and throttles on its own.
+// Counters and baselines are in this instance's memory: with several
+// instances behind a load balancer each one sees its share of a key's
+// traffic (baseline and current rate alike, so the ratio holds). Throttles
+// are too, and with Config.Shared (Redis) they are also shared: a throttle
+// or lift on one instance reaches the others at their next Sync (see
+// shared.go); while Redis is down each instance throttles on its own.
 package abuse
 
 import (
@@ -100,6 +103,16 @@ type Config struct {
 	// Client sends the webhook. Defaults to a client with WebhookTimeout.
 	Client *http.Client
 
+	// Shared, when set (abuseredis.Store: Redis), shares throttles and
+	// lifts between instances (see Sync); counters and baselines stay per
+	// instance.
+	Shared Shared
+	// SharedTimeout bounds one call to Shared. Defaults to 100ms.
+	SharedTimeout time.Duration
+	// SyncEvery is how often Run reads the other instances' throttles.
+	// Defaults to 2s.
+	SyncEvery time.Duration
+
 	Metrics *Metrics
 	Log     *slog.Logger
 	// Now is the clock (tests). Defaults to time.Now.
@@ -154,6 +167,7 @@ type Detector struct {
 	mu        sync.Mutex
 	subjects  map[subject]*state
 	lastSweep time.Time
+	redisDown bool // the last Redis call failed (for logging changes)
 }
 
 // subject is a key of a tenant, or the tenant itself (key "").
@@ -241,6 +255,12 @@ func New(cfg Config) *Detector {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.SharedTimeout <= 0 {
+		cfg.SharedTimeout = DefaultSharedTimeout
+	}
+	if cfg.SyncEvery <= 0 {
+		cfg.SyncEvery = DefaultSyncEvery
 	}
 	perWindow := float64(cfg.Window) / float64(time.Minute)
 	d := &Detector{
@@ -334,17 +354,32 @@ func (d *Detector) observeLocked(sub subject, i int, v float64, now time.Time) (
 	if rate <= threshold {
 		return Throttle{}, false
 	}
-	s.throttle = Throttle{
+	d.throttleLocked(s, Throttle{
 		Subject: sub.id(), Tenant: sub.tenant, KeyID: sub.key, Signal: signals[i],
 		Rate: rate, Baseline: base, Threshold: threshold, WindowSeconds: d.cfg.Window.Seconds(),
 		FlaggedAt: now, Until: now.Add(d.cfg.ThrottleFor),
-	}
-	// The burst is not part of the baseline: the windows it filled are
-	// dropped, and so are those of the throttle (see roll).
+	})
+	return s.throttle, true
+}
+
+// throttleLocked throttles s. The burst is not part of the baseline: the
+// windows it filled are dropped, and so are those of the throttle (see
+// roll).
+func (d *Detector) throttleLocked(s *state, t Throttle) {
+	s.throttle = t
 	for j := range s.m {
 		s.m[j].cur, s.m[j].prev = 0, 0
 	}
-	return s.throttle, true
+}
+
+// liftLocked ends the throttle of s: it starts a fresh window with the
+// baseline it had before it was flagged.
+func (d *Detector) liftLocked(s *state, now time.Time) {
+	s.throttle.Until = time.Time{}
+	s.start = now
+	for j := range s.m {
+		s.m[j].cur, s.m[j].prev = 0, 0
+	}
 }
 
 // rate is m's sliding-window rate at now: the current window and the part
@@ -422,8 +457,9 @@ func (d *Detector) throttledCount() int {
 }
 
 // Lift ends the throttle of the subject id (a key id, or "tenant:<name>")
-// at once; false when it is not throttled. The subject starts a fresh
-// window with the baseline it had before it was flagged.
+// at once; false when this instance does not throttle it. The subject
+// starts a fresh window with the baseline it had before it was flagged.
+// With Redis the lift reaches the other instances at their next Sync.
 func (d *Detector) Lift(ctx context.Context, id string) bool {
 	if d == nil || id == "" {
 		return false
@@ -435,11 +471,7 @@ func (d *Detector) Lift(ctx context.Context, id string) bool {
 		if s.throttle.Subject == id && now.Before(s.throttle.Until) {
 			t := s.throttle
 			lifted = &t
-			s.throttle.Until = time.Time{}
-			s.start = now
-			for j := range s.m {
-				s.m[j].cur, s.m[j].prev = 0, 0
-			}
+			d.liftLocked(s, now)
 		}
 	}
 	d.mu.Unlock()
@@ -448,12 +480,21 @@ func (d *Detector) Lift(ctx context.Context, id string) bool {
 	}
 	d.cfg.Log.InfoContext(ctx, "abuse: throttle lifted by an operator",
 		"subject", lifted.Subject, "tenant", lifted.Tenant, "key_id", lifted.KeyID, "signal", lifted.Signal)
+	if d.cfg.Shared != nil {
+		if err := d.publish(ctx, shared{Throttle: *lifted, LiftedAt: now}); err != nil {
+			d.cfg.Log.WarnContext(ctx, "abuse: the lift did not reach Redis; lift it on the other instances too",
+				"subject", lifted.Subject, "err", err)
+		}
+	}
 	return true
 }
 
 // alert raises the alert of a newly flagged subject: metric, log line,
 // webhook (in the background).
 func (d *Detector) alert(ctx context.Context, t Throttle) {
+	if d.cfg.Shared != nil {
+		d.publishAsync(ctx, t)
+	}
 	d.cfg.Metrics.flagged(t.Signal)
 	d.cfg.Log.WarnContext(ctx, "abuse: rate jumped past its baseline; throttling",
 		"subject", t.Subject, "tenant", t.Tenant, "key_id", t.KeyID, "signal", t.Signal,
@@ -512,8 +553,8 @@ func stripURL(err error) error {
 	return err
 }
 
-// Close waits for the alert webhooks being sent (each bounded by its
-// timeout).
+// Close waits for the alert webhooks being sent and the throttles being
+// published (each bounded by its timeout).
 func (d *Detector) Close() {
 	if d != nil {
 		d.sending.Wait()
