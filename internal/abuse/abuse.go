@@ -219,6 +219,9 @@ type state struct {
 	seen     time.Time // last observation
 	m        [2]meter
 	throttle Throttle // Until is zero when never throttled or lifted
+	// liftedAt is when the last throttle was lifted: a shared throttle
+	// flagged before it is not taken up again (see Sync).
+	liftedAt time.Time
 }
 
 // New returns a Detector for cfg.
@@ -372,10 +375,11 @@ func (d *Detector) throttleLocked(s *state, t Throttle) {
 	}
 }
 
-// liftLocked ends the throttle of s: it starts a fresh window with the
-// baseline it had before it was flagged.
-func (d *Detector) liftLocked(s *state, now time.Time) {
+// liftLocked ends the throttle of s, lifted at liftedAt: it starts a fresh
+// window with the baseline it had before it was flagged.
+func (d *Detector) liftLocked(s *state, now, liftedAt time.Time) {
 	s.throttle.Until = time.Time{}
+	s.liftedAt = liftedAt
 	s.start = now
 	for j := range s.m {
 		s.m[j].cur, s.m[j].prev = 0, 0
@@ -471,7 +475,7 @@ func (d *Detector) Lift(ctx context.Context, id string) bool {
 		if s.throttle.Subject == id && now.Before(s.throttle.Until) {
 			t := s.throttle
 			lifted = &t
-			d.liftLocked(s, now)
+			d.liftLocked(s, now, now)
 		}
 	}
 	d.mu.Unlock()

@@ -114,15 +114,16 @@ func (d *Detector) Sync(ctx context.Context) error {
 			if now.Sub(e.LiftedAt) > d.cfg.ThrottleFor {
 				stale = append(stale, field, raw) // every throttle it lifts has ended
 			} else if s != nil && now.Before(s.throttle.Until) && !s.throttle.FlaggedAt.After(e.LiftedAt) {
-				d.liftLocked(s, now)
+				d.liftLocked(s, now, e.LiftedAt)
 			}
 		case !now.Before(e.Until):
 			stale = append(stale, field, raw)
-		case s == nil || s.throttle.Until.Before(e.Until):
-			if s == nil {
-				s = &state{start: now, seen: now}
-				d.subjects[sub] = s
-			}
+		case s == nil:
+			s = &state{start: now, seen: now}
+			d.subjects[sub] = s
+			d.throttleLocked(s, e.Throttle)
+		case s.throttle.Until.Before(e.Until) && e.FlaggedAt.After(s.liftedAt):
+			// Not a throttle lifted here already (a late publish).
 			d.throttleLocked(s, e.Throttle)
 		}
 	}

@@ -1,6 +1,7 @@
 package abuse_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -20,9 +21,7 @@ func TestSharedThrottles(t *testing.T) {
 	srv := redistest.Start(t)
 	c := newClock()
 	newInstance := func() *abuse.Detector {
-		rc, err := redis.Open(srv.URL(), redis.Options{Timeout: 100 * time.Millisecond, DialTimeout: 100 * time.Millisecond})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = rc.Close() })
+		rc := openClient(t, srv)
 		d := abuse.New(abuse.Config{Shared: abuseredis.New(rc.Raw(), "test:"+t.Name()+":"), ThrottleFor: 10 * time.Minute, Now: c.Now})
 		t.Cleanup(d.Close)
 		return d
@@ -65,6 +64,22 @@ func TestSharedThrottles(t *testing.T) {
 	require.False(t, a.Allow(ctx, "acme", "key_a").Allowed)
 	require.False(t, b.Allow(ctx, "acme", "key_a").Allowed)
 
+	// A late publish of a throttle already lifted here is not taken up.
+	_, dec = burst(t, b, "acme", "key_late", 1000)
+	require.False(t, dec.Allowed)
+	b.Close()
+	c.Add(time.Second)
+	require.True(t, b.Lift(ctx, "key_late"))
+	old, err := json.Marshal(dec.Throttle)
+	require.NoError(t, err)
+	store := abuseredis.New(openClient(t, srv).Raw(), "test:"+t.Name()+":")
+	require.NoError(t, store.Put(ctx, "key_late", old, time.Hour))
+	require.NoError(t, b.Sync(ctx))
+	require.True(t, b.Allow(ctx, "acme", "key_late").Allowed)
+	require.NoError(t, a.Sync(ctx))
+	require.False(t, a.Allow(ctx, "acme", "key_late").Allowed, "a never saw the lift: it takes the throttle")
+	require.True(t, a.Lift(ctx, "key_late"))
+
 	// Ended throttles leave the hash.
 	c.Add(11 * time.Minute)
 	require.NoError(t, a.Sync(ctx))
@@ -83,6 +98,14 @@ func TestSharedThrottles(t *testing.T) {
 	require.True(t, b.Allow(ctx, "acme", "key_z").Allowed)
 	require.False(t, a.Allow(ctx, "acme", "key_z").Allowed)
 	require.True(t, a.Lift(ctx, "key_z"), "lifted here even though Redis cannot be told")
+}
+
+func openClient(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	rc, err := redis.Open(srv.URL(), redis.Options{Timeout: 100 * time.Millisecond, DialTimeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rc.Close() })
+	return rc
 }
 
 func redisHashLen(t *testing.T, srv *redistest.Server, key string) (int64, error) {
