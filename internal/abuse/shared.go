@@ -41,20 +41,28 @@ type shared struct {
 	LiftedAt time.Time `json:"lifted_at,omitzero"`
 }
 
-// redisCtx bounds one Redis call; a canceled request must not look like a
-// Redis failure.
-func (d *Detector) redisCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), d.cfg.SharedTimeout)
+// liftTimeout bounds publishing a lift: an operator's rare request, worth
+// waiting longer for than a request's flag.
+const liftTimeout = time.Second
+
+// redisCtx bounds one Redis call (by SharedTimeout, or longer when atLeast is
+// longer); a canceled request must not look like a Redis failure.
+func (d *Detector) redisCtx(ctx context.Context, atLeast time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), max(d.cfg.SharedTimeout, atLeast))
 }
 
 // publish writes e to the shared map, which expires when nothing has been
 // written for twice ThrottleFor.
 func (d *Detector) publish(ctx context.Context, e shared) error {
+	var atLeast time.Duration
+	if !e.LiftedAt.IsZero() {
+		atLeast = liftTimeout
+	}
 	val, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode: %w", err)
 	}
-	rctx, cancel := d.redisCtx(ctx)
+	rctx, cancel := d.redisCtx(ctx, atLeast)
 	defer cancel()
 	err = d.cfg.Shared.Put(rctx, e.Subject, val, 2*d.cfg.ThrottleFor)
 	d.redisResult(ctx, err)
@@ -91,7 +99,7 @@ func (d *Detector) Sync(ctx context.Context) error {
 	if d == nil || d.cfg.Shared == nil {
 		return nil
 	}
-	rctx, cancel := d.redisCtx(ctx)
+	rctx, cancel := d.redisCtx(ctx, 0)
 	defer cancel()
 	all, err := d.cfg.Shared.All(rctx)
 	d.redisResult(ctx, err)
@@ -129,7 +137,7 @@ func (d *Detector) Sync(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	for i := 0; i < len(stale); i += 2 {
-		rctx, cancel := d.redisCtx(ctx)
+		rctx, cancel := d.redisCtx(ctx, 0)
 		err := d.cfg.Shared.DeleteIf(rctx, stale[i], stale[i+1])
 		cancel()
 		if err != nil {

@@ -22,7 +22,9 @@ func TestSharedThrottles(t *testing.T) {
 	c := newClock()
 	newInstance := func() *abuse.Detector {
 		rc := openClient(t, srv)
-		d := abuse.New(abuse.Config{Shared: abuseredis.New(rc.Raw(), "test:"+t.Name()+":"), ThrottleFor: 10 * time.Minute, Now: c.Now})
+		// A generous timeout: the race detector on a busy machine is slow.
+		d := abuse.New(abuse.Config{Shared: abuseredis.New(rc.Raw(), "test:"+t.Name()+":"), SharedTimeout: 2 * time.Second,
+			ThrottleFor: 10 * time.Minute, Now: c.Now})
 		t.Cleanup(d.Close)
 		return d
 	}
@@ -102,7 +104,7 @@ func TestSharedThrottles(t *testing.T) {
 
 func openClient(t *testing.T, srv *redistest.Server) *redis.Client {
 	t.Helper()
-	rc, err := redis.Open(srv.URL(), redis.Options{Timeout: 100 * time.Millisecond, DialTimeout: 100 * time.Millisecond})
+	rc, err := redis.Open(srv.URL(), redis.Options{Timeout: 2 * time.Second, DialTimeout: 2 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rc.Close() })
 	return rc
