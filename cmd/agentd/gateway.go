@@ -10,12 +10,11 @@ import (
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/ratelimit"
-	"github.com/agentd/agentd/internal/store"
 )
 
 // buildGateway returns the Anthropic-compatible endpoint over the
 // provider's stack (key pool, retries, breakers, concurrency limit).
-func buildGateway(cfg *config.Config, provider *resilience.Provider, pricing *cost.Table, usage store.Usage,
+func buildGateway(cfg *config.Config, provider *resilience.Provider, pricing *cost.Table, usage gateway.UsageRecorder,
 	rateLimit *ratelimit.Limiter, budgets *budget.Enforcer, metrics *observe.Metrics, log *slog.Logger) (*gateway.Handler, error) {
 	g := cfg.Gateway
 	gc := gateway.Config{

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
@@ -154,8 +155,21 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		return err
 	}
 	rateLimit := buildRateLimiter(cfg, rc, metrics, log) // nil (no limits) is safe to use
+	// Abuse detection sees every request (server) and the spend of every
+	// model call (the usage recorder); nil when it is off.
+	detector := buildAbuse(cfg, rc, metrics, log)
+	defer detector.Close() // waits for alert webhooks being sent
+	var usage agentrun.UsageRecorder = st
+	var abuseGuard server.AbuseGuard
+	if detector != nil {
+		usage = &abuse.Recorder{Next: st, Detector: detector}
+		abuseGuard = detector
+		if rc != nil {
+			goActor("abuse-sync", detector.Run) // shares throttles and lifts
+		}
+	}
 	pricing := pricingTable(cfg, log)
-	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricing, Usage: st, Tokens: rateLimit}
+	loop := &agentrun.Loop{Store: st, Log: log, Metrics: metrics, Pricing: pricing, Usage: usage, Tokens: rateLimit}
 	// Budgets: counters in the store, shared by every instance. Always
 	// on, since a request may cap its run (max_cost_usd); a call without
 	// any budget never reaches the store. The sweeper only reclaims rows:
@@ -237,7 +251,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	var gw http.Handler
 	var gwWait func() // waits for the gateway's accounting after answers
 	if serveAPI && !cfg.Gateway.Disabled {
-		g, err := buildGateway(cfg, provider, pricing, st, rateLimit, budgets, metrics, log)
+		g, err := buildGateway(cfg, provider, pricing, usage, rateLimit, budgets, metrics, log)
 		if err != nil {
 			return err
 		}
@@ -253,6 +267,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st, Usage: st,
 		Chats: chats, Streams: streams, Submits: submits, Auth: authn, RateLimit: rateLimit, Gateway: gw,
+		Abuse: abuseGuard,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Server.Addr,

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
 
+	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
@@ -87,6 +88,7 @@ func agentdMetricNames(t *testing.T) map[string]bool {
 	resilience.NewMetrics(reg)
 	admission.NewMetrics(reg)
 	tool.NewMetrics(reg)
+	abuse.NewMetrics(reg)
 	for _, c := range reg.cs {
 		addCollector(names, c)
 	}
@@ -216,7 +218,8 @@ func TestAlerts(t *testing.T) {
 	// The list of signals, each covered by at least one rule.
 	for _, want := range []string{"agentd_http_requests_total", "agentd_http_request_duration_seconds_bucket",
 		"agentd_queue_oldest_age_seconds", "agentd_breaker_state", "agentd_key_state", "agentd_key_rejections_total",
-		"kube_pod_status_ready", "process_resident_memory_bytes", "agentd_admission_rejected_total"} {
+		"kube_pod_status_ready", "process_resident_memory_bytes", "agentd_admission_rejected_total",
+		"agentd_abuse_flagged_total"} {
 		if !used[want] {
 			t.Errorf("no alert uses %s", want)
 		}

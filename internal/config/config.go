@@ -93,7 +93,9 @@ type Config struct {
 	Gateway Gateway `yaml:"gateway"`
 	// Budgets are spend limits per tenant, key and agent (docs/cost.md).
 	Budgets Budgets `yaml:"budgets"`
-	Agents  []Agent `yaml:"agents"`
+	// Abuse is abuse detection (docs/security.md#abuse-detection).
+	Abuse  Abuse   `yaml:"abuse"`
+	Agents []Agent `yaml:"agents"`
 	// Secrets are named secret values for tools, usually references:
 	// "weather_key: ${env:WEATHER_API_KEY}". Tool URLs, headers and MCP
 	// server environments use them as {{secret:NAME}}; the model never

@@ -71,6 +71,7 @@ func (c *Config) ApplyDefaults() {
 
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
+	c.applyAbuseDefaults()
 
 	for i := range c.Agents {
 		ag := &c.Agents[i]
@@ -224,6 +225,7 @@ func (c *Config) Validate() error {
 	c.validateRateLimits(&v)
 	c.validateGateway(&v)
 	c.validateBudgets(&v)
+	c.validateAbuse(&v)
 	c.validateObservability(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)

@@ -93,6 +93,9 @@ type Config struct {
 	// /v1/messages/count_tokens (nil: not offered). Calls need the chat
 	// scope and take a Chats slot.
 	Gateway http.Handler
+	// Abuse throttles keys whose request rate jumps (nil: no abuse
+	// detection); with AdminToken it also serves /admin/abuse.
+	Abuse AbuseGuard
 }
 
 // Server serves the API.
@@ -118,6 +121,7 @@ type Server struct {
 	followers    context.Context
 	endFollowers context.CancelFunc
 	rateLimit    RateLimiter
+	abuse        AbuseGuard
 	// sse counts open SSE streams.
 	sse atomic.Int64
 }
@@ -125,7 +129,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{
-		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, rateLimit: cfg.RateLimit,
+		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, rateLimit: cfg.RateLimit, abuse: cfg.Abuse,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
 		metrics: cfg.Metrics, audit: cfg.Audit, auth: cfg.Auth, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}
@@ -184,6 +188,10 @@ func New(cfg Config) *Server {
 		mux.HandleFunc("GET /debug/pprof/", admin(pprof.Index))
 		mux.HandleFunc("GET /debug/pprof/profile", admin(pprof.Profile))
 		mux.HandleFunc("GET /debug/pprof/trace", admin(pprof.Trace))
+		if cfg.Abuse != nil {
+			mux.HandleFunc("GET /admin/abuse", admin(s.handleAbuseList))
+			mux.HandleFunc("DELETE /admin/abuse/{key}", admin(s.handleAbuseLift))
+		}
 		if cfg.Drain != nil {
 			mux.HandleFunc("POST /admin/drain", admin(func(w http.ResponseWriter, _ *http.Request) {
 				cfg.Drain()
@@ -266,7 +274,8 @@ func (r *statusRecorder) Flush() {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// middleware: request id → panic recovery → metrics and access log.
+// middleware: request id → panic recovery → metrics and access log →
+// authentication → rate limits → abuse detection.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -315,7 +324,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				ctx = observe.WithAttrs(ctx, slog.String("key_prefix", p.KeyPrefix))
 			}
 			r = r.WithContext(ctx) // the access log above sees these too
-			if s.allowRate(rec, r, p) {
+			if s.allowRate(rec, r, p) && s.allowAbuse(rec, r, p) {
 				next.ServeHTTP(rec, r)
 			}
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/cost"
@@ -72,9 +73,11 @@ type bundleConfig struct {
 	maxBody      int64
 	auth         bool // API keys required (withAuth)
 	rateLimit    *ratelimit.Limiter
-	log          *slog.Logger // nil: discarded
 	budgets      *config.Budgets
-	maxCostUSD   float64 // the demo agent's max_cost_usd
+	maxCostUSD   float64         // the demo agent's max_cost_usd
+	abuse        *abuse.Detector // nil: no abuse detection
+	adminToken   string          // "": no admin API
+	log          *slog.Logger    // nil: discarded
 }
 
 type bundleOption func(*bundleConfig)
@@ -133,12 +136,18 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 		loop.Pricing = cost.New(nil, log)
 		loop.Budget = budget.New(*cfg.budgets, st, loop.Pricing, b.Metrics, log)
 	}
+	var guard server.AbuseGuard
+	if cfg.abuse != nil {
+		loop.Usage = &abuse.Recorder{Next: st, Detector: cfg.abuse}
+		guard = cfg.abuse
+	}
 	svc := &run.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: time.Hour, Log: log, Metrics: b.Metrics}
 	b.Health = &server.Health{Store: st, Version: "test", Log: log}
 	b.Health.MarkStarted(time.Now())
 	b.API = server.New(server.Config{
 		Chat: svc, Conversations: st, Agents: infos, Health: b.Health, Metrics: b.Metrics, Log: log,
 		MaxBodyBytes: cfg.maxBody, SSEPingInterval: time.Hour, Auth: testAuth(cfg.auth, st), RateLimit: cfg.rateLimit,
+		Abuse: guard, AdminToken: cfg.adminToken,
 	})
 	srv := httptest.NewServer(b.API)
 	t.Cleanup(srv.Close)
