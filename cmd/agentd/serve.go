@@ -185,6 +185,13 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	// Streams do not queue: one over the limit is refused at once.
 	streams := &admission.Limiter{Name: "stream", Max: cfg.Admission.MaxStreams, Metrics: am, Log: burst, Gate: mem.Gate}
 	submits := &admission.Limiter{Name: "submit", Metrics: am, Log: burst, Gate: mem.Gate}
+	// Per-tenant caps on chats and event streams, checked before the
+	// instance's slots.
+	tenantCaps := make(map[string]int, len(cfg.Admission.Tenants))
+	for name, t := range cfg.Admission.Tenants {
+		tenantCaps[name] = t.MaxInFlight
+	}
+	tenants := &admission.TenantLimiter{Default: cfg.Admission.Tenant.MaxInFlight, Overrides: tenantCaps, Metrics: am, Log: burst}
 
 	agentNames := make([]string, 0, len(cfg.Agents))
 	for _, a := range cfg.Agents {
@@ -229,7 +236,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st, Usage: st,
-		Chats: chats, Streams: streams, Submits: submits, Auth: authn, RateLimit: rateLimit,
+		Chats: chats, Streams: streams, Submits: submits, Tenants: tenants, Auth: authn, RateLimit: rateLimit,
 	})
 	srv := &http.Server{
 		Addr:              cfg.Server.Addr,

@@ -204,7 +204,7 @@ func TestEnvVars(t *testing.T) {
 		assert.Equal(t, v, vars[k], k)
 	}
 	// One variable per scalar field: 8 server + 3 store + 5 anthropic + 2 log.
-	assert.Len(t, vars, 63)
+	assert.Len(t, vars, 65)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}
@@ -460,4 +460,16 @@ func TestValidateAddrs(t *testing.T) {
 			assert.ErrorContains(t, err, "server.addr:", addr)
 		}
 	}
+}
+
+func TestAdmissionTenantsAndH2C(t *testing.T) {
+	cfg, err := Load("testdata/admission-tenants.good.yaml", nil)
+	require.NoError(t, err)
+	assert.Equal(t, 10, cfg.Admission.Tenant.MaxInFlight)
+	assert.Equal(t, map[string]TenantAdmission{"acme": {MaxInFlight: 100}, "internal": {}}, cfg.Admission.Tenants)
+	assert.True(t, cfg.Providers.Anthropic.H2C)
+	cfg, err = Load("testdata/admission-tenants.good.yaml", []string{"AGENTD_ADMISSION_TENANT_MAX_IN_FLIGHT=3", "AGENTD_PROVIDERS_ANTHROPIC_H2C=false"})
+	require.NoError(t, err)
+	assert.Equal(t, 3, cfg.Admission.Tenant.MaxInFlight)
+	assert.False(t, cfg.Providers.Anthropic.H2C)
 }

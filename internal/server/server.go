@@ -86,6 +86,9 @@ type Config struct {
 	// Admission limits (nil: unlimited): synchronous chats, open event
 	// streams, run submissions (the memory guard only).
 	Chats, Streams, Submits *admission.Limiter
+	// Tenants caps each tenant's chats and event streams in flight on this
+	// instance (nil: no caps).
+	Tenants *admission.TenantLimiter
 	// RateLimit limits requests per API key and tenant (nil: none).
 	RateLimit RateLimiter
 }
@@ -108,6 +111,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	chats, streams, submits *admission.Limiter
+	tenants                 *admission.TenantLimiter
 
 	// followers ends when the server shuts down (EndFollowers).
 	followers    context.Context
@@ -120,7 +124,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{
-		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, rateLimit: cfg.RateLimit,
+		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, tenants: cfg.Tenants, rateLimit: cfg.RateLimit,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
 		metrics: cfg.Metrics, audit: cfg.Audit, auth: cfg.Auth, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}

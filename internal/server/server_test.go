@@ -21,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/llm/anthropic"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/ratelimit"
@@ -69,6 +70,7 @@ type bundleConfig struct {
 	maxBody      int64
 	auth         bool // API keys required (withAuth)
 	rateLimit    *ratelimit.Limiter
+	tenants      *admission.TenantLimiter
 	log          *slog.Logger // nil: discarded
 }
 
@@ -130,6 +132,7 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 	b.API = server.New(server.Config{
 		Chat: svc, Conversations: st, Agents: infos, Health: b.Health, Metrics: b.Metrics, Log: log,
 		MaxBodyBytes: cfg.maxBody, SSEPingInterval: time.Hour, Auth: testAuth(cfg.auth, st), RateLimit: cfg.rateLimit,
+		Tenants: cfg.tenants,
 	})
 	srv := httptest.NewServer(b.API)
 	t.Cleanup(srv.Close)
