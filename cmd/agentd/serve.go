@@ -353,10 +353,10 @@ func buildModels(bg context.Context, cfg *config.Config, agents map[string]*agen
 		base := "http://" + ln.Addr().String()
 		log.Warn("SIMULATED MODEL: no Anthropic API key is configured, answers come from agentd's built-in Claude API simulator, not from Claude; set ANTHROPIC_API_KEY (providers.anthropic.api_key) for real answers",
 			"simulator", base, "simulate", a.Simulate)
-		client = anthropic.New(anthropic.Config{BaseURL: base, RequestTimeout: a.RequestTimeout})
+		client = anthropic.New(anthropic.Config{BaseURL: base, RequestTimeout: a.RequestTimeout, H2C: true})
 		pcfg.Keys.Sources = []resilience.KeySourceConfig{{Value: simKey}}
 	} else {
-		client = anthropic.New(anthropic.Config{BaseURL: a.BaseURL, RequestTimeout: a.RequestTimeout})
+		client = anthropic.New(anthropic.Config{BaseURL: a.BaseURL, RequestTimeout: a.RequestTimeout, H2C: a.H2C})
 		if k := a.APIKey.Value(); k != "" {
 			pcfg.Keys.Sources = append([]resilience.KeySourceConfig{{Value: k}}, pcfg.Keys.Sources...)
 		}

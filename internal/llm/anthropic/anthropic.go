@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	sdk "github.com/anthropics/anthropic-sdk-go/v2"
@@ -28,6 +29,12 @@ type Config struct {
 	RequestTimeout time.Duration
 	// HTTPClient overrides the HTTP client (tests, custom transports).
 	HTTPClient *http.Client
+	// H2C speaks HTTP/2 without TLS (prior knowledge) when BaseURL is
+	// http://: calls share a few connections (as many streams each as the
+	// server allows, 250 for Go servers) instead of one connection and
+	// two bufio buffers per call in flight. The server must accept h2c
+	// (agentd sim does). https:// negotiates HTTP/2 regardless.
+	H2C bool
 }
 
 // Client calls the Messages API.
@@ -56,6 +63,11 @@ func New(cfg Config) *Client {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = 1024
 		tr.MaxIdleConnsPerHost = 512
+		if cfg.H2C && strings.HasPrefix(cfg.BaseURL, "http://") {
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			tr.Protocols = &p
+		}
 		client = &http.Client{Transport: tr}
 	}
 	opts = append(opts, option.WithHTTPClient(client))
