@@ -76,6 +76,15 @@ func New(cfg Config) *Client {
 }
 
 // Stream implements llm.Model.
+//
+// The call itself (building the request, the HTTP round trip, reading and
+// decoding the stream) runs on a goroutine of its own, started with a small
+// stack; the caller's goroutine only waits for text deltas and the result.
+// The caller's stack has usually grown deep before the call (the store,
+// JSON) and most of the call is spent waiting for the model: this way
+// neither goroutine waits with both the caller's depth and the SDK's on
+// its stack (see docs/benchmarks.md, held streaming chats). onDelta is
+// still called on the caller's goroutine, in order.
 func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaFunc) (llm.Response, error) {
 	params, err := toParams(req)
 	if err != nil {
@@ -87,63 +96,91 @@ func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaF
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	var httpResp *http.Response
-	opts := []option.RequestOption{option.WithResponseInto(&httpResp)}
+	call := &streamCall{
+		params: &params,
+		deltas: make(chan llm.Delta, 16),
+		stop:   make(chan struct{}),
+	}
+	call.opts = []option.RequestOption{option.WithResponseInto(&call.httpResp)}
 	if key, ok := llm.APIKeyFrom(ctx); ok {
 		// A per-request credential option replaces the client's.
-		opts = append(opts, option.WithAPIKey(key))
+		call.opts = append(call.opts, option.WithAPIKey(key))
 	}
-	stream := c.sdk.Messages.NewStreaming(ctx, params, opts...)
-	defer stream.Close()
-
-	// The accumulated message and each event (5 KB as an SDK value) live
-	// on the heap and in accumulate's frame, not in this one: this frame
-	// stays on the stack for the whole call, most of which is spent
-	// waiting for the model, and with those values in it (17 KB) every
-	// waiting call kept a 64 KB stack (docs/benchmarks.md).
-	acc := &accumulator{onDelta: onDelta}
-	for stream.Next() {
-		if err := acc.accumulate(stream); err != nil {
-			return llm.Response{}, &llm.Error{Type: "invalid_response", Message: err.Error(), Streamed: acc.streamed, Err: err}
+	// stop releases the call's goroutine should onDelta panic; the
+	// context ends its request.
+	defer close(call.stop)
+	go call.run(ctx, c.sdk.Messages)
+	for d := range call.deltas {
+		if onDelta != nil {
+			onDelta(d)
 		}
 	}
+	// deltas is closed: the call's goroutine is done with call.
 	requestID := ""
-	if httpResp != nil {
-		requestID = httpResp.Header.Get("request-id")
+	if call.httpResp != nil {
+		requestID = call.httpResp.Header.Get("request-id")
 	}
-	if err := stream.Err(); err != nil {
-		return llm.Response{}, convertError(parent, ctx, err, requestID, acc.streamed)
+	if call.invalid != nil {
+		return llm.Response{}, &llm.Error{Type: "invalid_response", Message: call.invalid.Error(), Streamed: call.streamed, Err: call.invalid}
 	}
-	if acc.msg.ID == "" || acc.msg.StopReason == "" {
+	if call.err != nil {
+		return llm.Response{}, convertError(parent, ctx, call.err, requestID, call.streamed)
+	}
+	if call.msg.ID == "" || call.msg.StopReason == "" {
 		// The stream ended without message_stop: cut mid-way.
-		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "stream ended before message_stop", RequestID: requestID, Streamed: acc.streamed}
+		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "stream ended before message_stop", RequestID: requestID, Streamed: call.streamed}
 	}
-	return fromMessage(&acc.msg, requestID), nil
+	return fromMessage(&call.msg, requestID), nil
 }
 
-// accumulator builds the message of a stream and passes text deltas on.
-type accumulator struct {
+// streamCall is one model call, run by its own goroutine (run). The caller
+// reads deltas until it is closed, and only then the other fields.
+type streamCall struct {
+	params *sdk.MessageNewParams
+	opts   []option.RequestOption
+	deltas chan llm.Delta
+	stop   chan struct{}
+
+	httpResp *http.Response
 	msg      sdk.Message
 	streamed bool
-	onDelta  llm.DeltaFunc
+	err      error // the stream's
+	invalid  error // an event that does not fit the message
 }
 
-// accumulate adds the stream's current event. Not inlined, so that its
-// large locals are on the stack only while an event is handled.
-//
-//go:noinline
-func (a *accumulator) accumulate(stream *ssestream.Stream[sdk.MessageStreamEventUnion]) error {
-	ev := stream.Current()
-	if err := a.msg.Accumulate(ev); err != nil {
-		return err
-	}
-	if ev.Type == "content_block_delta" && ev.Delta.Type == "text_delta" && ev.Delta.Text != "" {
-		a.streamed = true
-		if a.onDelta != nil {
-			a.onDelta(llm.Delta{Index: int(ev.Index), Text: ev.Delta.Text})
+func (s *streamCall) run(ctx context.Context, messages sdk.MessageService) {
+	defer close(s.deltas)
+	stream := messages.NewStreaming(ctx, *s.params, s.opts...)
+	defer stream.Close()
+	for stream.Next() {
+		if !s.accumulate(stream) {
+			return
 		}
 	}
-	return nil
+	s.err = stream.Err()
+}
+
+// accumulate adds the stream's current event to the message and passes a
+// text delta on; false when the call must end. Not inlined: its large
+// locals (an event is 5 KB) are on the stack only while an event is
+// handled, not while the next one is awaited.
+//
+//go:noinline
+func (s *streamCall) accumulate(stream *ssestream.Stream[sdk.MessageStreamEventUnion]) bool {
+	ev := stream.Current()
+	if err := s.msg.Accumulate(ev); err != nil {
+		s.invalid = err
+		return false
+	}
+	if ev.Type == "content_block_delta" && ev.Delta.Type == "text_delta" && ev.Delta.Text != "" {
+		s.streamed = true
+		select {
+		case s.deltas <- llm.Delta{Index: int(ev.Index), Text: ev.Delta.Text}:
+		case <-s.stop:
+			return false
+		}
+	}
+	return true
 }
 
 func toParams(req llm.Request) (sdk.MessageNewParams, error) {
