@@ -150,6 +150,13 @@ type streamCall struct {
 
 func (s *streamCall) run(ctx context.Context, messages sdk.MessageService) {
 	defer close(s.deltas)
+	// A panic here would end the process (no handler's recover is above
+	// this goroutine): it becomes the call's error instead.
+	defer func() {
+		if p := recover(); p != nil {
+			s.err = fmt.Errorf("anthropic: model call panicked: %v", p)
+		}
+	}()
 	stream := messages.NewStreaming(ctx, *s.params, s.opts...)
 	defer stream.Close()
 	for stream.Next() {

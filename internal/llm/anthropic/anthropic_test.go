@@ -74,3 +74,39 @@ func TestH2CSharesConnections(t *testing.T) {
 		require.NoError(t, <-done)
 	}
 }
+
+// TestStreamCancelAndPanickingCallback: the call's goroutine ends when the
+// caller's context ends or its onDelta panics (the panic reaches the
+// caller, as before).
+func TestStreamCancelAndPanickingCallback(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- sim.Serve(ctx, ln, sim.Config{APIKey: "k", EventDelay: 20 * time.Millisecond, Words: 50}, nil)
+	}()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	c := anthropic.New(anthropic.Config{BaseURL: "http://" + ln.Addr().String(), APIKey: "k", H2C: true})
+	req := llm.Request{Model: "claude-sonnet-4-5", MaxTokens: 256,
+		Messages: []llm.Message{{Role: "user", Content: json.RawMessage(`"one two three four five six"`)}}}
+
+	callCtx, stop := context.WithCancel(t.Context())
+	deltas := 0
+	_, err = c.Stream(callCtx, req, func(llm.Delta) {
+		if deltas++; deltas == 2 {
+			stop()
+		}
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, deltas, 10, "the stream stopped soon after the cancel")
+
+	require.PanicsWithValue(t, "boom", func() {
+		_, _ = c.Stream(t.Context(), req, func(llm.Delta) { panic("boom") })
+	})
+	// The client still works: the panicking call released its goroutine.
+	resp, err := c.Stream(t.Context(), req, nil)
+	require.NoError(t, err)
+	require.Equal(t, "end_turn", resp.StopReason)
+}
