@@ -212,6 +212,13 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	// Streams do not queue: one over the limit is refused at once.
 	streams := &admission.Limiter{Name: "stream", Max: cfg.Admission.MaxStreams, Metrics: am, Log: burst, Gate: mem.Gate}
 	submits := &admission.Limiter{Name: "submit", Metrics: am, Log: burst, Gate: mem.Gate}
+	// Per-tenant caps on chats and event streams, checked before the
+	// instance's slots.
+	tenantCaps := make(map[string]int, len(cfg.Admission.Tenants))
+	for name, t := range cfg.Admission.Tenants {
+		tenantCaps[name] = t.MaxInFlight
+	}
+	tenants := &admission.TenantLimiter{Default: cfg.Admission.Tenant.MaxInFlight, Overrides: tenantCaps, Metrics: am, Log: burst}
 
 	agentNames := make([]string, 0, len(cfg.Agents))
 	for _, a := range cfg.Agents {
@@ -266,7 +273,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		Conversations: st, Agents: infos, Health: health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: drain, Audit: st, Usage: st,
-		Chats: chats, Streams: streams, Submits: submits, Auth: authn, RateLimit: rateLimit, Gateway: gw,
+		Chats: chats, Streams: streams, Submits: submits, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
 		Abuse: abuseGuard,
 	})
 	srv := &http.Server{
@@ -389,10 +396,10 @@ func buildModels(bg context.Context, cfg *config.Config, agents map[string]*agen
 		base := "http://" + ln.Addr().String()
 		log.Warn("SIMULATED MODEL: no Anthropic API key is configured, answers come from agentd's built-in Claude API simulator, not from Claude; set ANTHROPIC_API_KEY (providers.anthropic.api_key) for real answers",
 			"simulator", base, "simulate", a.Simulate)
-		client = anthropic.New(anthropic.Config{BaseURL: base, RequestTimeout: a.RequestTimeout})
+		client = anthropic.New(anthropic.Config{BaseURL: base, RequestTimeout: a.RequestTimeout, H2C: true})
 		pcfg.Keys.Sources = []resilience.KeySourceConfig{{Value: simKey}}
 	} else {
-		client = anthropic.New(anthropic.Config{BaseURL: a.BaseURL, RequestTimeout: a.RequestTimeout})
+		client = anthropic.New(anthropic.Config{BaseURL: a.BaseURL, RequestTimeout: a.RequestTimeout, H2C: a.H2C})
 		if k := a.APIKey.Value(); k != "" {
 			pcfg.Keys.Sources = append([]resilience.KeySourceConfig{{Value: k}}, pcfg.Keys.Sources...)
 		}

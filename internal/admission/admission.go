@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,6 +28,9 @@ type Rejected struct {
 	// RetryAfter is a hint for the client.
 	RetryAfter time.Duration
 	What       string // the limited resource, e.g. "chat"
+	// Tenant and Limit name the tenant and its cap (ReasonTenant only).
+	Tenant string
+	Limit  int
 }
 
 func (e *Rejected) Error() string {
@@ -35,6 +39,9 @@ func (e *Rejected) Error() string {
 		return "the instance is low on memory and sheds new " + e.What + " requests"
 	case ReasonTimeout:
 		return "no " + e.What + " slot became free in time"
+	case ReasonTenant:
+		return "tenant " + strconv.Quote(e.Tenant) + " has " + strconv.Itoa(e.Limit) +
+			" chats and streams in flight, its limit on this instance"
 	default:
 		return "too many " + e.What + " requests in flight and waiting"
 	}
@@ -206,6 +213,12 @@ type BurstLog struct {
 
 // Refused records one refusal.
 func (b *BurstLog) Refused(limit, reason string) {
+	b.refused(limit+"/"+reason, "limit", limit, "reason", reason)
+}
+
+// refused records one refusal counted under key; attrs describe the first
+// refusal of a burst.
+func (b *BurstLog) refused(key string, attrs ...any) {
 	if b == nil || b.Log == nil {
 		return
 	}
@@ -216,13 +229,12 @@ func (b *BurstLog) Refused(limit, reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now()
-	key := limit + "/" + reason
 	switch {
 	case b.counts == nil || now.Sub(b.started) >= 2*interval:
 		// A new burst (the last one ended an interval ago or more): its
 		// first refusal is logged at once; a summary of the previous one
 		// that was never flushed is dropped (the metric has it).
-		b.Log.Warn("admission control is refusing requests", "limit", limit, "reason", reason)
+		b.Log.Warn("admission control is refusing requests", attrs...)
 		b.started, b.counts = now, map[string]int{key: 1}
 	case now.Sub(b.started) >= interval:
 		// The burst goes on: one summary per interval.

@@ -208,6 +208,12 @@ type Anthropic struct {
 	// SimLatency is the simulated time to first token of the in-process
 	// simulator. Defaults to 0.
 	SimLatency time.Duration `yaml:"sim_latency"`
+	// H2C speaks HTTP/2 without TLS (prior knowledge) to an http://
+	// BaseURL, so one connection carries many calls. Only for upstreams
+	// that accept it (agentd sim, some proxies); https:// negotiates HTTP/2
+	// anyway, and the in-process simulator always uses it. Defaults to
+	// false.
+	H2C bool `yaml:"h2c"`
 	// Keys adds key sources beyond api_key (key pool and rotation).
 	Keys Keys `yaml:"keys"`
 	// Retry tunes retries of failed model calls.
@@ -306,6 +312,20 @@ type Admission struct {
 	// MemoryLowWater is the share below which work is taken again.
 	// Defaults to 0.75.
 	MemoryLowWater float64 `yaml:"memory_low_water"`
+	// Tenant caps every tenant (with auth.mode none: the tenant "default")
+	// not listed in Tenants. Defaults to no cap.
+	Tenant TenantAdmission `yaml:"tenant"`
+	// Tenants replace Tenant for the tenants they name. A map: file only.
+	// Defaults to none.
+	Tenants map[string]TenantAdmission `yaml:"tenants,omitempty"`
+}
+
+// TenantAdmission is the concurrency cap of one tenant on one instance.
+type TenantAdmission struct {
+	// MaxInFlight caps the tenant's synchronous chats (streaming or not)
+	// and run event streams in flight on this instance; more are refused
+	// with 429 tenant_concurrency_limited. Defaults to 0: no cap.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // Redis is the optional cluster accelerator (response cache; later rate

@@ -208,8 +208,8 @@ func TestEnvVars(t *testing.T) {
 	// One variable per scalar field: 8 server + 3 store + 5 anthropic + 2 log.
 	// 63 + budgets (3 scopes × 2 limits, alert_webhook, alert_webhook_timeout,
 	// reservation_ttl) + gateway (disabled, max_body_bytes, log_bodies) + 9
-	// abuse.
-	assert.Len(t, vars, 84)
+	// abuse + admission.tenant.max_in_flight and providers.anthropic.h2c.
+	assert.Len(t, vars, 86)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}
@@ -483,4 +483,16 @@ func TestBudgetDefaults(t *testing.T) {
 	assert.InDelta(t, 500, cfg.Budgets.Tenants["acme"].DailyUSD, 1e-9)
 	assert.InDelta(t, 0.5, cfg.Agents[0].MaxCostUSD, 1e-9)
 	assert.NotContains(t, cfg.Redacted(), "hooks.example.com", "the webhook URL is a secret (it may carry a token)")
+}
+
+func TestAdmissionTenantsAndH2C(t *testing.T) {
+	cfg, err := Load("testdata/admission-tenants.good.yaml", nil)
+	require.NoError(t, err)
+	assert.Equal(t, 10, cfg.Admission.Tenant.MaxInFlight)
+	assert.Equal(t, map[string]TenantAdmission{"acme": {MaxInFlight: 100}, "internal": {}}, cfg.Admission.Tenants)
+	assert.True(t, cfg.Providers.Anthropic.H2C)
+	cfg, err = Load("testdata/admission-tenants.good.yaml", []string{"AGENTD_ADMISSION_TENANT_MAX_IN_FLIGHT=3", "AGENTD_PROVIDERS_ANTHROPIC_H2C=false"})
+	require.NoError(t, err)
+	assert.Equal(t, 3, cfg.Admission.Tenant.MaxInFlight)
+	assert.False(t, cfg.Providers.Anthropic.H2C)
 }

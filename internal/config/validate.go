@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
@@ -140,6 +141,17 @@ func (c *Config) Validate() error {
 	}
 	if ad.MemoryLowWater <= 0 || ad.MemoryLowWater >= ad.MemoryHighWater {
 		v.add("admission.memory_low_water", "must be > 0 and below memory_high_water")
+	}
+	if ad.Tenant.MaxInFlight < 0 {
+		v.add("admission.tenant.max_in_flight", "must be >= 0 (0: no cap)")
+	}
+	for _, name := range slices.Sorted(maps.Keys(ad.Tenants)) {
+		if name == "" {
+			v.add("admission.tenants", "a tenant name must not be empty")
+		}
+		if ad.Tenants[name].MaxInFlight < 0 {
+			v.add("admission.tenants."+name+".max_in_flight", "must be >= 0 (0: no cap)")
+		}
 	}
 
 	st := c.Store

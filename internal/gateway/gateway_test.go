@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
@@ -70,6 +71,7 @@ type harness struct {
 }
 
 type harnessConfig struct {
+	tenants   *admission.TenantLimiter
 	budgets   *config.Budgets
 	sim       sim.Config
 	gw        gateway.Config
@@ -135,7 +137,7 @@ func newHarness(t testing.TB, opts ...func(*harnessConfig)) *harness {
 	health := &server.Health{Store: st, Version: "test", Log: slog.New(slog.DiscardHandler)}
 	health.MarkStarted(time.Now())
 	scfg := server.Config{Health: health, Log: slog.New(slog.DiscardHandler), MaxBodyBytes: 1 << 20,
-		Auth: &auth.Authenticator{Keys: st}, Gateway: gw}
+		Auth: &auth.Authenticator{Keys: st}, Gateway: gw, Tenants: hc.tenants}
 	if hc.rateLimit != nil {
 		scfg.RateLimit = hc.rateLimit
 	}
@@ -620,4 +622,26 @@ func TestBudgetRefusesWithRetryAfter(t *testing.T) {
 	})
 	_, err = roomy.client(roomy.Token).Messages.New(t.Context(), userMessage("x"))
 	require.NoError(t, err)
+}
+
+func TestTenantConcurrencyCap(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) {
+		c.tenants = &admission.TenantLimiter{Default: 1}
+		c.sim = sim.Config{Latency: 300 * time.Millisecond}
+	})
+	c := h.client(h.Token)
+	first := make(chan error, 1)
+	go func() { _, err := c.Messages.New(context.Background(), userMessage("slow")); first <- err }()
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.seen) == 1
+	}, 5*time.Second, 5*time.Millisecond, "the first call reached the upstream")
+	_, err := c.Messages.New(t.Context(), userMessage("second"))
+	e := apiError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, e.StatusCode, "the tenant's one slot is taken")
+	require.EqualValues(t, "rate_limit_error", e.Type())
+	require.NoError(t, <-first)
+	_, err = c.Messages.New(t.Context(), userMessage("third"))
+	require.NoError(t, err, "the slot is free again")
 }

@@ -119,6 +119,14 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// The tenant's cap first: a tenant over it must not take a slot (or a
+	// place in the queue) of the instance.
+	releaseTenant, err := s.tenants.Acquire(s.tenant(r), "chat")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer releaseTenant()
 	release, err := admit(r.Context(), s.chats)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -57,6 +57,13 @@ func toHTTP(err error) *Error {
 		return rateLimited(rl.Decision) // model tokens, checked before a model call
 	}
 	if rej, ok := admission.AsRejected(err); ok {
+		if rej.Reason == admission.ReasonTenant {
+			// The tenant's own cap, not the instance's: like a rate
+			// limit, the client should slow down (other tenants are
+			// served).
+			return &Error{Status: http.StatusTooManyRequests, Type: "tenant_concurrency_limited", Message: rej.Error(),
+				RetryAfter: int((rej.RetryAfter + time.Second - 1) / time.Second)}
+		}
 		return &Error{Status: http.StatusServiceUnavailable, Type: "overloaded", Message: rej.Error(),
 			RetryAfter: int((rej.RetryAfter + time.Second - 1) / time.Second)}
 	}

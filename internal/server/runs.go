@@ -185,6 +185,12 @@ func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, notFoundAs(err, "run"))
 		return
 	}
+	releaseTenant, err := s.tenants.Acquire(tenant, "stream")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer releaseTenant()
 	release, err := admit(r.Context(), s.streams)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -87,11 +87,14 @@ type Config struct {
 	// Admission limits (nil: unlimited): synchronous chats, open event
 	// streams, run submissions (the memory guard only).
 	Chats, Streams, Submits *admission.Limiter
+	// Tenants caps each tenant's chats and event streams in flight on this
+	// instance (nil: no caps).
+	Tenants *admission.TenantLimiter
 	// RateLimit limits requests per API key and tenant (nil: none).
 	RateLimit RateLimiter
 	// Gateway serves the Anthropic-compatible POST /v1/messages and
 	// /v1/messages/count_tokens (nil: not offered). Calls need the chat
-	// scope and take a Chats slot.
+	// scope and take a Chats slot and one of their tenant's (Tenants).
 	Gateway http.Handler
 	// Abuse throttles keys whose request rate jumps (nil: no abuse
 	// detection); with AdminToken it also serves /admin/abuse.
@@ -116,6 +119,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	chats, streams, submits *admission.Limiter
+	tenants                 *admission.TenantLimiter
 
 	// followers ends when the server shuts down (EndFollowers).
 	followers    context.Context
@@ -129,7 +133,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{
-		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, rateLimit: cfg.RateLimit, abuse: cfg.Abuse,
+		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, tenants: cfg.Tenants, rateLimit: cfg.RateLimit, abuse: cfg.Abuse,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
 		metrics: cfg.Metrics, audit: cfg.Audit, auth: cfg.Auth, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}
@@ -410,9 +414,16 @@ func (s *Server) requireAdmin(token string, next http.HandlerFunc) http.HandlerF
 	}
 }
 
-// admitted runs next holding a slot of l, or answers the refusal.
+// admitted runs next holding one of its tenant's slots and a slot of l
+// (as a chat does), or answers the refusal.
 func (s *Server) admitted(l *admission.Limiter, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		releaseTenant, err := s.tenants.Acquire(s.tenant(r), "chat")
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		defer releaseTenant()
 		release, err := admit(r.Context(), l)
 		if err != nil {
 			s.writeError(w, r, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/abuse"
+	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/cost"
@@ -77,7 +78,8 @@ type bundleConfig struct {
 	maxCostUSD   float64         // the demo agent's max_cost_usd
 	abuse        *abuse.Detector // nil: no abuse detection
 	adminToken   string          // "": no admin API
-	log          *slog.Logger    // nil: discarded
+	tenants      *admission.TenantLimiter
+	log          *slog.Logger // nil: discarded
 }
 
 type bundleOption func(*bundleConfig)
@@ -147,7 +149,7 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 	b.API = server.New(server.Config{
 		Chat: svc, Conversations: st, Agents: infos, Health: b.Health, Metrics: b.Metrics, Log: log,
 		MaxBodyBytes: cfg.maxBody, SSEPingInterval: time.Hour, Auth: testAuth(cfg.auth, st), RateLimit: cfg.rateLimit,
-		Abuse: guard, AdminToken: cfg.adminToken,
+		Abuse: guard, AdminToken: cfg.adminToken, Tenants: cfg.tenants,
 	})
 	srv := httptest.NewServer(b.API)
 	t.Cleanup(srv.Close)

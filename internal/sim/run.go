@@ -127,10 +127,17 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// HTTP/1.1 and HTTP/2 without TLS (h2c with prior knowledge): a
+	// client that speaks h2c (providers.anthropic.h2c) multiplexes its
+	// calls over a few connections, as it would over TLS to the real API.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler:           New(cfg, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Protocols:         &protocols,
 	}
 	log.Info("sim: serving the Messages API simulator", "addr", ln.Addr().String())
 	errc := make(chan error, 1)

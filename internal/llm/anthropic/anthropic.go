@@ -14,6 +14,7 @@ import (
 
 	sdk "github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/anthropics/anthropic-sdk-go/v2/packages/ssestream"
 
 	"github.com/agentd/agentd/internal/llm"
 )
@@ -29,6 +30,12 @@ type Config struct {
 	RequestTimeout time.Duration
 	// HTTPClient overrides the HTTP client (tests, custom transports).
 	HTTPClient *http.Client
+	// H2C speaks HTTP/2 without TLS (prior knowledge) when BaseURL is
+	// http://: calls share a few connections (as many streams each as the
+	// server allows, 250 for Go servers) instead of one connection and
+	// two bufio buffers per call in flight. The server must accept h2c
+	// (agentd sim does). https:// negotiates HTTP/2 regardless.
+	H2C bool
 }
 
 // Client calls the Messages API.
@@ -61,6 +68,11 @@ func New(cfg Config) *Client {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = 1024
 		tr.MaxIdleConnsPerHost = 512
+		if cfg.H2C && strings.HasPrefix(cfg.BaseURL, "http://") {
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			tr.Protocols = &p
+		}
 		client = &http.Client{Transport: tr}
 	}
 	opts = append(opts, option.WithHTTPClient(client))
@@ -75,7 +87,17 @@ func New(cfg Config) *Client {
 const DefaultBaseURL = "https://api.anthropic.com"
 
 // Stream implements llm.Model. A request with a Passthrough is forwarded
-// raw (see forward); any other goes through the SDK.
+// raw (see forward), on the caller's goroutine; any other goes through the
+// SDK.
+//
+// The call itself (building the request, the HTTP round trip, reading and
+// decoding the stream) runs on a goroutine of its own, started with a small
+// stack; the caller's goroutine only waits for text deltas and the result.
+// The caller's stack has usually grown deep before the call (the store,
+// JSON) and most of the call is spent waiting for the model: this way
+// neither goroutine waits with both the caller's depth and the SDK's on
+// its stack (see docs/benchmarks.md, held streaming chats). onDelta is
+// still called on the caller's goroutine, in order.
 func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaFunc) (llm.Response, error) {
 	if req.Passthrough != nil {
 		return c.forward(ctx, req)
@@ -90,41 +112,98 @@ func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaF
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	var httpResp *http.Response
-	opts := []option.RequestOption{option.WithResponseInto(&httpResp)}
+	call := &streamCall{
+		params: &params,
+		deltas: make(chan llm.Delta, 16),
+		stop:   make(chan struct{}),
+	}
+	call.opts = []option.RequestOption{option.WithResponseInto(&call.httpResp)}
 	if key, ok := llm.APIKeyFrom(ctx); ok {
 		// A per-request credential option replaces the client's.
-		opts = append(opts, option.WithAPIKey(key))
+		call.opts = append(call.opts, option.WithAPIKey(key))
 	}
-	stream := c.sdk.Messages.NewStreaming(ctx, params, opts...)
-	defer stream.Close()
-
-	var msg sdk.Message
-	streamed := false
-	for stream.Next() {
-		ev := stream.Current()
-		if err := msg.Accumulate(ev); err != nil {
-			return llm.Response{}, &llm.Error{Type: "invalid_response", Message: err.Error(), Streamed: streamed, Err: err}
-		}
-		if ev.Type == "content_block_delta" && ev.Delta.Type == "text_delta" && ev.Delta.Text != "" {
-			streamed = true
-			if onDelta != nil {
-				onDelta(llm.Delta{Index: int(ev.Index), Text: ev.Delta.Text})
-			}
+	// stop releases the call's goroutine should onDelta panic; the
+	// context ends its request.
+	defer close(call.stop)
+	go call.run(ctx, c.sdk.Messages)
+	for d := range call.deltas {
+		if onDelta != nil {
+			onDelta(d)
 		}
 	}
+	// deltas is closed: the call's goroutine is done with call.
 	requestID := ""
-	if httpResp != nil {
-		requestID = httpResp.Header.Get("request-id")
+	if call.httpResp != nil {
+		requestID = call.httpResp.Header.Get("request-id")
 	}
-	if err := stream.Err(); err != nil {
-		return llm.Response{}, convertError(parent, ctx, err, requestID, streamed)
+	if call.invalid != nil {
+		return llm.Response{}, &llm.Error{Type: "invalid_response", Message: call.invalid.Error(), Streamed: call.streamed, Err: call.invalid}
 	}
-	if msg.ID == "" || msg.StopReason == "" {
+	if call.err != nil {
+		return llm.Response{}, convertError(parent, ctx, call.err, requestID, call.streamed)
+	}
+	if call.msg.ID == "" || call.msg.StopReason == "" {
 		// The stream ended without message_stop: cut mid-way.
-		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "stream ended before message_stop", RequestID: requestID, Streamed: streamed}
+		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "stream ended before message_stop", RequestID: requestID, Streamed: call.streamed}
 	}
-	return fromMessage(&msg, requestID), nil
+	return fromMessage(&call.msg, requestID), nil
+}
+
+// streamCall is one model call, run by its own goroutine (run). The caller
+// reads deltas until it is closed, and only then the other fields.
+type streamCall struct {
+	params *sdk.MessageNewParams
+	opts   []option.RequestOption
+	deltas chan llm.Delta
+	stop   chan struct{}
+
+	httpResp *http.Response
+	msg      sdk.Message
+	streamed bool
+	err      error // the stream's
+	invalid  error // an event that does not fit the message
+}
+
+func (s *streamCall) run(ctx context.Context, messages sdk.MessageService) {
+	defer close(s.deltas)
+	// A panic here would end the process (no handler's recover is above
+	// this goroutine): it becomes the call's error instead.
+	defer func() {
+		if p := recover(); p != nil {
+			s.err = fmt.Errorf("anthropic: model call panicked: %v", p)
+		}
+	}()
+	stream := messages.NewStreaming(ctx, *s.params, s.opts...)
+	defer stream.Close()
+	for stream.Next() {
+		if !s.accumulate(stream) {
+			return
+		}
+	}
+	s.err = stream.Err()
+}
+
+// accumulate adds the stream's current event to the message and passes a
+// text delta on; false when the call must end. Not inlined: its large
+// locals (an event is 5 KB) are on the stack only while an event is
+// handled, not while the next one is awaited.
+//
+//go:noinline
+func (s *streamCall) accumulate(stream *ssestream.Stream[sdk.MessageStreamEventUnion]) bool {
+	ev := stream.Current()
+	if err := s.msg.Accumulate(ev); err != nil {
+		s.invalid = err
+		return false
+	}
+	if ev.Type == "content_block_delta" && ev.Delta.Type == "text_delta" && ev.Delta.Text != "" {
+		s.streamed = true
+		select {
+		case s.deltas <- llm.Delta{Index: int(ev.Index), Text: ev.Delta.Text}:
+		case <-s.stop:
+			return false
+		}
+	}
+	return true
 }
 
 func toParams(req llm.Request) (sdk.MessageNewParams, error) {
