@@ -196,10 +196,19 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	defer stop()
 	r.track(runID, cancel)
 	defer r.untrack(runID)
+	if run.Attempt > 1 {
+		// A resumed run may have had its cancellation requested while its
+		// previous worker was dead: learn it before anything executes (a
+		// model call answered at once could otherwise commit the turn
+		// first). A store error here is the heartbeat's to handle.
+		if canceled, err := r.Store.ExtendLease(rctx, runID, r.Owner, time.Now().UTC().Add(r.leaseTTL())); err == nil && canceled {
+			cancel(ErrCanceled)
+		}
+	}
 	heartbeatDone := make(chan struct{})
 	go func() {
 		defer close(heartbeatDone)
-		r.heartbeat(rctx, tenant, runID, cancel, run.Attempt > 1)
+		r.heartbeat(rctx, tenant, runID, cancel)
 	}()
 	defer func() { <-heartbeatDone }()
 	defer cancel(nil) // stops the heartbeat before the wait above
@@ -291,22 +300,16 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 
 // heartbeat renews the lease every LeaseTTL/3 until ctx ends; it cancels
 // the run when cancellation is requested or the lease is lost.
-// checkNow renews at once: a resumed run may have had its cancellation
-// requested while its previous worker was dead.
-func (r *Runs) heartbeat(ctx context.Context, tenant, runID string, cancel context.CancelCauseFunc, checkNow bool) {
+func (r *Runs) heartbeat(ctx context.Context, tenant, runID string, cancel context.CancelCauseFunc) {
 	ttl := r.leaseTTL()
 	t := time.NewTicker(ttl / 3)
 	defer t.Stop()
-	first := checkNow
 	for {
-		if !first {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		first = false
 		canceled, err := r.Store.ExtendLease(ctx, runID, r.Owner, time.Now().UTC().Add(ttl))
 		switch {
 		case errors.Is(err, store.ErrConflict):
