@@ -316,7 +316,12 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				s.metrics.HTTPDuration.WithLabelValues(r.Method, route).Observe(d.Seconds())
 			}
 			level := slog.LevelInfo
-			if route == "GET /livez" || route == "GET /readyz" || route == "GET /metrics" || route == "GET /healthz" {
+			switch {
+			case route == "GET /livez" || route == "GET /readyz" || route == "GET /metrics" || route == "GET /healthz":
+				level = slog.LevelDebug
+			case rec.status < 500 && gateway.IsGatewayPath(r.URL.Path):
+				// The gateway writes its own line per call ("gateway
+				// call", with tokens, cost and the upstream request id).
 				level = slog.LevelDebug
 			}
 			s.log.Log(ctx, level, "http request", "method", r.Method, "route", route, "path", r.URL.Path,
