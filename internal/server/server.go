@@ -319,9 +319,10 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			switch {
 			case route == "GET /livez" || route == "GET /readyz" || route == "GET /metrics" || route == "GET /healthz":
 				level = slog.LevelDebug
-			case rec.status < 500 && gateway.IsGatewayPath(r.URL.Path):
-				// The gateway writes its own line per call ("gateway
-				// call", with tokens, cost and the upstream request id).
+			case rec.status < 400 && gateway.IsGatewayPath(r.URL.Path):
+				// An answered gateway call has the gateway's own line
+				// ("gateway call": tokens, cost, upstream request id);
+				// refusals keep this one.
 				level = slog.LevelDebug
 			}
 			s.log.Log(ctx, level, "http request", "method", r.Method, "route", route, "path", r.URL.Path,
