@@ -183,6 +183,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub}
+	if cfg.Redaction.Messages != config.MessageSecretsOff {
+		svc.Secrets = agentrun.NewMessageGuard(cfg.Redaction.Messages == config.MessageSecretsScrub,
+			observe.MinSecretLen, cfg.AllSecretValues()...)
+	}
 	limits := make(map[string]int, len(cfg.Agents))
 	for _, a := range cfg.Agents {
 		limits[a.Name] = a.MaxConcurrentRuns

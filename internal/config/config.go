@@ -89,6 +89,8 @@ type Config struct {
 	Log        Log        `yaml:"log"`
 	Auth       Auth       `yaml:"auth"`
 	RateLimits RateLimits `yaml:"rate_limits"`
+	// Redaction keeps secret values out of prompts (docs/security.md).
+	Redaction Redaction `yaml:"redaction"`
 	// Gateway is the Anthropic-compatible endpoint (docs/gateway.md).
 	Gateway Gateway `yaml:"gateway"`
 	// Budgets are spend limits per tenant, key and agent (docs/cost.md).

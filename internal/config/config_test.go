@@ -208,8 +208,9 @@ func TestEnvVars(t *testing.T) {
 	// One variable per scalar field: 8 server + 3 store + 5 anthropic + 2 log.
 	// 63 + budgets (3 scopes × 2 limits, alert_webhook, alert_webhook_timeout,
 	// reservation_ttl) + gateway (disabled, max_body_bytes, log_bodies) + 9
-	// abuse + admission.tenant.max_in_flight and providers.anthropic.h2c.
-	assert.Len(t, vars, 86)
+	// abuse + admission.tenant.max_in_flight and providers.anthropic.h2c +
+	// redaction.messages.
+	assert.Len(t, vars, 87)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}

@@ -49,6 +49,7 @@ func (c *Config) ApplyDefaults() {
 
 	setDefault(&c.Auth.Mode, DefaultAuthMode)
 	setDefault(&c.Gateway.MaxBodyBytes, DefaultGatewayMaxBodyBytes)
+	setDefault(&c.Redaction.Messages, DefaultMessageSecrets)
 
 	st := &c.Store
 	setDefault(&st.URL, DefaultStoreURL)
@@ -236,6 +237,7 @@ func (c *Config) Validate() error {
 	c.validateAuth(&v)
 	c.validateRateLimits(&v)
 	c.validateGateway(&v)
+	c.validateRedaction(&v)
 	c.validateBudgets(&v)
 	c.validateAbuse(&v)
 	c.validateObservability(&v)

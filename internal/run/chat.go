@@ -66,6 +66,9 @@ type Service struct {
 	// Hub, when set, receives every event live (followers of
 	// GET /v1/runs/{id}/events).
 	Hub Publisher
+	// Secrets, when set, refuses or scrubs messages that contain a
+	// configured secret value, before they are stored or sent.
+	Secrets *MessageGuard
 
 	mu   sync.Mutex
 	busy map[string]struct{}
@@ -171,6 +174,11 @@ func userMessage(text string) llm.Message {
 
 // Prepare checks the request, holds the conversation and records the run.
 func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
+	msg, err := s.Secrets.Check(p.Message)
+	if err != nil {
+		return nil, err
+	}
+	p.Message = msg
 	agent, conv, isNew, err := s.resolve(ctx, p.Tenant, p.Agent, p.ConversationID)
 	if err != nil {
 		return nil, err

@@ -86,6 +86,9 @@ type SubmitParams struct {
 // Submit stores a run and enqueues it in one transaction. created is false
 // when the idempotency key named an existing run, which is returned.
 func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, created bool, err error) {
+	if p.Message, err = r.Service.Secrets.Check(p.Message); err != nil {
+		return store.Run{}, false, err
+	}
 	if p.IdempotencyKey != "" {
 		if existing, ok, err := r.byKey(ctx, p.Tenant, p.IdempotencyKey); err != nil || ok {
 			return existing, false, err

@@ -71,6 +71,8 @@ func toHTTP(err error) *Error {
 		return budgetExceeded(ex)
 	}
 	switch {
+	case errors.Is(err, run.ErrSecretInMessage):
+		return &Error{Status: http.StatusBadRequest, Type: "secret_in_message", Message: err.Error()}
 	case errors.Is(err, run.ErrAgentNotFound):
 		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: err.Error()}
 	case errors.Is(err, run.ErrConversationNotFound), errors.Is(err, store.ErrNotFound):

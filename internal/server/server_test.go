@@ -74,6 +74,7 @@ type bundleConfig struct {
 	maxBody      int64
 	auth         bool // API keys required (withAuth)
 	rateLimit    *ratelimit.Limiter
+	secrets      *run.MessageGuard
 	budgets      *config.Budgets
 	maxCostUSD   float64         // the demo agent's max_cost_usd
 	abuse        *abuse.Detector // nil: no abuse detection
@@ -143,7 +144,8 @@ func setup(t *testing.T, opts ...bundleOption) *testBundle {
 		loop.Usage = &abuse.Recorder{Next: st, Detector: cfg.abuse}
 		guard = cfg.abuse
 	}
-	svc := &run.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: time.Hour, Log: log, Metrics: b.Metrics}
+	svc := &run.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: time.Hour, Log: log, Metrics: b.Metrics,
+		Secrets: cfg.secrets}
 	b.Health = &server.Health{Store: st, Version: "test", Log: log}
 	b.Health.MarkStarted(time.Now())
 	b.API = server.New(server.Config{
