@@ -222,7 +222,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		c.model = to
 	}
 	pol := h.policy(c.tenant)
-	if len(pol.AllowModels) > 0 && !slices.Contains(pol.AllowModels, c.model) {
+	if !pol.allows(c.model) {
 		c.refuse(&Refusal{Status: http.StatusForbidden,
 			Message: fmt.Sprintf("model %q is not allowed for this API key", c.requested)})
 		return
@@ -261,7 +261,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	}
 	req := llm.Request{Model: c.model, MaxTokens: int(min(f.maxTokens, math.MaxInt32)), Passthrough: pt}
 	h.cfg.Metrics.inFlight(1)
-	_, err = h.cfg.Upstream.Chain(c.model, pol.FallbackModels[c.model]).Stream(ctx, req, nil)
+	_, err = h.cfg.Upstream.Chain(c.model, pol.fallbacks(c.model)).Stream(ctx, req, nil)
 	h.cfg.Metrics.inFlight(-1)
 	if err != nil {
 		c.fail(ctx, err)
@@ -309,6 +309,27 @@ func (h *Handler) Wait() {
 	for h.calls.Load() > 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// allows reports whether the policy lets model be called.
+func (p Policy) allows(model string) bool {
+	return len(p.AllowModels) == 0 || slices.Contains(p.AllowModels, model)
+}
+
+// fallbacks are model's fallback models the policy allows: a fallback never
+// calls a model the tenant may not use.
+func (p Policy) fallbacks(model string) []string {
+	fb := p.FallbackModels[model]
+	if len(p.AllowModels) == 0 || len(fb) == 0 {
+		return fb
+	}
+	out := make([]string, 0, len(fb))
+	for _, m := range fb {
+		if p.allows(m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // policy is tenant's policy.

@@ -645,3 +645,41 @@ func TestTenantConcurrencyCap(t *testing.T) {
 	_, err = c.Messages.New(t.Context(), userMessage("third"))
 	require.NoError(t, err, "the slot is free again")
 }
+
+func TestModelReadTheSameWayAsUpstream(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) {
+		c.gw.Default = gateway.Policy{AllowModels: []string{haikuTest},
+			FallbackModels: map[string][]string{haikuTest: {"claude-opus-4-5"}}}
+	})
+	for name, body := range map[string]string{
+		"duplicate model":         `{"model":"claude-opus-4-5","model":"` + haikuTest + `","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`,
+		"escaped duplicate model": `{"mod\u0065l":"claude-opus-4-5","model":"` + haikuTest + `","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`,
+		"duplicate max_tokens":    `{"model":"` + haikuTest + `","max_tokens":5,"max_tokens":100000,"messages":[{"role":"user","content":"x"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, data := h.rawPost(t, gateway.PathMessages, body, nil)
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(data))
+			require.Contains(t, string(data), "duplicate field")
+		})
+	}
+	h.mu.Lock()
+	require.Empty(t, h.seen, "nothing went upstream")
+	h.mu.Unlock()
+
+	// A fallback the tenant may not use is never tried: the 529 is relayed.
+	h.intercept = func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(529)
+		_, _ = w.Write([]byte(`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`))
+		return true
+	}
+	params := userMessage("x")
+	params.Model = haikuTest
+	_, err := h.client(h.Token).Messages.New(t.Context(), params)
+	require.Equal(t, 529, apiError(t, err).StatusCode)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, s := range h.seen {
+		require.NotContains(t, string(s.Body), "claude-opus-4-5", "the disallowed fallback was called")
+	}
+}

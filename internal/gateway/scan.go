@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 )
 
@@ -32,13 +34,31 @@ func scan(body []byte) (fields, error) {
 		return f, errNotObject
 	}
 	i = skipWS(body, i+1)
+	var seen [3]bool // model, stream, max_tokens
 	for body[i] != '}' {
 		kEnd := skipString(body, i)
 		key := body[i+1 : kEnd-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			// An escaped key ("mod\u0065l") is the same key to the
+			// upstream's parser: compare it decoded.
+			var k string
+			if err := json.Unmarshal(body[i:kEnd], &k); err == nil {
+				key = []byte(k)
+			}
+		}
 		i = skipWS(body, kEnd) // at ':'
 		vStart := skipWS(body, i+1)
 		vEnd := skipValue(body, vStart)
 		v := body[vStart:vEnd]
+		if n := fieldIndex(key); n >= 0 {
+			// A field read twice could be read one way here and the
+			// other way upstream (which model is called, how long the
+			// answer may be): refused.
+			if seen[n] {
+				return f, fmt.Errorf("%s: duplicate field", key)
+			}
+			seen[n] = true
+		}
 		switch string(key) {
 		case "model":
 			if v[0] != '"' {
@@ -63,6 +83,20 @@ func scan(body []byte) (fields, error) {
 		}
 	}
 	return f, nil
+}
+
+// fieldIndex is the index in scan's seen of a field the gateway reads, or
+// -1.
+func fieldIndex(key []byte) int {
+	switch string(key) {
+	case "model":
+		return 0
+	case "stream":
+		return 1
+	case "max_tokens":
+		return 2
+	}
+	return -1
 }
 
 // The skip functions assume valid JSON (scan checks it first).
