@@ -390,7 +390,17 @@ func (c *call) fail(ctx context.Context, err error) {
 		return
 	}
 	var raw *llm.RawAnswer
-	if errors.As(err, &raw) {
+	if errors.As(err, &raw) && raw.Status == http.StatusUnauthorized {
+		// The provider refused agentd's key, not the client's: a 401
+		// would send the client's developer looking at the wrong key.
+		le, _ := llm.AsError(err)
+		c.h.log.ErrorContext(ctx, "the provider refused every upstream API key tried", "model", c.model, "err", err)
+		WriteError(c.w, http.StatusBadGateway, "api_error",
+			"the provider refused agentd's upstream API key ("+le.Message+"); the operator must fix the key pool", c.reqID, 0)
+		c.wrote, c.status = true, http.StatusBadGateway
+		return
+	}
+	if raw != nil {
 		copyHeader(c.w.Header(), raw.Header)
 		c.w.Header().Del("Content-Length")
 		c.w.WriteHeader(raw.Status)

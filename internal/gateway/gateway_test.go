@@ -683,3 +683,12 @@ func TestModelReadTheSameWayAsUpstream(t *testing.T) {
 		require.NotContains(t, string(s.Body), "claude-opus-4-5", "the disallowed fallback was called")
 	}
 }
+
+func TestUpstreamKeyRefusedIsNotTheClientsFault(t *testing.T) {
+	h := newHarness(t)
+	h.Sim.SetAPIKeys() // the provider accepts no key of the pool
+	_, err := h.client(h.Token).Messages.New(t.Context(), userMessage("x"))
+	e := apiError(t, err)
+	require.Equal(t, http.StatusBadGateway, e.StatusCode, "not a 401: the client's agentd key is fine")
+	require.EqualValues(t, "api_error", e.Type())
+}
