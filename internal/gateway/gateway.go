@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -35,6 +36,11 @@ import (
 
 // Agent is the agent name of the gateway's usage rows and token metrics.
 const Agent = "gateway"
+
+// UnlistedModels names the provider stack (breaker, metrics label) shared
+// by the models a client names that agentd has neither a price nor a
+// configuration entry for.
+const UnlistedModels = "unlisted"
 
 // DefaultMaxBodyBytes caps request bodies when Config.MaxBodyBytes is 0
 // (images travel inline, base64-encoded).
@@ -109,7 +115,10 @@ type Config struct {
 type Handler struct {
 	cfg Config
 	log *slog.Logger
-	sem chan struct{}
+	// listed are the models named in the configuration (aliases,
+	// allow-lists, fallbacks): they get their own provider stack.
+	listed map[string]bool
+	sem    chan struct{}
 	// calls counts calls from their start to the end of their accounting
 	// (Wait).
 	calls atomic.Int64
@@ -127,7 +136,22 @@ func New(cfg Config) (*Handler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{cfg: cfg, log: log, sem: make(chan struct{}, maxBackground)}, nil
+	listed := map[string]bool{}
+	for _, m := range cfg.Aliases {
+		listed[m] = true
+	}
+	for _, p := range append([]Policy{cfg.Default}, slices.Collect(maps.Values(cfg.Tenants))...) {
+		for _, m := range p.AllowModels {
+			listed[m] = true
+		}
+		for m, fb := range p.FallbackModels {
+			listed[m] = true
+			for _, f := range fb {
+				listed[f] = true
+			}
+		}
+	}
+	return &Handler{cfg: cfg, log: log, listed: listed, sem: make(chan struct{}, maxBackground)}, nil
 }
 
 // ServeHTTP serves POST /v1/messages and POST /v1/messages/count_tokens.
@@ -142,6 +166,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// bufPool holds the relay's event buffers.
 var bufPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 16<<10)) }}
 
 // call is one gateway request in flight.
@@ -189,13 +214,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	// own deadline instead (writeTimeout).
 	_ = c.rc.SetWriteDeadline(time.Time{})
 
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 1<<20 {
-			buf.Reset()
-			bufPool.Put(buf)
-		}
-	}()
+	// The body is not pooled: the transport may still be reading it after
+	// the answer came back (an upstream that answers early).
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0)+1, h.cfg.MaxBodyBytes+1)))
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -227,6 +248,21 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 			Message: fmt.Sprintf("model %q is not allowed for this API key", c.requested)})
 		return
 	}
+	_, _, priced := h.cfg.Pricing.Lookup(c.model)
+	if h.cfg.Budgets != nil && !priced && !count {
+		// An unpriced call would cost $0 against every budget.
+		c.refuse(&Refusal{Status: http.StatusForbidden, Message: fmt.Sprintf(
+			"model %q has no price in agentd's pricing table (pricing.models): with budgets on, only priced models may be called", c.requested)})
+		return
+	}
+	fallbacks := pol.fallbacks(c.model)
+	// A model agentd knows of gets its own stack (breaker, metrics
+	// labels); any other name a client sends shares one, so that client
+	// strings cannot grow the provider's state.
+	stack := c.model
+	if !priced && !h.listed[c.model] {
+		stack, fallbacks = UnlistedModels, nil
+	}
 	if h.cfg.LogBodies && h.log.Enabled(ctx, slog.LevelDebug) {
 		h.log.DebugContext(ctx, "gateway request body", "body", string(body))
 	}
@@ -241,8 +277,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		}
 		if h.cfg.Budgets != nil {
 			// Gateway calls count as the agent "gateway" (budgets.agents).
-			res, err := h.cfg.Budgets.Reserve(ctx, budget.Subject{Tenant: c.tenant, Key: c.key, Agent: Agent},
-				h.cfg.Budgets.WorstCase(c.model, len(body), f.maxTokens))
+			// The worst case of the dearest model the call may end on.
+			worst := h.cfg.Budgets.WorstCase(c.model, len(body), f.maxTokens)
+			for _, m := range fallbacks {
+				worst = max(worst, h.cfg.Budgets.WorstCase(m, len(body), f.maxTokens))
+			}
+			res, err := h.cfg.Budgets.Reserve(ctx, budget.Subject{Tenant: c.tenant, Key: c.key, Agent: Agent}, worst)
 			if err != nil {
 				c.refuse(refusalOf(err))
 				return
@@ -261,7 +301,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	}
 	req := llm.Request{Model: c.model, MaxTokens: int(min(f.maxTokens, math.MaxInt32)), Passthrough: pt}
 	h.cfg.Metrics.inFlight(1)
-	_, err = h.cfg.Upstream.Chain(c.model, pol.fallbacks(c.model)).Stream(ctx, req, nil)
+	_, err = h.cfg.Upstream.Chain(stack, fallbacks).Stream(ctx, req, nil)
 	h.cfg.Metrics.inFlight(-1)
 	if err != nil {
 		c.fail(ctx, err)
@@ -535,6 +575,8 @@ var dropRequestHeader = map[string]bool{
 var dropResponseHeader = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
 	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true, "Content-Encoding": true,
+	// agentd's organization and its quota, not the tenant's.
+	"Set-Cookie": true, "Anthropic-Organization-Id": true,
 }
 
 func forwardHeader(in http.Header) http.Header {
@@ -549,7 +591,9 @@ func forwardHeader(in http.Header) http.Header {
 
 func copyHeader(dst, src http.Header) {
 	for k, v := range src {
-		if !dropResponseHeader[k] {
+		// Anthropic-Ratelimit-*: the limits of agentd's key; the
+		// tenant's are agentd's X-RateLimit-*.
+		if !dropResponseHeader[k] && !strings.HasPrefix(k, "Anthropic-Ratelimit-") {
 			dst[k] = v
 		}
 	}

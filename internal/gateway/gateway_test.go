@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -59,7 +60,8 @@ type harness struct {
 	SimURL string
 	Sim    *sim.Server
 	Store  *sqlite.Store
-	GW     *gateway.Handler
+	GW       *gateway.Handler
+	Provider *resilience.Provider
 	Token  string // an agentd API key of tenant "acme", chat scope
 	KeyID  string
 
@@ -71,6 +73,7 @@ type harness struct {
 }
 
 type harnessConfig struct {
+	timeout   time.Duration // the provider's request timeout
 	tenants   *admission.TenantLimiter
 	budgets   *config.Budgets
 	sim       sim.Config
@@ -112,12 +115,13 @@ func newHarness(t testing.TB, opts ...func(*harnessConfig)) *harness {
 	h.SimURL = simSrv.URL
 
 	reg := prometheus.NewRegistry()
-	client := anthropic.New(anthropic.Config{BaseURL: simSrv.URL})
+	client := anthropic.New(anthropic.Config{BaseURL: simSrv.URL, RequestTimeout: hc.timeout})
 	provider, err := resilience.NewProvider(t.Context(), resilience.ProviderConfig{
 		Keys:  resilience.KeysConfig{Sources: []resilience.KeySourceConfig{{Value: primary}, {Value: backup}}},
 		Retry: resilience.RetryConfig{MaxAttempts: hc.retries, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},
 	}, client, resilience.NewMetrics(reg), nil)
 	require.NoError(t, err)
+	h.Provider = provider
 
 	gc := hc.gw
 	gc.Upstream = provider
@@ -691,4 +695,119 @@ func TestUpstreamKeyRefusedIsNotTheClientsFault(t *testing.T) {
 	e := apiError(t, err)
 	require.Equal(t, http.StatusBadGateway, e.StatusCode, "not a 401: the client's agentd key is fine")
 	require.EqualValues(t, "api_error", e.Type())
+}
+
+func (h *harness) upstreamCalls() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.seen)
+}
+
+func TestTimeoutIsIdleAndNotRetried(t *testing.T) {
+	// A provider silent for longer than the timeout: 504 after one
+	// attempt (the call was sent; it may be running and billed).
+	h := newHarness(t, func(c *harnessConfig) {
+		c.timeout = 300 * time.Millisecond
+		c.sim = sim.Config{Latency: time.Second}
+	})
+	_, err := h.client(h.Token).Messages.New(t.Context(), userMessage("x"))
+	e := apiError(t, err)
+	require.Equal(t, http.StatusGatewayTimeout, e.StatusCode)
+	require.EqualValues(t, "timeout_error", e.Type())
+	require.Equal(t, 1, h.upstreamCalls(), "a timed-out call is not repeated")
+
+	// A stream that keeps sending outlives the timeout: it is not cut.
+	long := newHarness(t, func(c *harnessConfig) {
+		c.timeout = 300 * time.Millisecond
+		c.sim = sim.Config{Words: 60, EventDelay: 15 * time.Millisecond} // ~0.9 s in all
+	})
+	params := userMessage("a long answer")
+	params.MaxTokens = 1000
+	stream := long.client(long.Token).Messages.NewStreaming(t.Context(), params)
+	var msg sdk.Message
+	for stream.Next() {
+		require.NoError(t, msg.Accumulate(stream.Current()))
+	}
+	require.NoError(t, stream.Err())
+	require.Equal(t, sdk.StopReasonEndTurn, msg.StopReason)
+}
+
+func TestClientShaped403LeavesTheKeysAlone(t *testing.T) {
+	h := newHarness(t)
+	h.intercept = func(w http.ResponseWriter, r *http.Request, _ []byte) bool {
+		if r.Header.Get("Anthropic-Beta") != "beta-the-org-lacks" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"type":"error","error":{"type":"permission_error","message":"no access to this beta"}}`))
+		return true
+	}
+	_, err := h.client(h.Token).Messages.New(t.Context(), userMessage("x"), option.WithHeader("anthropic-beta", "beta-the-org-lacks"))
+	e := apiError(t, err)
+	require.Equal(t, http.StatusForbidden, e.StatusCode, "the provider's 403 is relayed")
+	require.Equal(t, 1, h.upstreamCalls(), "not retried with another key")
+	_, err = h.client(h.Token).Messages.New(t.Context(), userMessage("x"))
+	require.NoError(t, err)
+	require.Equal(t, primary, h.lastSeen(t).Header.Get("X-Api-Key"), "the primary key was not marked bad")
+}
+
+func TestUnlistedModelsShareOneStack(t *testing.T) {
+	h := newHarness(t)
+	for i := range 5 {
+		params := userMessage("x")
+		params.Model = sdk.Model(fmt.Sprintf("claude-made-up-%d", i))
+		_, err := h.client(h.Token).Messages.New(t.Context(), params)
+		require.NoError(t, err) // the sim answers any model
+	}
+	var names []string
+	for _, b := range h.Provider.Breakers() {
+		names = append(names, b.Model)
+	}
+	require.ElementsMatch(t, []string{gateway.UnlistedModels}, names, "client strings do not create breakers")
+	require.Contains(t, string(h.lastSeen(t).Body), `"claude-made-up-4"`, "the model asked for is still the one called")
+}
+
+func TestBudgetsRefuseUnpricedModelsAndSettle(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) {
+		c.budgets = &config.Budgets{Key: config.BudgetLimit{DailyUSD: 0.01}, ReservationTTL: time.Minute}
+	})
+	params := userMessage("x")
+	params.Model = "claude-sonnet-9-unpriced"
+	_, err := h.client(h.Token).Messages.New(t.Context(), params)
+	e := apiError(t, err)
+	require.Equal(t, http.StatusForbidden, e.StatusCode, "an unpriced model would cost $0 against the budget")
+
+	// Each call reserves ~$0.004 and settles at its real cost (~$0.0003):
+	// were reservations not released, the third call would be refused.
+	ok := 0
+	for range 40 {
+		if _, err := h.client(h.Token).Messages.New(t.Context(), userMessage("x")); err != nil {
+			require.Equal(t, http.StatusTooManyRequests, apiError(t, err).StatusCode)
+			break
+		}
+		ok++
+		h.GW.Wait() // settled after the answer
+	}
+	require.Greater(t, ok, 10, "reservations are settled at the real cost")
+	require.Less(t, ok, 40, "the budget bites in the end")
+	require.LessOrEqual(t, h.usage(t).CostUSD, 0.01, "spend stays within the budget")
+}
+
+func TestProviderAccountHeadersAreNotRelayed(t *testing.T) {
+	h := newHarness(t)
+	h.intercept = func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		w.Header().Set("Anthropic-Ratelimit-Requests-Remaining", "4999")
+		w.Header().Set("Anthropic-Organization-Id", "org-agentd")
+		w.Header().Set("Set-Cookie", "session=agentd-org")
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.Sim.ServeHTTP(w, r)
+		return true
+	}
+	resp, data := h.rawPost(t, gateway.PathMessages, `{"model":"`+model+`","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(data))
+	require.Empty(t, resp.Header.Get("Anthropic-Ratelimit-Requests-Remaining"))
+	require.Empty(t, resp.Header.Get("Anthropic-Organization-Id"))
+	require.Empty(t, resp.Header.Get("Set-Cookie"))
+	require.NotEmpty(t, resp.Header.Get("Request-Id"))
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/agentd/agentd/internal/llm"
 )
@@ -26,11 +28,29 @@ func (c *Client) forward(ctx context.Context, req llm.Request) (llm.Response, er
 	if err != nil {
 		return llm.Response{}, err
 	}
+	// RequestTimeout bounds the wait for the answer's headers and each
+	// silence while it is read (an idle timeout), not the whole call: a
+	// long stream (extended thinking, a big max_tokens) that keeps
+	// sending is not cut. A call that timed out is not repeated: it was
+	// sent, and may be running (and billed) upstream.
 	parent := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var idle *time.Timer
 	if c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
+		idle = time.AfterFunc(c.timeout, func() { cancel(errIdleTimeout) })
+		defer idle.Stop()
+	}
+	timedOut := func(err error) error {
+		if !errors.Is(context.Cause(ctx), errIdleTimeout) || parent.Err() != nil {
+			return err
+		}
+		e := &llm.Error{Type: "timeout", Message: fmt.Sprintf("no answer from the provider for %s", c.timeout),
+			Streamed: true, Err: err}
+		if le, ok := llm.AsError(err); ok {
+			e.RequestID = le.RequestID
+		}
+		return e
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.baseURL+pt.Path, bytes.NewReader(body))
 	if err != nil {
@@ -52,14 +72,17 @@ func (c *Client) forward(ctx context.Context, req llm.Request) (llm.Response, er
 	}
 	resp, err := c.http.Do(hreq)
 	if err != nil {
-		return llm.Response{}, convertError(parent, ctx, err, "", false)
+		return llm.Response{}, timedOut(convertError(parent, ctx, err, "", false))
 	}
 	defer resp.Body.Close()
+	if idle != nil {
+		resp.Body = &idleBody{ReadCloser: resp.Body, t: idle, d: c.timeout}
+	}
 	requestID := resp.Header.Get("Request-Id")
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		if rerr != nil {
-			return llm.Response{}, convertError(parent, ctx, rerr, requestID, false)
+			return llm.Response{}, timedOut(convertError(parent, ctx, rerr, requestID, false))
 		}
 		e := &llm.Error{Status: resp.StatusCode, RequestID: requestID, RetryAfter: retryAfter(resp.Header),
 			Err: &llm.RawAnswer{Status: resp.StatusCode, Header: resp.Header, Body: raw}}
@@ -81,9 +104,28 @@ func (c *Client) forward(ctx context.Context, req llm.Request) (llm.Response, er
 		if e.RequestID == "" {
 			e.RequestID = requestID
 		}
-		return out, e
+		return out, timedOut(e)
 	}
-	return out, convertError(parent, ctx, err, requestID, false)
+	return out, timedOut(convertError(parent, ctx, err, requestID, false))
+}
+
+// errIdleTimeout is the cause of a passthrough call's cancellation when
+// the provider was silent for RequestTimeout.
+var errIdleTimeout = errors.New("the provider was silent for the request timeout")
+
+// idleBody restarts the idle timer whenever a read returns data.
+type idleBody struct {
+	io.ReadCloser
+	t *time.Timer
+	d time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.t.Reset(b.d)
+	}
+	return n, err
 }
 
 // errorOf reads the type and message of an Anthropic error body

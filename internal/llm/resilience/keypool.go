@@ -473,9 +473,17 @@ func (p *KeyPool) Snapshot() []KeyStatus {
 
 // Keys returns next with the pool's keys: each attempt uses the primary key
 // (set on the context with llm.WithAPIKey); when the provider rejects it with
-// 401 or 403 the key is marked bad and the attempt is made once more with
-// the next key.
+// 401 or 403 (401 only for gateway calls, see keyRefused) the key is marked
+// bad and the attempt is made once more with the next key.
 func Keys(next llm.Model, p *KeyPool) llm.Model { return &keyModel{next: next, pool: p} }
+
+// keyRefused reports whether e says the provider refused the attempt's
+// key: a 401, or a 403 for agentd's own calls. A raw gateway call's 403
+// may be about what the client asked (a beta the organization lacks): it
+// is the client's answer, and must not mark a shared key bad.
+func keyRefused(e *llm.Error, req llm.Request) bool {
+	return e.Status == http.StatusUnauthorized || (e.Status == http.StatusForbidden && req.Passthrough == nil)
+}
 
 type keyModel struct {
 	next llm.Model
@@ -504,7 +512,7 @@ func (m *keyModel) Stream(ctx context.Context, req llm.Request, onDelta llm.Delt
 			return resp, nil
 		}
 		le, ok := llm.AsError(err)
-		if !ok || streamed || (le.Status != http.StatusUnauthorized && le.Status != http.StatusForbidden) {
+		if !ok || streamed || !keyRefused(le, req) {
 			return resp, err
 		}
 		m.pool.markBad(e, le.Status)
