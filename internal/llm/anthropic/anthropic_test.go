@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -82,12 +83,19 @@ func TestStreamCancelAndPanickingCallback(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- sim.Serve(ctx, ln, sim.Config{APIKey: "k", EventDelay: 20 * time.Millisecond, Words: 50}, nil)
-	}()
-	defer func() { cancel(); require.NoError(t, <-done) }()
+	// A long stream (500 words, 20 ms apart): a call that kept running
+	// would hold its request open for 10 s.
+	upstream := sim.New(sim.Config{APIKey: "k", EventDelay: 20 * time.Millisecond, Words: 500}, nil)
+	var active atomic.Int64 // requests the sim is serving
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		active.Add(1)
+		defer active.Add(-1)
+		upstream.ServeHTTP(w, r)
+	}), Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
 	c := anthropic.New(anthropic.Config{BaseURL: "http://" + ln.Addr().String(), APIKey: "k", H2C: true})
 	req := llm.Request{Model: "claude-sonnet-4-5", MaxTokens: 256,
 		Messages: []llm.Message{{Role: "user", Content: json.RawMessage(`"one two three four five six"`)}}}
@@ -105,8 +113,13 @@ func TestStreamCancelAndPanickingCallback(t *testing.T) {
 	require.PanicsWithValue(t, "boom", func() {
 		_, _ = c.Stream(t.Context(), req, func(llm.Delta) { panic("boom") })
 	})
-	// The client still works: the panicking call released its goroutine.
-	resp, err := c.Stream(t.Context(), req, nil)
+	// The panicking call's goroutine ended its request (else the sim would
+	// serve it for 10 s), and the client still works.
+	require.Eventually(t, func() bool { return active.Load() == 0 }, 3*time.Second, 10*time.Millisecond,
+		"the canceled and the panicking calls left no request open")
+	short := req
+	short.MaxTokens = 5
+	resp, err := c.Stream(t.Context(), short, nil)
 	require.NoError(t, err)
-	require.Equal(t, "end_turn", resp.StopReason)
+	require.Equal(t, "max_tokens", resp.StopReason)
 }
