@@ -124,6 +124,37 @@ func TestMemoryGuardHysteresis(t *testing.T) {
 	require.False(t, step(800), "between the marks: still admitting")
 }
 
+// TestMemoryGuardCollectsBeforeShedding: garbage does not make the guard
+// shed, nor keep it shedding once the work that used the memory is done.
+func TestMemoryGuardCollectsBeforeShedding(t *testing.T) {
+	t.Parallel()
+	var live, garbage uint64
+	collects := 0
+	g := &MemoryGuard{Limit: 1000, HighWater: 0.85, LowWater: 0.75, CollectEvery: time.Nanosecond,
+		Read:    func() uint64 { return live + garbage },
+		Collect: func() { collects++; garbage = 0 }}
+	step := func(l, gb uint64) bool { live, garbage = l, gb; g.Sample(); return g.Shedding() }
+
+	require.False(t, step(500, 0))
+	require.Zero(t, collects, "below the marks: no collection")
+	require.False(t, step(500, 400), "above high water, but garbage: no shedding")
+	require.Equal(t, 1, collects)
+	used, _ := g.Usage()
+	require.EqualValues(t, 500, used, "the reading after the collection")
+	require.True(t, step(900, 0), "live memory above high water: shed")
+	require.Equal(t, 2, collects)
+	require.True(t, step(800, 0), "live, between the marks: still shedding")
+	require.Equal(t, 3, collects)
+	require.False(t, step(100, 700), "the work ended, its memory is garbage: recovered")
+	require.Equal(t, 4, collects)
+
+	// At most one collection per CollectEvery.
+	g.CollectEvery = time.Hour
+	require.True(t, step(900, 0))
+	require.True(t, step(100, 700), "no collection yet: the garbage counts")
+	require.Equal(t, 4, collects)
+}
+
 func TestMemoryGuardWithoutLimitNeverSheds(t *testing.T) {
 	t.Parallel()
 	g := &MemoryGuard{Read: func() uint64 { return 1 << 40 }}

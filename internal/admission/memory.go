@@ -23,6 +23,15 @@ const (
 // of its limit and takes it again below LowWater (hysteresis, so it does not
 // flap). The limit is the smaller of GOMEMLIMIT and the cgroup's
 // memory.max; with neither, the guard never sheds.
+//
+// The reading counts garbage the collector has not freed yet and free heap
+// it has not returned to the OS. An idle process (and a shedding one is
+// nearly idle) allocates too little to start a collection, so that memory
+// would keep it shedding for minutes (until the forced GC every 2 minutes)
+// after the work that used it finished. So before a reading may start
+// shedding or keep it on, the guard collects (GC, memory returned to the
+// OS) and reads again, at most once per CollectEvery: it sheds on memory in
+// use, not on garbage.
 type MemoryGuard struct {
 	HighWater float64
 	LowWater  float64
@@ -31,11 +40,19 @@ type MemoryGuard struct {
 	// Read overrides how memory in use is read (tests); nil: runtime
 	// metrics (all memory mapped by the Go runtime minus what it released).
 	Read func() uint64
+	// Collect frees garbage and returns free memory to the OS before a
+	// reading that would shed; nil: debug.FreeOSMemory, unless Read is set
+	// (then none).
+	Collect func()
+	// CollectEvery is the least time between two collections; 0: 500ms
+	// (with Run's interval of 1s: at most one per sample).
+	CollectEvery time.Duration
 
-	once     sync.Once
-	limit    atomic.Uint64
-	used     atomic.Uint64
-	shedding atomic.Bool
+	lastCollect atomic.Int64 // unix nanoseconds
+	once        sync.Once
+	limit       atomic.Uint64
+	used        atomic.Uint64
+	shedding    atomic.Bool
 }
 
 // Run detects the limit and samples every interval until ctx ends.
@@ -78,19 +95,52 @@ func (g *MemoryGuard) Sample() {
 		read = goMemory
 	}
 	used := read()
-	g.used.Store(used)
 	limit := g.limit.Load()
 	if limit == 0 {
+		g.used.Store(used)
 		g.shedding.Store(false)
 		return
 	}
 	ratio := float64(used) / float64(limit)
+	if g.wouldShed(ratio) {
+		if collect := g.collector(); collect != nil {
+			every := g.CollectEvery
+			if every <= 0 {
+				every = 500 * time.Millisecond
+			}
+			now := time.Now().UnixNano()
+			if last := g.lastCollect.Load(); now-last >= int64(every) && g.lastCollect.CompareAndSwap(last, now) {
+				collect()
+				used = read()
+				ratio = float64(used) / float64(limit)
+			}
+		}
+	}
+	g.used.Store(used)
 	switch {
 	case ratio >= g.HighWater:
 		g.shedding.Store(true)
 	case ratio < g.LowWater:
 		g.shedding.Store(false)
 	}
+}
+
+// wouldShed reports whether a reading of ratio starts shedding or keeps it on.
+func (g *MemoryGuard) wouldShed(ratio float64) bool {
+	if g.shedding.Load() {
+		return ratio >= g.LowWater
+	}
+	return ratio >= g.HighWater
+}
+
+func (g *MemoryGuard) collector() func() {
+	switch {
+	case g.Collect != nil:
+		return g.Collect
+	case g.Read == nil:
+		return debug.FreeOSMemory
+	}
+	return nil
 }
 
 // Shedding reports whether new work is refused.
