@@ -266,7 +266,10 @@ func (w *Writer) Close(ctx context.Context) error {
 	w.stopOnce.Do(func() { close(w.stop) })
 	select {
 	case <-w.done:
-		w.abandon() // releases the context
+		w.abandon()                   // releases the context
+		if n := w.Buffered(); n > 0 { // an earlier Close gave up
+			return fmt.Errorf("usagelog: close: %d usage rows not written", n)
+		}
 		return nil
 	case <-ctx.Done():
 		w.abandon()

@@ -297,6 +297,7 @@ func TestCloseGivesUp(t *testing.T) {
 	err := w.Close(ctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "7 usage rows not written")
+	require.ErrorContains(t, w.Close(t.Context()), "7 usage rows not written", "a second Close says so too")
 }
 
 // Rows a backend would refuse are cleaned, so that one cannot block the
