@@ -266,8 +266,9 @@ func (w *Writer) Close(ctx context.Context) error {
 	w.stopOnce.Do(func() { close(w.stop) })
 	select {
 	case <-w.done:
-		w.abandon()                   // releases the context
-		if n := w.Buffered(); n > 0 { // an earlier Close gave up
+		w.abandon() // releases the context
+		// Rows are left only if an earlier Close gave up.
+		if n := w.Buffered(); n > 0 {
 			return fmt.Errorf("usagelog: close: %d usage rows not written", n)
 		}
 		return nil
