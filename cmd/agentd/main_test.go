@@ -282,6 +282,15 @@ agents:
 	agents := getJSON(t, s.base+"/v1/agents")
 	require.Len(t, agents["agents"], 1)
 
+	// The chat's two model calls are in the usage ledger within the usage
+	// writer's flush interval (rows are written in batches).
+	usageRequests := func(base string) float64 {
+		total, _ := getJSON(t, base+"/v1/usage")["total"].(map[string]any)
+		n, _ := total["requests"].(float64)
+		return n
+	}
+	require.Eventually(t, func() bool { return usageRequests(s.base) == 2 }, 5*time.Second, 10*time.Millisecond)
+
 	s.stop(t)
 	logs := s.stderr.String()
 	require.Contains(t, logs, "agentd stopped")
@@ -294,6 +303,7 @@ agents:
 	s2 := startServe(t, config, environ)
 	after := getJSON(t, s2.base+"/v1/conversations/"+answer.ConversationID)
 	require.Equal(t, before, after)
+	require.Equal(t, 2.0, usageRequests(s2.base), "usage rows survive a restart")
 	s2.stop(t)
 }
 

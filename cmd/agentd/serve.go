@@ -30,6 +30,7 @@ import (
 	storeredis "github.com/agentd/agentd/internal/store/redis"
 	"github.com/agentd/agentd/internal/tool"
 	"github.com/agentd/agentd/internal/tool/toolset"
+	"github.com/agentd/agentd/internal/usagelog"
 )
 
 // Roles of `agentd serve --role`.
@@ -38,6 +39,10 @@ const (
 	roleAPI    = "api"
 	roleWorker = "worker"
 )
+
+// usageCloseTimeout bounds the flush of buffered usage rows at shutdown
+// (a full buffer, 10,000 rows, takes well under a second on SQLite).
+const usageCloseTimeout = 15 * time.Second
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []string) error {
 	started := time.Now()
@@ -159,10 +164,26 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	// model call (the usage recorder); nil when it is off.
 	detector := buildAbuse(cfg, rc, metrics, log)
 	defer detector.Close() // waits for alert webhooks being sent
-	var usage agentrun.UsageRecorder = st
+	// Usage rows (one per model call, of runs and gateway calls) are
+	// buffered and written in batches: under load the store takes one
+	// write per batch, not per call, and a slow or failing write is
+	// retried instead of losing the row. Closed at shutdown once nothing
+	// appends any more (see below); the deferred close is for early exits.
+	usageLog := usagelog.New(st, usagelog.Options{
+		Metrics: usagelog.NewMetrics(metrics.Registry), Log: log.With("component", "usage"),
+	})
+	closeUsage := func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), usageCloseTimeout)
+		defer cancel()
+		if err := usageLog.Close(cctx); err != nil {
+			log.Error("flush usage rows", "err", err)
+		}
+	}
+	defer closeUsage() // before the store closes; a no-op after the first
+	var usage agentrun.UsageRecorder = usageLog
 	var abuseGuard server.AbuseGuard
 	if detector != nil {
-		usage = &abuse.Recorder{Next: st, Detector: detector}
+		usage = &abuse.Recorder{Next: usageLog, Detector: detector}
 		abuseGuard = detector
 		if rc != nil {
 			goActor("abuse-sync", detector.Run) // shares throttles and lifts
@@ -306,6 +327,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		if qerr := q.Stop(dctx); qerr != nil {
 			log.Warn("queue stop", "err", qerr)
 		}
+		if gwWait != nil {
+			gwWait()
+		}
+		closeUsage()
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 		log.Info("signal received: draining")
@@ -323,7 +348,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	//     requeued) so another worker resumes them;
 	//  4. the gateway's accounting of answered calls (usage rows, budget
 	//     settlements) finishes;
-	//  5. background actors stop; 6. the store closes (deferred); exit 0.
+	//  5. the usage writer writes the rows it still buffers (nothing
+	//     appends any more: runs and gateway calls are done);
+	//  6. background actors stop; 7. the store closes (deferred); exit 0.
 	health.SetDraining()
 	log.Info("draining", "drain_delay", cfg.Server.DrainDelay, "drain_timeout", cfg.Server.DrainTimeout)
 	select {
@@ -351,6 +378,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	if gwWait != nil {
 		gwWait()
 	}
+	closeUsage()
 	log.Info("agentd stopped")
 	return nil
 }

@@ -469,6 +469,10 @@ type UsageGroup struct {
 type Usage interface {
 	// AppendUsage writes r. It sets a zero Time to now.
 	AppendUsage(ctx context.Context, r UsageRecord) error
+	// AppendUsageBatch writes rs in one transaction, all or nothing, in
+	// order: their ids increase in the order of rs. It sets each zero
+	// Time to now. An empty rs writes nothing.
+	AppendUsageBatch(ctx context.Context, rs []UsageRecord) error
 	// SumUsage sums the tenant's rows with From <= Time < To by
 	// q.GroupBy, one UsageGroup per distinct value, ordered by Group; an
 	// empty (non-nil) slice when there are none. An unknown GroupBy is an

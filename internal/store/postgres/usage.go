@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -40,6 +42,36 @@ func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, r.Cached)
 	if err != nil {
 		return fmt.Errorf("postgres: append usage of run %s: %w", r.RunID, mapErr(err))
+	}
+	return nil
+}
+
+// usageColumns are the columns AppendUsageBatch copies, in order.
+var usageColumns = []string{"created_at", "tenant", "key", "agent", "model", "run_id", "step",
+	"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "cached"}
+
+// AppendUsageBatch writes usage rows with one COPY (see store.Usage): a
+// single statement, so all or nothing, and the identity column numbers
+// the rows in the order they are sent.
+func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	t := now()
+	rows := make([][]any, len(rs))
+	for i, r := range rs {
+		if r.Time.IsZero() {
+			r.Time = t
+		}
+		rows[i] = []any{normTime(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
+			r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, r.Cached}
+	}
+	n, err := s.pool.CopyFrom(ctx, pgx.Identifier{"usage"}, usageColumns, pgx.CopyFromRows(rows))
+	if err != nil {
+		return fmt.Errorf("postgres: append %d usage rows: %w", len(rs), mapErr(err))
+	}
+	if n != int64(len(rs)) {
+		return fmt.Errorf("postgres: append %d usage rows: copied %d", len(rs), n)
 	}
 	return nil
 }

@@ -471,3 +471,26 @@ func TestReclaimExpiredRunsNativeTx(t *testing.T) {
 	_, err = s.ClaimRun(ctx, store.ClaimRunParams{ID: "r1", Owner: "w2", LeaseUntil: t0.Add(2 * time.Minute), Now: t0.Add(time.Minute)})
 	require.NoError(t, err)
 }
+
+// TestPingDoesNotQueueBehindWrites: a health check must answer while the
+// single write connection is busy (a long write transaction, a queue of
+// writers under load), instead of timing out and making /readyz fail.
+func TestPingDoesNotQueueBehindWrites(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t)
+	ctx := t.Context()
+	tx, err := s.write.BeginTx(ctx, nil) // holds the only write connection
+	require.NoError(t, err)
+	defer rollback(tx)
+	_, err = tx.ExecContext(ctx, qAppendUsage, time.Now().UnixMicro(), "t", "", "a", "m", "r", 1, 1, 1, 0, 0, 0.1, 0)
+	require.NoError(t, err)
+
+	pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	require.NoError(t, s.Ping(pctx))
+
+	// A closed store does not answer.
+	require.NoError(t, tx.Rollback())
+	require.NoError(t, s.Close())
+	require.Error(t, s.Ping(ctx))
+}

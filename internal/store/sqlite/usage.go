@@ -47,6 +47,47 @@ func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 	return nil
 }
 
+// AppendUsageBatch writes usage rows in one transaction (see store.Usage):
+// one BEGIN IMMEDIATE and one commit (one WAL sync) for the batch, the
+// cached single-row INSERT executed once per row inside it.
+func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	if err := s.appendUsageBatch(ctx, rs); err != nil {
+		return fmt.Errorf("sqlite: append %d usage rows: %w", len(rs), mapErr(err))
+	}
+	return nil
+}
+
+func (s *Store) appendUsageBatch(ctx context.Context, rs []store.UsageRecord) error {
+	st, err := s.wstmt.get(ctx, qAppendUsage) // before BeginTx, see stmtCache.getAll
+	if err != nil {
+		return err
+	}
+	tx, err := s.write.BeginTx(ctx, nil) // BEGIN IMMEDIATE
+	if err != nil {
+		return err
+	}
+	defer rollback(tx)
+	ins := tx.StmtContext(ctx, st)
+	t := now()
+	for _, r := range rs {
+		if r.Time.IsZero() {
+			r.Time = t
+		}
+		cached := 0
+		if r.Cached {
+			cached = 1
+		}
+		if _, err := ins.ExecContext(ctx, toMicros(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
+			r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, cached); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
 // SumUsage sums the tenant's usage rows by a grouping (see store.Usage).
 func (s *Store) SumUsage(ctx context.Context, q store.UsageQuery) ([]store.UsageGroup, error) {
 	expr, ok := usageGroupExpr[q.GroupBy]

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -16,7 +17,10 @@ import (
 //   - day groups are UTC days formatted "2006-01-02", whatever the zone of
 //     the times written;
 //   - an empty Key groups as "";
-//   - costs sum as float64 (compared within 1e-9).
+//   - costs sum as float64 (compared within 1e-9);
+//   - AppendUsageBatch writes what the same AppendUsage calls would, sets
+//     a zero Time to now, accepts an empty or nil batch (writing nothing)
+//     and writes nothing when its context is already done.
 
 func exerciseUsage(t *testing.T, setup setupFunc) {
 	usage := func(t *testing.T, s Store) store.Usage {
@@ -30,10 +34,8 @@ func exerciseUsage(t *testing.T, setup setupFunc) {
 	d2 := at("2025-06-02T23:59:59.999999Z")
 	d3 := at("2025-06-03T00:00:00Z")
 
-	seed := func(t *testing.T, u store.Usage) {
-		t.Helper()
-		ctx := t.Context()
-		rows := []store.UsageRecord{
+	seedRows := func() []store.UsageRecord {
+		return []store.UsageRecord{
 			{Time: d1, Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r1", Step: 1, InputTokens: 100, OutputTokens: 10, CacheCreationInputTokens: 5, CacheReadInputTokens: 1, CostUSD: 0.25},
 			{Time: d1, Tenant: "t1", Agent: "a1", Model: "m2", RunID: "r1", Step: 2, InputTokens: 200, OutputTokens: 20, CostUSD: 0.5},
 			{Time: d2, Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m1", RunID: "r2", Step: 1, InputTokens: 300, OutputTokens: 30, CacheReadInputTokens: 7, CostUSD: 1.125},
@@ -41,7 +43,11 @@ func exerciseUsage(t *testing.T, setup setupFunc) {
 			// Another tenant's row stays invisible.
 			{Time: d1, Tenant: "t2", Agent: "a1", Model: "m1", RunID: "r9", Step: 1, InputTokens: 999, CostUSD: 9},
 		}
-		for _, r := range rows {
+	}
+	seed := func(t *testing.T, u store.Usage) {
+		t.Helper()
+		ctx := t.Context()
+		for _, r := range seedRows() {
 			require.NoError(t, u.AppendUsage(ctx, r))
 		}
 	}
@@ -140,5 +146,52 @@ func exerciseUsage(t *testing.T, setup setupFunc) {
 
 		_, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: "run_id; DROP TABLE usage"})
 		require.Error(t, err)
+	})
+
+	t.Run("Batch", func(t *testing.T) {
+		s, ctx := setup(t)
+		u := usage(t, s)
+		require.NoError(t, u.AppendUsageBatch(ctx, nil))
+		require.NoError(t, u.AppendUsageBatch(ctx, []store.UsageRecord{}))
+		// A batch whose context is done writes nothing.
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		require.Error(t, u.AppendUsageBatch(done, seedRows()))
+		got, err := u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByAgent})
+		require.NoError(t, err)
+		require.Empty(t, got)
+
+		// One batch sums as the same rows appended one by one (GroupBy).
+		require.NoError(t, u.AppendUsageBatch(ctx, seedRows()))
+		got, err = u.SumUsage(ctx, all(store.UsageByDay))
+		require.NoError(t, err)
+		requireGroups(t, []store.UsageGroup{
+			{Group: "2025-06-01", UsageTotals: tot(2, 300, 30, 5, 1, 0.75)},
+			{Group: "2025-06-02", UsageTotals: tot(1, 300, 30, 0, 7, 1.125)},
+			{Group: "2025-06-03", UsageTotals: tot(1, 0, 0, 0, 0, 0)},
+		}, got)
+		got, err = u.SumUsage(ctx, all(store.UsageByKey))
+		require.NoError(t, err)
+		requireGroups(t, []store.UsageGroup{
+			{Group: "", UsageTotals: tot(2, 300, 30, 5, 1, 0.75)},
+			{Group: "key_1", UsageTotals: tot(2, 300, 30, 0, 7, 1.125)},
+		}, got)
+		got, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t2", GroupBy: store.UsageByModel})
+		require.NoError(t, err)
+		requireGroups(t, []store.UsageGroup{{Group: "m1", UsageTotals: tot(1, 999, 0, 0, 0, 9)}}, got)
+
+		// A large batch, zero times set to now.
+		before := time.Now().Add(-time.Second)
+		big := make([]store.UsageRecord, 1200)
+		for i := range big {
+			big[i] = store.UsageRecord{Tenant: "t3", Agent: "a", Model: "m", RunID: "r", Step: i + 1,
+				InputTokens: 1, OutputTokens: 2, CacheCreationInputTokens: 3, CacheReadInputTokens: 4, CostUSD: 0.001, Cached: i%2 == 0}
+		}
+		require.NoError(t, u.AppendUsageBatch(ctx, big))
+		got, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t3", GroupBy: store.UsageByDay, From: before, To: time.Now().Add(time.Second)})
+		require.NoError(t, err)
+		requireGroups(t, []store.UsageGroup{
+			{Group: time.Now().UTC().Format(time.DateOnly), UsageTotals: tot(1200, 1200, 2400, 3600, 4800, 1.2)},
+		}, got)
 	})
 }
