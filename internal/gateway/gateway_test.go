@@ -56,14 +56,14 @@ type seen struct {
 // store with API keys, the production provider stack (key pool, retry,
 // breaker) over the anthropic client, and the sim behind a real listener.
 type harness struct {
-	URL    string
-	SimURL string
-	Sim    *sim.Server
-	Store  *sqlite.Store
+	URL      string
+	SimURL   string
+	Sim      *sim.Server
+	Store    *sqlite.Store
 	GW       *gateway.Handler
 	Provider *resilience.Provider
-	Token  string // an agentd API key of tenant "acme", chat scope
-	KeyID  string
+	Token    string // an agentd API key of tenant "acme", chat scope
+	KeyID    string
 
 	mu       sync.Mutex
 	seen     []seen
