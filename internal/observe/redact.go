@@ -60,14 +60,46 @@ func (r *Redactor) Scrub(s string) string {
 			}
 		}
 	}
-	for _, p := range secretPatterns {
-		s = p.re.ReplaceAllString(s, p.repl)
+	if mayMatchPattern(s) {
+		for _, p := range secretPatterns {
+			s = p.re.ReplaceAllString(s, p.repl)
+		}
 	}
 	return s
 }
 
+// mayMatchPattern is a cheap test that s cannot match any of
+// secretPatterns (false), so that the regular expressions run only on the
+// few strings that hold one of their literal parts: every log attribute
+// goes through Scrub.
+func mayMatchPattern(s string) bool {
+	if strings.Contains(s, "sk-ant-") || strings.Contains(s, "agd_") {
+		return true
+	}
+	for i := strings.IndexAny(s, "bB"); i >= 0 && i+6 <= len(s); {
+		if strings.EqualFold(s[i:i+6], "bearer") {
+			return true
+		}
+		j := strings.IndexAny(s[i+1:], "bB")
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
 // dirty reports whether s holds something Scrub would replace.
-func (r *Redactor) dirty(s string) bool { return r.Scrub(s) != s }
+func (r *Redactor) dirty(s string) bool {
+	if r != nil {
+		for _, sec := range r.secrets {
+			if strings.Contains(s, sec) {
+				return true
+			}
+		}
+	}
+	return mayMatchPattern(s) && r.Scrub(s) != s
+}
 
 // Value returns v with secrets scrubbed: strings directly, groups member
 // by member, LogValuers once resolved, errors as their (scrubbed) message.
