@@ -9,6 +9,7 @@
 #
 #   scripts/bench-gateway.sh                 # rates 200 and 1000, 10 s each
 #   RATES="200" DURATION=5s scripts/bench-gateway.sh
+#   AUTH_CACHE_TTL=30s scripts/bench-gateway.sh   # with auth.cache_ttl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${RATES:-"200 1000"}
@@ -27,7 +28,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cat >"$DIR/agentd.yaml" <<YAML
 server: {addr: "$GW"}
 store: {url: "sqlite://$DIR/agentd.db"}
-auth: {mode: keys}
+auth: {mode: keys, cache_ttl: "${AUTH_CACHE_TTL:-0s}"}
 log: {level: info}
 providers:
   anthropic:

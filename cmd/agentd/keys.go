@@ -179,7 +179,7 @@ func setupAuth(ctx context.Context, cfg *config.Config, st any, log *slog.Logger
 	if active == 0 {
 		log.Warn("no API keys yet: every API request will get 401; create one with: agentd keys create -config FILE -tenant NAME (or set auth.mode: none for a local demo)")
 	} else {
-		log.Info("authentication: API keys", "active_keys", active)
+		log.Info("authentication: API keys", "active_keys", active, "cache_ttl", cfg.Auth.CacheTTL)
 	}
-	return &auth.Authenticator{Keys: keys}, nil
+	return &auth.Authenticator{Keys: keys, CacheTTL: cfg.Auth.CacheTTL}, nil
 }

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/agentd/agentd/internal/store"
 )
@@ -160,9 +162,60 @@ type KeyLookup interface {
 	GetAPIKeyByHash(ctx context.Context, hash string) (store.APIKey, error)
 }
 
-// Authenticator checks keys against the store, on every call (no cache).
+// Authenticator checks keys against the store, on every call unless
+// CacheTTL is set.
 type Authenticator struct {
 	Keys KeyLookup
+	// CacheTTL, when > 0, keeps a key found valid for that long before it
+	// is looked up again: a revoked key then works up to CacheTTL longer.
+	// Unknown and revoked keys are never cached. 0 (the default): every
+	// request looks its key up, and a revocation takes effect at once.
+	CacheTTL time.Duration
+	// Now is the clock (tests); defaults to time.Now.
+	Now func() time.Time
+
+	mu    sync.Mutex
+	cache map[string]cachedKey // by hash
+}
+
+type cachedKey struct {
+	p       Principal
+	expires time.Time
+}
+
+// maxCachedKeys bounds the cache; past it the cache starts over.
+const maxCachedKeys = 10000
+
+func (a *Authenticator) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *Authenticator) cached(h string) (Principal, bool) {
+	if a.CacheTTL <= 0 {
+		return Principal{}, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.cache[h]
+	if !ok || !a.now().Before(c.expires) {
+		return Principal{}, false
+	}
+	return c.p, true
+}
+
+func (a *Authenticator) remember(h string, p Principal) {
+	if a.CacheTTL <= 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cache == nil || len(a.cache) >= maxCachedKeys {
+		a.cache = make(map[string]cachedKey)
+	}
+	a.cache[h] = cachedKey{p: p, expires: a.now().Add(a.CacheTTL)}
 }
 
 // Authenticate returns the principal of token: ErrNoKey for an empty
@@ -176,6 +229,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Princip
 		return Principal{}, ErrInvalidKey
 	}
 	h := Hash(token)
+	if p, ok := a.cached(h); ok {
+		return p, nil
+	}
 	k, err := a.Keys.GetAPIKeyByHash(ctx, h)
 	if errors.Is(err, store.ErrNotFound) {
 		return Principal{}, ErrInvalidKey
@@ -191,7 +247,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Princip
 	if !k.RevokedAt.IsZero() {
 		return Principal{}, ErrInvalidKey
 	}
-	return Principal{Tenant: k.Tenant, KeyID: k.ID, KeyPrefix: k.Prefix, Scopes: k.Scopes}, nil
+	p := Principal{Tenant: k.Tenant, KeyID: k.ID, KeyPrefix: k.Prefix, Scopes: k.Scopes}
+	a.remember(h, p)
+	return p, nil
 }
 
 // TokenFrom extracts the key of a request's headers: "Authorization:

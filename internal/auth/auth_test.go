@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlite"
 )
 
 type fakeKeys map[string]store.APIKey
@@ -76,4 +78,67 @@ func TestAuthenticate(t *testing.T) {
 		_, err = a.Authenticate(ctx, tok)
 		require.ErrorIs(t, err, ErrInvalidKey, tok)
 	}
+}
+
+func TestCacheTTL(t *testing.T) {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "agentd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateAPIKey(t.Context(), store.APIKey{ID: k.ID, Prefix: k.Prefix, Hash: k.Hash, Tenant: "acme", Scopes: []string{ScopeChat}, Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	keys := &countingKeys{next: st}
+	now := time.Now()
+	a := &Authenticator{Keys: keys, CacheTTL: time.Second, Now: func() time.Time { return now }}
+	for range 3 {
+		if p, err := a.Authenticate(t.Context(), k.Token); err != nil || p.Tenant != "acme" {
+			t.Fatalf("valid key: %v %v", p, err)
+		}
+	}
+	if keys.lookups != 1 {
+		t.Fatalf("%d lookups within the TTL, want 1", keys.lookups)
+	}
+	if _, err := st.RevokeAPIKey(t.Context(), k.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authenticate(t.Context(), k.Token); err != nil {
+		t.Fatal("within the TTL the cached key still works (the documented price of the cache)")
+	}
+	now = now.Add(time.Second)
+	if _, err := a.Authenticate(t.Context(), k.Token); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("after the TTL a revoked key must fail, got %v", err)
+	}
+	if _, err := a.Authenticate(t.Context(), k.Token); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("a revoked key is not cached, got %v", err)
+	}
+	if keys.lookups != 3 {
+		t.Fatalf("%d lookups, want 3 (revoked keys are looked up every time)", keys.lookups)
+	}
+	// Without a TTL (the default) every request looks its key up.
+	off := &Authenticator{Keys: keys}
+	_, _ = off.Authenticate(t.Context(), k.Token)
+	_, _ = off.Authenticate(t.Context(), k.Token)
+	if keys.lookups != 5 {
+		t.Fatalf("%d lookups, want 5", keys.lookups)
+	}
+}
+
+// countingKeys counts the lookups that reach the store.
+type countingKeys struct {
+	next    KeyLookup
+	lookups int
+}
+
+func (c *countingKeys) GetAPIKeyByHash(ctx context.Context, hash string) (store.APIKey, error) {
+	c.lookups++
+	return c.next.GetAPIKeyByHash(ctx, hash)
 }

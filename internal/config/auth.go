@@ -1,5 +1,7 @@
 package config
 
+import "time"
+
 // Authentication modes (auth.mode).
 const (
 	// AuthKeys: every API request needs an API key (agentd keys create);
@@ -18,9 +20,16 @@ type Auth struct {
 	// authentication, one tenant "default"; must be set explicitly).
 	// Defaults to "keys".
 	Mode string `yaml:"mode"`
+	// CacheTTL, when > 0, lets each instance trust a key it found valid
+	// for that long without looking it up again: less work per request, but
+	// a revoked key keeps working up to CacheTTL on every instance.
+	// Defaults to 0: every request looks its key up, and a revocation
+	// takes effect at once.
+	CacheTTL time.Duration `yaml:"cache_ttl"`
 }
 
 // validateAuth checks the auth section.
 func (c *Config) validateAuth(v *validator) {
 	v.oneOf("auth.mode", c.Auth.Mode, []string{AuthKeys, AuthNone})
+	v.nonNegative("auth.cache_ttl", c.Auth.CacheTTL)
 }
