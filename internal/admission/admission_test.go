@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,6 +154,23 @@ func TestMemoryGuardCollectsBeforeShedding(t *testing.T) {
 	require.True(t, step(900, 0))
 	require.True(t, step(100, 700), "no collection yet: the garbage counts")
 	require.Equal(t, 4, collects)
+}
+
+func TestMemoryGuardBacksOffWhileMemoryIsLive(t *testing.T) {
+	t.Parallel()
+	var collects atomic.Int64
+	g := &MemoryGuard{Limit: 1000, HighWater: 0.85, LowWater: 0.75, CollectEvery: 20 * time.Millisecond,
+		Read: func() uint64 { return 900 }, Collect: func() { collects.Add(1) }}
+	deadline := time.Now().Add(600 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		g.Sample()
+		time.Sleep(2 * time.Millisecond)
+	}
+	require.True(t, g.Shedding())
+	// Without the back-off: one collection per 20 ms, about 30. With it
+	// the waits double (20, 40, 80, 160, 320 ms): at most 6.
+	require.LessOrEqual(t, collects.Load(), int64(6), "a full GC every sample while memory is really in use")
+	require.GreaterOrEqual(t, collects.Load(), int64(3))
 }
 
 func TestMemoryGuardWithoutLimitNeverSheds(t *testing.T) {

@@ -45,14 +45,19 @@ type MemoryGuard struct {
 	// (then none).
 	Collect func()
 	// CollectEvery is the least time between two collections; 0: 500ms
-	// (with Run's interval of 1s: at most one per sample).
+	// (with Run's interval of 1s: at most one per sample). It doubles with
+	// every collection in a row that leaves memory above the mark, up to
+	// 30s.
 	CollectEvery time.Duration
 
 	lastCollect atomic.Int64 // unix nanoseconds
-	once        sync.Once
-	limit       atomic.Uint64
-	used        atomic.Uint64
-	shedding    atomic.Bool
+	// collectMisses counts collections in a row that left memory above
+	// the mark.
+	collectMisses atomic.Int64
+	once          sync.Once
+	limit         atomic.Uint64
+	used          atomic.Uint64
+	shedding      atomic.Bool
 }
 
 // Run detects the limit and samples every interval until ctx ends.
@@ -68,6 +73,9 @@ func (g *MemoryGuard) Run(ctx context.Context, interval time.Duration) error {
 		}
 	}
 }
+
+// maxCollectEvery bounds the back-off between forced collections.
+const maxCollectEvery = 30 * time.Second
 
 func (g *MemoryGuard) init() {
 	g.once.Do(g.setup)
@@ -108,13 +116,26 @@ func (g *MemoryGuard) Sample() {
 			if every <= 0 {
 				every = 500 * time.Millisecond
 			}
+			// A collection that did not bring memory below the mark
+			// doubles the wait before the next one (up to
+			// maxCollectEvery): memory really in use must not cost a full
+			// GC every sample.
+			every <<= min(g.collectMisses.Load(), 6)
+			every = min(every, maxCollectEvery)
 			now := time.Now().UnixNano()
 			if last := g.lastCollect.Load(); now-last >= int64(every) && g.lastCollect.CompareAndSwap(last, now) {
 				collect()
 				used = read()
 				ratio = float64(used) / float64(limit)
+				if g.wouldShed(ratio) {
+					g.collectMisses.Add(1)
+				} else {
+					g.collectMisses.Store(0)
+				}
 			}
 		}
+	} else {
+		g.collectMisses.Store(0)
 	}
 	g.used.Store(used)
 	switch {
