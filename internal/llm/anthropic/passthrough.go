@@ -76,6 +76,10 @@ func (c *Client) forward(ctx context.Context, req llm.Request) (llm.Response, er
 	}
 	defer resp.Body.Close()
 	if idle != nil {
+		// From here the timer runs only while a read waits for the
+		// provider: time spent writing to a slow client is not the
+		// provider's silence.
+		idle.Stop()
 		resp.Body = &idleBody{ReadCloser: resp.Body, t: idle, d: c.timeout}
 	}
 	requestID := resp.Header.Get("Request-Id")
@@ -113,7 +117,8 @@ func (c *Client) forward(ctx context.Context, req llm.Request) (llm.Response, er
 // the provider was silent for RequestTimeout.
 var errIdleTimeout = errors.New("the provider was silent for the request timeout")
 
-// idleBody restarts the idle timer whenever a read returns data.
+// idleBody runs the idle timer during each read only: a read that waits
+// longer than d for the provider cancels the call.
 type idleBody struct {
 	io.ReadCloser
 	t *time.Timer
@@ -121,10 +126,9 @@ type idleBody struct {
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
+	b.t.Reset(b.d)
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.t.Reset(b.d)
-	}
+	b.t.Stop()
 	return n, err
 }
 
