@@ -207,6 +207,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	if cfg.Redaction.Messages != config.MessageSecretsOff {
 		svc.Secrets = agentrun.NewMessageGuard(cfg.Redaction.Messages == config.MessageSecretsScrub,
 			observe.MinSecretLen, cfg.AllSecretValues()...)
+		// The pool's keys too: from env, file or command sources, and
+		// rotated in at run time.
+		svc.Secrets.Dynamic = provider.KeyPool().Values
 	}
 	limits := make(map[string]int, len(cfg.Agents))
 	for _, a := range cfg.Agents {

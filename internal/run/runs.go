@@ -284,6 +284,13 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, run.Agent)
 	}
+	// Checked again: the run may have been queued before the guard was on
+	// or the secret configured.
+	msg, err := s.Secrets.Check(in.Message)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadInput, err)
+	}
+	in.Message = msg
 	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), message: in.Message,
 		started: time.Now(), queued: true, maxCostUSD: in.MaxCostUSD}
 	conv, err := s.Store.GetConversation(ctx, run.Tenant, run.ConversationID)

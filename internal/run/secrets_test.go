@@ -23,6 +23,18 @@ func TestMessageGuard(t *testing.T) {
 		t.Fatalf("scrubbed %q, want %q (longest secret first)", got, want)
 	}
 
+	// Two secrets that overlap leave nothing of either.
+	overlap := NewMessageGuard(true, 6, "AAAAAAkey1", "key1BBBBBB")
+	if got, _ := overlap.Check("x AAAAAAkey1BBBBBB y"); got != "x "+Redacted+" y" {
+		t.Fatalf("overlapping secrets scrubbed to %q", got)
+	}
+	// Dynamic values (the key pool's rotating keys) count too.
+	dyn := NewMessageGuard(false, 6)
+	dyn.Dynamic = func() []string { return []string{"sk-ant-rotated-key"} }
+	if _, err := dyn.Check("here: sk-ant-rotated-key"); !errors.Is(err, ErrSecretInMessage) {
+		t.Fatalf("a key pool value got through: %v", err)
+	}
+
 	var none *MessageGuard
 	if got, err := none.Check("abcdefgh"); err != nil || got != "abcdefgh" {
 		t.Fatalf("a nil guard changed the message: %q, %v", got, err)

@@ -456,6 +456,21 @@ func (p *KeyPool) markBad(e *keyEntry, status int) {
 	}
 }
 
+// Values returns the pool's current keys (the secret guard keeps them out
+// of prompts). Callers must never log them.
+func (p *KeyPool) Values() []string {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.keys))
+	for k := range p.keys {
+		out = append(out, k)
+	}
+	return out
+}
+
 // Snapshot returns the keys' states (for GET /admin/keys), primary first.
 func (p *KeyPool) Snapshot() []KeyStatus {
 	cands := p.candidates()
