@@ -425,6 +425,12 @@ type UsageRecord struct {
 	CostUSD float64
 	// Cached: agentd's response cache answered (no tokens, no cost).
 	Cached bool
+	// UID identifies the row for idempotent writes: a row whose UID is
+	// already stored is skipped, so writing a batch again (a retry after
+	// an error although the batch committed) writes none of its rows
+	// twice. internal/usagelog assigns one to every row it buffers; ""
+	// stores no UID (such rows are never skipped).
+	UID string
 }
 
 // UsageQuery selects and groups usage rows for SumUsage.
@@ -467,11 +473,14 @@ type UsageGroup struct {
 
 // Usage is the usage ledger: one row per model call, appended, summed.
 type Usage interface {
-	// AppendUsage writes r. It sets a zero Time to now.
+	// AppendUsage writes r. It sets a zero Time to now. If r.UID is
+	// already stored it writes nothing (and succeeds).
 	AppendUsage(ctx context.Context, r UsageRecord) error
 	// AppendUsageBatch writes rs in one transaction, all or nothing, in
 	// order: their ids increase in the order of rs. It sets each zero
-	// Time to now. An empty rs writes nothing.
+	// Time to now. An empty rs writes nothing. Rows whose UID is already
+	// stored (or earlier in rs) are skipped, so writing the same batch
+	// twice stores each row once.
 	AppendUsageBatch(ctx context.Context, rs []UsageRecord) error
 	// SumUsage sums the tenant's rows with From <= Time < To by
 	// q.GroupBy, one UsageGroup per distinct value, ordered by Group; an

@@ -12,7 +12,11 @@
 // Rows are never dropped while the process lives:
 //   - a batch that fails to write is retried, the same rows in the same
 //     order, with exponential back-off (MinBackoff doubling up to
-//     MaxBackoff), until it is written;
+//     MaxBackoff), until it is written. Retries are idempotent: every row
+//     gets a unique id (store.UsageRecord.UID) when it is buffered, and the
+//     store skips a row whose id it holds, so a batch that committed
+//     although the write reported an error (a timeout while the commit
+//     was syncing, a write cut off at Close) is not written twice;
 //   - when the buffer is full (the store is down or slower than the calls),
 //     AppendUsage waits for room (back-pressure) and fails only when its
 //     context ends first; that refusal is counted
@@ -28,6 +32,8 @@ package usagelog
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -173,10 +179,15 @@ func New(st Store, opts Options) *Writer {
 // gateway's recorder). A zero Time is set to now here, when the call
 // finished, not when the batch is written. When the buffer is full it
 // waits for room; it fails only if ctx ends first (the row is not
-// recorded). After Close it writes r directly.
+// recorded). After Close it writes r directly. An empty UID is set to a
+// new unique id here, once, so that retries of its batch cannot write the
+// row twice.
 func (w *Writer) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
+	}
+	if r.UID == "" {
+		r.UID = newUID()
 	}
 	r = sanitize(r, w.log)
 	w.mu.Lock()
@@ -388,6 +399,13 @@ func (w *Writer) write(batch []store.UsageRecord) bool {
 	}
 }
 
+// newUID returns a random 128-bit id, 32 hex digits.
+func newUID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand.Read's documentation)
+	return hex.EncodeToString(b[:])
+}
+
 // sanitize makes r writable by every backend, so that one bad row cannot
 // block the batches behind it: text must be valid UTF-8 without NUL bytes
 // (PostgreSQL refuses them) and a NaN cost cannot be stored (SQLite turns
@@ -399,7 +417,7 @@ func sanitize(r store.UsageRecord, log *slog.Logger) store.UsageRecord {
 		}
 		return strings.ToValidUTF8(s, "\uFFFD")
 	}
-	r.Tenant, r.Key, r.Agent, r.Model, r.RunID = clean(r.Tenant), clean(r.Key), clean(r.Agent), clean(r.Model), clean(r.RunID)
+	r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.UID = clean(r.Tenant), clean(r.Key), clean(r.Agent), clean(r.Model), clean(r.RunID), clean(r.UID)
 	if math.IsNaN(r.CostUSD) || math.IsInf(r.CostUSD, 0) {
 		log.Warn("usage row with an invalid cost; recorded as 0", "cost_usd", r.CostUSD, "model", r.Model, "run_id", r.RunID)
 		r.CostUSD = 0

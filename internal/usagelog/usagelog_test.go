@@ -323,3 +323,88 @@ func nanCost() float64 {
 	zero := 0.0
 	return zero / zero
 }
+
+// committedThenFailing wraps a store: its first write commits the batch
+// and then reports an error (a write timeout that fired while the commit
+// was syncing), so the writer retries a batch that is already stored.
+type committedThenFailing struct {
+	usagelog.Store
+	mu    sync.Mutex
+	calls int
+	uids  [][]string // the UIDs of every write, in order
+}
+
+func (c *committedThenFailing) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) error {
+	uids := make([]string, len(rs))
+	for i, r := range rs {
+		uids[i] = r.UID
+	}
+	c.mu.Lock()
+	c.calls++
+	first := c.calls == 1
+	c.uids = append(c.uids, uids)
+	c.mu.Unlock()
+	if err := c.Store.AppendUsageBatch(ctx, rs); err != nil {
+		return err
+	}
+	if first {
+		return errors.New("context deadline exceeded (injected, after commit)")
+	}
+	return nil
+}
+
+// A batch that committed although its write reported an error is retried
+// with the same UIDs, and the store skips the rows it holds: every row
+// exists exactly once.
+func TestRetryAfterCommitIsIdempotent(t *testing.T) {
+	t.Parallel()
+	st, path := newSQLite(t)
+	c := &committedThenFailing{Store: st}
+	m := usagelog.NewMetrics(prometheus.NewRegistry())
+	w := usagelog.New(c, usagelog.Options{BatchRows: 50, FlushInterval: time.Hour,
+		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Metrics: m})
+	ctx := t.Context()
+	for i := 1; i <= 120; i++ {
+		require.NoError(t, w.AppendUsage(ctx, row("t1", i)))
+	}
+	require.NoError(t, w.Flush(ctx))
+	closeWriter(t, w)
+
+	require.Equal(t, seq(120), steps(t, path, "t1"), "every row once, in order")
+	require.Equal(t, float64(1), value(t, m.WriteErrors))
+	require.Equal(t, float64(120), value(t, m.RowsWritten))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.GreaterOrEqual(t, len(c.uids), 2)
+	require.Equal(t, c.uids[0], c.uids[1], "the retry sends the same UIDs")
+	seen := map[string]bool{}
+	for _, batch := range c.uids[1:] {
+		for _, u := range batch {
+			require.Len(t, u, 32)
+			require.False(t, seen[u], "UID %s in two batches", u)
+			seen[u] = true
+		}
+	}
+	require.Len(t, seen, 120)
+
+	got, err := st.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByAgent})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, int64(120), got[0].Requests)
+	require.Equal(t, int64(1200), got[0].InputTokens)
+	require.InDelta(t, 0.12, got[0].CostUSD, 1e-9)
+}
+
+// A UID set by the caller is kept.
+func TestCallerUIDKept(t *testing.T) {
+	t.Parallel()
+	st, path := newSQLite(t)
+	w := usagelog.New(st, usagelog.Options{FlushInterval: time.Hour})
+	ctx := t.Context()
+	r := row("t1", 1)
+	r.UID = "caller-uid"
+	require.NoError(t, w.AppendUsage(ctx, r))
+	require.NoError(t, w.AppendUsage(ctx, r)) // the same call recorded twice
+	closeWriter(t, w)
+	require.Equal(t, []int{1}, steps(t, path, "t1"))
+}

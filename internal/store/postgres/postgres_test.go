@@ -496,6 +496,29 @@ func TestSchemaMatchesSQLite(t *testing.T) {
 	require.Equal(t, liteIndexes, pgIndexes)
 }
 
+// TestAppendUsageBatchOrder: the batch INSERT numbers rows in batch order
+// (ids increase with the position in the batch), also when some rows are
+// skipped because their uid is stored already.
+func TestAppendUsageBatchOrder(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newTestStore(t)
+	rows := make([]store.UsageRecord, 700)
+	for i := range rows {
+		rows[i] = store.UsageRecord{Tenant: "t", Agent: "a", Model: "m", RunID: "r", Step: i + 1, UID: fmt.Sprintf("u%d", i)}
+	}
+	require.NoError(t, s.AppendUsageBatch(ctx, rows[:300]))
+	require.NoError(t, s.AppendUsageBatch(ctx, rows)) // 0-299 skipped
+	got, err := s.pool.Query(ctx, `SELECT step FROM usage WHERE tenant = 't' ORDER BY id`)
+	require.NoError(t, err)
+	steps, err := pgx.CollectRows(got, pgx.RowTo[int32])
+	require.NoError(t, err)
+	require.Len(t, steps, 700)
+	for i, st := range steps {
+		require.Equal(t, int32(i+1), st)
+	}
+}
+
 // ---------------------------------------------------------------------------
 // benchmarks (the same as the sqlite package's)
 

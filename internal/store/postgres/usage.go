@@ -3,17 +3,36 @@ package postgres
 import (
 	"context"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
+	"time"
 
 	"github.com/agentd/agentd/internal/store"
 )
 
 var _ store.Usage = (*Store)(nil)
 
+// qAppendUsage inserts one row; a row whose uid is stored already is
+// skipped (an empty uid is stored as NULL, which never conflicts).
 const qAppendUsage = `INSERT INTO usage (created_at, tenant, key, agent, model, run_id, step,
-	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, uid)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''))
+	ON CONFLICT (uid) DO NOTHING`
+
+// qAppendUsageBatch inserts a batch given as one array per column: a
+// single statement (all or nothing) of any size, the rows inserted in
+// array order (ORDER BY ord) so that the identity column numbers them in
+// batch order. COPY cannot skip conflicts; ON CONFLICT does, so a batch
+// written again (a retry after an error although it committed) stores
+// none of its rows twice.
+const qAppendUsageBatch = `INSERT INTO usage (created_at, tenant, key, agent, model, run_id, step,
+	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, uid)
+	SELECT created_at, tenant, key, agent, model, run_id, step,
+		input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, NULLIF(uid, '')
+	FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
+		$8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::double precision[], $13::boolean[], $14::text[])
+		WITH ORDINALITY AS b(created_at, tenant, key, agent, model, run_id, step,
+			input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, uid, ord)
+	ORDER BY ord
+	ON CONFLICT (uid) DO NOTHING`
 
 // usageGroupExpr maps a grouping to its SQL expression (never user text).
 var usageGroupExpr = map[string]string{
@@ -39,39 +58,44 @@ func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 		r.Time = now()
 	}
 	_, err := s.pool.Exec(ctx, qAppendUsage, normTime(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
-		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, r.Cached)
+		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, r.Cached, r.UID)
 	if err != nil {
 		return fmt.Errorf("postgres: append usage of run %s: %w", r.RunID, mapErr(err))
 	}
 	return nil
 }
 
-// usageColumns are the columns AppendUsageBatch copies, in order.
-var usageColumns = []string{"created_at", "tenant", "key", "agent", "model", "run_id", "step",
-	"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "cached"}
-
-// AppendUsageBatch writes usage rows with one COPY (see store.Usage): a
-// single statement, so all or nothing, and the identity column numbers
-// the rows in the order they are sent.
+// AppendUsageBatch writes usage rows with one INSERT (see store.Usage and
+// qAppendUsageBatch).
 func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) error {
 	if len(rs) == 0 {
 		return nil
 	}
 	t := now()
-	rows := make([][]any, len(rs))
+	n := len(rs)
+	var (
+		times                                   = make([]time.Time, n)
+		tenants, keys, agents, models, runs     = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		steps                                   = make([]int, n)
+		inputs, outputs, cacheWrites, cacheRead = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		costs                                   = make([]float64, n)
+		cached                                  = make([]bool, n)
+		uids                                    = make([]string, n)
+	)
 	for i, r := range rs {
 		if r.Time.IsZero() {
 			r.Time = t
 		}
-		rows[i] = []any{normTime(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
-			r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, r.Cached}
+		times[i] = normTime(r.Time)
+		tenants[i], keys[i], agents[i], models[i], runs[i] = r.Tenant, r.Key, r.Agent, r.Model, r.RunID
+		steps[i] = r.Step
+		inputs[i], outputs[i], cacheWrites[i], cacheRead[i] = r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens
+		costs[i], cached[i], uids[i] = r.CostUSD, r.Cached, r.UID
 	}
-	n, err := s.pool.CopyFrom(ctx, pgx.Identifier{"usage"}, usageColumns, pgx.CopyFromRows(rows))
+	_, err := s.pool.Exec(ctx, qAppendUsageBatch, times, tenants, keys, agents, models, runs, steps,
+		inputs, outputs, cacheWrites, cacheRead, costs, cached, uids)
 	if err != nil {
 		return fmt.Errorf("postgres: append %d usage rows: %w", len(rs), mapErr(err))
-	}
-	if n != int64(len(rs)) {
-		return fmt.Errorf("postgres: append %d usage rows: copied %d", len(rs), n)
 	}
 	return nil
 }

@@ -482,7 +482,7 @@ func TestPingDoesNotQueueBehindWrites(t *testing.T) {
 	tx, err := s.write.BeginTx(ctx, nil) // holds the only write connection
 	require.NoError(t, err)
 	defer rollback(tx)
-	_, err = tx.ExecContext(ctx, qAppendUsage, time.Now().UnixMicro(), "t", "", "a", "m", "r", 1, 1, 1, 0, 0, 0.1, 0)
+	_, err = tx.ExecContext(ctx, qAppendUsage, time.Now().UnixMicro(), "t", "", "a", "m", "r", 1, 1, 1, 0, 0, 0.1, 0, "")
 	require.NoError(t, err)
 
 	pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)

@@ -9,9 +9,13 @@ import (
 
 var _ store.Usage = (*Store)(nil)
 
+// qAppendUsage inserts one row; a row whose uid is stored already is
+// skipped (an empty uid is stored as NULL, which never conflicts), so a
+// batch written again stores none of its rows twice.
 const qAppendUsage = `INSERT INTO usage (created_at, tenant, key, agent, model, run_id, step,
-	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, uid)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''))
+	ON CONFLICT (uid) DO NOTHING`
 
 // usageGroupExpr maps a grouping to its SQL expression (never user text).
 var usageGroupExpr = map[string]string{
@@ -40,7 +44,7 @@ func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 		cached = 1
 	}
 	_, err := s.exec(ctx, qAppendUsage, toMicros(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
-		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, cached)
+		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, cached, r.UID)
 	if err != nil {
 		return fmt.Errorf("sqlite: append usage of run %s: %w", r.RunID, mapErr(err))
 	}
@@ -49,7 +53,8 @@ func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 
 // AppendUsageBatch writes usage rows in one transaction (see store.Usage):
 // one BEGIN IMMEDIATE and one commit (one WAL sync) for the batch, the
-// cached single-row INSERT executed once per row inside it.
+// cached single-row INSERT executed once per row inside it (rows whose uid
+// is stored already skipped).
 func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) error {
 	if len(rs) == 0 {
 		return nil
@@ -81,7 +86,7 @@ func (s *Store) appendUsageBatch(ctx context.Context, rs []store.UsageRecord) er
 			cached = 1
 		}
 		if _, err := ins.ExecContext(ctx, toMicros(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
-			r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, cached); err != nil {
+			r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, cached, r.UID); err != nil {
 			return err
 		}
 	}

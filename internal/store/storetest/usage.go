@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -20,7 +21,10 @@ import (
 //   - costs sum as float64 (compared within 1e-9);
 //   - AppendUsageBatch writes what the same AppendUsage calls would, sets
 //     a zero Time to now, accepts an empty or nil batch (writing nothing)
-//     and writes nothing when its context is already done.
+//     and writes nothing when its context is already done;
+//   - a row whose UID is stored already (or earlier in its batch) is
+//     skipped by AppendUsage and AppendUsageBatch: the same batch written
+//     twice stores each row once; rows without a UID are never skipped.
 
 func exerciseUsage(t *testing.T, setup setupFunc) {
 	usage := func(t *testing.T, s Store) store.Usage {
@@ -193,5 +197,53 @@ func exerciseUsage(t *testing.T, setup setupFunc) {
 		requireGroups(t, []store.UsageGroup{
 			{Group: time.Now().UTC().Format(time.DateOnly), UsageTotals: tot(1200, 1200, 2400, 3600, 4800, 1.2)},
 		}, got)
+	})
+
+	t.Run("BatchIdempotent", func(t *testing.T) {
+		s, ctx := setup(t)
+		u := usage(t, s)
+		d := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+		batch := make([]store.UsageRecord, 300)
+		for i := range batch {
+			batch[i] = store.UsageRecord{Time: d, Tenant: "t1", Agent: "a", Model: "m", RunID: "r", Step: i + 1,
+				InputTokens: 10, OutputTokens: 1, CostUSD: 0.5, UID: fmt.Sprintf("uid-%04d", i)}
+		}
+		sum := func(t *testing.T, tenant string) []store.UsageGroup {
+			t.Helper()
+			got, err := u.SumUsage(ctx, store.UsageQuery{Tenant: tenant, GroupBy: store.UsageByAgent})
+			require.NoError(t, err)
+			return got
+		}
+		// The same batch twice (a retry after an error although the first
+		// write committed): each row stored once.
+		require.NoError(t, u.AppendUsageBatch(ctx, batch))
+		require.NoError(t, u.AppendUsageBatch(ctx, batch))
+		requireGroups(t, []store.UsageGroup{{Group: "a", UsageTotals: tot(300, 3000, 300, 0, 0, 150)}}, sum(t, "t1"))
+		// A batch overlapping stored rows writes only the new ones; a
+		// UID repeated within a batch is stored once.
+		more := append([]store.UsageRecord{}, batch[250:]...)
+		for i := range 60 {
+			more = append(more, store.UsageRecord{Time: d, Tenant: "t1", Agent: "a", Model: "m", RunID: "r", Step: 301 + i,
+				InputTokens: 10, OutputTokens: 1, CostUSD: 0.5, UID: fmt.Sprintf("uid-%04d", 300+i)})
+		}
+		more = append(more, more[len(more)-1])
+		require.NoError(t, u.AppendUsageBatch(ctx, more))
+		requireGroups(t, []store.UsageGroup{{Group: "a", UsageTotals: tot(360, 3600, 360, 0, 0, 180)}}, sum(t, "t1"))
+		// AppendUsage skips a stored UID too.
+		require.NoError(t, u.AppendUsage(ctx, batch[0]))
+		requireGroups(t, []store.UsageGroup{{Group: "a", UsageTotals: tot(360, 3600, 360, 0, 0, 180)}}, sum(t, "t1"))
+
+		// Rows with distinct UIDs, and rows without one (never skipped),
+		// are all stored.
+		distinct := []store.UsageRecord{
+			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: 1, UID: "x-1"},
+			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: 1, UID: "x-2"},
+			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: 1},
+			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: 1},
+		}
+		require.NoError(t, u.AppendUsageBatch(ctx, distinct))
+		require.NoError(t, u.AppendUsageBatch(ctx, distinct[2:]))
+		require.NoError(t, u.AppendUsage(ctx, distinct[3]))
+		requireGroups(t, []store.UsageGroup{{Group: "a", UsageTotals: tot(7, 7, 0, 0, 0, 7)}}, sum(t, "t2"))
 	})
 }
