@@ -248,7 +248,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 			Message: fmt.Sprintf("model %q is not allowed for this API key", c.requested)})
 		return
 	}
-	_, _, priced := h.cfg.Pricing.Lookup(c.model)
+	_, priceID, priced := h.cfg.Pricing.Lookup(c.model)
 	if h.cfg.Budgets != nil && !priced && !count {
 		// An unpriced call would cost $0 against every budget.
 		c.refuse(&Refusal{Status: http.StatusForbidden, Message: fmt.Sprintf(
@@ -256,11 +256,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		return
 	}
 	fallbacks := pol.fallbacks(c.model)
-	// A model agentd knows of gets its own stack (breaker, metrics
-	// labels); any other name a client sends shares one, so that client
-	// strings cannot grow the provider's state.
+	// The provider stack (breaker, metric labels) the call goes through:
+	// client strings must not grow the provider's state. A model named in
+	// the configuration gets its own; another priced one (a dated id, say)
+	// its pricing table entry's; any other name shares one. Only a
+	// configured model can have fallbacks, so the stack never renames the
+	// model the body asks for.
 	stack := c.model
-	if !priced && !h.listed[c.model] {
+	switch {
+	case h.listed[c.model]:
+	case priced:
+		stack, fallbacks = priceID, nil
+	default:
 		stack, fallbacks = UnlistedModels, nil
 	}
 	if h.cfg.LogBodies && h.log.Enabled(ctx, slog.LevelDebug) {

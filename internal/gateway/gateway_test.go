@@ -760,12 +760,20 @@ func TestUnlistedModelsShareOneStack(t *testing.T) {
 		_, err := h.client(h.Token).Messages.New(t.Context(), params)
 		require.NoError(t, err) // the sim answers any model
 	}
+	require.Contains(t, string(h.lastSeen(t).Body), `"claude-made-up-4"`, "the model asked for is still the one called")
+	// Dated ids of a priced model share its pricing entry's stack.
+	for i := range 3 {
+		params := userMessage("x")
+		params.Model = sdk.Model(fmt.Sprintf("claude-sonnet-4-5-2099010%d", i))
+		_, err := h.client(h.Token).Messages.New(t.Context(), params)
+		require.NoError(t, err)
+	}
+	require.Contains(t, string(h.lastSeen(t).Body), `"claude-sonnet-4-5-20990102"`, "the dated id is the one called")
 	var names []string
 	for _, b := range h.Provider.Breakers() {
 		names = append(names, b.Model)
 	}
-	require.ElementsMatch(t, []string{gateway.UnlistedModels}, names, "client strings do not create breakers")
-	require.Contains(t, string(h.lastSeen(t).Body), `"claude-made-up-4"`, "the model asked for is still the one called")
+	require.ElementsMatch(t, []string{gateway.UnlistedModels, "claude-sonnet-4-5"}, names, "client strings do not create breakers")
 }
 
 func TestBudgetsRefuseUnpricedModelsAndSettle(t *testing.T) {
