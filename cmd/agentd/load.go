@@ -38,20 +38,11 @@ func (t *loadTarget) chat(ctx context.Context, n int64) error {
 		return t.msgs.call(ctx, n)
 	}
 	body, _ := json.Marshal(map[string]any{"agent": t.agent, "message": fmt.Sprintf("%s (#%d)", t.message, n), "stream": t.stream})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/chat", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := t.client.Do(req)
+	resp, err := postOK(ctx, t.client, t.base+"/v1/chat", body, nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
-	}
 	if !t.stream {
 		_, err = io.Copy(io.Discard, resp.Body)
 		return err
@@ -72,6 +63,29 @@ func (t *loadTarget) chat(ctx context.Context, n int64) error {
 		return err
 	}
 	return errors.New("the stream ended without a done event")
+}
+
+// postOK posts a JSON body with header and returns the answer when it is
+// a 200; any other status is an error with the start of its body.
+func postOK(ctx context.Context, client *http.Client, url string, body []byte, header map[string]string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	return resp, nil
 }
 
 func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {

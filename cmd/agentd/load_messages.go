@@ -37,21 +37,11 @@ func (m *messagesLoad) call(ctx context.Context, n int64) error {
 		"model": m.model, "max_tokens": m.max, "stream": m.stream,
 		"messages": []map[string]any{{"role": "user", "content": fmt.Sprintf("%s (#%d)", m.text, n)}},
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Anthropic-Version", "2023-06-01")
-	resp, err := m.client.Do(req)
+	resp, err := postOK(ctx, m.client, m.url, body, map[string]string{"Anthropic-Version": "2023-06-01"})
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
-	}
 	if !m.stream {
 		_, err = io.Copy(io.Discard, resp.Body)
 		return err
