@@ -349,8 +349,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	//     lets running runs finish, both within drain_timeout; runs still
 	//     running then are suspended (checkpointed, lease released, job
 	//     requeued) so another worker resumes them;
-	//  4. the gateway's accounting of answered calls (usage rows, budget
-	//     settlements) finishes;
+	//  4. chat handlers a drain timeout cut off get up to 5 s to end,
+	//     and the gateway's accounting of answered calls (usage rows,
+	//     budget settlements) finishes;
 	//  5. the usage writer writes the rows it still buffers (nothing
 	//     appends any more: runs and gateway calls are done);
 	//  6. background actors stop; 7. the store closes (deferred); exit 0.
@@ -378,6 +379,12 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 		}
 	}()
 	stopping.Wait()
+	// After a drain timeout srv.Close does not wait for the handlers still
+	// running; their chats may yet record usage. Give them a moment
+	// before the usage writer closes.
+	for deadline := time.Now().Add(5 * time.Second); chats.InFlight()+streams.InFlight() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if gwWait != nil {
 		gwWait()
 	}
