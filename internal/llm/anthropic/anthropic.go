@@ -102,69 +102,101 @@ func (c *Client) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaF
 	if req.Passthrough != nil {
 		return c.forward(ctx, req)
 	}
-	params, err := toParams(req)
-	if err != nil {
-		return llm.Response{}, err
-	}
-	parent := ctx
-	if c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
-	call := &streamCall{
-		params: &params,
-		deltas: make(chan llm.Delta, 16),
-		stop:   make(chan struct{}),
-	}
-	call.opts = []option.RequestOption{option.WithResponseInto(&call.httpResp)}
-	if key, ok := llm.APIKeyFrom(ctx); ok {
-		// A per-request credential option replaces the client's.
-		call.opts = append(call.opts, option.WithAPIKey(key))
-	}
+	call := c.start(ctx, &req)
 	// stop releases the call's goroutine should onDelta panic; the
 	// context ends its request.
-	defer close(call.stop)
-	go call.run(ctx, c.sdk.Messages)
+	defer call.end()
 	for d := range call.deltas {
 		if onDelta != nil {
 			onDelta(d)
 		}
 	}
 	// deltas is closed: the call's goroutine is done with call.
+	return call.result()
+}
+
+// start starts the call's goroutine. It and result are not inlined into
+// Stream: their locals (the options, the response being built) would
+// otherwise be in Stream's frame while it waits, and that frame is part of
+// the depth at which a held chat's goroutine waits for the model (a
+// goroutine's stack is a power of two that only a GC shrinks; see
+// docs/benchmarks.md, memory per chat).
+//
+//go:noinline
+func (c *Client) start(ctx context.Context, req *llm.Request) *streamCall {
+	call := &streamCall{
+		req:    req,
+		parent: ctx,
+		deltas: make(chan llm.Delta, 16),
+		stop:   make(chan struct{}),
+	}
+	if c.timeout > 0 {
+		ctx, call.cancel = context.WithTimeout(ctx, c.timeout)
+	}
+	call.ctx = ctx
+	call.opts = []option.RequestOption{option.WithResponseInto(&call.httpResp)}
+	if key, ok := llm.APIKeyFrom(ctx); ok {
+		// A per-request credential option replaces the client's.
+		call.opts = append(call.opts, option.WithAPIKey(key))
+	}
+	go call.run(ctx, &c.sdk)
+	return call
+}
+
+// end releases what start took: the call's goroutine (should the caller
+// stop reading deltas) and the timeout's timer.
+func (s *streamCall) end() {
+	close(s.stop)
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
+// result is the call's outcome, once deltas is closed.
+//
+//go:noinline
+func (s *streamCall) result() (llm.Response, error) {
+	if s.badRequest != nil {
+		return llm.Response{}, s.badRequest
+	}
 	requestID := ""
-	if call.httpResp != nil {
-		requestID = call.httpResp.Header.Get("request-id")
+	if s.httpResp != nil {
+		requestID = s.httpResp.Header.Get("request-id")
 	}
-	if call.invalid != nil {
-		return llm.Response{}, &llm.Error{Type: "invalid_response", Message: call.invalid.Error(), Streamed: call.streamed, Err: call.invalid}
+	if s.invalid != nil {
+		return llm.Response{}, &llm.Error{Type: "invalid_response", Message: s.invalid.Error(), Streamed: s.streamed, Err: s.invalid}
 	}
-	if call.err != nil {
-		return llm.Response{}, convertError(parent, ctx, call.err, requestID, call.streamed)
+	if s.err != nil {
+		return llm.Response{}, convertError(s.parent, s.ctx, s.err, requestID, s.streamed)
 	}
-	if call.msg.ID == "" || call.msg.StopReason == "" {
+	if s.msg.ID == "" || s.msg.StopReason == "" {
 		// The stream ended without message_stop: cut mid-way.
-		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "stream ended before message_stop", RequestID: requestID, Streamed: call.streamed}
+		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "stream ended before message_stop", RequestID: requestID, Streamed: s.streamed}
 	}
-	return fromMessage(&call.msg, requestID), nil
+	return fromMessage(&s.msg, requestID), nil
 }
 
 // streamCall is one model call, run by its own goroutine (run). The caller
 // reads deltas until it is closed, and only then the other fields.
 type streamCall struct {
-	params *sdk.MessageNewParams
-	opts   []option.RequestOption
-	deltas chan llm.Delta
-	stop   chan struct{}
+	req *llm.Request
+	// parent is the caller's context, ctx the call's (with the client's
+	// timeout); cancel, if set, ends ctx.
+	parent, ctx context.Context
+	cancel      context.CancelFunc
+	opts        []option.RequestOption
+	deltas      chan llm.Delta
+	stop        chan struct{}
 
-	httpResp *http.Response
-	msg      sdk.Message
-	streamed bool
-	err      error // the stream's
-	invalid  error // an event that does not fit the message
+	httpResp   *http.Response
+	msg        sdk.Message
+	streamed   bool
+	badRequest error // the request does not encode
+	err        error // the stream's
+	invalid    error // an event that does not fit the message
 }
 
-func (s *streamCall) run(ctx context.Context, messages sdk.MessageService) {
+func (s *streamCall) run(ctx context.Context, client *sdk.Client) {
 	defer close(s.deltas)
 	// A panic here would end the process (no handler's recover is above
 	// this goroutine): it becomes the call's error instead.
@@ -173,7 +205,10 @@ func (s *streamCall) run(ctx context.Context, messages sdk.MessageService) {
 			s.err = fmt.Errorf("anthropic: model call panicked: %v", p)
 		}
 	}()
-	stream := messages.NewStreaming(ctx, *s.params, s.opts...)
+	stream := s.open(ctx, client)
+	if stream == nil {
+		return
+	}
 	defer stream.Close()
 	for stream.Next() {
 		if !s.accumulate(stream) {
@@ -181,6 +216,77 @@ func (s *streamCall) run(ctx context.Context, messages sdk.MessageService) {
 		}
 	}
 	s.err = stream.Err()
+}
+
+// open sends the request. Not inlined, so that the request's encoding (and
+// the SDK's request building) is off the stack while the goroutine waits
+// for the model.
+//
+// The body is encoded here (requestBody) and sent with the SDK's generic
+// Client.Post, which builds and sends the request as Messages.NewStreaming
+// does (headers, credentials, base URL, the client's options) and hands
+// back the raw response for the SDK's SSE decoder. Converting agentd's
+// messages into the SDK's param types instead meant three JSON passes per
+// call (ours, the SDK's decoding, its reflective encoding), and that
+// encoder, nested once per level of the request (params, message, content
+// block), grew every call's goroutine to a 32 KB stack; the SDK's param
+// encoding of even an empty request takes it past 8 KB. What is lost: the
+// SDK's own span of the call (agentd's "chat <model>" span remains).
+//
+//go:noinline
+func (s *streamCall) open(ctx context.Context, client *sdk.Client) *ssestream.Stream[sdk.MessageStreamEventUnion] {
+	body, err := requestBody(s.req)
+	if err != nil {
+		s.badRequest = err
+		return nil
+	}
+	var raw *http.Response
+	err = client.Post(ctx, "v1/messages", body, &raw, s.opts...)
+	return ssestream.NewStream[sdk.MessageStreamEventUnion](ssestream.NewDecoder(raw), err)
+}
+
+// messagesBody is a Messages API request body. Messages and tools are
+// already in the API's shape (llm.Message holds its content as raw JSON).
+type messagesBody struct {
+	Model     string        `json:"model"`
+	MaxTokens int           `json:"max_tokens"`
+	Stream    bool          `json:"stream"`
+	System    []systemBlock `json:"system,omitempty"`
+	Messages  []llm.Message `json:"messages"`
+	Tools     []toolParam   `json:"tools,omitempty"`
+}
+
+type systemBlock struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+type toolParam struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	InputSchema json.RawMessage `json:"input_schema"`
+}
+
+// requestBody encodes req as a streaming Messages API request body.
+func requestBody(req *llm.Request) ([]byte, error) {
+	b := messagesBody{Model: req.Model, MaxTokens: req.MaxTokens, Stream: true, Messages: req.Messages}
+	if b.Messages == nil {
+		b.Messages = []llm.Message{}
+	}
+	if req.System != "" {
+		b.System = []systemBlock{{Type: "text", Text: req.System}}
+	}
+	if len(req.Tools) > 0 {
+		b.Tools = make([]toolParam, len(req.Tools))
+		for i, t := range req.Tools {
+			b.Tools[i] = toolParam(t)
+		}
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	return raw, nil
 }
 
 // accumulate adds the stream's current event to the message and passes a
@@ -204,41 +310,6 @@ func (s *streamCall) accumulate(stream *ssestream.Stream[sdk.MessageStreamEventU
 		}
 	}
 	return true
-}
-
-func toParams(req llm.Request) (sdk.MessageNewParams, error) {
-	p := sdk.MessageNewParams{
-		Model:     sdk.Model(req.Model),
-		MaxTokens: int64(req.MaxTokens),
-	}
-	if req.System != "" {
-		p.System = []sdk.TextBlockParam{{Text: req.System}}
-	}
-	p.Messages = make([]sdk.MessageParam, len(req.Messages))
-	for i, m := range req.Messages {
-		raw, err := json.Marshal(m)
-		if err != nil {
-			return p, fmt.Errorf("encode message %d: %w", i, err)
-		}
-		if err := json.Unmarshal(raw, &p.Messages[i]); err != nil {
-			return p, fmt.Errorf("decode message %d into SDK params: %w", i, err)
-		}
-	}
-	if len(req.Tools) > 0 {
-		p.Tools = make([]sdk.ToolUnionParam, len(req.Tools))
-		for i, t := range req.Tools {
-			raw, err := json.Marshal(t)
-			if err != nil {
-				return p, fmt.Errorf("encode tool %s: %w", t.Name, err)
-			}
-			var tp sdk.ToolParam
-			if err := json.Unmarshal(raw, &tp); err != nil {
-				return p, fmt.Errorf("decode tool %s into SDK params: %w", t.Name, err)
-			}
-			p.Tools[i] = sdk.ToolUnionParam{OfTool: &tp}
-		}
-	}
-	return p, nil
 }
 
 func fromMessage(m *sdk.Message, requestID string) llm.Response {

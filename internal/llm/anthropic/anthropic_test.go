@@ -1,11 +1,14 @@
 package anthropic_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,4 +125,95 @@ func TestStreamCancelAndPanickingCallback(t *testing.T) {
 	resp, err := c.Stream(t.Context(), short, nil)
 	require.NoError(t, err)
 	require.Equal(t, "max_tokens", resp.StopReason)
+}
+
+// TestStreamRequestBody: the body agentd encodes itself (instead of the
+// SDK's params) is the Messages API request: system as a text block,
+// messages and tool schemas byte for byte, "stream": true; the SDK's
+// headers and a per-request key are sent; the simulator (which validates
+// the request as the API does) answers it, here with a tool call.
+func TestStreamRequestBody(t *testing.T) {
+	t.Parallel()
+	upstream := sim.New(sim.Config{APIKey: "tenant-key"}, nil)
+	var (
+		mu     sync.Mutex
+		body   []byte
+		header http.Header
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		body, header = b, r.Header.Clone()
+		mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		upstream.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	c := anthropic.New(anthropic.Config{BaseURL: srv.URL, APIKey: "instance-key"})
+	schema := json.RawMessage(`{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`)
+	content := json.RawMessage(`[{"type":"text","text":"what is the weather in Paris? use get_weather","cache_control":{"type":"ephemeral"}}]`)
+	req := llm.Request{Model: "claude-sonnet-4-5", MaxTokens: 300, System: "You are terse.",
+		Messages: []llm.Message{{Role: "user", Content: content}},
+		Tools:    []llm.ToolSpec{{Name: "get_weather", Description: "Weather of a city.", InputSchema: schema}}}
+	resp, err := c.Stream(llm.WithAPIKey(t.Context(), "tenant-key"), req, nil)
+	require.NoError(t, err)
+	require.Equal(t, "tool_use", resp.StopReason)
+	require.Equal(t, "get_weather", resp.Content[len(resp.Content)-1].Name)
+
+	mu.Lock()
+	defer mu.Unlock()
+	var got struct {
+		Model     string          `json:"model"`
+		MaxTokens int             `json:"max_tokens"`
+		Stream    bool            `json:"stream"`
+		System    json.RawMessage `json:"system"`
+		Messages  []struct {
+			Role    string          `json:"role"`
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+		Tools []map[string]json.RawMessage `json:"tools"`
+	}
+	require.NoError(t, json.Unmarshal(body, &got), "body: %s", body)
+	require.Equal(t, "claude-sonnet-4-5", got.Model)
+	require.Equal(t, 300, got.MaxTokens)
+	require.True(t, got.Stream)
+	require.JSONEq(t, `[{"type":"text","text":"You are terse."}]`, string(got.System))
+	require.Len(t, got.Messages, 1)
+	require.Equal(t, "user", got.Messages[0].Role)
+	require.JSONEq(t, string(content), string(got.Messages[0].Content), "content is sent as is, cache_control included")
+	require.Len(t, got.Tools, 1)
+	require.JSONEq(t, `"get_weather"`, string(got.Tools[0]["name"]))
+	require.JSONEq(t, `"Weather of a city."`, string(got.Tools[0]["description"]))
+	require.JSONEq(t, string(schema), string(got.Tools[0]["input_schema"]))
+	// The simulator accepts only tenant-key; the client's own key is not
+	// sent alongside it.
+	for name, vs := range header {
+		for _, v := range vs {
+			require.NotContains(t, v, "instance-key", "header %s", name)
+		}
+	}
+	require.NotEmpty(t, header.Get("Anthropic-Version"))
+	require.Equal(t, "application/json", header.Get("Content-Type"))
+}
+
+// TestStreamRefusesInvalidContent: a message whose content is not JSON
+// fails before anything is sent.
+func TestStreamRefusesInvalidContent(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, "unexpected", http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	c := anthropic.New(anthropic.Config{BaseURL: srv.URL, APIKey: "k"})
+	_, err := c.Stream(t.Context(), llm.Request{Model: "claude-sonnet-4-5", MaxTokens: 10,
+		Messages: []llm.Message{{Role: "user", Content: json.RawMessage(`{"oops"`)}}}, nil)
+	require.ErrorContains(t, err, "encode request")
+	require.Zero(t, requests.Load())
 }
