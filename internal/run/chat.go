@@ -109,6 +109,9 @@ type Chat struct {
 	queued bool
 	// maxCostUSD is the request's cap on the run's cost (0: none).
 	maxCostUSD float64
+	// committed: the turn is in the conversation (set by the loop's
+	// Commit).
+	committed bool
 }
 
 // Agent returns the chat's agent name.
@@ -208,24 +211,38 @@ func (c *Chat) Execute(ctx context.Context, onEvent func(store.Event)) (Answer, 
 	if err != nil {
 		return Answer{}, err
 	}
-	return NewAnswer(c.run.ID, c.conv.ID, c.agent.Name, res), nil
+	return c.answer(&res), nil
+}
+
+//go:noinline
+func (c *Chat) answer(res *Result) Answer {
+	return NewAnswer(c.run.ID, c.conv.ID, c.agent.Name, *res)
 }
 
 // execute runs the loop, commits a successful turn to the conversation and
-// records the outcome, for chat and queued runs alike.
+// records the outcome, for chat and queued runs alike. Its parts are in
+// functions that are not inlined, so that its frame is small while the
+// loop waits for the model (see Loop.Execute).
 func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, error) {
-	s := c.s
 	if c.held {
-		defer s.release(c.conv.ID)
+		defer c.s.release(c.conv.ID)
 	}
-	ctx = observe.WithAttrs(ctx, slog.String("run_id", c.run.ID), slog.String("conversation_id", c.conv.ID), slog.String("agent", c.agent.Name))
+	ctx, p := c.params(ctx, onEvent)
+	res, err := c.s.Loop.Execute(ctx, p)
+	return c.ended(ctx, res, err)
+}
 
+// params are the loop's parameters for this turn, and the context with
+// the run's log attributes.
+//
+//go:noinline
+func (c *Chat) params(ctx context.Context, onEvent func(store.Event)) (context.Context, *Params) {
+	ctx = observe.WithAttrs(ctx, slog.String("run_id", c.run.ID), slog.String("conversation_id", c.conv.ID), slog.String("agent", c.agent.Name))
 	history := make([]llm.Message, len(c.conv.Messages))
 	for i, m := range c.conv.Messages {
 		history[i] = llm.Message{Role: m.Role, Content: m.Content}
 	}
-	committed := false
-	p := Params{
+	p := &Params{
 		Tenant: c.tenant, RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
 		History: history, Input: c.input, OnEvent: onEvent, MaxCostUSD: c.maxCostUSD,
 		// Before done is announced: the turn is in the conversation and
@@ -233,16 +250,27 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 		// both.
 		Commit: func(ctx context.Context, res Result, cp *store.Checkpoint, events []store.Event) error {
 			err := c.commit(ctx, res, cp, events)
-			committed = err == nil
+			c.committed = err == nil
 			return err
 		},
 	}
-	if s.Hub != nil {
-		p.OnStored = func(evs []store.Event) { s.Hub.Publish(ctx, evs) }
+	if c.s.Hub != nil {
+		hub := c.s.Hub
+		p.OnStored = func(evs []store.Event) { hub.Publish(ctx, evs) }
 	}
-	res, err := s.Loop.Execute(ctx, p)
+	return ctx, p
+}
+
+// ended records the outcome of a loop that is not committed: a failed run
+// is marked so; a suspended one, or one that could not restore, is left to
+// go on elsewhere or to be retried. Not inlined, to keep execute's frame
+// small (see Loop.Execute).
+//
+//go:noinline
+func (c *Chat) ended(ctx context.Context, res Result, err error) (Result, error) {
+	s := c.s
 	switch {
-	case committed:
+	case c.committed:
 		// Succeeded; an error now (storing the done event) is logged by
 		// the loop and does not change the outcome.
 		if err != nil {

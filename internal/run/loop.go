@@ -220,11 +220,38 @@ type execution struct {
 // a *budget.ExceededError (a budget has no room for the next model call),
 // or a store error; a cancellation cause other than these is wrapped as
 // "cause (error)".
-func (l *Loop) Execute(ctx context.Context, p Params) (res Result, err error) {
+//
+// Its parts before and after the loop are in functions that are not
+// inlined, so that little of Execute's frame is on the stack while a step
+// waits for its model (see callModel).
+func (l *Loop) Execute(ctx context.Context, p *Params) (res Result, err error) {
+	ctx, span := startRunSpan(ctx, p)
+	defer func() { endRunSpan(span, &res, err) }()
+	if p.Agent.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, p.Agent.Timeout, ErrTimeout)
+		defer cancel()
+	}
+	x := &execution{l: l, p: *p, ctx: ctx}
+	// Restoring is not cut short by cancellation: a run canceled before it
+	// starts still ends through the loop, with its error event.
+	if err := x.restore(context.WithoutCancel(ctx)); err != nil {
+		return Result{}, fmt.Errorf("%w: %w", ErrRestore, err)
+	}
+	if err := x.loop(ctx); err != nil {
+		return x.stopped(ctx, err)
+	}
+	return x.result(), nil
+}
+
+// startRunSpan starts the run's span: child of the request's (a chat) or
+// of the submitting request's remote span context (a queued run, see
+// Runs.ExecuteRun).
+//
+//go:noinline
+func startRunSpan(ctx context.Context, p *Params) (context.Context, trace.Span) {
 	a := p.Agent
-	// The run's span: child of the request's (a chat) or of the submitting
-	// request's remote span context (a queued run, see Runs.ExecuteRun).
-	ctx, span := observe.Tracer().Start(ctx, "invoke_agent "+a.Name, trace.WithAttributes(
+	return observe.Tracer().Start(ctx, "invoke_agent "+a.Name, trace.WithAttributes(
 		attribute.String("gen_ai.operation.name", "invoke_agent"),
 		attribute.String("gen_ai.agent.name", a.Name),
 		attribute.String("gen_ai.request.model", a.Model),
@@ -232,30 +259,25 @@ func (l *Loop) Execute(ctx context.Context, p Params) (res Result, err error) {
 		attribute.String("agentd.run_id", p.RunID),
 		attribute.String("agentd.tenant", p.Tenant),
 	))
-	defer func() {
-		span.SetAttributes(attribute.Int("agentd.steps", res.Steps),
-			attribute.Int64("gen_ai.usage.input_tokens", res.Usage.InputTokens),
-			attribute.Int64("gen_ai.usage.output_tokens", res.Usage.OutputTokens))
-		if res.StopReason != "" {
-			span.SetAttributes(attribute.String("agentd.stop_reason", res.StopReason))
-		}
-		observe.EndSpan(span, err)
-	}()
-	if a.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, a.Timeout, ErrTimeout)
-		defer cancel()
+}
+
+//go:noinline
+func endRunSpan(span trace.Span, res *Result, err error) {
+	span.SetAttributes(attribute.Int("agentd.steps", res.Steps),
+		attribute.Int64("gen_ai.usage.input_tokens", res.Usage.InputTokens),
+		attribute.Int64("gen_ai.usage.output_tokens", res.Usage.OutputTokens))
+	if res.StopReason != "" {
+		span.SetAttributes(attribute.String("agentd.stop_reason", res.StopReason))
 	}
-	x := &execution{l: l, p: p, ctx: ctx}
-	// Restoring is not cut short by cancellation: a run canceled before it
-	// starts still ends through the loop, with its error event.
-	if err := x.restore(context.WithoutCancel(ctx)); err != nil {
-		return Result{}, fmt.Errorf("%w: %w", ErrRestore, err)
-	}
-	err = x.loop(ctx)
-	if err == nil {
-		return x.result(), nil
-	}
+	observe.EndSpan(span, err)
+}
+
+// stopped ends a loop that returned err: the error as Execute reports it,
+// its error event, and what was done, persisted even though ctx may be
+// done.
+//
+//go:noinline
+func (x *execution) stopped(ctx context.Context, err error) (Result, error) {
 	cause := context.Cause(ctx)
 	if ctx.Err() != nil && cause != nil {
 		switch {
@@ -267,16 +289,15 @@ func (l *Loop) Execute(ctx context.Context, p Params) (res Result, err error) {
 			err = fmt.Errorf("%w (%w)", cause, err)
 		}
 	}
-	// Persist what happened even though ctx may be done. A suspended run
-	// (its worker stops or lost it) gets no error event: it goes on
-	// elsewhere.
+	// A suspended run (its worker stops or lost it) gets no error event:
+	// it goes on elsewhere.
 	if !errors.Is(err, ErrSuspended) {
 		x.emit(EventError, errorData(err))
 	}
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if ferr := x.flush(flushCtx); ferr != nil {
-		l.Log.ErrorContext(ctx, "persist events of a stopped run", "err", ferr)
+		x.l.Log.ErrorContext(ctx, "persist events of a stopped run", "err", ferr)
 	}
 	return x.result(), err
 }
@@ -429,7 +450,36 @@ func (x *execution) pendingToolUses() []llm.Block {
 	return calls
 }
 
+// callModel makes the step's model call. It is three functions so that
+// the frame on the stack while the model is awaited is small: prepareCall
+// and finishCall are not inlined, and their locals (the request being
+// built, the span's attributes, the events' data) are gone during the
+// wait. That depth decides the stack size of a held chat's goroutine (see
+// docs/benchmarks.md, memory per chat).
 func (x *execution) callModel(ctx context.Context) error {
+	c, err := x.prepareCall(ctx)
+	if err != nil {
+		return err
+	}
+	resp, err := c.model.Stream(c.sctx, c.req, c.onDelta)
+	return x.finishCall(ctx, c, &resp, err)
+}
+
+// modelCall is one step's model call, between prepareCall and finishCall.
+type modelCall struct {
+	step    int
+	req     llm.Request
+	model   llm.Model
+	keyID   string
+	resv    *budget.Reservation // nil-safe
+	sctx    context.Context
+	span    trace.Span
+	start   time.Time
+	onDelta llm.DeltaFunc
+}
+
+//go:noinline
+func (x *execution) prepareCall(ctx context.Context) (*modelCall, error) {
 	a := x.p.Agent
 	step := x.st.Step + 1
 	req := llm.Request{
@@ -451,7 +501,7 @@ func (x *execution) callModel(ctx context.Context) error {
 	}
 	if x.l.Tokens != nil {
 		if err := x.l.Tokens.AllowTokens(ctx, x.p.Tenant, keyID); err != nil {
-			return fmt.Errorf("%w: %w", ErrRateLimited, err)
+			return nil, fmt.Errorf("%w: %w", ErrRateLimited, err)
 		}
 	}
 	var resv *budget.Reservation // nil-safe
@@ -460,7 +510,7 @@ func (x *execution) callModel(ctx context.Context) error {
 			Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, Run: x.p.RunID, RunMaxUSD: runCap(a.MaxCostUSD, x.p.MaxCostUSD),
 		}, x.worstCase(req))
 		if err != nil {
-			return fmt.Errorf("reserve budget for step %d: %w", step, err)
+			return nil, fmt.Errorf("reserve budget for step %d: %w", step, err)
 		}
 		resv = r
 	}
@@ -474,10 +524,17 @@ func (x *execution) callModel(ctx context.Context) error {
 			attribute.Int("gen_ai.request.max_tokens", a.MaxTokens),
 			attribute.Int("agentd.step", step),
 		))
-	start := time.Now()
-	resp, err := model.Stream(sctx, req, func(d llm.Delta) {
-		x.emit(EventTextDelta, textDelta{Step: step, Index: d.Index, Text: d.Text})
-	})
+	return &modelCall{
+		step: step, req: req, model: model, keyID: keyID, resv: resv, sctx: sctx, span: span, start: time.Now(),
+		onDelta: func(d llm.Delta) {
+			x.emit(EventTextDelta, textDelta{Step: step, Index: d.Index, Text: d.Text})
+		},
+	}, nil
+}
+
+//go:noinline
+func (x *execution) finishCall(ctx context.Context, c *modelCall, r *llm.Response, err error) error {
+	a, step, keyID, resv, span, start, resp := x.p.Agent, c.step, c.keyID, c.resv, c.span, c.start, *r
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"

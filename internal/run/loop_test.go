@@ -369,14 +369,14 @@ func TestResumeFromCheckpointRepeatsNothing(t *testing.T) {
 
 	// First attempt: the model call after the tool results "crashes".
 	b.loop.Model = &failingModel{Model: b.model, failAt: 2}
-	_, err := b.loop.Execute(context.Background(), p)
+	_, err := b.loop.Execute(context.Background(), &p)
 	require.Error(t, err)
 	require.Equal(t, int64(1), b.calls.n.Load())
 	requestsBefore := b.sim.Requests()
 
 	// Second attempt on a "new worker": resumes from the checkpoint.
 	b.loop.Model = b.model
-	res, err := b.loop.Execute(context.Background(), p)
+	res, err := b.loop.Execute(context.Background(), &p)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), b.calls.n.Load(), "the finished tool call is not repeated")
 	require.Equal(t, requestsBefore+1, b.sim.Requests(), "only the unfinished model call is made")

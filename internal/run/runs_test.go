@@ -367,7 +367,7 @@ func TestRunsResumeAfterWorkerDeath(t *testing.T) {
 		defer die(nil)
 		dying := &dyingModel{Model: env.model, dieAt: 2, die: func() { die(run.ErrSuspended) }}
 		deadLoop := &run.Loop{Model: dying, Store: env.st, Log: env.log}
-		_, err = deadLoop.Execute(dctx, run.Params{RunID: rn.ID, ConversationID: rn.ConversationID,
+		_, err = deadLoop.Execute(dctx, &run.Params{RunID: rn.ID, ConversationID: rn.ConversationID,
 			Agent: &env.agents["demo"].Agent, Input: userText(msg)})
 		require.ErrorIs(t, err, run.ErrSuspended)
 		require.Equal(t, int64(1), env.lookup.n.Load())
