@@ -109,14 +109,14 @@ func jsonType(kind string) string {
 	}
 }
 
+// handleChat is POST /v1/chat. Its work is split over functions that are
+// not inlined (decodeChat, serveChat, streamChat's helpers) so that the
+// frames on the stack of a chat waiting for its model stay small: that
+// depth decides the goroutine's stack size, most of a held chat's memory
+// (see docs/benchmarks.md, memory per chat).
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	if !s.checkJSON(w, r) {
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
-	req, err := DecodeChatRequest(r.Body)
-	if err != nil {
-		s.writeError(w, r, err)
+	req, ok := s.decodeChat(w, r)
+	if !ok {
 		return
 	}
 	// The tenant's cap first: a tenant over it must not take a slot (or a
@@ -141,7 +141,28 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		}
 		defer releaseStream()
 	}
-	chat, err := s.chat.Prepare(r.Context(), runChatParams(s.tenant(r), req))
+	s.serveChat(w, r, req)
+}
+
+// decodeChat reads the request body; false when it answered with an error.
+//
+//go:noinline
+func (s *Server) decodeChat(w http.ResponseWriter, r *http.Request) (*ChatRequest, bool) {
+	if !s.checkJSON(w, r) {
+		return nil, false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	req, err := DecodeChatRequest(r.Body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil, false
+	}
+	return &req, true
+}
+
+// serveChat runs an admitted chat.
+func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, req *ChatRequest) {
+	chat, err := s.chat.Prepare(r.Context(), runChatParams(s.tenant(r), *req))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -150,9 +171,16 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.streamChat(w, r, chat)
 		return
 	}
+	s.answerChat(w, r, req, chat)
+}
+
+// answerChat runs a chat and answers with its JSON.
+//
+//go:noinline
+func (s *Server) answerChat(w http.ResponseWriter, r *http.Request, req *ChatRequest, chat *run.Chat) {
 	answer, err := chat.Execute(r.Context(), nil)
 	if err != nil {
-		if queued, ok := s.enqueueUnavailable(r, req, chat, err); ok {
+		if queued, ok := s.enqueueUnavailable(r, *req, chat, err); ok {
 			w.Header().Set("Location", "/v1/runs/"+queued.ID)
 			writeJSON(w, http.StatusAccepted, run.NewRunBody(queued))
 			return
@@ -221,27 +249,36 @@ func (s *Server) checkJSON(w http.ResponseWriter, r *http.Request) bool {
 func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, chat *run.Chat) {
 	sw, done := s.startSSE(w, r)
 	defer done()
-	_, err := chat.Execute(r.Context(), sw.event)
-	if err != nil {
-		if queued, ok := s.enqueueUnavailable(r, ChatRequest{Agent: chat.Agent(), ConversationID: chat.RequestedConversationID(), Message: chat.Message()}, chat, err); ok {
-			// After the error event: the message lives on as a queued run
-			// (follow it with GET /v1/runs/{id}/events).
-			raw, _ := json.Marshal(run.NewRunBody(queued))
-			sw.unnumbered("queued", raw)
-			return
-		}
-		he := toHTTP(err)
-		if he.Status >= 500 {
-			s.log.ErrorContext(r.Context(), "streamed run failed", "type", he.Type, "err", err)
-		} else {
-			s.log.InfoContext(r.Context(), "streamed run ended", "type", he.Type, "err", err)
-		}
+	if _, err := chat.Execute(r.Context(), sw.event); err != nil {
+		s.streamChatFailed(r, sw, chat, err)
+	}
+}
+
+// streamChatFailed ends a stream whose chat failed: a queued run when the
+// models are unavailable and the agent says so, else the log line.
+//
+//go:noinline
+func (s *Server) streamChatFailed(r *http.Request, sw *sseWriter, chat *run.Chat, err error) {
+	if queued, ok := s.enqueueUnavailable(r, ChatRequest{Agent: chat.Agent(), ConversationID: chat.RequestedConversationID(), Message: chat.Message()}, chat, err); ok {
+		// After the error event: the message lives on as a queued run
+		// (follow it with GET /v1/runs/{id}/events).
+		raw, _ := json.Marshal(run.NewRunBody(queued))
+		sw.unnumbered("queued", raw)
+		return
+	}
+	he := toHTTP(err)
+	if he.Status >= 500 {
+		s.log.ErrorContext(r.Context(), "streamed run failed", "type", he.Type, "err", err)
+	} else {
+		s.log.InfoContext(r.Context(), "streamed run ended", "type", he.Type, "err", err)
 	}
 }
 
 // startSSE writes the headers of an event stream and keeps it alive with
 // ping comments until done is called. Each event is written as id: (its
 // seq), event: (its type) and one line of JSON data:, and flushed.
+//
+//go:noinline
 func (s *Server) startSSE(w http.ResponseWriter, _ *http.Request) (*sseWriter, func()) {
 	rc := http.NewResponseController(w)
 	// Streams outlive the server's write timeout; each write gets its own
