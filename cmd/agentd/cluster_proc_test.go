@@ -36,7 +36,7 @@ var clusterHTTP = &http.Client{
 
 // buildAgentd builds ./cmd/agentd into dir. With AGENTD_CLUSTER_RACE=1 the
 // binary has the race detector (slower, but checks the real processes).
-func buildAgentd(t *testing.T, dir string) string {
+func buildAgentd(t testing.TB, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "agentd")
 	args := []string{"build", "-o", bin}
@@ -53,7 +53,7 @@ func buildAgentd(t *testing.T, dir string) string {
 
 // clusterFreeAddr returns a 127.0.0.1 address whose port was free a moment
 // ago.
-func clusterFreeAddr(t *testing.T) string {
+func clusterFreeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -75,7 +75,7 @@ type proc struct {
 
 // startProc starts bin with args and extra environment, stdout and stderr
 // to dir/name.log. The process is killed (SIGKILL) at cleanup.
-func startProc(t *testing.T, dir, name, addr, bin string, env []string, args ...string) *proc {
+func startProc(t testing.TB, dir, name, addr, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -128,7 +128,7 @@ func (p *proc) exited() bool {
 
 // waitHTTP polls p.base+path until it answers 200, failing the test if the
 // process exits first or the deadline passes.
-func (p *proc) waitHTTP(t *testing.T, path string, within time.Duration) {
+func (p *proc) waitHTTP(t testing.TB, path string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -164,7 +164,7 @@ func tailFile(path string, n int) string {
 }
 
 // startSim starts `agentd sim` with the ledger on and waits until it serves.
-func startSim(t *testing.T, dir, bin string, extra ...string) *proc {
+func startSim(t testing.TB, dir, bin string, extra ...string) *proc {
 	t.Helper()
 	addr := clusterFreeAddr(t)
 	args := append([]string{"sim", "-addr", addr, "-api-key", "k", "-ledger", "-seed", "1"}, extra...)
@@ -213,7 +213,7 @@ agents:
 
 // startServeProc starts `agentd serve -role role` on a free port and waits
 // for /readyz.
-func startServeProc(t *testing.T, dir, name, bin, configPath, role string) *proc {
+func startServeProc(t testing.TB, dir, name, bin, configPath, role string) *proc {
 	t.Helper()
 	p := spawnServe(t, dir, name, bin, configPath, role)
 	p.waitHTTP(t, "/readyz", 60*time.Second)
@@ -221,7 +221,7 @@ func startServeProc(t *testing.T, dir, name, bin, configPath, role string) *proc
 }
 
 // spawnServe starts `agentd serve -role role` on a free port.
-func spawnServe(t *testing.T, dir, name, bin, configPath, role string) *proc {
+func spawnServe(t testing.TB, dir, name, bin, configPath, role string) *proc {
 	t.Helper()
 	addr := clusterFreeAddr(t)
 	return startProc(t, dir, name, addr, bin, []string{"AGENTD_SERVER_ADDR=" + addr},
