@@ -190,6 +190,7 @@ type streamCall struct {
 
 	httpResp   *http.Response
 	msg        sdk.Message
+	sent       []int // per block of msg: bytes of its text passed on
 	streamed   bool
 	badRequest error // the request does not encode
 	err        error // the stream's
@@ -289,22 +290,44 @@ func requestBody(req *llm.Request) ([]byte, error) {
 	return raw, nil
 }
 
-// accumulate adds the stream's current event to the message and passes a
-// text delta on; false when the call must end. Not inlined: its large
-// locals (an event is 5 KB) are on the stack only while an event is
-// handled, not while the next one is awaited.
+// accumulate adds the stream's current event to the message and passes
+// the text it added on; false when the call must end. Not inlined: an
+// event is 5 KB, and the SDK's Accumulate takes it by value, so this frame
+// is 10 KB; it is on the stack only while an event is handled, not while
+// the next one is awaited. The event is not kept in a local (a third
+// copy, which took the goroutine's stack from 16 to 32 KB): the text to
+// pass on is read from the message instead (passText).
 //
 //go:noinline
 func (s *streamCall) accumulate(stream *ssestream.Stream[sdk.MessageStreamEventUnion]) bool {
-	ev := stream.Current()
-	if err := s.msg.Accumulate(ev); err != nil {
+	if err := s.msg.Accumulate(stream.Current()); err != nil {
 		s.invalid = err
 		return false
 	}
-	if ev.Type == "content_block_delta" && ev.Delta.Type == "text_delta" && ev.Delta.Text != "" {
+	return s.passText()
+}
+
+// passText passes on, as deltas, the text that text_delta events added to
+// the message's blocks since the last call: s.sent holds how much of each
+// block's text was passed on. A block's text at its start is not a delta.
+func (s *streamCall) passText() bool {
+	n := len(s.msg.Content)
+	if n < len(s.sent) {
+		s.sent = s.sent[:n] // message_start replaced the message
+	}
+	for len(s.sent) < n {
+		s.sent = append(s.sent, len(s.msg.Content[len(s.sent)].Text))
+	}
+	for i := range n {
+		b := &s.msg.Content[i]
+		if len(b.Text) <= s.sent[i] {
+			continue
+		}
+		text := b.Text[s.sent[i]:]
+		s.sent[i] = len(b.Text)
 		s.streamed = true
 		select {
-		case s.deltas <- llm.Delta{Index: int(ev.Index), Text: ev.Delta.Text}:
+		case s.deltas <- llm.Delta{Index: i, Text: text}:
 		case <-s.stop:
 			return false
 		}

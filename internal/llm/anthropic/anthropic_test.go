@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -216,4 +217,29 @@ func TestStreamRefusesInvalidContent(t *testing.T) {
 		Messages: []llm.Message{{Role: "user", Content: json.RawMessage(`{"oops"`)}}}, nil)
 	require.ErrorContains(t, err, "encode request")
 	require.Zero(t, requests.Load())
+}
+
+// TestStreamDeltas: the deltas passed on add up to the answer's text, in
+// order, each with its block's index.
+func TestStreamDeltas(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(sim.New(sim.Config{APIKey: "k", Words: 40}, nil))
+	defer srv.Close()
+	c := anthropic.New(anthropic.Config{BaseURL: srv.URL, APIKey: "k"})
+	var (
+		text    strings.Builder
+		deltas  int
+		indexes = map[int]bool{}
+	)
+	resp, err := c.Stream(t.Context(), llm.Request{Model: "claude-sonnet-4-5", MaxTokens: 512,
+		Messages: []llm.Message{{Role: "user", Content: json.RawMessage(`"tell me something"`)}}}, func(d llm.Delta) {
+		deltas++
+		indexes[d.Index] = true
+		text.WriteString(d.Text)
+	})
+	require.NoError(t, err)
+	require.Greater(t, deltas, 5, "the answer streamed in pieces")
+	require.Equal(t, map[int]bool{0: true}, indexes)
+	require.Len(t, resp.Content, 1)
+	require.Equal(t, resp.Content[0].Text, text.String())
 }
