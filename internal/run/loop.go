@@ -59,8 +59,9 @@ var (
 	ErrSuspended = errors.New("run suspended")
 )
 
-// FlushInterval bounds how long an event waits in memory before it is
-// stored (and, for followers of the run, published) during a model call.
+// FlushInterval bounds how long a text delta waits in memory before it is
+// stored (and, for followers of the run, published) while a model call
+// streams; the events before it are stored with it.
 const FlushInterval = 100 * time.Millisecond
 
 // DefaultToolTimeout bounds one tool call.
@@ -206,8 +207,9 @@ type execution struct {
 	// by mu); pubMu orders the hand-offs.
 	stored []store.Event
 	pubMu  sync.Mutex
-	// pendingSince is when the oldest queued event was emitted.
-	pendingSince time.Time
+	// deltaSince is when the oldest text delta not yet stored was emitted
+	// (zero: none).
+	deltaSince time.Time
 	// ctx is Execute's context, for flushes from emit.
 	ctx    context.Context
 	cpStep int // checkpoint counter: one per model call and per tool result
@@ -415,7 +417,7 @@ func (x *execution) commitDone(ctx context.Context) error {
 		return err
 	}
 	x.seq, x.st.Seq, x.cpStep = done.Seq, done.Seq, x.cpStep+1
-	x.pending = x.pending[:0]
+	x.pending, x.deltaSince = x.pending[:0], time.Time{}
 	if x.p.OnEvent != nil {
 		x.p.OnEvent(done)
 	}
@@ -790,16 +792,21 @@ func (x *execution) emit(typ string, data any) {
 	x.seq++
 	now := time.Now().UTC()
 	ev := store.Event{RunID: x.p.RunID, Seq: x.seq, Type: typ, Data: raw, CreatedAt: now}
-	if len(x.pending) == 0 {
-		x.pendingSince = now
-	}
 	x.pending = append(x.pending, ev)
 	if x.p.OnEvent != nil {
 		x.p.OnEvent(ev)
 	}
 	flushed := false
-	if typ == EventTextDelta && now.Sub(x.pendingSince) >= FlushInterval {
-		// A long model call: store (and publish) its deltas so far. A
+	if typ == EventTextDelta && x.deltaSince.IsZero() {
+		x.deltaSince = now
+	}
+	// Measured from the first unstored delta, not from the oldest pending
+	// event: after a long wait for the first token (the start event is
+	// pending since the run began) the first delta does not write to the
+	// store on the token path, and an answer that streams in less than
+	// FlushInterval is stored once, with the step's checkpoint.
+	if typ == EventTextDelta && now.Sub(x.deltaSince) >= FlushInterval {
+		// A long stream: store (and publish) its deltas so far. A
 		// failure here is retried with the next flush or checkpoint.
 		if err := x.saveLocked(x.ctx, nil); err != nil {
 			x.l.Log.WarnContext(x.ctx, "flush events", "err", err)
@@ -880,6 +887,7 @@ func (x *execution) saveLocked(ctx context.Context, cp *store.Checkpoint) error 
 	}
 	x.stored = append(x.stored, x.pending...)
 	x.pending = make([]store.Event, 0, len(x.pending))
+	x.deltaSince = time.Time{}
 	return nil
 }
 

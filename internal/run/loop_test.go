@@ -414,3 +414,60 @@ func TestSweeperDeletesExpired(t *testing.T) {
 	_, err = b.store.GetConversation(context.Background(), "t1", ans.ConversationID)
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
+
+// flushCountingStore records the event-only SaveStep calls: the flushes of
+// text deltas while a model call streams.
+type flushCountingStore struct {
+	run.StepStore
+	mu      sync.Mutex
+	flushes [][]string // event types of each flush
+}
+
+func (s *flushCountingStore) SaveStep(ctx context.Context, cp *store.Checkpoint, events []store.Event) error {
+	if cp == nil {
+		types := make([]string, len(events))
+		for i, e := range events {
+			types[i] = e.Type
+		}
+		s.mu.Lock()
+		s.flushes = append(s.flushes, types)
+		s.mu.Unlock()
+	}
+	return s.StepStore.SaveStep(ctx, cp, events)
+}
+
+// TestDeltaFlushes: text deltas are stored while a model call streams
+// once the oldest unstored delta is FlushInterval old. A long wait for the
+// first token with a short answer after it writes nothing on the token
+// path (the start event waits for the checkpoint); a long stream is
+// flushed as it goes.
+func TestDeltaFlushes(t *testing.T) {
+	t.Parallel()
+	t.Run("SlowFirstTokenShortAnswer", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, sim.Config{Latency: 3 * run.FlushInterval, Words: 5})
+		fs := &flushCountingStore{StepStore: b.store}
+		b.loop.Store = fs
+		ans, err := b.chat(t, "", "hello")
+		require.NoError(t, err)
+		require.NotEmpty(t, ans.Text)
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		require.Empty(t, fs.flushes, "no store write on the token path")
+	})
+	t.Run("LongStream", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, sim.Config{EventDelay: run.FlushInterval / 4, Words: 40})
+		fs := &flushCountingStore{StepStore: b.store}
+		b.loop.Store = fs
+		_, err := b.chat(t, "", "hello")
+		require.NoError(t, err)
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		require.NotEmpty(t, fs.flushes, "a stream of 40 deltas, %v apart, is stored as it goes", run.FlushInterval/4)
+		require.Equal(t, run.EventStart, fs.flushes[0][0], "the first flush stores the events before the deltas too")
+		for _, f := range fs.flushes {
+			require.Contains(t, f, run.EventTextDelta)
+		}
+	})
+}
