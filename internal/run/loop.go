@@ -594,8 +594,10 @@ func (x *execution) finishCall(ctx context.Context, c *modelCall, r *llm.Respons
 	x.st.Messages = append(x.st.Messages, llm.Message{Role: "assistant", Content: content})
 	x.st.Results = nil
 	x.mu.Unlock()
+	toolUse := false
 	for _, b := range resp.Content {
 		if b.Type == "tool_use" {
+			toolUse = true
 			x.emit(EventToolUse, map[string]any{"step": step, "id": b.ID, "name": b.Name, "input": b.Input})
 		}
 	}
@@ -605,6 +607,14 @@ func (x *execution) finishCall(ctx context.Context, c *modelCall, r *llm.Respons
 		"cache_creation_input_tokens": u.CacheCreationInputTokens, "cache_read_input_tokens": u.CacheReadInputTokens,
 		"cost_usd": usd,
 	})
+	if !toolUse && x.p.Commit != nil {
+		// The final answer: the loop ends and commitDone stores this
+		// step's checkpoint and events with the turn, in one transaction,
+		// right after this. A checkpoint of its own would be one more
+		// write per chat; what it would save is one model call, for a run
+		// resumed after a crash between the two writes.
+		return nil
+	}
 	return x.checkpoint(ctx)
 }
 

@@ -162,7 +162,7 @@ func TestChatPlainAnswer(t *testing.T) {
 
 	cp, err := b.store.LatestCheckpoint(context.Background(), ans.RunID)
 	require.NoError(t, err)
-	require.Equal(t, 2, cp.Step, "a checkpoint per model call, plus the final one with the done event")
+	require.Equal(t, 1, cp.Step, "the final model call's checkpoint is the one stored with the turn and the done event")
 }
 
 func TestChatToolUseAndHistory(t *testing.T) {
@@ -179,7 +179,7 @@ func TestChatToolUseAndHistory(t *testing.T) {
 	require.Equal(t, []string{"start", "tool_use", "tool_use", "usage", "tool_result", "tool_result", "usage", "done"}, types(evs))
 	cp, err := b.store.LatestCheckpoint(context.Background(), ans.RunID)
 	require.NoError(t, err)
-	require.Equal(t, 5, cp.Step, "checkpoints: 2 model calls + 2 tool results + final")
+	require.Equal(t, 4, cp.Step, "checkpoints: the model call asking for tools, 2 tool results, the final answer with the turn")
 
 	// A follow-up sees the history: the conversation grows by one turn.
 	ans2, err := b.chat(t, ans.ConversationID, "thanks")
