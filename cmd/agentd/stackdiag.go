@@ -1,0 +1,42 @@
+//go:build stackdiag
+
+// The stackdiag build (scripts/stackdiag/build.sh) reports goroutine stacks
+// per kind of goroutine, to find which code path sets a held chat's stack
+// size. It needs runtime.AgentdStackStats, which only that script's runtime
+// overlay provides.
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+func init() {
+	path := os.Getenv("AGENTD_STACKDIAG")
+	if path == "" {
+		return
+	}
+	go func() {
+		for range time.Tick(time.Second) {
+			type kind struct {
+				name              string
+				goroutines, bytes int
+			}
+			var kinds []kind
+			for name, v := range runtime.AgentdStackStats() {
+				kinds = append(kinds, kind{name, v[0], v[1]})
+			}
+			slices.SortFunc(kinds, func(a, b kind) int { return b.bytes - a.bytes })
+			var sb strings.Builder
+			for _, k := range kinds {
+				fmt.Fprintf(&sb, "%7d goroutines %9d KB %7d B avg  %s\n", k.goroutines, k.bytes>>10, k.bytes/k.goroutines, k.name)
+			}
+			_ = os.WriteFile(path, []byte(sb.String()), 0o644)
+		}
+	}()
+}
