@@ -213,21 +213,15 @@ func adminGet(tb testing.TB, url string) string {
 // procStatusKB returns a "kB" field of /proc/PID/status, in bytes.
 func procStatusKB(tb testing.TB, pid int, field string) uint64 {
 	tb.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procStatus(pid, field)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for line := range strings.SplitSeq(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				tb.Fatalf("%s: %q: %v", field, line, err)
-			}
-			return kb << 10
-		}
+	kb, err := strconv.ParseUint(strings.TrimSuffix(v, " kB"), 10, 64)
+	if err != nil {
+		tb.Fatalf("%s: %q: %v", field, v, err)
 	}
-	tb.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
+	return kb << 10
 }
 
 func envInt(tb testing.TB, name string, def int) int {

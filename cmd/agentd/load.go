@@ -242,15 +242,18 @@ func progress(ctx context.Context, w io.Writer, status func() string) (stop func
 }
 
 // peakRSS reads VmHWM of a local process.
-func peakRSS(pid int) (string, error) {
+func peakRSS(pid int) (string, error) { return procStatus(pid, "VmHWM") }
+
+// procStatus returns a field of /proc/PID/status ("123 kB" for VmHWM).
+func procStatus(pid int, field string) (string, error) {
 	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			return strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:")), nil
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v), nil
 		}
 	}
-	return "", errors.New("no VmHWM in /proc status")
+	return "", fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
