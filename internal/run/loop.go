@@ -212,7 +212,7 @@ type execution struct {
 	deltaSince time.Time
 	// ctx is Execute's context, for flushes from emit.
 	ctx    context.Context
-	cpStep int // checkpoint counter: one per model call and per tool result
+	cpStep int // checkpoint counter: one per model call (the final answer's is the commit's) and per tool result
 }
 
 // Execute runs the loop to the end. On error the returned Result holds what
