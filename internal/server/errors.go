@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentd/agentd/internal/admission"
@@ -75,8 +76,12 @@ func toHTTP(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Type: "secret_in_message", Message: err.Error()}
 	case errors.Is(err, run.ErrAgentNotFound):
 		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: err.Error()}
-	case errors.Is(err, run.ErrConversationNotFound), errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, run.ErrConversationNotFound):
 		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: err.Error()}
+	case errors.Is(err, store.ErrNotFound):
+		// The store's error names the backend and the query: the client
+		// gets the resource of the route (writeError), the log the chain.
+		return &Error{Status: http.StatusNotFound, Type: "not_found"}
 	case errors.Is(err, run.ErrConversationAgent), errors.Is(err, run.ErrConversationBusy):
 		return &Error{Status: http.StatusConflict, Type: "conflict", Message: err.Error()}
 	}
@@ -122,6 +127,9 @@ func budgetExceeded(ex *budget.ExceededError) *Error {
 // and writes its JSON body.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	he := toHTTP(err)
+	if he.Message == "" && he.Type == "not_found" {
+		he.Message = notFoundMessage(r)
+	}
 	ctx := r.Context()
 	switch {
 	case he.Status >= 500:
@@ -146,6 +154,24 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, he.Status, errorBody{Error: errorDetail{
 		Type: he.Type, Message: he.Message, RequestID: requestID(ctx), RunID: he.RunID,
 	}})
+}
+
+// notFoundMessage names what the route looks up: "GET
+// /v1/conversations/{id}" answers "conversation not found".
+func notFoundMessage(r *http.Request) string {
+	path := r.Pattern
+	if _, p, ok := strings.Cut(path, " "); ok {
+		path = p
+	}
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	what := "resource"
+	for i := len(parts) - 1; i >= 0; i-- {
+		if strings.HasPrefix(parts[i], "{") && i > 0 {
+			what = strings.TrimSuffix(parts[i-1], "s")
+			break
+		}
+	}
+	return what + " not found"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -97,7 +96,7 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleGetRun(w http.ResponseWriter, r *http.Request) {
 	rn, err := s.runs.Store.GetRun(r.Context(), s.tenant(r), r.PathValue("id"))
 	if err != nil {
-		s.writeError(w, r, notFoundAs(err, "run"))
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, run.NewRunBody(rn))
@@ -154,7 +153,7 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
 	rn, err := s.runs.Cancel(r.Context(), s.tenant(r), r.PathValue("id"))
 	if err != nil {
-		s.writeError(w, r, notFoundAs(err, "run"))
+		s.writeError(w, r, err)
 		return
 	}
 	status := http.StatusAccepted // a running run stops at its next renewal
@@ -182,7 +181,7 @@ func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
 		break
 	}
 	if _, err := s.runs.Store.GetRun(r.Context(), tenant, id); err != nil {
-		s.writeError(w, r, notFoundAs(err, "run"))
+		s.writeError(w, r, err)
 		return
 	}
 	releaseTenant, err := s.tenants.Acquire(tenant, "stream")
@@ -215,11 +214,4 @@ func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil && ctx.Err() == nil && !errors.Is(err, errClientGone) {
 		s.log.WarnContext(r.Context(), "event stream ended", "run_id", id, "err", err)
 	}
-}
-
-func notFoundAs(err error, what string) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: fmt.Sprintf("%s not found", what)}
-	}
-	return err
 }
