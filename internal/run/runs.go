@@ -91,6 +91,9 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	}
 	if p.IdempotencyKey != "" {
 		if existing, ok, err := r.byKey(ctx, p.Tenant, p.IdempotencyKey); err != nil || ok {
+			if err == nil {
+				err = sameRequest(existing, p)
+			}
 			return existing, false, err
 		}
 	}
@@ -110,13 +113,44 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	if errors.Is(err, store.ErrConflict) && p.IdempotencyKey != "" {
 		// Lost a race with a request carrying the same key.
 		if existing, ok, kerr := r.byKey(ctx, p.Tenant, p.IdempotencyKey); kerr == nil && ok {
-			return existing, false, nil
+			return existing, false, sameRequest(existing, p)
 		}
 	}
 	if err != nil {
 		return store.Run{}, false, fmt.Errorf("submit run: %w", err)
 	}
 	return run, true, nil
+}
+
+// IdempotencyMismatchError: an Idempotency-Key was reused with a request
+// that differs from the one that created its run. Payment APIs answer
+// this as a client error rather than replaying the other request's run.
+type IdempotencyMismatchError struct {
+	Key   string
+	RunID string
+}
+
+func (e *IdempotencyMismatchError) Error() string {
+	return fmt.Sprintf("Idempotency-Key %q was already used for run %s with a different request; "+
+		"send the same request to get that run, or use a new key", e.Key, e.RunID)
+}
+
+// sameRequest checks that p is the request that created existing: the
+// stored run is the fingerprint of its request (agent, conversation,
+// message after the secret check, webhook, cost cap), so no hash needs to
+// be kept beside it.
+func sameRequest(existing store.Run, p SubmitParams) error {
+	var in runInput
+	_ = json.Unmarshal(existing.Input, &in) // stored by Submit
+	conv := existing.ConversationID
+	if in.NewConversation {
+		conv = "" // the request named none
+	}
+	if existing.Agent != p.Agent || conv != p.ConversationID || in.Message != p.Message ||
+		in.Webhook != p.Webhook || in.MaxCostUSD != p.MaxCostUSD {
+		return &IdempotencyMismatchError{Key: p.IdempotencyKey, RunID: existing.ID}
+	}
+	return nil
 }
 
 func (r *Runs) byKey(ctx context.Context, tenant, key string) (store.Run, bool, error) {

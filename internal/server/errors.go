@@ -71,6 +71,9 @@ func toHTTP(err error) *Error {
 	if ex, ok := budget.AsExceeded(err); ok {
 		return budgetExceeded(ex)
 	}
+	if im := (*run.IdempotencyMismatchError)(nil); errors.As(err, &im) {
+		return &Error{Status: http.StatusUnprocessableEntity, Type: "idempotency_key_reused", Message: im.Error()}
+	}
 	switch {
 	case errors.Is(err, run.ErrSecretInMessage):
 		return &Error{Status: http.StatusBadRequest, Type: "secret_in_message", Message: err.Error()}

@@ -482,10 +482,19 @@ func TestRunsIdempotency(t *testing.T) {
 		require.Equal(t, r1.ID, r2.ID)
 		require.Equal(t, r1.ConversationID, r2.ConversationID)
 
-		// Same key, different body: still the key's run.
-		third := b.submit(t, map[string]any{"agent": otherAgent, "message": "something else"}, "key-1")
-		require.Equal(t, http.StatusOK, third.Status, "body: %s", third.Body)
-		require.Equal(t, r1.ID, decodeRun(t, third.Body).ID)
+		// Same key, different body: refused with 422 naming the key, as
+		// payment APIs do; nothing is created and the key's run stays.
+		for _, other := range []map[string]any{
+			{"agent": otherAgent, "message": "only once please"},
+			{"agent": demoAgent, "message": "something else"},
+			{"agent": demoAgent, "message": "only once please", "conversation_id": r1.ConversationID},
+			{"agent": demoAgent, "message": "only once please", "max_cost_usd": 0.5},
+			{"agent": demoAgent, "message": "only once please", "webhook": "https://example.com/hook"},
+		} {
+			e := requireError(t, b.submit(t, other, "key-1"), http.StatusUnprocessableEntity, "idempotency_key_reused")
+			require.Contains(t, e.Error.Message, `"key-1"`, "the message names the key")
+		}
+		require.Equal(t, r1.ID, b.getRun(t, r1.ID).ID)
 
 		// Another key, or none: new runs.
 		other := b.submit(t, req, "key-2")
