@@ -203,7 +203,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 			"alert_webhook", cfg.Budgets.AlertWebhook.Value() != "", "reservation_ttl", cfg.Budgets.ReservationTTL)
 	}
 	svc := &agentrun.Service{Loop: loop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
-		Log: log, Metrics: metrics, Hub: be.Hub}
+		Log: log, Metrics: metrics, Hub: be.Hub, IdempotencyTTL: cfg.Runs.IdempotencyTTL}
 	if cfg.Redaction.Messages != config.MessageSecretsOff {
 		svc.Secrets = agentrun.NewMessageGuard(cfg.Redaction.Messages == config.MessageSecretsScrub,
 			observe.MinSecretLen, cfg.AllSecretValues()...)

@@ -36,6 +36,7 @@ type ChatStore interface {
 	AppendMessages(ctx context.Context, p store.AppendMessagesParams) (int64, error)
 	CreateRun(ctx context.Context, r store.Run) error
 	UpdateRun(ctx context.Context, p store.UpdateRunParams) error
+	replayStore
 }
 
 // ChatAgent is an agent as chat sees it: the loop's view plus conversation
@@ -69,6 +70,9 @@ type Service struct {
 	// Secrets, when set, refuses or scrubs messages that contain a
 	// configured secret value, before they are stored or sent.
 	Secrets *MessageGuard
+	// IdempotencyTTL is how long a chat's Idempotency-Key maps to its
+	// run (0: DefaultIdempotencyTTL).
+	IdempotencyTTL time.Duration
 
 	mu   sync.Mutex
 	busy map[string]struct{}
@@ -88,6 +92,8 @@ type ChatParams struct {
 	// MaxCostUSD caps this run's cost (0: only the agent's max_cost_usd);
 	// it can lower the agent's cap, never raise it.
 	MaxCostUSD float64
+	// IdempotencyKey, when set, is bound to the chat's run (see Replayed).
+	IdempotencyKey string
 }
 
 // Chat is a prepared chat turn: its run row exists and its conversation is
@@ -197,9 +203,22 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 	c.run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: c.conv.ID,
 		Status: store.RunRunning, Input: input, Attempt: 1, CreatedAt: now, StartedAt: now,
+		IdempotencyKey: p.IdempotencyKey,
 	}
 	if err := s.Store.CreateRun(ctx, c.run); err != nil {
 		s.release(c.conv.ID)
+		if errors.Is(err, store.ErrConflict) && p.IdempotencyKey != "" {
+			// Another request with the key won the race: it is another
+			// request, or still in progress (a retry gets its answer).
+			existing, ok, kerr := lookupKey(ctx, s.Store, p.Tenant, p.IdempotencyKey, s.idempotencyTTL())
+			if kerr != nil || !ok {
+				return nil, fmt.Errorf("create run: %w", err)
+			}
+			if merr := sameRequest(existing, chatRequest(p)); merr != nil {
+				return nil, merr
+			}
+			return nil, &IdempotencyInFlightError{Key: p.IdempotencyKey, RunID: existing.ID}
+		}
 		return nil, fmt.Errorf("create run: %w", err)
 	}
 	return c, nil

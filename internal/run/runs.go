@@ -92,7 +92,7 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	if p.IdempotencyKey != "" {
 		if existing, ok, err := r.byKey(ctx, p.Tenant, p.IdempotencyKey); err != nil || ok {
 			if err == nil {
-				err = sameRequest(existing, p)
+				err = sameRequest(existing, requestOf(p))
 			}
 			return existing, false, err
 		}
@@ -113,7 +113,7 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	if errors.Is(err, store.ErrConflict) && p.IdempotencyKey != "" {
 		// Lost a race with a request carrying the same key.
 		if existing, ok, kerr := r.byKey(ctx, p.Tenant, p.IdempotencyKey); kerr == nil && ok {
-			return existing, false, sameRequest(existing, p)
+			return existing, false, sameRequest(existing, requestOf(p))
 		}
 	}
 	if err != nil {
@@ -122,52 +122,8 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	return run, true, nil
 }
 
-// IdempotencyMismatchError: an Idempotency-Key was reused with a request
-// that differs from the one that created its run. Payment APIs answer
-// this as a client error rather than replaying the other request's run.
-type IdempotencyMismatchError struct {
-	Key   string
-	RunID string
-}
-
-func (e *IdempotencyMismatchError) Error() string {
-	return fmt.Sprintf("Idempotency-Key %q was already used for run %s with a different request; "+
-		"send the same request to get that run, or use a new key", e.Key, e.RunID)
-}
-
-// sameRequest checks that p is the request that created existing: the
-// stored run is the fingerprint of its request (agent, conversation,
-// message after the secret check, webhook, cost cap), so no hash needs to
-// be kept beside it.
-func sameRequest(existing store.Run, p SubmitParams) error {
-	var in runInput
-	_ = json.Unmarshal(existing.Input, &in) // stored by Submit
-	conv := existing.ConversationID
-	if in.NewConversation {
-		conv = "" // the request named none
-	}
-	if existing.Agent != p.Agent || conv != p.ConversationID || in.Message != p.Message ||
-		in.Webhook != p.Webhook || in.MaxCostUSD != p.MaxCostUSD {
-		return &IdempotencyMismatchError{Key: p.IdempotencyKey, RunID: existing.ID}
-	}
-	return nil
-}
-
 func (r *Runs) byKey(ctx context.Context, tenant, key string) (store.Run, bool, error) {
-	existing, err := r.Store.GetRunByIdempotencyKey(ctx, tenant, key)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return store.Run{}, false, nil
-	case err != nil:
-		return store.Run{}, false, fmt.Errorf("look up idempotency key: %w", err)
-	case time.Since(existing.CreatedAt) > r.idempotencyTTL():
-		// Expired but not yet swept: free the key for this request.
-		if _, err := r.Store.ExpireIdempotencyKeys(ctx, time.Now().Add(-r.idempotencyTTL())); err != nil {
-			return store.Run{}, false, fmt.Errorf("expire idempotency keys: %w", err)
-		}
-		return store.Run{}, false, nil
-	}
-	return existing, true, nil
+	return lookupKey(ctx, r.Store, tenant, key, r.idempotencyTTL())
 }
 
 func (r *Runs) idempotencyTTL() time.Duration {

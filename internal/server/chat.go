@@ -162,7 +162,11 @@ func (s *Server) decodeChat(w http.ResponseWriter, r *http.Request) (*ChatReques
 
 // serveChat runs an admitted chat.
 func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, req *ChatRequest) {
-	chat, err := s.chat.Prepare(r.Context(), runChatParams(s.tenant(r), *req))
+	params := runChatParams(s.tenant(r), *req)
+	if r.Header.Get("Idempotency-Key") != "" && s.replayChat(w, r, req, &params) {
+		return
+	}
+	chat, err := s.chat.Prepare(r.Context(), params)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -74,6 +74,9 @@ func toHTTP(err error) *Error {
 	if im := (*run.IdempotencyMismatchError)(nil); errors.As(err, &im) {
 		return &Error{Status: http.StatusUnprocessableEntity, Type: "idempotency_key_reused", Message: im.Error()}
 	}
+	if inf := (*run.IdempotencyInFlightError)(nil); errors.As(err, &inf) {
+		return &Error{Status: http.StatusConflict, Type: "idempotency_key_in_use", Message: inf.Error(), RetryAfter: 1, RunID: inf.RunID}
+	}
 	switch {
 	case errors.Is(err, run.ErrSecretInMessage):
 		return &Error{Status: http.StatusBadRequest, Type: "secret_in_message", Message: err.Error()}
@@ -88,7 +91,18 @@ func toHTTP(err error) *Error {
 	case errors.Is(err, run.ErrConversationAgent), errors.Is(err, run.ErrConversationBusy):
 		return &Error{Status: http.StatusConflict, Type: "conflict", Message: err.Error()}
 	}
-	info := run.ClassifyError(err)
+	e := classified(run.ClassifyError(err))
+	if e.Type == "upstream_unavailable" {
+		if le, ok := llm.AsError(err); ok && le.RetryAfter > 0 {
+			e.RetryAfter = int((le.RetryAfter + 999e6) / 1e9)
+		}
+	}
+	return e
+}
+
+// classified is the answer to a run's error of a type from
+// run.ClassifyError (also a replayed run's stored error event).
+func classified(info run.ErrorInfo) *Error {
 	e := &Error{Type: info.Type, Message: info.Message}
 	switch info.Type {
 	case "timeout", "upstream_timeout":
@@ -99,11 +113,10 @@ func toHTTP(err error) *Error {
 	case "upstream_unavailable":
 		e.Status = http.StatusServiceUnavailable
 		e.RetryAfter = 1
-		if le, ok := llm.AsError(err); ok && le.RetryAfter > 0 {
-			e.RetryAfter = int((le.RetryAfter + 999e6) / 1e9)
-		}
 	case "upstream_error":
 		e.Status = http.StatusBadGateway
+	case "budget_exceeded", "rate_limited":
+		e.Status = http.StatusTooManyRequests
 	case "max_steps":
 		e.Status = http.StatusInternalServerError
 	default:

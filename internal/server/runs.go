@@ -59,9 +59,9 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 	if !s.checkJSON(w, r) {
 		return
 	}
-	key := r.Header.Get("Idempotency-Key")
-	if len(key) > 255 {
-		s.writeError(w, r, badRequest("Idempotency-Key: at most 255 characters"))
+	key, err := idempotencyKey(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
