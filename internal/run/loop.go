@@ -24,6 +24,7 @@ import (
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/llm/metered"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/tool"
@@ -83,6 +84,10 @@ type Agent struct {
 	// Client makes the agent's model calls (its resilience stack: cache,
 	// fallbacks, breakers, retries, keys); nil: the Loop's Model.
 	Client llm.Model
+	// FallbackModels are the models Client falls back to, in order
+	// (agents[].fallback_models): a model call's budget reservation is the
+	// worst case of the dearest of Model and these.
+	FallbackModels []string
 }
 
 // StepStore is the part of the store the loop uses.
@@ -92,10 +97,9 @@ type StepStore interface {
 	ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]store.Event, error)
 }
 
-// UsageRecorder stores one usage row per model call (store.Usage does).
-type UsageRecorder interface {
-	AppendUsage(ctx context.Context, r store.UsageRecord) error
-}
+// UsageRecorder stores one usage row per model call (see
+// metered.UsageRecorder).
+type UsageRecorder = metered.UsageRecorder
 
 // Loop executes runs.
 type Loop struct {
@@ -114,27 +118,19 @@ type Loop struct {
 	// against the budgets of its tenant, key, agent and run before the
 	// call and settles the actual cost after it (budget.Enforcer does).
 	Budget BudgetReserver
+	// Pricing, Usage, Tokens, Budget and Metrics make up the metering of
+	// the loop's model calls: see package metered, which does it.
 }
 
-// BudgetReserver holds a model call's cost against budgets. Reserve
-// returns an error (a *budget.ExceededError when a budget has no room) and
-// the model call is then not made.
-type BudgetReserver interface {
-	Reserve(ctx context.Context, s budget.Subject, usd float64) (*budget.Reservation, error)
-}
+// BudgetReserver holds a model call's cost against budgets (see
+// metered.BudgetReserver).
+type BudgetReserver = metered.BudgetReserver
 
-// TokenLimiter limits model tokens (ratelimit.Limiter does). key is the
-// API key's id, "" when unknown (queued runs, authentication off).
-type TokenLimiter interface {
-	// AllowTokens returns an error (a *ratelimit.Error) when the budget
-	// of tenant or key is spent; the model call is then not made.
-	AllowTokens(ctx context.Context, tenant, key string) error
-	// AddTokens debits the tokens a model call used.
-	AddTokens(ctx context.Context, tenant, key string, n int64)
-}
+// TokenLimiter limits model tokens (see metered.TokenLimiter).
+type TokenLimiter = metered.TokenLimiter
 
 // ErrRateLimited wraps a TokenLimiter's refusal.
-var ErrRateLimited = errors.New("model token rate limit exceeded")
+var ErrRateLimited = metered.ErrRateLimited
 
 // Params are the inputs of Execute.
 type Params struct {
@@ -472,11 +468,8 @@ type modelCall struct {
 	step    int
 	req     llm.Request
 	model   llm.Model
-	keyID   string
-	resv    *budget.Reservation // nil-safe
+	metered *metered.Call
 	sctx    context.Context
-	span    trace.Span
-	start   time.Time
 	onDelta llm.DeltaFunc
 }
 
@@ -501,33 +494,17 @@ func (x *execution) prepareCall(ctx context.Context) (*modelCall, error) {
 	if pr, ok := auth.FromContext(ctx); ok {
 		keyID = pr.KeyID
 	}
-	if x.l.Tokens != nil {
-		if err := x.l.Tokens.AllowTokens(ctx, x.p.Tenant, keyID); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrRateLimited, err)
-		}
+	m := x.l.meter()
+	sctx, mc, err := m.Begin(ctx, metered.CallInfo{
+		Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, RunID: x.p.RunID, Step: step,
+		Model: a.Model, Fallbacks: a.FallbackModels, MaxTokens: int64(a.MaxTokens), Request: &req,
+		RunMaxUSD: runCap(a.MaxCostUSD, x.p.MaxCostUSD), Trace: true,
+	})
+	if err != nil {
+		return nil, err
 	}
-	var resv *budget.Reservation // nil-safe
-	if x.l.Budget != nil {
-		r, err := x.l.Budget.Reserve(ctx, budget.Subject{
-			Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, Run: x.p.RunID, RunMaxUSD: runCap(a.MaxCostUSD, x.p.MaxCostUSD),
-		}, x.worstCase(req))
-		if err != nil {
-			return nil, fmt.Errorf("reserve budget for step %d: %w", step, err)
-		}
-		resv = r
-	}
-	// GenAI semantic conventions: "{operation} {request model}", client.
-	sctx, span := observe.Tracer().Start(ctx, "chat "+a.Model, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(
-			attribute.String("gen_ai.operation.name", "chat"),
-			attribute.String("gen_ai.system", "anthropic"),
-			attribute.String("gen_ai.provider.name", "anthropic"),
-			attribute.String("gen_ai.request.model", a.Model),
-			attribute.Int("gen_ai.request.max_tokens", a.MaxTokens),
-			attribute.Int("agentd.step", step),
-		))
 	return &modelCall{
-		step: step, req: req, model: model, keyID: keyID, resv: resv, sctx: sctx, span: span, start: time.Now(),
+		step: step, req: req, model: model, metered: mc, sctx: sctx,
 		onDelta: func(d llm.Delta) {
 			x.emit(EventTextDelta, textDelta{Step: step, Index: d.Index, Text: d.Text})
 		},
@@ -536,48 +513,13 @@ func (x *execution) prepareCall(ctx context.Context) (*modelCall, error) {
 
 //go:noinline
 func (x *execution) finishCall(ctx context.Context, c *modelCall, r *llm.Response, err error) error {
-	a, step, keyID, resv, span, start, resp := x.p.Agent, c.step, c.keyID, c.resv, c.span, c.start, *r
-	outcome := "ok"
 	if err != nil {
-		outcome = "error"
-		if e, ok := llm.AsError(err); ok {
-			outcome = e.Type
-		} else if ctx.Err() != nil {
-			outcome = "canceled"
-		}
-	}
-	x.l.Metrics.ObserveLLM(a.Model, outcome, time.Since(start))
-	if err != nil {
-		// A failed call reports no usage: nothing is recorded as spent.
-		resv.Settle(ctx, 0)
-		span.SetAttributes(attribute.String("error.type", outcome))
-		observe.EndSpan(span, err)
+		c.metered.Abort(ctx, err)
 		return err
 	}
+	step, resp := c.step, r
+	usd := c.metered.Settle(ctx, resp)
 	u := resp.Usage
-	answered := resp.Model // a fallback model may have answered
-	if answered == "" {
-		answered = a.Model
-	}
-	span.SetAttributes(
-		attribute.String("gen_ai.response.model", answered),
-		attribute.Int64("gen_ai.usage.input_tokens", u.InputTokens),
-		attribute.Int64("gen_ai.usage.output_tokens", u.OutputTokens),
-		attribute.Int64("gen_ai.usage.cache_creation.input_tokens", u.CacheCreationInputTokens),
-		attribute.Int64("gen_ai.usage.cache_read.input_tokens", u.CacheReadInputTokens),
-		attribute.StringSlice("gen_ai.response.finish_reasons", []string{resp.StopReason}),
-		attribute.Bool("agentd.cached", resp.Cached),
-	)
-	if resp.ID != "" {
-		span.SetAttributes(attribute.String("gen_ai.response.id", resp.ID))
-	}
-	span.End()
-	x.l.Metrics.AddTokens(a.Name, answered, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
-	if x.l.Tokens != nil {
-		x.l.Tokens.AddTokens(context.WithoutCancel(ctx), x.p.Tenant, keyID, int64(u.InputTokens+u.OutputTokens+u.CacheCreationInputTokens))
-	}
-	usd := x.recordUsage(ctx, step, answered, resp)
-	resv.Settle(ctx, usd)
 
 	content, err := json.Marshal(resp.Content)
 	if err != nil {
@@ -629,53 +571,9 @@ func runCap(a, b float64) float64 {
 	return min(a, b)
 }
 
-// worstCase is the most the call req may cost at the agent's model's
-// price: its prompt (estimated from the bytes of its JSON, see
-// cost.EstimateTokens) and max_tokens of output. A fallback model with a
-// higher price is not accounted for.
-func (x *execution) worstCase(req llm.Request) float64 {
-	n := len(req.System)
-	if b, err := json.Marshal(req.Messages); err == nil {
-		n += len(b)
-	}
-	if b, err := json.Marshal(req.Tools); err == nil {
-		n += len(b)
-	}
-	return x.l.Pricing.WorstCase(req.Model, cost.EstimateTokens(n), int64(req.MaxTokens))
-}
-
-// recordUsage prices a finished model call and writes its usage row; it
-// returns the cost. A response cache hit costs nothing (its usage is zero)
-// and gets a row too, marked cached. A failed write is logged: the call
-// happened whether or not its row was stored.
-func (x *execution) recordUsage(ctx context.Context, step int, model string, resp llm.Response) float64 {
-	usd, known := x.l.Pricing.Cost(model, resp.Usage)
-	if resp.Cached {
-		usd, known = 0, true
-	}
-	x.l.Metrics.AddCost(model, usd, !known && x.l.Pricing != nil)
-	if x.l.Usage == nil {
-		return usd
-	}
-	u := resp.Usage
-	rec := store.UsageRecord{
-		Time: time.Now().UTC(), Tenant: x.p.Tenant, Agent: x.p.Agent.Name, Model: model, RunID: x.p.RunID, Step: step,
-		InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
-		CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens,
-		CostUSD: usd, Cached: resp.Cached,
-	}
-	// The API key a synchronous chat was made with; queued runs do not
-	// keep theirs yet ("").
-	if pr, ok := auth.FromContext(ctx); ok {
-		rec.Key = pr.KeyID
-	}
-	// Written even if the run is being canceled: the call was made.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := x.l.Usage.AppendUsage(wctx, rec); err != nil {
-		x.l.Log.ErrorContext(ctx, "record usage of a model call", "step", step, "model", model, "cost_usd", usd, "err", err)
-	}
-	return usd
+// meter is the Loop's metering of model calls.
+func (l *Loop) meter() metered.Meter {
+	return metered.Meter{Pricing: l.Pricing, Usage: l.Usage, Tokens: l.Tokens, Budget: l.Budget, Metrics: l.Metrics, Log: l.Log}
 }
 
 // runTools runs the tool calls of one model turn in parallel, checkpointing
