@@ -20,7 +20,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,17 +61,6 @@ type TokenLimiter = metered.TokenLimiter
 // Budgets reserves a call's worst-case cost before it is made and settles
 // it after (budget.Enforcer does).
 type Budgets = metered.BudgetReserver
-
-// Policy is what a tenant may call.
-type Policy struct {
-	// AllowModels lists the models (after aliases) the tenant may call;
-	// empty: every model.
-	AllowModels []string
-	// FallbackModels maps a model (after aliases) to the models tried in
-	// order when it fails before answering. Empty: no fallback, the
-	// default (a client may depend on the exact model).
-	FallbackModels map[string][]string
-}
 
 // Config configures a Handler.
 type Config struct {
@@ -313,8 +301,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 func (h *Handler) begin(ctx context.Context, c *call, req *llm.Request, fallbacks []string, maxTokens int64) (*metered.Call, error) {
 	_, mc, err := h.meter.Begin(ctx, metered.CallInfo{
 		Tenant: c.tenant, Key: c.key, Agent: Agent,
-		Model: c.model, Fallbacks: fallbacks, MaxTokens: maxTokens, Request: req,
-	})
+		Model: c.model, Fallbacks: fallbacks, MaxTokens: maxTokens,
+	}, req)
 	return mc, err
 }
 
@@ -349,35 +337,6 @@ func (h *Handler) Wait() {
 	for h.calls.Load() > 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// allows reports whether the policy lets model be called.
-func (p Policy) allows(model string) bool {
-	return len(p.AllowModels) == 0 || slices.Contains(p.AllowModels, model)
-}
-
-// fallbacks are model's fallback models the policy allows: a fallback never
-// calls a model the tenant may not use.
-func (p Policy) fallbacks(model string) []string {
-	fb := p.FallbackModels[model]
-	if len(p.AllowModels) == 0 || len(fb) == 0 {
-		return fb
-	}
-	out := make([]string, 0, len(fb))
-	for _, m := range fb {
-		if p.allows(m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// policy is tenant's policy.
-func (h *Handler) policy(tenant string) Policy {
-	if p, ok := h.cfg.Tenants[tenant]; ok {
-		return p
-	}
-	return h.cfg.Default
 }
 
 // refusalOf maps a limit's error to a Refusal.
@@ -534,43 +493,4 @@ func (c *call) labelModel() string {
 		return id
 	}
 	return "other"
-}
-
-// Request headers that are the gateway's or the connection's, never
-// forwarded: credentials (agentd's key is replaced by a pool key),
-// hop-by-hop headers, and Accept-Encoding (the transport negotiates
-// compression itself, so it can read the answer's usage).
-var dropRequestHeader = map[string]bool{
-	"Authorization": true, "X-Api-Key": true, "Cookie": true, "Proxy-Authorization": true,
-	"Host": true, "Content-Length": true, "Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Accept-Encoding": true,
-}
-
-// Response headers never copied to the client: hop-by-hop ones and those
-// the gateway's own writer sets.
-var dropResponseHeader = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
-	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true, "Content-Encoding": true,
-	// agentd's organization and its quota, not the tenant's.
-	"Set-Cookie": true, "Anthropic-Organization-Id": true,
-}
-
-func forwardHeader(in http.Header) http.Header {
-	out := make(http.Header, len(in))
-	for k, v := range in {
-		if !dropRequestHeader[k] && !strings.HasPrefix(k, "X-Forwarded-") {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-func copyHeader(dst, src http.Header) {
-	for k, v := range src {
-		// Anthropic-Ratelimit-*: the limits of agentd's key; the
-		// tenant's are agentd's X-RateLimit-*.
-		if !dropResponseHeader[k] && !strings.HasPrefix(k, "Anthropic-Ratelimit-") {
-			dst[k] = v
-		}
-	}
 }

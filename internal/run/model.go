@@ -59,9 +59,9 @@ func (x *execution) prepareCall(ctx context.Context) (*modelCall, error) {
 	m := x.l.meter()
 	sctx, mc, err := m.Begin(ctx, metered.CallInfo{
 		Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, RunID: x.p.RunID, Step: step,
-		Model: a.Model, Fallbacks: a.FallbackModels, MaxTokens: int64(a.MaxTokens), Request: &req,
+		Model: a.Model, Fallbacks: a.FallbackModels, MaxTokens: int64(a.MaxTokens),
 		RunMaxUSD: runCap(a.MaxCostUSD, x.p.MaxCostUSD), Trace: true,
-	})
+	}, &req)
 	if err != nil {
 		return nil, err
 	}

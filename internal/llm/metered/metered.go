@@ -9,7 +9,7 @@
 // an llm.Model decorator because the gateway learns a call's usage from
 // the bytes it relays, after the answer has reached its client:
 //
-//	ctx, call, err := meter.Begin(ctx, info) // limits, reservation, span
+//	ctx, call, err := meter.Begin(ctx, info, &req) // limits, reservation, span
 //	resp, err := model.Stream(ctx, req, onDelta)
 //	if err != nil { call.Abort(ctx, err) } else { call.Settle(ctx, &resp) }
 package metered
@@ -93,10 +93,6 @@ type CallInfo struct {
 	Fallbacks []string
 	// MaxTokens is the call's max_tokens.
 	MaxTokens int64
-	// Request sizes the prompt of the reservation: a passthrough's body,
-	// or else the JSON of its system prompt, messages and tools. nil: an
-	// empty prompt. Read only by Begin.
-	Request *llm.Request
 	// RunMaxUSD caps the run's cost (0: none).
 	RunMaxUSD float64
 	// Trace wraps the call in a client span ("chat <model>", GenAI
@@ -110,19 +106,27 @@ type CallInfo struct {
 // (the call answered) or Abort (it did not); a nil *Call ends as a no-op.
 type Call struct {
 	m     Meter
-	info  CallInfo
+	info  callInfo
 	resv  *budget.Reservation // nil-safe
 	span  trace.Span          // nil unless info.Trace
 	start time.Time
 }
 
-// Begin checks the call's limits and reserves its worst-case cost; with
+// callInfo is the part of CallInfo a Call keeps.
+type callInfo struct {
+	Tenant, Key, Agent, RunID, Model string
+	Step                             int
+	Trace                            bool
+}
+
+// Begin checks the call's limits and reserves its worst-case cost, its
+// prompt sized from req (see WorstCase; req is only read, and not kept); with
 // info.Trace it starts the call's span, and the context returned carries
 // it (make the call with that context). Its error is ErrRateLimited
 // wrapping the limiter's refusal, or a reservation's error (a
 // *budget.ExceededError, or a store error: budgets fail closed); the call
 // must then not be made.
-func (m *Meter) Begin(ctx context.Context, info CallInfo) (context.Context, *Call, error) {
+func (m *Meter) Begin(ctx context.Context, info CallInfo, req *llm.Request) (context.Context, *Call, error) {
 	if m.Tokens != nil {
 		if err := m.Tokens.AllowTokens(ctx, info.Tenant, info.Key); err != nil {
 			return ctx, nil, fmt.Errorf("%w: %w", ErrRateLimited, err)
@@ -132,7 +136,7 @@ func (m *Meter) Begin(ctx context.Context, info CallInfo) (context.Context, *Cal
 	if m.Budget != nil {
 		r, err := m.Budget.Reserve(ctx, budget.Subject{
 			Tenant: info.Tenant, Key: info.Key, Agent: info.Agent, Run: info.RunID, RunMaxUSD: info.RunMaxUSD,
-		}, m.WorstCase(&info))
+		}, m.WorstCase(&info, req))
 		if err != nil {
 			if info.Step > 0 {
 				return ctx, nil, fmt.Errorf("reserve budget for step %d: %w", info.Step, err)
@@ -141,8 +145,10 @@ func (m *Meter) Begin(ctx context.Context, info CallInfo) (context.Context, *Cal
 		}
 		resv = r
 	}
-	info.Request = nil // not kept: a gateway body may be large
-	c := &Call{m: *m, info: info, resv: resv}
+	c := &Call{m: *m, resv: resv, info: callInfo{
+		Tenant: info.Tenant, Key: info.Key, Agent: info.Agent, RunID: info.RunID, Model: info.Model,
+		Step: info.Step, Trace: info.Trace,
+	}}
 	if info.Trace {
 		ctx, c.span = startSpan(ctx, &info)
 	}
@@ -150,12 +156,12 @@ func (m *Meter) Begin(ctx context.Context, info CallInfo) (context.Context, *Cal
 	return ctx, c, nil
 }
 
-// WorstCase is the most the call may cost: its prompt (estimated from its
-// bytes, see cost.EstimateTokens) and MaxTokens of output, at the price of
-// the dearest model of its fallback chain (the call may end on any of
-// them).
-func (m *Meter) WorstCase(info *CallInfo) float64 {
-	tokens := cost.EstimateTokens(promptBytes(info.Request))
+// WorstCase is the most the call may cost: its prompt (req's, estimated
+// from its bytes, see cost.EstimateTokens; nil: empty) and MaxTokens of
+// output, at the price of the dearest model of its fallback chain (the
+// call may end on any of them).
+func (m *Meter) WorstCase(info *CallInfo, req *llm.Request) float64 {
+	tokens := cost.EstimateTokens(promptBytes(req))
 	worst := m.Pricing.WorstCase(info.Model, tokens, info.MaxTokens)
 	for _, f := range info.Fallbacks {
 		worst = max(worst, m.Pricing.WorstCase(f, tokens, info.MaxTokens))

@@ -60,18 +60,18 @@ func TestWorstCaseIsTheDearestModelOfTheChain(t *testing.T) {
 	t.Parallel()
 	_, m := setup()
 	body := make([]byte, 3000) // 1000 tokens
-	info := metered.CallInfo{Model: "claude-haiku-4-5", MaxTokens: 1000,
-		Request: &llm.Request{Passthrough: &llm.Passthrough{Body: body}}}
+	info := metered.CallInfo{Model: "claude-haiku-4-5", MaxTokens: 1000}
+	req := &llm.Request{Passthrough: &llm.Passthrough{Body: body}}
 	haiku := (1000*1.25 + 1000*5) / 1e6
-	require.InDelta(t, haiku, m.WorstCase(&info), 1e-12)
+	require.InDelta(t, haiku, m.WorstCase(&info, req), 1e-12)
 
 	info.Fallbacks = []string{"claude-opus-4-1", "claude-sonnet-4-5"}
 	opus := (1000*18.75 + 1000*75) / 1e6
-	require.InDelta(t, opus, m.WorstCase(&info), 1e-12)
+	require.InDelta(t, opus, m.WorstCase(&info, req), 1e-12)
 
 	// An unpriced fallback costs 0 and never lowers the reservation.
 	info.Fallbacks = []string{"no-such-model"}
-	require.InDelta(t, haiku, m.WorstCase(&info), 1e-12)
+	require.InDelta(t, haiku, m.WorstCase(&info, req), 1e-12)
 }
 
 func TestBeginReservesAndSettleRecords(t *testing.T) {
@@ -80,7 +80,7 @@ func TestBeginReservesAndSettleRecords(t *testing.T) {
 	ctx, call, err := m.Begin(t.Context(), metered.CallInfo{
 		Tenant: "t1", Key: "k1", Agent: "demo", RunID: "r1", Step: 2, RunMaxUSD: 0.5,
 		Model: "claude-haiku-4-5", Fallbacks: []string{"claude-sonnet-4-5"}, MaxTokens: 100, Trace: true,
-	})
+	}, nil)
 	require.NoError(t, err)
 	require.NotNil(t, ctx)
 	require.Equal(t, []float64{100 * 15 / 1e6}, f.reserved, "sonnet's output price: the dearest of the chain")
@@ -104,7 +104,7 @@ func TestBeginReservesAndSettleRecords(t *testing.T) {
 
 	// A cache hit costs nothing and is recorded as such; no model named:
 	// the model called.
-	_, call, err = m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Agent: "demo", Model: "claude-haiku-4-5"})
+	_, call, err = m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Agent: "demo", Model: "claude-haiku-4-5"}, nil)
 	require.NoError(t, err)
 	require.Zero(t, call.Settle(t.Context(), &llm.Response{Usage: u, Cached: true}))
 	require.Equal(t, "claude-haiku-4-5", f.rows[1].Model)
@@ -115,19 +115,19 @@ func TestRefusalsAndAbort(t *testing.T) {
 	t.Parallel()
 	f, m := setup()
 	f.refuse = errors.New("spent")
-	_, call, err := m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Model: "claude-haiku-4-5"})
+	_, call, err := m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Model: "claude-haiku-4-5"}, nil)
 	require.ErrorIs(t, err, metered.ErrRateLimited)
 	require.Nil(t, call)
 	require.Empty(t, f.reserved, "a refused call reserves nothing")
 
 	f.refuse, f.noRoom = nil, true
-	_, _, err = m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Key: "k1", Step: 3, Model: "claude-haiku-4-5"})
+	_, _, err = m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Key: "k1", Step: 3, Model: "claude-haiku-4-5"}, nil)
 	_, ok := budget.AsExceeded(err)
 	require.True(t, ok)
 	require.ErrorContains(t, err, "reserve budget for step 3")
 
 	f.noRoom = false
-	_, call, err = m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Model: "claude-haiku-4-5", Trace: true})
+	_, call, err = m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Model: "claude-haiku-4-5", Trace: true}, nil)
 	require.NoError(t, err)
 	call.Abort(t.Context(), &llm.Error{Type: "overloaded_error", Status: 529})
 	require.Empty(t, f.rows, "a failed call has no usage row")
