@@ -35,6 +35,9 @@ type modelCall struct {
 	onDelta llm.DeltaFunc
 }
 
+// prepareCall builds the step's request and begins its metering: the token
+// rate limit, the budget reservation and the span (package metered).
+//
 //go:noinline
 func (x *execution) prepareCall(ctx context.Context) (*modelCall, error) {
 	a := x.p.Agent
@@ -73,6 +76,9 @@ func (x *execution) prepareCall(ctx context.Context) (*modelCall, error) {
 	}, nil
 }
 
+// finishCall ends the call's metering (its usage row, cost and settlement)
+// and takes its answer into the state, the events and a checkpoint.
+//
 //go:noinline
 func (x *execution) finishCall(ctx context.Context, c *modelCall, r *llm.Response, err error) error {
 	if err != nil {
