@@ -484,7 +484,7 @@ func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.C
 			Agent: agentrun.Agent{
 				Name: a.Name, Model: a.Model, System: a.System,
 				MaxSteps: a.MaxSteps, MaxTokens: a.MaxTokens, Timeout: a.Timeout, MaxCostUSD: a.MaxCostUSD,
-				Tools: tools.Tools(a.Name), ToolTimeout: tools.ToolTimeout(a.Name),
+				Tools: tools.Tools(a.Name), ToolTimeout: tools.ToolTimeout(a.Name), FallbackModels: a.FallbackModels,
 			},
 			MaxMessages:            a.MaxMessages,
 			EnqueueWhenUnavailable: a.OnUnavailable == config.OnUnavailableEnqueue,

@@ -20,7 +20,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,9 +28,9 @@ import (
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/llm/metered"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/ratelimit"
-	"github.com/agentd/agentd/internal/store"
 )
 
 // Agent is the agent name of the gateway's usage rows and token metrics.
@@ -53,34 +52,15 @@ type Upstream interface {
 }
 
 // UsageRecorder stores one usage row per call (store.Usage does).
-type UsageRecorder interface {
-	AppendUsage(ctx context.Context, r store.UsageRecord) error
-}
+type UsageRecorder = metered.UsageRecorder
 
 // TokenLimiter limits model tokens per tenant and API key
 // (ratelimit.Limiter does).
-type TokenLimiter interface {
-	AllowTokens(ctx context.Context, tenant, key string) error
-	AddTokens(ctx context.Context, tenant, key string, n int64)
-}
+type TokenLimiter = metered.TokenLimiter
 
 // Budgets reserves a call's worst-case cost before it is made and settles
 // it after (budget.Enforcer does).
-type Budgets interface {
-	WorstCase(model string, promptBytes int, maxTokens int64) float64
-	Reserve(ctx context.Context, s budget.Subject, usd float64) (*budget.Reservation, error)
-}
-
-// Policy is what a tenant may call.
-type Policy struct {
-	// AllowModels lists the models (after aliases) the tenant may call;
-	// empty: every model.
-	AllowModels []string
-	// FallbackModels maps a model (after aliases) to the models tried in
-	// order when it fails before answering. Empty: no fallback, the
-	// default (a client may depend on the exact model).
-	FallbackModels map[string][]string
-}
+type Budgets = metered.BudgetReserver
 
 // Config configures a Handler.
 type Config struct {
@@ -119,6 +99,8 @@ type Handler struct {
 	// allow-lists, fallbacks): they get their own provider stack.
 	listed map[string]bool
 	sem    chan struct{}
+	// meter meters the calls (limits, reservation, usage, settlement).
+	meter metered.Meter
 	// calls counts calls from their start to the end of their accounting
 	// (Wait).
 	calls atomic.Int64
@@ -151,7 +133,12 @@ func New(cfg Config) (*Handler, error) {
 			}
 		}
 	}
-	return &Handler{cfg: cfg, log: log, listed: listed, sem: make(chan struct{}, maxBackground)}, nil
+	h := &Handler{cfg: cfg, log: log, listed: listed, sem: make(chan struct{}, maxBackground)}
+	h.meter = metered.Meter{Pricing: cfg.Pricing, Usage: cfg.Usage, Tokens: cfg.Tokens, Metrics: cfg.LLMMetrics, Log: log}
+	if cfg.Budgets != nil {
+		h.meter.Budget = cfg.Budgets
+	}
+	return h, nil
 }
 
 // ServeHTTP serves POST /v1/messages and POST /v1/messages/count_tokens.
@@ -274,30 +261,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		h.log.DebugContext(ctx, "gateway request body", "body", string(body))
 	}
 
-	settle := func(context.Context, float64) {}
-	if !count {
-		if h.cfg.Tokens != nil {
-			if err := h.cfg.Tokens.AllowTokens(ctx, c.tenant, c.key); err != nil {
-				c.refuse(refusalOf(err))
-				return
-			}
-		}
-		if h.cfg.Budgets != nil {
-			// Gateway calls count as the agent "gateway" (budgets.agents).
-			// The worst case of the dearest model the call may end on.
-			worst := h.cfg.Budgets.WorstCase(c.model, len(body), f.maxTokens)
-			for _, m := range fallbacks {
-				worst = max(worst, h.cfg.Budgets.WorstCase(m, len(body), f.maxTokens))
-			}
-			res, err := h.cfg.Budgets.Reserve(ctx, budget.Subject{Tenant: c.tenant, Key: c.key, Agent: Agent}, worst)
-			if err != nil {
-				c.refuse(refusalOf(err))
-				return
-			}
-			settle = res.Settle
-		}
-	}
-
 	path := r.URL.Path
 	if r.URL.RawQuery != "" {
 		path += "?" + r.URL.RawQuery // e.g. the Agent SDK's ?beta=true
@@ -307,6 +270,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		Header: forwardHeader(r.Header), Respond: c.respond,
 	}
 	req := llm.Request{Model: c.model, MaxTokens: int(min(f.maxTokens, math.MaxInt32)), Passthrough: pt}
+	var mc *metered.Call // nil for count_tokens: not metered
+	if !count {
+		// Gateway calls count as the agent "gateway" (budgets.agents).
+		mc, err = h.begin(ctx, c, &req, fallbacks, f.maxTokens)
+		if err != nil {
+			c.refuse(refusalOf(err))
+			return
+		}
+	}
 	h.cfg.Metrics.inFlight(1)
 	_, err = h.cfg.Upstream.Chain(stack, fallbacks).Stream(ctx, req, nil)
 	h.cfg.Metrics.inFlight(-1)
@@ -319,10 +291,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	actx := context.WithoutCancel(ctx)
 	handedOff = true
 	h.background(func() {
-		usd := c.account(actx)
-		settle(actx, usd)
+		usd := c.account(actx, mc, err)
 		c.finish(actx, usd, err)
 	})
+}
+
+// begin checks the call's limits and reserves its worst case: that of the
+// dearest model the call may end on.
+func (h *Handler) begin(ctx context.Context, c *call, req *llm.Request, fallbacks []string, maxTokens int64) (*metered.Call, error) {
+	_, mc, err := h.meter.Begin(ctx, metered.CallInfo{
+		Tenant: c.tenant, Key: c.key, Agent: Agent,
+		Model: c.model, Fallbacks: fallbacks, MaxTokens: maxTokens,
+	}, req)
+	return mc, err
 }
 
 // maxBackground bounds the accounting jobs running after their answers;
@@ -356,35 +337,6 @@ func (h *Handler) Wait() {
 	for h.calls.Load() > 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// allows reports whether the policy lets model be called.
-func (p Policy) allows(model string) bool {
-	return len(p.AllowModels) == 0 || slices.Contains(p.AllowModels, model)
-}
-
-// fallbacks are model's fallback models the policy allows: a fallback never
-// calls a model the tenant may not use.
-func (p Policy) fallbacks(model string) []string {
-	fb := p.FallbackModels[model]
-	if len(p.AllowModels) == 0 || len(fb) == 0 {
-		return fb
-	}
-	out := make([]string, 0, len(fb))
-	for _, m := range fb {
-		if p.allows(m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// policy is tenant's policy.
-func (h *Handler) policy(tenant string) Policy {
-	if p, ok := h.cfg.Tenants[tenant]; ok {
-		return p
-	}
-	return h.cfg.Default
 }
 
 // refusalOf maps a limit's error to a Refusal.
@@ -474,39 +426,15 @@ func (c *call) fail(ctx context.Context, err error) {
 	c.wrote, c.status = true, status
 }
 
-// account records the call's tokens and cost: metrics, the token rate
-// limit, a usage row. It returns the cost. A call that answered nothing
-// (no message_start, no body) used nothing.
-func (c *call) account(ctx context.Context) float64 {
-	if c.count {
+// account ends the call's metering (see metered.Call.Settle) and returns
+// its cost. A call that answered nothing (no message_start, no body) used
+// nothing.
+func (c *call) account(ctx context.Context, mc *metered.Call, err error) float64 {
+	if c.usage == (llm.Usage{}) {
+		mc.Abort(ctx, err)
 		return 0
 	}
-	u := c.usage
-	if u == (llm.Usage{}) {
-		return 0
-	}
-	model := c.answered
-	if model == "" {
-		model = c.model
-	}
-	cfg := &c.h.cfg
-	usd, known := cfg.Pricing.Cost(model, u)
-	cfg.LLMMetrics.AddTokens(Agent, model, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
-	cfg.LLMMetrics.AddCost(model, usd, !known && cfg.Pricing != nil)
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if cfg.Tokens != nil {
-		cfg.Tokens.AddTokens(wctx, c.tenant, c.key, u.InputTokens+u.OutputTokens+u.CacheCreationInputTokens)
-	}
-	if cfg.Usage != nil {
-		rec := store.UsageRecord{Time: time.Now().UTC(), Tenant: c.tenant, Key: c.key, Agent: Agent, Model: model,
-			InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
-			CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens, CostUSD: usd}
-		if err := cfg.Usage.AppendUsage(wctx, rec); err != nil {
-			c.h.log.ErrorContext(ctx, "record usage of a gateway call", "model", model, "cost_usd", usd, "err", err)
-		}
-	}
-	return usd
+	return mc.Settle(ctx, &llm.Response{Model: c.answered, ID: c.msgID, StopReason: c.stopReason, Usage: c.usage})
 }
 
 // finish writes the call's metrics and its log line.
@@ -565,43 +493,4 @@ func (c *call) labelModel() string {
 		return id
 	}
 	return "other"
-}
-
-// Request headers that are the gateway's or the connection's, never
-// forwarded: credentials (agentd's key is replaced by a pool key),
-// hop-by-hop headers, and Accept-Encoding (the transport negotiates
-// compression itself, so it can read the answer's usage).
-var dropRequestHeader = map[string]bool{
-	"Authorization": true, "X-Api-Key": true, "Cookie": true, "Proxy-Authorization": true,
-	"Host": true, "Content-Length": true, "Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Accept-Encoding": true,
-}
-
-// Response headers never copied to the client: hop-by-hop ones and those
-// the gateway's own writer sets.
-var dropResponseHeader = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
-	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true, "Content-Encoding": true,
-	// agentd's organization and its quota, not the tenant's.
-	"Set-Cookie": true, "Anthropic-Organization-Id": true,
-}
-
-func forwardHeader(in http.Header) http.Header {
-	out := make(http.Header, len(in))
-	for k, v := range in {
-		if !dropRequestHeader[k] && !strings.HasPrefix(k, "X-Forwarded-") {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-func copyHeader(dst, src http.Header) {
-	for k, v := range src {
-		// Anthropic-Ratelimit-*: the limits of agentd's key; the
-		// tenant's are agentd's X-RateLimit-*.
-		if !dropResponseHeader[k] && !strings.HasPrefix(k, "Anthropic-Ratelimit-") {
-			dst[k] = v
-		}
-	}
 }

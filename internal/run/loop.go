@@ -17,31 +17,14 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/agentd/agentd/internal/auth"
-	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/llm/metered"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/tool"
-)
-
-// Event types.
-const (
-	EventStart      = "start"       // {run_id, conversation_id, agent, model}
-	EventTextDelta  = "text_delta"  // {step, index, text}
-	EventToolUse    = "tool_use"    // {step, id, name, input}
-	EventToolResult = "tool_result" // {step, tool_use_id, name, content, is_error, duration_ms}
-	EventUsage      = "usage"       // {step, model, request_id, stop_reason, input_tokens, ...}
-	EventDone       = "done"        // the final answer (see Answer)
-	EventError      = "error"       // {type, message}
-	// EventResumed: the run continues from its checkpoint after its
-	// previous attempt stopped; text deltas of the unfinished step
-	// (events after the last usage/tool_result) are superseded.
-	EventResumed = "resumed" // {step, after_seq}
 )
 
 // Sentinel errors of a run.
@@ -83,6 +66,10 @@ type Agent struct {
 	// Client makes the agent's model calls (its resilience stack: cache,
 	// fallbacks, breakers, retries, keys); nil: the Loop's Model.
 	Client llm.Model
+	// FallbackModels are the models Client falls back to, in order
+	// (agents[].fallback_models): a model call's budget reservation is the
+	// worst case of the dearest of Model and these.
+	FallbackModels []string
 }
 
 // StepStore is the part of the store the loop uses.
@@ -92,10 +79,9 @@ type StepStore interface {
 	ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]store.Event, error)
 }
 
-// UsageRecorder stores one usage row per model call (store.Usage does).
-type UsageRecorder interface {
-	AppendUsage(ctx context.Context, r store.UsageRecord) error
-}
+// UsageRecorder stores one usage row per model call (see
+// metered.UsageRecorder).
+type UsageRecorder = metered.UsageRecorder
 
 // Loop executes runs.
 type Loop struct {
@@ -114,27 +100,19 @@ type Loop struct {
 	// against the budgets of its tenant, key, agent and run before the
 	// call and settles the actual cost after it (budget.Enforcer does).
 	Budget BudgetReserver
+	// Pricing, Usage, Tokens, Budget and Metrics make up the metering of
+	// the loop's model calls: see package metered, which does it.
 }
 
-// BudgetReserver holds a model call's cost against budgets. Reserve
-// returns an error (a *budget.ExceededError when a budget has no room) and
-// the model call is then not made.
-type BudgetReserver interface {
-	Reserve(ctx context.Context, s budget.Subject, usd float64) (*budget.Reservation, error)
-}
+// BudgetReserver holds a model call's cost against budgets (see
+// metered.BudgetReserver).
+type BudgetReserver = metered.BudgetReserver
 
-// TokenLimiter limits model tokens (ratelimit.Limiter does). key is the
-// API key's id, "" when unknown (queued runs, authentication off).
-type TokenLimiter interface {
-	// AllowTokens returns an error (a *ratelimit.Error) when the budget
-	// of tenant or key is spent; the model call is then not made.
-	AllowTokens(ctx context.Context, tenant, key string) error
-	// AddTokens debits the tokens a model call used.
-	AddTokens(ctx context.Context, tenant, key string, n int64)
-}
+// TokenLimiter limits model tokens (see metered.TokenLimiter).
+type TokenLimiter = metered.TokenLimiter
 
 // ErrRateLimited wraps a TokenLimiter's refusal.
-var ErrRateLimited = errors.New("model token rate limit exceeded")
+var ErrRateLimited = metered.ErrRateLimited
 
 // Params are the inputs of Execute.
 type Params struct {
@@ -176,23 +154,6 @@ type Result struct {
 	CostUSD float64
 	Steps   int
 	LastSeq int64
-}
-
-// state is what a checkpoint holds.
-type state struct {
-	// Step counts finished model calls.
-	Step     int           `json:"step"`
-	Messages []llm.Message `json:"messages"`
-	Usage    llm.Usage     `json:"usage"`
-	// CostUSD sums the priced cost of the finished model calls.
-	CostUSD float64 `json:"cost_usd,omitempty"`
-	// Seq is the last persisted event seq.
-	Seq int64 `json:"seq"`
-	// Results are the finished tool results of the pending tool_use turn
-	// (the last message is an assistant message with tool_use blocks).
-	Results []llm.Block `json:"results,omitempty"`
-	// StopReason of the last model call.
-	StopReason string `json:"stop_reason"`
 }
 
 // execution is one Execute call's mutable state.
@@ -294,7 +255,7 @@ func (x *execution) stopped(ctx context.Context, err error) (Result, error) {
 	// A suspended run (its worker stops or lost it) gets no error event:
 	// it goes on elsewhere.
 	if !errors.Is(err, ErrSuspended) {
-		x.emit(EventError, errorData(err))
+		x.emit(errorData(err))
 	}
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -321,51 +282,6 @@ func (x *execution) result() Result {
 	return r
 }
 
-// restore loads the newest checkpoint, or starts fresh.
-func (x *execution) restore(ctx context.Context) error {
-	cp, err := x.l.Store.LatestCheckpoint(ctx, x.p.RunID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		// No step finished; events may still have been stored (flushed
-		// during the first model call of an attempt that died).
-		x.st = state{Messages: []llm.Message{x.p.Input}}
-	case err != nil:
-		return fmt.Errorf("load checkpoint of run %s: %w", x.p.RunID, err)
-	default:
-		if err := json.Unmarshal(cp.State, &x.st); err != nil {
-			return fmt.Errorf("decode checkpoint %d of run %s: %w", cp.Step, x.p.RunID, err)
-		}
-		x.cpStep = cp.Step
-	}
-	// Events may have been stored after the checkpoint (flushed during a
-	// model call, or the record of how the last attempt stopped): number
-	// new events after the last stored one, never reusing a seq a client
-	// may have seen.
-	x.seq = x.st.Seq
-	for {
-		evs, err := x.l.Store.ListEvents(ctx, x.p.RunID, x.seq, 1000)
-		if err != nil {
-			return fmt.Errorf("read events of run %s: %w", x.p.RunID, err)
-		}
-		if len(evs) == 0 {
-			break
-		}
-		x.seq = evs[len(evs)-1].Seq
-	}
-	if x.seq == 0 {
-		x.emit(EventStart, map[string]any{
-			"run_id": x.p.RunID, "conversation_id": x.p.ConversationID,
-			"agent": x.p.Agent.Name, "model": x.p.Agent.Model,
-		})
-		return nil
-	}
-	x.l.Log.InfoContext(ctx, "resuming run", "checkpoint", x.cpStep, "step", x.st.Step, "last_seq", x.seq)
-	// Text deltas of a model call that did not finish were already sent;
-	// this tells followers that the step starts over.
-	x.emit(EventResumed, map[string]any{"step": x.st.Step + 1, "after_seq": x.seq})
-	return nil
-}
-
 func (x *execution) loop(ctx context.Context) error {
 	a := x.p.Agent
 	for {
@@ -386,43 +302,8 @@ func (x *execution) loop(ctx context.Context) error {
 	if x.p.Commit != nil {
 		return x.commitDone(ctx)
 	}
-	x.emit(EventDone, x.answerData())
+	x.emit(x.answerData())
 	return x.checkpoint(ctx)
-}
-
-// commitDone hands the final checkpoint and the events still queued, done
-// included, to Commit, which stores them with the turn and the run's final
-// status in one transaction. Nobody sees done before it is stored: a client
-// that saw done finds the turn in the conversation, and a crash leaves
-// either all of it or none of it.
-func (x *execution) commitDone(ctx context.Context) error {
-	res := x.result()
-	raw, err := json.Marshal(x.answerData())
-	if err != nil {
-		return fmt.Errorf("encode done event: %w", err)
-	}
-	defer x.publish(false)
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	done := store.Event{RunID: x.p.RunID, Seq: x.seq + 1, Type: EventDone, Data: raw, CreatedAt: time.Now().UTC()}
-	events := append(append(make([]store.Event, 0, len(x.pending)+1), x.pending...), done)
-	st := x.st
-	st.Seq = done.Seq
-	state, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
-	}
-	cp := &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep + 1, State: state, CreatedAt: done.CreatedAt}
-	if err := x.p.Commit(ctx, res, cp, events); err != nil {
-		return err
-	}
-	x.seq, x.st.Seq, x.cpStep = done.Seq, done.Seq, x.cpStep+1
-	x.pending, x.deltaSince = x.pending[:0], time.Time{}
-	if x.p.OnEvent != nil {
-		x.p.OnEvent(done)
-	}
-	x.stored = append(x.stored, events...)
-	return nil
 }
 
 func (x *execution) lastRole() string {
@@ -450,536 +331,4 @@ func (x *execution) pendingToolUses() []llm.Block {
 		}
 	}
 	return calls
-}
-
-// callModel makes the step's model call. It is three functions so that
-// the frame on the stack while the model is awaited is small: prepareCall
-// and finishCall are not inlined, and their locals (the request being
-// built, the span's attributes, the events' data) are gone during the
-// wait. That depth decides the stack size of a held chat's goroutine (see
-// docs/benchmarks.md, memory per chat).
-func (x *execution) callModel(ctx context.Context) error {
-	c, err := x.prepareCall(ctx)
-	if err != nil {
-		return err
-	}
-	resp, err := c.model.Stream(c.sctx, c.req, c.onDelta)
-	return x.finishCall(ctx, c, &resp, err)
-}
-
-// modelCall is one step's model call, between prepareCall and finishCall.
-type modelCall struct {
-	step    int
-	req     llm.Request
-	model   llm.Model
-	keyID   string
-	resv    *budget.Reservation // nil-safe
-	sctx    context.Context
-	span    trace.Span
-	start   time.Time
-	onDelta llm.DeltaFunc
-}
-
-//go:noinline
-func (x *execution) prepareCall(ctx context.Context) (*modelCall, error) {
-	a := x.p.Agent
-	step := x.st.Step + 1
-	req := llm.Request{
-		Model:     a.Model,
-		System:    a.System,
-		MaxTokens: a.MaxTokens,
-		Messages:  append(append(make([]llm.Message, 0, len(x.p.History)+len(x.st.Messages)), x.p.History...), x.st.Messages...),
-	}
-	for _, t := range a.Tools {
-		req.Tools = append(req.Tools, t.Spec())
-	}
-	model := a.Client
-	if model == nil {
-		model = x.l.Model
-	}
-	var keyID string
-	if pr, ok := auth.FromContext(ctx); ok {
-		keyID = pr.KeyID
-	}
-	if x.l.Tokens != nil {
-		if err := x.l.Tokens.AllowTokens(ctx, x.p.Tenant, keyID); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrRateLimited, err)
-		}
-	}
-	var resv *budget.Reservation // nil-safe
-	if x.l.Budget != nil {
-		r, err := x.l.Budget.Reserve(ctx, budget.Subject{
-			Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, Run: x.p.RunID, RunMaxUSD: runCap(a.MaxCostUSD, x.p.MaxCostUSD),
-		}, x.worstCase(req))
-		if err != nil {
-			return nil, fmt.Errorf("reserve budget for step %d: %w", step, err)
-		}
-		resv = r
-	}
-	// GenAI semantic conventions: "{operation} {request model}", client.
-	sctx, span := observe.Tracer().Start(ctx, "chat "+a.Model, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(
-			attribute.String("gen_ai.operation.name", "chat"),
-			attribute.String("gen_ai.system", "anthropic"),
-			attribute.String("gen_ai.provider.name", "anthropic"),
-			attribute.String("gen_ai.request.model", a.Model),
-			attribute.Int("gen_ai.request.max_tokens", a.MaxTokens),
-			attribute.Int("agentd.step", step),
-		))
-	return &modelCall{
-		step: step, req: req, model: model, keyID: keyID, resv: resv, sctx: sctx, span: span, start: time.Now(),
-		onDelta: func(d llm.Delta) {
-			x.emit(EventTextDelta, textDelta{Step: step, Index: d.Index, Text: d.Text})
-		},
-	}, nil
-}
-
-//go:noinline
-func (x *execution) finishCall(ctx context.Context, c *modelCall, r *llm.Response, err error) error {
-	a, step, keyID, resv, span, start, resp := x.p.Agent, c.step, c.keyID, c.resv, c.span, c.start, *r
-	outcome := "ok"
-	if err != nil {
-		outcome = "error"
-		if e, ok := llm.AsError(err); ok {
-			outcome = e.Type
-		} else if ctx.Err() != nil {
-			outcome = "canceled"
-		}
-	}
-	x.l.Metrics.ObserveLLM(a.Model, outcome, time.Since(start))
-	if err != nil {
-		// A failed call reports no usage: nothing is recorded as spent.
-		resv.Settle(ctx, 0)
-		span.SetAttributes(attribute.String("error.type", outcome))
-		observe.EndSpan(span, err)
-		return err
-	}
-	u := resp.Usage
-	answered := resp.Model // a fallback model may have answered
-	if answered == "" {
-		answered = a.Model
-	}
-	span.SetAttributes(
-		attribute.String("gen_ai.response.model", answered),
-		attribute.Int64("gen_ai.usage.input_tokens", u.InputTokens),
-		attribute.Int64("gen_ai.usage.output_tokens", u.OutputTokens),
-		attribute.Int64("gen_ai.usage.cache_creation.input_tokens", u.CacheCreationInputTokens),
-		attribute.Int64("gen_ai.usage.cache_read.input_tokens", u.CacheReadInputTokens),
-		attribute.StringSlice("gen_ai.response.finish_reasons", []string{resp.StopReason}),
-		attribute.Bool("agentd.cached", resp.Cached),
-	)
-	if resp.ID != "" {
-		span.SetAttributes(attribute.String("gen_ai.response.id", resp.ID))
-	}
-	span.End()
-	x.l.Metrics.AddTokens(a.Name, answered, u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens)
-	if x.l.Tokens != nil {
-		x.l.Tokens.AddTokens(context.WithoutCancel(ctx), x.p.Tenant, keyID, int64(u.InputTokens+u.OutputTokens+u.CacheCreationInputTokens))
-	}
-	usd := x.recordUsage(ctx, step, answered, resp)
-	resv.Settle(ctx, usd)
-
-	content, err := json.Marshal(resp.Content)
-	if err != nil {
-		return fmt.Errorf("encode model output: %w", err)
-	}
-	if len(resp.Content) == 0 {
-		content = json.RawMessage(`[{"type":"text","text":""}]`)
-	}
-	x.mu.Lock()
-	x.st.Step = step
-	x.st.Usage = x.st.Usage.Add(u)
-	x.st.CostUSD += usd
-	x.st.StopReason = resp.StopReason
-	x.st.Messages = append(x.st.Messages, llm.Message{Role: "assistant", Content: content})
-	x.st.Results = nil
-	x.mu.Unlock()
-	toolUse := false
-	for _, b := range resp.Content {
-		if b.Type == "tool_use" {
-			toolUse = true
-			x.emit(EventToolUse, map[string]any{"step": step, "id": b.ID, "name": b.Name, "input": b.Input})
-		}
-	}
-	x.emit(EventUsage, map[string]any{
-		"step": step, "model": resp.Model, "request_id": resp.RequestID, "stop_reason": resp.StopReason,
-		"input_tokens": u.InputTokens, "output_tokens": u.OutputTokens,
-		"cache_creation_input_tokens": u.CacheCreationInputTokens, "cache_read_input_tokens": u.CacheReadInputTokens,
-		"cost_usd": usd,
-	})
-	if !toolUse && x.p.Commit != nil {
-		// The final answer: the loop ends and commitDone stores this
-		// step's checkpoint and events with the turn, in one transaction,
-		// right after this. A checkpoint of its own would be one more
-		// write per chat; what it would save is one model call, for a run
-		// resumed after a crash between the two writes.
-		return nil
-	}
-	return x.checkpoint(ctx)
-}
-
-// runCap is the lower of two caps, 0 meaning none.
-func runCap(a, b float64) float64 {
-	switch {
-	case a <= 0:
-		return max(b, 0)
-	case b <= 0:
-		return a
-	}
-	return min(a, b)
-}
-
-// worstCase is the most the call req may cost at the agent's model's
-// price: its prompt (estimated from the bytes of its JSON, see
-// cost.EstimateTokens) and max_tokens of output. A fallback model with a
-// higher price is not accounted for.
-func (x *execution) worstCase(req llm.Request) float64 {
-	n := len(req.System)
-	if b, err := json.Marshal(req.Messages); err == nil {
-		n += len(b)
-	}
-	if b, err := json.Marshal(req.Tools); err == nil {
-		n += len(b)
-	}
-	return x.l.Pricing.WorstCase(req.Model, cost.EstimateTokens(n), int64(req.MaxTokens))
-}
-
-// recordUsage prices a finished model call and writes its usage row; it
-// returns the cost. A response cache hit costs nothing (its usage is zero)
-// and gets a row too, marked cached. A failed write is logged: the call
-// happened whether or not its row was stored.
-func (x *execution) recordUsage(ctx context.Context, step int, model string, resp llm.Response) float64 {
-	usd, known := x.l.Pricing.Cost(model, resp.Usage)
-	if resp.Cached {
-		usd, known = 0, true
-	}
-	x.l.Metrics.AddCost(model, usd, !known && x.l.Pricing != nil)
-	if x.l.Usage == nil {
-		return usd
-	}
-	u := resp.Usage
-	rec := store.UsageRecord{
-		Time: time.Now().UTC(), Tenant: x.p.Tenant, Agent: x.p.Agent.Name, Model: model, RunID: x.p.RunID, Step: step,
-		InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
-		CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens,
-		CostUSD: usd, Cached: resp.Cached,
-	}
-	// The API key a synchronous chat was made with; queued runs do not
-	// keep theirs yet ("").
-	if pr, ok := auth.FromContext(ctx); ok {
-		rec.Key = pr.KeyID
-	}
-	// Written even if the run is being canceled: the call was made.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := x.l.Usage.AppendUsage(wctx, rec); err != nil {
-		x.l.Log.ErrorContext(ctx, "record usage of a model call", "step", step, "model", model, "cost_usd", usd, "err", err)
-	}
-	return usd
-}
-
-// runTools runs the tool calls of one model turn in parallel, checkpointing
-// each result as it arrives, then appends the tool_result message.
-func (x *execution) runTools(ctx context.Context, calls []llm.Block) error {
-	done := make(map[string]bool, len(x.st.Results))
-	for _, r := range x.st.Results {
-		done[r.ToolUseID] = true
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, len(calls))
-	for _, c := range calls {
-		if done[c.ID] {
-			continue // finished before a restart: not repeated
-		}
-		wg.Add(1)
-		go func(c llm.Block) {
-			defer wg.Done()
-			res := x.callTool(ctx, c)
-			x.mu.Lock()
-			x.st.Results = append(x.st.Results, res)
-			x.mu.Unlock()
-			if err := x.checkpoint(ctx); err != nil {
-				errs <- err
-			}
-		}(c)
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	// Results go back in the order the model asked for them.
-	x.mu.Lock()
-	byID := make(map[string]llm.Block, len(x.st.Results))
-	for _, r := range x.st.Results {
-		byID[r.ToolUseID] = r
-	}
-	ordered := make([]llm.Block, 0, len(calls))
-	for _, c := range calls {
-		ordered = append(ordered, byID[c.ID])
-	}
-	content, err := json.Marshal(ordered)
-	if err == nil {
-		x.st.Messages = append(x.st.Messages, llm.Message{Role: "user", Content: content})
-		x.st.Results = nil
-	}
-	x.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("encode tool results: %w", err)
-	}
-	return nil
-}
-
-func (x *execution) callTool(ctx context.Context, c llm.Block) llm.Block {
-	a := x.p.Agent
-	ctx, span := observe.Tracer().Start(ctx, "execute_tool "+c.Name, trace.WithAttributes(
-		attribute.String("gen_ai.operation.name", "execute_tool"),
-		attribute.String("gen_ai.tool.name", c.Name),
-		attribute.String("gen_ai.tool.call.id", c.ID),
-	))
-	defer span.End()
-	start := time.Now()
-	res := llm.Block{Type: "tool_result", ToolUseID: c.ID}
-	outcome := "ok"
-	var t tool.Tool
-	for _, cand := range a.Tools {
-		if cand.Spec().Name == c.Name {
-			t = cand
-			break
-		}
-	}
-	if t == nil {
-		res.Content, res.IsError, outcome = fmt.Sprintf("tool %q is not available to this agent", c.Name), true, "unknown"
-	} else {
-		timeout := a.ToolTimeout
-		if timeout <= 0 {
-			timeout = DefaultToolTimeout
-		}
-		tctx, cancel := context.WithTimeout(ctx, timeout)
-		// Tools get the call's identity: idempotency keys and audit rows
-		// of consequential tools.
-		tctx = tool.WithCallInfo(tctx, tool.CallInfo{
-			Tenant: x.p.Tenant, Agent: a.Name, RunID: x.p.RunID, Step: x.st.Step, ToolUseID: c.ID,
-		})
-		out, err := t.Call(tctx, c.Input)
-		cancel()
-		switch {
-		case err != nil && tctx.Err() == context.DeadlineExceeded && ctx.Err() == nil:
-			res.Content, res.IsError, outcome = fmt.Sprintf("tool %s timed out after %s", c.Name, timeout), true, "timeout"
-		case err != nil:
-			// tool.Outcome: "error", or the kind of a *tool.Error
-			// (timeout, unavailable, http_status, blocked, ...).
-			res.Content, res.IsError, outcome = fmt.Sprintf("tool %s failed: %v", c.Name, err), true, tool.Outcome(err)
-		default:
-			res.Content = out
-		}
-	}
-	d := time.Since(start)
-	x.l.Metrics.ObserveTool(c.Name, outcome, d)
-	span.SetAttributes(attribute.String("agentd.tool.outcome", outcome))
-	if res.IsError {
-		span.SetAttributes(attribute.String("error.type", outcome))
-		span.SetStatus(codes.Error, observe.ScrubSpanText(res.Content))
-	}
-	x.emit(EventToolResult, map[string]any{
-		"step": x.st.Step, "tool_use_id": c.ID, "name": c.Name, "content": res.Content,
-		"is_error": res.IsError, "duration_ms": d.Milliseconds(),
-	})
-	return res
-}
-
-// emit numbers an event, hands it to OnEvent and queues it for storage,
-// which happens with the next checkpoint or after FlushInterval.
-func (x *execution) emit(typ string, data any) {
-	raw, err := json.Marshal(data)
-	if err != nil {
-		raw, _ = json.Marshal(map[string]string{"marshal_error": err.Error()})
-	}
-	x.mu.Lock()
-	x.seq++
-	now := time.Now().UTC()
-	ev := store.Event{RunID: x.p.RunID, Seq: x.seq, Type: typ, Data: raw, CreatedAt: now}
-	x.pending = append(x.pending, ev)
-	if x.p.OnEvent != nil {
-		x.p.OnEvent(ev)
-	}
-	flushed := false
-	if typ == EventTextDelta && x.deltaSince.IsZero() {
-		x.deltaSince = now
-	}
-	// Measured from the first unstored delta, not from the oldest pending
-	// event: after a long wait for the first token (the start event is
-	// pending since the run began) the first delta does not write to the
-	// store on the token path, and an answer that streams in less than
-	// FlushInterval is stored once, with the step's checkpoint.
-	if typ == EventTextDelta && now.Sub(x.deltaSince) >= FlushInterval {
-		// A long stream: store (and publish) its deltas so far. A
-		// failure here is retried with the next flush or checkpoint.
-		if err := x.saveLocked(x.ctx, nil); err != nil {
-			x.l.Log.WarnContext(x.ctx, "flush events", "err", err)
-		}
-		flushed = true
-	}
-	x.mu.Unlock()
-	if flushed {
-		// On the token stream's path: never wait for a publisher that is
-		// busy; it (or the next flush) hands these events on.
-		x.publish(true)
-	}
-}
-
-// publish hands stored events to OnStored, in order, outside mu: a slow
-// fan-out (a NOTIFY round trip on PostgreSQL) holds neither the model
-// stream nor the tools' checkpoints. With try, it gives way to a publisher
-// already at work.
-func (x *execution) publish(try bool) {
-	if x.p.OnStored == nil {
-		return
-	}
-	if try {
-		if !x.pubMu.TryLock() {
-			return
-		}
-	} else {
-		x.pubMu.Lock()
-	}
-	defer x.pubMu.Unlock()
-	for {
-		x.mu.Lock()
-		evs := x.stored
-		x.stored = nil
-		x.mu.Unlock()
-		if len(evs) == 0 {
-			return
-		}
-		x.p.OnStored(evs)
-	}
-}
-
-// checkpoint stores the state and the queued events in one transaction.
-func (x *execution) checkpoint(ctx context.Context) error {
-	defer x.publish(false)
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.st.Seq = x.seq
-	raw, err := json.Marshal(x.st)
-	if err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
-	}
-	cp := &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep + 1, State: raw, CreatedAt: time.Now().UTC()}
-	if err := x.saveLocked(ctx, cp); err != nil {
-		return err
-	}
-	x.cpStep++
-	return nil
-}
-
-// flush stores the queued events without a checkpoint.
-func (x *execution) flush(ctx context.Context) error {
-	defer x.publish(false)
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if len(x.pending) == 0 {
-		return nil
-	}
-	return x.saveLocked(ctx, nil)
-}
-
-// saveLocked writes cp (if any) and the queued events, and queues them for
-// publish (which the caller runs after releasing mu). Holding mu across the
-// write keeps checkpoints and events in order when tools finish together.
-func (x *execution) saveLocked(ctx context.Context, cp *store.Checkpoint) error {
-	if err := x.l.Store.SaveStep(ctx, cp, x.pending); err != nil {
-		return fmt.Errorf("save step of run %s: %w", x.p.RunID, err)
-	}
-	x.stored = append(x.stored, x.pending...)
-	x.pending = make([]store.Event, 0, len(x.pending))
-	x.deltaSince = time.Time{}
-	return nil
-}
-
-type textDelta struct {
-	Step  int    `json:"step"`
-	Index int    `json:"index"`
-	Text  string `json:"text"`
-}
-
-// Answer is the data of a done event and the body of a chat answer.
-type Answer struct {
-	RunID          string      `json:"run_id"`
-	ConversationID string      `json:"conversation_id"`
-	Agent          string      `json:"agent"`
-	Content        []llm.Block `json:"content"`
-	Text           string      `json:"text"`
-	StopReason     string      `json:"stop_reason"`
-	Steps          int         `json:"steps"`
-	Usage          llm.Usage   `json:"usage"`
-	// CostUSD is the run's cost (agentd's pricing table).
-	CostUSD float64 `json:"cost_usd"`
-}
-
-func (x *execution) answerData() Answer {
-	r := x.result()
-	return NewAnswer(x.p.RunID, x.p.ConversationID, x.p.Agent.Name, r)
-}
-
-// NewAnswer builds the answer of a finished run.
-func NewAnswer(runID, conversationID, agent string, r Result) Answer {
-	a := Answer{
-		RunID: runID, ConversationID: conversationID, Agent: agent,
-		Content: r.Output, StopReason: r.StopReason, Steps: r.Steps, Usage: r.Usage, CostUSD: r.CostUSD,
-	}
-	if a.Content == nil {
-		a.Content = []llm.Block{}
-	}
-	for _, b := range r.Output {
-		if b.Type == "text" {
-			a.Text += b.Text
-		}
-	}
-	return a
-}
-
-// ErrorInfo classifies a run error for events, run rows and HTTP answers.
-type ErrorInfo struct {
-	Type    string `json:"type"`
-	Message string `json:"message"`
-}
-
-func errorData(err error) ErrorInfo { return ClassifyError(err) }
-
-// ClassifyError maps a run error to a stable type and a message safe to show
-// clients.
-func ClassifyError(err error) ErrorInfo {
-	switch {
-	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return ErrorInfo{Type: "timeout", Message: "the run exceeded its time limit"}
-	case errors.Is(err, ErrCanceled), errors.Is(err, context.Canceled):
-		return ErrorInfo{Type: "canceled", Message: "the run was canceled"}
-	case errors.Is(err, ErrMaxSteps):
-		return ErrorInfo{Type: "max_steps", Message: ErrMaxSteps.Error()}
-	case errors.Is(err, ErrRateLimited):
-		return ErrorInfo{Type: "rate_limited", Message: err.Error()}
-	}
-	if ex, ok := budget.AsExceeded(err); ok {
-		return ErrorInfo{Type: "budget_exceeded", Message: ex.Error()}
-	}
-	if e, ok := llm.AsError(err); ok {
-		switch {
-		case e.Status == 429 || e.Status == 529 || e.Type == "overloaded_error" || e.Type == "rate_limit_error":
-			return ErrorInfo{Type: "upstream_unavailable", Message: "the model provider is overloaded or rate-limiting: " + e.Message}
-		case e.Type == "circuit_open" || e.Type == "queue_full":
-			return ErrorInfo{Type: "upstream_unavailable", Message: "every model of the agent is unavailable (" + e.Type + ")"}
-		case e.Type == "timeout":
-			return ErrorInfo{Type: "upstream_timeout", Message: "the model call timed out"}
-		case e.Status == 0:
-			return ErrorInfo{Type: "upstream_error", Message: "the model provider could not be reached or cut the stream"}
-		default:
-			return ErrorInfo{Type: "upstream_error", Message: fmt.Sprintf("the model provider answered %d %s", e.Status, e.Type)}
-		}
-	}
-	return ErrorInfo{Type: "internal_error", Message: "internal error"}
 }
