@@ -46,11 +46,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlstore"
 )
 
 // Store is a store.Store on a PostgreSQL database. It is safe for concurrent
 // use; several Stores (also in several processes) may share a database.
 type Store struct {
+	// Store is the SQL the backends share; it runs on the pool.
+	*sqlstore.Store
+
 	pool *pgxpool.Pool
 
 	closeOnce sync.Once
@@ -81,7 +85,12 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	s := &Store{pool: pool}
+	s.Store = sqlstore.New(sqlstore.DB{Write: querier[*pgxpool.Pool]{pool}, Read: querier[*pgxpool.Pool]{pool}, Begin: func(ctx context.Context) (sqlstore.Tx, error) {
+		t, _, err := s.begin(ctx)
+		return t, err
+	}}, dialect)
+	return s, nil
 }
 
 // Pool returns the Store's connection pool, for sharing with a job queue.

@@ -48,11 +48,15 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlstore"
 )
 
 // Store is a store.Store on one SQLite database file. It is safe for
 // concurrent use; several Stores (also in several processes) may share a file.
 type Store struct {
+	// Store is the SQL the backends share; it runs on the pools below.
+	*sqlstore.Store
+
 	write *sql.DB // one connection, BEGIN IMMEDIATE
 	read  *sql.DB // several connections, query_only
 	wstmt *stmtCache
@@ -111,7 +115,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxIdleTime(5 * time.Minute)
 
-	return &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read)}, nil
+	s := &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read)}
+	s.Store = sqlstore.New(sqlstore.DB{Write: pool{s.wstmt}, Read: pool{s.rstmt}, Begin: func(ctx context.Context) (sqlstore.Tx, error) {
+		t, _, err := s.begin(ctx)
+		return t, err
+	}}, dialect)
+	return s, nil
 }
 
 // dsn builds a "file:" URI for path, so that a '?' or '#' in the path is

@@ -43,7 +43,7 @@ func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 	if r.Cached {
 		cached = 1
 	}
-	_, err := s.exec(ctx, qAppendUsage, toMicros(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
+	_, err := pool{s.wstmt}.Exec(ctx, qAppendUsage, toMicros(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
 		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, cached, r.UID)
 	if err != nil {
 		return fmt.Errorf("sqlite: append usage of run %s: %w", r.RunID, mapErr(err))
