@@ -16,6 +16,7 @@ import (
 var dialect = sqlstore.Dialect{
 	Name:         "postgres",
 	Time:         toTime,
+	TimeType:     "timestamptz",
 	ScanTime:     func(t *time.Time) any { return (*scanTime)(t) },
 	MapErr:       mapErr,
 	IsForeignKey: func(err error) bool { return isCode(err, codeForeignKeyViolation) },
@@ -44,6 +45,9 @@ var dialect = sqlstore.Dialect{
 		RETURNING ` + sqlstore.RunColumns,
 	HasRiver:  `SELECT to_regclass('river_job') IS NOT NULL`,
 	RiverTime: toTime,
+	UsageDay:  "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+	Greatest:  "GREATEST",
+	ForUpdate: " FOR UPDATE",
 }
 
 // scanTime scans a timestamptz (NULL: the zero time) in UTC, without
@@ -120,8 +124,6 @@ func (r batchResults) Exec() (int64, error) {
 
 func (r batchResults) QueryRow() sqlstore.Row { return r.br.QueryRow() }
 func (r batchResults) Close() error           { return r.br.Close() }
-
-var _ store.RunLeases = (*Store)(nil)
 
 // ReclaimBatch is the most runs one ReclaimExpiredRuns call reclaims.
 const ReclaimBatch = sqlstore.ReclaimBatch

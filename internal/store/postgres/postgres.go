@@ -60,7 +60,14 @@ type Store struct {
 	closeOnce sync.Once
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store     = (*Store)(nil)
+	_ store.RunLeases = (*Store)(nil)
+	_ store.Audit     = (*Store)(nil)
+	_ store.APIKeys   = (*Store)(nil)
+	_ store.Usage     = (*Store)(nil)
+	_ store.Budgets   = (*Store)(nil)
+)
 
 // Open connects to the database at url (a postgres:// URL or a libpq
 // key=value string, see the package doc for pool settings) and checks that

@@ -16,6 +16,7 @@ import (
 var dialect = sqlstore.Dialect{
 	Name:         "sqlite",
 	Time:         toMicros,
+	TimeType:     "INTEGER",
 	ScanTime:     func(t *time.Time) any { return (*microTime)(t) },
 	MapErr:       mapErr,
 	IsForeignKey: func(err error) bool { return isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) },
@@ -36,6 +37,8 @@ var dialect = sqlstore.Dialect{
 	HasRiver: `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'river_job'`,
 	// River writes attempted_at as UTC text, 'YYYY-MM-DD HH:MM:SS.SSS'.
 	RiverTime: func(t time.Time) any { return t.UTC().Format("2006-01-02 15:04:05.000") },
+	UsageDay:  "strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch')",
+	Greatest:  "max",
 }
 
 // microTime scans an INTEGER of unix microseconds (NULL: the zero time).

@@ -15,8 +15,6 @@ import (
 // transaction (CreateRunTx hands fn a *sql.Tx of this pool).
 func (s *Store) WriteDB() *sql.DB { return s.write }
 
-var _ store.RunLeases = (*Store)(nil)
-
 // ReclaimBatch is the most runs one ReclaimExpiredRuns call reclaims.
 const ReclaimBatch = sqlstore.ReclaimBatch
 

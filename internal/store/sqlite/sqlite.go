@@ -66,7 +66,14 @@ type Store struct {
 	closeErr  error
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store     = (*Store)(nil)
+	_ store.RunLeases = (*Store)(nil)
+	_ store.Audit     = (*Store)(nil)
+	_ store.APIKeys   = (*Store)(nil)
+	_ store.Usage     = (*Store)(nil)
+	_ store.Budgets   = (*Store)(nil)
+)
 
 // Open opens (creating it if needed) the SQLite database at path, a file
 // system path as ParseURL returns it. It does not migrate: call Migrate.

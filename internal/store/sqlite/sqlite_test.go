@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/migrations"
+	"github.com/agentd/agentd/internal/store/sqlstore"
 	"github.com/agentd/agentd/internal/store/storetest"
 )
 
@@ -482,7 +483,7 @@ func TestPingDoesNotQueueBehindWrites(t *testing.T) {
 	tx, err := s.write.BeginTx(ctx, nil) // holds the only write connection
 	require.NoError(t, err)
 	defer rollback(tx)
-	_, err = tx.ExecContext(ctx, qAppendUsage, time.Now().UnixMicro(), "t", "", "a", "m", "r", 1, 1, 1, 0, 0, 0.1, 0, "")
+	_, err = tx.ExecContext(ctx, sqlstore.QAppendUsage, time.Now().UnixMicro(), "t", "", "a", "m", "r", 1, 1, 1, 0, 0, 0.1, 0, "")
 	require.NoError(t, err)
 
 	pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)

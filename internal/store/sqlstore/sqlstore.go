@@ -100,6 +100,9 @@ type Dialect struct {
 	// truncated to the microsecond (SQLite: INTEGER unix microseconds;
 	// PostgreSQL: timestamptz).
 	Time func(t time.Time) any
+	// TimeType is the SQL type of a Time argument, for a CAST where
+	// PostgreSQL cannot infer it ($1 IS NULL).
+	TimeType string
 	// ScanTime is the Scan destination for a time column that fills *t
 	// (NULL: the zero time; else UTC).
 	ScanTime func(t *time.Time) any
@@ -125,6 +128,17 @@ type Dialect struct {
 	// RiverTime is the query argument for a time compared with River's
 	// own timestamp columns.
 	RiverTime func(t time.Time) any
+
+	// UsageDay is the SQL expression of a usage row's UTC day,
+	// "YYYY-MM-DD".
+	UsageDay string
+	// Greatest names the function of two arguments that returns the
+	// larger: GREATEST (PostgreSQL), max (SQLite).
+	Greatest string
+	// ForUpdate ends a SELECT whose rows the transaction will update: "
+	// FOR UPDATE" on PostgreSQL; "" on SQLite, whose write transaction
+	// holds the database.
+	ForUpdate string
 }
 
 // Store implements the store seam on a DB in a Dialect. Backends embed it.
