@@ -48,6 +48,16 @@ var dialect = sqlstore.Dialect{
 	UsageDay:  "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 	Greatest:  "GREATEST",
 	ForUpdate: " FOR UPDATE",
+	CreateSchemaMigrations: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    bigint      NOT NULL PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`,
+	HasSchemaMigrations: `SELECT to_regclass(quote_ident(current_schema()) || '.schema_migrations') IS NOT NULL`,
+	// The two-key form, with the current schema as the second key, so
+	// that stores in different schemas of one database do not wait for
+	// each other; released at commit.
+	MigrateLock:   `SELECT pg_advisory_xact_lock(hashtext('agentd.store.migrate'), hashtext(current_schema()))`,
+	MigrateAtomic: true,
 }
 
 // scanTime scans a timestamptz (NULL: the zero time) in UTC, without
@@ -101,6 +111,13 @@ func (s *Store) begin(ctx context.Context) (sqlstore.Tx, pgx.Tx, error) {
 		return nil, nil, err
 	}
 	return tx{querier[pgx.Tx]{t}}, t, nil
+}
+
+// Script runs sql without arguments: pgx sends it with the simple
+// protocol, which allows several statements.
+func (t tx) Script(ctx context.Context, sql string) error {
+	_, err := t.q.Exec(ctx, sql)
+	return err
 }
 
 func (t tx) Commit(ctx context.Context) error   { return t.q.Commit(ctx) }

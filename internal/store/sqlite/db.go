@@ -39,6 +39,11 @@ var dialect = sqlstore.Dialect{
 	RiverTime: func(t time.Time) any { return t.UTC().Format("2006-01-02 15:04:05.000") },
 	UsageDay:  "strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch')",
 	Greatest:  "max",
+	CreateSchemaMigrations: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER NOT NULL PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+)`,
+	HasSchemaMigrations: `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`,
 }
 
 // microTime scans an INTEGER of unix microseconds (NULL: the zero time).
@@ -120,6 +125,11 @@ func (t *tx) QueryRow(ctx context.Context, query string, args ...any) sqlstore.R
 		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
 	return t.tx.QueryRowContext(ctx, query, args...)
+}
+
+func (t *tx) Script(ctx context.Context, sql string) error {
+	_, err := t.tx.ExecContext(ctx, sql)
+	return err
 }
 
 func (t *tx) Commit(context.Context) error   { return t.tx.Commit() }

@@ -48,6 +48,9 @@ type Tx interface {
 	// read. Either way every statement sees the rows of those before it,
 	// and the results must be read in order.
 	SendBatch(ctx context.Context, b *Batch) BatchResults
+	// Script runs statements without arguments, possibly several
+	// separated by semicolons (a migration), never prepared.
+	Script(ctx context.Context, sql string) error
 	Commit(ctx context.Context) error
 	// Rollback after Commit is a no-op.
 	Rollback(ctx context.Context) error
@@ -139,16 +142,32 @@ type Dialect struct {
 	// FOR UPDATE" on PostgreSQL; "" on SQLite, whose write transaction
 	// holds the database.
 	ForUpdate string
+
+	// CreateSchemaMigrations creates the table schema_migrations
+	// (version, applied_at a Time) if it does not exist.
+	CreateSchemaMigrations string
+	// HasSchemaMigrations returns one boolean row: whether the table
+	// schema_migrations exists.
+	HasSchemaMigrations string
+	// MigrateLock, when not empty, is run first in a migrating
+	// transaction to keep concurrent migrators apart (PostgreSQL: an
+	// advisory lock; SQLite's BEGIN IMMEDIATE does it already).
+	MigrateLock string
+	// MigrateAtomic applies all missing migrations in one transaction
+	// (PostgreSQL, whose DDL is transactional) instead of one
+	// transaction per migration (SQLite).
+	MigrateAtomic bool
 }
 
 // Store implements the store seam on a DB in a Dialect. Backends embed it.
 type Store struct {
 	db DB
 	d  Dialect
+	qb budgetQueries
 }
 
 // New returns a Store on db in dialect d.
-func New(db DB, d Dialect) *Store { return &Store{db: db, d: d} }
+func New(db DB, d Dialect) *Store { return &Store{db: db, d: d, qb: newBudgetQueries(d)} }
 
 // Now is the store's clock: UTC, truncated to the microsecond, the
 // precision both backends keep.
