@@ -149,12 +149,8 @@ const ReclaimBatch = sqlstore.ReclaimBatch
 // fn with the transaction, a pgx.Tx (River's riverpgxv5 driver takes it);
 // if fn fails, nothing is written and its error is returned wrapped (as is,
 // not mapped to the store's sentinels).
-func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) error {
-	var f func(ctx context.Context, tx pgx.Tx) error
-	if fn != nil {
-		f = func(ctx context.Context, tx pgx.Tx) error { return fn(ctx, tx) }
-	}
-	return sqlstore.CreateRunTx(ctx, s.Store, s.begin, r, f)
+func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc[pgx.Tx]) error {
+	return sqlstore.CreateRunTx(ctx, s.Store, s.begin, r, fn)
 }
 
 // ReclaimExpiredRuns clears the lease of up to ReclaimBatch running runs
@@ -163,10 +159,6 @@ func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) e
 // nothing is written and its error is returned wrapped. Concurrent
 // reclaimers (also in other processes) skip the runs another one has
 // locked, so each expired run is reclaimed by exactly one of them.
-func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn func(ctx context.Context, tx any, r store.Run) error) (int, error) {
-	var f func(ctx context.Context, tx pgx.Tx, r store.Run) error
-	if fn != nil {
-		f = func(ctx context.Context, tx pgx.Tx, r store.Run) error { return fn(ctx, tx, r) }
-	}
-	return sqlstore.ReclaimExpiredRuns(ctx, s.Store, s.begin, t, f)
+func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn store.ReclaimFunc[pgx.Tx]) (int, error) {
+	return sqlstore.ReclaimExpiredRuns(ctx, s.Store, s.begin, t, fn)
 }

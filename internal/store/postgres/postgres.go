@@ -61,12 +61,13 @@ type Store struct {
 }
 
 var (
-	_ store.Store     = (*Store)(nil)
-	_ store.RunLeases = (*Store)(nil)
-	_ store.Audit     = (*Store)(nil)
-	_ store.APIKeys   = (*Store)(nil)
-	_ store.Usage     = (*Store)(nil)
-	_ store.Budgets   = (*Store)(nil)
+	_ store.Store          = (*Store)(nil)
+	_ store.RunLeases      = (*Store)(nil)
+	_ store.Audit          = (*Store)(nil)
+	_ store.APIKeys        = (*Store)(nil)
+	_ store.Usage          = (*Store)(nil)
+	_ store.Budgets        = (*Store)(nil)
+	_ store.TxRuns[pgx.Tx] = (*Store)(nil)
 )
 
 // Open connects to the database at url (a postgres:// URL or a libpq

@@ -107,7 +107,7 @@ func newTestStore(t testing.TB) *Store {
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	baseURL(t)
-	storetest.Exercise(t, func(t *testing.T) storetest.Store { return newTestStore(t) })
+	storetest.Exercise(t, func(t *testing.T) storetest.Store[pgx.Tx] { return newTestStore(t) })
 }
 
 func TestMigrateAndSchemaVersion(t *testing.T) {
@@ -226,15 +226,13 @@ func TestCreateRunTxNativeTx(t *testing.T) {
 
 	// fn gets a pgx.Tx that sees the run and whose writes commit with it.
 	r := store.Run{ID: "r1", Tenant: "t", Agent: "a", Status: store.RunQueued}
-	err := s.CreateRunTx(ctx, r, func(ctx context.Context, tx any) error {
-		pgTx, ok := tx.(pgx.Tx)
-		require.True(t, ok, "tx is %T", tx)
+	err := s.CreateRunTx(ctx, r, func(ctx context.Context, tx pgx.Tx) error {
 		var status string
-		if err := pgTx.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1`, r.ID).Scan(&status); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1`, r.ID).Scan(&status); err != nil {
 			return err
 		}
 		require.Equal(t, "queued", status)
-		_, err := pgTx.Exec(ctx, `INSERT INTO checkpoints (run_id, step, state, created_at) VALUES ($1, 1, '{}', now())`, r.ID)
+		_, err := tx.Exec(ctx, `INSERT INTO checkpoints (run_id, step, state, created_at) VALUES ($1, 1, '{}', now())`, r.ID)
 		return err
 	})
 	require.NoError(t, err)
@@ -245,8 +243,8 @@ func TestCreateRunTxNativeTx(t *testing.T) {
 	// fn's writes roll back with the run.
 	r2 := store.Run{ID: "r2", Tenant: "t", Agent: "a", Status: store.RunQueued}
 	boom := errors.New("boom")
-	err = s.CreateRunTx(ctx, r2, func(ctx context.Context, tx any) error {
-		if _, err := tx.(pgx.Tx).Exec(ctx,
+	err = s.CreateRunTx(ctx, r2, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx,
 			`INSERT INTO checkpoints (run_id, step, state, created_at) VALUES ($1, 1, '{}', now())`, r2.ID); err != nil {
 			return err
 		}
@@ -260,8 +258,8 @@ func TestCreateRunTxNativeTx(t *testing.T) {
 	// A failed statement inside fn aborts the transaction: the run is not
 	// written either.
 	r3 := store.Run{ID: "r3", Tenant: "t", Agent: "a", Status: store.RunQueued}
-	err = s.CreateRunTx(ctx, r3, func(ctx context.Context, tx any) error {
-		_, err := tx.(pgx.Tx).Exec(ctx, `SELECT * FROM no_such_table`)
+	err = s.CreateRunTx(ctx, r3, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT * FROM no_such_table`)
 		return err
 	})
 	require.Error(t, err)
@@ -594,20 +592,18 @@ func TestReclaimExpiredRunsNativeTx(t *testing.T) {
 		_, err := s.ClaimRun(ctx, store.ClaimRunParams{ID: id, Owner: "w1", LeaseUntil: t0.Add(time.Second), Now: t0})
 		require.NoError(t, err)
 	}
-	mark := func(ctx context.Context, tx any, r store.Run) error {
-		pgTx, ok := tx.(pgx.Tx)
-		require.True(t, ok, "tx is %T", tx)
+	mark := func(ctx context.Context, tx pgx.Tx, r store.Run) error {
 		var owner *string
-		if err := pgTx.QueryRow(ctx, `SELECT lease_owner FROM runs WHERE id = $1`, r.ID).Scan(&owner); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT lease_owner FROM runs WHERE id = $1`, r.ID).Scan(&owner); err != nil {
 			return err
 		}
 		require.Nil(t, owner, "fn sees the cleared lease")
-		_, err := pgTx.Exec(ctx, `UPDATE runs SET error = 'reclaimed' WHERE id = $1`, r.ID)
+		_, err := tx.Exec(ctx, `UPDATE runs SET error = 'reclaimed' WHERE id = $1`, r.ID)
 		return err
 	}
 
 	boom := errors.New("boom")
-	_, err := s.ReclaimExpiredRuns(ctx, t0.Add(time.Minute), func(ctx context.Context, tx any, r store.Run) error {
+	_, err := s.ReclaimExpiredRuns(ctx, t0.Add(time.Minute), func(ctx context.Context, tx pgx.Tx, r store.Run) error {
 		if err := mark(ctx, tx, r); err != nil {
 			return err
 		}
@@ -652,7 +648,7 @@ func TestReclaimSkipsLocked(t *testing.T) {
 	inFn, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		n, err := a.ReclaimExpiredRuns(ctx, t0.Add(time.Minute), func(context.Context, any, store.Run) error {
+		n, err := a.ReclaimExpiredRuns(ctx, t0.Add(time.Minute), func(context.Context, pgx.Tx, store.Run) error {
 			close(inFn)
 			<-release
 			return nil
@@ -668,7 +664,7 @@ func TestReclaimSkipsLocked(t *testing.T) {
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var got []string
-	n, err := b.ReclaimExpiredRuns(bctx, t0.Add(time.Minute), func(_ context.Context, _ any, r store.Run) error {
+	n, err := b.ReclaimExpiredRuns(bctx, t0.Add(time.Minute), func(_ context.Context, _ pgx.Tx, r store.Run) error {
 		got = append(got, r.ID)
 		return nil
 	})

@@ -24,12 +24,8 @@ const ReclaimBatch = sqlstore.ReclaimBatch
 // to the store's sentinels). fn must do all its work on that *sql.Tx: the
 // Store's write pool has one connection, which the transaction holds, so
 // calling the Store from fn deadlocks.
-func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) error {
-	var f func(ctx context.Context, tx *sql.Tx) error
-	if fn != nil {
-		f = func(ctx context.Context, tx *sql.Tx) error { return fn(ctx, tx) }
-	}
-	return sqlstore.CreateRunTx(ctx, s.Store, s.begin, r, f)
+func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc[*sql.Tx]) error {
+	return sqlstore.CreateRunTx(ctx, s.Store, s.begin, r, fn)
 }
 
 // ReclaimExpiredRuns clears the lease of up to ReclaimBatch running runs
@@ -40,10 +36,6 @@ func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) e
 // connection is the transaction's: that would deadlock). Reclaimers in
 // several Stores or processes serialize on SQLite's write lock, so each
 // expired run is reclaimed once.
-func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn func(ctx context.Context, tx any, r store.Run) error) (int, error) {
-	var f func(ctx context.Context, tx *sql.Tx, r store.Run) error
-	if fn != nil {
-		f = func(ctx context.Context, tx *sql.Tx, r store.Run) error { return fn(ctx, tx, r) }
-	}
-	return sqlstore.ReclaimExpiredRuns(ctx, s.Store, s.begin, t, f)
+func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn store.ReclaimFunc[*sql.Tx]) (int, error) {
+	return sqlstore.ReclaimExpiredRuns(ctx, s.Store, s.begin, t, fn)
 }

@@ -67,12 +67,13 @@ type Store struct {
 }
 
 var (
-	_ store.Store     = (*Store)(nil)
-	_ store.RunLeases = (*Store)(nil)
-	_ store.Audit     = (*Store)(nil)
-	_ store.APIKeys   = (*Store)(nil)
-	_ store.Usage     = (*Store)(nil)
-	_ store.Budgets   = (*Store)(nil)
+	_ store.Store           = (*Store)(nil)
+	_ store.RunLeases       = (*Store)(nil)
+	_ store.Audit           = (*Store)(nil)
+	_ store.APIKeys         = (*Store)(nil)
+	_ store.Usage           = (*Store)(nil)
+	_ store.Budgets         = (*Store)(nil)
+	_ store.TxRuns[*sql.Tx] = (*Store)(nil)
 )
 
 // Open opens (creating it if needed) the SQLite database at path, a file

@@ -37,7 +37,7 @@ func newTestStore(t testing.TB) *Store {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Exercise(t, func(t *testing.T) storetest.Store { return newTestStore(t) })
+	storetest.Exercise(t, func(t *testing.T) storetest.Store[*sql.Tx] { return newTestStore(t) })
 }
 
 func TestMigrate(t *testing.T) {
@@ -233,15 +233,13 @@ func TestCreateRunTxNativeTx(t *testing.T) {
 
 	// fn gets a *sql.Tx that sees the run and whose writes commit with it.
 	r := store.Run{ID: "r1", Tenant: "t", Agent: "a", Status: store.RunQueued}
-	err := s.CreateRunTx(ctx, r, func(ctx context.Context, tx any) error {
-		sqlTx, ok := tx.(*sql.Tx)
-		require.True(t, ok, "tx is %T", tx)
+	err := s.CreateRunTx(ctx, r, func(ctx context.Context, tx *sql.Tx) error {
 		var status string
-		if err := sqlTx.QueryRowContext(ctx, `SELECT status FROM runs WHERE id = ?`, r.ID).Scan(&status); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM runs WHERE id = ?`, r.ID).Scan(&status); err != nil {
 			return err
 		}
 		require.Equal(t, "queued", status)
-		_, err := sqlTx.ExecContext(ctx, `INSERT INTO checkpoints (run_id, step, state, created_at) VALUES (?, 1, '{}', 0)`, r.ID)
+		_, err := tx.ExecContext(ctx, `INSERT INTO checkpoints (run_id, step, state, created_at) VALUES (?, 1, '{}', 0)`, r.ID)
 		return err
 	})
 	require.NoError(t, err)
@@ -252,8 +250,8 @@ func TestCreateRunTxNativeTx(t *testing.T) {
 	// fn's writes roll back with the run.
 	r2 := store.Run{ID: "r2", Tenant: "t", Agent: "a", Status: store.RunQueued}
 	boom := errors.New("boom")
-	err = s.CreateRunTx(ctx, r2, func(ctx context.Context, tx any) error {
-		if _, err := tx.(*sql.Tx).ExecContext(ctx,
+	err = s.CreateRunTx(ctx, r2, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO checkpoints (run_id, step, state, created_at) VALUES (?, 1, '{}', 0)`, r2.ID); err != nil {
 			return err
 		}
@@ -431,22 +429,20 @@ func TestReclaimExpiredRunsNativeTx(t *testing.T) {
 		_, err := s.ClaimRun(ctx, store.ClaimRunParams{ID: id, Owner: "w1", LeaseUntil: t0.Add(time.Second), Now: t0})
 		require.NoError(t, err)
 	}
-	mark := func(ctx context.Context, tx any, r store.Run) error {
-		sqlTx, ok := tx.(*sql.Tx)
-		require.True(t, ok, "tx is %T", tx)
+	mark := func(ctx context.Context, tx *sql.Tx, r store.Run) error {
 		// fn sees the cleared lease and its writes commit with it.
 		var owner sql.NullString
-		if err := sqlTx.QueryRowContext(ctx, `SELECT lease_owner FROM runs WHERE id = ?`, r.ID).Scan(&owner); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT lease_owner FROM runs WHERE id = ?`, r.ID).Scan(&owner); err != nil {
 			return err
 		}
 		require.False(t, owner.Valid)
-		_, err := sqlTx.ExecContext(ctx, `UPDATE runs SET error = 'reclaimed' WHERE id = ?`, r.ID)
+		_, err := tx.ExecContext(ctx, `UPDATE runs SET error = 'reclaimed' WHERE id = ?`, r.ID)
 		return err
 	}
 
 	// fn's writes roll back with the reclaim.
 	boom := errors.New("boom")
-	_, err := s.ReclaimExpiredRuns(ctx, t0.Add(time.Minute), func(ctx context.Context, tx any, r store.Run) error {
+	_, err := s.ReclaimExpiredRuns(ctx, t0.Add(time.Minute), func(ctx context.Context, tx *sql.Tx, r store.Run) error {
 		if err := mark(ctx, tx, r); err != nil {
 			return err
 		}

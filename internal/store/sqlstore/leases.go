@@ -136,7 +136,7 @@ func (s *Store) RequestCancel(ctx context.Context, tenant, id string, t time.Tim
 // If fn fails, nothing is written and its error is returned wrapped. Each
 // expired run is reclaimed by exactly one of concurrent reclaimers (also in
 // other processes): see Dialect.Reclaim.
-func ReclaimExpiredRuns[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], t time.Time, fn func(ctx context.Context, tx TTx, r store.Run) error) (int, error) {
+func ReclaimExpiredRuns[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], t time.Time, fn store.ReclaimFunc[TTx]) (int, error) {
 	n, err := reclaim(ctx, s, begin, t, fn)
 	if err != nil {
 		return 0, fmt.Errorf("%s: reclaim expired runs: %w", s.d.Name, err)
@@ -144,7 +144,7 @@ func ReclaimExpiredRuns[TTx any](ctx context.Context, s *Store, begin BeginFunc[
 	return n, nil
 }
 
-func reclaim[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], t time.Time, fn func(ctx context.Context, tx TTx, r store.Run) error) (int, error) {
+func reclaim[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], t time.Time, fn store.ReclaimFunc[TTx]) (int, error) {
 	tx, native, err := begin(ctx)
 	if err != nil {
 		return 0, err

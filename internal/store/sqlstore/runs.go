@@ -43,7 +43,7 @@ type BeginFunc[TTx any] func(ctx context.Context) (Tx, TTx, error)
 // CreateRunTx inserts r like CreateRun and then, when fn is not nil, calls
 // fn with the native transaction; if fn fails, nothing is written and its
 // error is returned wrapped (as is, not mapped to the store's sentinels).
-func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r store.Run, fn func(ctx context.Context, tx TTx) error) error {
+func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r store.Run, fn store.TxFunc[TTx]) error {
 	if fn == nil {
 		return s.CreateRun(ctx, r)
 	}
