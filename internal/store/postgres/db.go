@@ -14,7 +14,8 @@ import (
 
 // dialect is PostgreSQL's side of sqlstore.Dialect.
 var dialect = sqlstore.Dialect{
-	Name:         "postgres",
+	Name: "postgres",
+	// Timestamps are timestamptz, returned in UTC; NULL is the zero time.
 	Time:         toTime,
 	TimeType:     "timestamptz",
 	ScanTime:     func(t *time.Time) any { return (*scanTime)(t) },

@@ -42,7 +42,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agentd/agentd/internal/store"
@@ -60,15 +59,7 @@ type Store struct {
 	closeOnce sync.Once
 }
 
-var (
-	_ store.Store          = (*Store)(nil)
-	_ store.RunLeases      = (*Store)(nil)
-	_ store.Audit          = (*Store)(nil)
-	_ store.APIKeys        = (*Store)(nil)
-	_ store.Usage          = (*Store)(nil)
-	_ store.Budgets        = (*Store)(nil)
-	_ store.TxRuns[pgx.Tx] = (*Store)(nil)
-)
+var _ sqlstore.Backend[pgx.Tx] = (*Store)(nil)
 
 // Open connects to the database at url (a postgres:// URL or a libpq
 // key=value string, see the package doc for pool settings) and checks that
@@ -149,8 +140,6 @@ func isCode(err error, code string) bool {
 
 // Timestamps: timestamptz, microseconds, UTC, zero ↔ NULL.
 
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
-
 // toTime is the query argument for t: NULL for the zero time, else t
 // truncated to the microsecond as the SQLite backend does (pgx would
 // truncate too; this makes it explicit).
@@ -158,40 +147,5 @@ func toTime(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return normTime(t)
+	return sqlstore.NormTime(t)
 }
-
-func fromTime(t pgtype.Timestamptz) time.Time {
-	if !t.Valid {
-		return time.Time{}
-	}
-	return t.Time.UTC()
-}
-
-// normTime is what a time looks like after a round trip.
-func normTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return time.UnixMicro(t.UnixMicro()).UTC()
-}
-
-// JSON: json as is, nil (or empty) ↔ NULL.
-
-func toJSON(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return string(b)
-}
-
-func fromJSON(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
-}
-
-// rollback is deferred after Begin; after Commit it is a no-op. It must not
-// use the caller's context, which may be canceled by then.
-func rollback(tx pgx.Tx) { _ = tx.Rollback(context.Background()) }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlstore"
 )
 
 // qAppendUsageBatch inserts a batch given as one array per column: a
@@ -31,7 +32,7 @@ func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) er
 	if len(rs) == 0 {
 		return nil
 	}
-	t := now()
+	t := sqlstore.Now()
 	n := len(rs)
 	var (
 		times                                   = make([]time.Time, n)
@@ -46,7 +47,7 @@ func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) er
 		if r.Time.IsZero() {
 			r.Time = t
 		}
-		times[i] = normTime(r.Time)
+		times[i] = sqlstore.NormTime(r.Time)
 		tenants[i], keys[i], agents[i], models[i], runs[i] = r.Tenant, r.Key, r.Agent, r.Model, r.RunID
 		steps[i] = r.Step
 		inputs[i], outputs[i], cacheWrites[i], cacheRead[i] = r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens

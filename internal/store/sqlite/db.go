@@ -14,7 +14,9 @@ import (
 
 // dialect is SQLite's side of sqlstore.Dialect.
 var dialect = sqlstore.Dialect{
-	Name:         "sqlite",
+	Name: "sqlite",
+	// Timestamps are INTEGER unix microseconds in UTC; NULL is the zero
+	// time (see the package doc).
 	Time:         toMicros,
 	TimeType:     "INTEGER",
 	ScanTime:     func(t *time.Time) any { return (*microTime)(t) },

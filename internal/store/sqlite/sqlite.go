@@ -66,15 +66,7 @@ type Store struct {
 	closeErr  error
 }
 
-var (
-	_ store.Store           = (*Store)(nil)
-	_ store.RunLeases       = (*Store)(nil)
-	_ store.Audit           = (*Store)(nil)
-	_ store.APIKeys         = (*Store)(nil)
-	_ store.Usage           = (*Store)(nil)
-	_ store.Budgets         = (*Store)(nil)
-	_ store.TxRuns[*sql.Tx] = (*Store)(nil)
-)
+var _ sqlstore.Backend[*sql.Tx] = (*Store)(nil)
 
 // Open opens (creating it if needed) the SQLite database at path, a file
 // system path as ParseURL returns it. It does not migrate: call Migrate.
@@ -242,9 +234,7 @@ func isConstraint(err error, codes ...int) bool {
 	return false
 }
 
-// Timestamps: unix microseconds, UTC, zero ↔ NULL.
-
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+// Timestamps: unix microseconds, UTC, zero ↔ NULL (see the package doc).
 
 func toMicros(t time.Time) any {
 	if t.IsZero() {
@@ -252,37 +242,3 @@ func toMicros(t time.Time) any {
 	}
 	return t.UnixMicro()
 }
-
-func fromMicros(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
-	}
-	return time.UnixMicro(n.Int64).UTC()
-}
-
-// normTime is what a time looks like after a round trip.
-func normTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return time.UnixMicro(t.UnixMicro()).UTC()
-}
-
-// JSON: TEXT as is, nil (or empty) ↔ NULL.
-
-func toJSON(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return string(b)
-}
-
-func fromJSON(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
-}
-
-// rollback is deferred after BeginTx; after Commit it is a no-op.
-func rollback(tx *sql.Tx) { _ = tx.Rollback() }

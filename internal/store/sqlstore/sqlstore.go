@@ -14,6 +14,8 @@ package sqlstore
 import (
 	"context"
 	"time"
+
+	"github.com/agentd/agentd/internal/store"
 )
 
 // Querier runs statements: a pool or a transaction.
@@ -157,6 +159,18 @@ type Dialect struct {
 	// (PostgreSQL, whose DDL is transactional) instead of one
 	// transaction per migration (SQLite).
 	MigrateAtomic bool
+}
+
+// Backend is every part of the store seam a backend built on sqlstore
+// implements (each asserts it at compile time).
+type Backend[TTx any] interface {
+	store.Store
+	store.RunLeases
+	store.TxRuns[TTx]
+	store.Audit
+	store.APIKeys
+	store.Usage
+	store.Budgets
 }
 
 // Store implements the store seam on a DB in a Dialect. Backends embed it.
