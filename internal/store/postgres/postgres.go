@@ -1,5 +1,7 @@
 // Package postgres is the PostgreSQL backend of store.Store, built on pgx v5
-// and its connection pool, pgxpool.
+// and its connection pool, pgxpool. The SQL is sqlstore's, shared with the
+// SQLite backend; this package holds the pool, the bulk usage insert and
+// PostgreSQL's side of sqlstore.Dialect.
 //
 // # Connections
 //
@@ -12,7 +14,7 @@
 //
 // puts the tables in schema agentd (the first schema of the search_path,
 // which must exist). Pool returns the pool so that a job queue (River) can
-// share it and insert its jobs in the store's transactions (CreateRunTx).
+// share it and insert its jobs in the store's transactions (store.TxRuns).
 //
 // # Concurrency
 //

@@ -1,5 +1,7 @@
 // Package sqlite is the SQLite backend of store.Store, built on the pure-Go
-// driver modernc.org/sqlite (no cgo).
+// driver modernc.org/sqlite (no cgo). The SQL is sqlstore's, shared with
+// the PostgreSQL backend; this package holds the connections, the statement
+// cache and SQLite's side of sqlstore.Dialect.
 //
 // # Connections and locking
 //
@@ -15,8 +17,8 @@
 //     SQLITE_BUSY when upgrading a read lock, and writers from other
 //     processes on the same file wait for up to busy_timeout (5s) for it.
 //   - a read pool with several connections, opened with query_only. In WAL
-//     mode readers never block the writer nor each other, and a read
-//     transaction (GetConversation) sees one consistent snapshot.
+//     mode readers never block the writer nor each other, and a statement
+//     (GetConversation's one) sees one consistent snapshot.
 //
 // Both pools run with busy_timeout(5000); the write pool also sets
 // journal_mode(WAL) (persistent in the file), foreign_keys(1) (needed for
