@@ -7,7 +7,7 @@ import (
 	"github.com/agentd/agentd/internal/abuse/abuseredis"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/observe"
-	storeredis "github.com/agentd/agentd/internal/store/redis"
+	storeredis "github.com/agentd/agentd/internal/redis"
 )
 
 // buildAbuse returns the abuse detector of cfg.Abuse; nil when it is off.

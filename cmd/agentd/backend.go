@@ -47,7 +47,7 @@ func openBackend(ctx context.Context, rawURL string, log *slog.Logger) (*backend
 			Store: st,
 			Hub:   hub,
 			NewQueue: func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-				return queue.NewPostgres(ctx, st.Pool(), cfg)
+				return queue.NewPostgres(ctx, st, cfg)
 			},
 			Actors: map[string]func(context.Context) error{"event-listener": hub.Run},
 		}, nil
@@ -64,7 +64,7 @@ func openBackend(ctx context.Context, rawURL string, log *slog.Logger) (*backend
 		Store: st,
 		Hub:   events.NewLocal(),
 		NewQueue: func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewSQLite(ctx, st.WriteDB(), cfg)
+			return queue.NewSQLite(ctx, st, cfg)
 		},
 	}, nil
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/ratelimit"
-	storeredis "github.com/agentd/agentd/internal/store/redis"
+	storeredis "github.com/agentd/agentd/internal/redis"
 )
 
 // buildRateLimiter returns the rate limiter of cfg.RateLimits, cluster-wide

@@ -9,8 +9,8 @@ import (
 
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/abuse/abuseredis"
-	"github.com/agentd/agentd/internal/store/redis"
-	"github.com/agentd/agentd/internal/store/redis/redistest"
+	"github.com/agentd/agentd/internal/redis"
+	"github.com/agentd/agentd/internal/redis/redistest"
 )
 
 // TestSharedThrottles: two instances sharing a Redis share their

@@ -25,6 +25,7 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/store"
 )
 
 // Defaults.
@@ -100,9 +101,15 @@ type Config struct {
 
 // Queue inserts and (on workers) executes runs.
 type Queue interface {
-	// EnqueueTx inserts the job of a run inside tx, the store's native
-	// transaction (see store.TxFunc).
-	EnqueueTx(ctx context.Context, tx any, tenant, runID, agent string) error
+	// CreateRun inserts run r and its job in one transaction of the store
+	// the queue shares its database with (store.TxRuns.CreateRunTx): a
+	// run is never stored without its job. Errors are CreateRunTx's
+	// (store.ErrConflict for an existing id or idempotency key).
+	CreateRun(ctx context.Context, r store.Run) error
+	// ReclaimExpiredRuns has the store reclaim the runs whose worker died
+	// (store.TxRuns.ReclaimExpiredRuns) and enqueues each again in the
+	// store's transaction; it returns how many.
+	ReclaimExpiredRuns(ctx context.Context, now time.Time) (int, error)
 	// EnqueueWebhook queues the delivery of a finished run to url.
 	EnqueueWebhook(ctx context.Context, tenant, runID, url string) error
 	// Start begins fetching jobs (workers only; a no-op otherwise).
@@ -112,24 +119,41 @@ type Queue interface {
 	Stop(ctx context.Context) error
 }
 
-// riverQueue is Queue over a River client of transaction type TTx.
+// riverQueue is Queue over a River client and a store that share one
+// database and its transaction type TTx.
 type riverQueue[TTx any] struct {
 	client *river.Client[TTx]
+	runs   store.TxRuns[TTx]
 	worker bool
 }
 
-// NewSQLite returns a queue on the SQLite database db (the store's write
-// pool: River's SQLite driver wants a single connection).
-func NewSQLite(ctx context.Context, db *sql.DB, cfg Config) (Queue, error) {
-	return newRiver[*sql.Tx](ctx, riversqlite.New(db), cfg)
+// SQLiteStore is the SQLite store a queue shares its database with
+// (*sqlite.Store).
+type SQLiteStore interface {
+	// WriteDB is the store's single-connection write pool: River's SQLite
+	// driver wants a single connection.
+	WriteDB() *sql.DB
+	store.TxRuns[*sql.Tx]
 }
 
-// NewPostgres returns a queue on the PostgreSQL pool.
-func NewPostgres(ctx context.Context, pool *pgxpool.Pool, cfg Config) (Queue, error) {
-	return newRiver[pgx.Tx](ctx, riverpgxv5.New(pool), cfg)
+// PostgresStore is the PostgreSQL store a queue shares its database with
+// (*postgres.Store).
+type PostgresStore interface {
+	Pool() *pgxpool.Pool
+	store.TxRuns[pgx.Tx]
 }
 
-func newRiver[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], cfg Config) (Queue, error) {
+// NewSQLite returns a queue on the database of the SQLite store st.
+func NewSQLite(ctx context.Context, st SQLiteStore, cfg Config) (Queue, error) {
+	return newRiver(ctx, riversqlite.New(st.WriteDB()), st, cfg)
+}
+
+// NewPostgres returns a queue on the database of the PostgreSQL store st.
+func NewPostgres(ctx context.Context, st PostgresStore, cfg Config) (Queue, error) {
+	return newRiver(ctx, riverpgxv5.New(st.Pool()), st, cfg)
+}
+
+func newRiver[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], runs store.TxRuns[TTx], cfg Config) (Queue, error) {
 	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: cfg.Log})
 	if err != nil {
 		return nil, fmt.Errorf("river migrator: %w", err)
@@ -172,17 +196,24 @@ func newRiver[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], cfg 
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)
 	}
-	return &riverQueue[TTx]{client: client, worker: cfg.Executor != nil}, nil
+	return &riverQueue[TTx]{client: client, runs: runs, worker: cfg.Executor != nil}, nil
 }
 
-func (q *riverQueue[TTx]) EnqueueTx(ctx context.Context, tx any, tenant, runID, agent string) error {
-	t, ok := tx.(TTx)
-	if !ok {
-		return fmt.Errorf("enqueue run %s: transaction is %T, want %T", runID, tx, *new(TTx))
-	}
-	args := RunArgs{RunID: runID, Tenant: tenant, Agent: agent, TraceParent: observe.TraceParent(ctx)}
-	if _, err := q.client.InsertTx(ctx, t, args, &river.InsertOpts{Queue: DefaultQueue}); err != nil {
-		return fmt.Errorf("enqueue run %s: %w", runID, err)
+func (q *riverQueue[TTx]) CreateRun(ctx context.Context, r store.Run) error {
+	return q.runs.CreateRunTx(ctx, r, func(ctx context.Context, tx TTx) error {
+		return q.enqueueTx(ctx, tx, r)
+	})
+}
+
+func (q *riverQueue[TTx]) ReclaimExpiredRuns(ctx context.Context, now time.Time) (int, error) {
+	return q.runs.ReclaimExpiredRuns(ctx, now, q.enqueueTx)
+}
+
+// enqueueTx inserts the job of run r inside the store's transaction tx.
+func (q *riverQueue[TTx]) enqueueTx(ctx context.Context, tx TTx, r store.Run) error {
+	args := RunArgs{RunID: r.ID, Tenant: r.Tenant, Agent: r.Agent, TraceParent: observe.TraceParent(ctx)}
+	if _, err := q.client.InsertTx(ctx, tx, args, &river.InsertOpts{Queue: DefaultQueue}); err != nil {
+		return fmt.Errorf("enqueue run %s: %w", r.ID, err)
 	}
 	return nil
 }

@@ -33,7 +33,7 @@ func sqliteBackend(t *testing.T) backend {
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	require.NoError(t, st.Migrate(ctx))
-	q, err := queue.NewSQLite(ctx, st.WriteDB(), queue.Config{Log: slog.New(slog.DiscardHandler)})
+	q, err := queue.NewSQLite(ctx, st, queue.Config{Log: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	return backend{store: st, queue: q, orphan: func(t *testing.T) {
 		_, err := st.WriteDB().Exec(`UPDATE river_job SET state = 'running', attempted_at = '2000-01-01 00:00:00.000'`)
@@ -47,7 +47,7 @@ func postgresBackend(t *testing.T) backend {
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	require.NoError(t, st.Migrate(ctx))
-	q, err := queue.NewPostgres(ctx, st.Pool(), queue.Config{Log: slog.New(slog.DiscardHandler)})
+	q, err := queue.NewPostgres(ctx, st, queue.Config{Log: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	return backend{store: st, queue: q, orphan: func(t *testing.T) {
 		_, err := st.Pool().Exec(ctx, `UPDATE river_job SET state = 'running', attempted_at = now() - interval '1 hour'`)
@@ -66,24 +66,18 @@ func TestReclaimOrphanedJobs(t *testing.T) {
 			ctx := context.Background()
 			run := store.Run{ID: "run_orphan", Tenant: "t1", Agent: "demo", Status: store.RunQueued,
 				Input: json.RawMessage(`{}`), CreatedAt: time.Now()}
-			require.NoError(t, b.store.CreateRunTx(ctx, run, func(ctx context.Context, tx any) error {
-				return b.queue.EnqueueTx(ctx, tx, run.Tenant, run.ID, run.Agent)
-			}))
-			reclaim := func(now time.Time) []string {
-				var ids []string
-				_, err := b.store.ReclaimExpiredRuns(ctx, now, func(ctx context.Context, tx any, r store.Run) error {
-					ids = append(ids, r.ID)
-					return b.queue.EnqueueTx(ctx, tx, r.Tenant, r.ID, r.Agent)
-				})
+			require.NoError(t, b.queue.CreateRun(ctx, run))
+			reclaim := func(now time.Time) int {
+				n, err := b.queue.ReclaimExpiredRuns(ctx, now)
 				require.NoError(t, err)
-				return ids
+				return n
 			}
-			require.Empty(t, reclaim(time.Now()), "a job nobody fetched is not orphaned")
+			require.Zero(t, reclaim(time.Now()), "a job nobody fetched is not orphaned")
 			b.orphan(t)
 			now := time.Now()
-			require.Equal(t, []string{"run_orphan"}, reclaim(now))
-			require.Empty(t, reclaim(now.Add(time.Second)), "re-enqueued at most once per OrphanedJobAfter")
-			require.Equal(t, []string{"run_orphan"}, reclaim(now.Add(store.OrphanedJobAfter+time.Second)))
+			require.Equal(t, 1, reclaim(now), "the only run, run_orphan")
+			require.Zero(t, reclaim(now.Add(time.Second)), "re-enqueued at most once per OrphanedJobAfter")
+			require.Equal(t, 1, reclaim(now.Add(store.OrphanedJobAfter+time.Second)))
 
 			// The run is still claimable by exactly one worker.
 			got, err := b.store.ClaimRun(ctx, store.ClaimRunParams{ID: run.ID, Owner: "w1", LeaseUntil: now.Add(time.Minute), Now: now})

@@ -64,7 +64,7 @@ type Config struct {
 	Tenants map[string]Limits
 
 	// Redis, when set, shares the buckets between instances (an
-	// *goredis.Client from internal/store/redis's Client.Raw).
+	// *goredis.Client from internal/redis's Client.Raw).
 	Redis goredis.Scripter
 	// Prefix is put before every Redis key. Defaults to "agentd:rl:".
 	Prefix string

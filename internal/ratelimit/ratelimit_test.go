@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/ratelimit"
-	"github.com/agentd/agentd/internal/store/redis"
-	"github.com/agentd/agentd/internal/store/redis/redistest"
+	"github.com/agentd/agentd/internal/redis"
+	"github.com/agentd/agentd/internal/redis/redistest"
 )
 
 // value reads a counter.

@@ -29,16 +29,20 @@ var errBadInput = errors.New("invalid run input")
 type RunStore interface {
 	ChatStore
 	store.RunLeases
-	CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) error
 	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
 	GetRunByIdempotencyKey(ctx context.Context, tenant, key string) (store.Run, error)
 	ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.Run, error)
 	ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Time) (int, error)
 }
 
-// Enqueuer inserts the queue job of a run inside the store's transaction.
+// Enqueuer creates queued runs: a run's row and its queue job in one store
+// transaction (queue.Queue implements it).
 type Enqueuer interface {
-	EnqueueTx(ctx context.Context, tx any, tenant, runID, agent string) error
+	// CreateRun stores r and enqueues it atomically.
+	CreateRun(ctx context.Context, r store.Run) error
+	// ReclaimExpiredRuns enqueues again the runs whose worker died (see
+	// store.TxRuns) and returns how many.
+	ReclaimExpiredRuns(ctx context.Context, now time.Time) (int, error)
 }
 
 // Runs is the queued-run side of the service: submit, read, cancel on API
@@ -107,9 +111,7 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey,
 		CreatedAt: time.Now().UTC().Truncate(time.Microsecond), // as stored
 	}
-	err = r.Store.CreateRunTx(ctx, run, func(ctx context.Context, tx any) error {
-		return r.Queue.EnqueueTx(ctx, tx, run.Tenant, run.ID, run.Agent)
-	})
+	err = r.Queue.CreateRun(ctx, run)
 	if errors.Is(err, store.ErrConflict) && p.IdempotencyKey != "" {
 		// Lost a race with a request carrying the same key.
 		if existing, ok, kerr := r.byKey(ctx, p.Tenant, p.IdempotencyKey); kerr == nil && ok {
@@ -405,9 +407,7 @@ func (r *Runs) Reclaim(ctx context.Context, interval time.Duration) error {
 			return nil
 		case <-t.C:
 		}
-		n, err := r.Store.ReclaimExpiredRuns(ctx, time.Now().UTC(), func(ctx context.Context, tx any, run store.Run) error {
-			return r.Queue.EnqueueTx(ctx, tx, run.Tenant, run.ID, run.Agent)
-		})
+		n, err := r.Queue.ReclaimExpiredRuns(ctx, time.Now().UTC())
 		if err != nil {
 			if ctx.Err() == nil {
 				r.Log.WarnContext(ctx, "reclaim runs of dead workers", "err", err)

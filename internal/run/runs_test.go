@@ -105,7 +105,7 @@ func setupRunsEnv(t *testing.T, backend string, simCfg sim.Config) *runsEnv {
 		require.NoError(t, st.Migrate(ctx))
 		env.st, env.hub = st, events.NewLocal()
 		env.newQueue = func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewSQLite(ctx, st.WriteDB(), cfg)
+			return queue.NewSQLite(ctx, st, cfg)
 		}
 		rc, err := river.NewClient(riversqlite.New(st.WriteDB()), &river.Config{Logger: env.log})
 		require.NoError(t, err)
@@ -124,7 +124,7 @@ func setupRunsEnv(t *testing.T, backend string, simCfg sim.Config) *runsEnv {
 		env.st, env.hub = st, hub
 		actors = append(actors, hub.Run)
 		env.newQueue = func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewPostgres(ctx, st.Pool(), cfg)
+			return queue.NewPostgres(ctx, st, cfg)
 		}
 		rc, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{Logger: env.log})
 		require.NoError(t, err)
@@ -233,11 +233,14 @@ func (w *runsWorker) stop(t *testing.T, grace time.Duration) {
 	require.NoError(t, w.q.Stop(ctx))
 }
 
-// noEnqueue is a queue that drops jobs: the runs of a worker that took its
-// job and died.
-type noEnqueue struct{}
+// noEnqueue is a queue that drops jobs: it stores the run without one, as
+// a worker that took the run's job and died leaves it.
+type noEnqueue struct{ st runsStore }
 
-func (noEnqueue) EnqueueTx(context.Context, any, string, string, string) error { return nil }
+func (q noEnqueue) CreateRun(ctx context.Context, r store.Run) error { return q.st.CreateRun(ctx, r) }
+
+// ReclaimExpiredRuns is never called: the dead worker reclaims nothing.
+func (noEnqueue) ReclaimExpiredRuns(context.Context, time.Time) (int, error) { return 0, nil }
 
 func (env *runsEnv) waitRun(t *testing.T, id string, cond func(store.Run) bool) store.Run {
 	t.Helper()
@@ -353,7 +356,7 @@ func TestRunsResumeAfterWorkerDeath(t *testing.T) {
 		// claimed the run with a lease that has expired by now, made the
 		// first model call (tool_use), ran the tool, checkpointed both, and
 		// died during the second model call.
-		dead := &run.Runs{Service: env.service(nil), Store: env.st, Queue: noEnqueue{}, Owner: "dead", Log: env.log}
+		dead := &run.Runs{Service: env.service(nil), Store: env.st, Queue: noEnqueue{env.st}, Owner: "dead", Log: env.log}
 		rn, created, err := dead.Submit(ctx, run.SubmitParams{Tenant: runsTenant, Agent: "demo", Message: msg})
 		require.NoError(t, err)
 		require.True(t, created)
@@ -544,7 +547,7 @@ func TestRunsCancelWhileWorkerDead(t *testing.T) {
 	forEachRunsBackend(t, func(t *testing.T, backend string) {
 		env := setupRunsEnv(t, backend, sim.Config{})
 		ctx := t.Context()
-		dead := &run.Runs{Service: env.service(nil), Store: env.st, Queue: noEnqueue{}, Owner: "dead", Log: env.log}
+		dead := &run.Runs{Service: env.service(nil), Store: env.st, Queue: noEnqueue{env.st}, Owner: "dead", Log: env.log}
 		rn, _, err := dead.Submit(ctx, run.SubmitParams{Tenant: runsTenant, Agent: "demo", Message: "hello"})
 		require.NoError(t, err)
 		now := time.Now().UTC()

@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	storeredis "github.com/agentd/agentd/internal/store/redis"
-	"github.com/agentd/agentd/internal/store/redis/redistest"
+	storeredis "github.com/agentd/agentd/internal/redis"
+	"github.com/agentd/agentd/internal/redis/redistest"
 )
 
 // Redis is an accelerator: while it is down /healthz says degraded with the

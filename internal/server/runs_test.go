@@ -143,7 +143,7 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 		b.St = st
 		b.Hub = events.NewLocal()
 		newQueue = func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewSQLite(ctx, st.WriteDB(), cfg)
+			return queue.NewSQLite(ctx, st, cfg)
 		}
 		rc, err := river.NewClient(riversqlite.New(st.WriteDB()), &river.Config{Logger: log})
 		require.NoError(t, err)
@@ -159,7 +159,7 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 		b.Hub = hub
 		actors = append(actors, hub.Run)
 		newQueue = func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewPostgres(ctx, st.Pool(), cfg)
+			return queue.NewPostgres(ctx, st, cfg)
 		}
 		rc, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{Logger: log})
 		require.NoError(t, err)

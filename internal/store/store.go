@@ -175,9 +175,36 @@ type ListRunsParams struct {
 }
 
 // TxFunc runs inside a backend transaction. tx is the backend's native
-// transaction (*sql.Tx for SQLite, pgx.Tx for PostgreSQL) so that a queue
-// sharing the database can insert its job atomically with the store's rows.
-type TxFunc func(ctx context.Context, tx any) error
+// transaction, TTx (*sql.Tx for SQLite, pgx.Tx for PostgreSQL), so that a
+// queue sharing the database can insert its job atomically with the
+// store's rows.
+type TxFunc[TTx any] func(ctx context.Context, tx TTx) error
+
+// ReclaimFunc is called for each run ReclaimExpiredRuns reclaims, inside
+// its transaction (see TxFunc).
+type ReclaimFunc[TTx any] func(ctx context.Context, tx TTx, r Run) error
+
+// TxRuns is the part of the seam that shares a backend's transactions with
+// a job queue on the same database (internal/queue): TTx is the backend's
+// native transaction type, as River's Driver[TTx]. The SQLite backend
+// implements TxRuns[*sql.Tx], the PostgreSQL one TxRuns[pgx.Tx], so a
+// queue of the wrong database does not compile.
+type TxRuns[TTx any] interface {
+	// CreateRunTx inserts r and calls fn in the same transaction; if fn
+	// fails nothing is written and its error is returned (wrapped).
+	// ErrConflict if the id, or the tenant's idempotency key, exists; fn
+	// is only called once r is inserted, so a conflict never reaches it.
+	// A nil fn makes it CreateRun.
+	CreateRunTx(ctx context.Context, r Run, fn TxFunc[TTx]) error
+	// ReclaimExpiredRuns finds running runs whose lease expired before
+	// now, clears their lease and calls fn for each inside the same
+	// transaction (to enqueue it again); it returns how many it reclaimed.
+	// It also hands fn queued runs whose queue job was fetched by a worker
+	// more than OrphanedJobAfter ago without the run being claimed (the
+	// worker died between fetching the job and claiming the run), at most
+	// once per OrphanedJobAfter each.
+	ReclaimExpiredRuns(ctx context.Context, now time.Time, fn ReclaimFunc[TTx]) (int, error)
+}
 
 // Store is the seam every backend implements. All methods are safe for
 // concurrent use.
@@ -204,12 +231,8 @@ type Store interface {
 
 	// CreateRun inserts a run. ErrConflict if the id exists.
 	CreateRun(ctx context.Context, r Run) error
-	// CreateRunTx inserts r and calls fn in the same transaction; if fn
-	// fails nothing is written and its error is returned (wrapped).
-	// ErrConflict if the id, or the tenant's idempotency key, exists; fn
-	// is only called once r is inserted, so a conflict never reaches it.
-	// A nil fn makes it CreateRun.
-	CreateRunTx(ctx context.Context, r Run, fn TxFunc) error
+	// (CreateRunTx, which shares the transaction with a queue, is in
+	// TxRuns.)
 	// GetRun returns a run of the tenant.
 	GetRun(ctx context.Context, tenant, id string) (Run, error)
 	// GetRunByIdempotencyKey returns the tenant's run created with key.
@@ -287,14 +310,8 @@ type RunLeases interface {
 	// becomes canceled at once, a running one is stopped by its worker at
 	// its next lease extension. Terminal runs are returned unchanged.
 	RequestCancel(ctx context.Context, tenant, id string, now time.Time) (Run, error)
-	// ReclaimExpiredRuns finds running runs whose lease expired before
-	// now, clears their lease and calls fn for each inside the same
-	// transaction (to enqueue it again); it returns how many it reclaimed.
-	// It also hands fn queued runs whose queue job was fetched by a worker
-	// more than OrphanedJobAfter ago without the run being claimed (the
-	// worker died between fetching the job and claiming the run), at most
-	// once per OrphanedJobAfter each.
-	ReclaimExpiredRuns(ctx context.Context, now time.Time, fn func(ctx context.Context, tx any, r Run) error) (int, error)
+	// (ReclaimExpiredRuns, which shares the transaction with a queue, is
+	// in TxRuns.)
 	// QueueStats reports queue depth and age.
 	QueueStats(ctx context.Context) (QueueStats, error)
 }

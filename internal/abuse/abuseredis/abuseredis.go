@@ -18,7 +18,7 @@ type Store struct {
 	key string
 }
 
-// New returns a Store on rdb (internal/store/redis's Client.Raw) under
+// New returns a Store on rdb (internal/redis's Client.Raw) under
 // prefix ("" for DefaultPrefix).
 func New(rdb goredis.Cmdable, prefix string) *Store {
 	if prefix == "" {

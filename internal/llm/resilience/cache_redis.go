@@ -19,7 +19,7 @@ const (
 )
 
 // RedisKV is the part of a Redis client the Redis cache uses; an
-// *redis.Client of internal/store/redis implements it. Each call must be
+// *redis.Client of internal/redis implements it. Each call must be
 // bounded by a short timeout of its own (the client's per-command Timeout).
 type RedisKV interface {
 	// Get returns the value of key; ok is false when there is none.

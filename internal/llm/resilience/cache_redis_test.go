@@ -16,9 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/llm"
+	storeredis "github.com/agentd/agentd/internal/redis"
+	"github.com/agentd/agentd/internal/redis/redistest"
 	"github.com/agentd/agentd/internal/sim"
-	storeredis "github.com/agentd/agentd/internal/store/redis"
-	"github.com/agentd/agentd/internal/store/redis/redistest"
 )
 
 const redisTestTimeout = 200 * time.Millisecond

@@ -1,5 +1,7 @@
 // Package postgres is the PostgreSQL backend of store.Store, built on pgx v5
-// and its connection pool, pgxpool.
+// and its connection pool, pgxpool. The SQL is sqlstore's, shared with the
+// SQLite backend; this package holds the pool, the bulk usage insert and
+// PostgreSQL's side of sqlstore.Dialect.
 //
 // # Connections
 //
@@ -12,7 +14,7 @@
 //
 // puts the tables in schema agentd (the first schema of the search_path,
 // which must exist). Pool returns the pool so that a job queue (River) can
-// share it and insert its jobs in the store's transactions (CreateRunTx).
+// share it and insert its jobs in the store's transactions (store.TxRuns).
 //
 // # Concurrency
 //
@@ -42,21 +44,24 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlstore"
 )
 
 // Store is a store.Store on a PostgreSQL database. It is safe for concurrent
 // use; several Stores (also in several processes) may share a database.
 type Store struct {
+	// Store is the SQL the backends share; it runs on the pool.
+	*sqlstore.Store
+
 	pool *pgxpool.Pool
 
 	closeOnce sync.Once
 }
 
-var _ store.Store = (*Store)(nil)
+var _ sqlstore.Backend[pgx.Tx] = (*Store)(nil)
 
 // Open connects to the database at url (a postgres:// URL or a libpq
 // key=value string, see the package doc for pool settings) and checks that
@@ -81,7 +86,12 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	s := &Store{pool: pool}
+	s.Store = sqlstore.New(sqlstore.DB{Write: querier[*pgxpool.Pool]{pool}, Read: querier[*pgxpool.Pool]{pool}, Begin: func(ctx context.Context) (sqlstore.Tx, error) {
+		t, _, err := s.begin(ctx)
+		return t, err
+	}}, dialect)
+	return s, nil
 }
 
 // Pool returns the Store's connection pool, for sharing with a job queue.
@@ -132,8 +142,6 @@ func isCode(err error, code string) bool {
 
 // Timestamps: timestamptz, microseconds, UTC, zero ↔ NULL.
 
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
-
 // toTime is the query argument for t: NULL for the zero time, else t
 // truncated to the microsecond as the SQLite backend does (pgx would
 // truncate too; this makes it explicit).
@@ -141,40 +149,5 @@ func toTime(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return normTime(t)
+	return sqlstore.NormTime(t)
 }
-
-func fromTime(t pgtype.Timestamptz) time.Time {
-	if !t.Valid {
-		return time.Time{}
-	}
-	return t.Time.UTC()
-}
-
-// normTime is what a time looks like after a round trip.
-func normTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return time.UnixMicro(t.UnixMicro()).UTC()
-}
-
-// JSON: json as is, nil (or empty) ↔ NULL.
-
-func toJSON(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return string(b)
-}
-
-func fromJSON(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
-}
-
-// rollback is deferred after Begin; after Commit it is a no-op. It must not
-// use the caller's context, which may be canceled by then.
-func rollback(tx pgx.Tx) { _ = tx.Rollback(context.Background()) }

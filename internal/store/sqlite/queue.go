@@ -1,9 +1,41 @@
 package sqlite
 
-import "database/sql"
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlstore"
+)
 
 // WriteDB returns the single-connection write pool, for River's SQLite
 // driver: River wants one connection on SQLite (to avoid SQLITE_BUSY), and
 // sharing the store's lets a run row and its queue job be inserted in one
-// transaction (CreateRunTx hands fn a *sql.Tx of this pool).
+// transaction (store.TxRuns: CreateRunTx hands fn a *sql.Tx of this pool).
 func (s *Store) WriteDB() *sql.DB { return s.write }
+
+// ReclaimBatch is the most runs one ReclaimExpiredRuns call reclaims.
+const ReclaimBatch = sqlstore.ReclaimBatch
+
+// CreateRunTx inserts r like CreateRun and then, when fn is not nil, calls
+// fn with the transaction, a *sql.Tx on the write connection; if fn fails,
+// nothing is written and its error is returned wrapped (as is, not mapped
+// to the store's sentinels). fn must do all its work on that *sql.Tx: the
+// Store's write pool has one connection, which the transaction holds, so
+// calling the Store from fn deadlocks.
+func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc[*sql.Tx]) error {
+	return sqlstore.CreateRunTx(ctx, s.Store, s.begin, r, fn)
+}
+
+// ReclaimExpiredRuns clears the lease of up to ReclaimBatch running runs
+// whose lease expired before now and calls fn for each, in one write
+// transaction: fn gets its *sql.Tx (to enqueue the run again). If fn fails,
+// nothing is written and its error is returned wrapped. fn must do all its
+// work on that *sql.Tx and never call the Store (the write pool's only
+// connection is the transaction's: that would deadlock). Reclaimers in
+// several Stores or processes serialize on SQLite's write lock, so each
+// expired run is reclaimed once.
+func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn store.ReclaimFunc[*sql.Tx]) (int, error) {
+	return sqlstore.ReclaimExpiredRuns(ctx, s.Store, s.begin, t, fn)
+}

@@ -1,5 +1,7 @@
 // Package sqlite is the SQLite backend of store.Store, built on the pure-Go
-// driver modernc.org/sqlite (no cgo).
+// driver modernc.org/sqlite (no cgo). The SQL is sqlstore's, shared with
+// the PostgreSQL backend; this package holds the connections, the statement
+// cache and SQLite's side of sqlstore.Dialect.
 //
 // # Connections and locking
 //
@@ -15,8 +17,8 @@
 //     SQLITE_BUSY when upgrading a read lock, and writers from other
 //     processes on the same file wait for up to busy_timeout (5s) for it.
 //   - a read pool with several connections, opened with query_only. In WAL
-//     mode readers never block the writer nor each other, and a read
-//     transaction (GetConversation) sees one consistent snapshot.
+//     mode readers never block the writer nor each other, and a statement
+//     (GetConversation's one) sees one consistent snapshot.
 //
 // Both pools run with busy_timeout(5000); the write pool also sets
 // journal_mode(WAL) (persistent in the file), foreign_keys(1) (needed for
@@ -48,11 +50,15 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlstore"
 )
 
 // Store is a store.Store on one SQLite database file. It is safe for
 // concurrent use; several Stores (also in several processes) may share a file.
 type Store struct {
+	// Store is the SQL the backends share; it runs on the pools below.
+	*sqlstore.Store
+
 	write *sql.DB // one connection, BEGIN IMMEDIATE
 	read  *sql.DB // several connections, query_only
 	wstmt *stmtCache
@@ -62,7 +68,7 @@ type Store struct {
 	closeErr  error
 }
 
-var _ store.Store = (*Store)(nil)
+var _ sqlstore.Backend[*sql.Tx] = (*Store)(nil)
 
 // Open opens (creating it if needed) the SQLite database at path, a file
 // system path as ParseURL returns it. It does not migrate: call Migrate.
@@ -111,7 +117,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxIdleTime(5 * time.Minute)
 
-	return &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read)}, nil
+	s := &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read)}
+	s.Store = sqlstore.New(sqlstore.DB{Write: pool{s.wstmt}, Read: pool{s.rstmt}, Begin: func(ctx context.Context) (sqlstore.Tx, error) {
+		t, _, err := s.begin(ctx)
+		return t, err
+	}}, dialect)
+	return s, nil
 }
 
 // dsn builds a "file:" URI for path, so that a '?' or '#' in the path is
@@ -225,9 +236,7 @@ func isConstraint(err error, codes ...int) bool {
 	return false
 }
 
-// Timestamps: unix microseconds, UTC, zero ↔ NULL.
-
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+// Timestamps: unix microseconds, UTC, zero ↔ NULL (see the package doc).
 
 func toMicros(t time.Time) any {
 	if t.IsZero() {
@@ -235,37 +244,3 @@ func toMicros(t time.Time) any {
 	}
 	return t.UnixMicro()
 }
-
-func fromMicros(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
-	}
-	return time.UnixMicro(n.Int64).UTC()
-}
-
-// normTime is what a time looks like after a round trip.
-func normTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return time.UnixMicro(t.UnixMicro()).UTC()
-}
-
-// JSON: TEXT as is, nil (or empty) ↔ NULL.
-
-func toJSON(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return string(b)
-}
-
-func fromJSON(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
-}
-
-// rollback is deferred after BeginTx; after Commit it is a no-op.
-func rollback(tx *sql.Tx) { _ = tx.Rollback() }

@@ -12,47 +12,82 @@ import (
 // again on every pool connection it runs on and keeps those, so SQLite parses
 // and plans each hot query once per connection instead of once per call;
 // Tx.StmtContext reuses the connection's prepared statement too.
+//
+// A statement is never prepared inside a transaction of the write pool: that
+// takes a connection, and the pool's only one is the transaction's, so it
+// would deadlock. A query a transaction finds unprepared (lookup) runs
+// unprepared once and is prepared before the next transaction begins
+// (preparePending). The mutex is never held while preparing.
 type stmtCache struct {
-	db *sql.DB
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
+	db      *sql.DB
+	mu      sync.RWMutex
+	m       map[string]*sql.Stmt
+	pending map[string]struct{}
 }
 
 func newStmtCache(db *sql.DB) *stmtCache {
-	return &stmtCache{db: db, m: map[string]*sql.Stmt{}}
+	return &stmtCache{db: db, m: map[string]*sql.Stmt{}, pending: map[string]struct{}{}}
 }
 
+// get returns the statement for query, preparing it on a pool connection
+// if needed. Never call it inside a transaction of the write pool.
 func (c *stmtCache) get(ctx context.Context, query string) (*sql.Stmt, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if st, ok := c.m[query]; ok {
+	c.mu.RLock()
+	st, ok := c.m[query]
+	c.mu.RUnlock()
+	if ok {
 		return st, nil
 	}
 	st, err := c.db.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev, ok := c.m[query]; ok { // prepared meanwhile
+		_ = st.Close()
+		return prev, nil
+	}
 	c.m[query] = st
+	delete(c.pending, query)
 	return st, nil
 }
 
-// getAll returns the statements for queries, in order.
-//
-// Call it before BeginTx, never inside a transaction: preparing takes a
-// connection from the pool, and the write pool's only connection is the
-// transaction's, so that would deadlock. Inside the transaction bind them
-// with tx.StmtContext, which reuses the statement prepared on the
-// transaction's connection.
-func (c *stmtCache) getAll(ctx context.Context, queries ...string) ([]*sql.Stmt, error) {
-	sts := make([]*sql.Stmt, len(queries))
-	for i, q := range queries {
-		st, err := c.get(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		sts[i] = st
+// lookup returns the statement for query if it is prepared; else nil, and
+// the query is prepared before the next transaction (preparePending).
+func (c *stmtCache) lookup(query string) *sql.Stmt {
+	c.mu.RLock()
+	st, ok := c.m[query]
+	c.mu.RUnlock()
+	if ok {
+		return st
 	}
-	return sts, nil
+	c.mu.Lock()
+	c.pending[query] = struct{}{}
+	c.mu.Unlock()
+	return nil
+}
+
+// preparePending prepares the queries lookup missed. Call it before
+// BeginTx. A query that fails to prepare is dropped (it runs unprepared and
+// is tried again after its next miss).
+func (c *stmtCache) preparePending(ctx context.Context) {
+	c.mu.RLock()
+	n := len(c.pending)
+	c.mu.RUnlock()
+	if n == 0 {
+		return
+	}
+	c.mu.Lock()
+	queries := make([]string, 0, len(c.pending))
+	for q := range c.pending {
+		queries = append(queries, q)
+	}
+	clear(c.pending)
+	c.mu.Unlock()
+	for _, q := range queries {
+		_, _ = c.get(ctx, q)
+	}
 }
 
 func (c *stmtCache) close() error {
@@ -65,29 +100,3 @@ func (c *stmtCache) close() error {
 	}
 	return errors.Join(errs...)
 }
-
-// exec runs a write outside a transaction through the statement cache:
-// SQLite parses each hot query once per connection, not per call.
-func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	st, err := s.wstmt.get(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	return st.ExecContext(ctx, args...)
-}
-
-// queryRow runs a read through the statement cache of the read pool. A
-// failed prepare surfaces from Scan.
-func (s *Store) queryRow(ctx context.Context, query string, args ...any) rowScanner {
-	st, err := s.rstmt.get(ctx, query)
-	if err != nil {
-		return errRow{err}
-	}
-	return st.QueryRowContext(ctx, args...)
-}
-
-type rowScanner interface{ Scan(dest ...any) error }
-
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }

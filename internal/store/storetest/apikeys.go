@@ -17,8 +17,8 @@ import (
 //   - id, prefix and hash are each unique (ErrConflict);
 //   - revoking twice keeps the first RevokedAt.
 
-func exerciseAPIKeys(t *testing.T, setup setupFunc) {
-	keys := func(t *testing.T, s Store) store.APIKeys {
+func exerciseAPIKeys[TTx any](t *testing.T, setup setupFunc[TTx]) {
+	keys := func(t *testing.T, s Store[TTx]) store.APIKeys {
 		t.Helper()
 		k, ok := s.(store.APIKeys)
 		require.True(t, ok, "%T does not implement store.APIKeys", s)

@@ -19,8 +19,8 @@ import (
 //   - ListAudit is tenant-scoped and returns an empty (non-nil) slice for an
 //     unknown run.
 
-func exerciseAudit(t *testing.T, setup setupFunc) {
-	audit := func(t *testing.T, s Store) store.Audit {
+func exerciseAudit[TTx any](t *testing.T, setup setupFunc[TTx]) {
+	audit := func(t *testing.T, s Store[TTx]) store.Audit {
 		t.Helper()
 		a, ok := s.(store.Audit)
 		require.True(t, ok, "%T does not implement store.Audit", s)

@@ -19,8 +19,8 @@ import (
 //   - expired reservations stop counting at once, before any sweep;
 //   - concurrent reservations never together overrun a limit.
 
-func exerciseBudgets(t *testing.T, setup setupFunc) {
-	budgets := func(t *testing.T, s Store) store.Budgets {
+func exerciseBudgets[TTx any](t *testing.T, setup setupFunc[TTx]) {
+	budgets := func(t *testing.T, s Store[TTx]) store.Budgets {
 		t.Helper()
 		b, ok := s.(store.Budgets)
 		require.True(t, ok, "%T does not implement store.Budgets", s)

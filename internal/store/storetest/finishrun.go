@@ -11,7 +11,7 @@ import (
 
 // exerciseFinishRun checks AppendMessagesParams.FinishRun: the turn and the
 // run's final status are written together, or neither is.
-func exerciseFinishRun(t *testing.T, setup setupFunc) {
+func exerciseFinishRun[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	t.Run("WrittenTogether", func(t *testing.T) {
 		s, ctx := setup(t)
 		c := createConv(t, ctx, s, "t1")

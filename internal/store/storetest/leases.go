@@ -33,18 +33,18 @@ import (
 // canceledError is the error RequestCancel gives a queued run.
 const canceledError = "canceled: the run was canceled"
 
-func claim(ctx context.Context, s Store, id, owner string, until, now time.Time) (store.Run, error) {
+func claim[TTx any](ctx context.Context, s Store[TTx], id, owner string, until, now time.Time) (store.Run, error) {
 	return s.ClaimRun(ctx, store.ClaimRunParams{ID: id, Owner: owner, LeaseUntil: until, Now: now})
 }
 
-func getRun(t *testing.T, ctx context.Context, s Store, tenant, id string) store.Run {
+func getRun[TTx any](t *testing.T, ctx context.Context, s Store[TTx], tenant, id string) store.Run {
 	t.Helper()
 	r, err := s.GetRun(ctx, tenant, id)
 	require.NoError(t, err)
 	return r
 }
 
-func exerciseRunLeases(t *testing.T, setup setupFunc) {
+func exerciseRunLeases[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	t0 := at("2025-06-01T10:00:00.123456Z")
 	sec := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
 
@@ -302,7 +302,7 @@ func exerciseRunLeases(t *testing.T, setup setupFunc) {
 	})
 
 	// expire creates a run claimed by owner whose lease ended at 10s.
-	expire := func(t *testing.T, ctx context.Context, s Store, owner string) store.Run {
+	expire := func(t *testing.T, ctx context.Context, s Store[TTx], owner string) store.Run {
 		t.Helper()
 		r := createRun(t, ctx, s, "t1")
 		got, err := claim(ctx, s, r.ID, owner, sec(10), sec(0))
@@ -326,7 +326,7 @@ func exerciseRunLeases(t *testing.T, setup setupFunc) {
 		require.NoError(t, err)
 
 		var got []store.Run
-		n, err := s.ReclaimExpiredRuns(ctx, sec(20), func(fctx context.Context, tx any, r store.Run) error {
+		n, err := s.ReclaimExpiredRuns(ctx, sec(20), func(fctx context.Context, tx TTx, r store.Run) error {
 			require.NotNil(t, fctx)
 			require.NotNil(t, tx, "fn gets the backend's transaction")
 			got = append(got, r)
@@ -341,7 +341,7 @@ func exerciseRunLeases(t *testing.T, setup setupFunc) {
 		require.Equal(t, "t1", got[0].Tenant)
 
 		// Once.
-		n, err = s.ReclaimExpiredRuns(ctx, sec(20), func(context.Context, any, store.Run) error {
+		n, err = s.ReclaimExpiredRuns(ctx, sec(20), func(context.Context, TTx, store.Run) error {
 			t.Error("nothing left to reclaim")
 			return nil
 		})
@@ -359,7 +359,7 @@ func exerciseRunLeases(t *testing.T, setup setupFunc) {
 
 		// Later both leases have ended (w2's at 100s, w3's at 50s).
 		var ids []string
-		n, err = s.ReclaimExpiredRuns(ctx, sec(101), func(_ context.Context, _ any, r store.Run) error {
+		n, err = s.ReclaimExpiredRuns(ctx, sec(101), func(_ context.Context, _ TTx, r store.Run) error {
 			ids = append(ids, r.ID)
 			return nil
 		})
@@ -373,7 +373,7 @@ func exerciseRunLeases(t *testing.T, setup setupFunc) {
 		a, b := expire(t, ctx, s, "w1"), expire(t, ctx, s, "w2")
 		boom := errors.New("boom")
 		calls := 0
-		n, err := s.ReclaimExpiredRuns(ctx, sec(20), func(context.Context, any, store.Run) error {
+		n, err := s.ReclaimExpiredRuns(ctx, sec(20), func(context.Context, TTx, store.Run) error {
 			calls++
 			if calls == 2 {
 				return boom
@@ -394,7 +394,7 @@ func exerciseRunLeases(t *testing.T, setup setupFunc) {
 		_, err = s.ExtendLease(ctx, b.ID, "w2", sec(10))
 		require.NoError(t, err)
 
-		n, err = s.ReclaimExpiredRuns(ctx, sec(40), func(context.Context, any, store.Run) error { return nil })
+		n, err = s.ReclaimExpiredRuns(ctx, sec(40), func(context.Context, TTx, store.Run) error { return nil })
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
 	})
@@ -403,7 +403,7 @@ func exerciseRunLeases(t *testing.T, setup setupFunc) {
 		s, ctx := setup(t)
 		r := expire(t, ctx, s, "w1")
 		cctx, cancel := context.WithCancel(ctx)
-		_, err := s.ReclaimExpiredRuns(cctx, sec(20), func(context.Context, any, store.Run) error {
+		_, err := s.ReclaimExpiredRuns(cctx, sec(20), func(context.Context, TTx, store.Run) error {
 			cancel()
 			return context.Cause(cctx)
 		})
@@ -433,8 +433,8 @@ func exerciseRunLeases(t *testing.T, setup setupFunc) {
 				<-start
 				for {
 					var mine []string
-					n, err := s.ReclaimExpiredRuns(ctx, sec(20), func(_ context.Context, tx any, r store.Run) error {
-						if tx == nil {
+					n, err := s.ReclaimExpiredRuns(ctx, sec(20), func(_ context.Context, tx TTx, r store.Run) error {
+						if any(tx) == nil {
 							return fmt.Errorf("reclaimer %d: nil tx", i)
 						}
 						mine = append(mine, r.ID)

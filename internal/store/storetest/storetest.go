@@ -1,7 +1,7 @@
 // Package storetest is the conformance suite every store.Store backend must
 // pass, in the style of River's riverdrivertest: a backend's test calls
 //
-//	storetest.Exercise(t, func(t *testing.T) storetest.Store { ... })
+//	storetest.Exercise(t, func(t *testing.T) storetest.Store[*sql.Tx] { ... })
 //
 // and gets one subtest per contract of store.go.
 //
@@ -43,19 +43,20 @@ import (
 
 // Store is what a backend under test implements: the Store seam and the
 // run leases.
-type Store interface {
+type Store[TTx any] interface {
 	store.Store
 	store.RunLeases
+	store.TxRuns[TTx]
 }
 
 // Exercise runs the conformance suite. newStore must return a migrated,
 // empty store of its own on every call (the subtests run in parallel and
 // some count rows) and arrange for it to be closed with t.Cleanup.
-func Exercise(t *testing.T, newStore func(t *testing.T) Store) {
+func Exercise[TTx any](t *testing.T, newStore func(t *testing.T) Store[TTx]) {
 	t.Helper()
 
 	// setup gives a subtest its own store and context.
-	setup := func(t *testing.T) (Store, context.Context) {
+	var setup setupFunc[TTx] = func(t *testing.T) (Store[TTx], context.Context) {
 		t.Helper()
 		t.Parallel()
 		return newStore(t), t.Context()
@@ -87,7 +88,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("Budgets", func(t *testing.T) { exerciseBudgets(t, setup) })
 }
 
-type setupFunc func(t *testing.T) (Store, context.Context)
+type setupFunc[TTx any] func(t *testing.T) (Store[TTx], context.Context)
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -193,7 +194,7 @@ func events(runID string, from, to int64) []store.Event {
 // ---------------------------------------------------------------------------
 // conversations
 
-func exerciseConversations(t *testing.T, setup setupFunc) {
+func exerciseConversations[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	t.Run("CreateAndGet", func(t *testing.T) {
 		s, ctx := setup(t)
 		before := time.Now()
@@ -360,7 +361,7 @@ func exerciseConversations(t *testing.T, setup setupFunc) {
 // ---------------------------------------------------------------------------
 // AppendMessages
 
-func exerciseAppend(t *testing.T, setup setupFunc) {
+func exerciseAppend[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	t.Run("RoundTripAndVersion", func(t *testing.T) {
 		s, ctx := setup(t)
 		c := createConv(t, ctx, s, "t1")
@@ -534,7 +535,7 @@ func exerciseAppend(t *testing.T, setup setupFunc) {
 // ---------------------------------------------------------------------------
 // runs
 
-func exerciseRuns(t *testing.T, setup setupFunc) {
+func exerciseRuns[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	full := func() store.Run {
 		return store.Run{
 			ID:             newID("run"),
@@ -664,7 +665,7 @@ func exerciseRuns(t *testing.T, setup setupFunc) {
 // ---------------------------------------------------------------------------
 // CreateRunTx
 
-func exerciseCreateRunTx(t *testing.T, setup setupFunc) {
+func exerciseCreateRunTx[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	mk := func(tenant string) store.Run {
 		return store.Run{
 			ID: newID("run"), Tenant: tenant, Agent: "agent-a", Status: store.RunQueued,
@@ -676,7 +677,7 @@ func exerciseCreateRunTx(t *testing.T, setup setupFunc) {
 		s, ctx := setup(t)
 		r := mk("t1")
 		calls := 0
-		err := s.CreateRunTx(ctx, r, func(fctx context.Context, tx any) error {
+		err := s.CreateRunTx(ctx, r, func(fctx context.Context, tx TTx) error {
 			calls++
 			require.NotNil(t, fctx)
 			require.NotNil(t, tx, "fn gets the backend's transaction")
@@ -702,7 +703,7 @@ func exerciseCreateRunTx(t *testing.T, setup setupFunc) {
 		s, ctx := setup(t)
 		r := mk("t1")
 		boom := errors.New("boom")
-		err := s.CreateRunTx(ctx, r, func(context.Context, any) error { return boom })
+		err := s.CreateRunTx(ctx, r, func(context.Context, TTx) error { return boom })
 		require.ErrorIs(t, err, boom)
 		require.NotErrorIs(t, err, store.ErrConflict)
 		require.NotErrorIs(t, err, store.ErrNotFound)
@@ -712,7 +713,7 @@ func exerciseCreateRunTx(t *testing.T, setup setupFunc) {
 		require.ErrorIs(t, err, store.ErrNotFound)
 
 		// Id and key are still free.
-		require.NoError(t, s.CreateRunTx(ctx, r, func(context.Context, any) error { return nil }))
+		require.NoError(t, s.CreateRunTx(ctx, r, func(context.Context, TTx) error { return nil }))
 		got, err := s.GetRunByIdempotencyKey(ctx, "t1", r.IdempotencyKey)
 		require.NoError(t, err)
 		require.Equal(t, r.ID, got.ID)
@@ -723,7 +724,7 @@ func exerciseCreateRunTx(t *testing.T, setup setupFunc) {
 		r := mk("t1")
 		require.NoError(t, s.CreateRun(ctx, r))
 		called := false
-		fn := func(context.Context, any) error { called = true; return nil }
+		fn := func(context.Context, TTx) error { called = true; return nil }
 
 		dupID := mk("t1")
 		dupID.ID = r.ID
@@ -740,7 +741,7 @@ func exerciseCreateRunTx(t *testing.T, setup setupFunc) {
 		s, ctx := setup(t)
 		r := mk("t1")
 		cctx, cancel := context.WithCancel(ctx)
-		err := s.CreateRunTx(cctx, r, func(context.Context, any) error {
+		err := s.CreateRunTx(cctx, r, func(context.Context, TTx) error {
 			cancel()
 			return context.Cause(cctx)
 		})
@@ -753,7 +754,7 @@ func exerciseCreateRunTx(t *testing.T, setup setupFunc) {
 // ---------------------------------------------------------------------------
 // ListRuns
 
-func exerciseListRuns(t *testing.T, setup setupFunc) {
+func exerciseListRuns[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	ids := func(runs []store.Run) []string {
 		out := []string{}
 		for _, r := range runs {
@@ -924,7 +925,7 @@ func roundTrippedRun(r store.Run) store.Run {
 // ---------------------------------------------------------------------------
 // idempotency keys
 
-func exerciseIdempotency(t *testing.T, setup setupFunc) {
+func exerciseIdempotency[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	t.Run("GetByKey", func(t *testing.T) {
 		s, ctx := setup(t)
 		key := newID("idem")
@@ -1009,7 +1010,7 @@ func exerciseIdempotency(t *testing.T, setup setupFunc) {
 // ---------------------------------------------------------------------------
 // SaveStep, ListEvents, LatestCheckpoint
 
-func exerciseSaveStep(t *testing.T, setup setupFunc) {
+func exerciseSaveStep[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	t.Run("RoundTrip", func(t *testing.T) {
 		s, ctx := setup(t)
 		r := createRun(t, ctx, s, "t1")
@@ -1190,7 +1191,7 @@ func exerciseSaveStep(t *testing.T, setup setupFunc) {
 // ---------------------------------------------------------------------------
 // concurrency
 
-func exerciseConcurrency(t *testing.T, setup setupFunc) {
+func exerciseConcurrency[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	const n = 16
 
 	t.Run("AppendSameVersionOneWins", func(t *testing.T) {

@@ -26,8 +26,8 @@ import (
 //     skipped by AppendUsage and AppendUsageBatch: the same batch written
 //     twice stores each row once; rows without a UID are never skipped.
 
-func exerciseUsage(t *testing.T, setup setupFunc) {
-	usage := func(t *testing.T, s Store) store.Usage {
+func exerciseUsage[TTx any](t *testing.T, setup setupFunc[TTx]) {
+	usage := func(t *testing.T, s Store[TTx]) store.Usage {
 		t.Helper()
 		u, ok := s.(store.Usage)
 		require.True(t, ok, "%T does not implement store.Usage", s)

@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/agentd/agentd/internal/store/redis"
-	"github.com/agentd/agentd/internal/store/redis/redistest"
+	"github.com/agentd/agentd/internal/redis"
+	"github.com/agentd/agentd/internal/redis/redistest"
 )
 
 const testTimeout = 200 * time.Millisecond

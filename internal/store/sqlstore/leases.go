@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
@@ -6,13 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
-
 	"github.com/agentd/agentd/internal/store"
 )
-
-var _ store.RunLeases = (*Store)(nil)
 
 // ReclaimBatch is the most runs one ReclaimExpiredRuns call reclaims.
 const ReclaimBatch = 100
@@ -22,13 +17,13 @@ const canceledError = "canceled: the run was canceled"
 
 const (
 	// $4 is both compared with lease_expires_at and a started_at value:
-	// one type, timestamptz.
+	// one type.
 	qClaimRun = `UPDATE runs SET status = 'running', lease_owner = $2, lease_expires_at = $3,
 		attempt = attempt + 1, started_at = coalesce(started_at, $4)
 		WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND
 			(lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < $4 OR lease_owner = $2)))
-		RETURNING ` + runColumns
-	qRunByID     = `SELECT ` + runColumns + ` FROM runs WHERE id = $1`
+		RETURNING ` + RunColumns
+	qRunByID     = `SELECT ` + RunColumns + ` FROM runs WHERE id = $1`
 	qExtendLease = `UPDATE runs SET lease_expires_at = $3
 		WHERE id = $1 AND lease_owner = $2 AND status = 'running'
 		RETURNING cancel_requested`
@@ -39,35 +34,7 @@ const (
 		finished_at = CASE status WHEN 'queued' THEN $3 ELSE finished_at END,
 		error = CASE status WHEN 'queued' THEN $4 ELSE error END
 		WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running')
-		RETURNING ` + runColumns
-	// SKIP LOCKED: concurrent reclaimers split the expired runs instead of
-	// queueing on each other's rows. A run another transaction reclaimed
-	// (or claimed) and committed meanwhile fails the re-check of the WHERE
-	// clause that READ COMMITTED does on a changed row, so each expired run
-	// is reclaimed once.
-	qReclaim = `WITH expired AS (
-			SELECT id AS expired_id FROM runs
-			WHERE status = 'running' AND lease_expires_at < $1
-			ORDER BY lease_expires_at LIMIT $2
-			FOR UPDATE SKIP LOCKED)
-		UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL
-		FROM expired WHERE id = expired_id
-		RETURNING ` + runColumns
-	// Queued runs whose River job a worker fetched long ago without
-	// claiming the run (it died in between). River's job table shares the
-	// database; lease_expires_at of a queued run marks when it may be
-	// re-enqueued again.
-	qReclaimOrphans = `WITH orphans AS (
-			SELECT r.id AS orphan_id FROM runs r
-			JOIN river_job j ON j.kind = 'agentd_run' AND j.state = 'running'
-				AND j.args->>'run_id' = r.id AND j.attempted_at < $2
-			WHERE r.status = 'queued' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < $3)
-			LIMIT $4
-			FOR UPDATE OF r SKIP LOCKED)
-		UPDATE runs SET lease_expires_at = $1
-		FROM orphans WHERE id = orphan_id
-		RETURNING ` + runColumns
-	qHasRiver   = `SELECT to_regclass('river_job') IS NOT NULL`
+		RETURNING ` + RunColumns
 	qQueueStats = `SELECT 'queued', agent, count(*), min(created_at) FROM runs
 			WHERE status = 'queued' GROUP BY agent
 		UNION ALL
@@ -87,7 +54,7 @@ const (
 func (s *Store) ClaimRun(ctx context.Context, p store.ClaimRunParams) (store.Run, error) {
 	r, err := s.claimRun(ctx, p)
 	if err != nil {
-		return r, fmt.Errorf("postgres: claim run %s: %w", p.ID, err)
+		return r, fmt.Errorf("%s: claim run %s: %w", s.d.Name, p.ID, err)
 	}
 	return r, nil
 }
@@ -100,19 +67,19 @@ func (s *Store) claimRun(ctx context.Context, p store.ClaimRunParams) (store.Run
 		return store.Run{}, errors.New("zero LeaseUntil")
 	}
 	if p.Now.IsZero() {
-		p.Now = now()
+		p.Now = Now()
 	}
-	r, err := scanRun(s.pool.QueryRow(ctx, qClaimRun, p.ID, p.Owner, toTime(p.LeaseUntil), toTime(p.Now)))
+	r, err := s.scanRun(s.db.Write.QueryRow(ctx, qClaimRun, p.ID, p.Owner, s.d.Time(p.LeaseUntil), s.d.Time(p.Now)))
 	if err == nil {
 		return r, nil
 	}
-	if err = mapErr(err); !errors.Is(err, store.ErrNotFound) {
+	if err = s.d.MapErr(err); !errors.Is(err, store.ErrNotFound) {
 		return store.Run{}, err
 	}
 	// Not claimable, or not there: tell which, with the run as it is now.
-	cur, err := scanRun(s.pool.QueryRow(ctx, qRunByID, p.ID))
+	cur, err := s.scanRun(s.db.Read.QueryRow(ctx, qRunByID, p.ID))
 	if err != nil {
-		return store.Run{}, mapErr(err)
+		return store.Run{}, s.d.MapErr(err)
 	}
 	return cur, fmt.Errorf("%w: run is %s", store.ErrConflict, cur.Status)
 }
@@ -122,12 +89,12 @@ func (s *Store) claimRun(ctx context.Context, p store.ClaimRunParams) (store.Run
 // does not hold it (any more), or there is no such run.
 func (s *Store) ExtendLease(ctx context.Context, id, owner string, until time.Time) (bool, error) {
 	var cancel bool
-	err := s.pool.QueryRow(ctx, qExtendLease, id, owner, toTime(until)).Scan(&cancel)
+	err := s.db.Write.QueryRow(ctx, qExtendLease, id, owner, s.d.Time(until)).Scan(&cancel)
 	if err != nil {
-		if err = mapErr(err); errors.Is(err, store.ErrNotFound) {
+		if err = s.d.MapErr(err); errors.Is(err, store.ErrNotFound) {
 			err = fmt.Errorf("%w: %s does not hold the lease", store.ErrConflict, owner)
 		}
-		return false, fmt.Errorf("postgres: extend lease of run %s: %w", id, err)
+		return false, fmt.Errorf("%s: extend lease of run %s: %w", s.d.Name, id, err)
 	}
 	return cancel, nil
 }
@@ -136,8 +103,8 @@ func (s *Store) ExtendLease(ctx context.Context, id, owner string, until time.Ti
 // may claim it at once; it does nothing (and returns nil) if owner does not
 // hold it.
 func (s *Store) ReleaseLease(ctx context.Context, id, owner string) error {
-	if _, err := s.pool.Exec(ctx, qReleaseLease, id, owner); err != nil {
-		return fmt.Errorf("postgres: release lease of run %s: %w", id, err)
+	if _, err := s.db.Write.Exec(ctx, qReleaseLease, id, owner); err != nil {
+		return fmt.Errorf("%s: release lease of run %s: %w", s.d.Name, id, err)
 	}
 	return nil
 }
@@ -149,14 +116,14 @@ func (s *Store) ReleaseLease(ctx context.Context, id, owner string) error {
 // store.ErrNotFound if the tenant has no such run. A zero now is now.
 func (s *Store) RequestCancel(ctx context.Context, tenant, id string, t time.Time) (store.Run, error) {
 	if t.IsZero() {
-		t = now()
+		t = Now()
 	}
-	r, err := scanRun(s.pool.QueryRow(ctx, qRequestCancel, id, tenant, toTime(t), canceledError))
+	r, err := s.scanRun(s.db.Write.QueryRow(ctx, qRequestCancel, id, tenant, s.d.Time(t), canceledError))
 	if err == nil {
 		return r, nil
 	}
-	if err = mapErr(err); !errors.Is(err, store.ErrNotFound) {
-		return store.Run{}, fmt.Errorf("postgres: request cancel of run %s: %w", id, err)
+	if err = s.d.MapErr(err); !errors.Is(err, store.ErrNotFound) {
+		return store.Run{}, fmt.Errorf("%s: request cancel of run %s: %w", s.d.Name, id, err)
 	}
 	// Terminal (statuses only move forward, so it still is), or not the
 	// tenant's.
@@ -165,54 +132,46 @@ func (s *Store) RequestCancel(ctx context.Context, tenant, id string, t time.Tim
 
 // ReclaimExpiredRuns clears the lease of up to ReclaimBatch running runs
 // whose lease expired before now and calls fn for each, in one
-// transaction: fn gets its pgx.Tx (to enqueue the run again). If fn fails,
-// nothing is written and its error is returned wrapped. Concurrent
-// reclaimers (also in other processes) skip the runs another one has
-// locked, so each expired run is reclaimed by exactly one of them.
-func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn func(ctx context.Context, tx any, r store.Run) error) (int, error) {
-	n, err := s.reclaim(ctx, t, fn)
+// transaction: fn gets the native transaction (to enqueue the run again).
+// If fn fails, nothing is written and its error is returned wrapped. Each
+// expired run is reclaimed by exactly one of concurrent reclaimers (also in
+// other processes): see Dialect.Reclaim.
+func ReclaimExpiredRuns[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], t time.Time, fn store.ReclaimFunc[TTx]) (int, error) {
+	n, err := reclaim(ctx, s, begin, t, fn)
 	if err != nil {
-		return 0, fmt.Errorf("postgres: reclaim expired runs: %w", err)
+		return 0, fmt.Errorf("%s: reclaim expired runs: %w", s.d.Name, err)
 	}
 	return n, nil
 }
 
-func (s *Store) reclaim(ctx context.Context, t time.Time, fn func(ctx context.Context, tx any, r store.Run) error) (int, error) {
-	tx, err := s.pool.Begin(ctx)
+func reclaim[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], t time.Time, fn store.ReclaimFunc[TTx]) (int, error) {
+	tx, native, err := begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer rollback(tx)
-	rows, err := tx.Query(ctx, qReclaim, normTime(t), ReclaimBatch)
-	if err != nil {
-		return 0, err
-	}
-	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Run, error) { return scanRun(row) })
+	runs, err := s.scanRuns(tx.Query(ctx, s.d.Reclaim, s.d.Time(t), ReclaimBatch))
 	if err != nil {
 		return 0, err
 	}
 	var hasRiver bool
-	if err := tx.QueryRow(ctx, qHasRiver).Scan(&hasRiver); err != nil {
+	if err := tx.QueryRow(ctx, s.d.HasRiver).Scan(&hasRiver); err != nil {
 		return 0, err
 	}
 	if hasRiver && len(runs) < ReclaimBatch {
-		rows, err := tx.Query(ctx, qReclaimOrphans, normTime(t.Add(store.OrphanedJobAfter)),
-			normTime(t.Add(-store.OrphanedJobAfter)), normTime(t), ReclaimBatch-len(runs))
-		if err != nil {
-			return 0, err
-		}
-		orphans, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Run, error) { return scanRun(row) })
+		orphans, err := s.scanRuns(tx.Query(ctx, s.d.ReclaimOrphans, s.d.Time(t.Add(store.OrphanedJobAfter)),
+			s.d.RiverTime(t.Add(-store.OrphanedJobAfter)), s.d.Time(t), ReclaimBatch-len(runs)))
 		if err != nil {
 			return 0, err
 		}
 		runs = append(runs, orphans...)
 	}
 	if len(runs) == 0 {
-		return 0, nil
+		return 0, nil // the deferred rollback ends the empty transaction
 	}
 	if fn != nil {
 		for _, r := range runs {
-			if err := fn(ctx, tx, r); err != nil {
+			if err := fn(ctx, native, r); err != nil {
 				return 0, fmt.Errorf("run %s: in transaction: %w", r.ID, err)
 			}
 		}
@@ -227,31 +186,31 @@ func (s *Store) reclaim(ctx context.Context, t time.Time, fn func(ctx context.Co
 // oldest one and how many runs are running, from one snapshot.
 func (s *Store) QueueStats(ctx context.Context) (store.QueueStats, error) {
 	qs := store.QueueStats{Depth: map[string]int{}}
-	rows, err := s.pool.Query(ctx, qQueueStats)
+	rows, err := s.db.Read.Query(ctx, qQueueStats)
 	if err != nil {
-		return store.QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
+		return store.QueueStats{}, fmt.Errorf("%s: queue stats: %w", s.d.Name, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var (
 			kind, agent string
 			n           int
-			oldest      pgtype.Timestamptz
+			at          time.Time
 		)
-		if err := rows.Scan(&kind, &agent, &n, &oldest); err != nil {
-			return store.QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
+		if err := rows.Scan(&kind, &agent, &n, s.d.ScanTime(&at)); err != nil {
+			return store.QueueStats{}, fmt.Errorf("%s: queue stats: %w", s.d.Name, err)
 		}
 		if kind == "running" {
 			qs.Running = n
 			continue
 		}
 		qs.Depth[agent] = n
-		if at := fromTime(oldest); !at.IsZero() && (qs.OldestQueuedAt.IsZero() || at.Before(qs.OldestQueuedAt)) {
+		if !at.IsZero() && (qs.OldestQueuedAt.IsZero() || at.Before(qs.OldestQueuedAt)) {
 			qs.OldestQueuedAt = at
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return store.QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
+		return store.QueueStats{}, fmt.Errorf("%s: queue stats: %w", s.d.Name, err)
 	}
 	return qs, nil
 }

@@ -1,14 +1,12 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/agentd/agentd/internal/store"
 )
@@ -16,7 +14,10 @@ import (
 // CreateRun inserts r; a zero CreatedAt becomes now. store.ErrConflict if
 // the id exists or the tenant already has a run with r.IdempotencyKey.
 func (s *Store) CreateRun(ctx context.Context, r store.Run) error {
-	return s.CreateRunTx(ctx, r, nil)
+	if err := s.insertRun(ctx, s.db.Write, r); err != nil {
+		return fmt.Errorf("%s: create run %s: %w", s.d.Name, r.ID, s.d.MapErr(err))
+	}
+	return nil
 }
 
 const qInsertRun = `INSERT INTO runs
@@ -24,73 +25,96 @@ const qInsertRun = `INSERT INTO runs
 	 input_tokens, output_tokens, cost_usd, idempotency_key, created_at, started_at, finished_at)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
 
-// CreateRunTx inserts r like CreateRun and then, when fn is not nil, calls
-// fn with the transaction, a pgx.Tx (River's riverpgxv5 driver takes it);
-// if fn fails, nothing is written and its error is returned wrapped (as is,
-// not mapped to the store's sentinels).
-func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc) error {
+func (s *Store) insertRun(ctx context.Context, q Querier, r store.Run) error {
 	if r.CreatedAt.IsZero() {
-		r.CreatedAt = now()
+		r.CreatedAt = Now()
 	}
-	args := []any{r.ID, r.Tenant, r.Agent, r.ConversationID, string(r.Status), toJSON(r.Input), toJSON(r.Output),
+	_, err := q.Exec(ctx, qInsertRun, r.ID, r.Tenant, r.Agent, r.ConversationID, string(r.Status), JSON(r.Input), JSON(r.Output),
 		r.Error, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, r.CostUSD, r.IdempotencyKey,
-		toTime(r.CreatedAt), toTime(r.StartedAt), toTime(r.FinishedAt)}
-	if fn == nil {
-		if _, err := s.pool.Exec(ctx, qInsertRun, args...); err != nil {
-			return fmt.Errorf("postgres: create run %s: %w", r.ID, mapErr(err))
-		}
-		return nil
-	}
+		s.d.Time(r.CreatedAt), s.d.Time(r.StartedAt), s.d.Time(r.FinishedAt))
+	return err
+}
 
-	tx, err := s.pool.Begin(ctx)
+// BeginFunc starts a read-write transaction and returns it both as a Tx
+// and as the backend's native transaction TTx (*sql.Tx, pgx.Tx), which a
+// job queue sharing the database takes.
+type BeginFunc[TTx any] func(ctx context.Context) (Tx, TTx, error)
+
+// CreateRunTx inserts r like CreateRun and then, when fn is not nil, calls
+// fn with the native transaction; if fn fails, nothing is written and its
+// error is returned wrapped (as is, not mapped to the store's sentinels).
+func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r store.Run, fn store.TxFunc[TTx]) error {
+	if fn == nil {
+		return s.CreateRun(ctx, r)
+	}
+	tx, native, err := begin(ctx)
 	if err != nil {
-		return fmt.Errorf("postgres: create run %s: %w", r.ID, err)
+		return fmt.Errorf("%s: create run %s: %w", s.d.Name, r.ID, err)
 	}
 	defer rollback(tx)
-	if _, err := tx.Exec(ctx, qInsertRun, args...); err != nil {
-		return fmt.Errorf("postgres: create run %s: %w", r.ID, mapErr(err))
+	if err := s.insertRun(ctx, tx, r); err != nil {
+		return fmt.Errorf("%s: create run %s: %w", s.d.Name, r.ID, s.d.MapErr(err))
 	}
-	if err := fn(ctx, tx); err != nil {
-		return fmt.Errorf("postgres: create run %s: in transaction: %w", r.ID, err)
+	if err := fn(ctx, native); err != nil {
+		return fmt.Errorf("%s: create run %s: in transaction: %w", s.d.Name, r.ID, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("postgres: create run %s: %w", r.ID, mapErr(err))
+		return fmt.Errorf("%s: create run %s: %w", s.d.Name, r.ID, s.d.MapErr(err))
 	}
 	return nil
 }
 
-const runColumns = `id, tenant, agent, conversation_id, status, input, output,
+// RunColumns are the columns scanRun reads, in its order.
+const RunColumns = `id, tenant, agent, conversation_id, status, input, output,
 	error, attempt, steps, input_tokens, output_tokens, cost_usd, idempotency_key,
 	created_at, started_at, finished_at`
 
-// scanRun scans a row of runColumns.
-func scanRun(row pgx.Row) (store.Run, error) {
+// scanRun scans a row of RunColumns.
+func (s *Store) scanRun(row Row) (store.Run, error) {
 	var (
-		r                                store.Run
-		status                           string
-		input, output                    []byte
-		createdAt, startedAt, finishedAt pgtype.Timestamptz
+		r             store.Run
+		status        string
+		input, output []byte
 	)
 	err := row.Scan(
 		&r.ID, &r.Tenant, &r.Agent, &r.ConversationID, &status, &input, &output,
 		&r.Error, &r.Attempt, &r.Steps, &r.InputTokens, &r.OutputTokens, &r.CostUSD, &r.IdempotencyKey,
-		&createdAt, &startedAt, &finishedAt)
+		s.d.ScanTime(&r.CreatedAt), s.d.ScanTime(&r.StartedAt), s.d.ScanTime(&r.FinishedAt))
 	if err != nil {
 		return store.Run{}, err
 	}
 	r.Status = store.RunStatus(status)
 	r.Input, r.Output = fromJSON(input), fromJSON(output)
-	r.CreatedAt, r.StartedAt, r.FinishedAt = fromTime(createdAt), fromTime(startedAt), fromTime(finishedAt)
 	return r, nil
+}
+
+// scanRuns scans every row of RunColumns and closes rows.
+func (s *Store) scanRuns(rows Rows, err error) ([]store.Run, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	runs := []store.Run{}
+	for rows.Next() {
+		r, err := s.scanRun(rows)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return runs, nil
 }
 
 // GetRun returns a run of the tenant; store.ErrNotFound if it does not exist
 // or belongs to another tenant.
 func (s *Store) GetRun(ctx context.Context, tenant, id string) (store.Run, error) {
-	r, err := scanRun(s.pool.QueryRow(ctx,
-		`SELECT `+runColumns+` FROM runs WHERE id = $1 AND tenant = $2`, id, tenant))
+	r, err := s.scanRun(s.db.Read.QueryRow(ctx,
+		`SELECT `+RunColumns+` FROM runs WHERE id = $1 AND tenant = $2`, id, tenant))
 	if err != nil {
-		return store.Run{}, fmt.Errorf("postgres: get run %s: %w", id, mapErr(err))
+		return store.Run{}, fmt.Errorf("%s: get run %s: %w", s.d.Name, id, s.d.MapErr(err))
 	}
 	return r, nil
 }
@@ -100,12 +124,12 @@ func (s *Store) GetRun(ctx context.Context, tenant, id string) (store.Run, error
 // key ExpireIdempotencyKeys cleared).
 func (s *Store) GetRunByIdempotencyKey(ctx context.Context, tenant, key string) (store.Run, error) {
 	if key == "" {
-		return store.Run{}, fmt.Errorf("postgres: get run by idempotency key: empty key: %w", store.ErrNotFound)
+		return store.Run{}, fmt.Errorf("%s: get run by idempotency key: empty key: %w", s.d.Name, store.ErrNotFound)
 	}
-	r, err := scanRun(s.pool.QueryRow(ctx, `SELECT `+runColumns+` FROM runs
+	r, err := s.scanRun(s.db.Read.QueryRow(ctx, `SELECT `+RunColumns+` FROM runs
 		WHERE tenant = $1 AND idempotency_key = $2 AND idempotency_key <> ''`, tenant, key))
 	if err != nil {
-		return store.Run{}, fmt.Errorf("postgres: get run by idempotency key %q: %w", key, mapErr(err))
+		return store.Run{}, fmt.Errorf("%s: get run by idempotency key %q: %w", s.d.Name, key, s.d.MapErr(err))
 	}
 	return r, nil
 }
@@ -118,7 +142,7 @@ const (
 
 // ListRuns returns a page of the tenant's runs, highest id (newest) first;
 // see store.ListRunsParams. Limit <= 0 is DefaultListRuns, more than
-// MaxListRuns is MaxListRuns. Ids compare byte-wise (COLLATE "C").
+// MaxListRuns is MaxListRuns. Ids compare byte-wise.
 func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.Run, error) {
 	limit := p.Limit
 	if limit <= 0 {
@@ -127,10 +151,10 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 	limit = min(limit, MaxListRuns)
 
 	// One query text per combination of filters (at most 8, each prepared
-	// once per connection by pgx), so that each gets a plan on the
-	// (tenant, id) index.
+	// once per connection), so that each gets a plan on the (tenant, id)
+	// index.
 	var q strings.Builder
-	q.WriteString(`SELECT ` + runColumns + ` FROM runs WHERE tenant = $1`)
+	q.WriteString(`SELECT ` + RunColumns + ` FROM runs WHERE tenant = $1`)
 	args := []any{p.Tenant}
 	arg := func(cond string, v any) {
 		args = append(args, v)
@@ -148,21 +172,9 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 	args = append(args, limit)
 	q.WriteString(` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args)))
 
-	rows, err := s.pool.Query(ctx, q.String(), args...)
+	runs, err := s.scanRuns(s.db.Read.Query(ctx, q.String(), args...))
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list runs: %w", err)
-	}
-	runs := []store.Run{}
-	for rows.Next() {
-		r, err := scanRun(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("postgres: list runs: %w", err)
-		}
-		runs = append(runs, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: list runs: %w", err)
+		return nil, fmt.Errorf("%s: list runs: %w", s.d.Name, err)
 	}
 	return runs, nil
 }
@@ -170,23 +182,23 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 // ExpireIdempotencyKeys clears the idempotency key of every run created
 // before createdBefore that still has one and returns how many it cleared.
 func (s *Store) ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Time) (int, error) {
-	tag, err := s.pool.Exec(ctx, `UPDATE runs SET idempotency_key = ''
-		WHERE idempotency_key <> '' AND created_at < $1`, normTime(createdBefore))
+	n, err := s.db.Write.Exec(ctx, `UPDATE runs SET idempotency_key = ''
+		WHERE idempotency_key <> '' AND created_at < $1`, s.d.Time(createdBefore))
 	if err != nil {
-		return 0, fmt.Errorf("postgres: expire idempotency keys: %w", err)
+		return 0, fmt.Errorf("%s: expire idempotency keys: %w", s.d.Name, err)
 	}
-	return int(tag.RowsAffected()), nil
+	return int(n), nil
 }
 
 // UpdateRun overwrites every mutable field of the run; store.ErrNotFound if
 // it does not exist.
 func (s *Store) UpdateRun(ctx context.Context, p store.UpdateRunParams) error {
-	tag, err := s.pool.Exec(ctx, qUpdateRun, updateRunArgs(p)...)
-	if err == nil && tag.RowsAffected() == 0 {
-		err = pgx.ErrNoRows
+	n, err := s.db.Write.Exec(ctx, qUpdateRun, s.updateRunArgs(p)...)
+	if err == nil && n == 0 {
+		err = store.ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("postgres: update run %s: %w", p.ID, mapErr(err))
+		return fmt.Errorf("%s: update run %s: %w", s.d.Name, p.ID, s.d.MapErr(err))
 	}
 	return nil
 }
@@ -196,9 +208,9 @@ const qUpdateRun = `UPDATE runs SET
 		output_tokens = $7, cost_usd = $8, started_at = $9, finished_at = $10
 		WHERE id = $11`
 
-func updateRunArgs(p store.UpdateRunParams) []any {
-	return []any{string(p.Status), toJSON(p.Output), p.Error, p.Attempt, p.Steps, p.InputTokens,
-		p.OutputTokens, p.CostUSD, toTime(p.StartedAt), toTime(p.FinishedAt), p.ID}
+func (s *Store) updateRunArgs(p store.UpdateRunParams) []any {
+	return []any{string(p.Status), JSON(p.Output), p.Error, p.Attempt, p.Steps, p.InputTokens,
+		p.OutputTokens, p.CostUSD, s.d.Time(p.StartedAt), s.d.Time(p.FinishedAt), p.ID}
 }
 
 // SaveStep upserts cp (a checkpoint replaces one of the same step) and
@@ -215,10 +227,10 @@ func (s *Store) SaveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 		} else if len(events) > 0 {
 			runID = events[0].RunID
 		}
-		if isCode(err, codeForeignKeyViolation) {
+		if s.d.IsForeignKey(err) {
 			err = fmt.Errorf("%w: no such run: %w", store.ErrNotFound, err)
 		}
-		return fmt.Errorf("postgres: save step of run %s: %w", runID, mapErr(err))
+		return fmt.Errorf("%s: save step of run %s: %w", s.d.Name, runID, s.d.MapErr(err))
 	}
 	return nil
 }
@@ -227,19 +239,20 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 	if cp == nil && len(events) == 0 {
 		return nil
 	}
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer rollback(tx)
 
-	// One round trip. Each event is inserted only if it is its run's next
-	// (the statements of the batch see each other's rows); one that is not
-	// inserts nothing and the whole transaction is rolled back. Two callers
-	// racing for the same seq both pass the check, and the second one's
-	// insert fails on the primary key once the first commits.
-	b := &pgx.Batch{}
-	queueStep(b, cp, events, now())
+	// One batch (one round trip on PostgreSQL). Each event is inserted
+	// only if it is its run's next (the statements of the batch see each
+	// other's rows); one that is not inserts nothing and the whole
+	// transaction is rolled back. Two PostgreSQL callers racing for the
+	// same seq both pass the check, and the second one's insert fails on
+	// the primary key once the first commits (SQLite has one writer).
+	b := &Batch{Queries: make([]Queued, 0, len(events)+1)}
+	s.queueStep(b, cp, events, Now())
 	br := tx.SendBatch(ctx, b)
 	if err := readStep(br, cp, events); err != nil {
 		_ = br.Close()
@@ -251,42 +264,45 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 	return tx.Commit(ctx)
 }
 
+const (
+	qUpsertCheckpoint = `INSERT INTO checkpoints (run_id, step, state, created_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (run_id, step) DO UPDATE SET state = excluded.state, created_at = excluded.created_at`
+	qInsertEvent = `INSERT INTO run_events (run_id, seq, type, data, created_at)
+		SELECT $1, $2, $3, $4, $5
+		WHERE (SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = $1) = CAST($2 AS bigint) - 1`
+)
+
 // queueStep queues the statements of a step (see saveStep) on b.
-func queueStep(b *pgx.Batch, cp *store.Checkpoint, events []store.Event, t time.Time) {
+func (s *Store) queueStep(b *Batch, cp *store.Checkpoint, events []store.Event, t time.Time) {
 	if cp != nil {
 		at := cp.CreatedAt
 		if at.IsZero() {
 			at = t
 		}
-		b.Queue(`INSERT INTO checkpoints (run_id, step, state, created_at) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (run_id, step) DO UPDATE SET state = excluded.state, created_at = excluded.created_at`,
-			cp.RunID, cp.Step, toJSON(cp.State), toTime(at))
+		b.Queue(qUpsertCheckpoint, cp.RunID, cp.Step, JSON(cp.State), s.d.Time(at))
 	}
 	for _, e := range events {
 		at := e.CreatedAt
 		if at.IsZero() {
 			at = t
 		}
-		b.Queue(`INSERT INTO run_events (run_id, seq, type, data, created_at)
-			SELECT $1, $2, $3, $4, $5
-			WHERE (SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = $1) = $2::bigint - 1`,
-			e.RunID, e.Seq, e.Type, toJSON(e.Data), toTime(at))
+		b.Queue(qInsertEvent, e.RunID, e.Seq, e.Type, JSON(e.Data), s.d.Time(at))
 	}
 }
 
 // readStep reads the results of the statements queueStep queued.
-func readStep(br pgx.BatchResults, cp *store.Checkpoint, events []store.Event) error {
+func readStep(br BatchResults, cp *store.Checkpoint, events []store.Event) error {
 	if cp != nil {
 		if _, err := br.Exec(); err != nil {
 			return err
 		}
 	}
 	for _, e := range events {
-		tag, err := br.Exec()
+		n, err := br.Exec()
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
+		if n == 0 {
 			return fmt.Errorf("%w: event seq %d is not the next of run %s", store.ErrConflict, e.Seq, e.RunID)
 		}
 	}
@@ -296,14 +312,14 @@ func readStep(br pgx.BatchResults, cp *store.Checkpoint, events []store.Event) e
 // ListEvents returns up to limit events of the run with Seq > afterSeq, in
 // seq order; limit <= 0 means no limit. An unknown run has no events.
 func (s *Store) ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]store.Event, error) {
-	var lim any // NULL: LIMIT ALL
-	if limit > 0 {
-		lim = limit
+	lim := int64(limit)
+	if limit <= 0 {
+		lim = math.MaxInt64
 	}
-	rows, err := s.pool.Query(ctx, `SELECT run_id, seq, type, data, created_at FROM run_events
+	rows, err := s.db.Read.Query(ctx, `SELECT run_id, seq, type, data, created_at FROM run_events
 		WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, runID, afterSeq, lim)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list events of run %s: %w", runID, err)
+		return nil, fmt.Errorf("%s: list events of run %s: %w", s.d.Name, runID, err)
 	}
 	defer rows.Close()
 	var evs []store.Event
@@ -311,16 +327,15 @@ func (s *Store) ListEvents(ctx context.Context, runID string, afterSeq int64, li
 		var (
 			e    store.Event
 			data []byte
-			at   pgtype.Timestamptz
 		)
-		if err := rows.Scan(&e.RunID, &e.Seq, &e.Type, &data, &at); err != nil {
-			return nil, fmt.Errorf("postgres: list events of run %s: %w", runID, err)
+		if err := rows.Scan(&e.RunID, &e.Seq, &e.Type, &data, s.d.ScanTime(&e.CreatedAt)); err != nil {
+			return nil, fmt.Errorf("%s: list events of run %s: %w", s.d.Name, runID, err)
 		}
-		e.Data, e.CreatedAt = fromJSON(data), fromTime(at)
+		e.Data = fromJSON(data)
 		evs = append(evs, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: list events of run %s: %w", runID, err)
+		return nil, fmt.Errorf("%s: list events of run %s: %w", s.d.Name, runID, err)
 	}
 	return evs, nil
 }
@@ -331,13 +346,12 @@ func (s *Store) LatestCheckpoint(ctx context.Context, runID string) (store.Check
 	var (
 		cp    store.Checkpoint
 		state []byte
-		at    pgtype.Timestamptz
 	)
-	err := s.pool.QueryRow(ctx, `SELECT run_id, step, state, created_at FROM checkpoints
-		WHERE run_id = $1 ORDER BY step DESC LIMIT 1`, runID).Scan(&cp.RunID, &cp.Step, &state, &at)
+	err := s.db.Read.QueryRow(ctx, `SELECT run_id, step, state, created_at FROM checkpoints
+		WHERE run_id = $1 ORDER BY step DESC LIMIT 1`, runID).Scan(&cp.RunID, &cp.Step, &state, s.d.ScanTime(&cp.CreatedAt))
 	if err != nil {
-		return store.Checkpoint{}, fmt.Errorf("postgres: latest checkpoint of run %s: %w", runID, mapErr(err))
+		return store.Checkpoint{}, fmt.Errorf("%s: latest checkpoint of run %s: %w", s.d.Name, runID, s.d.MapErr(err))
 	}
-	cp.State, cp.CreatedAt = fromJSON(state), fromTime(at)
+	cp.State = fromJSON(state)
 	return cp, nil
 }

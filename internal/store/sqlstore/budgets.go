@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
@@ -6,34 +6,43 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/agentd/agentd/internal/store"
 )
-
-var _ store.Budgets = (*Store)(nil)
 
 // budgetEpsilon absorbs float rounding when a reservation exactly fills a
 // limit.
 const budgetEpsilon = 1e-9
 
+// budgetQueries are the statements of the budget methods in a dialect.
+type budgetQueries struct {
+	upsertLimit, upsertSpend, selectAlerted string
+}
+
+func newBudgetQueries(d Dialect) budgetQueries {
+	return budgetQueries{
+		upsertLimit: `INSERT INTO budget_counters (scope, subject, period, limit_usd, expires_at)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (scope, subject, period) DO UPDATE
+		SET limit_usd = EXCLUDED.limit_usd, expires_at = ` + d.Greatest + `(budget_counters.expires_at, EXCLUDED.expires_at)
+		RETURNING limit_usd, spent_usd, alerted_fraction`,
+		upsertSpend: `INSERT INTO budget_counters (scope, subject, period, limit_usd, spent_usd, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (scope, subject, period) DO UPDATE
+		SET spent_usd = budget_counters.spent_usd + EXCLUDED.spent_usd,
+		    expires_at = ` + d.Greatest + `(budget_counters.expires_at, EXCLUDED.expires_at)
+		RETURNING limit_usd, spent_usd, alerted_fraction`,
+		selectAlerted: `SELECT alerted_fraction FROM budget_counters
+		WHERE scope = $1 AND subject = $2 AND period = $3` + d.ForUpdate,
+	}
+}
+
 const (
 	// The upserts lock the counter's row until the transaction ends: every
 	// reservation of a counter waits for the one before it, and then sees
 	// its reservation rows (READ COMMITTED reads what committed before
-	// each statement).
-	qUpsertBudgetLimit = `INSERT INTO budget_counters (scope, subject, period, limit_usd, expires_at)
-		VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (scope, subject, period) DO UPDATE
-		SET limit_usd = EXCLUDED.limit_usd, expires_at = GREATEST(budget_counters.expires_at, EXCLUDED.expires_at)
-		RETURNING limit_usd, spent_usd, alerted_fraction`
-	qUpsertBudgetSpend = `INSERT INTO budget_counters (scope, subject, period, limit_usd, spent_usd, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (scope, subject, period) DO UPDATE
-		SET spent_usd = budget_counters.spent_usd + EXCLUDED.spent_usd,
-		    expires_at = GREATEST(budget_counters.expires_at, EXCLUDED.expires_at)
-		RETURNING limit_usd, spent_usd, alerted_fraction`
-	qBudgetReserved = `SELECT COALESCE(SUM(amount_usd), 0)::double precision FROM budget_reservations
+	// each statement). SQLite has one writer: the transaction (BEGIN
+	// IMMEDIATE) serializes it with every other, other processes included.
+	qBudgetReserved = `SELECT CAST(COALESCE(SUM(amount_usd), 0) AS double precision) FROM budget_reservations
 		WHERE scope = $1 AND subject = $2 AND period = $3 AND expires_at > $4`
 	qInsertBudgetReservation = `INSERT INTO budget_reservations (reservation_id, scope, subject, period, amount_usd, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`
@@ -45,24 +54,24 @@ const (
 func (s *Store) ReserveBudget(ctx context.Context, p store.ReserveBudgetParams) ([]store.BudgetCounter, bool, error) {
 	cs, ok, err := s.reserveBudget(ctx, p)
 	if err != nil {
-		return nil, false, fmt.Errorf("postgres: reserve budget %s: %w", p.ReservationID, mapErr(err))
+		return nil, false, fmt.Errorf("%s: reserve budget %s: %w", s.d.Name, p.ReservationID, s.d.MapErr(err))
 	}
 	return cs, ok, nil
 }
 
 func (s *Store) reserveBudget(ctx context.Context, p store.ReserveBudgetParams) ([]store.BudgetCounter, bool, error) {
 	limits := store.SortBudgetLimits(p.Limits)
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return nil, false, err
 	}
 	defer rollback(tx)
-	now := normTime(p.Now)
+	now := s.d.Time(p.Now)
 	counters := make([]store.BudgetCounter, 0, len(limits))
 	ok := true
 	for _, l := range limits {
 		c := store.BudgetCounter{BudgetCounterKey: l.BudgetCounterKey}
-		if err := tx.QueryRow(ctx, qUpsertBudgetLimit, l.Scope, l.Subject, l.Period, l.LimitUSD, normTime(l.ExpiresAt)).
+		if err := tx.QueryRow(ctx, s.qb.upsertLimit, l.Scope, l.Subject, l.Period, l.LimitUSD, s.d.Time(l.ExpiresAt)).
 			Scan(&c.LimitUSD, &c.SpentUSD, &c.AlertedFraction); err != nil {
 			return nil, false, err
 		}
@@ -84,7 +93,7 @@ func (s *Store) reserveBudget(ctx context.Context, p store.ReserveBudgetParams) 
 	}
 	for _, l := range limits {
 		if _, err := tx.Exec(ctx, qInsertBudgetReservation, p.ReservationID, l.Scope, l.Subject, l.Period,
-			p.AmountUSD, normTime(p.ExpiresAt)); err != nil {
+			p.AmountUSD, s.d.Time(p.ExpiresAt)); err != nil {
 			return nil, false, err
 		}
 	}
@@ -99,25 +108,25 @@ func (s *Store) reserveBudget(ctx context.Context, p store.ReserveBudgetParams) 
 func (s *Store) SettleBudget(ctx context.Context, p store.SettleBudgetParams) ([]store.BudgetCounter, error) {
 	cs, err := s.settleBudget(ctx, p)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: settle budget %s: %w", p.ReservationID, mapErr(err))
+		return nil, fmt.Errorf("%s: settle budget %s: %w", s.d.Name, p.ReservationID, s.d.MapErr(err))
 	}
 	return cs, nil
 }
 
 func (s *Store) settleBudget(ctx context.Context, p store.SettleBudgetParams) ([]store.BudgetCounter, error) {
 	limits := store.SortBudgetLimits(p.Limits)
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer rollback(tx)
-	now := normTime(p.Now)
+	now := s.d.Time(p.Now)
 	counters := make([]store.BudgetCounter, 0, len(limits))
 	// Counters first (in key order, like ReserveBudget), then the
 	// reservation rows.
 	for _, l := range limits {
 		c := store.BudgetCounter{BudgetCounterKey: l.BudgetCounterKey}
-		if err := tx.QueryRow(ctx, qUpsertBudgetSpend, l.Scope, l.Subject, l.Period, l.LimitUSD, p.ActualUSD, normTime(l.ExpiresAt)).
+		if err := tx.QueryRow(ctx, s.qb.upsertSpend, l.Scope, l.Subject, l.Period, l.LimitUSD, p.ActualUSD, s.d.Time(l.ExpiresAt)).
 			Scan(&c.LimitUSD, &c.SpentUSD, &c.AlertedFraction); err != nil {
 			return nil, err
 		}
@@ -142,21 +151,20 @@ func (s *Store) settleBudget(ctx context.Context, p store.SettleBudgetParams) ([
 func (s *Store) MarkBudgetAlert(ctx context.Context, k store.BudgetCounterKey, fraction float64) (float64, error) {
 	prev, err := s.markBudgetAlert(ctx, k, fraction)
 	if err != nil {
-		return 0, fmt.Errorf("postgres: mark budget alert %s/%s/%s: %w", k.Scope, k.Subject, k.Period, err)
+		return 0, fmt.Errorf("%s: mark budget alert %s/%s/%s: %w", s.d.Name, k.Scope, k.Subject, k.Period, err)
 	}
 	return prev, nil
 }
 
 func (s *Store) markBudgetAlert(ctx context.Context, k store.BudgetCounterKey, fraction float64) (float64, error) {
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer rollback(tx)
 	var prev float64
-	err = tx.QueryRow(ctx, `SELECT alerted_fraction FROM budget_counters
-		WHERE scope = $1 AND subject = $2 AND period = $3 FOR UPDATE`, k.Scope, k.Subject, k.Period).Scan(&prev)
-	if errors.Is(err, pgx.ErrNoRows) {
+	err = tx.QueryRow(ctx, s.qb.selectAlerted, k.Scope, k.Subject, k.Period).Scan(&prev)
+	if errors.Is(s.d.MapErr(err), store.ErrNotFound) {
 		return fraction, nil
 	}
 	if err != nil {
@@ -180,11 +188,11 @@ func (s *Store) DeleteExpiredBudgets(ctx context.Context, now time.Time) (int, e
 		`DELETE FROM budget_reservations WHERE expires_at < $1`,
 		`DELETE FROM budget_counters WHERE expires_at < $1`,
 	} {
-		tag, err := s.pool.Exec(ctx, q, normTime(now))
+		k, err := s.db.Write.Exec(ctx, q, s.d.Time(now))
 		if err != nil {
-			return n, fmt.Errorf("postgres: delete expired budgets: %w", err)
+			return n, fmt.Errorf("%s: delete expired budgets: %w", s.d.Name, err)
 		}
-		n += int(tag.RowsAffected())
+		n += int(k)
 	}
 	return n, nil
 }

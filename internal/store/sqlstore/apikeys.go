@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
@@ -6,12 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
-
 	"github.com/agentd/agentd/internal/store"
 )
-
-var _ store.APIKeys = (*Store)(nil)
 
 const (
 	apiKeyColumns  = `id, prefix, key_hash, tenant, scopes, name, created_at, revoked_at`
@@ -25,41 +21,41 @@ const (
 // CreateAPIKey inserts an API key (see store.APIKeys).
 func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	if k.CreatedAt.IsZero() {
-		k.CreatedAt = now()
+		k.CreatedAt = Now()
 	}
-	_, err := s.pool.Exec(ctx, qCreateAPIKey, k.ID, k.Prefix, k.Hash, k.Tenant, strings.Join(k.Scopes, ","), k.Name, normTime(k.CreatedAt))
+	_, err := s.db.Write.Exec(ctx, qCreateAPIKey, k.ID, k.Prefix, k.Hash, k.Tenant, strings.Join(k.Scopes, ","), k.Name, s.d.Time(k.CreatedAt))
 	if err != nil {
-		return fmt.Errorf("postgres: create api key %s: %w", k.Prefix, mapErr(err))
+		return fmt.Errorf("%s: create api key %s: %w", s.d.Name, k.Prefix, s.d.MapErr(err))
 	}
 	return nil
 }
 
 // GetAPIKeyByHash returns the key with that hash (see store.APIKeys).
 func (s *Store) GetAPIKeyByHash(ctx context.Context, hash string) (store.APIKey, error) {
-	k, err := scanAPIKey(s.pool.QueryRow(ctx, qGetAPIKeyHash, hash))
+	k, err := s.scanAPIKey(s.db.Read.QueryRow(ctx, qGetAPIKeyHash, hash))
 	if err != nil {
-		return store.APIKey{}, fmt.Errorf("postgres: get api key: %w", mapErr(err))
+		return store.APIKey{}, fmt.Errorf("%s: get api key: %w", s.d.Name, s.d.MapErr(err))
 	}
 	return k, nil
 }
 
 // ListAPIKeys returns the tenant's keys, or all (see store.APIKeys).
 func (s *Store) ListAPIKeys(ctx context.Context, tenant string) ([]store.APIKey, error) {
-	rows, err := s.pool.Query(ctx, qListAPIKeys, tenant)
+	rows, err := s.db.Read.Query(ctx, qListAPIKeys, tenant)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list api keys: %w", err)
+		return nil, fmt.Errorf("%s: list api keys: %w", s.d.Name, err)
 	}
 	defer rows.Close()
 	out := []store.APIKey{}
 	for rows.Next() {
-		k, err := scanAPIKey(rows)
+		k, err := s.scanAPIKey(rows)
 		if err != nil {
-			return nil, fmt.Errorf("postgres: list api keys: %w", err)
+			return nil, fmt.Errorf("%s: list api keys: %w", s.d.Name, err)
 		}
 		out = append(out, k)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: list api keys: %w", err)
+		return nil, fmt.Errorf("%s: list api keys: %w", s.d.Name, err)
 	}
 	return out, nil
 }
@@ -67,29 +63,26 @@ func (s *Store) ListAPIKeys(ctx context.Context, tenant string) ([]store.APIKey,
 // RevokeAPIKey revokes a key by id or prefix (see store.APIKeys).
 func (s *Store) RevokeAPIKey(ctx context.Context, idOrPrefix string, at time.Time) (store.APIKey, error) {
 	if at.IsZero() {
-		at = now()
+		at = Now()
 	}
-	k, err := scanAPIKey(s.pool.QueryRow(ctx, qRevokeAPIKey, normTime(at), idOrPrefix))
+	k, err := s.scanAPIKey(s.db.Write.QueryRow(ctx, qRevokeAPIKey, s.d.Time(at), idOrPrefix))
 	if err != nil {
-		return store.APIKey{}, fmt.Errorf("postgres: revoke api key %s: %w", idOrPrefix, mapErr(err))
+		return store.APIKey{}, fmt.Errorf("%s: revoke api key %s: %w", s.d.Name, idOrPrefix, s.d.MapErr(err))
 	}
 	return k, nil
 }
 
-func scanAPIKey(row interface{ Scan(...any) error }) (store.APIKey, error) {
+func (s *Store) scanAPIKey(row Row) (store.APIKey, error) {
 	var (
-		k                  store.APIKey
-		scopes             string
-		created, revokedAt pgtype.Timestamptz
+		k      store.APIKey
+		scopes string
 	)
-	if err := row.Scan(&k.ID, &k.Prefix, &k.Hash, &k.Tenant, &scopes, &k.Name, &created, &revokedAt); err != nil {
+	if err := row.Scan(&k.ID, &k.Prefix, &k.Hash, &k.Tenant, &scopes, &k.Name, s.d.ScanTime(&k.CreatedAt), s.d.ScanTime(&k.RevokedAt)); err != nil {
 		return store.APIKey{}, err
 	}
 	k.Scopes = []string{}
 	if scopes != "" {
 		k.Scopes = strings.Split(scopes, ",")
 	}
-	k.CreatedAt = fromTime(created)
-	k.RevokedAt = fromTime(revokedAt)
 	return k, nil
 }

@@ -1,0 +1,233 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/agentd/agentd/internal/store/sqlstore"
+)
+
+// dialect is SQLite's side of sqlstore.Dialect.
+var dialect = sqlstore.Dialect{
+	Name: "sqlite",
+	// Timestamps are INTEGER unix microseconds in UTC; NULL is the zero
+	// time (see the package doc).
+	Time:         toMicros,
+	TimeType:     "INTEGER",
+	ScanTime:     func(t *time.Time) any { return (*microTime)(t) },
+	MapErr:       mapErr,
+	IsForeignKey: func(err error) bool { return isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) },
+	// Reclaimers in several Stores or processes serialize on SQLite's
+	// write lock (the transaction is BEGIN IMMEDIATE), so each expired run
+	// is reclaimed once.
+	Reclaim: `UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL
+		WHERE id IN (SELECT id FROM runs WHERE status = 'running' AND lease_expires_at < $1
+			ORDER BY lease_expires_at LIMIT $2)
+		RETURNING ` + sqlstore.RunColumns,
+	ReclaimOrphans: `UPDATE runs SET lease_expires_at = $1
+		WHERE id IN (SELECT r.id FROM runs r
+			JOIN river_job j ON j.kind = 'agentd_run' AND j.state = 'running'
+				AND json_extract(j.args, '$.run_id') = r.id AND j.attempted_at < $2
+			WHERE r.status = 'queued' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < $3)
+			LIMIT $4)
+		RETURNING ` + sqlstore.RunColumns,
+	HasRiver: `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'river_job'`,
+	// River writes attempted_at as UTC text, 'YYYY-MM-DD HH:MM:SS.SSS'.
+	RiverTime: func(t time.Time) any { return t.UTC().Format("2006-01-02 15:04:05.000") },
+	UsageDay:  "strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch')",
+	Greatest:  "max",
+	CreateSchemaMigrations: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER NOT NULL PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+)`,
+	HasSchemaMigrations: `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`,
+}
+
+// microTime scans an INTEGER of unix microseconds (NULL: the zero time).
+type microTime time.Time
+
+func (t *microTime) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*t = microTime{}
+	case int64:
+		*t = microTime(time.UnixMicro(v).UTC())
+	default:
+		return fmt.Errorf("sqlite: scan time: got %T, want INTEGER", src)
+	}
+	return nil
+}
+
+// pool runs statements on a pool through its statement cache.
+type pool struct{ c *stmtCache }
+
+func (p pool) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	st, err := p.c.get(ctx, query)
+	if err != nil {
+		return 0, err
+	}
+	return affected(st.ExecContext(ctx, args...))
+}
+
+func (p pool) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	st, err := p.c.get(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return wrapRows(st.QueryContext(ctx, args...))
+}
+
+// QueryRow reports a failed prepare from Scan.
+func (p pool) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	st, err := p.c.get(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// tx is a write transaction; it uses the statements the cache has prepared.
+type tx struct {
+	tx *sql.Tx
+	c  *stmtCache
+}
+
+// begin starts a write transaction (BEGIN IMMEDIATE: nobody writes between
+// a check and an update).
+func (s *Store) begin(ctx context.Context) (sqlstore.Tx, *sql.Tx, error) {
+	s.wstmt.preparePending(ctx)
+	t, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &tx{tx: t, c: s.wstmt}, t, nil
+}
+
+func (t *tx) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	if st := t.c.lookup(query); st != nil {
+		return affected(t.tx.StmtContext(ctx, st).ExecContext(ctx, args...))
+	}
+	return affected(t.tx.ExecContext(ctx, query, args...))
+}
+
+func (t *tx) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	if st := t.c.lookup(query); st != nil {
+		return wrapRows(t.tx.StmtContext(ctx, st).QueryContext(ctx, args...))
+	}
+	return wrapRows(t.tx.QueryContext(ctx, query, args...))
+}
+
+func (t *tx) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	if st := t.c.lookup(query); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, query, args...)
+}
+
+func (t *tx) Script(ctx context.Context, sql string) error {
+	_, err := t.tx.ExecContext(ctx, sql)
+	return err
+}
+
+func (t *tx) Commit(context.Context) error   { return t.tx.Commit() }
+func (t *tx) Rollback(context.Context) error { return t.tx.Rollback() }
+
+// SendBatch runs each statement when its result is read: SQLite is in
+// process, there is no round trip to save.
+func (t *tx) SendBatch(ctx context.Context, b *sqlstore.Batch) sqlstore.BatchResults {
+	return &batch{ctx: ctx, tx: t, b: b}
+}
+
+type batch struct {
+	ctx    context.Context
+	tx     *tx
+	b      *sqlstore.Batch
+	next   int
+	failed bool
+}
+
+func (b *batch) pop() (sqlstore.Queued, bool) {
+	if b.next >= len(b.b.Queries) {
+		return sqlstore.Queued{}, false
+	}
+	q := b.b.Queries[b.next]
+	b.next++
+	return q, true
+}
+
+func (b *batch) Exec() (int64, error) {
+	q, ok := b.pop()
+	if !ok {
+		return 0, errors.New("sqlite: batch: no more results")
+	}
+	n, err := b.tx.Exec(b.ctx, q.SQL, q.Args...)
+	if err != nil {
+		b.failed = true
+	}
+	return n, err
+}
+
+func (b *batch) QueryRow() sqlstore.Row {
+	q, ok := b.pop()
+	if !ok {
+		return errRow{errors.New("sqlite: batch: no more results")}
+	}
+	return batchRow{row: b.tx.QueryRow(b.ctx, q.SQL, q.Args...), b: b}
+}
+
+// Close runs the statements not read yet, unless one failed (the
+// transaction is being abandoned then).
+func (b *batch) Close() error {
+	for !b.failed {
+		if _, ok := b.pop(); !ok {
+			return nil
+		}
+		b.next--
+		if _, err := b.Exec(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type batchRow struct {
+	row sqlstore.Row
+	b   *batch
+}
+
+func (r batchRow) Scan(dest ...any) error {
+	err := r.row.Scan(dest...)
+	if err != nil {
+		r.b.failed = true
+	}
+	return err
+}
+
+func affected(res sql.Result, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// rows adapts *sql.Rows to sqlstore.Rows (a one-pointer struct: no
+// allocation).
+type rows struct{ *sql.Rows }
+
+func (r rows) Close() { _ = r.Rows.Close() }
+
+func wrapRows(r *sql.Rows, err error) (sqlstore.Rows, error) {
+	if err != nil {
+		return nil, err
+	}
+	return rows{r}, nil
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
