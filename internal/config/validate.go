@@ -355,27 +355,10 @@ func validAddr(addr string) error {
 	return nil
 }
 
-// validStoreURL accepts sqlite://PATH with a non-empty PATH and
-// postgres://… / postgresql://… URLs. Messages never show a password.
+// validStoreURL accepts what ParseStoreURL accepts.
 func validStoreURL(u string) error {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return fmt.Errorf("%q: want sqlite://PATH or postgres://…", u)
-	}
-	if scheme == "postgres" || scheme == "postgresql" {
-		pu, err := url.Parse(u)
-		if err != nil || pu.Host == "" {
-			return errors.New("not a valid postgres:// URL (want postgres://user@host:5432/db)")
-		}
-		return nil
-	}
-	if scheme != "sqlite" {
-		return fmt.Errorf("unsupported scheme %q (want sqlite:// or postgres://)", scheme)
-	}
-	if rest == "" || strings.HasPrefix(rest, "?") {
-		return fmt.Errorf("%q: missing database path (want sqlite://PATH)", u)
-	}
-	return nil
+	_, err := ParseStoreURL(u)
+	return err
 }
 
 // validBaseURL accepts an absolute http or https URL with a host. The
