@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/store/sqlite"
 )
 
 // backupConfig is a serve config on the SQLite file dbPath with the
@@ -113,7 +115,7 @@ func TestBackupRestoreSQLite(t *testing.T) {
 
 	// Restore refuses while agentd has the store open.
 	_, _, err = runCmd(t, nil, "restore", "-config", cfgPath, backupPath)
-	require.ErrorIs(t, err, errStoreInUse)
+	require.ErrorIs(t, err, sqlite.ErrInUse)
 	s.stop(t)
 
 	out, stderr, err = runCmd(t, nil, "restore", "-config", cfgPath, backupPath)

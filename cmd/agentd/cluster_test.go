@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/app"
 )
 
 // clusterMessage is the unique message of run i: it names the clock tool,
@@ -51,10 +53,10 @@ func TestClusterSurvivesWorkerKill(t *testing.T) {
 	cfg := clusterConfig(t, dir, storeURL, sim.base)
 
 	// The API first (it migrates the schema), then both workers at once.
-	api := startServeProc(t, dir, "api", bin, cfg, roleAPI)
+	api := startServeProc(t, dir, "api", bin, cfg, app.RoleAPI)
 	workers := [2]*proc{
-		spawnServe(t, dir, "worker1", bin, cfg, roleWorker),
-		spawnServe(t, dir, "worker2", bin, cfg, roleWorker),
+		spawnServe(t, dir, "worker1", bin, cfg, app.RoleWorker),
+		spawnServe(t, dir, "worker2", bin, cfg, app.RoleWorker),
 	}
 	for _, w := range workers {
 		w.waitHTTP(t, "/readyz", 60*time.Second)
@@ -187,7 +189,7 @@ func TestClusterSQLiteSingleProcessRestart(t *testing.T) {
 	sim := startSim(t, dir, bin, "-latency", "300ms")
 	storeURL := "sqlite://" + filepath.ToSlash(filepath.Join(dir, "agentd.db"))
 	cfg := clusterConfig(t, dir, storeURL, sim.base)
-	srv := startServeProc(t, dir, "serve1", bin, cfg, roleAll)
+	srv := startServeProc(t, dir, "serve1", bin, cfg, app.RoleAll)
 
 	const n = 30
 	ids := make([]string, n)
@@ -221,7 +223,7 @@ func TestClusterSQLiteSingleProcessRestart(t *testing.T) {
 		<-f.done // the connection died with the process
 	}
 
-	srv2 := startServeProc(t, dir, "serve2", bin, cfg, roleAll)
+	srv2 := startServeProc(t, dir, "serve2", bin, cfg, app.RoleAll)
 	restarted := time.Since(killedAt)
 	// Followers reconnect where they stopped (Last-Event-ID).
 	resumedFollowers := make([]*follower, len(followers))

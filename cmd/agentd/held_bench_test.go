@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agentd/agentd/internal/loadgen"
 )
 
 // BenchmarkHeldStreamingChats measures what a streaming chat that waits
@@ -213,7 +215,7 @@ func adminGet(tb testing.TB, url string) string {
 // procStatusKB returns a "kB" field of /proc/PID/status, in bytes.
 func procStatusKB(tb testing.TB, pid int, field string) uint64 {
 	tb.Helper()
-	v, err := procStatus(pid, field)
+	v, err := loadgen.ProcStatus(pid, field)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/app"
 )
 
 // readyProxy is a small load balancer: round-robin over the backends whose
@@ -301,7 +303,7 @@ func TestOpsRollingReplacementUnderLoad(t *testing.T) {
 		addr := clusterFreeAddr(t)
 		return startProc(t, dir, name, addr, bin,
 			[]string{"AGENTD_SERVER_ADDR=" + addr, "AGENTD_SERVER_DRAIN_DELAY=1s", "AGENTD_SERVER_DRAIN_TIMEOUT=15s"},
-			"serve", "-config", cfg, "-role", roleAll)
+			"serve", "-config", cfg, "-role", app.RoleAll)
 	}
 	a := start("a")
 	a.waitHTTP(t, "/readyz", 60*time.Second) // a migrates the schema first

@@ -9,10 +9,11 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/agentd/agentd/internal/app"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/observe"
-	"github.com/agentd/agentd/internal/queue"
 	"github.com/agentd/agentd/internal/sim"
+	"github.com/agentd/agentd/internal/tool/toolset"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -121,7 +122,7 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer, environ []string) e
 	if err != nil {
 		return err
 	}
-	if err := checkTools(cfg); err != nil {
+	if err := toolset.Check(cfg); err != nil {
 		return err
 	}
 	fmt.Fprint(stdout, cfg.Redacted())
@@ -138,24 +139,11 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	if err != nil {
 		return err
 	}
-	be, err := openBackend(ctx, cfg.Store.URL, log)
+	v, err := app.Migrate(ctx, cfg.Store.URL, log)
 	if err != nil {
 		return err
 	}
-	st := be.Store
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	v, err := st.SchemaVersion(ctx)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	// River's tables: building the queue migrates them.
-	if _, err := be.NewQueue(ctx, queue.Config{Log: log}); err != nil {
-		return fmt.Errorf("migrate queue: %w", err)
-	}
-	fmt.Fprintf(stdout, "store %s is at schema version %d (queue tables migrated)\n", redactURL(cfg.Store.URL), v)
+	fmt.Fprintf(stdout, "store %s is at schema version %d (queue tables migrated)\n", config.RedactURL(cfg.Store.URL), v)
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"net/url"
 	"time"
 )
 
@@ -82,7 +81,7 @@ func (c *Config) validateAbuse(v *validator) {
 	v.positive("abuse.throttle_for", a.ThrottleFor)
 	v.positive("abuse.webhook_timeout", a.WebhookTimeout)
 	if s := a.WebhookURL.Value(); s != "" {
-		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !isHTTPURL(s) {
 			// The URL is not shown: it may carry a token.
 			v.add("abuse.webhook_url", "must be an absolute http:// or https:// URL")
 		}

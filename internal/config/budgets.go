@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net/url"
 	"slices"
 	"time"
 )
@@ -125,7 +124,7 @@ func (c *Config) validateBudgets(v *validator) {
 		}
 	}
 	if u := b.AlertWebhook.Value(); u != "" {
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+		if !isHTTPURL(u) {
 			v.add("budgets.alert_webhook", "must be an http:// or https:// URL")
 		}
 	}

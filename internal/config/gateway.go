@@ -52,9 +52,7 @@ type GatewayTenant struct {
 // validateGateway checks the gateway section.
 func (c *Config) validateGateway(v *validator) {
 	g := c.Gateway
-	if g.MaxBodyBytes < 0 {
-		v.add("gateway.max_body_bytes", "must be >= 1")
-	}
+	atLeast(v, "gateway.max_body_bytes", g.MaxBodyBytes, 0, "must be >= 1")
 	for _, from := range slices.Sorted(maps.Keys(g.Aliases)) {
 		if strings.TrimSpace(from) == "" || strings.TrimSpace(g.Aliases[from]) == "" {
 			v.add("gateway.aliases."+from, "an alias and its model must not be empty")

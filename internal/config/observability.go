@@ -48,8 +48,7 @@ func (o Observability) Ratio() float64 {
 func (c *Config) validateObservability(v *validator) {
 	o := c.Observability
 	if o.OTLPEndpoint != "" {
-		u, err := url.Parse(o.OTLPEndpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !isHTTPURL(o.OTLPEndpoint) {
 			v.add("observability.otlp_endpoint", "must be an http:// or https:// URL, e.g. http://otel-collector:4318")
 		}
 	}

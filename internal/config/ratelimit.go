@@ -33,12 +33,8 @@ type RateLimit struct {
 // validateRateLimits checks the rate_limits section.
 func (c *Config) validateRateLimits(v *validator) {
 	check := func(path string, l RateLimit) {
-		if l.RequestsPerMinute < 0 {
-			v.add(path+".requests_per_minute", "must be >= 0 (0: no limit)")
-		}
-		if l.TokensPerMinute < 0 {
-			v.add(path+".tokens_per_minute", "must be >= 0 (0: no limit)")
-		}
+		atLeast(v, path+".requests_per_minute", l.RequestsPerMinute, 0, "must be >= 0 (0: no limit)")
+		atLeast(v, path+".tokens_per_minute", l.TokensPerMinute, 0, "must be >= 0 (0: no limit)")
 	}
 	r := c.RateLimits
 	check("rate_limits.key", r.Key)

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -118,12 +117,8 @@ func (v *validator) tools(t Tools, secrets map[string]Secret) {
 		v.secretRefsMap(p+".headers", m.Headers, secrets)
 		v.positive(p+".timeout", m.Timeout)
 		v.positive(p+".connect_timeout", m.ConnectTimeout)
-		if m.MaxConcurrency <= 0 {
-			v.add(p+".max_concurrency", "must be > 0")
-		}
-		if m.MaxOutputBytes <= 0 {
-			v.add(p+".max_output_bytes", "must be > 0")
-		}
+		atLeast(v, p+".max_concurrency", m.MaxConcurrency, 1, "must be > 0")
+		atLeast(v, p+".max_output_bytes", m.MaxOutputBytes, 1, "must be > 0")
 		v.globs(p+".consequential_tools", m.ConsequentialTools)
 	}
 	names := map[string]int{}
@@ -148,19 +143,15 @@ func (v *validator) tools(t Tools, secrets map[string]Secret) {
 			v.add(p+".url", "required")
 		} else {
 			probe := regexp.MustCompile(`\{\{[^}]*\}\}`).ReplaceAllString(h.URL, "x")
-			if u, err := url.Parse(probe); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			if !isHTTPURL(probe) {
 				v.add(p+".url", "must be an absolute http(s) URL template")
 			}
 			v.secretRefs(p+".url", h.URL, secrets)
 		}
 		v.secretRefsMap(p+".headers", h.Headers, secrets)
 		v.positive(p+".timeout", h.Timeout)
-		if h.MaxConcurrency <= 0 {
-			v.add(p+".max_concurrency", "must be > 0")
-		}
-		if h.MaxOutputBytes <= 0 {
-			v.add(p+".max_output_bytes", "must be > 0")
-		}
+		atLeast(v, p+".max_concurrency", h.MaxConcurrency, 1, "must be > 0")
+		atLeast(v, p+".max_output_bytes", h.MaxOutputBytes, 1, "must be > 0")
 	}
 }
 

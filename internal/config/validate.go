@@ -116,9 +116,7 @@ func (c *Config) Validate() error {
 
 	s := c.Server
 	v.check("server.addr", validAddr(s.Addr))
-	if s.MaxBodyBytes <= 0 {
-		v.add("server.max_body_bytes", "must be > 0")
-	}
+	atLeast(&v, "server.max_body_bytes", s.MaxBodyBytes, 1, "must be > 0")
 	v.positive("server.read_header_timeout", s.ReadHeaderTimeout)
 	v.positive("server.read_timeout", s.ReadTimeout)
 	v.nonNegative("server.write_timeout", s.WriteTimeout)
@@ -127,32 +125,22 @@ func (c *Config) Validate() error {
 	v.positive("server.sse_ping_interval", s.SSEPingInterval)
 	v.nonNegative("server.drain_delay", s.DrainDelay)
 	ad := c.Admission
-	if ad.MaxChats < 0 {
-		v.add("admission.max_chats", "must be > 0")
-	}
-	if ad.ChatQueue < 0 {
-		v.add("admission.chat_queue", "must be >= 0")
-	}
+	atLeast(&v, "admission.max_chats", ad.MaxChats, 0, "must be > 0")
+	atLeast(&v, "admission.chat_queue", ad.ChatQueue, 0, "must be >= 0")
 	v.positive("admission.queue_timeout", ad.QueueTimeout)
-	if ad.MaxStreams < 0 {
-		v.add("admission.max_streams", "must be > 0")
-	}
+	atLeast(&v, "admission.max_streams", ad.MaxStreams, 0, "must be > 0")
 	if ad.MemoryHighWater <= 0 || ad.MemoryHighWater > 1 {
 		v.add("admission.memory_high_water", "must be in (0, 1]")
 	}
 	if ad.MemoryLowWater <= 0 || ad.MemoryLowWater >= ad.MemoryHighWater {
 		v.add("admission.memory_low_water", "must be > 0 and below memory_high_water")
 	}
-	if ad.Tenant.MaxInFlight < 0 {
-		v.add("admission.tenant.max_in_flight", "must be >= 0 (0: no cap)")
-	}
+	atLeast(&v, "admission.tenant.max_in_flight", ad.Tenant.MaxInFlight, 0, "must be >= 0 (0: no cap)")
 	for _, name := range slices.Sorted(maps.Keys(ad.Tenants)) {
 		if name == "" {
 			v.add("admission.tenants", "a tenant name must not be empty")
 		}
-		if ad.Tenants[name].MaxInFlight < 0 {
-			v.add("admission.tenants."+name+".max_in_flight", "must be >= 0 (0: no cap)")
-		}
+		atLeast(&v, "admission.tenants."+name+".max_in_flight", ad.Tenants[name].MaxInFlight, 0, "must be >= 0 (0: no cap)")
 	}
 
 	st := c.Store
@@ -161,9 +149,7 @@ func (c *Config) Validate() error {
 	v.positive("store.sweep_interval", st.SweepInterval)
 
 	w := c.Worker
-	if w.Concurrency < 0 {
-		v.add("worker.concurrency", "must be > 0")
-	}
+	atLeast(&v, "worker.concurrency", w.Concurrency, 0, "must be > 0")
 	v.positive("worker.lease_ttl", w.LeaseTTL)
 	v.positive("worker.reclaim_interval", w.ReclaimInterval)
 	v.positive("worker.poll_interval", w.PollInterval)
@@ -197,24 +183,16 @@ func (c *Config) Validate() error {
 	v.nonNegative("providers.anthropic.keys.grace", a.Keys.Grace)
 	v.nonNegative("providers.anthropic.keys.poll_interval", a.Keys.PollInterval)
 	v.nonNegative("providers.anthropic.keys.command_timeout", a.Keys.CommandTimeout)
-	if a.Retry.MaxAttempts < 0 {
-		v.add("providers.anthropic.retry.max_attempts", "must be >= 1")
-	}
+	atLeast(&v, "providers.anthropic.retry.max_attempts", a.Retry.MaxAttempts, 0, "must be >= 1")
 	v.nonNegative("providers.anthropic.retry.base_delay", a.Retry.BaseDelay)
 	v.nonNegative("providers.anthropic.retry.max_delay", a.Retry.MaxDelay)
 	b := a.Breaker
-	if b.ConsecutiveFailures < 0 {
-		v.add("providers.anthropic.breaker.consecutive_failures", "must be >= 1")
-	}
+	atLeast(&v, "providers.anthropic.breaker.consecutive_failures", b.ConsecutiveFailures, 0, "must be >= 1")
 	if b.FailureRatio < 0 || b.FailureRatio > 1 {
 		v.add("providers.anthropic.breaker.failure_ratio", "must be in (0, 1]")
 	}
-	if b.MinRequests < 0 {
-		v.add("providers.anthropic.breaker.min_requests", "must be >= 1")
-	}
-	if b.HalfOpenProbes < 0 {
-		v.add("providers.anthropic.breaker.half_open_probes", "must be >= 1")
-	}
+	atLeast(&v, "providers.anthropic.breaker.min_requests", b.MinRequests, 0, "must be >= 1")
+	atLeast(&v, "providers.anthropic.breaker.half_open_probes", b.HalfOpenProbes, 0, "must be >= 1")
 	v.nonNegative("providers.anthropic.breaker.window", b.Window)
 	v.nonNegative("providers.anthropic.breaker.open_timeout", b.OpenTimeout)
 	if u := c.Redis.URL.Value(); u != "" {
@@ -222,17 +200,11 @@ func (c *Config) Validate() error {
 			v.add("redis.url", "must be redis://host:port[/db] or rediss://…")
 		}
 	}
-	if c.Redis.PoolSize < 0 {
-		v.add("redis.pool_size", "must be >= 1")
-	}
+	atLeast(&v, "redis.pool_size", c.Redis.PoolSize, 0, "must be >= 1")
 	v.nonNegative("redis.dial_timeout", c.Redis.DialTimeout)
 	v.nonNegative("redis.timeout", c.Redis.Timeout)
-	if c.Cache.MaxEntries < 0 {
-		v.add("cache.max_entries", "must be >= 1")
-	}
-	if c.Cache.MaxBytes < 0 {
-		v.add("cache.max_bytes", "must be >= 1")
-	}
+	atLeast(&v, "cache.max_entries", c.Cache.MaxEntries, 0, "must be >= 1")
+	atLeast(&v, "cache.max_bytes", c.Cache.MaxBytes, 0, "must be >= 1")
 
 	c.validateAuth(&v)
 	c.validateRateLimits(&v)
@@ -266,9 +238,7 @@ func (c *Config) Validate() error {
 			v.add(p+".model", "required")
 		}
 		v.oneOf(p+".on_unavailable", ag.OnUnavailable, []string{OnUnavailableFail, OnUnavailableEnqueue})
-		if ag.MaxConcurrentRuns < 0 {
-			v.add(p+".max_concurrent_runs", "must be >= 0")
-		}
+		atLeast(&v, p+".max_concurrent_runs", ag.MaxConcurrentRuns, 0, "must be >= 0")
 		for j, fm := range ag.FallbackModels {
 			if strings.TrimSpace(fm) == "" {
 				v.add(fmt.Sprintf("%s.fallback_models[%d]", p, j), "must not be empty")
@@ -295,13 +265,9 @@ func (c *Config) Validate() error {
 		case ag.MaxSteps > 1000:
 			v.add(p+".max_steps", "must be <= 1000")
 		}
-		if ag.MaxTokens <= 0 {
-			v.add(p+".max_tokens", "must be > 0")
-		}
+		atLeast(&v, p+".max_tokens", ag.MaxTokens, 1, "must be > 0")
 		v.positive(p+".timeout", ag.Timeout)
-		if ag.MaxMessages < 2 {
-			v.add(p+".max_messages", "must be >= 2")
-		}
+		atLeast(&v, p+".max_messages", ag.MaxMessages, 2, "must be >= 2")
 		v.oneOf(p+".concurrency_policy", ag.ConcurrencyPolicy, concurrencyPolicys)
 		v.agentMCP(p, ag.MCP, c.Tools.MCPServers)
 	}
@@ -325,14 +291,20 @@ func (v *validator) check(path string, err error) {
 }
 
 func (v *validator) positive(path string, d time.Duration) {
-	if d <= 0 {
-		v.add(path, "must be > 0")
-	}
+	atLeast(v, path, d, 1, "must be > 0")
 }
 
 func (v *validator) nonNegative(path string, d time.Duration) {
-	if d < 0 {
-		v.add(path, "must be >= 0")
+	atLeast(v, path, d, 0, "must be >= 0")
+}
+
+// atLeast adds msg for path when val is below lo: the one shape of every
+// numeric bound in the config. msg states the bound as the user reads it,
+// which for a field whose zero means "the default" is stricter than lo
+// (max_chats: 0 is defaulted before Validate, so "< 0" reads "must be > 0").
+func atLeast[T int | int64 | float64 | time.Duration](v *validator, path string, val, lo T, msg string) {
+	if val < lo {
+		v.add(path, msg)
 	}
 }
 
@@ -355,27 +327,10 @@ func validAddr(addr string) error {
 	return nil
 }
 
-// validStoreURL accepts sqlite://PATH with a non-empty PATH and
-// postgres://… / postgresql://… URLs. Messages never show a password.
+// validStoreURL accepts what ParseStoreURL accepts.
 func validStoreURL(u string) error {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return fmt.Errorf("%q: want sqlite://PATH or postgres://…", u)
-	}
-	if scheme == "postgres" || scheme == "postgresql" {
-		pu, err := url.Parse(u)
-		if err != nil || pu.Host == "" {
-			return errors.New("not a valid postgres:// URL (want postgres://user@host:5432/db)")
-		}
-		return nil
-	}
-	if scheme != "sqlite" {
-		return fmt.Errorf("unsupported scheme %q (want sqlite:// or postgres://)", scheme)
-	}
-	if rest == "" || strings.HasPrefix(rest, "?") {
-		return fmt.Errorf("%q: missing database path (want sqlite://PATH)", u)
-	}
-	return nil
+	_, err := ParseStoreURL(u)
+	return err
 }
 
 // validBaseURL accepts an absolute http or https URL with a host. The
@@ -385,8 +340,15 @@ func validBaseURL(s string) error {
 	if err != nil {
 		return errors.New("must be an absolute http(s) URL")
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if !isHTTPURL(s) {
 		return fmt.Errorf("%q: must be an absolute http(s) URL", u.Redacted())
 	}
 	return nil
+}
+
+// isHTTPURL reports whether s is an absolute http or https URL with a host:
+// the one check behind every webhook, endpoint and base URL field.
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/app"
 	"github.com/agentd/agentd/internal/events"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/anthropic"
@@ -96,17 +97,28 @@ func setupRunsEnv(t *testing.T, backend string, simCfg sim.Config) *runsEnv {
 	if os.Getenv("AGENTD_TEST_LOG") != "" {
 		env.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	var actors []func(context.Context) error
+	// The backend as agentd builds it (internal/app); only the River job
+	// listing and the lease column need the concrete database.
+	var rawURL string
 	switch backend {
 	case "sqlite":
-		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "agentd.db"))
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, st.Close()) })
-		require.NoError(t, st.Migrate(ctx))
-		env.st, env.hub = st, events.NewLocal()
-		env.newQueue = func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewSQLite(ctx, st, cfg)
-		}
+		rawURL = "sqlite://" + filepath.ToSlash(filepath.Join(t.TempDir(), "agentd.db"))
+	case "postgres":
+		rawURL = runsPGSchema(t)
+	default:
+		t.Fatalf("unknown backend %q", backend)
+	}
+	be, err := app.OpenBackend(ctx, rawURL, env.log)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, be.Close()) })
+	require.NoError(t, be.Store.Migrate(ctx))
+	env.st, env.hub, env.newQueue = be.Store, be.Hub, be.NewQueue
+	var actors []func(context.Context) error
+	for _, fn := range be.Actors {
+		actors = append(actors, fn)
+	}
+	switch st := be.Store.(type) {
+	case *sqlite.Store:
 		rc, err := river.NewClient(riversqlite.New(st.WriteDB()), &river.Config{Logger: env.log})
 		require.NoError(t, err)
 		env.jobs = runsJobLister(rc)
@@ -115,17 +127,7 @@ func setupRunsEnv(t *testing.T, backend string, simCfg sim.Config) *runsEnv {
 			err := st.WriteDB().QueryRowContext(ctx, `SELECT coalesce(lease_owner, '') FROM runs WHERE id = ?`, id).Scan(&owner)
 			return owner, err
 		}
-	case "postgres":
-		st, err := postgres.Open(ctx, runsPGSchema(t))
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, st.Close()) })
-		require.NoError(t, st.Migrate(ctx))
-		hub := events.NewPostgres(st.Pool(), env.log)
-		env.st, env.hub = st, hub
-		actors = append(actors, hub.Run)
-		env.newQueue = func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewPostgres(ctx, st, cfg)
-		}
+	case *postgres.Store:
 		rc, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{Logger: env.log})
 		require.NoError(t, err)
 		env.jobs = runsJobLister(rc)
@@ -135,7 +137,7 @@ func setupRunsEnv(t *testing.T, backend string, simCfg sim.Config) *runsEnv {
 			return owner, err
 		}
 	default:
-		t.Fatalf("unknown backend %q", backend)
+		t.Fatalf("unexpected store %T", st)
 	}
 	bg, stop := context.WithCancel(context.Background())
 	env.bg = bg

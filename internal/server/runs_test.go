@@ -32,6 +32,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/app"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/cost"
@@ -130,42 +131,38 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 
 	// Background actors (event listener, River) end after the queue
 	// stopped, before the store closes.
-	var (
-		newQueue func(ctx context.Context, cfg queue.Config) (queue.Queue, error)
-		actors   []func(context.Context) error
-	)
+	// The backend as agentd builds it (internal/app); only the River job
+	// listing needs the concrete database.
+	var rawURL string
 	switch backend {
 	case "sqlite":
-		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "agentd.db"))
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, st.Close()) })
-		require.NoError(t, st.Migrate(ctx))
-		b.St = st
-		b.Hub = events.NewLocal()
-		newQueue = func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewSQLite(ctx, st, cfg)
-		}
+		rawURL = "sqlite://" + filepath.ToSlash(filepath.Join(t.TempDir(), "agentd.db"))
+	case "postgres":
+		rawURL = pgTestSchema(t)
+	default:
+		t.Fatalf("unknown backend %q", backend)
+	}
+	be, err := app.OpenBackend(ctx, rawURL, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, be.Close()) })
+	require.NoError(t, be.Store.Migrate(ctx))
+	b.St, b.Hub = be.Store, be.Hub
+	newQueue := be.NewQueue
+	var actors []func(context.Context) error
+	for _, fn := range be.Actors {
+		actors = append(actors, fn)
+	}
+	switch st := be.Store.(type) {
+	case *sqlite.Store:
 		rc, err := river.NewClient(riversqlite.New(st.WriteDB()), &river.Config{Logger: log})
 		require.NoError(t, err)
 		b.jobs = jobLister(rc)
-	case "postgres":
-		u := pgTestSchema(t)
-		st, err := postgres.Open(ctx, u)
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, st.Close()) })
-		require.NoError(t, st.Migrate(ctx))
-		b.St = st
-		hub := events.NewPostgres(st.Pool(), log)
-		b.Hub = hub
-		actors = append(actors, hub.Run)
-		newQueue = func(ctx context.Context, cfg queue.Config) (queue.Queue, error) {
-			return queue.NewPostgres(ctx, st, cfg)
-		}
+	case *postgres.Store:
 		rc, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{Logger: log})
 		require.NoError(t, err)
 		b.jobs = jobLister(rc)
 	default:
-		t.Fatalf("unknown backend %q", backend)
+		t.Fatalf("unexpected store %T", st)
 	}
 	bg, stopBG := context.WithCancel(context.Background())
 	b.bg = bg

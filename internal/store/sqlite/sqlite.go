@@ -40,7 +40,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -71,7 +70,8 @@ type Store struct {
 var _ sqlstore.Backend[*sql.Tx] = (*Store)(nil)
 
 // Open opens (creating it if needed) the SQLite database at path, a file
-// system path as ParseURL returns it. It does not migrate: call Migrate.
+// system path (config.ParseStoreURL returns it for a sqlite:// URL). It
+// does not migrate: call Migrate.
 // ":memory:" is refused, since the two connection pools would each see a
 // database of their own.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -130,51 +130,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 func dsn(path string, params ...string) string {
 	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	return "file:" + esc + "?" + strings.Join(params, "&")
-}
-
-// ParseURL returns the file system path of a sqlite database URL:
-//
-//	sqlite:///abs/path.db     → /abs/path.db      (three slashes: absolute)
-//	sqlite://relative/path.db → relative/path.db  (two slashes: relative to
-//	                                               the working directory; the
-//	                                               "host" is the first path
-//	                                               element)
-//	sqlite:relative.db        → relative.db       (no slashes: relative)
-//	sqlite:/abs/path.db       → /abs/path.db
-//
-// The scheme is case-insensitive and percent-escapes are decoded. Any other
-// scheme, an empty path, a query string, a fragment, user info or a port is
-// an error.
-func ParseURL(u string) (string, error) {
-	pu, err := url.Parse(u)
-	if err != nil {
-		return "", fmt.Errorf("sqlite: parse url: %w", err)
-	}
-	if pu.Scheme != "sqlite" {
-		return "", fmt.Errorf("sqlite: parse url %q: scheme is %q, want sqlite", u, pu.Scheme)
-	}
-	if pu.RawQuery != "" || pu.ForceQuery || pu.Fragment != "" {
-		return "", fmt.Errorf("sqlite: parse url %q: query and fragment are not supported", u)
-	}
-	if pu.User != nil || pu.Port() != "" {
-		return "", fmt.Errorf("sqlite: parse url %q: user info and port are not supported", u)
-	}
-	var path string
-	switch {
-	case pu.Opaque != "": // sqlite:relative.db
-		path, err = url.PathUnescape(pu.Opaque)
-		if err != nil {
-			return "", fmt.Errorf("sqlite: parse url %q: %w", u, err)
-		}
-	case pu.Host != "": // sqlite://relative/path.db
-		path = pu.Host + pu.Path
-	default: // sqlite:///abs/path.db, sqlite:/abs/path.db
-		path = pu.Path
-	}
-	if path == "" || path == "/" {
-		return "", fmt.Errorf("sqlite: parse url %q: no path", u)
-	}
-	return path, nil
 }
 
 // Ping checks that the database answers: it reads the schema version

@@ -111,49 +111,6 @@ func TestOpenErrors(t *testing.T) {
 	require.Len(t, matches, 1)
 }
 
-func TestParseURL(t *testing.T) {
-	t.Parallel()
-	good := map[string]string{
-		"sqlite:///abs/path.db":           "/abs/path.db",
-		"sqlite:///var/lib/agentd/a.db":   "/var/lib/agentd/a.db",
-		"sqlite://relative/path.db":       "relative/path.db",
-		"sqlite://agentd.db":              "agentd.db",
-		"sqlite://./data/agentd.db":       "./data/agentd.db",
-		"sqlite:relative.db":              "relative.db",
-		"sqlite:data/relative.db":         "data/relative.db",
-		"sqlite:/abs/path.db":             "/abs/path.db",
-		"SQLITE:///abs/path.db":           "/abs/path.db",
-		"sqlite:///abs/with%20space.db":   "/abs/with space.db",
-		"sqlite:with%20space.db":          "with space.db",
-		"sqlite://rel/with%3Fquestion.db": "rel/with?question.db",
-	}
-	for in, want := range good {
-		got, err := ParseURL(in)
-		require.NoError(t, err, in)
-		require.Equal(t, want, got, in)
-	}
-	bad := []string{
-		"",
-		"agentd.db",
-		"/abs/agentd.db",
-		"postgres://localhost/agentd",
-		"file:agentd.db",
-		"sqlite3:///abs.db",
-		"sqlite:",
-		"sqlite://",
-		"sqlite:///",
-		"sqlite:///abs.db?mode=ro",
-		"sqlite:///abs.db#frag",
-		"sqlite://user@host/x.db",
-		"sqlite://host:5432/x.db",
-		"sqlite:rel.db?_pragma=foo",
-	}
-	for _, in := range bad {
-		_, err := ParseURL(in)
-		require.Error(t, err, in)
-	}
-}
-
 // BenchmarkStore measures the chat hot path (storetest.Benchmark).
 func BenchmarkStore(b *testing.B) {
 	storetest.Benchmark(b, func(tb testing.TB) store.Store { return newTestStore(tb) })
