@@ -159,7 +159,7 @@ func orDash(s string) string {
 // logs what it means.
 func setupAuth(ctx context.Context, cfg *config.Config, st any, log *slog.Logger) (*auth.Authenticator, error) {
 	if cfg.Auth.Mode == config.AuthNone {
-		log.Warn("authentication is off (auth.mode: none): anyone who can reach the API acts as tenant \"default\"; use only for a demo on localhost")
+		log.Warn(cfg.AuthWarning(), "addr", cfg.Server.Addr)
 		return nil, nil
 	}
 	keys, ok := st.(store.APIKeys)
