@@ -27,6 +27,7 @@ func BaseURL(t testing.TB) string {
 	if u == "" {
 		t.Skipf("%s is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)", EnvURL)
 	}
+	tally(t)
 	return u
 }
 
