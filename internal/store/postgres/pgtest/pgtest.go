@@ -36,6 +36,7 @@ func BaseURL(t testing.TB) string {
 // set to poolMaxConns (0: pgx's default).
 func Schema(t testing.TB, base string, poolMaxConns int) string {
 	t.Helper()
+	tally(t)
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "agentd_test_" + hex.EncodeToString(b[:])
