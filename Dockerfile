@@ -11,10 +11,19 @@
 # shell) and debug (distroless :debug-nonroot, with a busybox shell).
 # See docs/deploy.md for sizes and the compose / Helm deployments.
 
-ARG GO_VERSION=1.26
-ARG DISTROLESS=gcr.io/distroless/static-debian12
+# Base images, pinned to an exact version and to the digest of its
+# multi-platform index (a tag can move; a digest cannot). Refresh all three
+# together, deliberately (docs/deploy.md#base-images):
+#   crane digest golang:1.26.8-bookworm
+#   crane digest gcr.io/distroless/static-debian12:nonroot
+#   crane digest gcr.io/distroless/static-debian12:debug-nonroot
+# (or docker buildx imagetools inspect REF --format '{{.Manifest.Digest}}').
+# The Go version matches go.mod's `go` line (GOTOOLCHAIN=local below).
+ARG GO_IMAGE=golang:1.26.8-bookworm@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d
+ARG DISTROLESS_IMAGE=gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab
+ARG DISTROLESS_DEBUG_IMAGE=gcr.io/distroless/static-debian12:debug-nonroot@sha256:d5563cc7f2f44313f332e91138cc8c6a158899afeeeab2fce3b0f9ccdb3cf9ee
 
-FROM golang:${GO_VERSION}-bookworm AS deps
+FROM ${GO_IMAGE} AS deps
 WORKDIR /src
 ENV GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 # Only go.mod/go.sum: this layer is rebuilt when dependencies change, not
@@ -38,7 +47,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
  && mkdir -p /out/data
 
 # Runtime: no shell, no package manager, uid/gid 65532 (nonroot).
-FROM ${DISTROLESS}:nonroot AS runtime
+FROM ${DISTROLESS_IMAGE} AS runtime
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="agentd" \
       org.opencontainers.image.description="A runtime serving Claude agents" \
@@ -46,7 +55,7 @@ LABEL org.opencontainers.image.title="agentd" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/agentd /usr/local/bin/agentd
 COPY --from=build --chown=65532:65532 /out/data /var/lib/agentd
-COPY --chown=65532:65532 examples/agentd.yaml /etc/agentd/agentd.yaml
+COPY --chown=65532:65532 examples/container.yaml /etc/agentd/agentd.yaml
 USER 65532:65532
 WORKDIR /var/lib/agentd
 ENV AGENTD_CONFIG=/etc/agentd/agentd.yaml \
@@ -62,10 +71,10 @@ CMD ["serve"]
 
 # Debug: same binary on distroless :debug-nonroot (busybox sh at
 # /busybox/sh) for `kubectl debug` / `docker run -it --entrypoint sh`.
-FROM ${DISTROLESS}:debug-nonroot AS debug
+FROM ${DISTROLESS_DEBUG_IMAGE} AS debug
 COPY --from=build /out/agentd /usr/local/bin/agentd
 COPY --from=build --chown=65532:65532 /out/data /var/lib/agentd
-COPY --chown=65532:65532 examples/agentd.yaml /etc/agentd/agentd.yaml
+COPY --chown=65532:65532 examples/container.yaml /etc/agentd/agentd.yaml
 USER 65532:65532
 WORKDIR /var/lib/agentd
 ENV AGENTD_CONFIG=/etc/agentd/agentd.yaml \

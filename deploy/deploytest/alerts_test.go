@@ -260,7 +260,7 @@ func TestDashboard(t *testing.T) {
 		t.Error("dashboard needs a title and a uid")
 	}
 	// Grafana's variables, replaced by what they become at query time.
-	vars := strings.NewReplacer("$__rate_interval", "5m", "$__interval", "1m", "${job}", "agentd", "$job", "agentd",
+	vars := strings.NewReplacer("$__rate_interval", "5m", "$__interval", "1m", "$__range", "3h", "${job}", "agentd", "$job", "agentd",
 		"${namespace}", "default", "$namespace", "default")
 	used := map[string]bool{}
 	queries := 0
@@ -288,7 +288,8 @@ func TestDashboard(t *testing.T) {
 	}
 	for _, want := range []string{"agentd_http_requests_total", "agentd_http_request_duration_seconds_bucket",
 		"agentd_llm_tokens_total", "agentd_run_steps_bucket", "agentd_tool_calls_total", "agentd_queue_depth",
-		"agentd_queue_oldest_age_seconds", "agentd_breaker_state", "process_resident_memory_bytes"} {
+		"agentd_queue_oldest_age_seconds", "agentd_breaker_state", "process_resident_memory_bytes",
+		"agentd_llm_cost_usd_total", "agentd_llm_unpriced_requests_total", "agentd_budget_remaining_usd"} {
 		if !used[want] {
 			t.Errorf("no panel shows %s", want)
 		}

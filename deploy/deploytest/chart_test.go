@@ -38,7 +38,11 @@ func helmBin(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("helm not installed: go install helm.sh/helm/v3/cmd/helm@v3.22.0 (or put helm in $PATH) to render the chart")
+	const msg = "helm not installed: go install helm.sh/helm/v3/cmd/helm@v3.22.0 (or put helm in $PATH) to render the chart"
+	if os.Getenv("AGENTD_DEPLOYTEST_REQUIRE_HELM") != "" {
+		t.Fatal(msg + " (AGENTD_DEPLOYTEST_REQUIRE_HELM is set: CI runs every chart test)")
+	}
+	t.Skip(msg)
 	return ""
 }
 
@@ -69,7 +73,10 @@ func strict(t *testing.T, doc []byte, v any, what string) {
 
 func render(t *testing.T, release string, values ...string) *manifests {
 	t.Helper()
-	args := []string{"template", release, chartDir, "--namespace", "agentd", "--kube-version", "1.31.0"}
+	// No --kube-version: the chart must render with helm's defaults (the
+	// API types these manifests are decoded into are those of Kubernetes
+	// 1.37, k8s.io/api v0.37; k8s127/ checks the oldest supported, 1.27).
+	args := []string{"template", release, chartDir, "--namespace", "agentd"}
 	for _, v := range values {
 		args = append(args, "-f", filepath.Join(chartDir, "ci", v))
 	}
@@ -607,7 +614,7 @@ func TestChartLint(t *testing.T) {
 		t.Fatal("no values files in ci/")
 	}
 	for _, f := range files {
-		out, err := exec.Command(helm, "lint", "--strict", "--kube-version", "1.31.0", chartDir, "-f", f).CombinedOutput()
+		out, err := exec.Command(helm, "lint", "--strict", chartDir, "-f", f).CombinedOutput()
 		if err != nil {
 			t.Errorf("helm lint -f %s: %v\n%s", filepath.Base(f), err, out)
 		}

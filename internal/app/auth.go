@@ -14,7 +14,7 @@ import (
 // logs what it means.
 func setupAuth(ctx context.Context, cfg *config.Config, keys store.APIKeys, log *slog.Logger) (*auth.Authenticator, error) {
 	if cfg.Auth.Mode == config.AuthNone {
-		log.Warn("authentication is off (auth.mode: none): anyone who can reach the API acts as tenant \"default\"; use only for a demo on localhost")
+		log.Warn(cfg.AuthWarning(), "addr", cfg.Server.Addr)
 		return nil, nil
 	}
 	list, err := keys.ListAPIKeys(ctx, "")

@@ -8,7 +8,8 @@ const (
 	// each key belongs to a tenant.
 	AuthKeys = "keys"
 	// AuthNone: no authentication; everything belongs to the tenant
-	// "default". Only for a demo on localhost; logged as a warning.
+	// "default". Only for a demo on localhost (refused on any other
+	// address without Auth.AllowUnauthenticatedNetwork); logged as a warning.
 	AuthNone = "none"
 	// DefaultAuthMode is auth.mode's default.
 	DefaultAuthMode = AuthKeys
@@ -26,10 +27,15 @@ type Auth struct {
 	// Defaults to 0: every request looks its key up, and a revocation
 	// takes effect at once.
 	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// AllowUnauthenticatedNetwork lets mode "none" listen on a server.addr
+	// that is not loopback (see exposure.go). Defaults to false: agentd
+	// refuses to start with mode "none" on such an address.
+	AllowUnauthenticatedNetwork bool `yaml:"allow_unauthenticated_network"`
 }
 
 // validateAuth checks the auth section.
 func (c *Config) validateAuth(v *validator) {
 	v.oneOf("auth.mode", c.Auth.Mode, []string{AuthKeys, AuthNone})
 	v.nonNegative("auth.cache_ttl", c.Auth.CacheTTL)
+	c.validateExposure(v)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentd/agentd/internal/redis"
 	"github.com/agentd/agentd/internal/redis/redistest"
+	"github.com/agentd/agentd/internal/testtally"
 )
 
 const testTimeout = 200 * time.Millisecond
@@ -171,6 +172,7 @@ func TestSharedRedis(t *testing.T) {
 	if url == "" {
 		t.Skip("AGENTD_TEST_REDIS_URL not set")
 	}
+	testtally.Record(t, "redis")
 	a, b := open(t, url), open(t, url)
 	ctx := context.Background()
 	prefix := fmt.Sprintf("agentd:test:%s:%d:", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UnixNano())

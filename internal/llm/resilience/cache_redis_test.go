@@ -19,6 +19,7 @@ import (
 	storeredis "github.com/agentd/agentd/internal/redis"
 	"github.com/agentd/agentd/internal/redis/redistest"
 	"github.com/agentd/agentd/internal/sim"
+	"github.com/agentd/agentd/internal/testtally"
 )
 
 const redisTestTimeout = 200 * time.Millisecond
@@ -471,6 +472,7 @@ func TestRedisCacheShared(t *testing.T) {
 	if url == "" {
 		t.Skip("AGENTD_TEST_REDIS_URL not set")
 	}
+	testtally.Record(t, "redis")
 	prefix := fmt.Sprintf("agentd:test:%s:%d:", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UnixNano())
 	rcA, rcB := openRedis(t, url), openRedis(t, url)
 	require.NoError(t, rcA.Check(context.Background()))

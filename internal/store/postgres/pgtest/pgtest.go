@@ -27,6 +27,7 @@ func BaseURL(t testing.TB) string {
 	if u == "" {
 		t.Skipf("%s is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)", EnvURL)
 	}
+	tally(t)
 	return u
 }
 
@@ -35,6 +36,7 @@ func BaseURL(t testing.TB) string {
 // set to poolMaxConns (0: pgx's default).
 func Schema(t testing.TB, base string, poolMaxConns int) string {
 	t.Helper()
+	tally(t)
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "agentd_test_" + hex.EncodeToString(b[:])
