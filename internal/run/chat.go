@@ -264,6 +264,10 @@ func (c *Chat) params(ctx context.Context, onEvent func(store.Event)) (context.C
 	p := &Params{
 		Tenant: c.tenant, RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
 		History: history, Input: c.input, OnEvent: onEvent, MaxCostUSD: c.maxCostUSD,
+		// Only queued runs are resumed (a worker claims them with a
+		// lease; ReclaimExpiredRuns and a drain hand them to another
+		// worker); an inline chat's run has no lease and no queue job.
+		Resumable: c.queued,
 		// Before done is announced: the turn is in the conversation and
 		// the run row says succeeded, so a client that saw done reads
 		// both.

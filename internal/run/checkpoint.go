@@ -21,11 +21,19 @@ import (
 //     tool result (runTools), together with the events queued before it, in
 //     one store transaction (SaveStep): a checkpoint is never stored
 //     without the events that led to it.
-//   - The final answer's checkpoint is not written on its own when the run
-//     has a Commit: commitDone hands it, the queued events and the done
-//     event to Commit, which stores them with the conversation's turn and
-//     the run's status in one transaction. A crash between the model's last
-//     answer and that commit repeats that one model call.
+//   - The final answer (a model call that asks for no tool) ends with
+//     commitDone, which hands a checkpoint, the queued events and the done
+//     event to Commit; Commit stores them with the conversation's turn and
+//     the run's status in one transaction.
+//   - A run that can be resumed (Params.Resumable: a queued run, which a
+//     worker holds with a lease and another worker takes over when it dies
+//     or drains) also checkpoints the final answer on its own, like every
+//     other model call, before Commit: resumed between the two writes, it
+//     finds the answer in its checkpoint and commits it without calling the
+//     model again. An inline chat (POST /v1/chat) is never resumed: no
+//     lease, no queue job, and its client is gone with its process. Its
+//     final answer's checkpoint is only the one Commit stores, one write
+//     fewer per chat; a crash there loses the chat, never repeats a call.
 //   - Events may be stored between checkpoints (a flush while a model call
 //     streams, FlushInterval; the error event of a stopped run). A seq once
 //     stored is never reused: restore numbers new events after the last

@@ -133,6 +133,13 @@ type Params struct {
 	// and events (which end with the done event) atomically with whatever
 	// it commits. Its error fails the run (an error event instead of done).
 	Commit func(ctx context.Context, r Result, cp *store.Checkpoint, events []store.Event) error
+	// Resumable: another execution may resume the run from its checkpoint
+	// if this one stops without an outcome (a queued run, whose worker may
+	// die or drain). The final answer is then checkpointed on its own
+	// before Commit, so that a resumed run never pays for that model call
+	// again. Unset (an inline chat, which nothing resumes), the final
+	// answer's checkpoint is the one Commit stores: one write fewer.
+	Resumable bool
 	// OnStored, if set, receives events once they are stored, in seq
 	// order: what followers of the run may see (a stored event is never
 	// renumbered, also if the run resumes on another worker).
@@ -173,7 +180,7 @@ type execution struct {
 	deltaSince time.Time
 	// ctx is Execute's context, for flushes from emit.
 	ctx    context.Context
-	cpStep int // checkpoint counter: one per model call (the final answer's is the commit's) and per tool result
+	cpStep int // checkpoint counter: one per model call and per tool result, plus the commit's (see the checkpoint contract)
 }
 
 // Execute runs the loop to the end. On error the returned Result holds what

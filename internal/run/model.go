@@ -117,14 +117,17 @@ func (x *execution) finishCall(ctx context.Context, c *modelCall, r *llm.Respons
 		CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens,
 		CostUSD: usd,
 	})
-	if !toolUse && x.p.Commit != nil {
-		// The final answer: the loop ends and commitDone stores this
-		// step's checkpoint and events with the turn, in one transaction,
-		// right after this. A checkpoint of its own would be one more
-		// write per chat; what it would save is one model call, for a run
-		// resumed after a crash between the two writes.
+	if !toolUse && x.p.Commit != nil && !x.p.Resumable {
+		// The final answer of a run nothing resumes (an inline chat): the
+		// loop ends and commitDone stores this step's checkpoint and
+		// events with the turn, in one transaction, right after this. A
+		// checkpoint of its own would be one more write per chat and
+		// could only ever save a model call for a resumed run.
 		return nil
 	}
+	// A resumable run checkpoints its final answer too: resumed after a
+	// crash (or a drain) before its commit, it commits that answer
+	// without calling the model again.
 	return x.checkpoint(ctx)
 }
 
