@@ -43,7 +43,12 @@ import (
 //     without a checkpoint is made again, after a resumed event that
 //     tells followers its streamed deltas are superseded.
 //   - Followers (OnStored) see events only once they are stored, in seq
-//     order (publish).
+//     order (publish). With the rule above, an event id a follower saw
+//     never carries other data, also across a crash: what a dead worker
+//     emitted and did not store reached no follower, and the resumed run
+//     numbers after what it stored. Only OnEvent (an inline chat's own
+//     stream) sees events before they are stored, and nothing resumes an
+//     inline chat.
 
 // state is what a checkpoint holds.
 type state struct {

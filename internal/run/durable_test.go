@@ -6,11 +6,17 @@ package run_test
 
 import (
 	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/events"
+	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/sim"
 	"github.com/agentd/agentd/internal/store"
@@ -92,5 +98,187 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		cp, err = env.st.LatestCheckpoint(ctx, chat.RunID())
 		require.NoError(t, err)
 		require.Equal(t, 1, cp.Step)
+	})
+}
+
+// deadAfter is the store as a worker sees it that can be killed: once dead
+// is set, writes fail (a killed process writes nothing more). It records
+// the flushes (SaveStep without a checkpoint) that stored text deltas.
+type deadAfter struct {
+	run.StepStore
+	dead    atomic.Bool
+	flushes atomic.Int64
+}
+
+func (s *deadAfter) SaveStep(ctx context.Context, cp *store.Checkpoint, evs []store.Event) error {
+	if s.dead.Load() {
+		return errors.New("the worker is dead")
+	}
+	if err := s.StepStore.SaveStep(ctx, cp, evs); err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		if cp == nil && ev.Type == run.EventTextDelta {
+			s.flushes.Add(1)
+			break
+		}
+	}
+	return nil
+}
+
+// diesMidStream streams the model's answer until the delta after the first
+// flush of deltas (a lone delta is never flushed at once: it is not
+// FlushInterval old), then kills the worker: its store refuses writes and
+// its run's context ends.
+type diesMidStream struct {
+	llm.Model
+	st  *deadAfter
+	die func()
+}
+
+func (m *diesMidStream) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaFunc) (llm.Response, error) {
+	after := -1
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, err := m.Model.Stream(sctx, req, func(d llm.Delta) {
+		if m.st.dead.Load() {
+			return
+		}
+		onDelta(d)
+		if after < 0 && m.st.flushes.Load() > 0 {
+			after = 0
+		}
+		if after >= 0 {
+			if after++; after == 2 {
+				m.st.dead.Store(true)
+				m.die()
+				cancel()
+			}
+		}
+	})
+	<-ctx.Done()
+	if err == nil {
+		err = errors.New("the stream ended before the worker died")
+	}
+	return llm.Response{}, err
+}
+
+// TestResumedRunNeverReusesAnEventID: followers of a run whose worker died
+// in the middle of a model call's stream, some deltas stored and some not,
+// see each event id with one data only, also when they reconnect with the
+// last id they saw: the run resumed elsewhere numbers its events after the
+// stored ones, and followers never saw the unstored ones.
+func TestResumedRunNeverReusesAnEventID(t *testing.T) {
+	t.Parallel()
+	forEachRunsBackend(t, func(t *testing.T, backend string) {
+		env := setupRunsEnv(t, backend, sim.Config{EventDelay: run.FlushInterval / 4, Words: 60})
+		ctx := t.Context()
+		const msg = "hello there"
+		dead := &run.Runs{Service: env.service(nil), Store: env.st, Queue: noEnqueue{env.st}, Owner: "dead", Log: env.log}
+		rn, _, err := dead.Submit(ctx, run.SubmitParams{Tenant: runsTenant, Agent: "demo", Message: msg})
+		require.NoError(t, err)
+		now := time.Now().UTC()
+		_, err = env.st.ClaimRun(ctx, store.ClaimRunParams{ID: rn.ID, Owner: "dead", LeaseUntil: now.Add(-time.Second), Now: now})
+		require.NoError(t, err)
+
+		// Followers: one through the crash, one that drops at the crash
+		// and reconnects with the last id it saw.
+		type seen struct {
+			typ  string
+			data string
+		}
+		var mu sync.Mutex
+		byID := map[int64][]seen{} // every delivery of every id
+		record := func(ev store.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			byID[ev.Seq] = append(byID[ev.Seq], seen{ev.Type, string(ev.Data)})
+		}
+		follow := func(after int64, send func(store.Event) error) error {
+			fctx, cancel := context.WithTimeout(ctx, runsTimeout)
+			defer cancel()
+			return events.Follow(fctx, env.hub, env.st, rn.ID, after, send, events.FollowOptions{Poll: 50 * time.Millisecond})
+		}
+		var wg sync.WaitGroup
+		var throughLast, droppedLast atomic.Int64
+		st := &deadAfter{StepStore: env.st}
+		errDropped := errors.New("dropped")
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, follow(0, func(ev store.Event) error {
+				record(ev)
+				throughLast.Store(ev.Seq)
+				return nil
+			}))
+		}()
+		go func() {
+			defer wg.Done()
+			err := follow(0, func(ev store.Event) error {
+				if st.dead.Load() {
+					return errDropped
+				}
+				record(ev)
+				droppedLast.Store(ev.Seq)
+				return nil
+			})
+			assert.ErrorIs(t, err, errDropped)
+		}()
+		time.Sleep(100 * time.Millisecond) // both subscribed
+
+		dctx, die := context.WithCancelCause(ctx)
+		defer die(nil)
+		var emitted atomic.Int64
+		deadLoop := &run.Loop{Model: &diesMidStream{Model: env.model, st: st, die: func() { die(run.ErrSuspended) }}, Store: st, Log: env.log}
+		_, err = deadLoop.Execute(dctx, &run.Params{RunID: rn.ID, ConversationID: rn.ConversationID,
+			Agent: &env.agents["demo"].Agent, Input: userText(msg),
+			OnEvent:  func(ev store.Event) { emitted.Store(ev.Seq) },
+			OnStored: func(evs []store.Event) { env.hub.Publish(ctx, evs) }})
+		require.ErrorIs(t, err, run.ErrSuspended)
+		stored := env.runEvents(t, rn.ID)
+		require.Contains(t, nonDeltaTypes(stored), run.EventStart)
+		require.Equal(t, run.EventTextDelta, stored[len(stored)-1].Type, "deltas were stored mid-stream")
+		lastStored := stored[len(stored)-1].Seq
+		require.Greater(t, emitted.Load(), lastStored, "the dead worker had emitted deltas it never stored")
+
+		// Another worker resumes the run; the dropped follower comes back
+		// with the last id it saw.
+		live := &run.Runs{Service: env.service(nil), Store: env.st, Queue: noEnqueue{env.st}, Owner: "live", LeaseTTL: 3 * time.Second, Log: env.log}
+		resumed := make(chan error, 1)
+		go func() {
+			_, err := live.ExecuteRun(ctx, runsTenant, rn.ID)
+			resumed <- err
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, follow(droppedLast.Load(), func(ev store.Event) error {
+				record(ev)
+				droppedLast.Store(ev.Seq)
+				return nil
+			}))
+		}()
+		require.NoError(t, <-resumed)
+		final := env.waitFinished(t, rn.ID)
+		require.Equal(t, store.RunSucceeded, final.Status, "error %q", final.Error)
+		wg.Wait()
+
+		evs := env.runEvents(t, rn.ID)
+		require.Equal(t, stored, evs[:len(stored)], "stored events are never rewritten")
+		require.Equal(t, []string{"start", "resumed", "usage", "done"}, nonDeltaTypes(evs))
+		last := evs[len(evs)-1].Seq
+		require.Equal(t, last, throughLast.Load())
+		require.Equal(t, last, droppedLast.Load())
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range evs {
+			want := seen{ev.Type, string(ev.Data)}
+			for _, got := range byID[ev.Seq] {
+				require.Equal(t, want, got, "event id %d was delivered with other data than the run's", ev.Seq)
+			}
+		}
+		for seq := range byID {
+			require.LessOrEqual(t, seq, last, "event id %d was delivered but is not the run's", seq)
+		}
 	})
 }
