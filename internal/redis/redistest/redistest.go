@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentd/agentd/internal/testtally"
 )
 
 // Server is a redis-server process that can be killed and restarted on the
@@ -61,6 +63,7 @@ func Start(t testing.TB) *Server {
 		s.port = freePort(t)
 		if lastErr = s.start(); lastErr == nil {
 			t.Cleanup(s.Stop)
+			testtally.Record(t, "redis") // a real Redis server, of the test's own
 			return s
 		}
 	}
