@@ -51,6 +51,10 @@ type SecretRefreshOptions struct {
 	// rotation, the end of a grace period) with Secrets.Values, so that
 	// the other redactors (log redaction) learn the new values.
 	Changed func(values []string)
+	// Rotated, when set, is called with the name of each secret whose
+	// value was replaced, after the replacement (an MCP stdio server
+	// whose env uses it is restarted).
+	Rotated func(name string)
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
 }
@@ -144,6 +148,9 @@ func (r *SecretRefresher) Refresh(ctx context.Context) {
 			r.o.Metrics.secretRotated(src.Name)
 			r.o.Log.Info("tool secret rotated; the replaced value is still scrubbed until its grace period ends",
 				"secret", src.Name, "source", src.Origin, "fingerprint", fingerprint(v), "grace", r.cfg.Grace)
+			if r.o.Rotated != nil {
+				r.o.Rotated(src.Name)
+			}
 		}
 	}
 	if r.secrets.Prune(r.o.Now()) {

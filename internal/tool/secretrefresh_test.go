@@ -41,10 +41,12 @@ func TestSecretRefresherRotatesWithGrace(t *testing.T) {
 	m := NewMetrics(reg)
 	var logs strings.Builder
 	var changed [][]string
+	var rotated []string
 	r := NewSecretRefresher(secrets, []SecretSource{{Name: "tok", Origin: "file:/x", Read: src.read}},
 		SecretRefreshConfig{Grace: time.Minute},
 		SecretRefreshOptions{Log: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: m,
-			Changed: func(v []string) { changed = append(changed, v) }, Now: func() time.Time { return now }})
+			Changed: func(v []string) { changed = append(changed, v) },
+			Rotated: func(name string) { rotated = append(rotated, name) }, Now: func() time.Time { return now }})
 
 	r.Refresh(t.Context()) // unchanged
 	assert.Empty(t, changed)
@@ -57,6 +59,7 @@ func TestSecretRefresherRotatesWithGrace(t *testing.T) {
 	assert.Equal(t, "[secret:tok] [secret:tok] [secret:other]", secrets.Scrub("old-value-1 new-value-2 fixed-value"))
 	require.Len(t, changed, 1)
 	assert.Equal(t, []string{"fixed-value", "new-value-2", "old-value-1"}, changed[0])
+	assert.Equal(t, []string{"tok"}, rotated)
 	assert.Equal(t, 1.0, counter(t, reg, "agentd_tool_secret_rotations_total", "tok"))
 	assert.Contains(t, logs.String(), "tool secret rotated")
 	assert.Contains(t, logs.String(), "fingerprint="+fingerprint("new-value-2"))
@@ -93,6 +96,7 @@ func TestSecretRefresherRotatesWithGrace(t *testing.T) {
 	r.Refresh(t.Context())
 	assert.Contains(t, logs.String(), "tool secret refresh recovered")
 	assert.Len(t, changed, 2)
+	assert.Equal(t, []string{"tok"}, rotated, "only a replaced value counts as a rotation")
 }
 
 func TestSecretsRotateBackAndUnknown(t *testing.T) {

@@ -229,7 +229,7 @@ func build(cfg *config.Config, o Options, forStart bool) (*Set, *built, error) {
 		b.named[h.Name] = t
 		b.infos[h.Name] = Info{Name: h.Name, Description: h.Description, Source: SourceHTTP, Consequential: h.Consequential}
 	}
-	set := &Set{secrets: b.secrets, refresher: secretRefresher(cfg, b.secrets, o),
+	set := &Set{secrets: b.secrets,
 		tools: map[string][]tool.Tool{}, infos: map[string][]Info{}, timeouts: map[string]time.Duration{}}
 	for i, m := range cfg.Tools.MCPServers {
 		p := fmt.Sprintf("tools.mcp_servers[%d]", i)
@@ -255,6 +255,7 @@ func build(cfg *config.Config, o Options, forStart bool) (*Set, *built, error) {
 		b.limiters[m.Name] = tool.NewLimiter(m.MaxConcurrency)
 		set.servers = append(set.servers, srv)
 	}
+	set.refresher = secretRefresher(cfg, b.secrets, o, set.servers)
 	for i, a := range cfg.Agents {
 		for j, name := range a.Tools {
 			if _, ok := b.named[name]; !ok {
@@ -343,7 +344,7 @@ func (b *built) assemble(cfg *config.Config, set *Set) error {
 }
 
 // secretRefresher re-reads the secrets of cfg that come from files.
-func secretRefresher(cfg *config.Config, secrets *tool.Secrets, o Options) *tool.SecretRefresher {
+func secretRefresher(cfg *config.Config, secrets *tool.Secrets, o Options, servers []*mcp.Server) *tool.SecretRefresher {
 	var sources []tool.SecretSource
 	for _, rs := range cfg.RefreshableSecrets() {
 		sources = append(sources, tool.SecretSource{
@@ -353,7 +354,14 @@ func secretRefresher(cfg *config.Config, secrets *tool.Secrets, o Options) *tool
 	}
 	return tool.NewSecretRefresher(secrets, sources, tool.SecretRefreshConfig{
 		PollInterval: cfg.SecretsRefresh.PollInterval, Grace: cfg.SecretsRefresh.Grace,
-	}, tool.SecretRefreshOptions{Log: o.Log, Metrics: o.Metrics, Changed: o.SecretsChanged})
+	}, tool.SecretRefreshOptions{
+		Log: o.Log, Metrics: o.Metrics, Changed: o.SecretsChanged,
+		Rotated: func(name string) {
+			for _, srv := range servers {
+				srv.SecretRotated(name)
+			}
+		},
+	})
 }
 
 func httpNames(cfg *config.Config) []string {
