@@ -188,8 +188,8 @@ func (s *Server) Stop() {
 
 // SecretRotated tells the server that secret name has a new value. A stdio
 // server whose env uses it is restarted, since a process's environment is
-// fixed when it starts (calls in flight on it fail as unavailable); HTTP
-// headers take the new value with the next request and need nothing.
+// fixed when it starts (calls in flight on it fail); HTTP headers take the
+// new value with the next request and need nothing.
 func (s *Server) SecretRotated(name string) {
 	if len(s.cfg.Command) == 0 {
 		return
