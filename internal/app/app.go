@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -218,11 +219,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	a.metrics = metrics
 	tools, err := toolset.Start(ctx, cfg, toolset.Options{
 		Log: log.With("component", "tools"), Metrics: tool.NewMetrics(metrics.Registry), Audit: st,
+		SecretsChanged: redactor.SetExtra, // rotated tool secrets stay out of logs
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.onClose(tools.Stop) // before the store closes: stdio MCP servers are terminated
+	// secrets_refresh: tool secrets from ${file:} are re-read.
+	a.addLoop("tool-secrets", tools.RefreshSecrets)
 	agents, infos := buildAgents(cfg, tools)
 	provider, err := a.buildModels(agents)
 	if err != nil {
@@ -278,7 +282,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 			observe.MinSecretLen, cfg.AllSecretValues()...)
 		// The pool's keys too: from env, file or command sources, and
 		// rotated in at run time.
-		svc.Secrets.Dynamic = provider.KeyPool().Values
+		svc.Secrets.Dynamic = func() []string {
+			return slices.Concat(provider.KeyPool().Values(), tools.Secrets().Values()) // and rotated tool secrets
+		}
 	}
 	limits := make(map[string]int, len(cfg.Agents))
 	for _, ac := range cfg.Agents {

@@ -104,6 +104,9 @@ type Config struct {
 	// sees a value, and values are scrubbed from tool output. Defaults to
 	// none.
 	Secrets map[string]Secret `yaml:"secrets,omitempty"`
+	// SecretsRefresh re-reads secrets from their ${file:PATH} sources
+	// while agentd runs (see secretsrefresh.go).
+	SecretsRefresh SecretsRefresh `yaml:"secrets_refresh"`
 	// Tools declares MCP servers and HTTP tools (see docs/tools.md).
 	Tools Tools `yaml:"tools"`
 	// Pricing overrides the shipped model prices (see docs/cost.md).

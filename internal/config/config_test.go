@@ -209,8 +209,9 @@ func TestEnvVars(t *testing.T) {
 	// 63 + budgets (3 scopes × 2 limits, alert_webhook, alert_webhook_timeout,
 	// reservation_ttl) + gateway (disabled, max_body_bytes, log_bodies) + 9
 	// abuse + admission.tenant.max_in_flight and providers.anthropic.h2c +
-	// redaction.messages + auth.cache_ttl + auth.allow_unauthenticated_network.
-	assert.Len(t, vars, 89)
+	// redaction.messages + auth.cache_ttl + auth.allow_unauthenticated_network
+	// + secrets_refresh (poll_interval, grace).
+	assert.Len(t, vars, 91)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}

@@ -58,6 +58,7 @@ func Load(path string, environ []string) (*Config, error) {
 	if err := applyEnv(cfg, env); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	cfg.recordSecretSources(env, baseDir)
 	if err := resolveRefs(cfg, env, baseDir); err != nil {
 		return nil, fmt.Errorf("config %s: %w", src, err)
 	}

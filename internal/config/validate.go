@@ -213,6 +213,7 @@ func (c *Config) Validate() error {
 	c.validateBudgets(&v)
 	c.validateAbuse(&v)
 	c.validateObservability(&v)
+	c.validateSecretsRefresh(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)
 

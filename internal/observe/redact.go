@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // RedactMask replaces every secret the Redactor finds.
@@ -36,6 +37,23 @@ var secretPatterns = []struct {
 // The zero value (and nil) scrubs the patterns only.
 type Redactor struct {
 	secrets []string // longest first, so that a secret containing another goes whole
+	// withExtra, once SetExtra was called, is secrets and the extra
+	// values, longest first.
+	withExtra atomic.Pointer[[]string]
+}
+
+// SetExtra replaces the values scrubbed besides NewRedactor's: rotated
+// secrets (tool secrets re-read from their files). Empty and shorter than
+// MinSecretLen ones are ignored. Safe to call while the Redactor is used.
+func (r *Redactor) SetExtra(secrets []string) {
+	all := slices.Clone(r.secrets)
+	for _, s := range secrets {
+		if len(s) >= MinSecretLen && !slices.Contains(all, s) {
+			all = append(all, s)
+		}
+	}
+	slices.SortStableFunc(all, func(a, b string) int { return len(b) - len(a) })
+	r.withExtra.Store(&all)
 }
 
 // NewRedactor returns a Redactor of the given secret values; empty and
@@ -51,10 +69,18 @@ func NewRedactor(secrets ...string) *Redactor {
 	return r
 }
 
+// all returns the configured and the extra secrets.
+func (r *Redactor) all() []string {
+	if p := r.withExtra.Load(); p != nil {
+		return *p
+	}
+	return r.secrets
+}
+
 // Scrub returns s with every secret and credential pattern replaced.
 func (r *Redactor) Scrub(s string) string {
 	if r != nil {
-		for _, sec := range r.secrets {
+		for _, sec := range r.all() {
 			if strings.Contains(s, sec) {
 				s = strings.ReplaceAll(s, sec, RedactMask)
 			}
@@ -92,7 +118,7 @@ func mayMatchPattern(s string) bool {
 // dirty reports whether s holds something Scrub would replace.
 func (r *Redactor) dirty(s string) bool {
 	if r != nil {
-		for _, sec := range r.secrets {
+		for _, sec := range r.all() {
 			if strings.Contains(s, sec) {
 				return true
 			}

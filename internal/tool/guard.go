@@ -225,6 +225,9 @@ type Metrics struct {
 	up       *prometheus.GaugeVec
 	restarts *prometheus.CounterVec
 	audit    *prometheus.CounterVec
+	// secretFailures and secretRotations count SecretRefresher reads.
+	secretFailures  *prometheus.CounterVec
+	secretRotations *prometheus.CounterVec
 }
 
 // NewMetrics registers the tool metrics with reg (nil: not registered):
@@ -233,6 +236,8 @@ type Metrics struct {
 //	agentd_mcp_server_up{server}                1 while connected
 //	agentd_mcp_server_restarts_total{server}    (re)connection attempts after the first
 //	agentd_tool_audit_failures_total{tool}      audit rows that could not be written
+//	agentd_tool_secret_refresh_failures_total{secret}  failed re-reads (the last value is kept)
+//	agentd_tool_secret_rotations_total{secret}  values replaced by a re-read
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		guard: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -251,9 +256,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "agentd_tool_audit_failures_total",
 			Help: "Audit rows of consequential tool calls that could not be written.",
 		}, []string{"tool"}),
+		secretFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_tool_secret_refresh_failures_total",
+			Help: "Re-reads of a tool secret's source (secrets_refresh) that failed or were empty; the secret keeps its last value.",
+		}, []string{"secret"}),
+		secretRotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_tool_secret_rotations_total",
+			Help: "Tool secret values replaced because their source changed (secrets_refresh).",
+		}, []string{"secret"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.guard, m.up, m.restarts, m.audit)
+		reg.MustRegister(m.guard, m.up, m.restarts, m.audit, m.secretFailures, m.secretRotations)
 	}
 	return m
 }
@@ -286,5 +299,17 @@ func (m *Metrics) ServerRestart(server string) {
 func (m *Metrics) auditFailure(tool string) {
 	if m != nil {
 		m.audit.WithLabelValues(tool).Inc()
+	}
+}
+
+func (m *Metrics) secretRefreshFailure(secret string) {
+	if m != nil {
+		m.secretFailures.WithLabelValues(secret).Inc()
+	}
+}
+
+func (m *Metrics) secretRotated(secret string) {
+	if m != nil {
+		m.secretRotations.WithLabelValues(secret).Inc()
 	}
 }

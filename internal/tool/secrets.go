@@ -3,8 +3,12 @@ package tool
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Secrets are named secret values. Config references them as
@@ -12,14 +16,37 @@ import (
 // values are substituted only when a request is made, and Scrub removes them
 // from anything a tool returns before it enters the conversation. The model
 // never sees a value.
+//
+// A value may be replaced while agentd runs (Rotate, driven by a
+// SecretRefresher): readers on the call path (Expand, Scrub, Has) load one
+// immutable snapshot atomically and never lock. A replaced value is still
+// scrubbed until its grace period ends (Prune), since an output may echo
+// the old credential for a while.
 type Secrets struct {
-	values map[string]string
-	// forms are every value in the encodings it may come back in, longest
-	// first, with the name that replaces it.
+	state atomic.Pointer[secretState]
+
+	mu      sync.Mutex // serializes writers (Rotate, Prune)
+	current map[string]string
+	retired []retiredSecret
+}
+
+// secretState is one immutable snapshot of the secrets.
+type secretState struct {
+	values map[string]string // current values, by name
+	// forms are every value (current and retired) in the encodings it may
+	// come back in, longest first, with the name that replaces it.
 	forms []secretForm
+	// all are the current and retired values, for other redactors.
+	all []string
 }
 
 type secretForm struct{ value, name string }
+
+// retiredSecret is a replaced value, still scrubbed until until.
+type retiredSecret struct {
+	name, value string
+	until       time.Time
+}
 
 // minScrubLen: shorter values are not scrubbed (a one-letter "secret" would
 // mangle every output); config should not hold such secrets anyway.
@@ -27,45 +54,123 @@ const minScrubLen = 4
 
 // NewSecrets returns the secrets of values (name → value).
 func NewSecrets(values map[string]string) *Secrets {
-	s := &Secrets{values: make(map[string]string, len(values))}
-	seen := map[string]bool{}
+	s := &Secrets{current: make(map[string]string, len(values))}
 	for name, v := range values {
-		s.values[name] = v
+		s.current[name] = v
+	}
+	s.publish()
+	return s
+}
+
+// publish stores a new snapshot of current and retired. Caller holds mu
+// (or is the constructor).
+func (s *Secrets) publish() {
+	st := &secretState{values: make(map[string]string, len(s.current))}
+	seen := map[string]bool{}
+	add := func(name, v string) {
+		if !slices.Contains(st.all, v) {
+			st.all = append(st.all, v)
+		}
 		if len(v) < minScrubLen {
-			continue
+			return
 		}
 		for _, f := range []string{v, url.QueryEscape(v), url.PathEscape(v), strings.ReplaceAll(v, "\"", "\\\"")} {
 			if !seen[f] {
 				seen[f] = true
-				s.forms = append(s.forms, secretForm{f, name})
+				st.forms = append(st.forms, secretForm{f, name})
 			}
 		}
 	}
-	sort.Slice(s.forms, func(i, j int) bool {
-		if len(s.forms[i].value) != len(s.forms[j].value) {
-			return len(s.forms[i].value) > len(s.forms[j].value)
+	for name, v := range s.current {
+		st.values[name] = v
+		add(name, v)
+	}
+	for _, r := range s.retired {
+		add(r.name, r.value)
+	}
+	sort.Slice(st.forms, func(i, j int) bool {
+		if len(st.forms[i].value) != len(st.forms[j].value) {
+			return len(st.forms[i].value) > len(st.forms[j].value)
 		}
-		return s.forms[i].value < s.forms[j].value
+		return st.forms[i].value < st.forms[j].value
 	})
-	return s
+	sort.Strings(st.all)
+	s.state.Store(st)
+}
+
+func (s *Secrets) load() *secretState {
+	if s == nil {
+		return nil
+	}
+	return s.state.Load()
+}
+
+// Rotate makes value the secret name's value from now on. The value it
+// replaces is still scrubbed until now+grace. It reports whether the value
+// changed; an unknown name is ignored (false).
+func (s *Secrets) Rotate(name, value string, now time.Time, grace time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.current[name]
+	if !ok || old == value {
+		return false
+	}
+	// A value that comes back is current again, not retired; the one
+	// replaced gets a fresh grace period (once).
+	s.retired = slices.DeleteFunc(s.retired, func(r retiredSecret) bool {
+		return r.name == name && (r.value == value || r.value == old)
+	})
+	if grace > 0 {
+		s.retired = append(s.retired, retiredSecret{name: name, value: old, until: now.Add(grace)})
+	}
+	s.current[name] = value
+	s.publish()
+	return true
+}
+
+// Prune stops scrubbing the replaced values whose grace period is over at
+// now. It reports whether any was dropped.
+func (s *Secrets) Prune(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.retired)
+	s.retired = slices.DeleteFunc(s.retired, func(r retiredSecret) bool { return !now.Before(r.until) })
+	if len(s.retired) == n {
+		return false
+	}
+	s.publish()
+	return true
+}
+
+// Values returns every value Scrub hides: the current ones and those
+// replaced less than their grace period ago, for the other redactors (log
+// redaction, the message guard). Callers must never log them.
+func (s *Secrets) Values() []string {
+	st := s.load()
+	if st == nil {
+		return nil
+	}
+	return slices.Clone(st.all)
 }
 
 // Has reports whether name is a known secret.
 func (s *Secrets) Has(name string) bool {
-	if s == nil {
+	st := s.load()
+	if st == nil {
 		return false
 	}
-	_, ok := s.values[name]
+	_, ok := st.values[name]
 	return ok
 }
 
 // Names returns the secret names, sorted.
 func (s *Secrets) Names() []string {
-	if s == nil {
+	st := s.load()
+	if st == nil {
 		return nil
 	}
-	names := make([]string, 0, len(s.values))
-	for n := range s.values {
+	names := make([]string, 0, len(st.values))
+	for n := range st.values {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -74,18 +179,21 @@ func (s *Secrets) Names() []string {
 
 // MaxLen is the length of the longest scrubbed form of a value.
 func (s *Secrets) MaxLen() int {
-	if s == nil || len(s.forms) == 0 {
+	st := s.load()
+	if st == nil || len(st.forms) == 0 {
 		return 0
 	}
-	return len(s.forms[0].value)
+	return len(st.forms[0].value)
 }
 
-// Scrub replaces every secret value in text with "[secret:NAME]".
+// Scrub replaces every secret value in text with "[secret:NAME]": current
+// values and, during their grace period, replaced ones.
 func (s *Secrets) Scrub(text string) string {
-	if s == nil {
+	st := s.load()
+	if st == nil {
 		return text
 	}
-	for _, f := range s.forms {
+	for _, f := range st.forms {
 		if strings.Contains(text, f.value) {
 			text = strings.ReplaceAll(text, f.value, "[secret:"+f.name+"]")
 		}
@@ -96,15 +204,19 @@ func (s *Secrets) Scrub(text string) string {
 // Expand replaces {{secret:NAME}} in template with the secret's value,
 // passed through escape (nil: as is). An unknown name is an error.
 func (s *Secrets) Expand(template string, escape func(string) string) (string, error) {
+	st := s.load()
+	if st == nil {
+		st = &secretState{}
+	}
 	return ExpandTemplate(template, func(ref string) (string, bool, error) {
 		name, ok := strings.CutPrefix(ref, "secret:")
 		if !ok {
 			return "", false, nil
 		}
-		if !s.Has(name) {
+		v, ok := st.values[name]
+		if !ok {
 			return "", true, fmt.Errorf("unknown secret %q", name)
 		}
-		v := s.values[name]
 		if escape != nil {
 			v = escape(v)
 		}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -92,6 +93,7 @@ type Server struct {
 	lastErr   error
 	connected chan struct{} // closed while a session is up; replaced when it goes
 	kick      chan struct{} // a call saw the session break
+	rotated   chan struct{} // a secret of a stdio server's env changed
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -140,6 +142,7 @@ func New(cfg Config) (*Server, error) {
 		tools:     map[string]discovered{},
 		connected: make(chan struct{}),
 		kick:      make(chan struct{}, 1),
+		rotated:   make(chan struct{}, 1),
 		lastErr:   errors.New("not started"),
 	}
 	s.client = sdk.NewClient(&sdk.Implementation{Name: "agentd", Version: "1"}, &sdk.ClientOptions{
@@ -183,6 +186,27 @@ func (s *Server) Stop() {
 	<-s.done
 }
 
+// SecretRotated tells the server that secret name has a new value. A stdio
+// server whose env uses it is restarted, since a process's environment is
+// fixed when it starts (calls in flight on it fail); HTTP headers take the
+// new value with the next request and need nothing.
+func (s *Server) SecretRotated(name string) {
+	if len(s.cfg.Command) == 0 {
+		return
+	}
+	for _, v := range s.cfg.Env {
+		refs, _ := tool.TemplateRefs(v)
+		if slices.Contains(refs, "secret:"+name) {
+			s.log.Info("MCP server: a secret of its env was rotated; restarting it", "secret", name)
+			select {
+			case s.rotated <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
 // ToolNames returns the names of the tools the server offers now, sorted.
 func (s *Server) ToolNames() []string {
 	s.mu.Lock()
@@ -214,6 +238,12 @@ func (s *Server) supervise(ctx context.Context, first chan<- error) {
 			s.cfg.Metrics.ServerRestart(s.cfg.Name)
 		}
 		attempt++
+		// This attempt reads the secrets as they are now: a rotation
+		// signalled before it needs no further restart.
+		select {
+		case <-s.rotated:
+		default:
+		}
 		cs, err := s.connect(ctx)
 		if first != nil {
 			first <- err
@@ -236,6 +266,8 @@ func (s *Server) supervise(ctx context.Context, first chan<- error) {
 				reason = "connection closed (server exited or dropped the connection)"
 			case <-s.kick:
 				reason = "a call found the connection broken"
+			case <-s.rotated:
+				reason = "a secret of its environment was rotated"
 			}
 			s.drop(cs, errors.New(reason))
 			_ = cs.Close()

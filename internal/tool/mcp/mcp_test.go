@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,6 +85,9 @@ func testServer(stdio bool) *sdk.Server {
 			fmt.Fprintln(os.Stderr, "crashing on purpose")
 			os.Exit(3)
 			return nil, nil, nil
+		})
+		sdk.AddTool(s, &sdk.Tool{Name: "getenv"}, func(_ context.Context, _ *sdk.CallToolRequest, in textIn) (*sdk.CallToolResult, any, error) {
+			return text(os.Getenv(in.Text)), nil, nil
 		})
 		sdk.AddTool(s, &sdk.Tool{Name: "garbage"}, func(context.Context, *sdk.CallToolRequest, textIn) (*sdk.CallToolResult, any, error) {
 			_, _ = os.Stdout.WriteString("{this is not json-rpc\n")
@@ -382,4 +386,51 @@ func TestConfigErrors(t *testing.T) {
 	assert.ErrorContains(t, err, "not both")
 	_, err = New(Config{Name: "x", Command: []string{"a"}, Env: map[string]string{"K": "{{secret:nope}}"}})
 	assert.ErrorContains(t, err, `env.K: unknown secret "nope"`)
+}
+
+// A stdio server's env is fixed when its process starts: when a secret it
+// uses is rotated, the server is restarted and sees the new value; a
+// rotation of another secret leaves it alone.
+func TestStdioRestartsWhenEnvSecretRotates(t *testing.T) {
+	secrets := tool.NewSecrets(map[string]string{"tok": "env-old-value", "other": "other-value"})
+	var logs lockedLog
+	cfg := stdioConfig(t)
+	cfg.Secrets = secrets
+	cfg.Env["SECRET_ENV"] = "{{ secret:tok }}"
+	cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	s := start(t, cfg)
+	getenv := toolsOf(t, s, ToolOptions{Allow: []string{"getenv"}}, tool.GuardOptions{Timeout: 8 * time.Second})["t_getenv"]
+	out, err := call(t, getenv, `{"text":"SECRET_ENV"}`)
+	require.NoError(t, err)
+	assert.Contains(t, out, "env-old-value")
+
+	s.SecretRotated("other")
+	require.True(t, secrets.Rotate("tok", "env-new-value", time.Now(), time.Hour))
+	s.SecretRotated("tok")
+	require.Eventually(t, func() bool {
+		out, err := call(t, getenv, `{"text":"SECRET_ENV"}`)
+		return err == nil && strings.Contains(out, "env-new-value")
+	}, 15*time.Second, 50*time.Millisecond, "the restarted server sees the new value")
+	time.Sleep(300 * time.Millisecond) // MinBackoff is 20ms: room for a spurious restart
+	assert.Equal(t, 1, strings.Count(logs.String(), "restarting it"), logs.String())
+	assert.Equal(t, 2, strings.Count(logs.String(), "MCP server connected"), "one restart, no more")
+	assert.NotContains(t, logs.String(), "secret=other")
+	assert.NotContains(t, logs.String(), "env-new-value")
+}
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

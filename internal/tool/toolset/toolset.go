@@ -38,6 +38,10 @@ type Options struct {
 	Audit tool.AuditAppender
 	// Builtins are the built-in tools; nil: tool.Builtins(nil).
 	Builtins []tool.Tool
+	// SecretsChanged, when set, is called after tool secrets changed
+	// (RefreshSecrets) with every value that is scrubbed, so that other
+	// redactors (the log's) follow rotations.
+	SecretsChanged func(values []string)
 }
 
 // Info describes one tool of an agent.
@@ -51,10 +55,12 @@ type Info struct {
 
 // Set is every agent's tools and the running MCP servers.
 type Set struct {
-	servers  []*mcp.Server
-	tools    map[string][]tool.Tool
-	infos    map[string][]Info
-	timeouts map[string]time.Duration
+	secrets   *tool.Secrets
+	refresher *tool.SecretRefresher
+	servers   []*mcp.Server
+	tools     map[string][]tool.Tool
+	infos     map[string][]Info
+	timeouts  map[string]time.Duration
 }
 
 // ToolTimeout is the run loop's per-call bound for the agent: the longest
@@ -74,6 +80,16 @@ func (s *Set) Tools(agent string) []tool.Tool { return s.tools[agent] }
 
 // Infos describes the agent's tools.
 func (s *Set) Infos(agent string) []Info { return s.infos[agent] }
+
+// Secrets returns the tool secrets: their Values (current, and replaced
+// ones in their grace period) are for the other redactors.
+func (s *Set) Secrets() *tool.Secrets { return s.secrets }
+
+// RefreshSecrets re-reads the secrets that come from files
+// (secrets_refresh) until ctx ends; a changed value is used by the next
+// tool call. It returns nil when ctx ends (with no secret from a file it
+// just waits for that).
+func (s *Set) RefreshSecrets(ctx context.Context) error { return s.refresher.Run(ctx) }
 
 // Servers returns the MCP servers.
 func (s *Set) Servers() []*mcp.Server { return s.servers }
@@ -213,7 +229,8 @@ func build(cfg *config.Config, o Options, forStart bool) (*Set, *built, error) {
 		b.named[h.Name] = t
 		b.infos[h.Name] = Info{Name: h.Name, Description: h.Description, Source: SourceHTTP, Consequential: h.Consequential}
 	}
-	set := &Set{tools: map[string][]tool.Tool{}, infos: map[string][]Info{}, timeouts: map[string]time.Duration{}}
+	set := &Set{secrets: b.secrets,
+		tools: map[string][]tool.Tool{}, infos: map[string][]Info{}, timeouts: map[string]time.Duration{}}
 	for i, m := range cfg.Tools.MCPServers {
 		p := fmt.Sprintf("tools.mcp_servers[%d]", i)
 		if (m.Consequential || len(m.ConsequentialTools) > 0) && o.Audit == nil && forStart {
@@ -238,6 +255,7 @@ func build(cfg *config.Config, o Options, forStart bool) (*Set, *built, error) {
 		b.limiters[m.Name] = tool.NewLimiter(m.MaxConcurrency)
 		set.servers = append(set.servers, srv)
 	}
+	set.refresher = secretRefresher(cfg, b.secrets, o, set.servers)
 	for i, a := range cfg.Agents {
 		for j, name := range a.Tools {
 			if _, ok := b.named[name]; !ok {
@@ -323,6 +341,27 @@ func (b *built) assemble(cfg *config.Config, set *Set) error {
 		return fmt.Errorf("config is invalid:\n%w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// secretRefresher re-reads the secrets of cfg that come from files.
+func secretRefresher(cfg *config.Config, secrets *tool.Secrets, o Options, servers []*mcp.Server) *tool.SecretRefresher {
+	var sources []tool.SecretSource
+	for _, rs := range cfg.RefreshableSecrets() {
+		sources = append(sources, tool.SecretSource{
+			Name: rs.Name, Origin: "file:" + strings.Join(rs.Files, ","),
+			Read: func(context.Context) (string, error) { return rs.Read() },
+		})
+	}
+	return tool.NewSecretRefresher(secrets, sources, tool.SecretRefreshConfig{
+		PollInterval: cfg.SecretsRefresh.PollInterval, Grace: cfg.SecretsRefresh.Grace,
+	}, tool.SecretRefreshOptions{
+		Log: o.Log, Metrics: o.Metrics, Changed: o.SecretsChanged,
+		Rotated: func(name string) {
+			for _, srv := range servers {
+				srv.SecretRotated(name)
+			}
+		},
+	})
 }
 
 func httpNames(cfg *config.Config) []string {
