@@ -345,6 +345,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	a.addLoop("watchdog", a.health.RunWatchdog)
 	sweeper := &agentrun.Sweeper{Store: st, Interval: cfg.Store.SweepInterval, Log: log, Metrics: metrics}
 	a.addLoop("sweeper", sweeper.Run)
+	if rc := cfg.Retention; !rc.Disabled {
+		retention := &agentrun.RetentionSweeper{
+			Store: st, RunEvents: rc.RunEvents, Checkpoints: rc.Checkpoints, Runs: rc.Runs, Usage: rc.Usage,
+			Audit: rc.Audit, BatchSize: rc.BatchSize, Interval: rc.Interval,
+			Log: log.With("component", "retention"), Metrics: metrics,
+		}
+		a.addLoop("retention", retention.Run)
+	}
 	if a.serveAPI {
 		for name, fn := range be.Actors {
 			a.addLoop(name, fn)

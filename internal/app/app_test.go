@@ -19,7 +19,13 @@ import (
 // simulator, no authentication and no drain delay.
 func newTestApp(t *testing.T) (*App, *syncLog) {
 	t.Helper()
-	dir := t.TempDir()
+	return newTestAppIn(t, t.TempDir(), "")
+}
+
+// newTestAppIn is newTestApp with its store in dir/agentd.db and extra
+// YAML appended to the configuration.
+func newTestAppIn(t *testing.T, dir, extra string) (*App, *syncLog) {
+	t.Helper()
 	yaml := fmt.Sprintf(`server:
   addr: 127.0.0.1:0
   drain_delay: 0s
@@ -30,7 +36,7 @@ auth:
 agents:
   - name: demo
     model: claude-sonnet-4-5
-`, filepath.ToSlash(filepath.Join(dir, "agentd.db")))
+`, filepath.ToSlash(filepath.Join(dir, "agentd.db"))) + extra
 	path := filepath.Join(dir, "agentd.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
 	cfg, err := config.Load(path, nil)

@@ -21,6 +21,7 @@ type Store interface {
 	store.Usage
 	store.Budgets
 	store.APIKeys
+	store.Retention
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

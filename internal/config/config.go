@@ -78,8 +78,10 @@ const (
 
 // Config is the whole configuration file.
 type Config struct {
-	Server     Server     `yaml:"server"`
-	Store      Store      `yaml:"store"`
+	Server Server `yaml:"server"`
+	Store  Store  `yaml:"store"`
+	// Retention is how long old rows are kept (docs/operations.md#retention).
+	Retention  Retention  `yaml:"retention"`
 	Providers  Providers  `yaml:"providers"`
 	Worker     Worker     `yaml:"worker"`
 	Runs       Runs       `yaml:"runs"`

@@ -83,6 +83,10 @@ func TestDefaultsApplied(t *testing.T) {
 	assert.Equal(t, DefaultStoreURL, cfg.Store.URL)
 	assert.Equal(t, DefaultConversationTTL, cfg.Store.ConversationTTL)
 	assert.Equal(t, DefaultSweepInterval, cfg.Store.SweepInterval)
+	assert.Equal(t, Retention{
+		RunEvents: 7 * 24 * time.Hour, Checkpoints: 7 * 24 * time.Hour, Runs: 30 * 24 * time.Hour,
+		Usage: 90 * 24 * time.Hour, Audit: 365 * 24 * time.Hour, Interval: 10 * time.Minute, BatchSize: 1000,
+	}, cfg.Retention)
 	an := cfg.Providers.Anthropic
 	assert.Equal(t, DefaultAnthropicBaseURL, an.BaseURL)
 	assert.Empty(t, an.APIKey.Value())
@@ -210,8 +214,8 @@ func TestEnvVars(t *testing.T) {
 	// reservation_ttl) + gateway (disabled, max_body_bytes, log_bodies) + 9
 	// abuse + admission.tenant.max_in_flight and providers.anthropic.h2c +
 	// redaction.messages + auth.cache_ttl + auth.allow_unauthenticated_network
-	// + secrets_refresh (poll_interval, grace).
-	assert.Len(t, vars, 91)
+	// + secrets_refresh (poll_interval, grace) + 8 retention.
+	assert.Len(t, vars, 99)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}

@@ -74,6 +74,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
 	c.applyAbuseDefaults()
+	c.Retention.applyDefaults()
 
 	for i := range c.Agents {
 		ag := &c.Agents[i]
@@ -212,6 +213,7 @@ func (c *Config) Validate() error {
 	c.validateRedaction(&v)
 	c.validateBudgets(&v)
 	c.validateAbuse(&v)
+	c.Retention.validate(&v)
 	c.validateObservability(&v)
 	c.validateSecretsRefresh(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)

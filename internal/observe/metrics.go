@@ -38,6 +38,9 @@ type Metrics struct {
 	BudgetAlerts    *prometheus.CounterVec
 	BudgetRemaining *prometheus.GaugeVec
 	BudgetRejected  *prometheus.CounterVec
+	// RetentionDeleted counts rows the retention sweeper removed, by table
+	// (run_events, checkpoints, runs, usage, audit).
+	RetentionDeleted *prometheus.CounterVec
 }
 
 // latencyBuckets span agent timescales: 5 ms to 5 minutes.
@@ -118,6 +121,9 @@ func NewMetrics(version string) *Metrics {
 	m.BudgetRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agentd_budget_rejected_total", Help: "Model calls refused because they could exceed a budget, by the scope that refused (tenant, key, agent, run).",
 	}, []string{"scope"})
+	m.RetentionDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentd_retention_rows_deleted_total", Help: "Rows removed by the retention sweeper, by table (usage rows are rolled up into usage_daily first).",
+	}, []string{"table"})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentd_build_info", Help: "Always 1; the version label tells the build.",
 	}, []string{"version"})
@@ -131,6 +137,7 @@ func NewMetrics(version string) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	reg.MustRegister(m.RetentionDeleted)
 	return m
 }
 
@@ -198,6 +205,15 @@ func (m *Metrics) AddSwept(n int) {
 		return
 	}
 	m.ConversationsSwept.Add(float64(n))
+}
+
+// AddRetentionDeleted records n rows of table removed by the retention
+// sweeper.
+func (m *Metrics) AddRetentionDeleted(table string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.RetentionDeleted.WithLabelValues(table).Add(float64(n))
 }
 
 // SetQueue records a queue sample. Agents absent from depth are set to 0.

@@ -354,8 +354,10 @@ type AuditEntry struct {
 	Duration time.Duration
 }
 
-// Audit is the append-only audit log. Rows are never updated nor deleted
-// (the backends refuse UPDATE and DELETE on the table).
+// Audit is the append-only audit log. Rows are never updated, and never
+// deleted while younger than MinAuditRetention (the backends refuse UPDATE,
+// and DELETE of such rows, on the table); only Retention.DeleteAudit
+// deletes older ones.
 type Audit interface {
 	// AppendAudit writes e. It sets a zero Time to now.
 	AppendAudit(ctx context.Context, e AuditEntry) error
@@ -367,6 +369,37 @@ type Audit interface {
 
 // MaxListAudit caps ListAudit.
 const MaxListAudit = 10000
+
+// MinAuditRetention is how long an audit row is kept at least: the backends
+// refuse to delete a younger one.
+const MinAuditRetention = 30 * 24 * time.Hour
+
+// Retention deletes old rows in small batches, for the retention sweeper.
+// Each call deletes at most limit (> 0) rows in one short statement or
+// transaction, so that no lock is held for long, and returns how many it
+// deleted; the caller calls again until fewer than limit come back. Only
+// finished runs (succeeded, failed, canceled: FinishedAt set) and their
+// rows are ever deleted; a queued or running run keeps its events and
+// checkpoints whatever their age.
+type Retention interface {
+	// DeleteRunEvents deletes events of runs that finished before
+	// finishedBefore.
+	DeleteRunEvents(ctx context.Context, finishedBefore time.Time, limit int) (int, error)
+	// DeleteCheckpoints deletes checkpoints of runs that finished before
+	// finishedBefore.
+	DeleteCheckpoints(ctx context.Context, finishedBefore time.Time, limit int) (int, error)
+	// DeleteRuns deletes runs that finished before finishedBefore and have
+	// no events and no checkpoints left (delete those first), so that a
+	// batch never cascades into an unbounded number of rows.
+	DeleteRuns(ctx context.Context, finishedBefore time.Time, limit int) (int, error)
+	// RollUpUsage deletes usage rows created before createdBefore and adds
+	// them, in the same transaction, to the daily totals (one per UTC day,
+	// tenant, key, agent and model) that SumUsage adds to the rows left.
+	RollUpUsage(ctx context.Context, createdBefore time.Time, limit int) (int, error)
+	// DeleteAudit deletes audit rows created before createdBefore; an
+	// error if createdBefore is less than MinAuditRetention ago.
+	DeleteAudit(ctx context.Context, createdBefore time.Time, limit int) (int, error)
+}
 
 // APIKey is a client API key. The key itself is never stored: Hash is the
 // hex SHA-256 of the whole key, Prefix a short, non-secret part of it shown

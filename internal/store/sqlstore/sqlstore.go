@@ -171,6 +171,7 @@ type Backend[TTx any] interface {
 	store.APIKeys
 	store.Usage
 	store.Budgets
+	store.Retention
 }
 
 // Store implements the store seam on a DB in a Dialect. Backends embed it.

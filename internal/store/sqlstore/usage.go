@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"sort"
+	"time"
 
 	"github.com/agentd/agentd/internal/store"
 )
@@ -105,5 +107,84 @@ func (s *Store) SumUsage(ctx context.Context, q store.UsageQuery) ([]store.Usage
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("%s: sum usage by %s: %w", s.d.Name, q.GroupBy, err)
 	}
-	return out, nil
+	rows.Close()
+	daily, err := s.sumUsageDaily(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%s: sum usage by %s: %w", s.d.Name, q.GroupBy, err)
+	}
+	return mergeGroups(out, daily), nil
+}
+
+// qSumUsageDaily sums usage_daily like usageSumQuery sums usage; grp is a
+// column of the table (day, agent, model, key).
+func qSumUsageDaily(grp string) string {
+	return `SELECT ` + grp + ` AS grp, CAST(SUM(calls) AS bigint), CAST(SUM(input_tokens) AS bigint),
+		CAST(SUM(output_tokens) AS bigint), CAST(SUM(cache_creation_input_tokens) AS bigint),
+		CAST(SUM(cache_read_input_tokens) AS bigint), CAST(SUM(cost_usd) AS double precision)
+		FROM usage_daily WHERE tenant = $1 AND day >= $2 AND day < $3
+		GROUP BY grp ORDER BY grp`
+}
+
+// sumUsageDaily sums the rolled-up usage (RollUpUsage) of the tenant by
+// q.GroupBy. A day's totals count at the start of the UTC day: they are in
+// [From, To) when that instant is.
+func (s *Store) sumUsageDaily(ctx context.Context, q store.UsageQuery) ([]store.UsageGroup, error) {
+	grp := q.GroupBy
+	if grp == store.UsageByDay {
+		grp = "day"
+	}
+	from, to := "", "~" // every day, "YYYY-MM-DD", is in ["", "~")
+	if !q.From.IsZero() {
+		from = ceilDay(q.From)
+	}
+	if !q.To.IsZero() {
+		to = ceilDay(q.To)
+	}
+	rows, err := s.db.Read.Query(ctx, qSumUsageDaily(grp), q.Tenant, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.UsageGroup
+	for rows.Next() {
+		var g store.UsageGroup
+		if err := rows.Scan(&g.Group, &g.Requests, &g.InputTokens, &g.OutputTokens,
+			&g.CacheCreationInputTokens, &g.CacheReadInputTokens, &g.CostUSD); err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// ceilDay is the first UTC day that starts at or after t.
+func ceilDay(t time.Time) string {
+	t = t.UTC()
+	d := t.Truncate(24 * time.Hour)
+	if d.Before(t) {
+		d = d.Add(24 * time.Hour)
+	}
+	return d.Format(DayLayout)
+}
+
+// mergeGroups adds the groups of b to those of a (the totals of a group in
+// both are added), ordered by Group. Without b, a is returned as it is.
+func mergeGroups(a, b []store.UsageGroup) []store.UsageGroup {
+	if len(b) == 0 {
+		return a
+	}
+	at := make(map[string]int, len(a))
+	for i, g := range a {
+		at[g.Group] = i
+	}
+	for _, g := range b {
+		if i, ok := at[g.Group]; ok {
+			a[i].UsageTotals = a[i].UsageTotals.Add(g.UsageTotals)
+			continue
+		}
+		at[g.Group] = len(a)
+		a = append(a, g)
+	}
+	sort.SliceStable(a, func(i, j int) bool { return a[i].Group < a[j].Group })
+	return a
 }
