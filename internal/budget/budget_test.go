@@ -118,8 +118,8 @@ func TestRaceForTheLastDollar(t *testing.T) {
 					errs <- err
 				default:
 					granted.Add(1)
-					time.Sleep(5 * time.Millisecond) // the model call
-					r.Settle(ctx, money.FromUSD(reservation))       // it cost its worst case
+					time.Sleep(5 * time.Millisecond)          // the model call
+					r.Settle(ctx, money.FromUSD(reservation)) // it cost its worst case
 				}
 			}()
 		}
@@ -137,7 +137,7 @@ func TestRaceForTheLastDollar(t *testing.T) {
 		// call's reservation over it; with actual <= reserved it is 0).
 		cs, err := s1.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: "probe", Limits: []store.BudgetLimit{{
 			BudgetCounterKey: store.BudgetCounterKey{Scope: "tenant", Subject: "acme", Period: "d:" + time.Now().UTC().Format("2006-01-02")},
-			LimitUSD:         10, ExpiresAt: time.Now().Add(time.Hour),
+			LimitUSD:         10 * money.PerUSD, ExpiresAt: time.Now().Add(time.Hour),
 		}}, Now: time.Now()})
 		require.NoError(t, err)
 		require.Equal(t, money.FromUSD(9.9), cs[0].SpentUSD)
@@ -355,4 +355,32 @@ func TestSlowWebhookDoesNotBlockSettle(t *testing.T) {
 	require.Eventually(t, func() bool { return calls.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
 	close(release)
 	e.Wait()
+}
+
+// TestThousandSmallCallsSumExactly: a daily budget of $0.303 holds exactly
+// 1000 calls of $0.000303 (101 input tokens at $3/MTok). As float dollars
+// the 1000 settled amounts summed to 0.30299999999999805 (a spend shown
+// with float noise, a limit compared within an epsilon); as nano-dollars
+// they sum to the limit exactly, and one nano-dollar more is refused.
+func TestThousandSmallCallsSumExactly(t *testing.T) {
+	ctx := t.Context()
+	s1, _ := twoInstances(t, "sqlite")
+	e := budget.New(config.Budgets{Tenant: config.BudgetLimit{DailyUSD: 0.303}}, s1, nil, nil, nil)
+	s := budget.Subject{Tenant: "acme"}
+	call := money.FromUSD(0.000303)
+	require.Equal(t, money.Nanos(303_000), call)
+	for i := range 1000 {
+		r, err := e.Reserve(ctx, s, call)
+		require.NoError(t, err, "call %d", i)
+		r.Settle(ctx, call)
+	}
+	_, err := e.Reserve(ctx, s, 1)
+	ex, ok := budget.AsExceeded(err)
+	require.True(t, ok, "one nano-dollar over the limit: %v", err)
+	require.Equal(t, money.FromUSD(0.303), ex.LimitUSD)
+	require.Equal(t, 1000*call, ex.SpentUSD, "the spend is the exact sum")
+	require.Equal(t, "0.303", ex.SpentUSD.String())
+	b, err := json.Marshal(budget.Alert{LimitUSD: ex.LimitUSD, SpentUSD: ex.SpentUSD})
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"limit_usd":0.303,"spent_usd":0.303`)
 }
