@@ -510,7 +510,7 @@ type Recorder struct {
 
 // AppendUsage implements run.UsageRecorder.
 func (r *Recorder) AppendUsage(ctx context.Context, rec store.UsageRecord) error {
-	r.Detector.ObserveSpend(ctx, rec.Tenant, rec.Key, rec.CostUSD)
+	r.Detector.ObserveSpend(ctx, rec.Tenant, rec.Key, rec.CostUSD.USD())
 	return r.Next.AppendUsage(ctx, rec)
 }
 

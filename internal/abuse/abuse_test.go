@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/abuse"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -233,7 +234,7 @@ func TestSpendSignal(t *testing.T) {
 	// $0.30 a minute (three calls of $0.10) for an hour.
 	for range 60 {
 		for range 3 {
-			require.NoError(t, rec.AppendUsage(ctx, store.UsageRecord{Tenant: "acme", Key: "key_a", CostUSD: 0.10}))
+			require.NoError(t, rec.AppendUsage(ctx, store.UsageRecord{Tenant: "acme", Key: "key_a", CostUSD: money.FromUSD(0.10)}))
 			c.Add(20 * time.Second)
 		}
 	}
@@ -245,7 +246,7 @@ func TestSpendSignal(t *testing.T) {
 	// fully at its very start, so $3.10 in this one is certain).
 	var flagged bool
 	for i := range 40 {
-		require.NoError(t, rec.AppendUsage(ctx, store.UsageRecord{Tenant: "acme", Key: "key_a", CostUSD: 0.10}))
+		require.NoError(t, rec.AppendUsage(ctx, store.UsageRecord{Tenant: "acme", Key: "key_a", CostUSD: money.FromUSD(0.10)}))
 		if len(d.Throttled()) > 0 {
 			flagged = true
 			require.Greater(t, i, 20, "flagged too early")
@@ -268,7 +269,7 @@ func TestSpendSignal(t *testing.T) {
 
 	// The store's error is passed on; the spend is counted anyway.
 	sink.err = errors.New("disk full")
-	require.ErrorContains(t, rec.AppendUsage(ctx, store.UsageRecord{Tenant: "acme", CostUSD: 0.01}), "disk full")
+	require.ErrorContains(t, rec.AppendUsage(ctx, store.UsageRecord{Tenant: "acme", CostUSD: money.FromUSD(0.01)}), "disk full")
 }
 
 // TestTenantSpendThrottlesItsKeys: spend without a key (queued runs) is

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -35,6 +34,7 @@ import (
 
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/cost"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -85,10 +85,10 @@ type Subject struct {
 // run).
 type ExceededError struct {
 	Scope, ID, Period string
-	LimitUSD          float64
+	LimitUSD          money.Nanos
 	// SpentUSD is the budget's settled spend plus the reservations held
 	// against it when the call was refused.
-	SpentUSD float64
+	SpentUSD money.Nanos
 	// RetryAfter is the time until the period resets; 0 for a run, whose
 	// budget never resets.
 	RetryAfter time.Duration
@@ -97,10 +97,10 @@ type ExceededError struct {
 func (e *ExceededError) Error() string {
 	if e.Scope == ScopeRun {
 		return fmt.Sprintf("budget exceeded: the run's max_cost_usd of $%.4f would be exceeded ($%.4f spent or reserved)",
-			e.LimitUSD, e.SpentUSD)
+			e.LimitUSD.USD(), e.SpentUSD.USD())
 	}
 	return fmt.Sprintf("budget exceeded: %s %q %s budget of $%.4f ($%.4f spent or reserved; resets in %s)",
-		e.Scope, e.ID, periodAdjective(e.Period), e.LimitUSD, e.SpentUSD, e.RetryAfter.Round(time.Second))
+		e.Scope, e.ID, periodAdjective(e.Period), e.LimitUSD.USD(), e.SpentUSD.USD(), e.RetryAfter.Round(time.Second))
 }
 
 // Is makes errors.Is(err, ErrExceeded) true.
@@ -141,7 +141,7 @@ type Enforcer struct {
 	alerts sync.WaitGroup // alert deliveries in flight
 
 	mu        sync.Mutex
-	remaining map[string]map[store.BudgetCounterKey]float64 // scope → counter → remaining USD
+	remaining map[string]map[store.BudgetCounterKey]money.Nanos // scope → counter → remaining USD
 }
 
 // New returns an Enforcer of cfg's budgets on st. pricing (may be nil)
@@ -171,13 +171,13 @@ func New(cfg config.Budgets, st store.Budgets, pricing *cost.Table, metrics *obs
 		}
 	}
 	return &Enforcer{cfg: cfg, store: st, pricing: pricing, metrics: metrics, log: log,
-		remaining: map[string]map[store.BudgetCounterKey]float64{}}
+		remaining: map[string]map[store.BudgetCounterKey]money.Nanos{}}
 }
 
 // WorstCase is the reservation for a call of model with a prompt of
 // promptBytes (its JSON encoding, estimated at cost.EstimateTokens) and
 // maxTokens: see cost.Table.WorstCase.
-func (e *Enforcer) WorstCase(model string, promptBytes int, maxTokens int64) float64 {
+func (e *Enforcer) WorstCase(model string, promptBytes int, maxTokens int64) money.Nanos {
 	if e == nil {
 		return 0
 	}
@@ -205,7 +205,7 @@ type Reservation struct {
 // fit one of them, or a store error (the call must not be made then either:
 // budgets fail closed). A nil Enforcer, or a subject without any budget,
 // gets a no-op Reservation.
-func (e *Enforcer) Reserve(ctx context.Context, s Subject, usd float64) (*Reservation, error) {
+func (e *Enforcer) Reserve(ctx context.Context, s Subject, usd money.Nanos) (*Reservation, error) {
 	if e == nil {
 		return &Reservation{}, nil
 	}
@@ -214,9 +214,7 @@ func (e *Enforcer) Reserve(ctx context.Context, s Subject, usd float64) (*Reserv
 	if len(limits) == 0 {
 		return &Reservation{}, nil
 	}
-	if usd < 0 || math.IsNaN(usd) || math.IsInf(usd, 0) {
-		usd = 0
-	}
+	usd = max(usd, 0)
 	id := newID()
 	counters, ok, err := e.store.ReserveBudget(ctx, store.ReserveBudgetParams{
 		ReservationID: id, Limits: limits, AmountUSD: usd, Now: now, ExpiresAt: now.Add(e.cfg.ReservationTTL),
@@ -230,7 +228,7 @@ func (e *Enforcer) Reserve(ctx context.Context, s Subject, usd float64) (*Reserv
 		e.updateRemaining(counters, 0, now)
 		// A refused call means the budget is spent: the 100% alert.
 		for _, c := range counters {
-			if c.SpentUSD+c.ReservedUSD+usd > c.LimitUSD+epsilon && c.Scope != ScopeRun {
+			if c.SpentUSD+c.ReservedUSD+usd > c.LimitUSD && c.Scope != ScopeRun {
 				e.maybeAlert(c, 1, true, now)
 			}
 		}
@@ -246,17 +244,15 @@ func (e *Enforcer) Reserve(ctx context.Context, s Subject, usd float64) (*Reserv
 // reservation. It is safe on a nil Reservation and runs at most once; the
 // write is not cut short by ctx's cancellation (the call was made). A store
 // error is logged: the reservation then expires on its own.
-func (r *Reservation) Settle(ctx context.Context, actualUSD float64) {
+func (r *Reservation) Settle(ctx context.Context, actualUSD money.Nanos) {
 	if r == nil || r.e == nil {
 		return
 	}
 	r.once.Do(func() { r.e.settle(ctx, r, actualUSD) })
 }
 
-func (e *Enforcer) settle(ctx context.Context, r *Reservation, actualUSD float64) {
-	if actualUSD < 0 || math.IsNaN(actualUSD) || math.IsInf(actualUSD, 0) {
-		actualUSD = 0
-	}
+func (e *Enforcer) settle(ctx context.Context, r *Reservation, actualUSD money.Nanos) {
+	actualUSD = max(actualUSD, 0)
 	now := e.now()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -273,7 +269,7 @@ func (e *Enforcer) settle(ctx context.Context, r *Reservation, actualUSD float64
 		if c.Scope == ScopeRun || c.LimitUSD <= 0 {
 			continue
 		}
-		share := c.SpentUSD / c.LimitUSD
+		share := float64(c.SpentUSD) / float64(c.LimitUSD)
 		f := 0.0
 		for _, af := range e.cfg.AlertFractions {
 			if share+epsilon >= af {
@@ -293,13 +289,13 @@ func (e *Enforcer) limits(s Subject, now time.Time) []store.BudgetLimit {
 		if l.DailyUSD > 0 {
 			out = append(out, store.BudgetLimit{
 				BudgetCounterKey: store.BudgetCounterKey{Scope: scope, Subject: subject, Period: dayPeriod(now)},
-				LimitUSD:         l.DailyUSD, ExpiresAt: nextDay(now).Add(24 * time.Hour),
+				LimitUSD:         money.FromUSD(l.DailyUSD), ExpiresAt: nextDay(now).Add(24 * time.Hour),
 			})
 		}
 		if l.MonthlyUSD > 0 {
 			out = append(out, store.BudgetLimit{
 				BudgetCounterKey: store.BudgetCounterKey{Scope: scope, Subject: subject, Period: monthPeriod(now)},
-				LimitUSD:         l.MonthlyUSD, ExpiresAt: nextMonth(now).Add(24 * time.Hour),
+				LimitUSD:         money.FromUSD(l.MonthlyUSD), ExpiresAt: nextMonth(now).Add(24 * time.Hour),
 			})
 		}
 	}
@@ -321,7 +317,7 @@ func (e *Enforcer) limits(s Subject, now time.Time) []store.BudgetLimit {
 	if s.Run != "" && s.RunMaxUSD > 0 {
 		out = append(out, store.BudgetLimit{
 			BudgetCounterKey: store.BudgetCounterKey{Scope: ScopeRun, Subject: s.Run, Period: PeriodRun},
-			LimitUSD:         s.RunMaxUSD, ExpiresAt: now.Add(RunCounterTTL),
+			LimitUSD:         money.FromUSD(s.RunMaxUSD), ExpiresAt: now.Add(RunCounterTTL),
 		})
 	}
 	return out
@@ -330,10 +326,10 @@ func (e *Enforcer) limits(s Subject, now time.Time) []store.BudgetLimit {
 // exceeded picks the budget that refuses a reservation of usd: the run's if
 // it is one of them (it never resets), else the one that resets last (the
 // call fits again only once every budget has room).
-func (e *Enforcer) exceeded(counters []store.BudgetCounter, usd float64, now time.Time) *ExceededError {
+func (e *Enforcer) exceeded(counters []store.BudgetCounter, usd money.Nanos, now time.Time) *ExceededError {
 	var best *ExceededError
 	for _, c := range counters {
-		if c.SpentUSD+c.ReservedUSD+usd <= c.LimitUSD+epsilon {
+		if c.SpentUSD+c.ReservedUSD+usd <= c.LimitUSD {
 			continue
 		}
 		ex := &ExceededError{Scope: c.Scope, ID: c.Subject, LimitUSD: c.LimitUSD, SpentUSD: c.SpentUSD + c.ReservedUSD}
@@ -398,7 +394,7 @@ func current(p string, now time.Time) bool {
 // remaining USD (limit − spent − reserved − extra) among the counters of a
 // scope this instance saw in their current period. Run budgets are left
 // out (one per run would only churn).
-func (e *Enforcer) updateRemaining(counters []store.BudgetCounter, extra float64, now time.Time) {
+func (e *Enforcer) updateRemaining(counters []store.BudgetCounter, extra money.Nanos, now time.Time) {
 	if e.metrics == nil {
 		return
 	}
@@ -411,23 +407,25 @@ func (e *Enforcer) updateRemaining(counters []store.BudgetCounter, extra float64
 		}
 		m := e.remaining[c.Scope]
 		if m == nil {
-			m = map[store.BudgetCounterKey]float64{}
+			m = map[store.BudgetCounterKey]money.Nanos{}
 			e.remaining[c.Scope] = m
 		}
 		m[c.BudgetCounterKey] = c.LimitUSD - c.SpentUSD - c.ReservedUSD - extra
 		touched[c.Scope] = true
 	}
 	for scope := range touched {
-		low := math.Inf(1)
+		low, seen := money.Nanos(0), false
 		for k, v := range e.remaining[scope] {
 			if !current(k.Period, now) {
 				delete(e.remaining[scope], k) // a past period
 				continue
 			}
-			low = min(low, v)
+			if !seen || v < low {
+				low, seen = v, true
+			}
 		}
-		if !math.IsInf(low, 1) {
-			e.metrics.SetBudgetRemaining(scope, max(low, 0))
+		if seen {
+			e.metrics.SetBudgetRemaining(scope, max(low, 0).USD())
 		}
 	}
 }
@@ -445,8 +443,10 @@ type Alert struct {
 	PeriodEnd   time.Time `json:"period_end"`
 	// Fraction is the alert fraction crossed (0.8: 80 %).
 	Fraction float64 `json:"fraction"`
-	LimitUSD float64 `json:"limit_usd"`
-	SpentUSD float64 `json:"spent_usd"`
+	// LimitUSD and SpentUSD are dollars, exact (JSON numbers with at most
+	// nine decimals).
+	LimitUSD money.Nanos `json:"limit_usd"`
+	SpentUSD money.Nanos `json:"spent_usd"`
 	// Exhausted: a model call was refused (the budget has no room for
 	// another call).
 	Exhausted bool      `json:"exhausted"`

@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/postgres"
@@ -86,9 +87,9 @@ func TestRaceForTheLastDollar(t *testing.T) {
 		subject := budget.Subject{Tenant: "acme", Agent: "demo", Run: "run_1"}
 
 		// $9 spent already: one dollar left.
-		r, err := e1.Reserve(ctx, subject, 9)
+		r, err := e1.Reserve(ctx, subject, money.FromUSD(9))
 		require.NoError(t, err)
-		r.Settle(ctx, 9)
+		r.Settle(ctx, money.FromUSD(9))
 
 		const calls, reservation = 50, 0.3
 		var granted, refused atomic.Int32
@@ -104,7 +105,7 @@ func TestRaceForTheLastDollar(t *testing.T) {
 					e = e2
 				}
 				<-start
-				r, err := e.Reserve(ctx, subject, reservation)
+				r, err := e.Reserve(ctx, subject, money.FromUSD(reservation))
 				var ex *budget.ExceededError
 				switch {
 				case errors.As(err, &ex):
@@ -117,8 +118,8 @@ func TestRaceForTheLastDollar(t *testing.T) {
 					errs <- err
 				default:
 					granted.Add(1)
-					time.Sleep(5 * time.Millisecond) // the model call
-					r.Settle(ctx, reservation)       // it cost its worst case
+					time.Sleep(5 * time.Millisecond)          // the model call
+					r.Settle(ctx, money.FromUSD(reservation)) // it cost its worst case
 				}
 			}()
 		}
@@ -136,12 +137,12 @@ func TestRaceForTheLastDollar(t *testing.T) {
 		// call's reservation over it; with actual <= reserved it is 0).
 		cs, err := s1.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: "probe", Limits: []store.BudgetLimit{{
 			BudgetCounterKey: store.BudgetCounterKey{Scope: "tenant", Subject: "acme", Period: "d:" + time.Now().UTC().Format("2006-01-02")},
-			LimitUSD:         10, ExpiresAt: time.Now().Add(time.Hour),
+			LimitUSD:         10 * money.PerUSD, ExpiresAt: time.Now().Add(time.Hour),
 		}}, Now: time.Now()})
 		require.NoError(t, err)
-		require.InDelta(t, 9.9, cs[0].SpentUSD, 1e-9)
-		require.LessOrEqual(t, cs[0].SpentUSD, 10+reservation)
-		require.InDelta(t, 0, cs[0].ReservedUSD, 1e-9, "every reservation settled")
+		require.Equal(t, money.FromUSD(9.9), cs[0].SpentUSD)
+		require.LessOrEqual(t, cs[0].SpentUSD, money.FromUSD(10+reservation))
+		require.Equal(t, money.FromUSD(0), cs[0].ReservedUSD, "every reservation settled")
 	})
 }
 
@@ -152,27 +153,27 @@ func TestSettleReleasesTheDifference(t *testing.T) {
 		e := budget.New(config.Budgets{Agents: map[string]config.BudgetLimit{"demo": {MonthlyUSD: 1}}}, s1, nil, nil, nil)
 		s := budget.Subject{Tenant: "acme", Agent: "demo"}
 
-		r, err := e.Reserve(ctx, s, 0.8)
+		r, err := e.Reserve(ctx, s, money.FromUSD(0.8))
 		require.NoError(t, err)
-		_, err = e.Reserve(ctx, s, 0.5)
+		_, err = e.Reserve(ctx, s, money.FromUSD(0.5))
 		ex, ok := budget.AsExceeded(err)
 		require.True(t, ok, "%v", err)
 		require.Equal(t, budget.ScopeAgent, ex.Scope)
 		require.Equal(t, budget.PeriodMonth, ex.Period)
-		require.InDelta(t, 0.8, ex.SpentUSD, 1e-9, "spent or reserved")
+		require.Equal(t, money.FromUSD(0.8), ex.SpentUSD, "spent or reserved")
 		require.Contains(t, ex.Error(), `agent "demo" monthly budget`)
 
-		r.Settle(ctx, 0.1)
-		r.Settle(ctx, 0.1) // a second settle is a no-op
-		r2, err := e.Reserve(ctx, s, 0.5)
+		r.Settle(ctx, money.FromUSD(0.1))
+		r.Settle(ctx, money.FromUSD(0.1)) // a second settle is a no-op
+		r2, err := e.Reserve(ctx, s, money.FromUSD(0.5))
 		require.NoError(t, err, "settling released 0.7")
-		r2.Settle(ctx, 0.5)
-		_, err = e.Reserve(ctx, s, 0.5)
+		r2.Settle(ctx, money.FromUSD(0.5))
+		_, err = e.Reserve(ctx, s, money.FromUSD(0.5))
 		require.ErrorIs(t, err, budget.ErrExceeded, "0.6 spent: 0.5 more does not fit")
 		// Other agents have no budget.
-		r3, err := e.Reserve(ctx, budget.Subject{Tenant: "acme", Agent: "other"}, 100)
+		r3, err := e.Reserve(ctx, budget.Subject{Tenant: "acme", Agent: "other"}, money.FromUSD(100))
 		require.NoError(t, err)
-		r3.Settle(ctx, 100)
+		r3.Settle(ctx, money.FromUSD(100))
 	})
 }
 
@@ -190,17 +191,17 @@ func TestExpiredReservationsAreReleased(t *testing.T) {
 		live.NowFunc = clk.Now
 		s := budget.Subject{Tenant: "acme", Key: "key_1"}
 
-		_, err := dead.Reserve(ctx, s, 1) // never settled: its process dies
+		_, err := dead.Reserve(ctx, s, money.FromUSD(1)) // never settled: its process dies
 		require.NoError(t, err)
-		_, err = live.Reserve(ctx, s, 0.5)
+		_, err = live.Reserve(ctx, s, money.FromUSD(0.5))
 		require.ErrorIs(t, err, budget.ErrExceeded)
 
 		clk.Add(61 * time.Second)
-		r, err := live.Reserve(ctx, s, 0.5)
+		r, err := live.Reserve(ctx, s, money.FromUSD(0.5))
 		require.NoError(t, err, "the expired reservation no longer counts")
-		r.Settle(ctx, 0.5)
+		r.Settle(ctx, money.FromUSD(0.5))
 		// Calls without a key have no key budget.
-		_, err = live.Reserve(ctx, budget.Subject{Tenant: "acme"}, 5)
+		_, err = live.Reserve(ctx, budget.Subject{Tenant: "acme"}, money.FromUSD(5))
 		require.NoError(t, err)
 	})
 }
@@ -238,15 +239,15 @@ func TestAlertsFireOncePerFraction(t *testing.T) {
 				if i%2 == 1 {
 					e = e2
 				}
-				r, err := e.Reserve(ctx, s, 0.1)
+				r, err := e.Reserve(ctx, s, money.FromUSD(0.1))
 				if err == nil {
-					r.Settle(ctx, 0.1)
+					r.Settle(ctx, money.FromUSD(0.1))
 				}
 			}()
 		}
 		wg.Wait()
 		// A refused call after the 100 % alert raises nothing new.
-		_, err := e1.Reserve(ctx, s, 0.1)
+		_, err := e1.Reserve(ctx, s, money.FromUSD(0.1))
 		require.ErrorIs(t, err, budget.ErrExceeded)
 		e1.Wait()
 		e2.Wait()
@@ -260,7 +261,7 @@ func TestAlertsFireOncePerFraction(t *testing.T) {
 			require.Equal(t, "tenant", a.Scope)
 			require.Equal(t, "acme", a.ID)
 			require.Equal(t, "day", a.Period)
-			require.InDelta(t, 1, a.LimitUSD, 1e-9)
+			require.Equal(t, money.FromUSD(1), a.LimitUSD)
 			require.Equal(t, 24*time.Hour, a.PeriodEnd.Sub(a.PeriodStart))
 		}
 		sort.Float64s(fractions)
@@ -285,10 +286,10 @@ func TestRunBudget(t *testing.T) {
 	s1, _ := twoInstances(t, "sqlite")
 	e := budget.New(config.Budgets{Tenant: config.BudgetLimit{DailyUSD: 0.25}}, s1, nil, nil, nil)
 	s := budget.Subject{Tenant: "acme", Run: "run_1", RunMaxUSD: 0.2}
-	r, err := e.Reserve(ctx, s, 0.15)
+	r, err := e.Reserve(ctx, s, money.FromUSD(0.15))
 	require.NoError(t, err)
-	r.Settle(ctx, 0.15)
-	_, err = e.Reserve(ctx, s, 0.15)
+	r.Settle(ctx, money.FromUSD(0.15))
+	_, err = e.Reserve(ctx, s, money.FromUSD(0.15))
 	ex, ok := budget.AsExceeded(err)
 	require.True(t, ok)
 	require.Equal(t, budget.ScopeRun, ex.Scope)
@@ -296,7 +297,7 @@ func TestRunBudget(t *testing.T) {
 	require.Zero(t, ex.RetryAfter)
 	require.Contains(t, ex.Error(), "max_cost_usd")
 	// Another run of the tenant has its own cap (the tenant's still binds).
-	_, err = e.Reserve(ctx, budget.Subject{Tenant: "acme", Run: "run_2", RunMaxUSD: 0.2}, 0.15)
+	_, err = e.Reserve(ctx, budget.Subject{Tenant: "acme", Run: "run_2", RunMaxUSD: 0.2}, money.FromUSD(0.15))
 	ex, ok = budget.AsExceeded(err)
 	require.True(t, ok)
 	require.Equal(t, budget.ScopeTenant, ex.Scope)
@@ -305,18 +306,18 @@ func TestRunBudget(t *testing.T) {
 func TestNilAndNoBudget(t *testing.T) {
 	ctx := context.Background()
 	var e *budget.Enforcer
-	r, err := e.Reserve(ctx, budget.Subject{Tenant: "acme"}, 1e9)
+	r, err := e.Reserve(ctx, budget.Subject{Tenant: "acme"}, money.FromUSD(1e9))
 	require.NoError(t, err)
 	require.NotNil(t, r)
-	r.Settle(ctx, 1e9)
-	(*budget.Reservation)(nil).Settle(ctx, 1)
+	r.Settle(ctx, money.FromUSD(1e9))
+	(*budget.Reservation)(nil).Settle(ctx, money.FromUSD(1))
 	require.Zero(t, e.WorstCase("claude-sonnet-4-5", 3000, 1000))
 
 	// No budget configured: the store is never asked.
 	e = budget.New(config.Budgets{}, nil, nil, nil, nil)
-	r, err = e.Reserve(ctx, budget.Subject{Tenant: "acme", Key: "k", Agent: "a", Run: "r"}, 1e9)
+	r, err = e.Reserve(ctx, budget.Subject{Tenant: "acme", Key: "k", Agent: "a", Run: "r"}, money.FromUSD(1e9))
 	require.NoError(t, err)
-	r.Settle(ctx, 1e9)
+	r.Settle(ctx, money.FromUSD(1e9))
 }
 
 // value reads a counter or gauge.
@@ -346,12 +347,40 @@ func TestSlowWebhookDoesNotBlockSettle(t *testing.T) {
 	t.Cleanup(hook.Close)
 	e := budget.New(config.Budgets{Tenant: config.BudgetLimit{DailyUSD: 1}, AlertFractions: []float64{0.5},
 		AlertWebhook: config.Secret(hook.URL), AlertWebhookTimeout: 10 * time.Second}, s1, nil, nil, nil)
-	r, err := e.Reserve(ctx, budget.Subject{Tenant: "acme"}, 0.6)
+	r, err := e.Reserve(ctx, budget.Subject{Tenant: "acme"}, money.FromUSD(0.6))
 	require.NoError(t, err)
 	start := time.Now()
-	r.Settle(ctx, 0.6) // crosses 50 %
+	r.Settle(ctx, money.FromUSD(0.6)) // crosses 50 %
 	require.Less(t, time.Since(start), 2*time.Second, "Settle waited for the webhook")
 	require.Eventually(t, func() bool { return calls.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
 	close(release)
 	e.Wait()
+}
+
+// TestThousandSmallCallsSumExactly: a daily budget of $0.303 holds exactly
+// 1000 calls of $0.000303 (101 input tokens at $3/MTok). As float dollars
+// the 1000 settled amounts summed to 0.30299999999999805 (a spend shown
+// with float noise, a limit compared within an epsilon); as nano-dollars
+// they sum to the limit exactly, and one nano-dollar more is refused.
+func TestThousandSmallCallsSumExactly(t *testing.T) {
+	ctx := t.Context()
+	s1, _ := twoInstances(t, "sqlite")
+	e := budget.New(config.Budgets{Tenant: config.BudgetLimit{DailyUSD: 0.303}}, s1, nil, nil, nil)
+	s := budget.Subject{Tenant: "acme"}
+	call := money.FromUSD(0.000303)
+	require.Equal(t, money.Nanos(303_000), call)
+	for i := range 1000 {
+		r, err := e.Reserve(ctx, s, call)
+		require.NoError(t, err, "call %d", i)
+		r.Settle(ctx, call)
+	}
+	_, err := e.Reserve(ctx, s, 1)
+	ex, ok := budget.AsExceeded(err)
+	require.True(t, ok, "one nano-dollar over the limit: %v", err)
+	require.Equal(t, money.FromUSD(0.303), ex.LimitUSD)
+	require.Equal(t, 1000*call, ex.SpentUSD, "the spend is the exact sum")
+	require.Equal(t, "0.303", ex.SpentUSD.String())
+	b, err := json.Marshal(budget.Alert{LimitUSD: ex.LimitUSD, SpentUSD: ex.SpentUSD})
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"limit_usd":0.303,"spent_usd":0.303`)
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/money"
 )
 
 // Price is a model's price in USD per million tokens, by token kind.
@@ -28,12 +29,23 @@ type Price struct {
 	CacheRead  float64 `json:"cache_read"`
 }
 
-// Cost returns the USD cost of u at p.
-func (p Price) Cost(u llm.Usage) float64 {
-	return (float64(u.InputTokens)*p.Input +
+// Cost returns the cost of u at p, exact in nano-dollars: a price per
+// million tokens times a count of tokens is tokens × price × 1000
+// nano-dollars, a whole number for prices with at most three decimals
+// (every shipped price); a price with more is rounded to the nearest
+// nano-dollar per call.
+func (p Price) Cost(u llm.Usage) money.Nanos {
+	return nanos(float64(u.InputTokens)*p.Input +
 		float64(u.OutputTokens)*p.Output +
 		float64(u.CacheCreationInputTokens)*p.CacheWrite +
-		float64(u.CacheReadInputTokens)*p.CacheRead) / 1e6
+		float64(u.CacheReadInputTokens)*p.CacheRead)
+}
+
+// nanos converts tokens × USD-per-million-tokens to nano-dollars, rounded
+// (× 1000 rather than / 1e6 × 1e9: the product of whole tokens and prices
+// of three decimals is then an integer computed exactly, up to 2^53).
+func nanos(tokenPrice float64) money.Nanos {
+	return money.FromUSD(tokenPrice / 1e6)
 }
 
 // Defaults returns the shipped prices (Anthropic list prices, standard
@@ -108,7 +120,7 @@ func (t *Table) Lookup(model string) (p Price, id string, ok bool) {
 
 // Cost returns the USD cost of a call of model with usage u, and whether
 // the model has a price. An unknown model costs 0 and is logged once.
-func (t *Table) Cost(model string, u llm.Usage) (usd float64, known bool) {
+func (t *Table) Cost(model string, u llm.Usage) (usd money.Nanos, known bool) {
 	p, _, ok := t.Lookup(model)
 	if !ok {
 		if t != nil && t.log != nil {
@@ -126,12 +138,12 @@ func (t *Table) Cost(model string, u llm.Usage) (usd float64, known bool) {
 // at the higher of the input and cache-write prices (a prompt may be written
 // to the cache), maxTokens at the output price. Cache reads only make a call
 // cheaper, so they never raise it. An unknown model costs 0, as in Cost.
-func (t *Table) WorstCase(model string, promptTokens, maxTokens int64) float64 {
+func (t *Table) WorstCase(model string, promptTokens, maxTokens int64) money.Nanos {
 	p, _, ok := t.Lookup(model)
 	if !ok {
 		return 0
 	}
-	return (float64(max(promptTokens, 0))*max(p.Input, p.CacheWrite) + float64(max(maxTokens, 0))*p.Output) / 1e6
+	return nanos(float64(max(promptTokens, 0))*max(p.Input, p.CacheWrite) + float64(max(maxTokens, 0))*p.Output)
 }
 
 // EstimateTokens estimates the tokens of a prompt of n bytes (its JSON

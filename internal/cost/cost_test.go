@@ -10,26 +10,28 @@ import (
 
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/money"
 )
 
 func TestDefaultPrices(t *testing.T) {
 	tb := cost.New(nil, nil)
 	u := llm.Usage{InputTokens: 1_000_000, OutputTokens: 1_000_000, CacheCreationInputTokens: 1_000_000, CacheReadInputTokens: 1_000_000}
-	for model, want := range map[string]float64{
-		"claude-opus-4":     15 + 75 + 18.75 + 1.50,
-		"claude-opus-4-1":   15 + 75 + 18.75 + 1.50,
-		"claude-sonnet-4":   3 + 15 + 3.75 + 0.30,
-		"claude-sonnet-4-5": 3 + 15 + 3.75 + 0.30,
-		"claude-haiku-4-5":  1 + 5 + 1.25 + 0.10,
-		"claude-3-5-haiku":  0.80 + 4 + 1 + 0.08,
+	for model, want := range map[string]money.Nanos{
+		"claude-opus-4":     (15 + 75 + 18.75 + 1.50) * 1e9,
+		"claude-opus-4-1":   (15 + 75 + 18.75 + 1.50) * 1e9,
+		"claude-sonnet-4":   (3 + 15 + 3.75 + 0.30) * 1e9,
+		"claude-sonnet-4-5": (3 + 15 + 3.75 + 0.30) * 1e9,
+		"claude-haiku-4-5":  (1 + 5 + 1.25 + 0.10) * 1e9,
+		"claude-3-5-haiku":  (0.80 + 4 + 1 + 0.08) * 1e9,
 	} {
 		got, ok := tb.Cost(model, u)
 		require.True(t, ok, model)
-		require.InDelta(t, want, got, 1e-9, model)
+		require.Equal(t, want, got, model)
 	}
 	// Token kinds are priced separately.
 	got, _ := tb.Cost("claude-sonnet-4-5", llm.Usage{InputTokens: 1000, OutputTokens: 200, CacheCreationInputTokens: 100, CacheReadInputTokens: 5000})
-	require.InDelta(t, (1000*3+200*15+100*3.75+5000*0.30)/1e6, got, 1e-12)
+	require.Equal(t, money.Nanos((1000*3+200*15+100*3.75+5000*0.30)*1000), got)
+	require.Equal(t, "0.007875", got.String())
 }
 
 func TestPrefixAndAliasMatch(t *testing.T) {
@@ -82,21 +84,21 @@ func TestOverrides(t *testing.T) {
 	u := llm.Usage{InputTokens: 1_000_000, OutputTokens: 1_000_000, CacheCreationInputTokens: 1_000_000}
 	got, ok := tb.Cost("claude-sonnet-4-5-20250929", u)
 	require.True(t, ok)
-	require.InDelta(t, 3.0, got, 1e-9, "cache writes are free in the override")
+	require.Equal(t, 3*money.PerUSD, got, "cache writes are free in the override")
 	got, ok = tb.Cost("my-finetune-v2", u)
 	require.True(t, ok)
-	require.InDelta(t, 30.0, got, 1e-9)
+	require.Equal(t, 30*money.PerUSD, got)
 	// Other defaults stay.
 	got, _ = tb.Cost("claude-sonnet-4", llm.Usage{InputTokens: 1_000_000})
-	require.InDelta(t, 3.0, got, 1e-9)
+	require.Equal(t, 3*money.PerUSD, got)
 }
 
 func TestWorstCase(t *testing.T) {
 	tb := cost.New(map[string]cost.Price{"cheap-write": {Input: 2, Output: 10, CacheWrite: 1}}, nil)
 	// Sonnet: the cache-write price (3.75) is above the input price (3).
-	require.InDelta(t, (1000*3.75+500*15)/1e6, tb.WorstCase("claude-sonnet-4-5-20250929", 1000, 500), 1e-12)
+	require.Equal(t, money.Nanos((1000*3.75+500*15)*1000), tb.WorstCase("claude-sonnet-4-5-20250929", 1000, 500))
 	// Here the input price is the higher one.
-	require.InDelta(t, (1000*2+500*10)/1e6, tb.WorstCase("cheap-write", 1000, 500), 1e-12)
+	require.Equal(t, money.Nanos((1000*2+500*10)*1000), tb.WorstCase("cheap-write", 1000, 500))
 	require.Zero(t, tb.WorstCase("no-such-model", 1000, 500))
 	require.Zero(t, (*cost.Table)(nil).WorstCase("claude-sonnet-4-5", 1000, 500))
 	require.Equal(t, int64(0), cost.EstimateTokens(0))

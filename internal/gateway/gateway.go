@@ -29,6 +29,7 @@ import (
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/metered"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/ratelimit"
 )
@@ -429,7 +430,7 @@ func (c *call) fail(ctx context.Context, err error) {
 // account ends the call's metering (see metered.Call.Settle) and returns
 // its cost. A call that answered nothing (no message_start, no body) used
 // nothing.
-func (c *call) account(ctx context.Context, mc *metered.Call, err error) float64 {
+func (c *call) account(ctx context.Context, mc *metered.Call, err error) money.Nanos {
 	if c.usage == (llm.Usage{}) {
 		mc.Abort(ctx, err)
 		return 0
@@ -438,7 +439,7 @@ func (c *call) account(ctx context.Context, mc *metered.Call, err error) float64
 }
 
 // finish writes the call's metrics and its log line.
-func (c *call) finish(ctx context.Context, usd float64, err error) {
+func (c *call) finish(ctx context.Context, usd money.Nanos, err error) {
 	d := time.Since(c.start)
 	m := c.h.cfg.Metrics
 	m.request(c.labelModel(), c.status, c.stream, d)
@@ -448,7 +449,7 @@ func (c *call) finish(ctx context.Context, usd float64, err error) {
 	attrs := []slog.Attr{
 		slog.String("model", c.model), slog.Bool("stream", c.stream), slog.Int("status", c.status),
 		slog.Int64("input_tokens", c.usage.InputTokens), slog.Int64("output_tokens", c.usage.OutputTokens),
-		slog.Float64("cost_usd", usd), slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.Float64("cost_usd", usd.USD()), slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 	}
 	if c.requested != c.model {
 		attrs = append(attrs, slog.String("requested_model", c.requested))

@@ -29,6 +29,7 @@ import (
 	"github.com/agentd/agentd/internal/gateway"
 	"github.com/agentd/agentd/internal/llm/anthropic"
 	"github.com/agentd/agentd/internal/llm/resilience"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/ratelimit"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/sim"
@@ -799,7 +800,7 @@ func TestBudgetsRefuseUnpricedModelsAndSettle(t *testing.T) {
 	}
 	require.Greater(t, ok, 10, "reservations are settled at the real cost")
 	require.Less(t, ok, 40, "the budget bites in the end")
-	require.LessOrEqual(t, h.usage(t).CostUSD, 0.01, "spend stays within the budget")
+	require.LessOrEqual(t, h.usage(t).CostUSD, money.FromUSD(0.01), "spend stays within the budget")
 }
 
 func TestProviderAccountHeadersAreNotRelayed(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/money"
 )
 
 // Answer is the data of a done event and the body of a chat answer.
@@ -20,7 +21,7 @@ type Answer struct {
 	Steps          int         `json:"steps"`
 	Usage          llm.Usage   `json:"usage"`
 	// CostUSD is the run's cost (agentd's pricing table).
-	CostUSD float64 `json:"cost_usd"`
+	CostUSD money.Nanos `json:"cost_usd"`
 }
 
 func (x *execution) answerData() Answer {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -57,7 +58,7 @@ type state struct {
 	Messages []llm.Message `json:"messages"`
 	Usage    llm.Usage     `json:"usage"`
 	// CostUSD sums the priced cost of the finished model calls.
-	CostUSD float64 `json:"cost_usd,omitempty"`
+	CostUSD money.Nanos `json:"cost_usd,omitempty"`
 	// Seq is the last persisted event seq.
 	Seq int64 `json:"seq"`
 	// Results are the finished tool results of the pending tool_use turn

@@ -1,6 +1,10 @@
 package run
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/agentd/agentd/internal/money"
+)
 
 // Event types: the Type of a store.Event of a run. Each has one payload
 // type (its Data), listed next to it.
@@ -64,15 +68,15 @@ type ToolResultEvent struct {
 
 // UsageEvent ends a model call: what it used and cost.
 type UsageEvent struct {
-	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
-	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
-	CostUSD                  float64 `json:"cost_usd"`
-	InputTokens              int64   `json:"input_tokens"`
-	Model                    string  `json:"model"` // the model that answered, as the provider named it
-	OutputTokens             int64   `json:"output_tokens"`
-	RequestID                string  `json:"request_id"`
-	Step                     int     `json:"step"`
-	StopReason               string  `json:"stop_reason"`
+	CacheCreationInputTokens int64       `json:"cache_creation_input_tokens"`
+	CacheReadInputTokens     int64       `json:"cache_read_input_tokens"`
+	CostUSD                  money.Nanos `json:"cost_usd"`
+	InputTokens              int64       `json:"input_tokens"`
+	Model                    string      `json:"model"` // the model that answered, as the provider named it
+	OutputTokens             int64       `json:"output_tokens"`
+	RequestID                string      `json:"request_id"`
+	Step                     int         `json:"step"`
+	StopReason               string      `json:"stop_reason"`
 }
 
 // ResumedEvent: the run continues at Step; events after AfterSeq that

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/run"
 )
 
@@ -49,7 +50,7 @@ func TestEventJSON(t *testing.T) {
 		},
 		{
 			run.UsageEvent{Step: 1, Model: "claude-sonnet-4-5-20250929", RequestID: "req_1", StopReason: "tool_use",
-				InputTokens: 100, OutputTokens: 20, CacheCreationInputTokens: 3, CacheReadInputTokens: 4, CostUSD: 0.000123},
+				InputTokens: 100, OutputTokens: 20, CacheCreationInputTokens: 3, CacheReadInputTokens: 4, CostUSD: money.FromUSD(0.000123)},
 			run.EventUsage,
 			map[string]any{
 				"step": 1, "model": "claude-sonnet-4-5-20250929", "request_id": "req_1", "stop_reason": "tool_use",
@@ -67,7 +68,7 @@ func TestEventJSON(t *testing.T) {
 		{
 			run.NewAnswer("r1", "c1", "demo", run.Result{
 				Output:     []llm.Block{{Type: "text", Text: "hi"}},
-				StopReason: "end_turn", Steps: 1, Usage: llm.Usage{InputTokens: 5, OutputTokens: 1}, CostUSD: 0.5,
+				StopReason: "end_turn", Steps: 1, Usage: llm.Usage{InputTokens: 5, OutputTokens: 1}, CostUSD: money.FromUSD(0.5),
 			}), run.EventDone, nil,
 			`{"run_id":"r1","conversation_id":"c1","agent":"demo","content":[{"type":"text","text":"hi"}],"text":"hi","stop_reason":"end_turn","steps":1,"usage":{"input_tokens":5,"output_tokens":1,"cache_creation_input_tokens":0,"cache_read_input_tokens":0},"cost_usd":0.5}`,
 		},

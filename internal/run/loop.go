@@ -22,6 +22,7 @@ import (
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/metered"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/tool"
@@ -158,7 +159,7 @@ type Result struct {
 	StopReason string
 	Usage      llm.Usage
 	// CostUSD is the priced cost of the run's model calls.
-	CostUSD float64
+	CostUSD money.Nanos
 	Steps   int
 	LastSeq int64
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/cost"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/sim"
 	"github.com/agentd/agentd/internal/store"
@@ -54,24 +56,26 @@ func TestUsageRowPerModelCall(t *testing.T) {
 	require.Equal(t, int64(2), g.Requests)
 	require.Equal(t, ans.Usage.InputTokens, g.InputTokens)
 	require.Equal(t, ans.Usage.OutputTokens, g.OutputTokens)
-	require.InDelta(t, ans.CostUSD, g.CostUSD, 1e-12)
+	require.Equal(t, ans.CostUSD, g.CostUSD)
 	// Priced at claude-sonnet-4-5's list price.
-	want := (float64(ans.Usage.InputTokens)*3 + float64(ans.Usage.OutputTokens)*15 +
-		float64(ans.Usage.CacheCreationInputTokens)*3.75 + float64(ans.Usage.CacheReadInputTokens)*0.30) / 1e6
-	require.InDelta(t, want, ans.CostUSD, 1e-12)
+	want := money.Nanos(ans.Usage.InputTokens*3000 + ans.Usage.OutputTokens*15000 +
+		ans.Usage.CacheCreationInputTokens*3750 + ans.Usage.CacheReadInputTokens*300) // nano-dollars
+	require.Equal(t, want, ans.CostUSD)
 
 	// The run row and the done event carry the same cost.
 	r, err := b.store.GetRun(t.Context(), "t1", ans.RunID)
 	require.NoError(t, err)
-	require.InDelta(t, ans.CostUSD, r.CostUSD, 1e-12)
-	require.InDelta(t, ans.CostUSD, run.NewRunBody(r).CostUSD, 1e-12)
-	var perStep float64
+	require.Equal(t, ans.CostUSD, r.CostUSD)
+	require.Equal(t, ans.CostUSD, run.NewRunBody(r).CostUSD)
+	// The per-step costs of the usage events sum exactly to the run's
+	// (decoded as exact amounts: the wire carries at most nine decimals).
+	var perStep money.Nanos
 	var done run.Answer
 	for _, ev := range b.events(t, ans.RunID) {
 		switch ev.Type {
 		case run.EventUsage:
 			var u struct {
-				CostUSD float64 `json:"cost_usd"`
+				CostUSD money.Nanos `json:"cost_usd"`
 			}
 			require.NoError(t, json.Unmarshal(ev.Data, &u))
 			require.Positive(t, u.CostUSD)
@@ -80,11 +84,11 @@ func TestUsageRowPerModelCall(t *testing.T) {
 			require.NoError(t, json.Unmarshal(ev.Data, &done))
 		}
 	}
-	require.InDelta(t, ans.CostUSD, perStep, 1e-12)
-	require.InDelta(t, ans.CostUSD, done.CostUSD, 1e-12)
+	require.Equal(t, ans.CostUSD, perStep)
+	require.Equal(t, ans.CostUSD, done.CostUSD)
 	raw, err := json.Marshal(ans)
 	require.NoError(t, err)
-	require.Contains(t, string(raw), `"cost_usd":`)
+	require.Regexp(t, regexp.QuoteMeta(`"cost_usd":`+ans.CostUSD.String())+`[,}]`, string(raw), "the exact decimal on the wire")
 }
 
 func TestUsageRowsAndFailures(t *testing.T) {
@@ -97,7 +101,7 @@ func TestUsageRowsAndFailures(t *testing.T) {
 	ans, err := b.chat(t, "", "please use lookup")
 	require.NoError(t, err)
 	require.Len(t, rec.rows, 2)
-	var sum float64
+	var sum money.Nanos
 	for i, row := range rec.rows {
 		require.Equal(t, "t1", row.Tenant)
 		require.Equal(t, "demo", row.Agent)
@@ -109,7 +113,7 @@ func TestUsageRowsAndFailures(t *testing.T) {
 		require.Positive(t, row.InputTokens)
 		sum += row.CostUSD
 	}
-	require.InDelta(t, ans.CostUSD, sum, 1e-12)
+	require.Equal(t, ans.CostUSD, sum, "the run's cost is the exact sum of its calls")
 
 	// A ledger that fails never fails the run; the cost is still known.
 	rec.fail = true

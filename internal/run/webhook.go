@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -42,7 +43,7 @@ type RunBody struct {
 	Attempt        int             `json:"attempt"`
 	Steps          int             `json:"steps"`
 	Usage          RunUsage        `json:"usage"`
-	CostUSD        float64         `json:"cost_usd"` // agentd's pricing table
+	CostUSD        money.Nanos     `json:"cost_usd"` // agentd's pricing table
 	CreatedAt      time.Time       `json:"created_at"`
 	StartedAt      *time.Time      `json:"started_at"`
 	FinishedAt     *time.Time      `json:"finished_at"`

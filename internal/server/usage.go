@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -15,12 +16,12 @@ const DefaultUsageWindow = 30 * 24 * time.Hour
 
 // usageTotals is the JSON of a group's or the whole range's totals.
 type usageTotals struct {
-	Requests                 int64   `json:"requests"`
-	InputTokens              int64   `json:"input_tokens"`
-	OutputTokens             int64   `json:"output_tokens"`
-	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
-	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
-	CostUSD                  float64 `json:"cost_usd"`
+	Requests                 int64       `json:"requests"`
+	InputTokens              int64       `json:"input_tokens"`
+	OutputTokens             int64       `json:"output_tokens"`
+	CacheCreationInputTokens int64       `json:"cache_creation_input_tokens"`
+	CacheReadInputTokens     int64       `json:"cache_read_input_tokens"`
+	CostUSD                  money.Nanos `json:"cost_usd"`
 }
 
 type usageRow struct {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm/anthropic"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/sim"
@@ -105,10 +106,10 @@ func TestUsageEndpoint(t *testing.T) {
 	// Seeded rows on known days for the other groupings and the bounds.
 	day := func(s string) time.Time { tm, _ := time.Parse(time.RFC3339, s); return tm }
 	for _, r := range []store.UsageRecord{
-		{Time: day("2025-03-01T10:00:00Z"), Tenant: server.DefaultTenant, Key: "key_a", Agent: "x", Model: "claude-haiku-4-5", RunID: "r1", InputTokens: 10, CostUSD: 0.5},
-		{Time: day("2025-03-01T23:00:00Z"), Tenant: server.DefaultTenant, Agent: "x", Model: "claude-opus-4", RunID: "r2", OutputTokens: 20, CostUSD: 1.5},
-		{Time: day("2025-03-02T00:00:00Z"), Tenant: server.DefaultTenant, Key: "key_a", Agent: "y", Model: "claude-opus-4", RunID: "r3", CacheReadInputTokens: 30, CostUSD: 2},
-		{Time: day("2025-03-02T00:00:00Z"), Tenant: "someone-else", Agent: "y", Model: "claude-opus-4", RunID: "r4", CostUSD: 100},
+		{Time: day("2025-03-01T10:00:00Z"), Tenant: server.DefaultTenant, Key: "key_a", Agent: "x", Model: "claude-haiku-4-5", RunID: "r1", InputTokens: 10, CostUSD: money.FromUSD(0.5)},
+		{Time: day("2025-03-01T23:00:00Z"), Tenant: server.DefaultTenant, Agent: "x", Model: "claude-opus-4", RunID: "r2", OutputTokens: 20, CostUSD: money.FromUSD(1.5)},
+		{Time: day("2025-03-02T00:00:00Z"), Tenant: server.DefaultTenant, Key: "key_a", Agent: "y", Model: "claude-opus-4", RunID: "r3", CacheReadInputTokens: 30, CostUSD: money.FromUSD(2)},
+		{Time: day("2025-03-02T00:00:00Z"), Tenant: "someone-else", Agent: "y", Model: "claude-opus-4", RunID: "r4", CostUSD: money.FromUSD(100)},
 	} {
 		require.NoError(t, st.AppendUsage(t.Context(), r))
 	}

@@ -14,6 +14,8 @@ import (
 	"errors"
 	"slices"
 	"time"
+
+	"github.com/agentd/agentd/internal/money"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -121,7 +123,7 @@ type Run struct {
 	Steps          int
 	InputTokens    int64
 	OutputTokens   int64
-	CostUSD        float64
+	CostUSD        money.Nanos
 	IdempotencyKey string // empty: none
 	CreatedAt      time.Time
 	StartedAt      time.Time // zero until running
@@ -138,7 +140,7 @@ type UpdateRunParams struct {
 	Steps        int
 	InputTokens  int64
 	OutputTokens int64
-	CostUSD      float64
+	CostUSD      money.Nanos
 	StartedAt    time.Time
 	FinishedAt   time.Time
 }
@@ -472,7 +474,7 @@ type UsageRecord struct {
 	CacheCreationInputTokens int64
 	CacheReadInputTokens     int64
 	// CostUSD is the call's price when it was made (never re-priced).
-	CostUSD float64
+	CostUSD money.Nanos
 	// Cached: agentd's response cache answered (no tokens, no cost).
 	Cached bool
 	// UID identifies the row for idempotent writes: a row whose UID is
@@ -499,7 +501,7 @@ type UsageTotals struct {
 	OutputTokens             int64
 	CacheCreationInputTokens int64
 	CacheReadInputTokens     int64
-	CostUSD                  float64
+	CostUSD                  money.Nanos
 }
 
 // Add returns t + o.
@@ -553,7 +555,7 @@ type BudgetCounterKey struct {
 // (after its period ended).
 type BudgetLimit struct {
 	BudgetCounterKey
-	LimitUSD float64
+	LimitUSD money.Nanos
 	// ExpiresAt is when DeleteExpiredBudgets may delete the counter; a
 	// later value extends it.
 	ExpiresAt time.Time
@@ -562,11 +564,11 @@ type BudgetLimit struct {
 // BudgetCounter is the state of one counter.
 type BudgetCounter struct {
 	BudgetCounterKey
-	LimitUSD float64
+	LimitUSD money.Nanos
 	// SpentUSD is the settled spend of the period.
-	SpentUSD float64
+	SpentUSD money.Nanos
 	// ReservedUSD sums the unexpired reservations held against it.
-	ReservedUSD float64
+	ReservedUSD money.Nanos
 	// AlertedFraction is the highest alert fraction already raised for the
 	// period (MarkBudgetAlert); 0: none.
 	AlertedFraction float64
@@ -578,7 +580,7 @@ type ReserveBudgetParams struct {
 	ReservationID string
 	// Limits are every counter the reservation must fit in.
 	Limits    []BudgetLimit
-	AmountUSD float64
+	AmountUSD money.Nanos
 	// Now decides which reservations have expired.
 	Now time.Time
 	// ExpiresAt is when the reservation stops counting if never settled
@@ -591,7 +593,7 @@ type SettleBudgetParams struct {
 	ReservationID string
 	// Limits are the counters of the reservation (as reserved).
 	Limits    []BudgetLimit
-	ActualUSD float64
+	ActualUSD money.Nanos
 	Now       time.Time
 }
 

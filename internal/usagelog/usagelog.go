@@ -37,7 +37,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -408,8 +407,7 @@ func newUID() string {
 
 // sanitize makes r writable by every backend, so that one bad row cannot
 // block the batches behind it: text must be valid UTF-8 without NUL bytes
-// (PostgreSQL refuses them) and a NaN cost cannot be stored (SQLite turns
-// it into NULL).
+// (PostgreSQL refuses them). (A cost is integer nano-dollars: never NaN.)
 func sanitize(r store.UsageRecord, log *slog.Logger) store.UsageRecord {
 	clean := func(s string) string {
 		if strings.ContainsRune(s, 0) {
@@ -418,9 +416,5 @@ func sanitize(r store.UsageRecord, log *slog.Logger) store.UsageRecord {
 		return strings.ToValidUTF8(s, "\uFFFD")
 	}
 	r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.UID = clean(r.Tenant), clean(r.Key), clean(r.Agent), clean(r.Model), clean(r.RunID), clean(r.UID)
-	if math.IsNaN(r.CostUSD) || math.IsInf(r.CostUSD, 0) {
-		log.Warn("usage row with an invalid cost; recorded as 0", "cost_usd", r.CostUSD, "model", r.Model, "run_id", r.RunID)
-		r.CostUSD = 0
-	}
 	return r
 }

@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/sqlite"
 	"github.com/agentd/agentd/internal/usagelog"
@@ -59,7 +60,7 @@ func seq(n int) []int {
 
 func row(tenant string, step int) store.UsageRecord {
 	return store.UsageRecord{Tenant: tenant, Agent: "a", Model: "m", RunID: "r", Step: step,
-		InputTokens: 10, OutputTokens: 1, CostUSD: 0.001}
+		InputTokens: 10, OutputTokens: 1, CostUSD: money.FromUSD(0.001)}
 }
 
 // recording wraps a store: it records batch sizes, can fail the first
@@ -310,7 +311,6 @@ func TestSanitize(t *testing.T) {
 	w := usagelog.New(st, usagelog.Options{})
 	r := row("t1", 1)
 	r.Model = "bad\x00model\xff"
-	r.CostUSD = nanCost()
 	require.NoError(t, w.AppendUsage(t.Context(), r))
 	require.NoError(t, w.Flush(t.Context()))
 	closeWriter(t, w)
@@ -318,12 +318,6 @@ func TestSanitize(t *testing.T) {
 	got, err := st.SumUsage(t.Context(), store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByModel})
 	require.NoError(t, err)
 	require.Equal(t, "badmodel\uFFFD", got[0].Group)
-	require.Zero(t, got[0].CostUSD)
-}
-
-func nanCost() float64 {
-	zero := 0.0
-	return zero / zero
 }
 
 // committedThenFailing wraps a store: its first write commits the batch
@@ -394,7 +388,7 @@ func TestRetryAfterCommitIsIdempotent(t *testing.T) {
 	require.Len(t, got, 1)
 	require.Equal(t, int64(120), got[0].Requests)
 	require.Equal(t, int64(1200), got[0].InputTokens)
-	require.InDelta(t, 0.12, got[0].CostUSD, 1e-9)
+	require.Equal(t, money.FromUSD(0.12), got[0].CostUSD)
 }
 
 // A UID set by the caller is kept.

@@ -28,6 +28,7 @@ import (
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -61,7 +62,7 @@ type TokenLimiter interface {
 // *budget.ExceededError when a budget has no room) and the model call is
 // then not made.
 type BudgetReserver interface {
-	Reserve(ctx context.Context, s budget.Subject, usd float64) (*budget.Reservation, error)
+	Reserve(ctx context.Context, s budget.Subject, usd money.Nanos) (*budget.Reservation, error)
 }
 
 // Meter meters model calls. Every field may be nil: no pricing prices every
@@ -160,7 +161,7 @@ func (m *Meter) Begin(ctx context.Context, info CallInfo, req *llm.Request) (con
 // from its bytes, see cost.EstimateTokens; nil: empty) and MaxTokens of
 // output, at the price of the dearest model of its fallback chain (the
 // call may end on any of them).
-func (m *Meter) WorstCase(info *CallInfo, req *llm.Request) float64 {
+func (m *Meter) WorstCase(info *CallInfo, req *llm.Request) money.Nanos {
 	tokens := cost.EstimateTokens(promptBytes(req))
 	worst := m.Pricing.WorstCase(info.Model, tokens, info.MaxTokens)
 	for _, f := range info.Fallbacks {
@@ -208,7 +209,7 @@ func startSpan(ctx context.Context, info *CallInfo) (context.Context, trace.Span
 // and a usage row, and the reservation is settled at the cost, which it
 // returns. The writes are not cut short by ctx's cancellation (the call
 // was made); a failed usage row is logged.
-func (c *Call) Settle(ctx context.Context, resp *llm.Response) float64 {
+func (c *Call) Settle(ctx context.Context, resp *llm.Response) money.Nanos {
 	if c == nil {
 		return 0
 	}
@@ -231,7 +232,7 @@ func (c *Call) Settle(ctx context.Context, resp *llm.Response) float64 {
 	if resp.Cached {
 		usd, known = 0, true
 	}
-	m.Metrics.AddCost(answered, usd, !known && m.Pricing != nil)
+	m.Metrics.AddCost(answered, usd.USD(), !known && m.Pricing != nil)
 	if m.Usage != nil {
 		rec := store.UsageRecord{
 			Time: time.Now().UTC(), Tenant: info.Tenant, Key: info.Key, Agent: info.Agent, Model: answered,

@@ -12,13 +12,14 @@ import (
 	"github.com/agentd/agentd/internal/cost"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/metered"
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
 type fakes struct {
 	mu       sync.Mutex
 	rows     []store.UsageRecord
-	reserved []float64
+	reserved []money.Nanos
 	subjects []budget.Subject
 	debited  int64
 	refuse   error // of AllowTokens
@@ -40,11 +41,11 @@ func (f *fakes) AddTokens(_ context.Context, _, _ string, n int64) {
 	f.debited += n
 }
 
-func (f *fakes) Reserve(_ context.Context, s budget.Subject, usd float64) (*budget.Reservation, error) {
+func (f *fakes) Reserve(_ context.Context, s budget.Subject, usd money.Nanos) (*budget.Reservation, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.noRoom {
-		return nil, &budget.ExceededError{Scope: budget.ScopeKey, ID: s.Key, Period: budget.PeriodDay, LimitUSD: 1}
+		return nil, &budget.ExceededError{Scope: budget.ScopeKey, ID: s.Key, Period: budget.PeriodDay, LimitUSD: money.FromUSD(1)}
 	}
 	f.reserved = append(f.reserved, usd)
 	f.subjects = append(f.subjects, s)
@@ -62,16 +63,16 @@ func TestWorstCaseIsTheDearestModelOfTheChain(t *testing.T) {
 	body := make([]byte, 3000) // 1000 tokens
 	info := metered.CallInfo{Model: "claude-haiku-4-5", MaxTokens: 1000}
 	req := &llm.Request{Passthrough: &llm.Passthrough{Body: body}}
-	haiku := (1000*1.25 + 1000*5) / 1e6
-	require.InDelta(t, haiku, m.WorstCase(&info, req), 1e-12)
+	haiku := money.Nanos((1000*1.25 + 1000*5) * 1000) // nano-dollars, exact
+	require.Equal(t, haiku, m.WorstCase(&info, req))
 
 	info.Fallbacks = []string{"claude-opus-4-1", "claude-sonnet-4-5"}
-	opus := (1000*18.75 + 1000*75) / 1e6
-	require.InDelta(t, opus, m.WorstCase(&info, req), 1e-12)
+	opus := money.Nanos((1000*18.75 + 1000*75) * 1000)
+	require.Equal(t, opus, m.WorstCase(&info, req))
 
 	// An unpriced fallback costs 0 and never lowers the reservation.
 	info.Fallbacks = []string{"no-such-model"}
-	require.InDelta(t, haiku, m.WorstCase(&info, req), 1e-12)
+	require.Equal(t, haiku, m.WorstCase(&info, req))
 }
 
 func TestBeginReservesAndSettleRecords(t *testing.T) {
@@ -83,13 +84,14 @@ func TestBeginReservesAndSettleRecords(t *testing.T) {
 	}, nil)
 	require.NoError(t, err)
 	require.NotNil(t, ctx)
-	require.Equal(t, []float64{100 * 15 / 1e6}, f.reserved, "sonnet's output price: the dearest of the chain")
+	require.Equal(t, []money.Nanos{100 * 15 * 1000}, f.reserved, "sonnet's output price: the dearest of the chain")
 	require.Equal(t, budget.Subject{Tenant: "t1", Key: "k1", Agent: "demo", Run: "r1", RunMaxUSD: 0.5}, f.subjects[0])
 
 	// A fallback answered: priced at its own price.
 	u := llm.Usage{InputTokens: 10, OutputTokens: 20, CacheCreationInputTokens: 5}
 	usd := call.Settle(t.Context(), &llm.Response{Model: "claude-sonnet-4-5", Usage: u})
-	require.InDelta(t, (10*3+20*15+5*3.75)/1e6, usd, 1e-12)
+	require.Equal(t, money.Nanos((10*3+20*15+5*3.75)*1000), usd)
+	require.Equal(t, "0.00034875", usd.String())
 	require.Equal(t, int64(35), f.debited)
 	require.Len(t, f.rows, 1)
 	row := f.rows[0]
@@ -99,7 +101,7 @@ func TestBeginReservesAndSettleRecords(t *testing.T) {
 	require.Equal(t, "r1", row.RunID)
 	require.Equal(t, 2, row.Step)
 	require.Equal(t, "claude-sonnet-4-5", row.Model)
-	require.InDelta(t, usd, row.CostUSD, 1e-12)
+	require.Equal(t, usd, row.CostUSD)
 	require.False(t, row.Cached)
 
 	// A cache hit costs nothing and is recorded as such; no model named:

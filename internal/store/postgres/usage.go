@@ -16,13 +16,13 @@ import (
 // written again (a retry after an error although it committed) stores
 // none of its rows twice.
 const qAppendUsageBatch = `INSERT INTO usage (created_at, tenant, key, agent, model, run_id, step,
-	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, uid)
+	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_nanos, cached, uid)
 	SELECT created_at, tenant, key, agent, model, run_id, step,
-		input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, NULLIF(uid, '')
+		input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_nanos, cached, NULLIF(uid, '')
 	FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
-		$8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::double precision[], $13::boolean[], $14::text[])
+		$8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[], $14::text[])
 		WITH ORDINALITY AS b(created_at, tenant, key, agent, model, run_id, step,
-			input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, uid, ord)
+			input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_nanos, cached, uid, ord)
 	ORDER BY ord
 	ON CONFLICT (uid) DO NOTHING`
 
@@ -39,7 +39,7 @@ func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) er
 		tenants, keys, agents, models, runs     = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		steps                                   = make([]int, n)
 		inputs, outputs, cacheWrites, cacheRead = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		costs                                   = make([]float64, n)
+		costs                                   = make([]int64, n)
 		cached                                  = make([]bool, n)
 		uids                                    = make([]string, n)
 	)
@@ -51,7 +51,7 @@ func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) er
 		tenants[i], keys[i], agents[i], models[i], runs[i] = r.Tenant, r.Key, r.Agent, r.Model, r.RunID
 		steps[i] = r.Step
 		inputs[i], outputs[i], cacheWrites[i], cacheRead[i] = r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens
-		costs[i], cached[i], uids[i] = r.CostUSD, r.Cached, r.UID
+		costs[i], cached[i], uids[i] = int64(r.CostUSD), r.Cached, r.UID
 	}
 	_, err := s.pool.Exec(ctx, qAppendUsageBatch, times, tenants, keys, agents, models, runs, steps,
 		inputs, outputs, cacheWrites, cacheRead, costs, cached, uids)

@@ -9,10 +9,6 @@ import (
 	"github.com/agentd/agentd/internal/store"
 )
 
-// budgetEpsilon absorbs float rounding when a reservation exactly fills a
-// limit.
-const budgetEpsilon = 1e-9
-
 // budgetQueries are the statements of the budget methods in a dialect.
 type budgetQueries struct {
 	upsertLimit, upsertSpend, selectAlerted string
@@ -20,17 +16,17 @@ type budgetQueries struct {
 
 func newBudgetQueries(d Dialect) budgetQueries {
 	return budgetQueries{
-		upsertLimit: `INSERT INTO budget_counters (scope, subject, period, limit_usd, expires_at)
+		upsertLimit: `INSERT INTO budget_counters (scope, subject, period, limit_nanos, expires_at)
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (scope, subject, period) DO UPDATE
-		SET limit_usd = EXCLUDED.limit_usd, expires_at = ` + d.Greatest + `(budget_counters.expires_at, EXCLUDED.expires_at)
-		RETURNING limit_usd, spent_usd, alerted_fraction`,
-		upsertSpend: `INSERT INTO budget_counters (scope, subject, period, limit_usd, spent_usd, expires_at)
+		SET limit_nanos = EXCLUDED.limit_nanos, expires_at = ` + d.Greatest + `(budget_counters.expires_at, EXCLUDED.expires_at)
+		RETURNING limit_nanos, spent_nanos, alerted_fraction`,
+		upsertSpend: `INSERT INTO budget_counters (scope, subject, period, limit_nanos, spent_nanos, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (scope, subject, period) DO UPDATE
-		SET spent_usd = budget_counters.spent_usd + EXCLUDED.spent_usd,
+		SET spent_nanos = budget_counters.spent_nanos + EXCLUDED.spent_nanos,
 		    expires_at = ` + d.Greatest + `(budget_counters.expires_at, EXCLUDED.expires_at)
-		RETURNING limit_usd, spent_usd, alerted_fraction`,
+		RETURNING limit_nanos, spent_nanos, alerted_fraction`,
 		selectAlerted: `SELECT alerted_fraction FROM budget_counters
 		WHERE scope = $1 AND subject = $2 AND period = $3` + d.ForUpdate,
 	}
@@ -42,9 +38,9 @@ const (
 	// its reservation rows (READ COMMITTED reads what committed before
 	// each statement). SQLite has one writer: the transaction (BEGIN
 	// IMMEDIATE) serializes it with every other, other processes included.
-	qBudgetReserved = `SELECT CAST(COALESCE(SUM(amount_usd), 0) AS double precision) FROM budget_reservations
+	qBudgetReserved = `SELECT CAST(COALESCE(SUM(amount_nanos), 0) AS bigint) FROM budget_reservations
 		WHERE scope = $1 AND subject = $2 AND period = $3 AND expires_at > $4`
-	qInsertBudgetReservation = `INSERT INTO budget_reservations (reservation_id, scope, subject, period, amount_usd, expires_at)
+	qInsertBudgetReservation = `INSERT INTO budget_reservations (reservation_id, scope, subject, period, amount_nanos, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`
 )
 
@@ -71,15 +67,15 @@ func (s *Store) reserveBudget(ctx context.Context, p store.ReserveBudgetParams) 
 	ok := true
 	for _, l := range limits {
 		c := store.BudgetCounter{BudgetCounterKey: l.BudgetCounterKey}
-		if err := tx.QueryRow(ctx, s.qb.upsertLimit, l.Scope, l.Subject, l.Period, l.LimitUSD, s.d.Time(l.ExpiresAt)).
-			Scan(&c.LimitUSD, &c.SpentUSD, &c.AlertedFraction); err != nil {
+		if err := tx.QueryRow(ctx, s.qb.upsertLimit, l.Scope, l.Subject, l.Period, int64(l.LimitUSD), s.d.Time(l.ExpiresAt)).
+			Scan((*int64)(&c.LimitUSD), (*int64)(&c.SpentUSD), &c.AlertedFraction); err != nil {
 			return nil, false, err
 		}
-		if err := tx.QueryRow(ctx, qBudgetReserved, l.Scope, l.Subject, l.Period, now).Scan(&c.ReservedUSD); err != nil {
+		if err := tx.QueryRow(ctx, qBudgetReserved, l.Scope, l.Subject, l.Period, now).Scan((*int64)(&c.ReservedUSD)); err != nil {
 			return nil, false, err
 		}
 		counters = append(counters, c)
-		if c.SpentUSD+c.ReservedUSD+p.AmountUSD > c.LimitUSD+budgetEpsilon {
+		if c.SpentUSD+c.ReservedUSD+p.AmountUSD > c.LimitUSD {
 			ok = false
 			break
 		}
@@ -93,7 +89,7 @@ func (s *Store) reserveBudget(ctx context.Context, p store.ReserveBudgetParams) 
 	}
 	for _, l := range limits {
 		if _, err := tx.Exec(ctx, qInsertBudgetReservation, p.ReservationID, l.Scope, l.Subject, l.Period,
-			p.AmountUSD, s.d.Time(p.ExpiresAt)); err != nil {
+			int64(p.AmountUSD), s.d.Time(p.ExpiresAt)); err != nil {
 			return nil, false, err
 		}
 	}
@@ -126,8 +122,8 @@ func (s *Store) settleBudget(ctx context.Context, p store.SettleBudgetParams) ([
 	// reservation rows.
 	for _, l := range limits {
 		c := store.BudgetCounter{BudgetCounterKey: l.BudgetCounterKey}
-		if err := tx.QueryRow(ctx, s.qb.upsertSpend, l.Scope, l.Subject, l.Period, l.LimitUSD, p.ActualUSD, s.d.Time(l.ExpiresAt)).
-			Scan(&c.LimitUSD, &c.SpentUSD, &c.AlertedFraction); err != nil {
+		if err := tx.QueryRow(ctx, s.qb.upsertSpend, l.Scope, l.Subject, l.Period, int64(l.LimitUSD), int64(p.ActualUSD), s.d.Time(l.ExpiresAt)).
+			Scan((*int64)(&c.LimitUSD), (*int64)(&c.SpentUSD), &c.AlertedFraction); err != nil {
 			return nil, err
 		}
 		counters = append(counters, c)
@@ -137,7 +133,7 @@ func (s *Store) settleBudget(ctx context.Context, p store.SettleBudgetParams) ([
 	}
 	for i := range counters {
 		c := &counters[i]
-		if err := tx.QueryRow(ctx, qBudgetReserved, c.Scope, c.Subject, c.Period, now).Scan(&c.ReservedUSD); err != nil {
+		if err := tx.QueryRow(ctx, qBudgetReserved, c.Scope, c.Subject, c.Period, now).Scan((*int64)(&c.ReservedUSD)); err != nil {
 			return nil, err
 		}
 	}

@@ -22,7 +22,7 @@ func (s *Store) CreateRun(ctx context.Context, r store.Run) error {
 
 const qInsertRun = `INSERT INTO runs
 	(id, tenant, agent, conversation_id, status, input, output, error, attempt, steps,
-	 input_tokens, output_tokens, cost_usd, idempotency_key, created_at, started_at, finished_at)
+	 input_tokens, output_tokens, cost_nanos, idempotency_key, created_at, started_at, finished_at)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
 
 func (s *Store) insertRun(ctx context.Context, q Querier, r store.Run) error {
@@ -30,7 +30,7 @@ func (s *Store) insertRun(ctx context.Context, q Querier, r store.Run) error {
 		r.CreatedAt = Now()
 	}
 	_, err := q.Exec(ctx, qInsertRun, r.ID, r.Tenant, r.Agent, r.ConversationID, string(r.Status), JSON(r.Input), JSON(r.Output),
-		r.Error, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, r.CostUSD, r.IdempotencyKey,
+		r.Error, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, int64(r.CostUSD), r.IdempotencyKey,
 		s.d.Time(r.CreatedAt), s.d.Time(r.StartedAt), s.d.Time(r.FinishedAt))
 	return err
 }
@@ -66,7 +66,7 @@ func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r
 
 // RunColumns are the columns scanRun reads, in its order.
 const RunColumns = `id, tenant, agent, conversation_id, status, input, output,
-	error, attempt, steps, input_tokens, output_tokens, cost_usd, idempotency_key,
+	error, attempt, steps, input_tokens, output_tokens, cost_nanos, idempotency_key,
 	created_at, started_at, finished_at`
 
 // scanRun scans a row of RunColumns.
@@ -78,7 +78,7 @@ func (s *Store) scanRun(row Row) (store.Run, error) {
 	)
 	err := row.Scan(
 		&r.ID, &r.Tenant, &r.Agent, &r.ConversationID, &status, &input, &output,
-		&r.Error, &r.Attempt, &r.Steps, &r.InputTokens, &r.OutputTokens, &r.CostUSD, &r.IdempotencyKey,
+		&r.Error, &r.Attempt, &r.Steps, &r.InputTokens, &r.OutputTokens, (*int64)(&r.CostUSD), &r.IdempotencyKey,
 		s.d.ScanTime(&r.CreatedAt), s.d.ScanTime(&r.StartedAt), s.d.ScanTime(&r.FinishedAt))
 	if err != nil {
 		return store.Run{}, err
@@ -205,12 +205,12 @@ func (s *Store) UpdateRun(ctx context.Context, p store.UpdateRunParams) error {
 
 const qUpdateRun = `UPDATE runs SET
 		status = $1, output = $2, error = $3, attempt = $4, steps = $5, input_tokens = $6,
-		output_tokens = $7, cost_usd = $8, started_at = $9, finished_at = $10
+		output_tokens = $7, cost_nanos = $8, started_at = $9, finished_at = $10
 		WHERE id = $11`
 
 func (s *Store) updateRunArgs(p store.UpdateRunParams) []any {
 	return []any{string(p.Status), JSON(p.Output), p.Error, p.Attempt, p.Steps, p.InputTokens,
-		p.OutputTokens, p.CostUSD, s.d.Time(p.StartedAt), s.d.Time(p.FinishedAt), p.ID}
+		p.OutputTokens, int64(p.CostUSD), s.d.Time(p.StartedAt), s.d.Time(p.FinishedAt), p.ID}
 }
 
 // SaveStep upserts cp (a checkpoint replaces one of the same step) and

@@ -13,7 +13,7 @@ import (
 // skipped (an empty uid is stored as NULL, which never conflicts), so a
 // batch written again stores none of its rows twice.
 const QAppendUsage = `INSERT INTO usage (created_at, tenant, key, agent, model, run_id, step,
-	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, cached, uid)
+	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_nanos, cached, uid)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''))
 	ON CONFLICT (uid) DO NOTHING`
 
@@ -30,7 +30,7 @@ func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 
 func (s *Store) appendUsage(ctx context.Context, q Querier, r store.UsageRecord) error {
 	_, err := q.Exec(ctx, QAppendUsage, s.d.Time(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
-		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, r.CostUSD, r.Cached, r.UID)
+		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, int64(r.CostUSD), r.Cached, r.UID)
 	return err
 }
 
@@ -72,7 +72,7 @@ func usageSumQuery(expr, timeType string) string {
 		CAST(COALESCE(SUM(output_tokens), 0) AS bigint),
 		CAST(COALESCE(SUM(cache_creation_input_tokens), 0) AS bigint),
 		CAST(COALESCE(SUM(cache_read_input_tokens), 0) AS bigint),
-		CAST(COALESCE(SUM(cost_usd), 0) AS double precision)
+		CAST(COALESCE(SUM(cost_nanos), 0) AS bigint)
 		FROM usage
 		WHERE tenant = $1 AND (CAST($2 AS ` + timeType + `) IS NULL OR created_at >= $2)
 			AND (CAST($3 AS ` + timeType + `) IS NULL OR created_at < $3)
@@ -99,7 +99,7 @@ func (s *Store) SumUsage(ctx context.Context, q store.UsageQuery) ([]store.Usage
 	for rows.Next() {
 		var g store.UsageGroup
 		if err := rows.Scan(&g.Group, &g.Requests, &g.InputTokens, &g.OutputTokens,
-			&g.CacheCreationInputTokens, &g.CacheReadInputTokens, &g.CostUSD); err != nil {
+			&g.CacheCreationInputTokens, &g.CacheReadInputTokens, (*int64)(&g.CostUSD)); err != nil {
 			return nil, fmt.Errorf("%s: sum usage by %s: %w", s.d.Name, q.GroupBy, err)
 		}
 		out = append(out, g)

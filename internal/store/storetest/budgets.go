@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -30,11 +32,39 @@ func exerciseBudgets[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	later := now.Add(48 * time.Hour)
 	limit := func(scope, subject string, usd float64) store.BudgetLimit {
 		return store.BudgetLimit{BudgetCounterKey: store.BudgetCounterKey{Scope: scope, Subject: subject, Period: "d:2026-12-01"},
-			LimitUSD: usd, ExpiresAt: later}
+			LimitUSD: money.FromUSD(usd), ExpiresAt: later}
 	}
 	reserve := func(id string, amount float64, ls ...store.BudgetLimit) store.ReserveBudgetParams {
-		return store.ReserveBudgetParams{ReservationID: id, Limits: ls, AmountUSD: amount, Now: now, ExpiresAt: now.Add(time.Minute)}
+		return store.ReserveBudgetParams{ReservationID: id, Limits: ls, AmountUSD: money.FromUSD(amount), Now: now, ExpiresAt: now.Add(time.Minute)}
 	}
+
+	t.Run("ExactAmounts", func(t *testing.T) {
+		// Amounts are integer nano-dollars: 200 reservations of $0.000303
+		// fill a limit of exactly 200 × 0.000303 = $0.0606, one more does
+		// not fit, and the settled spend is that sum exactly.
+		s, ctx := setup(t)
+		b := budgets(t, s)
+		const n, each = 200, money.Nanos(303_000)
+		l := store.BudgetLimit{BudgetCounterKey: store.BudgetCounterKey{Scope: "tenant", Subject: "exact", Period: "d:2026-12-01"},
+			LimitUSD: n * each, ExpiresAt: later}
+		for i := range n {
+			p := store.ReserveBudgetParams{ReservationID: fmt.Sprintf("x%d", i), Limits: []store.BudgetLimit{l}, AmountUSD: each, Now: now, ExpiresAt: now.Add(time.Hour)}
+			_, ok, err := b.ReserveBudget(ctx, p)
+			require.NoError(t, err)
+			require.True(t, ok, "reservation %d", i)
+		}
+		cs, ok, err := b.ReserveBudget(ctx, store.ReserveBudgetParams{ReservationID: "over", Limits: []store.BudgetLimit{l}, AmountUSD: 1, Now: now, ExpiresAt: now.Add(time.Hour)})
+		require.NoError(t, err)
+		require.False(t, ok, "one nano-dollar more does not fit")
+		require.Equal(t, n*each, cs[0].ReservedUSD)
+		for i := range n {
+			cs, err = b.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: fmt.Sprintf("x%d", i), Limits: []store.BudgetLimit{l}, ActualUSD: each, Now: now})
+			require.NoError(t, err)
+		}
+		require.Equal(t, n*each, cs[0].SpentUSD)
+		require.Zero(t, cs[0].ReservedUSD)
+		require.Equal(t, "0.0606", cs[0].SpentUSD.String())
+	})
 
 	t.Run("ReserveSettle", func(t *testing.T) {
 		s, ctx := setup(t)
@@ -48,14 +78,14 @@ func exerciseBudgets[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.Equal(t, "agent", cs[0].Scope, "counters in key order")
 		require.Zero(t, cs[1].SpentUSD)
 		require.Zero(t, cs[1].ReservedUSD, "state before the reservation")
-		require.InDelta(t, 1, cs[1].LimitUSD, 1e-9)
+		require.Equal(t, money.FromUSD(1), cs[1].LimitUSD)
 
 		// 0.75 reserved: 0.5 more does not fit the tenant, and nothing is
 		// reserved on the agent either.
 		cs, ok, err = b.ReserveBudget(ctx, reserve("r2", 0.5, tenant, agent))
 		require.NoError(t, err)
 		require.False(t, ok)
-		require.InDelta(t, 0.75, cs[1].ReservedUSD, 1e-9)
+		require.Equal(t, money.FromUSD(0.75), cs[1].ReservedUSD)
 		// Exactly filling the limit fits.
 		_, ok, err = b.ReserveBudget(ctx, reserve("r3", 0.25, tenant))
 		require.NoError(t, err)
@@ -63,16 +93,16 @@ func exerciseBudgets[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		cs, ok, err = b.ReserveBudget(ctx, reserve("r4", 0, agent))
 		require.NoError(t, err)
 		require.True(t, ok)
-		require.InDelta(t, 0.75, cs[0].ReservedUSD, 1e-9, "the refused r2 left nothing on the agent")
+		require.Equal(t, money.FromUSD(0.75), cs[0].ReservedUSD, "the refused r2 left nothing on the agent")
 
 		// Settling r1 at 0.1 releases 0.65 and spends 0.1.
-		cs, err = b.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: "r1", Limits: []store.BudgetLimit{tenant, agent}, ActualUSD: 0.1, Now: now})
+		cs, err = b.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: "r1", Limits: []store.BudgetLimit{tenant, agent}, ActualUSD: money.FromUSD(0.1), Now: now})
 		require.NoError(t, err)
 		require.Len(t, cs, 2)
-		require.InDelta(t, 0.1, cs[1].SpentUSD, 1e-9)
-		require.InDelta(t, 0.25, cs[1].ReservedUSD, 1e-9, "r3 still held")
-		require.InDelta(t, 0.1, cs[0].SpentUSD, 1e-9)
-		require.InDelta(t, 0, cs[0].ReservedUSD, 1e-9)
+		require.Equal(t, money.FromUSD(0.1), cs[1].SpentUSD)
+		require.Equal(t, money.FromUSD(0.25), cs[1].ReservedUSD, "r3 still held")
+		require.Equal(t, money.FromUSD(0.1), cs[0].SpentUSD)
+		require.Equal(t, money.FromUSD(0), cs[0].ReservedUSD)
 		_, ok, err = b.ReserveBudget(ctx, reserve("r5", 0.65, tenant))
 		require.NoError(t, err)
 		require.True(t, ok, "what settle released is available again")
@@ -81,11 +111,11 @@ func exerciseBudgets[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.False(t, ok)
 
 		// A limit raised in the config applies to the next reservation.
-		tenant.LimitUSD = 2
+		tenant.LimitUSD = 2 * money.PerUSD
 		cs, ok, err = b.ReserveBudget(ctx, reserve("r7", 0.5, tenant))
 		require.NoError(t, err)
 		require.True(t, ok)
-		require.InDelta(t, 2, cs[0].LimitUSD, 1e-9)
+		require.Equal(t, money.FromUSD(2), cs[0].LimitUSD)
 	})
 
 	t.Run("ExpiredReservationsStopCounting", func(t *testing.T) {
@@ -113,10 +143,10 @@ func exerciseBudgets[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		// A settle of a swept reservation still records the spend.
-		cs, err = b.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: "dead", Limits: []store.BudgetLimit{l}, ActualUSD: 0.2, Now: p.Now})
+		cs, err = b.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: "dead", Limits: []store.BudgetLimit{l}, ActualUSD: money.FromUSD(0.2), Now: p.Now})
 		require.NoError(t, err)
-		require.InDelta(t, 0.2, cs[0].SpentUSD, 1e-9)
-		require.InDelta(t, 0.5, cs[0].ReservedUSD, 1e-9)
+		require.Equal(t, money.FromUSD(0.2), cs[0].SpentUSD)
+		require.Equal(t, money.FromUSD(0.5), cs[0].ReservedUSD)
 
 		// After its period, the counter goes too.
 		n, err = b.DeleteExpiredBudgets(ctx, later.Add(time.Second))
@@ -151,7 +181,7 @@ func exerciseBudgets[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		prev, err = b.MarkBudgetAlert(ctx, l.BudgetCounterKey, 0.8)
 		require.NoError(t, err)
 		require.InDelta(t, 0.5, prev, 1e-9)
-		cs, err := b.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: "r", Limits: []store.BudgetLimit{l}, ActualUSD: 0.1, Now: now})
+		cs, err := b.SettleBudget(ctx, store.SettleBudgetParams{ReservationID: "r", Limits: []store.BudgetLimit{l}, ActualUSD: money.FromUSD(0.1), Now: now})
 		require.NoError(t, err)
 		require.InDelta(t, 0.8, cs[0].AlertedFraction, 1e-9)
 

@@ -38,6 +38,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -551,7 +552,7 @@ func exerciseRuns[TTx any](t *testing.T, setup setupFunc[TTx]) {
 			Steps:          4,
 			InputTokens:    1234567890123,
 			OutputTokens:   987,
-			CostUSD:        0.012345678901234,
+			CostUSD:        12_345_678, // $0.012345678, exact
 			IdempotencyKey: newID("idem"),
 			CreatedAt:      at("2030-05-06T07:08:09.000001+02:00"),
 			StartedAt:      at("2030-05-06T07:08:10.5+02:00"),
@@ -638,7 +639,7 @@ func exerciseRuns[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		p := store.UpdateRunParams{
 			ID: r.ID, Status: store.RunFailed, Output: js(`[{"type":"text","text":"partial"}]`),
 			Error: "boom", Attempt: 3, Steps: 7, InputTokens: 100, OutputTokens: 200,
-			CostUSD: 1.5, StartedAt: started, FinishedAt: finished,
+			CostUSD: money.FromUSD(1.5), StartedAt: started, FinishedAt: finished,
 		}
 		require.NoError(t, s.UpdateRun(ctx, p))
 		got, err := s.GetRun(ctx, "t1", r.ID)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -18,7 +19,7 @@ import (
 //   - day groups are UTC days formatted "2006-01-02", whatever the zone of
 //     the times written;
 //   - an empty Key groups as "";
-//   - costs sum as float64 (compared within 1e-9);
+//   - costs are integer nano-dollars and sum exactly;
 //   - AppendUsageBatch writes what the same AppendUsage calls would, sets
 //     a zero Time to now, accepts an empty or nil batch (writing nothing)
 //     and writes nothing when its context is already done;
@@ -40,12 +41,12 @@ func exerciseUsage[TTx any](t *testing.T, setup setupFunc[TTx]) {
 
 	seedRows := func() []store.UsageRecord {
 		return []store.UsageRecord{
-			{Time: d1, Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r1", Step: 1, InputTokens: 100, OutputTokens: 10, CacheCreationInputTokens: 5, CacheReadInputTokens: 1, CostUSD: 0.25},
-			{Time: d1, Tenant: "t1", Agent: "a1", Model: "m2", RunID: "r1", Step: 2, InputTokens: 200, OutputTokens: 20, CostUSD: 0.5},
-			{Time: d2, Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m1", RunID: "r2", Step: 1, InputTokens: 300, OutputTokens: 30, CacheReadInputTokens: 7, CostUSD: 1.125},
+			{Time: d1, Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r1", Step: 1, InputTokens: 100, OutputTokens: 10, CacheCreationInputTokens: 5, CacheReadInputTokens: 1, CostUSD: money.FromUSD(0.25)},
+			{Time: d1, Tenant: "t1", Agent: "a1", Model: "m2", RunID: "r1", Step: 2, InputTokens: 200, OutputTokens: 20, CostUSD: money.FromUSD(0.5)},
+			{Time: d2, Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m1", RunID: "r2", Step: 1, InputTokens: 300, OutputTokens: 30, CacheReadInputTokens: 7, CostUSD: money.FromUSD(1.125)},
 			{Time: d3, Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m1", RunID: "r3", Step: 1, Cached: true},
 			// Another tenant's row stays invisible.
-			{Time: d1, Tenant: "t2", Agent: "a1", Model: "m1", RunID: "r9", Step: 1, InputTokens: 999, CostUSD: 9},
+			{Time: d1, Tenant: "t2", Agent: "a1", Model: "m1", RunID: "r9", Step: 1, InputTokens: 999, CostUSD: money.FromUSD(9)},
 		}
 	}
 	seed := func(t *testing.T, u store.Usage) {
@@ -59,13 +60,11 @@ func exerciseUsage[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		t.Helper()
 		require.Len(t, got, len(want), "%+v", got)
 		for i := range want {
-			require.InDelta(t, want[i].CostUSD, got[i].CostUSD, 1e-9, "group %q", want[i].Group)
-			got[i].CostUSD = want[i].CostUSD
 			require.Equal(t, want[i], got[i])
 		}
 	}
 	tot := func(req, in, out, cw, cr int64, usd float64) store.UsageTotals {
-		return store.UsageTotals{Requests: req, InputTokens: in, OutputTokens: out, CacheCreationInputTokens: cw, CacheReadInputTokens: cr, CostUSD: usd}
+		return store.UsageTotals{Requests: req, InputTokens: in, OutputTokens: out, CacheCreationInputTokens: cw, CacheReadInputTokens: cr, CostUSD: money.FromUSD(usd)}
 	}
 	all := func(by string) store.UsageQuery {
 		return store.UsageQuery{Tenant: "t1", GroupBy: by, From: d1.Add(-time.Hour), To: d3.Add(time.Hour)}
@@ -138,11 +137,33 @@ func exerciseUsage[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		requireGroups(t, []store.UsageGroup{{Group: "a1", UsageTotals: tot(1, 999, 0, 0, 0, 9)}}, got)
 	})
 
+	t.Run("ExactSums", func(t *testing.T) {
+		// Costs are integer nano-dollars: sums are exact, never float
+		// artifacts such as 0.0018180000000000002 (issue 16).
+		s, ctx := setup(t)
+		u := usage(t, s)
+		d := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+		rs := []store.UsageRecord{
+			{Time: d, Tenant: "t1", Agent: "a", Model: "m", RunID: "r", Step: 1, CostUSD: 303_000},
+			{Time: d, Tenant: "t1", Agent: "a", Model: "m", RunID: "r", Step: 2, CostUSD: 1_515_000},
+		}
+		for i := range 1000 {
+			rs = append(rs, store.UsageRecord{Time: d, Tenant: "t1", Agent: "b", Model: "m", RunID: "r2", Step: i + 1, CostUSD: 100})
+		}
+		require.NoError(t, u.AppendUsageBatch(ctx, rs))
+		got, err := u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByAgent})
+		require.NoError(t, err)
+		require.Len(t, got, 2)
+		require.Equal(t, money.Nanos(1_818_000), got[0].CostUSD)
+		require.Equal(t, "0.001818", got[0].CostUSD.String())
+		require.Equal(t, money.Nanos(100_000), got[1].CostUSD, "1000 × 0.0000001 USD")
+	})
+
 	t.Run("ZeroTimeIsNowAndBadGrouping", func(t *testing.T) {
 		s, ctx := setup(t)
 		u := usage(t, s)
 		before := time.Now().Add(-time.Second)
-		require.NoError(t, u.AppendUsage(ctx, store.UsageRecord{Tenant: "t1", Agent: "a", Model: "m", RunID: "r", CostUSD: 0.001}))
+		require.NoError(t, u.AppendUsage(ctx, store.UsageRecord{Tenant: "t1", Agent: "a", Model: "m", RunID: "r", CostUSD: money.FromUSD(0.001)}))
 		got, err := u.SumUsage(ctx, store.UsageQuery{Tenant: "t1", GroupBy: store.UsageByDay, From: before, To: time.Now().Add(time.Second)})
 		require.NoError(t, err)
 		require.Len(t, got, 1)
@@ -189,7 +210,7 @@ func exerciseUsage[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		big := make([]store.UsageRecord, 1200)
 		for i := range big {
 			big[i] = store.UsageRecord{Tenant: "t3", Agent: "a", Model: "m", RunID: "r", Step: i + 1,
-				InputTokens: 1, OutputTokens: 2, CacheCreationInputTokens: 3, CacheReadInputTokens: 4, CostUSD: 0.001, Cached: i%2 == 0}
+				InputTokens: 1, OutputTokens: 2, CacheCreationInputTokens: 3, CacheReadInputTokens: 4, CostUSD: money.FromUSD(0.001), Cached: i%2 == 0}
 		}
 		require.NoError(t, u.AppendUsageBatch(ctx, big))
 		got, err = u.SumUsage(ctx, store.UsageQuery{Tenant: "t3", GroupBy: store.UsageByDay, From: before, To: time.Now().Add(time.Second)})
@@ -206,7 +227,7 @@ func exerciseUsage[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		batch := make([]store.UsageRecord, 300)
 		for i := range batch {
 			batch[i] = store.UsageRecord{Time: d, Tenant: "t1", Agent: "a", Model: "m", RunID: "r", Step: i + 1,
-				InputTokens: 10, OutputTokens: 1, CostUSD: 0.5, UID: fmt.Sprintf("uid-%04d", i)}
+				InputTokens: 10, OutputTokens: 1, CostUSD: money.FromUSD(0.5), UID: fmt.Sprintf("uid-%04d", i)}
 		}
 		sum := func(t *testing.T, tenant string) []store.UsageGroup {
 			t.Helper()
@@ -224,7 +245,7 @@ func exerciseUsage[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		more := append([]store.UsageRecord{}, batch[250:]...)
 		for i := range 60 {
 			more = append(more, store.UsageRecord{Time: d, Tenant: "t1", Agent: "a", Model: "m", RunID: "r", Step: 301 + i,
-				InputTokens: 10, OutputTokens: 1, CostUSD: 0.5, UID: fmt.Sprintf("uid-%04d", 300+i)})
+				InputTokens: 10, OutputTokens: 1, CostUSD: money.FromUSD(0.5), UID: fmt.Sprintf("uid-%04d", 300+i)})
 		}
 		more = append(more, more[len(more)-1])
 		require.NoError(t, u.AppendUsageBatch(ctx, more))
@@ -236,10 +257,10 @@ func exerciseUsage[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		// Rows with distinct UIDs, and rows without one (never skipped),
 		// are all stored.
 		distinct := []store.UsageRecord{
-			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: 1, UID: "x-1"},
-			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: 1, UID: "x-2"},
-			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: 1},
-			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: 1},
+			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: money.FromUSD(1), UID: "x-1"},
+			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: money.FromUSD(1), UID: "x-2"},
+			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: money.FromUSD(1)},
+			{Time: d, Tenant: "t2", Agent: "a", Model: "m", RunID: "r", InputTokens: 1, CostUSD: money.FromUSD(1)},
 		}
 		require.NoError(t, u.AppendUsageBatch(ctx, distinct))
 		require.NoError(t, u.AppendUsageBatch(ctx, distinct[2:]))

@@ -1,0 +1,24 @@
+-- 0009_money_nanos: money is kept exact, as integer nano-dollars (1e-9 USD,
+-- internal/money), instead of REAL dollars whose sums showed artifacts such
+-- as 0.0018180000000000002. Every amount column becomes an INTEGER column
+-- of nano-dollars under a name that says so; existing values are rounded to
+-- the nearest nano-dollar. (SQLite cannot change a column's type: a new
+-- column is added, filled, and the old one dropped.)
+ALTER TABLE runs ADD COLUMN cost_nanos INTEGER NOT NULL DEFAULT 0;
+UPDATE runs SET cost_nanos = CAST(ROUND(cost_usd * 1000000000) AS INTEGER) WHERE cost_usd <> 0;
+ALTER TABLE runs DROP COLUMN cost_usd;
+
+ALTER TABLE usage ADD COLUMN cost_nanos INTEGER NOT NULL DEFAULT 0;
+UPDATE usage SET cost_nanos = CAST(ROUND(cost_usd * 1000000000) AS INTEGER) WHERE cost_usd <> 0;
+ALTER TABLE usage DROP COLUMN cost_usd;
+
+ALTER TABLE budget_counters ADD COLUMN limit_nanos INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE budget_counters ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;
+UPDATE budget_counters SET limit_nanos = CAST(ROUND(limit_usd * 1000000000) AS INTEGER),
+    spent_nanos = CAST(ROUND(spent_usd * 1000000000) AS INTEGER);
+ALTER TABLE budget_counters DROP COLUMN limit_usd;
+ALTER TABLE budget_counters DROP COLUMN spent_usd;
+
+ALTER TABLE budget_reservations ADD COLUMN amount_nanos INTEGER NOT NULL DEFAULT 0;
+UPDATE budget_reservations SET amount_nanos = CAST(ROUND(amount_usd * 1000000000) AS INTEGER);
+ALTER TABLE budget_reservations DROP COLUMN amount_usd;
