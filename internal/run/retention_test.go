@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/sqlite"
@@ -159,7 +160,7 @@ func TestRetentionSweepOnStore(t *testing.T) {
 	mk("run_running", store.RunRunning, time.Time{})
 	for i := range 3 {
 		require.NoError(t, st.AppendUsage(ctx, store.UsageRecord{Time: now.Add(-100*day + time.Duration(i)*time.Minute),
-			Tenant: "t", Agent: "a", Model: "m", RunID: "run_old", InputTokens: 10, CostUSD: 0.5}))
+			Tenant: "t", Agent: "a", Model: "m", RunID: "run_old", InputTokens: 10, CostUSD: money.FromUSD(0.5)}))
 	}
 
 	s := &RetentionSweeper{Store: st, RunEvents: 7 * day, Checkpoints: 7 * day, Runs: 30 * day, Usage: 90 * day,
@@ -183,7 +184,7 @@ func TestRetentionSweepOnStore(t *testing.T) {
 	require.Len(t, g, 1)
 	require.Equal(t, int64(3), g[0].Requests)
 	require.Equal(t, int64(30), g[0].InputTokens)
-	require.InDelta(t, 1.5, g[0].CostUSD, 1e-9)
+	require.Equal(t, money.FromUSD(1.5), g[0].CostUSD)
 
 	require.Equal(t, RetentionResult{}, s.SweepOnce(ctx), "nothing left to delete")
 }

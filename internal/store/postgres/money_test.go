@@ -10,7 +10,7 @@ import (
 	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 )
 
-// TestMigrationToNanosRoundsExistingAmounts: 0009_money_nanos turns the
+// TestMigrationToNanosRoundsExistingAmounts: 0010_money_nanos turns the
 // double precision dollar columns of a store written before it into bigint
 // nano-dollars, rounded (float noise such as 0.0018180000000000002 goes).
 func TestMigrationToNanosRoundsExistingAmounts(t *testing.T) {

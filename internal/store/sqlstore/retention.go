@@ -37,9 +37,9 @@ const (
 	qDeleteUsage = `DELETE FROM usage WHERE id IN (
 		SELECT id FROM usage WHERE created_at < $1 ORDER BY created_at LIMIT $2)
 		RETURNING created_at, tenant, key, agent, model, input_tokens, output_tokens,
-			cache_creation_input_tokens, cache_read_input_tokens, cost_usd`
+			cache_creation_input_tokens, cache_read_input_tokens, cost_nanos`
 	qUpsertUsageDaily = `INSERT INTO usage_daily (day, tenant, key, agent, model, calls, input_tokens,
-		output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd)
+		output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_nanos)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (tenant, day, key, agent, model) DO UPDATE SET
 			calls = usage_daily.calls + excluded.calls,
@@ -47,7 +47,7 @@ const (
 			output_tokens = usage_daily.output_tokens + excluded.output_tokens,
 			cache_creation_input_tokens = usage_daily.cache_creation_input_tokens + excluded.cache_creation_input_tokens,
 			cache_read_input_tokens = usage_daily.cache_read_input_tokens + excluded.cache_read_input_tokens,
-			cost_usd = usage_daily.cost_usd + excluded.cost_usd`
+			cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos`
 )
 
 // DayLayout is the format of a usage day: the UTC date.
@@ -126,7 +126,7 @@ func (s *Store) rollUpUsage(ctx context.Context, createdBefore time.Time, limit 
 			u  store.UsageTotals
 		)
 		if err := rows.Scan(s.d.ScanTime(&at), &k.tenant, &k.key, &k.agent, &k.model, &u.InputTokens, &u.OutputTokens,
-			&u.CacheCreationInputTokens, &u.CacheReadInputTokens, &u.CostUSD); err != nil {
+			&u.CacheCreationInputTokens, &u.CacheReadInputTokens, (*int64)(&u.CostUSD)); err != nil {
 			rows.Close()
 			return 0, err
 		}
@@ -168,7 +168,7 @@ func (s *Store) rollUpUsage(ctx context.Context, createdBefore time.Time, limit 
 	for _, k := range keys {
 		u := sums[k]
 		b.Queue(qUpsertUsageDaily, k.day, k.tenant, k.key, k.agent, k.model, u.Requests, u.InputTokens,
-			u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens, u.CostUSD)
+			u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens, int64(u.CostUSD))
 	}
 	br := tx.SendBatch(ctx, b)
 	for range keys {

@@ -120,7 +120,7 @@ func (s *Store) SumUsage(ctx context.Context, q store.UsageQuery) ([]store.Usage
 func qSumUsageDaily(grp string) string {
 	return `SELECT ` + grp + ` AS grp, CAST(SUM(calls) AS bigint), CAST(SUM(input_tokens) AS bigint),
 		CAST(SUM(output_tokens) AS bigint), CAST(SUM(cache_creation_input_tokens) AS bigint),
-		CAST(SUM(cache_read_input_tokens) AS bigint), CAST(SUM(cost_usd) AS double precision)
+		CAST(SUM(cache_read_input_tokens) AS bigint), CAST(SUM(cost_nanos) AS bigint)
 		FROM usage_daily WHERE tenant = $1 AND day >= $2 AND day < $3
 		GROUP BY grp ORDER BY grp`
 }
@@ -149,7 +149,7 @@ func (s *Store) sumUsageDaily(ctx context.Context, q store.UsageQuery) ([]store.
 	for rows.Next() {
 		var g store.UsageGroup
 		if err := rows.Scan(&g.Group, &g.Requests, &g.InputTokens, &g.OutputTokens,
-			&g.CacheCreationInputTokens, &g.CacheReadInputTokens, &g.CostUSD); err != nil {
+			&g.CacheCreationInputTokens, &g.CacheReadInputTokens, (*int64)(&g.CostUSD)); err != nil {
 			return nil, err
 		}
 		out = append(out, g)

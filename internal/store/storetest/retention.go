@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -151,13 +152,13 @@ func exerciseRetention[TTx any](t *testing.T, setup setupFunc[TTx]) {
 			return now.Truncate(24*time.Hour).AddDate(0, 0, -d).Add(h)
 		}
 		rows := []store.UsageRecord{
-			{Time: day(100, time.Hour), Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r1", InputTokens: 100, OutputTokens: 10, CacheCreationInputTokens: 5, CacheReadInputTokens: 1, CostUSD: 0.25},
-			{Time: day(100, 20*time.Hour), Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r2", InputTokens: 50, OutputTokens: 5, CostUSD: 0.125},
-			{Time: day(100, 21*time.Hour), Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m2", RunID: "r3", InputTokens: 7, CostUSD: 0.5},
-			{Time: day(95, 0), Tenant: "t1", Agent: "a1", Model: "m2", RunID: "r4", InputTokens: 1, OutputTokens: 1, CostUSD: 1},
-			{Time: day(95, 0), Tenant: "t2", Agent: "a1", Model: "m1", RunID: "r9", InputTokens: 999, CostUSD: 9},
+			{Time: day(100, time.Hour), Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r1", InputTokens: 100, OutputTokens: 10, CacheCreationInputTokens: 5, CacheReadInputTokens: 1, CostUSD: money.FromUSD(0.25)},
+			{Time: day(100, 20*time.Hour), Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r2", InputTokens: 50, OutputTokens: 5, CostUSD: money.FromUSD(0.125)},
+			{Time: day(100, 21*time.Hour), Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m2", RunID: "r3", InputTokens: 7, CostUSD: money.FromUSD(0.5)},
+			{Time: day(95, 0), Tenant: "t1", Agent: "a1", Model: "m2", RunID: "r4", InputTokens: 1, OutputTokens: 1, CostUSD: money.FromUSD(1)},
+			{Time: day(95, 0), Tenant: "t2", Agent: "a1", Model: "m1", RunID: "r9", InputTokens: 999, CostUSD: money.FromUSD(9)},
 			// Recent rows stay as they are.
-			{Time: day(1, time.Hour), Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r5", InputTokens: 3, CostUSD: 0.375},
+			{Time: day(1, time.Hour), Tenant: "t1", Agent: "a1", Model: "m1", RunID: "r5", InputTokens: 3, CostUSD: money.FromUSD(0.375)},
 			{Time: day(0, 0), Tenant: "t1", Key: "key_1", Agent: "a2", Model: "m1", RunID: "r6", Cached: true},
 		}
 		for _, r := range rows {
@@ -181,9 +182,6 @@ func exerciseRetention[TTx any](t *testing.T, setup setupFunc[TTx]) {
 			for _, q := range queries() {
 				g, err := u.SumUsage(ctx, q)
 				require.NoError(t, err)
-				for i := range g {
-					g[i].CostUSD = float64(int64(g[i].CostUSD*1e6+0.5)) / 1e6 // compare to the micro-dollar
-				}
 				out = append(out, g)
 			}
 			return out

@@ -1,4 +1,4 @@
--- 0009_money_nanos: money is kept exact, as integer nano-dollars (1e-9 USD,
+-- 0010_money_nanos: money is kept exact, as integer nano-dollars (1e-9 USD,
 -- internal/money), instead of REAL dollars whose sums showed artifacts such
 -- as 0.0018180000000000002. Every amount column becomes an INTEGER column
 -- of nano-dollars under a name that says so; existing values are rounded to
@@ -22,3 +22,7 @@ ALTER TABLE budget_counters DROP COLUMN spent_usd;
 ALTER TABLE budget_reservations ADD COLUMN amount_nanos INTEGER NOT NULL DEFAULT 0;
 UPDATE budget_reservations SET amount_nanos = CAST(ROUND(amount_usd * 1000000000) AS INTEGER);
 ALTER TABLE budget_reservations DROP COLUMN amount_usd;
+
+ALTER TABLE usage_daily ADD COLUMN cost_nanos INTEGER NOT NULL DEFAULT 0;
+UPDATE usage_daily SET cost_nanos = CAST(ROUND(cost_usd * 1000000000) AS INTEGER) WHERE cost_usd <> 0;
+ALTER TABLE usage_daily DROP COLUMN cost_usd;
