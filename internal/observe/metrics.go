@@ -98,8 +98,8 @@ func NewMetrics(version string) *Metrics {
 		}),
 	}
 	m.LLMCost = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "agentd_llm_cost_usd_total", Help: "Cost of model calls in USD (agentd's pricing table), by the model that answered.",
-	}, []string{"model"})
+		Name: "agentd_llm_cost_usd_total", Help: "Cost of model calls in USD (agentd's pricing table), by agent (\"gateway\" for /v1/messages) and the model that answered.",
+	}, []string{"agent", "model"})
 	m.LLMUnpriced = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agentd_llm_unpriced_requests_total", Help: "Model calls recorded at cost 0 because the pricing table has no price for the model.",
 	}, []string{"model"})
@@ -166,9 +166,9 @@ func (m *Metrics) AddTokens(agent, model string, input, output, cacheCreation, c
 	add("cache_read", cacheRead)
 }
 
-// AddCost records the cost of a model call; unpriced: the pricing table has
-// no price for model (the call was recorded at cost 0).
-func (m *Metrics) AddCost(model string, usd float64, unpriced bool) {
+// AddCost records the cost of a model call of agent; unpriced: the pricing
+// table has no price for model (the call was recorded at cost 0).
+func (m *Metrics) AddCost(agent, model string, usd float64, unpriced bool) {
 	if m == nil {
 		return
 	}
@@ -176,7 +176,7 @@ func (m *Metrics) AddCost(model string, usd float64, unpriced bool) {
 		m.LLMUnpriced.WithLabelValues(model).Inc()
 	}
 	if usd > 0 {
-		m.LLMCost.WithLabelValues(model).Add(usd)
+		m.LLMCost.WithLabelValues(agent, model).Add(usd)
 	}
 }
 

@@ -232,7 +232,7 @@ func (c *Call) Settle(ctx context.Context, resp *llm.Response) money.Nanos {
 	if resp.Cached {
 		usd, known = 0, true
 	}
-	m.Metrics.AddCost(answered, usd.USD(), !known && m.Pricing != nil)
+	m.Metrics.AddCost(info.Agent, answered, usd.USD(), !known && m.Pricing != nil)
 	if m.Usage != nil {
 		rec := store.UsageRecord{
 			Time: time.Now().UTC(), Tenant: info.Tenant, Key: info.Key, Agent: info.Agent, Model: answered,

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/budget"
@@ -13,6 +14,7 @@ import (
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/metered"
 	"github.com/agentd/agentd/internal/money"
+	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -139,4 +141,28 @@ func TestRefusalsAndAbort(t *testing.T) {
 	var none *metered.Call
 	none.Abort(t.Context(), nil)
 	require.Zero(t, none.Settle(t.Context(), &llm.Response{Usage: llm.Usage{InputTokens: 1}}))
+}
+
+// The cost metric says which agent spent it, next to the model; the
+// gateway's calls count as agent "gateway".
+func TestCostMetricByAgentAndModel(t *testing.T) {
+	t.Parallel()
+	_, m := setup()
+	m.Metrics = observe.NewMetrics("test")
+	u := llm.Usage{InputTokens: 1000, OutputTokens: 1000}
+	for _, agent := range []string{"demo", "gateway", "demo"} {
+		_, call, err := m.Begin(t.Context(), metered.CallInfo{Tenant: "t1", Agent: agent, Model: "claude-haiku-4-5"}, nil)
+		require.NoError(t, err)
+		call.Settle(t.Context(), &llm.Response{Model: "claude-haiku-4-5", Usage: u})
+	}
+	one := (1000*1.0 + 1000*5.0) / 1e6 // haiku: $1 in, $5 out per MTok
+	require.InDelta(t, 2*one, counter(t, m.Metrics, "demo"), 1e-12)
+	require.InDelta(t, one, counter(t, m.Metrics, "gateway"), 1e-12)
+}
+
+func counter(t *testing.T, m *observe.Metrics, agent string) float64 {
+	t.Helper()
+	var d dto.Metric
+	require.NoError(t, m.LLMCost.WithLabelValues(agent, "claude-haiku-4-5").Write(&d))
+	return d.GetCounter().GetValue()
 }
