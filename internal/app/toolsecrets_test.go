@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/agentd/agentd/internal/config"
 )
 
 // A tool secret rotated in its file while agentd runs reaches the other
@@ -25,27 +22,10 @@ func TestRotatedToolSecretReachesRedactors(t *testing.T) {
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "crm_token")
 	require.NoError(t, os.WriteFile(secretFile, []byte("crm-old-token-1111\n"), 0o600))
-	yaml := fmt.Sprintf(`server:
-  addr: 127.0.0.1:0
-  drain_delay: 0s
-store:
-  url: sqlite://%s
-auth:
-  mode: none
-secrets:
+	a, logs := newTestAppIn(t, dir, `secrets:
   crm_token: ${file:crm_token}
 secrets_refresh: {poll_interval: 100ms}
-agents:
-  - name: demo
-    model: claude-sonnet-4-5
-`, filepath.ToSlash(filepath.Join(dir, "agentd.db")))
-	path := filepath.Join(dir, "agentd.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
-	cfg, err := config.Load(path, nil)
-	require.NoError(t, err)
-	logs := &syncLog{}
-	a, err := New(t.Context(), cfg, Options{LogOutput: logs, Version: "test"})
-	require.NoError(t, err)
+`)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- a.Run(ctx) }()

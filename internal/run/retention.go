@@ -53,16 +53,7 @@ type RetentionResult struct {
 
 // Run sweeps until ctx is done; it returns nil then.
 func (s *RetentionSweeper) Run(ctx context.Context) error {
-	t := time.NewTicker(s.Interval)
-	defer t.Stop()
-	for {
-		s.SweepOnce(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	return every(ctx, s.Interval, func(ctx context.Context) { s.SweepOnce(ctx) })
 }
 
 // SweepOnce deletes what is older than its retention now. An error on one

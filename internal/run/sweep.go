@@ -24,10 +24,16 @@ type Sweeper struct {
 
 // Run sweeps until ctx is done; it returns nil then.
 func (s *Sweeper) Run(ctx context.Context) error {
-	t := time.NewTicker(s.Interval)
+	return every(ctx, s.Interval, s.SweepOnce)
+}
+
+// every calls fn at once and then every interval until ctx is done; it
+// returns nil then (the sweepers' loop).
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) error {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		s.SweepOnce(ctx)
+		fn(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
