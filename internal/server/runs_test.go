@@ -1054,9 +1054,10 @@ func TestRunsCancelRunning(t *testing.T) {
 		final := b.waitRun(t, sub.ID, "succeeded", "failed", "canceled")
 		took := time.Since(start)
 		require.Equal(t, "canceled", final.Status)
-		// ~50ms when idle; the bound leaves room for a loaded -race run
-		// (SQLite's single write connection is shared with River's polling).
-		require.Less(t, took, 2500*time.Millisecond, "in-process cancellation is immediate")
+		// ~50ms when idle. The bound only has to tell "cancelled the call"
+		// from "waited for the model" (5 s) or for a lease renewal (10 s),
+		// with room for a loaded -race run on 2 cores (2.8 s seen).
+		require.Less(t, took, 4*time.Second, "in-process cancellation does not wait for the model")
 		require.Equal(t, "canceled: the run was canceled", final.Error)
 		require.NotNil(t, final.FinishedAt)
 		require.Nil(t, final.Output)
