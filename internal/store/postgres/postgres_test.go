@@ -326,22 +326,13 @@ func TestReclaimSkipsLocked(t *testing.T) {
 	require.Zero(t, n, "a's reclaim committed: nothing left")
 }
 
-// TestAuditDeleteGuard: below the store, the database itself refuses to
-// delete an audit row younger than 30 days and to update any row; an older
-// row may be deleted (retention).
+// TestAuditDeleteGuard: the database itself guards the audit log
+// (storetest.ExerciseAuditGuard).
 func TestAuditDeleteGuard(t *testing.T) {
 	t.Parallel()
 	s := newTestStore(t)
-	ctx := t.Context()
-	for id, ago := range map[string]time.Duration{"young": 29 * 24 * time.Hour, "old": 31 * 24 * time.Hour} {
-		require.NoError(t, s.AppendAudit(ctx, store.AuditEntry{Time: time.Now().Add(-ago), Tenant: "t", Agent: "a",
-			RunID: "r", ToolUseID: id, Tool: "kv", Phase: store.AuditCall, IdempotencyKey: id, Outcome: "started"}))
-	}
-	_, err := s.pool.Exec(ctx, `DELETE FROM audit WHERE tool_use_id = 'young'`)
-	require.ErrorContains(t, err, "append-only")
-	_, err = s.pool.Exec(ctx, `UPDATE audit SET outcome = 'x' WHERE tool_use_id = 'old'`)
-	require.ErrorContains(t, err, "append-only")
-	tag, err := s.pool.Exec(ctx, `DELETE FROM audit WHERE tool_use_id = 'old'`)
-	require.NoError(t, err)
-	require.EqualValues(t, 1, tag.RowsAffected())
+	storetest.ExerciseAuditGuard(t, s, func(ctx context.Context, sql string) (int64, error) {
+		tag, err := s.pool.Exec(ctx, sql)
+		return tag.RowsAffected(), err
+	})
 }
