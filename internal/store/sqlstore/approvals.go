@@ -27,8 +27,8 @@ const (
 		ORDER BY a.expires_at LIMIT $2`
 	// Takes the run's row lock (PostgreSQL) so that decisions on the calls
 	// of one run serialize: the last one sees every other as decided.
-	qLockRun     = `UPDATE runs SET status = status WHERE id = $1 AND tenant = $2 RETURNING status`
-	qDecide      = `UPDATE run_approvals SET decision = $3, reason = $4, decided_by = $5, decided_at = $6
+	qLockRun = `UPDATE runs SET status = status WHERE id = $1 AND tenant = $2 RETURNING status`
+	qDecide  = `UPDATE run_approvals SET decision = $3, reason = $4, decided_by = $5, decided_at = $6
 		WHERE run_id = $1 AND tool_use_id = $2 AND decision = ''
 		RETURNING ` + approvalColumns
 	qApproval    = `SELECT ` + approvalColumns + ` FROM run_approvals WHERE run_id = $1 AND tool_use_id = $2`
