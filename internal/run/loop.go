@@ -254,6 +254,11 @@ func endRunSpan(span trace.Span, res *Result, err error) {
 	if res.StopReason != "" {
 		span.SetAttributes(attribute.String("agentd.stop_reason", res.StopReason))
 	}
+	if errors.Is(err, ErrRequiresAction) {
+		// Paused, not failed.
+		span.SetAttributes(attribute.Bool("agentd.requires_action", true))
+		err = nil
+	}
 	observe.EndSpan(span, err)
 }
 

@@ -77,7 +77,7 @@ func (s *Server) handleDecide(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Approval run.ApprovalBody `json:"approval"`
-		Run      run.RunBody  `json:"run"`
+		Run      run.RunBody      `json:"run"`
 	}{run.NewApprovalBody(a), s.runBody(r, rn)})
 }
 
