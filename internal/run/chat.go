@@ -399,7 +399,9 @@ func (c *Chat) pause(ctx context.Context, res Result, cp *store.Checkpoint, even
 		return fmt.Errorf("pause run: %w", err)
 	}
 	for _, a := range approvals {
-		s.auditApproval(ctx, c.agent.Name, a, "requested", "", "", 0)
+		if a.Kind == store.ApprovalKindApproval {
+			s.auditApproval(ctx, c.agent.Name, a, "requested", "", "", 0)
+		}
 	}
 	s.Metrics.ObserveRun(c.agent.Name, string(store.RunRequiresAction), res.Steps, time.Since(c.started))
 	return nil

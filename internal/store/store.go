@@ -285,7 +285,7 @@ type QueueStats struct {
 	// Running counts runs being executed.
 	Running int
 	// PendingApprovals counts tool calls of paused runs that wait for a
-	// decision (see Approvals).
+	// person's decision (kind approval; see Approvals).
 	PendingApprovals int
 }
 

@@ -41,7 +41,7 @@ const (
 		SELECT 'running', '', count(*), NULL FROM runs WHERE status = 'running'
 		UNION ALL
 		SELECT 'approvals', '', count(*), NULL FROM run_approvals a JOIN runs r ON r.id = a.run_id
-			WHERE a.decision = '' AND r.status = 'requires_action'`
+			WHERE a.decision = '' AND a.kind = 'approval' AND r.status = 'requires_action'`
 )
 
 // ClaimRun makes p.Owner the run's executor with a lease until

@@ -2,8 +2,10 @@
 -- (store.Approvals).
 --
 --   * run_approvals: one row per tool call of a paused run that waits for
---     a decision; decision '' while pending, then 'approve', 'deny' or
---     'timeout' (denied because nobody decided before expires_at). The
+--     a decision; kind 'approval' (a person approves or denies agentd
+--     running it) or 'custom_tool' (the client runs the tool and sends its
+--     result: decision 'result', result and is_error); decision '' while
+--     pending, then 'approve', 'deny', 'result' or 'timeout' (denied because nobody decided before expires_at). The
 --     row is written when the run pauses (status 'requires_action') and
 --     updated once, by the decision; it goes with its run.
 --   * run_approvals_pending_expires_at: the timeout sweep, oldest first.
@@ -23,10 +25,13 @@ CREATE TABLE run_approvals (
     input        TEXT,
     requested_at INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,
-    decision     TEXT    NOT NULL DEFAULT '' CHECK (decision IN ('', 'approve', 'deny', 'timeout')),
+    kind         TEXT    NOT NULL DEFAULT 'approval' CHECK (kind IN ('approval', 'custom_tool')),
+    decision     TEXT    NOT NULL DEFAULT '' CHECK (decision IN ('', 'approve', 'deny', 'timeout', 'result')),
     reason       TEXT    NOT NULL DEFAULT '',
     decided_by   TEXT    NOT NULL DEFAULT '',
     decided_at   INTEGER,
+    result       TEXT,
+    is_error     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, tool_use_id)
 );
 
