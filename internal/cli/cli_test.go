@@ -88,7 +88,7 @@ func launch(dir string, o serverOptions) (*testServer, func() error, error) {
 	}
 	yaml := fmt.Sprintf(`server:
   addr: 127.0.0.1:0
-  drain_delay: 0s
+  drain_delay: 1ms # 0s would mean the default, 5s
 store:
   url: sqlite://%s
 auth:
