@@ -340,6 +340,10 @@ func TestRunsSubmitGetListCancel(t *testing.T) {
 
 	r = ts.cli(t, "", nil, "runs", "get", "run_nope")
 	require.EqualError(t, r.err, "404 not_found: run not found")
+	r = ts.cli(t, "", nil, "runs", "tail", "run_nope")
+	require.EqualError(t, r.err, "404 not_found: run not found", "a missing run is not retried")
+	r = ts.cli(t, "", nil, "runs", "cancel", "run_nope")
+	require.EqualError(t, r.err, "404 not_found: run not found")
 	r = ts.cli(t, "", nil, "runs", "list", "-status", "bogus")
 	require.ErrorContains(t, r.err, "400 invalid_request: status: must be one of")
 }
