@@ -329,13 +329,15 @@ func (t *tailer) run(ctx context.Context) error {
 		var (
 			re *RunError
 			ue *UnreachableError
+			oe *outputError
+			ae *APIError
 		)
-		if errors.As(err, &re) || ctx.Err() != nil || (attempt == 0 && errors.As(err, &ue)) {
+		switch {
+		case errors.As(err, &re), errors.As(err, &oe), ctx.Err() != nil:
+			return err
+		case attempt == 0 && errors.As(err, &ue):
 			return err // a server that was never reached is not waited for
-		}
-		var ae *APIError
-		if errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable && ae.Status != http.StatusTooManyRequests &&
-			ae.Status < 500 {
+		case errors.As(err, &ae) && ae.Status < 500 && ae.Status != http.StatusTooManyRequests:
 			return err // 404, 401, ...: retrying does not help
 		}
 		if errors.Is(err, errStreamEnded) {
@@ -364,6 +366,13 @@ func (t *tailer) run(ctx context.Context) error {
 		wait = min(2*wait, reconnectMax)
 	}
 }
+
+// outputError is a failed write to the output (a closed pipe): the end,
+// not a reason to reconnect.
+type outputError struct{ err error }
+
+func (e *outputError) Error() string { return "write output: " + e.err.Error() }
+func (e *outputError) Unwrap() error { return e.err }
 
 // errStreamEnded is a stream the server ended cleanly before the run's
 // last event.
@@ -400,7 +409,7 @@ func (t *tailer) follow(ctx context.Context) (progressed bool, err error) {
 		t.last, progressed = ev.ID, true
 		if t.json {
 			if err := writeJSONEvent(t.out, ev); err != nil {
-				return progressed, err
+				return progressed, &outputError{err}
 			}
 		} else {
 			t.render.render(ev)
