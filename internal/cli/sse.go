@@ -200,11 +200,11 @@ func (r *renderer) render(ev event) {
 	case "tool_result":
 		var d toolResult
 		_ = json.Unmarshal(ev.Data, &d)
-		mark := "→"
+		mark, content := "→", shorten(d.Content, maxResultShown)
 		if d.IsError {
-			mark = "✗ error:"
+			mark, content = "✗", "error: "+content
 		}
-		r.line("  %s %s (%d ms) %s", d.Name, mark, d.DurationMS, shorten(d.Content, maxResultShown))
+		r.line("  %s %s (%d ms) %s", d.Name, mark, d.DurationMS, content)
 	case "usage":
 		// Summed up in done.
 	case "resumed":
