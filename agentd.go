@@ -17,6 +17,7 @@ package agentd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,7 @@ import (
 	"github.com/agentd/agentd/internal/app"
 	"github.com/agentd/agentd/internal/config"
 	agentrun "github.com/agentd/agentd/internal/run"
+	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/tool"
 )
 
@@ -218,6 +220,20 @@ type ChatRequest struct {
 	// MaxCostUSD caps the turn's cost (it can lower the agent's cap, not
 	// raise it). Defaults to 0: the agent's cap only.
 	MaxCostUSD float64
+	// OnEvent, when set, sees every event of the turn as it happens (the
+	// model's text as it is generated, tool calls and results), on the
+	// run's goroutine: it should not block.
+	OnEvent func(Event)
+}
+
+// Event is one event of a run, as the streaming API sends it
+// (docs/api.md#streaming-stream-true): Type is start, text_delta,
+// tool_use, tool_result, usage, done or error (more may come), Data its
+// JSON payload, Seq its number in the run (1, 2, 3, ...).
+type Event struct {
+	Seq  int64
+	Type string
+	Data json.RawMessage
 }
 
 // Answer is the result of a chat turn: the fields of POST /v1/chat's
@@ -251,8 +267,12 @@ func (s *Server) Chat(ctx context.Context, req ChatRequest) (*Answer, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	var onEvent func(store.Event)
+	if req.OnEvent != nil {
+		onEvent = func(e store.Event) { req.OnEvent(Event{Seq: e.Seq, Type: e.Type, Data: e.Data}) }
+	}
 	a, err := s.app.Chat(ctx, agentrun.ChatParams{Tenant: req.Tenant, Agent: req.Agent,
-		ConversationID: req.ConversationID, Message: req.Message, MaxCostUSD: req.MaxCostUSD})
+		ConversationID: req.ConversationID, Message: req.Message, MaxCostUSD: req.MaxCostUSD}, onEvent)
 	if err != nil {
 		return nil, fmt.Errorf("agentd: chat with %s: %w", req.Agent, err)
 	}

@@ -122,8 +122,20 @@ func TestServerEmbedded(t *testing.T) {
 	go func() { errc <- srv.Run(ctx) }()
 	<-srv.Ready()
 
-	ans, err := srv.Chat(ctx, ChatRequest{Agent: "helper", Message: "Look it up. Use the lookup tool."})
+	var events []Event
+	ans, err := srv.Chat(ctx, ChatRequest{Agent: "helper", Message: "Look it up. Use the lookup tool.",
+		OnEvent: func(e Event) { events = append(events, e) }})
 	require.NoError(t, err)
+	require.Equal(t, "start", events[0].Type)
+	require.Equal(t, "done", events[len(events)-1].Type)
+	var types []string
+	for i, e := range events {
+		require.Equal(t, int64(i+1), e.Seq)
+		types = append(types, e.Type)
+	}
+	require.Contains(t, types, "text_delta")
+	require.Contains(t, types, "tool_use")
+	require.Contains(t, types, "tool_result")
 	require.Equal(t, `Tool results: [lookup] => "value-of-example"`, ans.Text)
 	require.Equal(t, 2, ans.Steps)
 	require.Equal(t, lookupInput{Key: "example", Limit: 1}, <-calls, "the simulator fills strings with \"example\", numbers with 1")

@@ -6,6 +6,7 @@ import (
 
 	agentrun "github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
+	"github.com/agentd/agentd/internal/store"
 )
 
 // ErrNotServing is returned by Chat before Run serves or after it
@@ -23,9 +24,10 @@ func (a *App) Drain() { a.requestDrain() }
 // Chat runs one chat turn in-process, as POST /v1/chat does without its
 // HTTP layer (no authentication, rate limits or admission; budgets,
 // max_cost_usd, tools and the conversation rules apply), and returns the
-// answer. The tenant defaults to the one of auth.mode none. Call it while
-// Run serves (after Ready).
-func (a *App) Chat(ctx context.Context, p agentrun.ChatParams) (agentrun.Answer, error) {
+// answer; onEvent (may be nil) sees every event of the run as it happens.
+// The tenant defaults to the one of auth.mode none. Call it while Run
+// serves (after Ready).
+func (a *App) Chat(ctx context.Context, p agentrun.ChatParams, onEvent func(store.Event)) (agentrun.Answer, error) {
 	select {
 	case <-a.ready:
 	default:
@@ -41,5 +43,5 @@ func (a *App) Chat(ctx context.Context, p agentrun.ChatParams) (agentrun.Answer,
 	if err != nil {
 		return agentrun.Answer{}, err
 	}
-	return c.Execute(ctx, nil)
+	return c.Execute(ctx, onEvent)
 }
