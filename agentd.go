@@ -79,9 +79,9 @@ func WithTools(tools ...Tool) Option {
 // JSON on stderr at Config.Log's level.
 func WithLogger(logger *slog.Logger) Option { return func(o *options) { o.logger = logger } }
 
-// WithRegistry registers agentd's Prometheus metrics on reg (which must not
-// hold agentd's metrics already) instead of a registry of its own; /metrics
-// serves reg.
+// WithRegistry registers agentd's Prometheus metrics on reg instead of a
+// registry of its own; /metrics serves reg. One Server per registry: New
+// refuses a registry that holds agentd's metrics already.
 func WithRegistry(reg *prometheus.Registry) Option { return func(o *options) { o.registry = reg } }
 
 // WithStore sets the store: "sqlite:///path/agentd.db" (embedded, the
@@ -121,6 +121,9 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	if err := checkToolNames(o.tools); err != nil {
 		return nil, err
 	}
+	if err := checkRegistry(o.registry); err != nil {
+		return nil, err
+	}
 	c := copyConfig(cfg)
 	if o.storeURL != "" {
 		c.Store.URL = o.storeURL
@@ -156,6 +159,25 @@ func checkToolNames(tools []tool.Tool) error {
 			return fmt.Errorf("agentd: Go tool %q is given twice", name)
 		}
 		seen[name] = true
+	}
+	return nil
+}
+
+// checkRegistry refuses a registry that holds agentd's metrics already
+// (of another Server: they stay registered after it stopped), which
+// registering again would panic on.
+func checkRegistry(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		return fmt.Errorf("agentd: WithRegistry: %w", err)
+	}
+	for _, f := range families {
+		if f.GetName() == "agentd_build_info" {
+			return errors.New("agentd: WithRegistry: the registry holds agentd's metrics already (one Server per registry)")
+		}
 	}
 	return nil
 }

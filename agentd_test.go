@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -172,6 +173,8 @@ func TestServerEmbedded(t *testing.T) {
 	require.Contains(t, string(body), `agentd_build_info{version="v-test"} 1`)
 
 	require.Contains(t, logs.String(), `"msg":"agentd ready"`)
+	_, err = New(ctx, testConfig(t), WithTools(lookup), WithRegistry(reg))
+	require.ErrorContains(t, err, "the registry holds agentd's metrics already", "an error, not a panic")
 
 	require.NoError(t, srv.Shutdown(ctx))
 	select {
@@ -183,6 +186,22 @@ func TestServerEmbedded(t *testing.T) {
 	_, err = srv.Chat(ctx, ChatRequest{Agent: "helper", Message: "late"})
 	require.ErrorIs(t, err, ErrNotServing)
 	require.ErrorContains(t, srv.Run(ctx), "Run called twice")
+}
+
+// LoadConfig reads the YAML file as agentd serve does.
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agentd.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("agents:\n  - name: filed\n    model: claude-sonnet-4-5\n    max_steps: 3\n"), 0o600))
+	t.Setenv("AGENTD_LOG_LEVEL", "debug")
+	cfg, err := LoadConfig(path)
+	require.NoError(t, err)
+	require.Equal(t, "filed", cfg.Agents[0].Name)
+	require.Equal(t, 3, cfg.Agents[0].MaxSteps)
+	require.Equal(t, "debug", cfg.Log.Level, "AGENTD_* overrides apply")
+	require.NoError(t, os.WriteFile(path, []byte("agents:\n  - name: filed\n    modle: x\n"), 0o600))
+	_, err = LoadConfig(path)
+	require.ErrorContains(t, err, "modle")
 }
 
 // Configuration mistakes fail New with the field's path.
