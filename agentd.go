@@ -45,6 +45,15 @@ type Config = config.Config
 // HTTP tools and the Go tools given with [WithTools].
 type Agent = config.Agent
 
+// HTTPTool is one HTTP tool of Config.Tools.HTTP (docs/tools.md).
+type HTTPTool = config.HTTPTool
+
+// MCPServer is one MCP server of Config.Tools.MCPServers (docs/tools.md).
+type MCPServer = config.MCPServer
+
+// AgentMCP gives an agent tools of an MCP server (Agent.MCP).
+type AgentMCP = config.AgentMCP
+
 // Secret is a configuration value that is never printed or logged, such
 // as Config.Providers.Anthropic.APIKey.
 type Secret = config.Secret
