@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/budget"
@@ -61,6 +63,15 @@ type Options struct {
 	// Started is when the process started (startup_ms in the logs).
 	// Defaults to the time New is called.
 	Started time.Time
+	// Logger, when set, receives the logs instead of LogOutput (in its
+	// own format and level); secrets are scrubbed from it as from ours.
+	Logger *slog.Logger
+	// Registry, when set, holds agentd's metrics instead of a registry
+	// of its own (served at /metrics either way).
+	Registry *prometheus.Registry
+	// Tools are Go tools added to the built-in ones: agents[].tools name
+	// them. Defaults to none.
+	Tools []tool.Tool
 }
 
 // App is one agentd process, built by New and run by Run.
@@ -91,6 +102,8 @@ type App struct {
 
 	drainRequested chan struct{}
 	drainOnce      sync.Once
+	svc            *agentrun.Service // in-process chat (embed.go)
+	ready          chan struct{}     // closed once serving
 }
 
 type loop struct {
@@ -143,7 +156,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		opts.Started = time.Now()
 	}
 	a := &App{cfg: cfg, opts: opts, serveAPI: opts.Role != RoleWorker, runWorker: opts.Role != RoleAPI,
-		base: context.WithoutCancel(ctx), drainRequested: make(chan struct{})}
+		base: context.WithoutCancel(ctx), drainRequested: make(chan struct{}), ready: make(chan struct{})}
 	a.bg, a.stopBG = context.WithCancel(a.base)
 	defer func() {
 		if err != nil {
@@ -156,6 +169,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	log, err := observe.NewLogger(opts.LogOutput, cfg.Log.Format, cfg.Log.Level, observe.WithRedaction(redactor))
 	if err != nil {
 		return nil, fmt.Errorf("log: %w", err)
+	}
+	if opts.Logger != nil {
+		log = observe.NewLoggerFromHandler(opts.Logger.Handler(), observe.WithRedaction(redactor))
 	}
 	a.log = log
 	shutdownTracing, err := observe.SetupTracing(ctx, observe.TracingConfig{
@@ -183,7 +199,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	// Tool config errors (unknown tool, HTTP tool that does not build)
 	// fail before anything starts; MCP servers start once the store (the
 	// audit log) is up.
-	if err := toolset.Check(cfg); err != nil {
+	builtins := append(tool.Builtins(nil), opts.Tools...)
+	if err := toolset.CheckWith(cfg, builtins); err != nil {
 		return nil, err
 	}
 	if a.ln, err = net.Listen("tcp", cfg.Server.Addr); err != nil {
@@ -217,10 +234,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	a.onClose(a.stopBG) // the background context ends before Redis and the store close
 
 	metrics := observe.NewMetrics(opts.Version)
+	if opts.Registry != nil {
+		metrics = observe.NewMetricsOn(opts.Registry, opts.Version)
+	}
 	a.metrics = metrics
 	tools, err := toolset.Start(ctx, cfg, toolset.Options{
 		Log: log.With("component", "tools"), Metrics: tool.NewMetrics(metrics.Registry), Audit: st,
 		SecretsChanged: redactor.SetExtra, // rotated tool secrets stay out of logs
+		Builtins:       builtins,
 	})
 	if err != nil {
 		return nil, err
@@ -279,6 +300,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	svc := &agentrun.Service{Loop: runLoop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub, IdempotencyTTL: cfg.Runs.IdempotencyTTL,
 		Audit: st, Redact: func(in json.RawMessage) json.RawMessage { return tool.RedactInput(in, tools.Secrets()) }}
+	a.svc = svc
 	if cfg.Redaction.Messages != config.MessageSecretsOff {
 		svc.Secrets = agentrun.NewMessageGuard(cfg.Redaction.Messages == config.MessageSecretsScrub,
 			observe.MinSecretLen, cfg.AllSecretValues()...)
@@ -435,6 +457,7 @@ func (a *App) serve(ctx context.Context, stop <-chan struct{}) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.srv.Serve(a.ln) }()
 	a.health.SetReady(true)
+	close(a.ready)
 	log.Info("agentd ready", "addr", a.ln.Addr().String(), "role", a.opts.Role, "startup_ms", time.Since(a.opts.Started).Milliseconds())
 
 	select {

@@ -111,8 +111,13 @@ func (s *Set) Stop() {
 // agents[i].tools[j] names a built-in or HTTP tool, HTTP tool names do not
 // clash with built-in ones, and every HTTP tool and MCP server builds.
 // Errors carry the field path.
-func Check(cfg *config.Config) error {
-	_, _, err := build(cfg, Options{Log: slog.New(slog.DiscardHandler)}, false)
+func Check(cfg *config.Config) error { return CheckWith(cfg, nil) }
+
+// CheckWith is Check with builtins as the built-in tools (nil:
+// tool.Builtins(nil)), e.g. with the Go tools of a program embedding
+// agentd.
+func CheckWith(cfg *config.Config, builtins []tool.Tool) error {
+	_, _, err := build(cfg, Options{Log: slog.New(slog.DiscardHandler), Builtins: builtins}, false)
 	return err
 }
 
