@@ -39,8 +39,10 @@ type Metrics struct {
 	BudgetRemaining *prometheus.GaugeVec
 	BudgetRejected  *prometheus.CounterVec
 	// RetentionDeleted counts rows the retention sweeper removed, by table
-	// (run_events, checkpoints, runs, usage, audit).
+	// (run_events, checkpoints, runs, usage, audit, feedback).
 	RetentionDeleted *prometheus.CounterVec
+	// Feedback counts people's ratings of runs (see ObserveFeedback).
+	Feedback *prometheus.CounterVec
 }
 
 // latencyBuckets span agent timescales: 5 ms to 5 minutes.
@@ -138,6 +140,8 @@ func NewMetrics(version string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	reg.MustRegister(m.RetentionDeleted)
+	m.Feedback = newFeedbackCounter()
+	reg.MustRegister(m.Feedback)
 	return m
 }
 
