@@ -252,12 +252,12 @@ func parseTimeRange(r *http.Request) (from, to time.Time, err error) {
 	return from, to, nil
 }
 
-// handleListFeedback serves GET /v1/feedback?agent=&rating=&from=&to=
-// &limit=&cursor=: the tenant's feedback, newest first, in pages.
+// handleListFeedback serves GET /v1/feedback?agent=&run_id=&rating=&from=
+// &to=&limit=&cursor=: the tenant's feedback, newest first, in pages.
 func (s *Server) handleListFeedback(fs FeedbackStore) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		p := store.ListFeedbackParams{Tenant: s.tenant(r), Agent: q.Get("agent"), Limit: 50}
+		p := store.ListFeedbackParams{Tenant: s.tenant(r), Agent: q.Get("agent"), RunID: q.Get("run_id"), Limit: 50}
 		var err error
 		if v := q.Get("rating"); v != "" {
 			if p.Rating, err = parseRating(v); err != nil {

@@ -292,12 +292,13 @@ func TestFeedbackListFiltersAndCursor(t *testing.T) {
 			agent  string
 			rating int
 		}
-		var ids []string // in the order given: oldest first
+		var ids, runIDs []string // in the order given: oldest first
 		for _, r := range []rated{{demoAgent, 1}, {demoAgent, -1}, {otherAgent, 1}, {demoAgent, 1}, {otherAgent, -1}} {
 			runID := b.chatRun(t, r.agent, key.bearer())
 			resp := b.postFeedback(t, runID, map[string]any{"rating": r.rating}, key.bearer())
 			require.Equal(t, http.StatusCreated, resp.Status, "body: %s", resp.Body)
 			ids = append(ids, decodeFeedback(t, resp.Body).ID)
+			runIDs = append(runIDs, runID)
 		}
 		newestFirst := func(idx ...int) []string {
 			out := []string{}
@@ -320,6 +321,11 @@ func TestFeedbackListFiltersAndCursor(t *testing.T) {
 		require.Equal(t, newestFirst(1, 4), idsOf(b.listFeedback(t, "?rating=negative", key.bearer())))
 		require.Equal(t, newestFirst(2), idsOf(b.listFeedback(t, "?agent=other&rating=positive", key.bearer())))
 		require.Empty(t, b.listFeedback(t, "?agent=nobody", key.bearer()).Feedback)
+		// One run's feedback (what a console shows on the run).
+		l := b.listFeedback(t, "?run_id="+runIDs[2], key.bearer())
+		require.Equal(t, newestFirst(2), idsOf(l))
+		require.Equal(t, runIDs[2], l.Feedback[0].RunID)
+		require.Empty(t, b.listFeedback(t, "?run_id=run_nope", key.bearer()).Feedback)
 
 		// Time bounds: everything is from today.
 		today := time.Now().UTC().Format(time.DateOnly)
@@ -341,7 +347,7 @@ func TestFeedbackListFiltersAndCursor(t *testing.T) {
 			query = "?limit=2&cursor=" + url.QueryEscape(l.NextCursor)
 		}
 		require.Equal(t, newestFirst(0, 1, 2, 3, 4), got)
-		l := b.listFeedback(t, "?agent=demo&limit=2", key.bearer())
+		l = b.listFeedback(t, "?agent=demo&limit=2", key.bearer())
 		require.Equal(t, newestFirst(1, 3), idsOf(l))
 		l = b.listFeedback(t, "?agent=demo&limit=2&cursor="+url.QueryEscape(l.NextCursor), key.bearer())
 		require.Equal(t, newestFirst(0), idsOf(l))

@@ -46,8 +46,9 @@ type FeedbackEntry struct {
 // first: by UpdatedAt, then ID, both descending.
 type ListFeedbackParams struct {
 	Tenant string
-	// Agent and Rating filter when not empty / not 0.
+	// Agent, RunID and Rating filter when not empty / not 0.
 	Agent  string
+	RunID  string
 	Rating int
 	// From (inclusive) and To (exclusive) bound UpdatedAt; zero: open.
 	From, To time.Time

@@ -83,9 +83,9 @@ func (s *Store) ListFeedback(ctx context.Context, p store.ListFeedbackParams) ([
 	}
 	limit = min(limit, MaxListFeedback)
 
-	// Only the filters given are in the query text (at most 16 texts, each
+	// Only the filters given are in the query text (at most 32 texts, each
 	// prepared once per connection), so each gets a plan on the (tenant,
-	// updated_at, id) index.
+	// updated_at, id) index, or the (tenant, run_id, key) one for a run.
 	var q strings.Builder
 	q.WriteString(`SELECT ` + feedbackColumns + ` FROM feedback WHERE tenant = $1`)
 	args := []any{p.Tenant}
@@ -95,6 +95,9 @@ func (s *Store) ListFeedback(ctx context.Context, p store.ListFeedbackParams) ([
 	}
 	if p.Agent != "" {
 		q.WriteString(" AND agent = " + next(p.Agent))
+	}
+	if p.RunID != "" {
+		q.WriteString(" AND run_id = " + next(p.RunID))
 	}
 	if p.Rating != 0 {
 		q.WriteString(" AND rating = " + next(p.Rating))

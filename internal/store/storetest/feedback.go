@@ -214,6 +214,9 @@ func exerciseFeedback[TTx any](t *testing.T, setup setupFunc[TTx]) {
 				if p.Rating != 0 {
 					require.Equal(t, p.Rating, e.Rating)
 				}
+				if p.RunID != "" {
+					require.Equal(t, p.RunID, e.RunID)
+				}
 				if !p.From.IsZero() {
 					require.False(t, e.UpdatedAt.Before(p.From))
 				}
@@ -231,6 +234,8 @@ func exerciseFeedback[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		// Minutes 1 and 2: entries 2..5; To is exclusive, From inclusive.
 		require.Equal(t, 4, count(store.ListFeedbackParams{From: base.Add(time.Minute), To: base.Add(3 * time.Minute)}))
 		require.Equal(t, 0, count(store.ListFeedbackParams{Agent: "nobody"}))
+		require.Equal(t, 1, count(store.ListFeedbackParams{RunID: want[3].RunID}))
+		require.Equal(t, 0, count(store.ListFeedbackParams{RunID: want[3].RunID, Rating: -want[3].Rating}))
 		require.Equal(t, 3, count(store.ListFeedbackParams{Limit: 3}))
 	})
 
