@@ -245,6 +245,7 @@ func TestFeedbackRefusals(t *testing.T) {
 				resp := b.postFeedback(t, runID, tc.body, acme.bearer())
 				e := requireError(t, resp, http.StatusBadRequest, "invalid_request")
 				require.Contains(t, e.Error.Message, tc.msg)
+				require.NotRegexp(t, internalText, string(resp.Body))
 			})
 		}
 		// A comment and tags of exactly the limits pass.
@@ -265,18 +266,24 @@ func TestFeedbackRefusals(t *testing.T) {
 		requireError(t, resp, http.StatusUnsupportedMediaType, "unsupported_media_type")
 
 		// Unknown run, and another tenant's run: 404 alike.
-		e := requireError(t, b.postFeedback(t, "run_nope", map[string]any{"rating": 1}, acme.bearer()), http.StatusNotFound, "not_found")
-		require.Equal(t, "run not found", e.Error.Message)
-		e = requireError(t, b.postFeedback(t, runID, map[string]any{"rating": -1}, globex.bearer()), http.StatusNotFound, "not_found")
-		require.Equal(t, "run not found", e.Error.Message)
+		for _, key := range []testKey{acme, globex} {
+			run := map[testKey]string{acme: "run_nope", globex: runID}[key]
+			resp := b.postFeedback(t, run, map[string]any{"rating": -1}, key.bearer())
+			e := requireError(t, resp, http.StatusNotFound, "not_found")
+			require.Equal(t, "run not found", e.Error.Message)
+			require.NotRegexp(t, internalText, string(resp.Body))
+		}
 		// The other tenant sees none of acme's feedback.
 		require.Empty(t, b.listFeedback(t, "", globex.bearer()).Feedback)
 		require.Equal(t, 1, b.listFeedback(t, "", acme.bearer()).Feedback[0].Rating, "acme's rating untouched")
 
 		// A run that has not finished has no answer to rate yet.
-		queued := store.Run{ID: "run_queued_" + backend, Tenant: "acme", Agent: demoAgent, Status: store.RunQueued, Input: json.RawMessage(`{}`)}
+		queued := store.Run{ID: "run_queued", Tenant: "acme", Agent: demoAgent, Status: store.RunQueued, Input: json.RawMessage(`{}`)}
 		require.NoError(t, b.St.CreateRun(t.Context(), queued))
-		requireError(t, b.postFeedback(t, queued.ID, map[string]any{"rating": 1}, acme.bearer()), http.StatusConflict, "run_not_finished")
+		resp = b.postFeedback(t, queued.ID, map[string]any{"rating": 1}, acme.bearer())
+		e := requireError(t, resp, http.StatusConflict, "run_not_finished")
+		require.Equal(t, "run run_queued is queued: feedback rates a finished run's answer", e.Error.Message)
+		require.NotRegexp(t, internalText, string(resp.Body))
 
 		// No key: 401.
 		requireUnauthorized(t, b.postFeedback(t, runID, map[string]any{"rating": 1}, nil))
