@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"cmp"
+	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -310,5 +312,67 @@ func exerciseFeedback[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		list, err := f.ListFeedback(ctx, store.ListFeedbackParams{Tenant: "t1"})
 		require.NoError(t, err)
 		require.ElementsMatch(t, []string{kept.ID, replaced.ID}, ids(list))
+	})
+}
+
+// benchmarkFeedback measures a feedback write (a new run's, and a
+// replacement), a page of the list and a 30-day summary over 10,000
+// entries of 5 agents.
+func benchmarkFeedback(b *testing.B, newStore func(tb testing.TB) store.Store) {
+	ctx := context.Background()
+	s := newStore(b)
+	f, ok := s.(store.Feedback)
+	require.True(b, ok, "%T does not implement store.Feedback", s)
+	start := time.Now().UTC().Add(-30 * 24 * time.Hour)
+	for i := range 10000 {
+		r := store.RatingPositive
+		if i%4 == 0 {
+			r = store.RatingNegative
+		}
+		_, err := f.PutFeedback(ctx, store.FeedbackEntry{ID: fmt.Sprintf("fb_seed_%05d", i), Tenant: "t",
+			RunID: fmt.Sprintf("run_seed_%05d", i), Agent: fmt.Sprintf("agent-%d", i%5), Rating: r,
+			UpdatedAt: start.Add(time.Duration(i) * 4 * time.Minute)})
+		require.NoError(b, err)
+	}
+	b.Run("PutNew", func(b *testing.B) {
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			i++
+			if _, err := f.PutFeedback(ctx, store.FeedbackEntry{ID: fmt.Sprintf("fb_new_%d", i), Tenant: "t",
+				RunID: fmt.Sprintf("run_new_%d", i), Agent: "agent-0", Rating: store.RatingPositive,
+				Comment: "helpful", Tags: []string{"fast"}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PutReplace", func(b *testing.B) {
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			i++
+			if _, err := f.PutFeedback(ctx, store.FeedbackEntry{ID: "fb_x", Tenant: "t", RunID: "run_seed_00001",
+				Agent: "agent-1", Rating: 1 - 2*(i%2)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ListPage", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			es, err := f.ListFeedback(ctx, store.ListFeedbackParams{Tenant: "t", Agent: "agent-2", Limit: 50})
+			if err != nil || len(es) != 50 {
+				b.Fatal(err, len(es))
+			}
+		}
+	})
+	b.Run("Summary30Days", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			days, err := f.SummarizeFeedback(ctx, store.FeedbackSummaryParams{Tenant: "t", From: start, To: start.Add(31 * 24 * time.Hour)})
+			if err != nil || len(days) < 5 {
+				b.Fatal(err, len(days))
+			}
+		}
 	})
 }

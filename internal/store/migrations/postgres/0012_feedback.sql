@@ -36,5 +36,7 @@ CREATE UNIQUE INDEX feedback_tenant_run_key ON feedback (tenant, run_id, key);
 -- ListFeedback (newest first, cursor) and SummarizeFeedback: a tenant's
 -- rows by time.
 CREATE INDEX feedback_tenant_updated_at ON feedback (tenant, updated_at, id);
+-- The same for one agent (a dashboard's or console's usual filter).
+CREATE INDEX feedback_tenant_agent_updated_at ON feedback (tenant, agent, updated_at, id);
 -- DeleteFeedback (retention): the oldest rows first.
 CREATE INDEX feedback_updated_at ON feedback (updated_at);
