@@ -23,6 +23,7 @@ type Store interface {
 	store.APIKeys
 	store.Retention
 	store.Approvals
+	store.Feedback
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

@@ -40,10 +40,12 @@ type Metrics struct {
 	BudgetRemaining *prometheus.GaugeVec
 	BudgetRejected  *prometheus.CounterVec
 	// RetentionDeleted counts rows the retention sweeper removed, by table
-	// (run_events, checkpoints, runs, usage, audit).
+	// (run_events, checkpoints, runs, usage, audit, feedback).
 	RetentionDeleted *prometheus.CounterVec
 	// Approvals: tool calls waiting for a person's decision.
 	Approvals *ApprovalMetrics
+	// Feedback counts people's ratings of runs (see ObserveFeedback).
+	Feedback *prometheus.CounterVec
 }
 
 // latencyBuckets span agent timescales: 5 ms to 5 minutes.
@@ -156,6 +158,8 @@ func NewMetricsOn(reg *prometheus.Registry, version string) *Metrics {
 		}
 	}
 	m.Approvals = newApprovalMetrics(reg)
+	m.Feedback = newFeedbackCounter()
+	reg.MustRegister(m.Feedback)
 	return m
 }
 

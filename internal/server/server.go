@@ -82,6 +82,9 @@ type Config struct {
 	Audit store.Audit
 	// Usage serves GET /v1/usage; nil: not offered.
 	Usage store.Usage
+	// Feedback serves POST /v1/runs/{id}/feedback, GET /v1/feedback and
+	// GET /v1/feedback/summary; nil: not offered.
+	Feedback FeedbackStore
 	// Drain starts a graceful drain (POST /admin/drain); nil: not offered.
 	Drain func()
 	// Admission limits (nil: unlimited): synchronous chats, open event
@@ -156,6 +159,13 @@ func New(cfg Config) *Server {
 		}
 		if cfg.Usage != nil {
 			mux.HandleFunc("GET /v1/usage", s.scoped(s.handleUsage(cfg.Usage), chat, runs))
+		}
+		if fs := cfg.Feedback; fs != nil {
+			// Chats are runs too: a chat client rates the answer by its
+			// run_id.
+			mux.HandleFunc("POST /v1/runs/{id}/feedback", s.scoped(s.handlePostFeedback(fs), chat, runs))
+			mux.HandleFunc("GET /v1/feedback", s.scoped(s.handleListFeedback(fs), chat, runs))
+			mux.HandleFunc("GET /v1/feedback/summary", s.scoped(s.handleFeedbackSummary(fs), chat, runs))
 		}
 		if cfg.Gateway != nil {
 			gw := s.scoped(s.admitted(s.chats, cfg.Gateway.ServeHTTP), chat)
