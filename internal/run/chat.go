@@ -37,6 +37,7 @@ type ChatStore interface {
 	CreateRun(ctx context.Context, r store.Run) error
 	UpdateRun(ctx context.Context, p store.UpdateRunParams) error
 	PauseRun(ctx context.Context, p store.PauseRunParams) error
+	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
 	replayStore
 }
 
@@ -351,6 +352,11 @@ func (c *Chat) ended(ctx context.Context, res Result, err error) (Result, error)
 		return res, nil
 	case errors.Is(err, ErrSuspended), errors.Is(err, ErrRequiresAction):
 		// Goes on elsewhere; or paused, stored by pause.
+	case errors.Is(err, ErrInterrupted):
+		if kerr := s.keepCheckpointed(ctx, c.run, false); kerr != nil {
+			s.Log.ErrorContext(ctx, "keep what an interrupted run checkpointed", "err", kerr)
+			c.fail(ctx, res, err)
+		}
 	case errors.Is(err, ErrRestore) && c.queued:
 		// Nothing ran: the queue retries the job (the lease is released
 		// by the caller), rather than failing the run for a store blip.
@@ -419,6 +425,10 @@ func (c *Chat) pause(ctx context.Context, res Result, cp *store.Checkpoint, even
 		Checkpoint: cp, Events: events, Approvals: approvals,
 	})
 	if errors.Is(err, store.ErrConflict) {
+		// Its cancellation or interrupt was requested meanwhile.
+		if rn, gerr := s.Store.GetRun(context.WithoutCancel(ctx), c.tenant, c.run.ID); gerr == nil && rn.InterruptRequested {
+			return fmt.Errorf("%w: while it paused for approval", ErrInterrupted)
+		}
 		return fmt.Errorf("%w: while it paused for approval", ErrCanceled)
 	}
 	if err != nil {

@@ -212,7 +212,7 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 		// model call answered at once could otherwise commit the turn
 		// first). A store error here is the heartbeat's to handle.
 		if canceled, err := r.Store.ExtendLease(rctx, runID, r.Owner, time.Now().UTC().Add(r.leaseTTL())); err == nil && canceled {
-			cancel(ErrCanceled)
+			cancel(stopCause(rctx, r.Store, tenant, runID))
 		}
 	}
 	heartbeatDone := make(chan struct{})
@@ -361,7 +361,7 @@ func (r *Runs) heartbeat(ctx context.Context, tenant, runID string, cancel conte
 			// for ttl, and a later renewal may succeed.
 			r.Log.WarnContext(ctx, "renew lease", "run_id", runID, "err", err)
 		case canceled:
-			cancel(ErrCanceled)
+			cancel(stopCause(ctx, r.Store, tenant, runID))
 			return
 		}
 	}
