@@ -22,6 +22,7 @@ var dialect = sqlstore.Dialect{
 	ScanTime:     func(t *time.Time) any { return (*microTime)(t) },
 	MapErr:       mapErr,
 	IsForeignKey: func(err error) bool { return isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) },
+	Busy:         func(err error) bool { return isConstraint(err, sqlite3.SQLITE_BUSY) },
 	// Reclaimers in several Stores or processes serialize on SQLite's
 	// write lock (the transaction is BEGIN IMMEDIATE), so each expired run
 	// is reclaimed once.

@@ -7,8 +7,18 @@
 --     result: decision 'result', result and is_error); decision '' while
 --     pending, then 'approve', 'deny', 'result' or 'timeout'. Written when the run pauses (status 'requires_action'),
 --     updated once by the decision; it goes with its run.
+--   * runs.interrupt_requested: set with cancel_requested by
+--     RequestInterrupt; the run ends 'interrupted', keeping what it
+--     checkpointed; runs_finished_at covers that status too.
 --   * audit: approval requests and decisions are audited (phase
 --     'approval') with who asked or decided (actor).
+
+ALTER TABLE runs ADD COLUMN interrupt_requested boolean NOT NULL DEFAULT false;
+
+DROP INDEX runs_finished_at;
+
+CREATE INDEX runs_finished_at ON runs (finished_at)
+    WHERE status IN ('succeeded', 'failed', 'canceled', 'interrupted');
 
 CREATE TABLE run_approvals (
     run_id       text COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
