@@ -115,6 +115,9 @@ type Config struct {
 	Pricing Pricing `yaml:"pricing"`
 	// Observability is tracing (docs/observability.md).
 	Observability Observability `yaml:"observability"`
+	// Breakers tunes the circuit breakers of tools, webhooks, Redis and
+	// the store (docs/resilience.md#circuit-breakers).
+	Breakers Breakers `yaml:"breakers"`
 }
 
 // Server is the HTTP server.

@@ -187,15 +187,7 @@ func (c *Config) Validate() error {
 	atLeast(&v, "providers.anthropic.retry.max_attempts", a.Retry.MaxAttempts, 0, "must be >= 1")
 	v.nonNegative("providers.anthropic.retry.base_delay", a.Retry.BaseDelay)
 	v.nonNegative("providers.anthropic.retry.max_delay", a.Retry.MaxDelay)
-	b := a.Breaker
-	atLeast(&v, "providers.anthropic.breaker.consecutive_failures", b.ConsecutiveFailures, 0, "must be >= 1")
-	if b.FailureRatio < 0 || b.FailureRatio > 1 {
-		v.add("providers.anthropic.breaker.failure_ratio", "must be in (0, 1]")
-	}
-	atLeast(&v, "providers.anthropic.breaker.min_requests", b.MinRequests, 0, "must be >= 1")
-	atLeast(&v, "providers.anthropic.breaker.half_open_probes", b.HalfOpenProbes, 0, "must be >= 1")
-	v.nonNegative("providers.anthropic.breaker.window", b.Window)
-	v.nonNegative("providers.anthropic.breaker.open_timeout", b.OpenTimeout)
+	c.validateBreakers(&v)
 	if u := c.Redis.URL.Value(); u != "" {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
 			v.add("redis.url", "must be redis://host:port[/db] or rediss://…")
