@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/observe"
@@ -78,6 +79,7 @@ type App struct {
 	loops    []loop   // background loops, in start order
 
 	metrics    *observe.Metrics
+	breakers   *breaker.Set
 	redis      *storeredis.Client
 	ln         net.Listener
 	srv        *http.Server
@@ -189,7 +191,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		return nil, fmt.Errorf("server.addr: listen: %w", err)
 	}
 	a.onClose(func() { _ = a.ln.Close() }) // no-op once Serve owns it
-	be, err := OpenBackend(ctx, cfg.Store.URL, log)
+	// One circuit breaker per external dependency (docs/resilience.md):
+	// the store's, Redis's, each tool's, each MCP server's, each webhook
+	// host's and each model's, in one registry (/healthz, metrics).
+	bo := breaker.OptionsFromConfig(cfg.Breakers)
+	bo.Log = log.With("component", "breaker")
+	a.breakers = breaker.NewSet(bo)
+	be, err := openBackend(ctx, cfg.Store.URL, log, a.breakers.Get(breaker.Store))
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +215,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	if u := cfg.Redis.URL.Value(); u != "" {
 		storeredis.RouteLibraryLogs(log.With("component", "redis"))
 		a.redis, err = storeredis.Open(u, storeredis.Options{PoolSize: cfg.Redis.PoolSize,
-			DialTimeout: cfg.Redis.DialTimeout, Timeout: cfg.Redis.Timeout, Log: log.With("component", "redis")})
+			DialTimeout: cfg.Redis.DialTimeout, Timeout: cfg.Redis.Timeout, Log: log.With("component", "redis"),
+			Breaker: a.breakers.Get(breaker.Redis)})
 		if err != nil {
 			return nil, fmt.Errorf("redis.url: %w", err)
 		}
@@ -217,9 +226,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 
 	metrics := observe.NewMetrics(opts.Version)
 	a.metrics = metrics
+	metrics.Registry.MustRegister(a.breakers.Collector())
 	tools, err := toolset.Start(ctx, cfg, toolset.Options{
 		Log: log.With("component", "tools"), Metrics: tool.NewMetrics(metrics.Registry), Audit: st,
 		SecretsChanged: redactor.SetExtra, // rotated tool secrets stay out of logs
+		Breakers:       a.breakers,
 	})
 	if err != nil {
 		return nil, err
@@ -296,7 +307,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	if a.runWorker {
 		qcfg.Executor = runs
 		qcfg.Webhooks = &agentrun.Webhook{Store: st, Secret: cfg.Runs.WebhookSecret.Value(),
-			Client: &http.Client{Timeout: cfg.Runs.WebhookTimeout}}
+			Client: &http.Client{Timeout: cfg.Runs.WebhookTimeout,
+				Transport: &breaker.Transport{Set: a.breakers, Prefix: breaker.PrefixWebhook}}}
 	}
 	if a.queue, err = be.NewQueue(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
@@ -327,7 +339,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		agentNames = append(agentNames, ac.Name)
 	}
 	a.health = &server.Health{
-		Store: st, Version: opts.Version, Log: log, Breakers: provider.Breakers, Keys: provider.Keys, Memory: mem,
+		Store: st, Version: opts.Version, Log: log, Breakers: a.breakers.Statuses, Keys: provider.Keys, Memory: mem,
 		Queue: st.QueueStats,
 		OnQueueStats: func(qs store.QueueStats) {
 			metrics.SetQueue(qs.Depth, agentNames, qs.OldestQueuedAt, qs.Running)

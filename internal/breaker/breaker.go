@@ -241,6 +241,10 @@ func NewSet(o Options) *Set {
 	return s
 }
 
+// Collector returns agentd_breaker_state, for a registry the Set was not
+// given at construction.
+func (s *Set) Collector() prometheus.Collector { return s.gauge }
+
 // Get returns the breaker of dependency name, made on first use from the
 // Set's defaults and name's override. The same name always gets the same
 // breaker.
