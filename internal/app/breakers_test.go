@@ -185,3 +185,49 @@ agents:
 	require.Equal(t, http.StatusOK, call(t, "GET", base+"/readyz", "").status, "Redis never makes the instance unready")
 	require.Contains(t, call(t, "GET", base+"/metrics", "").body, `agentd_breaker_state{dependency="redis"} 2`)
 }
+
+// BenchmarkStoreBreakerOpen measures an API request answered by the
+// store's open breaker (GET /v1/conversations/{id} → 503
+// store_unavailable), end to end over HTTP on loopback, against a stopped
+// PostgreSQL of the benchmark's own.
+func BenchmarkStoreBreakerOpen(b *testing.B) {
+	pg := pgtest.StartInstance(b)
+	dir := b.TempDir()
+	path := filepath.Join(dir, "agentd.yaml")
+	require.NoError(b, os.WriteFile(path, []byte(fmt.Sprintf(`server: {addr: "127.0.0.1:0", drain_delay: 0s}
+store: {url: "%s"}
+auth: {mode: none}
+breakers:
+  overrides:
+    store: {consecutive_failures: 1, open_timeout: 1h}
+agents:
+  - name: demo
+    model: claude-sonnet-4-5
+`, pg.URL())), 0o600))
+	cfg, err := config.Load(path, nil)
+	require.NoError(b, err)
+	a, err := New(b.Context(), cfg, Options{LogOutput: io.Discard, Version: "test"})
+	require.NoError(b, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(ctx) }()
+	defer func() { cancel(); <-errc }()
+	waitReady(b, a)
+	url := "http://" + a.Addr().String() + "/v1/conversations/conv_x"
+	get := func() int {
+		resp, err := http.Get(url)
+		require.NoError(b, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	pg.Stop()
+	require.Eventually(b, func() bool {
+		return get() == http.StatusServiceUnavailable && a.breakers.Get("store").Open()
+	}, 30*time.Second, 10*time.Millisecond)
+	for b.Loop() {
+		if get() != http.StatusServiceUnavailable {
+			b.Fatal("not failed fast")
+		}
+	}
+}
