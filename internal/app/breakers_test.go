@@ -186,48 +186,59 @@ agents:
 	require.Contains(t, call(t, "GET", base+"/metrics", "").body, `agentd_breaker_state{dependency="redis"} 2`)
 }
 
-// BenchmarkStoreBreakerOpen measures an API request answered by the
-// store's open breaker (GET /v1/conversations/{id} → 503
-// store_unavailable), end to end over HTTP on loopback, against a stopped
-// PostgreSQL of the benchmark's own.
+// BenchmarkStoreBreakerOpen measures an API request while PostgreSQL is
+// stopped (GET /v1/conversations/{id}), end to end over HTTP on loopback,
+// against a PostgreSQL of the benchmark's own: "open" is answered by the
+// store's open breaker (503 store_unavailable); "disabled", without a
+// breaker, tries the database each time (connection refused: the fast way
+// for a database to be down; a hung one would wait for the deadline).
 func BenchmarkStoreBreakerOpen(b *testing.B) {
-	pg := pgtest.StartInstance(b)
-	dir := b.TempDir()
-	path := filepath.Join(dir, "agentd.yaml")
-	require.NoError(b, os.WriteFile(path, []byte(fmt.Sprintf(`server: {addr: "127.0.0.1:0", drain_delay: 0s}
+	for _, bc := range []struct{ name, store string }{
+		{"open", "{consecutive_failures: 1, open_timeout: 1h}"},
+		{"disabled", "{disabled: true}"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			pg := pgtest.StartInstance(b)
+			dir := b.TempDir()
+			path := filepath.Join(dir, "agentd.yaml")
+			require.NoError(b, os.WriteFile(path, []byte(fmt.Sprintf(`server: {addr: "127.0.0.1:0", drain_delay: 0s}
 store: {url: "%s"}
 auth: {mode: none}
 breakers:
   overrides:
-    store: {consecutive_failures: 1, open_timeout: 1h}
+    store: %s
 agents:
   - name: demo
     model: claude-sonnet-4-5
-`, pg.URL())), 0o600))
-	cfg, err := config.Load(path, nil)
-	require.NoError(b, err)
-	a, err := New(b.Context(), cfg, Options{LogOutput: io.Discard, Version: "test"})
-	require.NoError(b, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- a.Run(ctx) }()
-	defer func() { cancel(); <-errc }()
-	waitReady(b, a)
-	url := "http://" + a.Addr().String() + "/v1/conversations/conv_x"
-	get := func() int {
-		resp, err := http.Get(url)
-		require.NoError(b, err)
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	pg.Stop()
-	require.Eventually(b, func() bool {
-		return get() == http.StatusServiceUnavailable && a.breakers.Get("store").Open()
-	}, 30*time.Second, 10*time.Millisecond)
-	for b.Loop() {
-		if get() != http.StatusServiceUnavailable {
-			b.Fatal("not failed fast")
-		}
+`, pg.URL(), bc.store)), 0o600))
+			cfg, err := config.Load(path, nil)
+			require.NoError(b, err)
+			a, err := New(b.Context(), cfg, Options{LogOutput: io.Discard, Version: "test"})
+			require.NoError(b, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- a.Run(ctx) }()
+			defer func() { cancel(); <-errc }()
+			waitReady(b, a)
+			url := "http://" + a.Addr().String() + "/v1/conversations/conv_x"
+			get := func() int {
+				resp, err := http.Get(url)
+				require.NoError(b, err)
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			pg.Stop()
+			want := http.StatusServiceUnavailable
+			if bc.name == "disabled" {
+				want = http.StatusInternalServerError
+			}
+			require.Eventually(b, func() bool { return get() == want }, 30*time.Second, 10*time.Millisecond)
+			for b.Loop() {
+				if st := get(); st != want {
+					b.Fatalf("status %d, want %d", st, want)
+				}
+			}
+		})
 	}
 }
