@@ -387,7 +387,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		Conversations: st, Agents: infos, Health: a.health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: a.requestDrain, Audit: st, Usage: st,
-		Chats: a.chats, Streams: a.streams, Submits: submits, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
+		Chats: a.chats, Streams: a.streams, Submits: submits, OverflowToQueue: cfg.Admission.Overflow == config.OverflowQueue, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
 		Abuse: abuseGuard,
 	})
 	a.srv = &http.Server{

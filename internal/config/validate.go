@@ -46,6 +46,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&ad.MaxStreams, DefaultMaxStreams)
 	setDefault(&ad.MemoryHighWater, DefaultMemoryHighWater)
 	setDefault(&ad.MemoryLowWater, DefaultMemoryLowWater)
+	setDefault(&ad.Overflow, OverflowReject)
 
 	setDefault(&c.Auth.Mode, DefaultAuthMode)
 	setDefault(&c.Gateway.MaxBodyBytes, DefaultGatewayMaxBodyBytes)
@@ -136,6 +137,7 @@ func (c *Config) Validate() error {
 	if ad.MemoryLowWater <= 0 || ad.MemoryLowWater >= ad.MemoryHighWater {
 		v.add("admission.memory_low_water", "must be > 0 and below memory_high_water")
 	}
+	v.oneOf("admission.overflow", ad.Overflow, []string{OverflowReject, OverflowQueue})
 	atLeast(&v, "admission.tenant.max_in_flight", ad.Tenant.MaxInFlight, 0, "must be >= 0 (0: no cap)")
 	for _, name := range slices.Sorted(maps.Keys(ad.Tenants)) {
 		if name == "" {
