@@ -39,7 +39,9 @@ agents:
 `, storeURL))
 		base := "http://" + a.Addr().String()
 		held := make(chan answer, 1)
-		go func() { held <- call(t, "POST", base+"/v1/chat", `{"agent":"demo","message":"the first, holding the slot"}`) }()
+		go func() {
+			held <- call(t, "POST", base+"/v1/chat", `{"agent":"demo","message":"the first, holding the slot"}`)
+		}()
 		require.Eventually(t, func() bool { return a.chats.InFlight() == 1 }, 10*time.Second, 5*time.Millisecond)
 
 		req, err := http.NewRequest("POST", base+"/v1/chat", strings.NewReader(`{"agent":"demo","message":"the second, over the limit"}`))
