@@ -39,8 +39,15 @@ agents:
 `, storeURL))
 		base := "http://" + a.Addr().String()
 		held := make(chan answer, 1)
-		go func() {
-			held <- call(t, "POST", base+"/v1/chat", `{"agent":"demo","message":"the first, holding the slot"}`)
+		go func() { // no require off the test's goroutine
+			resp, err := http.Post(base+"/v1/chat", "application/json", strings.NewReader(`{"agent":"demo","message":"the first, holding the slot"}`))
+			if err != nil {
+				held <- answer{body: err.Error()}
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			held <- answer{status: resp.StatusCode, body: string(b)}
 		}()
 		require.Eventually(t, func() bool { return a.chats.InFlight() == 1 }, 10*time.Second, 5*time.Millisecond)
 
