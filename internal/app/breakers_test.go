@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -241,4 +242,50 @@ agents:
 			}
 		})
 	}
+}
+
+// An HTTP tool on a closed port, through whole chats: after two failed
+// calls its breaker opens and the next chat's tool_result, which the model
+// reads, says at once that the tool is unavailable and when it is retried;
+// /healthz and the metrics show tool:lookup open.
+func TestToolBreakerThroughChats(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	a := startApp(t, fmt.Sprintf(`server: {addr: "127.0.0.1:0", drain_delay: 0s}
+store: {url: "sqlite://%s"}
+auth: {mode: none}
+tools:
+  http:
+    - name: lookup
+      description: Looks things up.
+      url: "http://%s/lookup"
+      allow_private: true
+breakers:
+  overrides:
+    "tool:lookup": {consecutive_failures: 2, open_timeout: 1m}
+agents:
+  - name: demo
+    model: claude-sonnet-4-5
+    tools: [lookup]
+`, filepath.ToSlash(filepath.Join(t.TempDir(), "agentd.db")), closed))
+	base := "http://" + a.Addr().String()
+	chat := `{"agent":"demo","message":"please lookup the weather"}`
+	for range 2 {
+		ans := call(t, "POST", base+"/v1/chat", chat)
+		require.Equal(t, http.StatusOK, ans.status, ans.body)
+		require.NotContains(t, ans.body, "is unavailable")
+	}
+	ans := call(t, "POST", base+"/v1/chat", chat)
+	require.Equal(t, http.StatusOK, ans.status, ans.body)
+	require.Contains(t, ans.body, "tool lookup is unavailable", "the model read the breaker's answer")
+	require.Contains(t, ans.body, "try it again in")
+	state, overall := breakerOf(t, base, "tool:lookup")
+	require.Equal(t, "open", state)
+	require.Equal(t, "degraded", overall)
+	metrics := call(t, "GET", base+"/metrics", "").body
+	require.Contains(t, metrics, `agentd_breaker_state{dependency="tool:lookup"} 2`)
+	require.Contains(t, metrics, `outcome="circuit_open"`)
+	require.Equal(t, http.StatusOK, call(t, "GET", base+"/readyz", "").status, "a tool never makes the instance unready")
 }
