@@ -289,3 +289,31 @@ agents:
 	require.Contains(t, metrics, `outcome="circuit_open"`)
 	require.Equal(t, http.StatusOK, call(t, "GET", base+"/readyz", "").status, "a tool never makes the instance unready")
 }
+
+// A run whose webhook receiver is a closed port: the failed delivery opens
+// the breaker of that host (webhook:HOST), seen on /healthz; the queue
+// retries the delivery later.
+func TestWebhookBreakerClosedPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	a := startApp(t, fmt.Sprintf(`server: {addr: "127.0.0.1:0", drain_delay: 0s}
+store: {url: "sqlite://%s"}
+auth: {mode: none}
+worker: {poll_interval: 50ms}
+breakers:
+  overrides:
+    "webhook:%s": {consecutive_failures: 1, open_timeout: 1m}
+agents:
+  - name: demo
+    model: claude-sonnet-4-5
+`, filepath.ToSlash(filepath.Join(t.TempDir(), "agentd.db")), closed))
+	base := "http://" + a.Addr().String()
+	sub := call(t, "POST", base+"/v1/runs", `{"agent":"demo","message":"hi","webhook":"http://`+closed+`/hook"}`)
+	require.Equal(t, http.StatusAccepted, sub.status, sub.body)
+	require.Eventually(t, func() bool {
+		state, _ := breakerOf(t, base, "webhook:"+closed)
+		return state == "open"
+	}, 30*time.Second, 50*time.Millisecond)
+}
