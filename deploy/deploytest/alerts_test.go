@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/tool"
@@ -89,6 +90,7 @@ func agentdMetricNames(t *testing.T) map[string]bool {
 	admission.NewMetrics(reg)
 	tool.NewMetrics(reg)
 	abuse.NewMetrics(reg)
+	breaker.NewSet(breaker.Options{Registerer: reg})
 	for _, c := range reg.cs {
 		addCollector(names, c)
 	}

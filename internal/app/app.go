@@ -24,6 +24,7 @@ import (
 
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/observe"
@@ -90,6 +91,7 @@ type App struct {
 	loops    []loop   // background loops, in start order
 
 	metrics    *observe.Metrics
+	breakers   *breaker.Set
 	redis      *storeredis.Client
 	ln         net.Listener
 	srv        *http.Server
@@ -207,7 +209,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		return nil, fmt.Errorf("server.addr: listen: %w", err)
 	}
 	a.onClose(func() { _ = a.ln.Close() }) // no-op once Serve owns it
-	be, err := OpenBackend(ctx, cfg.Store.URL, log)
+	// One circuit breaker per external dependency (docs/resilience.md):
+	// the store's, Redis's, each tool's, each MCP server's, each webhook
+	// host's and each model's, in one registry (/healthz, metrics).
+	bo := breaker.OptionsFromConfig(cfg.Breakers)
+	bo.Log = log.With("component", "breaker")
+	a.breakers = breaker.NewSet(bo)
+	be, err := openBackend(ctx, cfg.Store.URL, log, a.breakers.Get(breaker.Store))
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +233,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	if u := cfg.Redis.URL.Value(); u != "" {
 		storeredis.RouteLibraryLogs(log.With("component", "redis"))
 		a.redis, err = storeredis.Open(u, storeredis.Options{PoolSize: cfg.Redis.PoolSize,
-			DialTimeout: cfg.Redis.DialTimeout, Timeout: cfg.Redis.Timeout, Log: log.With("component", "redis")})
+			DialTimeout: cfg.Redis.DialTimeout, Timeout: cfg.Redis.Timeout, Log: log.With("component", "redis"),
+			Breaker: a.breakers.Get(breaker.Redis)})
 		if err != nil {
 			return nil, fmt.Errorf("redis.url: %w", err)
 		}
@@ -238,10 +247,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		metrics = observe.NewMetricsOn(opts.Registry, opts.Version)
 	}
 	a.metrics = metrics
+	metrics.Registry.MustRegister(a.breakers.Collector())
 	tools, err := toolset.Start(ctx, cfg, toolset.Options{
 		Log: log.With("component", "tools"), Metrics: tool.NewMetrics(metrics.Registry), Audit: st,
 		SecretsChanged: redactor.SetExtra, // rotated tool secrets stay out of logs
 		Builtins:       builtins,
+		Breakers:       a.breakers,
 	})
 	if err != nil {
 		return nil, err
@@ -320,7 +331,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	if a.runWorker {
 		qcfg.Executor = runs
 		qcfg.Webhooks = &agentrun.Webhook{Store: st, Secret: cfg.Runs.WebhookSecret.Value(),
-			Client: &http.Client{Timeout: cfg.Runs.WebhookTimeout}}
+			Client: &http.Client{Timeout: cfg.Runs.WebhookTimeout,
+				Transport: &breaker.Transport{Set: a.breakers, Prefix: breaker.PrefixWebhook}}}
 	}
 	if a.queue, err = be.NewQueue(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
@@ -351,7 +363,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		agentNames = append(agentNames, ac.Name)
 	}
 	a.health = &server.Health{
-		Store: st, Version: opts.Version, Log: log, Breakers: provider.Breakers, Keys: provider.Keys, Memory: mem,
+		Store: st, Version: opts.Version, Log: log, Breakers: a.breakers.Statuses, Keys: provider.Keys, Memory: mem,
 		Queue: st.QueueStats,
 		OnQueueStats: func(qs store.QueueStats) {
 			metrics.SetQueue(qs.Depth, agentNames, qs.OldestQueuedAt, qs.Running)
@@ -400,7 +412,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		Conversations: st, Agents: infos, Health: a.health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: a.requestDrain, Audit: st, Usage: st, Feedback: st,
-		Chats: a.chats, Streams: a.streams, Submits: submits, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
+		Chats: a.chats, Streams: a.streams, Submits: submits, OverflowToQueue: cfg.Admission.Overflow == config.OverflowQueue, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
 		Abuse: abuseGuard,
 	})
 	a.srv = &http.Server{

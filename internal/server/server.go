@@ -90,6 +90,9 @@ type Config struct {
 	// Admission limits (nil: unlimited): synchronous chats, open event
 	// streams, run submissions (the memory guard only).
 	Chats, Streams, Submits *admission.Limiter
+	// OverflowToQueue turns a chat the Chats or Streams limiter refused
+	// (memory, concurrency) into a queued run (admission.overflow: queue).
+	OverflowToQueue bool
 	// Tenants caps each tenant's chats and event streams in flight on this
 	// instance (nil: no caps).
 	Tenants *admission.TenantLimiter
@@ -122,6 +125,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	chats, streams, submits *admission.Limiter
+	overflow                bool
 	tenants                 *admission.TenantLimiter
 
 	// followers ends when the server shuts down (EndFollowers).
@@ -136,7 +140,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{
-		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, tenants: cfg.Tenants, rateLimit: cfg.RateLimit, abuse: cfg.Abuse,
+		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, overflow: cfg.OverflowToQueue, tenants: cfg.Tenants, rateLimit: cfg.RateLimit, abuse: cfg.Abuse,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
 		metrics: cfg.Metrics, audit: cfg.Audit, auth: cfg.Auth, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}

@@ -102,7 +102,11 @@ type tx struct {
 // a check and an update).
 func (s *Store) begin(ctx context.Context) (sqlstore.Tx, *sql.Tx, error) {
 	s.wstmt.preparePending(ctx)
-	t, err := s.write.BeginTx(ctx, nil)
+	var t *sql.Tx
+	err := s.guard.Do(ctx, func() (err error) {
+		t, err = s.write.BeginTx(ctx, nil)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/tool"
 	"github.com/agentd/agentd/internal/tool/httptool"
@@ -42,6 +43,9 @@ type Options struct {
 	// (RefreshSecrets) with every value that is scrubbed, so that other
 	// redactors (the log's) follow rotations.
 	SecretsChanged func(values []string)
+	// Breakers holds the breakers of HTTP tools ("tool:NAME") and MCP
+	// servers ("mcp:NAME"); nil: no breakers.
+	Breakers *breaker.Set
 }
 
 // Info describes one tool of an agent.
@@ -228,6 +232,7 @@ func build(cfg *config.Config, o Options, forStart bool) (*Set, *built, error) {
 		}
 		t := tool.Guard(ht, tool.GuardOptions{
 			Source: SourceHTTP, Timeout: h.Timeout, Limiter: tool.NewLimiter(h.MaxConcurrency),
+			Breaker:        o.Breakers.Get(breaker.PrefixTool + h.Name),
 			MaxOutputBytes: h.MaxOutputBytes, OutputSchema: out, Secrets: b.secrets,
 			Log: o.Log.With("tool", h.Name), Metrics: o.Metrics,
 		})
@@ -324,6 +329,7 @@ func (b *built) assemble(cfg *config.Config, set *Set) error {
 				isCons := consequential(orig)
 				wrapped := tool.Guard(t, tool.GuardOptions{
 					Source: "mcp server " + am.Server, Timeout: m.Timeout, Limiter: b.limiters[am.Server],
+					Breaker:        b.o.Breakers.Get(breaker.PrefixMCP + am.Server),
 					MaxOutputBytes: m.MaxOutputBytes, Secrets: b.secrets,
 					Log: b.o.Log.With("tool", t.Spec().Name, "mcp_server", am.Server), Metrics: b.o.Metrics,
 				})
