@@ -154,11 +154,16 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 	// once per connection), so that each gets a plan on the (tenant, id)
 	// index.
 	var q strings.Builder
-	q.WriteString(`SELECT ` + RunColumns + ` FROM runs WHERE tenant = $1`)
-	args := []any{p.Tenant}
+	q.WriteString(`SELECT ` + RunColumns + ` FROM runs`)
+	var args []any
+	sep := " WHERE "
 	arg := func(cond string, v any) {
 		args = append(args, v)
-		q.WriteString(" AND " + cond + " $" + strconv.Itoa(len(args)))
+		q.WriteString(sep + cond + " $" + strconv.Itoa(len(args)))
+		sep = " AND "
+	}
+	if !p.AllTenants {
+		arg("tenant =", p.Tenant)
 	}
 	if p.Status != "" {
 		arg("status =", string(p.Status))
