@@ -456,7 +456,9 @@ func (s *Server) Mount(h http.Handler) {
 }
 
 // isConsolePath: the console checks its own session cookie.
-func isConsolePath(path string) bool { return path == "/console" || strings.HasPrefix(path, "/console/") }
+func isConsolePath(path string) bool {
+	return path == "/console" || strings.HasPrefix(path, "/console/")
+}
 
 // EndFollowers ends every run event stream (GET /v1/runs/{id}/events) at
 // once; register it with http.Server.RegisterOnShutdown. Chat streams are

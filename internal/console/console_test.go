@@ -1,0 +1,361 @@
+package console_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/console"
+	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/server"
+	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/sqlite"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// fakeCanceler records cancellations (the store's RequestCancel does the
+// work in the app; here only the console's part is under test).
+type fakeCanceler struct {
+	st       *sqlite.Store
+	canceled []string
+}
+
+func (f *fakeCanceler) Cancel(ctx context.Context, tenant, id string) (store.Run, error) {
+	f.canceled = append(f.canceled, tenant+"/"+id)
+	return f.st.RequestCancel(ctx, tenant, id, time.Now())
+}
+
+type testBundle struct {
+	st     *sqlite.Store
+	srv    *httptest.Server
+	clock  *clock
+	cancel *fakeCanceler
+	admin  string // an admin key of tenant ops
+	acme   string // a runs key of tenant acme
+}
+
+func setup(t *testing.T, authOn bool) *testBundle {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "agentd.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	require.NoError(t, st.Migrate(t.Context()))
+	b := &testBundle{st: st, clock: &clock{t: time.Now()}, cancel: &fakeCanceler{st: st}}
+	cfg := console.Config{Store: st, Runs: b.cancel, Now: b.clock.Now, SessionTTL: time.Hour,
+		Redactor: observe.NewRedactor("s3cret-tool-token"),
+		Health:   func() server.HealthReport { return server.HealthReport{Status: "ok", Ready: true, Version: "test"} }}
+	if authOn {
+		cfg.Auth = &auth.Authenticator{Keys: st}
+		k, err := auth.CreateKey(t.Context(), st, auth.CreateParams{Tenant: "ops", Scopes: []string{auth.ScopeAdmin}})
+		require.NoError(t, err)
+		b.admin = k.Token
+		k, err = auth.CreateKey(t.Context(), st, auth.CreateParams{Tenant: "acme", Scopes: []string{auth.ScopeRuns}})
+		require.NoError(t, err)
+		b.acme = k.Token
+	}
+	c, err := console.New(cfg)
+	require.NoError(t, err)
+	b.srv = httptest.NewServer(c)
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+// client is a browser-like client: a cookie jar, no redirects followed.
+func (b *testBundle) client(t *testing.T) *http.Client {
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func get(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(body)
+}
+
+func post(t *testing.T, c *http.Client, u string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.PostForm(u, form)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(body)
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func csrfOf(t *testing.T, body string) string {
+	t.Helper()
+	m := csrfRE.FindStringSubmatch(body)
+	require.NotNil(t, m, "no CSRF field in the page")
+	return m[1]
+}
+
+// login logs c in with key and returns a page's CSRF token.
+func (b *testBundle) login(t *testing.T, c *http.Client, key string) string {
+	t.Helper()
+	_, body := get(t, c, b.srv.URL+"/console/login?next=/console/runs")
+	resp, _ := post(t, c, b.srv.URL+"/console/login", url.Values{"csrf": {csrfOf(t, body)}, "key": {key}, "next": {"/console/runs"}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/console/runs", resp.Header.Get("Location"))
+	resp, body = get(t, c, b.srv.URL+"/console/runs")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return csrfOf(t, body)
+}
+
+func (b *testBundle) run(t *testing.T, tenant string, status store.RunStatus) store.Run {
+	t.Helper()
+	id := "run_" + strings.ReplaceAll(time.Now().Format("150405.000000000"), ".", "") + tenant
+	r := store.Run{ID: id, Tenant: tenant, Agent: "demo", Status: status, Input: []byte(`{"message":"hi"}`), CreatedAt: time.Now()}
+	require.NoError(t, b.st.CreateRun(t.Context(), r))
+	return r
+}
+
+func TestUnknownRunIs404Page(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	c := b.client(t)
+	b.login(t, c, b.admin)
+	resp, body := get(t, c, b.srv.URL+"/console/runs/run_does_not_exist")
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+	require.Contains(t, body, "No run with that id")
+	// An unknown page is a 404 page too.
+	resp, _ = get(t, c, b.srv.URL+"/console/nothing-here")
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+func TestStateChangeWithoutCSRFIs403(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	c := b.client(t)
+	csrf := b.login(t, c, b.admin)
+	r := b.run(t, "ops", store.RunQueued)
+	for _, tok := range []string{"", "wrong-token"} {
+		resp, body := post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/cancel", url.Values{"csrf": {tok}})
+		require.Equal(t, http.StatusForbidden, resp.StatusCode, "token %q", tok)
+		require.Contains(t, body, "CSRF")
+		resp, _ = post(t, c, b.srv.URL+"/console/keys", url.Values{"csrf": {tok}, "tenant": {"x"}, "scope": {"runs"}})
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+		resp, _ = post(t, c, b.srv.URL+"/console/logout", url.Values{"csrf": {tok}})
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	}
+	require.Empty(t, b.cancel.canceled)
+	keys, err := b.st.ListAPIKeys(t.Context(), "x")
+	require.NoError(t, err)
+	require.Empty(t, keys)
+	// The login form needs its token too.
+	resp, _ := post(t, b.client(t), b.srv.URL+"/console/login", url.Values{"key": {b.admin}})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	// With the token the cancel goes through.
+	resp, _ = post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/cancel", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, []string{"ops/" + r.ID}, b.cancel.canceled)
+	got, err := b.st.GetRun(t.Context(), "ops", r.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.RunCanceled, got.Status)
+}
+
+func TestExpiredSessionGoesToLogin(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	c := b.client(t)
+	b.login(t, c, b.admin)
+	b.clock.Add(59 * time.Minute)
+	resp, _ := get(t, c, b.srv.URL+"/console/runs")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	b.clock.Add(2 * time.Minute) // past the hour
+	resp, _ = get(t, c, b.srv.URL+"/console/runs?status=failed")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/console/login?next="+url.QueryEscape("/console/runs?status=failed"), resp.Header.Get("Location"))
+	// No session at all: the same.
+	resp, _ = get(t, b.client(t), b.srv.URL+"/console")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.True(t, strings.HasPrefix(resp.Header.Get("Location"), "/console/login"))
+}
+
+func TestLogoutAndRevokedKeyEndTheSession(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	c := b.client(t)
+	csrf := b.login(t, c, b.admin)
+	resp, _ := post(t, c, b.srv.URL+"/console/logout", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	resp, _ = get(t, c, b.srv.URL+"/console/runs")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+
+	c2 := b.client(t)
+	b.login(t, c2, b.acme)
+	_, err := auth.RevokeKey(t.Context(), b.st, auth.DisplayPrefix(b.acme))
+	require.NoError(t, err)
+	resp, _ = get(t, c2, b.srv.URL+"/console/runs")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode, "a revoked key's session ends with its next page")
+}
+
+func TestBadKeyIsRefusedAtLogin(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	c := b.client(t)
+	_, body := get(t, c, b.srv.URL+"/console/login")
+	resp, body := post(t, c, b.srv.URL+"/console/login", url.Values{"csrf": {csrfOf(t, body)}, "key": {"agd_notarealkey"}})
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, body, "unknown, malformed or revoked")
+	require.NotContains(t, body, "agd_notarealkey", "the key typed is not echoed")
+}
+
+func TestTenantKeySeesItsTenantOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	mine, theirs := b.run(t, "acme", store.RunSucceeded), b.run(t, "ops", store.RunSucceeded)
+	c := b.client(t)
+	b.login(t, c, b.acme)
+	resp, body := get(t, c, b.srv.URL+"/console/runs")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, mine.ID)
+	require.NotContains(t, body, theirs.ID)
+	// Asking for another tenant changes nothing.
+	_, body = get(t, c, b.srv.URL+"/console/runs?tenant=ops")
+	require.NotContains(t, body, theirs.ID)
+	resp, _ = get(t, c, b.srv.URL+"/console/runs/"+theirs.ID)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	resp, _ = get(t, c, b.srv.URL+"/console/runs/"+theirs.ID+"/events")
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	resp, _ = get(t, c, b.srv.URL+"/console/keys")
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	// The admin sees both.
+	a := b.client(t)
+	b.login(t, a, b.admin)
+	_, body = get(t, a, b.srv.URL+"/console/runs")
+	require.Contains(t, body, mine.ID)
+	require.Contains(t, body, theirs.ID)
+	resp, _ = get(t, a, b.srv.URL+"/console/runs/"+mine.ID)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+func TestHeadersOnEveryResponse(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	c := b.client(t)
+	b.login(t, c, b.admin)
+	for _, p := range []string{"/console", "/console/runs", "/console/runs/nope", "/console/keys", "/console/usage",
+		"/console/audit", "/console/login", "/console/static/console.js", "/console/nothing"} {
+		resp, body := get(t, c, b.srv.URL+p)
+		csp := resp.Header.Get("Content-Security-Policy")
+		require.Contains(t, csp, "script-src 'self'", p)
+		require.NotContains(t, csp, "unsafe-inline", p)
+		require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"), p)
+		require.NotContains(t, body, "<script>", "no inline script on %s", p)
+	}
+	// The session cookie's attributes.
+	_, body := get(t, b.client(t), b.srv.URL+"/console/login")
+	c2 := b.client(t)
+	_, body = get(t, c2, b.srv.URL+"/console/login")
+	resp, _ := post(t, c2, b.srv.URL+"/console/login", url.Values{"csrf": {csrfOf(t, body)}, "key": {b.admin}})
+	var ck *http.Cookie
+	for _, k := range resp.Cookies() {
+		if k.Name == "agentd_console" && k.Value != "" {
+			ck = k
+		}
+	}
+	require.NotNil(t, ck)
+	require.True(t, ck.HttpOnly)
+	require.Equal(t, http.SameSiteStrictMode, ck.SameSite)
+	require.False(t, ck.Secure, "plain HTTP: not Secure (it would never be sent back)")
+	req, _ := http.NewRequest(http.MethodGet, b.srv.URL+"/console/login", nil)
+	req.Header.Set("X-Forwarded-Proto", "https")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.True(t, resp.Cookies()[0].Secure, "behind TLS the cookies are Secure")
+}
+
+func TestKeySecretShownOnceAndNeverAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	c := b.client(t)
+	csrf := b.login(t, c, b.admin)
+	resp, body := post(t, c, b.srv.URL+"/console/keys", url.Values{"csrf": {csrf}, "tenant": {"newco"}, "name": {"ci"}, "scope": {"runs", "chat"}})
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	tok := regexp.MustCompile(`agd_[a-z2-7]{52}`).FindString(body)
+	require.NotEmpty(t, tok, "the new key is shown")
+	p, err := (&auth.Authenticator{Keys: b.st}).Authenticate(t.Context(), tok)
+	require.NoError(t, err)
+	require.Equal(t, "newco", p.Tenant)
+	for _, page := range []string{"/console/keys", "/console", "/console/runs", "/console/usage"} {
+		_, body = get(t, c, b.srv.URL+page)
+		require.NotContains(t, body, tok, page)
+		require.NotContains(t, body, b.admin, page)
+		require.NotContains(t, body, auth.Hash(b.admin), page)
+	}
+	// Bad input: an invalid tenant is refused with the form again.
+	resp, body = post(t, c, b.srv.URL+"/console/keys", url.Values{"csrf": {csrf}, "tenant": {"-bad"}, "scope": {"runs"}})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Contains(t, body, "Tenant:")
+}
+
+func TestAuthOffOpensWithBanner(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	c := b.client(t)
+	resp, body := get(t, c, b.srv.URL+"/console")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, "Authentication off")
+	r := b.run(t, server.DefaultTenant, store.RunRunning)
+	resp, body = get(t, c, b.srv.URL+"/console/runs/"+r.ID)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	// State changes still need the token.
+	resp, _ = post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/cancel", nil)
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	resp, _ = post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/cancel", url.Values{"csrf": {csrfOf(t, body)}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+}
+
+func TestToolCallsAreRedacted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	r := b.run(t, server.DefaultTenant, store.RunSucceeded)
+	evs := []store.Event{
+		{RunID: r.ID, Seq: 1, Type: "start", Data: []byte(`{"agent":"demo","model":"m","run_id":"x","conversation_id":""}`)},
+		{RunID: r.ID, Seq: 2, Type: "tool_use", Data: []byte(`{"id":"tu1","name":"lookup","step":1,"input":{"q":"use s3cret-tool-token please","auth":"Bearer abcdefghijkl"}}`)},
+		{RunID: r.ID, Seq: 3, Type: "tool_result", Data: []byte(`{"tool_use_id":"tu1","name":"lookup","step":1,"content":"echo s3cret-tool-token","duration_ms":12,"is_error":false}`)},
+		{RunID: r.ID, Seq: 4, Type: "usage", Data: []byte(`{"model":"claude-x","step":1,"input_tokens":1200,"output_tokens":34,"cost_usd":0.0042,"stop_reason":"tool_use"}`)},
+	}
+	require.NoError(t, b.st.SaveStep(t.Context(), nil, evs))
+	resp, body := get(t, b.client(t), b.srv.URL+"/console/runs/"+r.ID)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NotContains(t, body, "s3cret-tool-token")
+	require.NotContains(t, body, "abcdefghijkl")
+	require.Contains(t, body, "[redacted]")
+	require.Contains(t, body, "claude-x")
+	require.Contains(t, body, "1,200")
+	require.Contains(t, body, "$0.0042")
+}
