@@ -21,11 +21,14 @@ func (a *App) mountConsole(api *server.Server, cfg *config.Config, st Store, run
 	if !ok {
 		return fmt.Errorf("console: the store %T cannot find runs across tenants", st)
 	}
-	sampler := &console.Sampler{Gatherer: a.metrics.Registry}
+	if cfg.Console.Disabled {
+		return nil
+	}
+	sampler := &console.Sampler{Gatherer: a.metrics.Registry, Interval: cfg.Console.SampleInterval}
 	a.addLoop("console-sampler", sampler.Run)
 	c, err := console.New(console.Config{
 		Store: cst, Runs: runs, Auth: authn, Health: api.HealthReport, Events: api.StreamRunEvents,
-		Redactor: redactor, Sampler: sampler, Log: log.With("component", "console"),
+		Redactor: redactor, Sampler: sampler, SessionTTL: cfg.Console.SessionTTL, Log: log.With("component", "console"),
 		Budgets: func(tenant string) (float64, float64) {
 			b, ok := cfg.Budgets.Tenants[tenant]
 			if !ok {

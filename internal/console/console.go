@@ -262,9 +262,10 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, v *viewer, stat
 	if !ok {
 		panic("console: no template " + name)
 	}
-	ld := layoutData{Title: title, Nav: name, V: v, Content: data, Flash: r.URL.Query().Get("flash")}
+	ld := layoutData{Title: title, Nav: name, V: v, Content: data}
 	if v != nil && v.sess != nil {
 		ld.CSRF = v.sess.csrf
+		ld.Flash = v.sess.takeFlash()
 	}
 	var b strings.Builder
 	if err := t.ExecuteTemplate(&b, "layout", ld); err != nil {

@@ -104,7 +104,8 @@ func (c *Console) handleRevokeKey(w http.ResponseWriter, r *http.Request, v view
 		return
 	}
 	c.cfg.Log.InfoContext(r.Context(), "console: API key revoked", "key_id", k.ID, "revoked_prefix", k.Prefix, "key_prefix", v.Prefix)
-	http.Redirect(w, r, "/console/keys?flash="+urlQueryEscape("Key "+k.Prefix+" revoked."), http.StatusSeeOther)
+	v.sess.setFlash("Key " + k.Prefix + " revoked.")
+	http.Redirect(w, r, "/console/keys", http.StatusSeeOther)
 }
 
 // Conversations.
@@ -208,7 +209,8 @@ func (c *Console) handleDeleteConversation(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	c.cfg.Log.InfoContext(r.Context(), "console: conversation deleted", "conversation_id", id, "tenant", tenant, "key_prefix", v.Prefix)
-	http.Redirect(w, r, "/console/runs?flash="+urlQueryEscape("Conversation "+id+" deleted."), http.StatusSeeOther)
+	v.sess.setFlash("Conversation " + id + " deleted.")
+	http.Redirect(w, r, "/console/runs", http.StatusSeeOther)
 }
 
 // Usage.

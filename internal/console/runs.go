@@ -259,7 +259,8 @@ func (c *Console) handleCancel(w http.ResponseWriter, r *http.Request, v viewer)
 		return
 	}
 	c.cfg.Log.InfoContext(r.Context(), "console: run cancel requested", "run_id", rn.ID, "tenant", rn.Tenant, "key_prefix", v.Prefix)
-	http.Redirect(w, r, "/console/runs/"+rn.ID+"?flash="+urlQueryEscape("Cancellation requested."), http.StatusSeeOther)
+	v.sess.setFlash("Cancellation requested.")
+	http.Redirect(w, r, "/console/runs/"+rn.ID, http.StatusSeeOther)
 }
 
 func (c *Console) redact(s string) string { return c.cfg.Redactor.Scrub(s) }

@@ -35,6 +35,24 @@ type session struct {
 	token     string
 	principal auth.Principal
 	expires   time.Time
+
+	mu sync.Mutex
+	// flash is shown once by the next page (after a redirect).
+	flash string
+}
+
+func (s *session) setFlash(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flash = msg
+}
+
+func (s *session) takeFlash() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	msg := s.flash
+	s.flash = ""
+	return msg
 }
 
 func (s *session) validCSRF(tok string) bool {

@@ -13,6 +13,7 @@
       var li = document.createElement("li");
       li.className = "ev ev-" + type;
       li.dataset.seq = seq;
+      li.dataset.live = "1"; // arrived over the stream (the browser tests look for it)
       var s = document.createElement("span"); s.className = "seq"; s.textContent = "#" + seq;
       var t = document.createElement("span"); t.className = "type"; t.textContent = type;
       var w = document.createElement("time"); var now = new Date();
@@ -30,6 +31,7 @@
         var last = tl.lastElementChild;
         if (type === "text_delta" && last && last.classList.contains("ev-text_delta")) {
           last.dataset.seq = e.lastEventId;
+          last.querySelector(".seq").textContent = "#" + e.lastEventId;
           last.querySelector(".sum").textContent += d.text || "";
           return;
         }
@@ -42,6 +44,9 @@
         else if (type === "error") text = (d.type || "") + ": " + (d.message || "");
         else if (type === "start") text = "agent " + (d.agent || "") + ", model " + (d.model || "");
         row(e.lastEventId, type, text);
+        var st = document.querySelector("#run-status .status");
+        var now = { start: "running", resumed: "running", done: "succeeded", error: "failed" }[type];
+        if (st && now) { st.textContent = now; st.className = "status s-" + now; }
         if (type === "done" || type === "error") {
           es.close();
           // The status, model calls and tool calls are rendered by the server.
