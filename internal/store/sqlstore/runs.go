@@ -175,7 +175,16 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 		arg("id <", p.Cursor)
 	}
 	args = append(args, limit)
-	q.WriteString(` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args)))
+	// Queued and running runs are few and have partial indexes (status =
+	// 'queued' / 'running'): read them there and sort, rather than walk
+	// the id index through every finished run looking for them (a full
+	// walk when fewer than a page exist). An expression as the sort key
+	// keeps the planner off the id index; it sorts exactly as id does.
+	order := "id"
+	if p.Status == store.RunQueued || p.Status == store.RunRunning {
+		order = "id || ''"
+	}
+	q.WriteString(` ORDER BY ` + order + ` DESC LIMIT $` + strconv.Itoa(len(args)))
 
 	runs, err := s.scanRuns(s.db.Read.Query(ctx, q.String(), args...))
 	if err != nil {
