@@ -359,3 +359,102 @@ func TestToolCallsAreRedacted(t *testing.T) {
 	require.Contains(t, body, "1,200")
 	require.Contains(t, body, "$0.0042")
 }
+
+func TestConversationTranscriptAndDelete(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	ctx := t.Context()
+	conv, err := b.st.CreateConversation(ctx, store.CreateConversationParams{ID: "conv_1", Tenant: "acme", Agent: "demo",
+		ExpiresAt: time.Now().Add(24 * time.Hour)})
+	require.NoError(t, err)
+	_, err = b.st.AppendMessages(ctx, store.AppendMessagesParams{ConversationID: conv.ID, Tenant: "acme", Messages: []store.Message{
+		{Role: "user", Content: []byte(`[{"type":"text","text":"what is the weather?"}]`)},
+		{Role: "assistant", Content: []byte(`[{"type":"tool_use","id":"tu_1","name":"weather","input":{"city":"Paris","key":"s3cret-tool-token"}}]`)},
+		{Role: "user", Content: []byte(`[{"type":"tool_result","tool_use_id":"tu_1","content":[{"type":"text","text":"sunny, 21C"}]}]`)},
+		{Role: "assistant", Content: []byte(`[{"type":"text","text":"It is sunny."}]`)},
+	}})
+	require.NoError(t, err)
+
+	c := b.client(t)
+	b.login(t, c, b.acme)
+	resp, body := get(t, c, b.srv.URL+"/console/conversations/conv_1")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for _, want := range []string{"what is the weather?", "weather", "Paris", "sunny, 21C", "It is sunny.", "tool_result for tu_1"} {
+		require.Contains(t, body, want)
+	}
+	require.NotContains(t, body, "s3cret-tool-token")
+	csrf := csrfOf(t, body)
+
+	// Another tenant cannot see it (an admin names the tenant).
+	a := b.client(t)
+	b.login(t, a, b.admin)
+	resp, _ = get(t, a, b.srv.URL+"/console/conversations/conv_1")
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	resp, _ = get(t, a, b.srv.URL+"/console/conversations/conv_1?tenant=acme")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	resp, _ = post(t, c, b.srv.URL+"/console/conversations/conv_1/delete", url.Values{})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	resp, _ = post(t, c, b.srv.URL+"/console/conversations/conv_1/delete", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	_, body = get(t, c, b.srv.URL+resp.Header.Get("Location"))
+	require.Contains(t, body, "Conversation conv_1 deleted.", "the flash, once")
+	_, body = get(t, c, b.srv.URL+"/console/runs")
+	require.NotContains(t, body, "deleted.")
+	_, err = b.st.GetConversation(ctx, "acme", "conv_1")
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestUsageByTenantAndBudgets(t *testing.T) {
+	t.Parallel()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "agentd.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	require.NoError(t, st.Migrate(t.Context()))
+	now := time.Now()
+	for _, r := range []store.UsageRecord{
+		{Time: now, Tenant: "acme", Agent: "demo", Model: "claude-a", InputTokens: 100, OutputTokens: 10, CostUSD: 2_000_000_000},
+		{Time: now, Tenant: "acme", Agent: "other", Model: "claude-b", InputTokens: 50, OutputTokens: 5, CostUSD: 1_000_000_000},
+		{Time: now, Tenant: "globex", Agent: "demo", Model: "claude-a", InputTokens: 7, OutputTokens: 1, CostUSD: 500_000_000},
+	} {
+		require.NoError(t, st.AppendUsage(t.Context(), r))
+	}
+	k, err := auth.CreateKey(t.Context(), st, auth.CreateParams{Tenant: "globex", Scopes: []string{auth.ScopeChat}})
+	require.NoError(t, err)
+	_, err = auth.CreateKey(t.Context(), st, auth.CreateParams{Tenant: "acme", Scopes: []string{auth.ScopeChat}})
+	require.NoError(t, err)
+	admin, err := auth.CreateKey(t.Context(), st, auth.CreateParams{Tenant: "ops", Scopes: []string{auth.ScopeAdmin}})
+	require.NoError(t, err)
+	c, err := console.New(console.Config{Store: st, Auth: &auth.Authenticator{Keys: st},
+		Budgets: func(tenant string) (float64, float64) {
+			if tenant == "acme" {
+				return 4, 0 // $3 of $4 today
+			}
+			return 0, 0
+		}})
+	require.NoError(t, err)
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	b := &testBundle{srv: srv}
+
+	cl := b.client(t)
+	b.login(t, cl, admin.Token)
+	_, body := get(t, cl, srv.URL+"/console/usage?by=tenant")
+	require.Regexp(t, `<td>acme</td><td class="n">2</td><td class="n">150</td>`, body)
+	require.Regexp(t, `<td>globex</td><td class="n">1</td><td class="n">7</td>`, body)
+	require.Contains(t, body, "$3.5", "the total")
+	require.Regexp(t, `<td>acme</td><td>day</td><td class="n">\$4.0000</td><td class="n">\$3.0000</td>`, body)
+	require.Contains(t, body, "75%")
+	_, body = get(t, cl, srv.URL+"/console/usage?by=model&tenant=acme")
+	require.Contains(t, body, "claude-b")
+	resp, _ := get(t, cl, srv.URL+"/console/usage?by=nonsense")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+
+	// A tenant key sees its own usage only.
+	g := b.client(t)
+	b.login(t, g, k.Token)
+	_, body = get(t, g, srv.URL+"/console/usage?by=model&tenant=acme")
+	require.NotContains(t, body, "claude-b")
+	require.Contains(t, body, "claude-a")
+	require.Contains(t, body, "$0.5")
+}
