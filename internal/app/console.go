@@ -28,7 +28,8 @@ func (a *App) mountConsole(api *server.Server, cfg *config.Config, st Store, run
 	a.addLoop("console-sampler", sampler.Run)
 	c, err := console.New(console.Config{
 		Store: cst, Runs: runs, Auth: authn, Health: api.HealthReport, Events: api.StreamRunEvents,
-		Redactor: redactor, Sampler: sampler, SessionTTL: cfg.Console.SessionTTL, Log: log.With("component", "console"),
+		Redactor: redactor, Sampler: sampler, SessionTTL: cfg.Console.SessionTTL,
+		SessionSecret: []byte(cfg.Console.SessionSecret.Value()), Log: log.With("component", "console"),
 		Budgets: func(tenant string) (float64, float64) {
 			b, ok := cfg.Budgets.Tenants[tenant]
 			if !ok {

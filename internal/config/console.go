@@ -15,6 +15,12 @@ type Console struct {
 	Disabled bool `yaml:"disabled"`
 	// SessionTTL is how long a console login lasts. Defaults to 12h.
 	SessionTTL time.Duration `yaml:"session_ttl"`
+	// SessionSecret signs the console's session cookies. Set the same
+	// value on every API instance behind one address, so that a login on
+	// one is a login on all. Defaults to empty: each process draws a
+	// random secret, and a session holds on its own instance only (and
+	// ends with a restart).
+	SessionSecret Secret `yaml:"session_secret"`
 	// SampleInterval is how often the overview's charts sample this
 	// process's counters (one hour of samples is kept in memory).
 	// Defaults to 10s.
@@ -28,6 +34,9 @@ func (c *Console) applyDefaults() {
 
 func (c Console) validate(v *validator) {
 	v.positive("console.session_ttl", c.SessionTTL)
+	if n := len(c.SessionSecret.Value()); n > 0 && n < 32 {
+		v.add("console.session_secret", "must be at least 32 characters (or empty: a random secret per process)")
+	}
 	if c.SampleInterval < time.Second {
 		v.add("console.sample_interval", "must be >= 1s")
 	}

@@ -78,6 +78,9 @@ type Config struct {
 	Budgets func(tenant string) (dailyUSD, monthlyUSD float64)
 	// SessionTTL defaults to DefaultSessionTTL.
 	SessionTTL time.Duration
+	// SessionSecret signs session cookies; instances sharing it accept each
+	// other's sessions. Empty: a random secret per process.
+	SessionSecret []byte
 	// Now is the clock (tests); defaults to time.Now.
 	Now func() time.Time
 	Log *slog.Logger
@@ -102,7 +105,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Console{cfg: cfg, sessions: newSessions(cfg.SessionTTL, cfg.Now), pages: map[string]*template.Template{}}
+	c := &Console{cfg: cfg, sessions: newSessions(cfg.SessionTTL, cfg.Now, cfg.SessionSecret), pages: map[string]*template.Template{}}
 	if err := c.parse(); err != nil {
 		return nil, err
 	}
@@ -203,32 +206,35 @@ func (c *Console) page(fn pageFunc) http.HandlerFunc {
 }
 
 // viewer returns the request's viewer, or redirects to the login form (an
-// expired or unknown session, a revoked key) and returns false.
+// expired, forged or logged-out session, a revoked key) and returns false.
 func (c *Console) viewer(w http.ResponseWriter, r *http.Request) (viewer, bool) {
+	sess := c.sessions.fromRequest(r)
 	if c.cfg.Auth == nil {
-		sess := c.sessions.fromRequest(r)
 		if sess == nil {
-			sess = c.sessions.create("", auth.Principal{Tenant: server.DefaultTenant, Scopes: auth.AllScopes})
-			c.setCookie(w, r, sess)
+			var value string
+			sess, value = c.sessions.create("")
+			c.setCookie(w, r, sess, value)
 		}
 		return viewer{sess: sess, Admin: true, Tenant: server.DefaultTenant, AuthOff: true}, true
 	}
-	sess := c.sessions.fromRequest(r)
-	if sess != nil {
-		// The key is checked again on every request: a revoked key's
-		// sessions end with its next page.
-		p, err := c.cfg.Auth.Authenticate(r.Context(), sess.token)
+	if sess != nil && sess.hash != "" {
+		// The key is looked up on every request: a revoked key's sessions
+		// end with its next page.
+		k, err := c.cfg.Store.GetAPIKeyByHash(r.Context(), sess.hash)
 		switch {
-		case err == nil:
-			sess.principal = p
-		case errors.Is(err, auth.ErrInvalidKey) || errors.Is(err, auth.ErrNoKey):
-			c.sessions.delete(sess.id)
+		case errors.Is(err, store.ErrNotFound):
 			sess = nil
-		default:
+		case err != nil:
 			c.cfg.Log.ErrorContext(r.Context(), "console: check session key", "err", err)
 			c.renderError(w, r, nil, http.StatusInternalServerError, "The store could not be asked; try again.")
 			return viewer{}, false
+		case !k.RevokedAt.IsZero():
+			sess = nil
+		default:
+			sess.principal = auth.Principal{Tenant: k.Tenant, KeyID: k.ID, KeyPrefix: k.Prefix, Scopes: k.Scopes}
 		}
+	} else {
+		sess = nil
 	}
 	if sess == nil {
 		c.toLogin(w, r)
@@ -265,8 +271,8 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, v *viewer, stat
 	ld := layoutData{Title: title, Nav: name, V: v, Content: data}
 	if v != nil && v.sess != nil {
 		ld.CSRF = v.sess.csrf
-		ld.Flash = v.sess.takeFlash()
 	}
+	ld.Flash = takeFlash(w, r)
 	var b strings.Builder
 	if err := t.ExecuteTemplate(&b, "layout", ld); err != nil {
 		c.cfg.Log.ErrorContext(r.Context(), "console: render", "page", name, "err", err)

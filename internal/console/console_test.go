@@ -458,3 +458,70 @@ func TestUsageByTenantAndBudgets(t *testing.T) {
 	require.Contains(t, body, "claude-a")
 	require.Contains(t, body, "$0.5")
 }
+
+// A session cookie is signed: every instance with the same session secret
+// accepts it (the cluster tier behind one address), one with another
+// secret does not, and a cookie changed in any part is refused.
+func TestSessionsAcrossInstances(t *testing.T) {
+	t.Parallel()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "agentd.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	require.NoError(t, st.Migrate(t.Context()))
+	admin, err := auth.CreateKey(t.Context(), st, auth.CreateParams{Tenant: "ops", Scopes: []string{auth.ScopeAdmin}})
+	require.NoError(t, err)
+	instance := func(secret string) *testBundle {
+		c, err := console.New(console.Config{Store: st, Auth: &auth.Authenticator{Keys: st}, SessionSecret: []byte(secret)})
+		require.NoError(t, err)
+		srv := httptest.NewServer(c)
+		t.Cleanup(srv.Close)
+		return &testBundle{srv: srv}
+	}
+	const secret = "0123456789abcdef0123456789abcdef"
+	a, b, other := instance(secret), instance(secret), instance("another-secret-another-secret-xx")
+	c := a.client(t)
+	csrfA := a.login(t, c, admin.Token)
+	var value string
+	for _, ck := range c.Jar.Cookies(mustURL(t, a.srv.URL+"/console")) {
+		if ck.Name == "agentd_console" {
+			value = ck.Value
+		}
+	}
+	require.NotEmpty(t, value)
+	require.NotContains(t, value, admin.Token)
+	require.NotContains(t, value, auth.DisplayPrefix(admin.Token))
+
+	withCookie := func(bundle *testBundle, v string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, bundle.srv.URL+"/console/runs", nil)
+		require.NoError(t, err)
+		req.AddCookie(&http.Cookie{Name: "agentd_console", Value: v})
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	code, body := withCookie(b, value)
+	require.Equal(t, http.StatusOK, code, "the other instance accepts the session")
+	require.Equal(t, csrfA, csrfOf(t, body), "with the same CSRF token")
+	code, _ = withCookie(other, value)
+	require.Equal(t, http.StatusSeeOther, code, "an instance with another secret does not")
+	for i := range value {
+		if value[i] == '.' {
+			continue
+		}
+		forged := value[:i] + string(rune('A'+(value[i]+1)%26)) + value[i+1:]
+		if forged == value {
+			continue
+		}
+		code, _ = withCookie(b, forged)
+		require.Equal(t, http.StatusSeeOther, code, "changed at %d", i)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	require.NoError(t, err)
+	return u
+}

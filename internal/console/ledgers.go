@@ -104,7 +104,7 @@ func (c *Console) handleRevokeKey(w http.ResponseWriter, r *http.Request, v view
 		return
 	}
 	c.cfg.Log.InfoContext(r.Context(), "console: API key revoked", "key_id", k.ID, "revoked_prefix", k.Prefix, "key_prefix", v.Prefix)
-	v.sess.setFlash("Key " + k.Prefix + " revoked.")
+	setFlash(w, r, "Key "+k.Prefix+" revoked.")
 	http.Redirect(w, r, "/console/keys", http.StatusSeeOther)
 }
 
@@ -209,7 +209,7 @@ func (c *Console) handleDeleteConversation(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	c.cfg.Log.InfoContext(r.Context(), "console: conversation deleted", "conversation_id", id, "tenant", tenant, "key_prefix", v.Prefix)
-	v.sess.setFlash("Conversation " + id + " deleted.")
+	setFlash(w, r, "Conversation "+id+" deleted.")
 	http.Redirect(w, r, "/console/runs", http.StatusSeeOther)
 }
 

@@ -259,7 +259,7 @@ func (c *Console) handleCancel(w http.ResponseWriter, r *http.Request, v viewer)
 		return
 	}
 	c.cfg.Log.InfoContext(r.Context(), "console: run cancel requested", "run_id", rn.ID, "tenant", rn.Tenant, "key_prefix", v.Prefix)
-	v.sess.setFlash("Cancellation requested.")
+	setFlash(w, r, "Cancellation requested.")
 	http.Redirect(w, r, "/console/runs/"+rn.ID, http.StatusSeeOther)
 }
 
