@@ -147,6 +147,8 @@ func TestRunListQueryPlans(t *testing.T) {
 		{cols + " WHERE agent = ? ORDER BY id DESC LIMIT 51", []any{"agent-2"}, false, "sqlite_autoindex_runs_1"},
 		{cols + " WHERE status = ? ORDER BY id || '' DESC LIMIT 51", []any{"running"}, true, "runs_running_lease_expires_at"},
 		{cols + " WHERE status = ? ORDER BY id || '' DESC LIMIT 51", []any{"queued"}, true, "runs_queued_agent_created_at"},
+		{cols + " WHERE tenant || '' = ? AND status = ? ORDER BY id || '' DESC LIMIT 51", []any{"tenant-3", "running"}, true, "runs_running_lease_expires_at"},
+		{cols + " WHERE tenant || '' = ? AND status = ? AND agent = ? ORDER BY id || '' DESC LIMIT 51", []any{"tenant-3", "queued", "agent-3"}, true, "runs_queued_agent_created_at"},
 	} {
 		rows, err := db.Query("EXPLAIN QUERY PLAN "+tc.query, tc.args...)
 		require.NoError(t, err)

@@ -162,8 +162,20 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 		q.WriteString(sep + cond + " $" + strconv.Itoa(len(args)))
 		sep = " AND "
 	}
+	// Queued and running runs are few and have partial indexes (status =
+	// 'queued' / 'running'): read them there and sort them, rather than
+	// walk the id or (tenant, id) index through every finished run looking
+	// for them (all of them when fewer than a page exist). Expressions on
+	// tenant and as the sort key keep the planner off those two indexes
+	// (SQLite has no statistics to tell); they compare and sort exactly as
+	// the columns do.
+	rare := p.Status == store.RunQueued || p.Status == store.RunRunning
 	if !p.AllTenants {
-		arg("tenant =", p.Tenant)
+		if rare {
+			arg("tenant || '' =", p.Tenant)
+		} else {
+			arg("tenant =", p.Tenant)
+		}
 	}
 	if p.Status != "" {
 		arg("status =", string(p.Status))
@@ -175,13 +187,8 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 		arg("id <", p.Cursor)
 	}
 	args = append(args, limit)
-	// Queued and running runs are few and have partial indexes (status =
-	// 'queued' / 'running'): read them there and sort, rather than walk
-	// the id index through every finished run looking for them (a full
-	// walk when fewer than a page exist). An expression as the sort key
-	// keeps the planner off the id index; it sorts exactly as id does.
 	order := "id"
-	if p.Status == store.RunQueued || p.Status == store.RunRunning {
+	if rare {
 		order = "id || ''"
 	}
 	q.WriteString(` ORDER BY ` + order + ` DESC LIMIT $` + strconv.Itoa(len(args)))
