@@ -46,11 +46,10 @@ func chromiumPath(t *testing.T) string {
 }
 
 type browserBundle struct {
-	t       *testing.T
-	base    string
-	ctx     context.Context
-	shots   string
-	adminKy string
+	t     *testing.T
+	base  string
+	ctx   context.Context
+	shots string
 }
 
 func startAgentd(t *testing.T) (base string, st *sqlite.Store) {
@@ -68,6 +67,8 @@ worker:
   lease_ttl: 3s
 console:
   sample_interval: 1s
+budgets:
+  tenant: {daily_usd: 2, monthly_usd: 40}
 providers:
   anthropic:
     simulate: always
@@ -196,7 +197,7 @@ func TestBrowser(t *testing.T) {
 	defer cancelAlloc()
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	defer cancelCtx()
-	b := &browserBundle{t: t, base: base, ctx: ctx, shots: os.Getenv("AGENTD_CONSOLE_SCREENSHOTS"), adminKy: admin.Token}
+	b := &browserBundle{t: t, base: base, ctx: ctx, shots: os.Getenv("AGENTD_CONSOLE_SCREENSHOTS")}
 	if b.shots != "" {
 		require.NoError(t, os.MkdirAll(b.shots, 0o755))
 	}
