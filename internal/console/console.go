@@ -51,6 +51,8 @@ type Store interface {
 	store.APIKeys
 	store.Usage
 	store.Audit
+	// ListRecentAudit pages the audit log newest first.
+	ListRecentAudit(ctx context.Context, p store.RecentAuditParams) ([]store.AuditEntry, error)
 }
 
 // Canceler cancels runs (run.Runs).

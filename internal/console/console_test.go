@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -21,6 +22,8 @@ import (
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/postgres"
+	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 	"github.com/agentd/agentd/internal/store/sqlite"
 )
 
@@ -524,4 +527,77 @@ func mustURL(t *testing.T, s string) *url.URL {
 	u, err := url.Parse(s)
 	require.NoError(t, err)
 	return u
+}
+
+// consoleStore opens an empty, migrated store of backend ("sqlite", or
+// "postgres" in an isolated schema).
+func consoleStore(t *testing.T, backend string) console.Store {
+	t.Helper()
+	if backend == "postgres" {
+		st, err := postgres.Open(t.Context(), pgtest.Schema(t, pgtest.BaseURL(t), 4))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = st.Close() })
+		require.NoError(t, st.Migrate(t.Context()))
+		return st
+	}
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "agentd.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	require.NoError(t, st.Migrate(t.Context()))
+	return st
+}
+
+// The audit page: the newest rows first, every tenant's for an admin,
+// paged with a cursor; a tenant key sees its own rows; inputs redacted.
+func TestAuditPage(t *testing.T) {
+	t.Parallel()
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			st := consoleStore(t, backend)
+			ctx := t.Context()
+			for i := range 60 {
+				tenant := "acme"
+				if i%3 == 0 {
+					tenant = "globex"
+				}
+				require.NoError(t, st.AppendAudit(ctx, store.AuditEntry{Tenant: tenant, Agent: "demo", RunID: fmt.Sprintf("run_%02d", i),
+					Step: 1, ToolUseID: "tu", Tool: fmt.Sprintf("tool_%02d", i), Phase: store.AuditCall, Outcome: "started",
+					Input: []byte(`{"token":"s3cret-tool-token"}`)}))
+			}
+			admin, err := auth.CreateKey(ctx, st, auth.CreateParams{Tenant: "ops", Scopes: []string{auth.ScopeAdmin}})
+			require.NoError(t, err)
+			acme, err := auth.CreateKey(ctx, st, auth.CreateParams{Tenant: "acme", Scopes: []string{auth.ScopeRuns}})
+			require.NoError(t, err)
+			c, err := console.New(console.Config{Store: st, Auth: &auth.Authenticator{Keys: st}, Redactor: observe.NewRedactor("s3cret-tool-token")})
+			require.NoError(t, err)
+			srv := httptest.NewServer(c)
+			t.Cleanup(srv.Close)
+			b := &testBundle{srv: srv}
+
+			a := b.client(t)
+			b.login(t, a, admin.Token)
+			_, body := get(t, a, srv.URL+"/console/audit")
+			require.Contains(t, body, "tool_59")
+			require.Contains(t, body, "tool_10")
+			require.NotContains(t, body, "tool_09", "50 a page")
+			require.Less(t, strings.Index(body, "tool_59"), strings.Index(body, "tool_58"), "newest first")
+			require.NotContains(t, body, "s3cret-tool-token")
+			next := regexp.MustCompile(`/console/audit\?before=(\d+)`).FindString(body)
+			require.NotEmpty(t, next)
+			_, body = get(t, a, srv.URL+next)
+			require.Contains(t, body, "tool_09")
+			require.Contains(t, body, "tool_00")
+			require.NotContains(t, body, "tool_10")
+			require.NotContains(t, body, "before=", "the last page")
+
+			g := b.client(t)
+			b.login(t, g, acme.Token)
+			_, body = get(t, g, srv.URL+"/console/audit")
+			require.Contains(t, body, "tool_59")
+			require.NotContains(t, body, "tool_57", "globex's row")
+			resp, _ := get(t, g, srv.URL+"/console/audit?before=x")
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+		})
+	}
 }

@@ -364,10 +364,19 @@ type auditData struct {
 	Tenant  string
 	Entries []store.AuditEntry
 	Inputs  []string
+	// Recent: no run asked for, the newest rows (of every tenant for an
+	// admin) with a cursor to older ones.
+	Recent     bool
+	NextBefore int64
 }
 
+// auditPage is the page size of the recent audit log.
+const auditPage = 50
+
 func (c *Console) handleAudit(w http.ResponseWriter, r *http.Request, v viewer) {
-	d := auditData{RunID: strings.TrimSpace(r.URL.Query().Get("run_id"))}
+	q := r.URL.Query()
+	d := auditData{RunID: strings.TrimSpace(q.Get("run_id"))}
+	var err error
 	if d.RunID != "" {
 		rn, err := c.getRun(r, v, d.RunID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -380,10 +389,27 @@ func (c *Console) handleAudit(w http.ResponseWriter, r *http.Request, v viewer) 
 				c.storeError(w, r, &v, "audit log", err)
 				return
 			}
-			for _, e := range d.Entries {
-				d.Inputs = append(d.Inputs, c.scrubJSON(e.Input))
+		}
+	} else {
+		d.Recent = true
+		p := store.RecentAuditParams{Tenant: v.Tenant, AllTenants: v.Admin, Limit: auditPage + 1}
+		if b := q.Get("before"); b != "" {
+			if _, err := fmt.Sscan(b, &p.Before); err != nil || p.Before < 1 {
+				c.renderError(w, r, &v, http.StatusBadRequest, "before: an audit row id.")
+				return
 			}
 		}
+		if d.Entries, err = c.cfg.Store.ListRecentAudit(r.Context(), p); err != nil {
+			c.storeError(w, r, &v, "audit log", err)
+			return
+		}
+		if len(d.Entries) > auditPage {
+			d.Entries = d.Entries[:auditPage]
+			d.NextBefore = d.Entries[auditPage-1].ID
+		}
+	}
+	for _, e := range d.Entries {
+		d.Inputs = append(d.Inputs, c.scrubJSON(e.Input))
 	}
 	c.render(w, r, &v, http.StatusOK, "audit", "Audit log", d)
 }
