@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -252,7 +253,7 @@ func (c *Console) toLogin(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		next = r.URL.RequestURI()
 	}
-	http.Redirect(w, r, "/console/login?next="+urlQueryEscape(next), http.StatusSeeOther)
+	http.Redirect(w, r, "/console/login?next="+url.QueryEscape(next), http.StatusSeeOther)
 }
 
 // layoutData is what every page's layout shows.

@@ -601,3 +601,23 @@ func TestAuditPage(t *testing.T) {
 		})
 	}
 }
+
+// After login the browser goes back to the console page it asked for, and
+// nowhere else.
+func TestLoginRedirectStaysOnConsole(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	for next, want := range map[string]string{
+		"/console/runs?status=failed":  "/console/runs?status=failed",
+		"https://evil.example/console": "/console",
+		"//evil.example/console/runs":  "/console",
+		"/v1/runs":                     "/console",
+		"javascript:alert(1)":          "/console",
+	} {
+		c := b.client(t)
+		_, body := get(t, c, b.srv.URL+"/console/login")
+		resp, _ := post(t, c, b.srv.URL+"/console/login", url.Values{"csrf": {csrfOf(t, body)}, "key": {b.admin}, "next": {next}})
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode, next)
+		require.Equal(t, want, resp.Header.Get("Location"), next)
+	}
+}

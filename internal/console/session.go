@@ -191,15 +191,11 @@ type loginData struct {
 // safeNext keeps a post-login redirect on the console.
 func safeNext(next string) string {
 	u, err := url.Parse(next)
-	if err != nil || u.Scheme != "" || u.Host != "" || (u.Path != "/console" && !hasPrefix(u.Path, "/console/")) {
+	if err != nil || u.Scheme != "" || u.Host != "" || (u.Path != "/console" && !strings.HasPrefix(u.Path, "/console/")) {
 		return "/console"
 	}
 	return u.RequestURI()
 }
-
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
-
-func urlQueryEscape(s string) string { return url.QueryEscape(s) }
 
 func (c *Console) handleLoginForm(w http.ResponseWriter, r *http.Request) {
 	if c.cfg.Auth == nil {
