@@ -453,6 +453,9 @@ func admit(ctx context.Context, l *admission.Limiter) (release func(), err error
 func (s *Server) Mount(h http.Handler) {
 	s.mux.Handle("/console", h)
 	s.mux.Handle("/console/", h)
+	// Its own route label, so that metrics (and the console's latency
+	// charts) tell the long-lived event streams from pages.
+	s.mux.Handle("GET /console/runs/{id}/events", h)
 }
 
 // isConsolePath: the console checks its own session cookie.
