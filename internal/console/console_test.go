@@ -621,3 +621,18 @@ func TestLoginRedirectStaysOnConsole(t *testing.T) {
 		require.Equal(t, want, resp.Header.Get("Location"), next)
 	}
 }
+
+func TestRunsStatusFilter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	failed, ok := b.run(t, server.DefaultTenant, store.RunFailed), b.run(t, server.DefaultTenant, store.RunSucceeded)
+	c := b.client(t)
+	_, body := get(t, c, b.srv.URL+"/console/runs?status=failed")
+	require.Contains(t, body, failed.ID)
+	require.NotContains(t, body, ok.ID)
+	resp, body := get(t, c, b.srv.URL+"/console/runs?status=requires_action")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "a status the list does not offer still filters")
+	require.Contains(t, body, "No runs match")
+	resp, _ = get(t, c, b.srv.URL+"/console/runs?status=%27%3B--")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/agentd/agentd/internal/store"
@@ -34,44 +33,9 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEntry) error {
 // ListAudit returns the tenant's audit rows of a run in ID order (see
 // store.Audit).
 func (s *Store) ListAudit(ctx context.Context, tenant, runID string) ([]store.AuditEntry, error) {
-	out, err := s.scanAudit(s.db.Read.Query(ctx, qListAudit, tenant, runID, store.MaxListAudit))
+	rows, err := s.db.Read.Query(ctx, qListAudit, tenant, runID, store.MaxListAudit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: list audit of run %s: %w", s.d.Name, runID, err)
-	}
-	return out, nil
-}
-
-// ListRecentAudit returns a page of audit rows, newest (highest ID) first,
-// of one tenant or of all (see store.RecentAuditParams). It walks the
-// primary key from the newest row.
-func (s *Store) ListRecentAudit(ctx context.Context, p store.RecentAuditParams) ([]store.AuditEntry, error) {
-	limit := p.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	limit = min(limit, store.MaxListAudit)
-	before := p.Before
-	if before <= 0 {
-		before = math.MaxInt64
-	}
-	q := `SELECT id, created_at, tenant, agent, run_id, step, tool_use_id, tool,
-		phase, idempotency_key, input, outcome, error, duration_us FROM audit WHERE id < $1`
-	args := []any{before, limit}
-	if !p.AllTenants {
-		q += ` AND tenant = $3`
-		args = append(args, p.Tenant)
-	}
-	q += ` ORDER BY id DESC LIMIT $2`
-	out, err := s.scanAudit(s.db.Read.Query(ctx, q, args...))
-	if err != nil {
-		return nil, fmt.Errorf("%s: list recent audit: %w", s.d.Name, err)
-	}
-	return out, nil
-}
-
-func (s *Store) scanAudit(rows Rows, err error) ([]store.AuditEntry, error) {
-	if err != nil {
-		return nil, err
 	}
 	defer rows.Close()
 	out := []store.AuditEntry{}
@@ -83,14 +47,14 @@ func (s *Store) scanAudit(rows Rows, err error) ([]store.AuditEntry, error) {
 		)
 		if err := rows.Scan(&e.ID, s.d.ScanTime(&e.Time), &e.Tenant, &e.Agent, &e.RunID, &e.Step, &e.ToolUseID, &e.Tool,
 			&e.Phase, &e.IdempotencyKey, &input, &e.Outcome, &e.Error, &durUS); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: list audit of run %s: %w", s.d.Name, runID, err)
 		}
 		e.Input = fromJSON(input)
 		e.Duration = time.Duration(durUS) * time.Microsecond
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: list audit of run %s: %w", s.d.Name, runID, err)
 	}
 	return out, nil
 }
