@@ -415,6 +415,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		Chats: a.chats, Streams: a.streams, Submits: submits, OverflowToQueue: cfg.Admission.Overflow == config.OverflowQueue, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
 		Abuse: abuseGuard,
 	})
+	if a.serveAPI {
+		if err := a.mountConsole(api, cfg, st, runs, authn, redactor, log); err != nil {
+			return nil, err
+		}
+	}
 	a.srv = &http.Server{
 		Addr:              cfg.Server.Addr,
 		Handler:           api,

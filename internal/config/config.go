@@ -98,8 +98,10 @@ type Config struct {
 	// Budgets are spend limits per tenant, key and agent (docs/cost.md).
 	Budgets Budgets `yaml:"budgets"`
 	// Abuse is abuse detection (docs/security.md#abuse-detection).
-	Abuse  Abuse   `yaml:"abuse"`
-	Agents []Agent `yaml:"agents"`
+	Abuse Abuse `yaml:"abuse"`
+	// Console is the operator console at /console (docs/console.md).
+	Console Console `yaml:"console"`
+	Agents  []Agent `yaml:"agents"`
 	// Secrets are named secret values for tools, usually references:
 	// "weather_key: ${env:WEATHER_API_KEY}". Tool URLs, headers and MCP
 	// server environments use them as {{secret:NAME}}; the model never

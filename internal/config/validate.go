@@ -76,6 +76,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Log.Format, DefaultLogFormat)
 	c.applyAbuseDefaults()
 	c.Retention.applyDefaults()
+	c.Console.applyDefaults()
 
 	for i := range c.Agents {
 		ag := &c.Agents[i]
@@ -210,6 +211,7 @@ func (c *Config) Validate() error {
 	c.validateBudgets(&v)
 	c.validateAbuse(&v)
 	c.Retention.validate(&v)
+	c.Console.validate(&v)
 	c.validateObservability(&v)
 	c.validateSecretsRefresh(&v)
 	v.oneOf("log.level", c.Log.Level, logLevels)

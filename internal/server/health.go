@@ -238,43 +238,104 @@ func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-type componentHealth struct {
+// ComponentHealth is a checked dependency (store, Redis).
+type ComponentHealth struct {
 	Status    string    `json:"status"`
 	LatencyMS float64   `json:"latency_ms"`
 	LastError string    `json:"last_error,omitempty"`
 	CheckedAt time.Time `json:"checked_at"`
 }
 
-func checked(c check, down string) componentHealth {
+func checked(c check, down string) ComponentHealth {
 	status := "ok"
 	if !c.ok() {
 		status = down
 	}
-	return componentHealth{Status: status, LatencyMS: float64(c.latency.Microseconds()) / 1000, LastError: c.err, CheckedAt: c.checkedAt}
+	return ComponentHealth{Status: status, LatencyMS: float64(c.latency.Microseconds()) / 1000, LastError: c.err, CheckedAt: c.checkedAt}
 }
 
-// handleHealthz reports every component. The status is the worst of them
-// ("down" only for the store: 503), degraded otherwise (200).
-func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
-	h := s.health
+// HealthReport is what /healthz answers: the overall status and every
+// component. The operator console renders the same value.
+type HealthReport struct {
+	// Status is the worst component: "ok", "degraded", or "down" (the
+	// store only; /healthz answers 503 then).
+	Status        string           `json:"status"`
+	Ready         bool             `json:"ready"`
+	Draining      bool             `json:"draining"`
+	Version       string           `json:"version"`
+	UptimeSeconds int64            `json:"uptime_seconds"`
+	Components    HealthComponents `json:"components"`
+	SSEStreams    int64            `json:"sse_streams"`
+	InFlight      map[string]int   `json:"in_flight,omitempty"`
+}
+
+// HealthComponents are the components of a HealthReport; nil ones are not
+// configured.
+type HealthComponents struct {
+	Store    ComponentHealth  `json:"store"`
+	Redis    *ComponentHealth `json:"redis,omitempty"`
+	Queue    *QueueHealth     `json:"queue,omitempty"`
+	Breakers *BreakersHealth  `json:"breakers,omitempty"`
+	Keys     *KeysHealth      `json:"keys,omitempty"`
+	Memory   *MemoryHealth    `json:"memory,omitempty"`
+}
+
+// QueueHealth is the queue component.
+type QueueHealth struct {
+	Status           string         `json:"status"`
+	LastError        string         `json:"last_error"`
+	CheckedAt        time.Time      `json:"checked_at"`
+	Depth            int            `json:"depth"`
+	DepthByAgent     map[string]int `json:"depth_by_agent"`
+	OldestAgeSeconds float64        `json:"oldest_age_seconds"`
+	Running          int            `json:"running"`
+}
+
+// BreakersHealth is the circuit breakers component: every dependency's
+// breaker (model:NAME, tool:NAME, mcp:NAME, webhook:HOST, redis, store).
+type BreakersHealth struct {
+	Status   string           `json:"status"`
+	Open     []string         `json:"open"`
+	Breakers []breaker.Status `json:"breakers"`
+}
+
+// KeysHealth is the model API key pool component. Pool (each key by its
+// fingerprint) is for the console; /healthz shows the counts only.
+type KeysHealth struct {
+	Status string                 `json:"status"`
+	Usable int                    `json:"usable"`
+	Total  int                    `json:"total"`
+	Pool   []resilience.KeyStatus `json:"-"`
+}
+
+// MemoryHealth is the memory guard component.
+type MemoryHealth struct {
+	Status     string `json:"status"`
+	UsedBytes  uint64 `json:"used_bytes"`
+	LimitBytes uint64 `json:"limit_bytes"`
+	Shedding   bool   `json:"shedding"`
+}
+
+// Report computes the health report from the cached checks (it never calls
+// a dependency); sse is the number of open event streams.
+func (h *Health) Report(sse int64) HealthReport {
 	h.mu.RLock()
 	stc, rc, qc, qs := h.store, h.redis, h.queue, h.qstats
 	h.mu.RUnlock()
-	overall, code := "ok", http.StatusOK
+	overall := "ok"
 	degrade := func() {
 		if overall == "ok" {
 			overall = "degraded"
 		}
 	}
-	components := map[string]any{}
-	storeH := checked(stc, "down")
-	components["store"] = storeH
+	var c HealthComponents
+	c.Store = checked(stc, "down")
 	if h.Redis != nil {
 		rh := checked(rc, "degraded")
 		if rh.Status != "ok" {
 			degrade()
 		}
-		components["redis"] = rh
+		c.Redis = &rh
 	}
 	if h.Queue != nil {
 		qh := checked(qc, "degraded")
@@ -289,8 +350,8 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 		if !qs.OldestQueuedAt.IsZero() {
 			oldest = time.Since(qs.OldestQueuedAt).Seconds()
 		}
-		components["queue"] = map[string]any{"status": qh.Status, "last_error": qh.LastError, "checked_at": qh.CheckedAt,
-			"depth": depth, "depth_by_agent": qs.Depth, "oldest_age_seconds": oldest, "running": qs.Running}
+		c.Queue = &QueueHealth{Status: qh.Status, LastError: qh.LastError, CheckedAt: qh.CheckedAt,
+			Depth: depth, DepthByAgent: qs.Depth, OldestAgeSeconds: oldest, Running: qs.Running}
 	}
 	if h.Breakers != nil {
 		breakers := h.Breakers()
@@ -305,7 +366,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 			status = "degraded"
 			degrade()
 		}
-		components["breakers"] = map[string]any{"status": status, "open": open, "breakers": breakers}
+		c.Breakers = &BreakersHealth{Status: status, Open: open, Breakers: breakers}
 	}
 	if h.Keys != nil {
 		keys := h.Keys()
@@ -324,7 +385,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 			status = "degraded"
 			degrade()
 		}
-		components["keys"] = map[string]any{"status": status, "usable": usable, "total": len(keys)}
+		c.Keys = &KeysHealth{Status: status, Usable: usable, Total: len(keys), Pool: keys}
 	}
 	if h.Memory != nil {
 		used, limit := h.Memory.Usage()
@@ -333,22 +394,31 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 			status = "degraded"
 			degrade()
 		}
-		components["memory"] = map[string]any{"status": status, "used_bytes": used, "limit_bytes": limit, "shedding": h.Memory.Shedding()}
+		c.Memory = &MemoryHealth{Status: status, UsedBytes: used, LimitBytes: limit, Shedding: h.Memory.Shedding()}
 	}
-	if storeH.Status != "ok" {
-		overall, code = "down", http.StatusServiceUnavailable
+	if c.Store.Status != "ok" {
+		overall = "down"
 	}
-	body := map[string]any{
-		"status":         overall,
-		"ready":          h.notReady() == "",
-		"draining":       h.draining.Load(),
-		"version":        h.Version,
-		"uptime_seconds": int64(time.Since(h.started).Seconds()),
-		"components":     components,
-		"sse_streams":    s.sse.Load(),
+	rep := HealthReport{
+		Status: overall, Ready: h.notReady() == "", Draining: h.draining.Load(), Version: h.Version,
+		UptimeSeconds: int64(time.Since(h.started).Seconds()), Components: c, SSEStreams: sse,
 	}
 	if h.InFlight != nil {
-		body["in_flight"] = h.InFlight()
+		rep.InFlight = h.InFlight()
 	}
-	writeJSON(w, code, body)
+	return rep
+}
+
+// HealthReport is the report /healthz answers.
+func (s *Server) HealthReport() HealthReport { return s.health.Report(s.sse.Load()) }
+
+// handleHealthz reports every component. The status is the worst of them
+// ("down" only for the store: 503), degraded otherwise (200).
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	rep := s.HealthReport()
+	code := http.StatusOK
+	if rep.Status == "down" {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, rep)
 }

@@ -180,7 +180,12 @@ func (s *Server) handleInterruptRun(w http.ResponseWriter, r *http.Request) {
 // handleRunEvents streams a run's events: the stored ones after
 // Last-Event-ID (or ?after=), then live ones, ending after done or error.
 func (s *Server) handleRunEvents(w http.ResponseWriter, r *http.Request) {
-	id, tenant := r.PathValue("id"), s.tenant(r)
+	s.StreamRunEvents(w, r, s.tenant(r), r.PathValue("id"))
+}
+
+// StreamRunEvents is GET /v1/runs/{id}/events for the run id of tenant
+// (resolved by the caller): the operator console follows runs through it.
+func (s *Server) StreamRunEvents(w http.ResponseWriter, r *http.Request, tenant, id string) {
 	after := int64(0)
 	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {
 		if v == "" {

@@ -369,7 +369,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (p auth.Pr
 		return auth.Principal{Tenant: DefaultTenant, Scopes: auth.AllScopes}, true
 	}
 	path := r.URL.Path
-	if openPaths[path] || strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/debug/") {
+	if openPaths[path] || strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/debug/") || isConsolePath(path) {
 		return auth.Principal{}, true
 	}
 	p, err := s.auth.Authenticate(r.Context(), auth.TokenFrom(r.Header.Get("Authorization"), r.Header.Get("X-Api-Key")))
@@ -462,6 +462,21 @@ func admit(ctx context.Context, l *admission.Limiter) (release func(), err error
 		return func() {}, nil
 	}
 	return l.Acquire(ctx)
+}
+
+// Mount serves h at /console and below it (the operator console, which
+// authenticates its own sessions). Call it before serving.
+func (s *Server) Mount(h http.Handler) {
+	s.mux.Handle("/console", h)
+	s.mux.Handle("/console/", h)
+	// Its own route label, so that metrics (and the console's latency
+	// charts) tell the long-lived event streams from pages.
+	s.mux.Handle("GET /console/runs/{id}/events", h)
+}
+
+// isConsolePath: the console checks its own session cookie.
+func isConsolePath(path string) bool {
+	return path == "/console" || strings.HasPrefix(path, "/console/")
 }
 
 // EndFollowers ends every run event stream (GET /v1/runs/{id}/events) at

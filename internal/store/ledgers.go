@@ -76,6 +76,20 @@ type Audit interface {
 // MaxListAudit caps ListAudit.
 const MaxListAudit = 10000
 
+// RecentAuditParams page the audit log newest first (the operator
+// console; backends implement it as ListRecentAudit, outside the Audit
+// interface).
+type RecentAuditParams struct {
+	Tenant string
+	// AllTenants lists every tenant's rows (Tenant is ignored).
+	AllTenants bool
+	// Before, when > 0, returns only rows whose ID is below it (the ID of
+	// the last row of the previous page).
+	Before int64
+	// Limit caps the page; <= 0 means 50, at most MaxListAudit.
+	Limit int
+}
+
 // MinAuditRetention is how long an audit row is kept at least: the backends
 // refuse to delete a younger one.
 const MinAuditRetention = 30 * 24 * time.Hour

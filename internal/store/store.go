@@ -172,6 +172,10 @@ type Checkpoint struct {
 // UUIDv7, so id order is creation order).
 type ListRunsParams struct {
 	Tenant string
+	// AllTenants lists the runs of every tenant (Tenant is ignored): the
+	// operator console with an admin key. Without a Tenant filter the
+	// newest-first walk uses the primary key, not the (tenant, id) index.
+	AllTenants bool
 	// Status and Agent filter when not empty.
 	Status RunStatus
 	Agent  string

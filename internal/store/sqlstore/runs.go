@@ -154,11 +154,28 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 	// once per connection), so that each gets a plan on the (tenant, id)
 	// index.
 	var q strings.Builder
-	q.WriteString(`SELECT ` + RunColumns + ` FROM runs WHERE tenant = $1`)
-	args := []any{p.Tenant}
+	q.WriteString(`SELECT ` + RunColumns + ` FROM runs`)
+	var args []any
+	sep := " WHERE "
 	arg := func(cond string, v any) {
 		args = append(args, v)
-		q.WriteString(" AND " + cond + " $" + strconv.Itoa(len(args)))
+		q.WriteString(sep + cond + " $" + strconv.Itoa(len(args)))
+		sep = " AND "
+	}
+	// Queued and running runs are few and have partial indexes (status =
+	// 'queued' / 'running'): read them there and sort them, rather than
+	// walk the id or (tenant, id) index through every finished run looking
+	// for them (all of them when fewer than a page exist). Expressions on
+	// tenant and as the sort key keep the planner off those two indexes
+	// (SQLite has no statistics to tell); they compare and sort exactly as
+	// the columns do.
+	rare := p.Status == store.RunQueued || p.Status == store.RunRunning
+	if !p.AllTenants {
+		if rare {
+			arg("tenant || '' =", p.Tenant)
+		} else {
+			arg("tenant =", p.Tenant)
+		}
 	}
 	if p.Status != "" {
 		arg("status =", string(p.Status))
@@ -170,7 +187,11 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 		arg("id <", p.Cursor)
 	}
 	args = append(args, limit)
-	q.WriteString(` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args)))
+	order := "id"
+	if rare {
+		order = "id || ''"
+	}
+	q.WriteString(` ORDER BY ` + order + ` DESC LIMIT $` + strconv.Itoa(len(args)))
 
 	runs, err := s.scanRuns(s.db.Read.Query(ctx, q.String(), args...))
 	if err != nil {

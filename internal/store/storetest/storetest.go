@@ -32,6 +32,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -847,6 +848,29 @@ func exerciseListRuns[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		runs, err = s.ListRuns(ctx, store.ListRunsParams{})
 		require.NoError(t, err)
 		require.Empty(t, runs, "the empty tenant has no runs")
+
+		require.Equal(t, id(2, 1), ids(list(store.ListRunsParams{Status: store.RunQueued})))
+		// AllTenants (the operator console's admin view): every tenant's
+		// runs, in the same order, with the same filters and cursor.
+		mine := func(p store.ListRunsParams) []string {
+			t.Helper()
+			p.AllTenants, p.Tenant = true, newID("ignored")
+			runs, err := s.ListRuns(ctx, p)
+			require.NoError(t, err)
+			out := []string{}
+			for _, r := range runs {
+				if strings.HasPrefix(r.ID, prefix) {
+					out = append(out, r.ID)
+				}
+			}
+			return out
+		}
+		require.Equal(t, []string{prefix + "0009", id(7)[0], id(6)[0], id(5)[0], id(4)[0], prefix + "0003x", id(3)[0], id(2)[0], id(1)[0]},
+			mine(store.ListRunsParams{Cursor: prefix + "9999"}))
+		require.Equal(t, []string{prefix + "0009", id(6)[0], id(5)[0], prefix + "0003x", id(3)[0]},
+			mine(store.ListRunsParams{Status: store.RunRunning, Cursor: prefix + "9999"}))
+		require.Equal(t, []string{prefix + "0003x", id(3)[0]},
+			mine(store.ListRunsParams{Status: store.RunRunning, Agent: "a", Cursor: id(5)[0]}))
 	})
 
 	t.Run("Pagination", func(t *testing.T) {

@@ -1,0 +1,175 @@
+package console_test
+
+import (
+	"database/sql"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/console"
+	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/server"
+	"github.com/agentd/agentd/internal/store/sqlite"
+)
+
+// benchRuns is how many runs the render benchmarks put in the store.
+const benchRuns = 100_000
+
+// seedRuns creates a SQLite store at path with n runs bulk-inserted in one
+// transaction: 10 tenants, 5 agents, mostly succeeded, 1 in 50 failed, 1
+// in 500 canceled; the newest 40 running and the 20 before them queued.
+func seedRuns(tb testing.TB, path string, n int) {
+	tb.Helper()
+	st, err := sqlite.Open(tb.Context(), path)
+	require.NoError(tb, err)
+	require.NoError(tb, st.Migrate(tb.Context()))
+	require.NoError(tb, st.Close())
+	db, err := sql.Open("sqlite", path)
+	require.NoError(tb, err)
+	defer db.Close()
+	tx, err := db.Begin()
+	require.NoError(tb, err)
+	ins, err := tx.Prepare(`INSERT INTO runs (id, tenant, agent, conversation_id, status, input, output, error, attempt, steps,
+		input_tokens, output_tokens, cost_nanos, created_at, started_at, finished_at) VALUES (?, ?, ?, '', ?, ?, ?, ?, 1, 2, ?, ?, ?, ?, ?, ?)`)
+	require.NoError(tb, err)
+	start := time.Now().Add(-time.Duration(n) * time.Second)
+	for i := range n {
+		status, errMsg := "succeeded", ""
+		switch {
+		case i >= n-40:
+			status = "running"
+		case i >= n-60:
+			status = "queued"
+		case i%500 == 7:
+			status = "canceled"
+		case i%50 == 3:
+			status, errMsg = "failed", "model_error: overloaded"
+		}
+		created := start.Add(time.Duration(i) * time.Second)
+		var started, finished any
+		if status != "queued" {
+			started = created.Add(time.Second).UnixMicro()
+		}
+		if status != "queued" && status != "running" {
+			finished = created.Add(3 * time.Second).UnixMicro()
+		}
+		_, err := ins.Exec(fmt.Sprintf("run_%012x", i), fmt.Sprintf("tenant-%d", i%10), fmt.Sprintf("agent-%d", i%5), status,
+			`{"message":"hello"}`, `[{"type":"text","text":"hi"}]`, errMsg, 1200+i%300, 300+i%100, int64(4_200_000+i%1000),
+			created.UnixMicro(), started, finished)
+		require.NoError(tb, err)
+	}
+	require.NoError(tb, tx.Commit())
+}
+
+func BenchmarkRender(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "agentd.db")
+	seedRuns(b, path, benchRuns)
+	st, err := sqlite.Open(b.Context(), path)
+	require.NoError(b, err)
+	defer st.Close()
+	// The overview's inputs as the app builds them: a health report from
+	// real checks of this store, a sampler with a full hour of samples.
+	metrics := observe.NewMetrics("bench")
+	health := &server.Health{Store: st, Queue: st.QueueStats, Version: "bench"}
+	health.MarkStarted(time.Now())
+	health.SetReady(true)
+	health.Check(b.Context())
+	sampler := &console.Sampler{Gatherer: metrics.Registry}
+	t0 := time.Now().Add(-time.Hour)
+	for i := range 361 {
+		metrics.HTTPRequests.WithLabelValues("GET", "GET /v1/runs", "200").Add(float64(i % 7))
+		metrics.HTTPDuration.WithLabelValues("GET", "GET /v1/runs").Observe(0.002 * float64(i%11))
+		sampler.Sample(t0.Add(time.Duration(i) * 10 * time.Second))
+	}
+	c, err := console.New(console.Config{Store: st, Health: func() server.HealthReport { return health.Report(0) }, Sampler: sampler})
+	require.NoError(b, err)
+	// A session (auth off: the console opens one on the first request).
+	rec := httptest.NewRecorder()
+	c.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/console", nil))
+	cookie := rec.Result().Cookies()[0]
+
+	for _, page := range []string{
+		"/console",
+		"/console/runs",
+		"/console/runs?cursor=run_00000000c350", // page 2 from the middle
+		"/console/runs?tenant=tenant-3",
+		"/console/runs?tenant=tenant-3&status=failed",
+		"/console/runs?status=running",
+		"/console/runs?tenant=tenant-3&status=running",
+		"/console/runs?status=failed",
+		"/console/runs?status=canceled",
+		"/console/runs?agent=agent-2",
+	} {
+		b.Run(strings.TrimPrefix(page, "/console"), func(b *testing.B) {
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodGet, page, nil)
+				req.AddCookie(cookie)
+				rec := httptest.NewRecorder()
+				c.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("%s: %d %s", page, rec.Code, rec.Body.String())
+				}
+			}
+		})
+	}
+}
+
+// The query shapes ListRuns builds (sqlstore/runs.go) for the console's
+// filters, with SQLite's plan on a seeded store: each reads an index (the
+// id primary key, (tenant, id), or a status's partial index), never the
+// table in storage order, and only the few queued or running runs are
+// sorted.
+func TestRunListQueryPlans(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "agentd.db")
+	seedRuns(t, path, 20_000)
+	db, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	defer db.Close()
+	const cols = "SELECT id, tenant, status FROM runs"
+	for _, tc := range []struct {
+		query    string
+		args     []any
+		sortOK   bool
+		wantPlan string
+	}{
+		{cols + " ORDER BY id DESC LIMIT 51", nil, false, "sqlite_autoindex_runs_1"},
+		{cols + " WHERE id < ? ORDER BY id DESC LIMIT 51", []any{"run_000000002710"}, false, "sqlite_autoindex_runs_1"},
+		{cols + " WHERE tenant = ? ORDER BY id DESC LIMIT 51", []any{"tenant-3"}, false, "runs_tenant_id"},
+		{cols + " WHERE tenant = ? AND status = ? ORDER BY id DESC LIMIT 51", []any{"tenant-3", "failed"}, false, "runs_tenant_id"},
+		{cols + " WHERE status = ? ORDER BY id DESC LIMIT 51", []any{"failed"}, false, "sqlite_autoindex_runs_1"},
+		{cols + " WHERE agent = ? ORDER BY id DESC LIMIT 51", []any{"agent-2"}, false, "sqlite_autoindex_runs_1"},
+		{cols + " WHERE status = ? ORDER BY id || '' DESC LIMIT 51", []any{"running"}, true, "runs_running_lease_expires_at"},
+		{cols + " WHERE status = ? ORDER BY id || '' DESC LIMIT 51", []any{"queued"}, true, "runs_queued_agent_created_at"},
+		{cols + " WHERE tenant || '' = ? AND status = ? ORDER BY id || '' DESC LIMIT 51", []any{"tenant-3", "running"}, true, "runs_running_lease_expires_at"},
+		{cols + " WHERE tenant || '' = ? AND status = ? AND agent = ? ORDER BY id || '' DESC LIMIT 51", []any{"tenant-3", "queued", "agent-3"}, true, "runs_queued_agent_created_at"},
+	} {
+		rows, err := db.Query("EXPLAIN QUERY PLAN "+tc.query, tc.args...)
+		require.NoError(t, err)
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+			plan = append(plan, detail)
+		}
+		require.NoError(t, rows.Err())
+		rows.Close()
+		joined := strings.Join(plan, "; ")
+		require.Contains(t, joined, tc.wantPlan, tc.query)
+		for _, line := range plan {
+			if strings.HasPrefix(line, "SCAN runs") {
+				require.Contains(t, line, "USING", "%s: a scan in storage order: %s", tc.query, joined)
+			}
+		}
+		if !tc.sortOK {
+			require.NotContains(t, joined, "TEMP B-TREE", "%s: sorts every match: %s", tc.query, joined)
+		}
+	}
+}
