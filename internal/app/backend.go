@@ -22,6 +22,7 @@ type Store interface {
 	store.Budgets
 	store.APIKeys
 	store.Retention
+	store.Managed
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

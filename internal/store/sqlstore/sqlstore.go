@@ -172,6 +172,7 @@ type Backend[TTx any] interface {
 	store.Usage
 	store.Budgets
 	store.Retention
+	store.Managed
 }
 
 // Store implements the store seam on a DB in a Dialect. Backends embed it.
