@@ -460,4 +460,3 @@ func scanAll[T any](ctx context.Context, q Querier, query string, args []any, sc
 	}
 	return out, rows.Err()
 }
-
