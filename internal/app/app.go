@@ -228,6 +228,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	// secrets_refresh: tool secrets from ${file:} are re-read.
 	a.addLoop("tool-secrets", tools.RefreshSecrets)
 	agents, infos := buildAgents(cfg, tools)
+	managedAPI, err := buildManaged(ctx, cfg, st, tools, a.serveAPI)
+	if err != nil {
+		return nil, err
+	}
 	provider, err := a.buildModels(agents)
 	if err != nil {
 		return nil, err
@@ -376,7 +380,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: a.requestDrain, Audit: st, Usage: st,
 		Chats: a.chats, Streams: a.streams, Submits: submits, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
-		Abuse: abuseGuard,
+		Abuse: abuseGuard, Managed: managedAPI,
 	})
 	a.srv = &http.Server{
 		Addr:              cfg.Server.Addr,
