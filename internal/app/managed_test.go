@@ -266,7 +266,7 @@ func TestManagedAgentsSDK(t *testing.T) {
 				MCPServers: []anthropic.BetaManagedAgentsURLMCPServerParams{{Name: "lonely", URL: "https://x.example.com"}}})
 			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not referenced")
 			_, err = c.Beta.Agents.New(ctx, anthropic.BetaAgentNewParams{Name: "x",
-				Model: anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"},
+				Model:  anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"},
 				Skills: []anthropic.BetaManagedAgentsSkillParamsUnion{{OfAnthropic: &anthropic.BetaManagedAgentsAnthropicSkillParams{SkillID: "xlsx"}}}})
 			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "Agent Skills")
 			_, err = c.Beta.Agents.New(ctx, anthropic.BetaAgentNewParams{Name: "x",
