@@ -454,6 +454,14 @@ func TestManagedAgentsSDK(t *testing.T) {
 			_, err = c.Beta.Sessions.Events.List(ctx, "sesn_nope", anthropic.BetaSessionEventListParams{})
 			apiError(t, err, http.StatusNotFound, "not_found_error")
 
+			// Services this server does not offer say so.
+			_, err = c.Beta.Sessions.Resources.List(ctx, s.ID, anthropic.BetaSessionResourceListParams{})
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not supported by this server")
+			_, err = c.Beta.Sessions.Threads.List(ctx, s.ID, anthropic.BetaSessionThreadListParams{})
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not supported by this server")
+			_, err = c.Beta.Environments.Work.Poll(ctx, env.ID, anthropic.BetaEnvironmentWorkPollParams{})
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not supported by this server")
+
 			bad := anthropic.NewClient(option.WithoutEnvironmentDefaults(), option.WithBaseURL(b.URL), option.WithAPIKey("agd_wrong"), option.WithMaxRetries(0))
 			_, err = bad.Beta.Sessions.Get(ctx, s.ID, anthropic.BetaSessionGetParams{})
 			apiError(t, err, http.StatusUnauthorized, "authentication_error")

@@ -45,6 +45,26 @@ func (s *Server) managedRoutes(mux *http.ServeMux, m *managed.Service) {
 	mux.HandleFunc("POST /v1/sessions/{id}/events", scoped(s.handleSessionEventsNotBuilt))
 	mux.HandleFunc("GET /v1/sessions/{id}/events", scoped(s.handleListSessionEvents))
 	mux.HandleFunc("GET /v1/sessions/{id}/events/stream", scoped(s.handleSessionEventsNotBuilt))
+
+	// Services of the SDK this server does not offer: a plain 400, not a
+	// bare 404 that reads like a typo in the id.
+	for pattern, what := range map[string]string{
+		"/v1/environments/{id}/work":   "self-hosted environment work (Beta.Environments.Work: agentd's environment is its own worker pool)",
+		"/v1/environments/{id}/work/":  "self-hosted environment work (Beta.Environments.Work: agentd's environment is its own worker pool)",
+		"/v1/sessions/{id}/resources":  "session resources (Beta.Sessions.Resources: files and repositories mounted into a container)",
+		"/v1/sessions/{id}/resources/": "session resources (Beta.Sessions.Resources: files and repositories mounted into a container)",
+		"/v1/sessions/{id}/threads":    "session threads (Beta.Sessions.Threads: multiagent)",
+		"/v1/sessions/{id}/threads/":   "session threads (Beta.Sessions.Threads: multiagent)",
+	} {
+		mux.HandleFunc(pattern, scoped(s.handleUnsupported(what)))
+	}
+}
+
+// handleUnsupported refuses a Managed Agents service agentd does not offer.
+func (s *Server) handleUnsupported(what string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, badRequest(what+" is not supported by this server (agentd, self-hosted Managed Agents); see docs/managed-agents.md"))
+	}
 }
 
 // anthropicShaped reports whether errors of r are written in Anthropic's
