@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -280,7 +281,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 			"alert_webhook", cfg.Budgets.AlertWebhook.Value() != "", "reservation_ttl", cfg.Budgets.ReservationTTL)
 	}
 	svc := &agentrun.Service{Loop: runLoop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
-		Log: log, Metrics: metrics, Hub: be.Hub, IdempotencyTTL: cfg.Runs.IdempotencyTTL}
+		Log: log, Metrics: metrics, Hub: be.Hub, IdempotencyTTL: cfg.Runs.IdempotencyTTL,
+		Audit: st, Redact: func(in json.RawMessage) json.RawMessage { return tool.RedactInput(in, tools.Secrets()) }}
 	if cfg.Redaction.Messages != config.MessageSecretsOff {
 		svc.Secrets = agentrun.NewMessageGuard(cfg.Redaction.Messages == config.MessageSecretsScrub,
 			observe.MinSecretLen, cfg.AllSecretValues()...)
@@ -335,6 +337,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		Queue: st.QueueStats,
 		OnQueueStats: func(qs store.QueueStats) {
 			metrics.SetQueue(qs.Depth, agentNames, qs.OldestQueuedAt, qs.Running)
+			metrics.SetApprovalsPending(qs.PendingApprovals)
 		},
 		InFlight: func() map[string]int {
 			return map[string]int{"chats": a.chats.InFlight(), "streams": a.streams.InFlight(), "runs": runs.Executing()}

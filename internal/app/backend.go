@@ -23,6 +23,7 @@ type Store interface {
 	store.APIKeys
 	store.Retention
 	store.Managed
+	store.Approvals
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

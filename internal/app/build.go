@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/abuse/abuseredis"
@@ -90,6 +91,10 @@ func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.C
 				Name: a.Name, Model: a.Model, System: a.System,
 				MaxSteps: a.MaxSteps, MaxTokens: a.MaxTokens, Timeout: a.Timeout, MaxCostUSD: a.MaxCostUSD,
 				Tools: tools.Tools(a.Name), ToolTimeout: tools.ToolTimeout(a.Name), FallbackModels: a.FallbackModels,
+				Approval: agentrun.ApprovalPolicy{
+					Tools: approvalTools(a, tools.Infos(a.Name)), Timeout: a.ApprovalTimeout,
+					FailOnTimeout: a.OnApprovalTimeout == config.OnApprovalTimeoutFail,
+				},
 			},
 			MaxMessages:            a.MaxMessages,
 			EnqueueWhenUnavailable: a.OnUnavailable == config.OnUnavailableEnqueue,
@@ -106,6 +111,19 @@ func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.C
 		infos = append(infos, info)
 	}
 	return agents, infos
+}
+
+// approvalTools are the tools whose calls wait for a person's decision:
+// agents[].approval_required, and the agent's tools that ask for it
+// themselves (tools.http[].approval, tools.mcp_servers[].approval_tools).
+func approvalTools(a config.Agent, infos []toolset.Info) []string {
+	out := slices.Clone(a.ApprovalRequired)
+	for _, ti := range infos {
+		if ti.ApprovalRequired {
+			out = append(out, ti.Name)
+		}
+	}
+	return out
 }
 
 // pricingTable is the shipped model prices with the configuration's

@@ -41,10 +41,13 @@ const (
 	// ScopeAdmin: the /admin/* endpoints; it also grants every other scope
 	// (within the key's tenant).
 	ScopeAdmin = "admin"
+	// ScopeApprove: deciding on tool calls that wait for a person's
+	// approval (POST /v1/runs/{id}/approvals), within the key's tenant.
+	ScopeApprove = "approve"
 )
 
 // AllScopes are the known scopes.
-var AllScopes = []string{ScopeChat, ScopeRuns, ScopeAdmin}
+var AllScopes = []string{ScopeChat, ScopeRuns, ScopeAdmin, ScopeApprove}
 
 // Errors of Authenticate.
 var (

@@ -434,7 +434,33 @@ type Agent struct {
 	// MCP lists the MCP servers the agent may use and, per server, which
 	// of its tools. Defaults to none.
 	MCP []AgentMCP `yaml:"mcp,omitempty"`
+	// ApprovalRequired lists the tools (names as the model sees them, or
+	// path.Match globs) whose calls wait for a person's decision: the run
+	// pauses in status requires_action until POST
+	// /v1/runs/{id}/approvals. HTTP tools (approval: required) and MCP
+	// servers (approval_tools) can ask for it too. Defaults to none.
+	ApprovalRequired []string `yaml:"approval_required,omitempty"`
+	// ApprovalTimeout is how long a call waits for its decision.
+	// Defaults to 24h.
+	ApprovalTimeout time.Duration `yaml:"approval_timeout"`
+	// OnApprovalTimeout: "deny" gives the model an error tool_result
+	// "approval timed out" and the run goes on; "fail" fails the run.
+	// Defaults to "deny".
+	OnApprovalTimeout string `yaml:"on_approval_timeout"`
 }
+
+// Values of agents[].on_approval_timeout.
+const (
+	OnApprovalTimeoutDeny = "deny"
+	OnApprovalTimeoutFail = "fail"
+)
+
+// DefaultApprovalTimeout is agents[].approval_timeout's default.
+const DefaultApprovalTimeout = 24 * time.Hour
+
+// ApprovalRequired is the value of tools.http[].approval that makes a
+// tool's calls wait for a person's decision.
+const ApprovalRequired = "required"
 
 // AgentMCP gives an agent tools of one MCP server.
 type AgentMCP struct {
@@ -498,6 +524,10 @@ type MCPServer struct {
 	// ConsequentialTools marks only these tools (path.Match globs)
 	// consequential. Defaults to none.
 	ConsequentialTools []string `yaml:"consequential_tools,omitempty"`
+	// ApprovalTools are the server's tools (path.Match globs on the
+	// server's own names) whose calls wait for a person's decision (see
+	// agents[].approval_required). Defaults to none.
+	ApprovalTools []string `yaml:"approval_tools,omitempty"`
 	// BareToolNames shows the model the server's tool names as they are;
 	// by default they are prefixed with "<name>_" (server "demo", tool
 	// "echo": "demo_echo"). Defaults to false.
@@ -541,6 +571,9 @@ type HTTPTool struct {
 	// Consequential: every call is written to the audit log and sends an
 	// Idempotency-Key header. Defaults to false.
 	Consequential bool `yaml:"consequential"`
+	// Approval: "required" makes every call wait for a person's decision
+	// (see agents[].approval_required). Defaults to "" (none).
+	Approval string `yaml:"approval,omitempty"`
 }
 
 // Secret is a string that never prints: String, GoString, MarshalYAML,

@@ -120,6 +120,7 @@ func (v *validator) tools(t Tools, secrets map[string]Secret) {
 		atLeast(v, p+".max_concurrency", m.MaxConcurrency, 1, "must be > 0")
 		atLeast(v, p+".max_output_bytes", m.MaxOutputBytes, 1, "must be > 0")
 		v.globs(p+".consequential_tools", m.ConsequentialTools)
+		v.globs(p+".approval_tools", m.ApprovalTools)
 	}
 	names := map[string]int{}
 	for i, h := range t.HTTP {
@@ -152,6 +153,9 @@ func (v *validator) tools(t Tools, secrets map[string]Secret) {
 		v.positive(p+".timeout", h.Timeout)
 		atLeast(v, p+".max_concurrency", h.MaxConcurrency, 1, "must be > 0")
 		atLeast(v, p+".max_output_bytes", h.MaxOutputBytes, 1, "must be > 0")
+		if h.Approval != "" {
+			v.oneOf(p+".approval", h.Approval, []string{ApprovalRequired})
+		}
 	}
 }
 

@@ -84,6 +84,8 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&ag.MaxMessages, DefaultAgentMaxMessages)
 		setDefault(&ag.ConcurrencyPolicy, DefaultAgentConcurrencyPolicy)
 		setDefault(&ag.OnUnavailable, OnUnavailableFail)
+		setDefault(&ag.ApprovalTimeout, DefaultApprovalTimeout)
+		setDefault(&ag.OnApprovalTimeout, OnApprovalTimeoutDeny)
 	}
 	for i := range c.Tools.MCPServers {
 		m := &c.Tools.MCPServers[i]
@@ -273,6 +275,9 @@ func (c *Config) Validate() error {
 		atLeast(&v, p+".max_messages", ag.MaxMessages, 2, "must be >= 2")
 		v.oneOf(p+".concurrency_policy", ag.ConcurrencyPolicy, concurrencyPolicys)
 		v.agentMCP(p, ag.MCP, c.Tools.MCPServers)
+		v.globs(p+".approval_required", ag.ApprovalRequired)
+		v.positive(p+".approval_timeout", ag.ApprovalTimeout)
+		v.oneOf(p+".on_approval_timeout", ag.OnApprovalTimeout, []string{OnApprovalTimeoutDeny, OnApprovalTimeoutFail})
 	}
 	v.secrets(c.Secrets)
 	v.tools(c.Tools, c.Secrets)

@@ -41,6 +41,8 @@ type Metrics struct {
 	// RetentionDeleted counts rows the retention sweeper removed, by table
 	// (run_events, checkpoints, runs, usage, audit).
 	RetentionDeleted *prometheus.CounterVec
+	// Approvals: tool calls waiting for a person's decision.
+	Approvals *ApprovalMetrics
 }
 
 // latencyBuckets span agent timescales: 5 ms to 5 minutes.
@@ -138,6 +140,7 @@ func NewMetrics(version string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	reg.MustRegister(m.RetentionDeleted)
+	m.Approvals = newApprovalMetrics(reg)
 	return m
 }
 

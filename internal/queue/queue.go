@@ -14,6 +14,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,15 +59,27 @@ type WebhookArgs struct {
 	RunID  string `json:"run_id"`
 	Tenant string `json:"tenant"`
 	URL    string `json:"url"`
+	// Event is what happened: WebhookRunCompleted (also when empty, as in
+	// jobs queued before events existed) or WebhookRunRequiresAction.
+	Event string `json:"event,omitempty"`
 }
+
+// Webhook events.
+const (
+	WebhookRunCompleted      = "run.completed"
+	WebhookRunRequiresAction = "run.requires_action"
+)
 
 // Kind implements river.JobArgs.
 func (WebhookArgs) Kind() string { return "agentd_webhook" }
 
-// WebhookDeliverer posts a finished run to its webhook once; an error makes
-// River retry with back-off.
+// WebhookDeliverer posts a run to its webhook once; an error makes River
+// retry with back-off. event is what happened (WebhookRunCompleted, ...);
+// key is the delivery's idempotency key, the same for every retry: the run
+// id for its completion, which happens once, and one per job for events
+// that may happen several times.
 type WebhookDeliverer interface {
-	Deliver(ctx context.Context, tenant, runID, url string) error
+	Deliver(ctx context.Context, tenant, runID, url, event, key string) error
 }
 
 // DefaultWebhookAttempts bounds webhook deliveries (River's back-off spreads
@@ -110,8 +123,14 @@ type Queue interface {
 	// (store.TxRuns.ReclaimExpiredRuns) and enqueues each again in the
 	// store's transaction; it returns how many.
 	ReclaimExpiredRuns(ctx context.Context, now time.Time) (int, error)
-	// EnqueueWebhook queues the delivery of a finished run to url.
-	EnqueueWebhook(ctx context.Context, tenant, runID, url string) error
+	// DecideApproval has the store record a decision on a paused run's
+	// tool call (store.ApprovalsTx.DecideApprovalTx) and, when it was the
+	// last one the run waited for, enqueues the run in the store's
+	// transaction.
+	DecideApproval(ctx context.Context, p store.DecideApprovalParams) (store.Approval, store.Run, error)
+	// EnqueueWebhook queues the delivery of a run's event (WebhookRunCompleted,
+	// WebhookRunRequiresAction) to url.
+	EnqueueWebhook(ctx context.Context, tenant, runID, url, event string) error
 	// Start begins fetching jobs (workers only; a no-op otherwise).
 	Start(ctx context.Context) error
 	// Stop stops fetching and waits for running jobs until ctx is done;
@@ -123,8 +142,14 @@ type Queue interface {
 // database and its transaction type TTx.
 type riverQueue[TTx any] struct {
 	client *river.Client[TTx]
-	runs   store.TxRuns[TTx]
+	runs   txStore[TTx]
 	worker bool
+}
+
+// txStore is the store's part that shares its transactions with the queue.
+type txStore[TTx any] interface {
+	store.TxRuns[TTx]
+	store.ApprovalsTx[TTx]
 }
 
 // SQLiteStore is the SQLite store a queue shares its database with
@@ -134,6 +159,7 @@ type SQLiteStore interface {
 	// driver wants a single connection.
 	WriteDB() *sql.DB
 	store.TxRuns[*sql.Tx]
+	store.ApprovalsTx[*sql.Tx]
 }
 
 // PostgresStore is the PostgreSQL store a queue shares its database with
@@ -141,6 +167,7 @@ type SQLiteStore interface {
 type PostgresStore interface {
 	Pool() *pgxpool.Pool
 	store.TxRuns[pgx.Tx]
+	store.ApprovalsTx[pgx.Tx]
 }
 
 // NewSQLite returns a queue on the database of the SQLite store st.
@@ -153,7 +180,7 @@ func NewPostgres(ctx context.Context, st PostgresStore, cfg Config) (Queue, erro
 	return newRiver(ctx, riverpgxv5.New(st.Pool()), st, cfg)
 }
 
-func newRiver[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], runs store.TxRuns[TTx], cfg Config) (Queue, error) {
+func newRiver[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], runs txStore[TTx], cfg Config) (Queue, error) {
 	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: cfg.Log})
 	if err != nil {
 		return nil, fmt.Errorf("river migrator: %w", err)
@@ -209,6 +236,10 @@ func (q *riverQueue[TTx]) ReclaimExpiredRuns(ctx context.Context, now time.Time)
 	return q.runs.ReclaimExpiredRuns(ctx, now, q.enqueueTx)
 }
 
+func (q *riverQueue[TTx]) DecideApproval(ctx context.Context, p store.DecideApprovalParams) (store.Approval, store.Run, error) {
+	return q.runs.DecideApprovalTx(ctx, p, q.enqueueTx)
+}
+
 // enqueueTx inserts the job of run r inside the store's transaction tx.
 func (q *riverQueue[TTx]) enqueueTx(ctx context.Context, tx TTx, r store.Run) error {
 	args := RunArgs{RunID: r.ID, Tenant: r.Tenant, Agent: r.Agent, TraceParent: observe.TraceParent(ctx)}
@@ -218,8 +249,8 @@ func (q *riverQueue[TTx]) enqueueTx(ctx context.Context, tx TTx, r store.Run) er
 	return nil
 }
 
-func (q *riverQueue[TTx]) EnqueueWebhook(ctx context.Context, tenant, runID, url string) error {
-	args := WebhookArgs{RunID: runID, Tenant: tenant, URL: url}
+func (q *riverQueue[TTx]) EnqueueWebhook(ctx context.Context, tenant, runID, url, event string) error {
+	args := WebhookArgs{RunID: runID, Tenant: tenant, URL: url, Event: event}
 	if _, err := q.client.Insert(ctx, args, &river.InsertOpts{Queue: DefaultQueue, MaxAttempts: DefaultWebhookAttempts}); err != nil {
 		return fmt.Errorf("enqueue webhook of run %s: %w", runID, err)
 	}
@@ -277,7 +308,14 @@ type webhookWorker struct {
 }
 
 func (w *webhookWorker) Work(ctx context.Context, job *river.Job[WebhookArgs]) error {
-	return w.d.Deliver(ctx, job.Args.Tenant, job.Args.RunID, job.Args.URL)
+	event, key := job.Args.Event, job.Args.RunID
+	if event == "" {
+		event = WebhookRunCompleted
+	}
+	if event != WebhookRunCompleted {
+		key += ":" + event + ":" + strconv.FormatInt(job.ID, 10)
+	}
+	return w.d.Deliver(ctx, job.Args.Tenant, job.Args.RunID, job.Args.URL, event, key)
 }
 
 func (w *webhookWorker) Timeout(*river.Job[WebhookArgs]) time.Duration { return 30 * time.Second }

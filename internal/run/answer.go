@@ -22,7 +22,15 @@ type Answer struct {
 	Usage          llm.Usage   `json:"usage"`
 	// CostUSD is the run's cost (agentd's pricing table).
 	CostUSD money.Nanos `json:"cost_usd"`
+	// PendingApprovals, on the answer of a chat that paused (StopReason
+	// StopApprovalRequired), are the tool calls it waits for.
+	PendingApprovals []ApprovalBody `json:"pending_approvals,omitempty"`
 }
+
+// StopApprovalRequired is the stop_reason of a chat answer whose run paused
+// for a person's approval of a tool call: the run goes on as an async run
+// once decided (POST /v1/runs/{id}/approvals).
+const StopApprovalRequired = "approval_required"
 
 func (x *execution) answerData() Answer {
 	r := x.result()
@@ -66,6 +74,8 @@ func ClassifyError(err error) ErrorInfo {
 		return ErrorInfo{Type: "max_steps", Message: ErrMaxSteps.Error()}
 	case errors.Is(err, ErrRateLimited):
 		return ErrorInfo{Type: "rate_limited", Message: err.Error()}
+	case errors.Is(err, ErrApprovalTimeout):
+		return ErrorInfo{Type: "approval_timeout", Message: err.Error()}
 	}
 	if ex, ok := budget.AsExceeded(err); ok {
 		return ErrorInfo{Type: "budget_exceeded", Message: ex.Error()}

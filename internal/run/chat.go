@@ -36,6 +36,7 @@ type ChatStore interface {
 	AppendMessages(ctx context.Context, p store.AppendMessagesParams) (int64, error)
 	CreateRun(ctx context.Context, r store.Run) error
 	UpdateRun(ctx context.Context, p store.UpdateRunParams) error
+	PauseRun(ctx context.Context, p store.PauseRunParams) error
 	replayStore
 }
 
@@ -73,6 +74,11 @@ type Service struct {
 	// IdempotencyTTL is how long a chat's Idempotency-Key maps to its
 	// run (0: DefaultIdempotencyTTL).
 	IdempotencyTTL time.Duration
+	// Audit, when set, records approval requests (and Approvals records
+	// the decisions).
+	Audit AuditAppender
+	// Redact, when set, redacts a tool input before it is audited.
+	Redact func(json.RawMessage) json.RawMessage
 
 	mu   sync.Mutex
 	busy map[string]struct{}
@@ -118,6 +124,9 @@ type Chat struct {
 	// committed: the turn is in the conversation (set by the loop's
 	// Commit).
 	committed bool
+	// decisions are the run's decided approvals (a run resumed after a
+	// pause).
+	decisions map[string]store.Approval
 }
 
 // Agent returns the chat's agent name.
@@ -224,9 +233,21 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 	return c, nil
 }
 
-// Execute runs the turn. onEvent (may be nil) sees every event live.
+// Execute runs the turn. onEvent (may be nil) sees every event live. A
+// turn that pauses for a person's approval returns its answer so far
+// (StopReason StopApprovalRequired, with PendingApprovals) and an error
+// that errors.Is ErrRequiresAction.
 func (c *Chat) Execute(ctx context.Context, onEvent func(store.Event)) (Answer, error) {
 	res, err := c.execute(ctx, onEvent)
+	if pe := (*PausedError)(nil); errors.As(err, &pe) {
+		// Paused for approval: the answer so far, and what it waits for.
+		a := c.answer(&res)
+		a.StopReason = StopApprovalRequired
+		for _, p := range pe.Pending {
+			a.PendingApprovals = append(a.PendingApprovals, NewApprovalBody(p))
+		}
+		return a, err
+	}
 	if err != nil {
 		return Answer{}, err
 	}
@@ -276,6 +297,8 @@ func (c *Chat) params(ctx context.Context, onEvent func(store.Event)) (context.C
 			c.committed = err == nil
 			return err
 		},
+		Decisions: c.decisions,
+		Pause:     c.pause,
 	}
 	if c.s.Hub != nil {
 		hub := c.s.Hub
@@ -300,7 +323,8 @@ func (c *Chat) ended(ctx context.Context, res Result, err error) (Result, error)
 			s.Log.WarnContext(ctx, "run committed, but storing its last events failed", "err", err)
 		}
 		return res, nil
-	case errors.Is(err, ErrSuspended):
+	case errors.Is(err, ErrSuspended), errors.Is(err, ErrRequiresAction):
+		// Goes on elsewhere; or paused, stored by pause.
 	case errors.Is(err, ErrRestore) && c.queued:
 		// Nothing ran: the queue retries the job (the lease is released
 		// by the caller), rather than failing the run for a store blip.
@@ -353,6 +377,58 @@ func (c *Chat) commit(ctx context.Context, res Result, cp *store.Checkpoint, eve
 	}
 	s.Metrics.ObserveRun(c.agent.Name, string(final.Status), res.Steps, time.Since(c.started))
 	return nil
+}
+
+// pause stores the run as it stops to wait for approvals (see PauseFunc)
+// and audits each request. A run whose cancellation was requested meanwhile
+// is not paused: it ends canceled.
+func (c *Chat) pause(ctx context.Context, res Result, cp *store.Checkpoint, events []store.Event, approvals []store.Approval) error {
+	s := c.s
+	err := s.Store.PauseRun(ctx, store.PauseRunParams{
+		Run: store.UpdateRunParams{
+			ID: c.run.ID, Status: store.RunRequiresAction, Attempt: c.run.Attempt, Steps: res.Steps,
+			InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens, CostUSD: res.CostUSD,
+			StartedAt: c.run.StartedAt,
+		},
+		Checkpoint: cp, Events: events, Approvals: approvals,
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("%w: while it paused for approval", ErrCanceled)
+	}
+	if err != nil {
+		return fmt.Errorf("pause run: %w", err)
+	}
+	for _, a := range approvals {
+		s.auditApproval(ctx, c.agent.Name, a, "requested", "", "", 0)
+	}
+	s.Metrics.ObserveRun(c.agent.Name, string(store.RunRequiresAction), res.Steps, time.Since(c.started))
+	return nil
+}
+
+// auditApproval writes an approval row to the audit log (store.AuditApproval);
+// a failure is logged, the request or decision stands.
+func (s *Service) auditApproval(ctx context.Context, agent string, a store.Approval, outcome, reason, actor string, waited time.Duration) {
+	if s.Audit == nil {
+		return
+	}
+	input := a.Input
+	if s.Redact != nil {
+		input = s.Redact(input)
+	}
+	e := store.AuditEntry{
+		Tenant: a.Tenant, Agent: agent, RunID: a.RunID, Step: a.Step, ToolUseID: a.ToolUseID, Tool: a.Name,
+		Phase: store.AuditApproval, Input: input, Outcome: outcome, Error: reason, Actor: actor, Duration: waited,
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.Audit.AppendAudit(wctx, e); err != nil {
+		s.Log.ErrorContext(ctx, "audit: cannot record an approval", "run_id", a.RunID, "tool_use_id", a.ToolUseID, "outcome", outcome, "err", err)
+	}
+}
+
+// AuditAppender writes audit rows (store.Audit).
+type AuditAppender interface {
+	AppendAudit(ctx context.Context, e store.AuditEntry) error
 }
 
 // outcome is the final row of the run for res and runErr.

@@ -66,6 +66,9 @@ type state struct {
 	Results []llm.Block `json:"results,omitempty"`
 	// StopReason of the last model call.
 	StopReason string `json:"stop_reason"`
+	// Decided are the tool_use ids of the pending turn whose approval
+	// decision was announced (an approval_decided event).
+	Decided []string `json:"decided,omitempty"`
 }
 
 // restore loads the newest checkpoint, or starts fresh.

@@ -71,6 +71,8 @@ type Agent struct {
 	// (agents[].fallback_models): a model call's budget reservation is the
 	// worst case of the dearest of Model and these.
 	FallbackModels []string
+	// Approval says which tool calls wait for a person's decision.
+	Approval ApprovalPolicy
 }
 
 // StepStore is the part of the store the loop uses.
@@ -148,6 +150,14 @@ type Params struct {
 	// MaxCostUSD is the request's cap on the run's cost (0: none); the
 	// run's cap is the lower of it and Agent.MaxCostUSD.
 	MaxCostUSD float64
+	// Decisions are the run's decided approvals by tool_use id (a run
+	// resumed after a pause): approved calls run, others get an error
+	// tool_result.
+	Decisions map[string]store.Approval
+	// Pause, if set, stores the run when a tool call needs a decision
+	// that is not in Decisions; Execute then returns a *PausedError. Nil:
+	// such a call fails the run.
+	Pause PauseFunc
 }
 
 // Result is a finished run.
@@ -187,8 +197,9 @@ type execution struct {
 // Execute runs the loop to the end. On error the returned Result holds what
 // was done (steps and usage so far); the error is an *llm.Error (upstream),
 // ErrMaxSteps, ErrTimeout, ErrCanceled or context.Canceled, ErrSuspended
-// (the run goes on elsewhere), ErrRestore (nothing ran), ErrRateLimited,
-// a *budget.ExceededError (a budget has no room for the next model call),
+// (the run goes on elsewhere), ErrRestore (nothing ran), a *PausedError
+// (ErrRequiresAction: the run waits for approvals, stored by Params.Pause),
+// ErrRateLimited, a *budget.ExceededError (a budget has no room for the next model call),
 // or a store error; a cancellation cause other than these is wrapped as
 // "cause (error)".
 //
@@ -210,6 +221,9 @@ func (l *Loop) Execute(ctx context.Context, p *Params) (res Result, err error) {
 		return Result{}, fmt.Errorf("%w: %w", ErrRestore, err)
 	}
 	if err := x.loop(ctx); err != nil {
+		if errors.Is(err, ErrRequiresAction) {
+			return x.result(), err // paused: stored, not stopped
+		}
 		return x.stopped(ctx, err)
 	}
 	return x.result(), nil
@@ -239,6 +253,11 @@ func endRunSpan(span trace.Span, res *Result, err error) {
 		attribute.Int64("gen_ai.usage.output_tokens", res.Usage.OutputTokens))
 	if res.StopReason != "" {
 		span.SetAttributes(attribute.String("agentd.stop_reason", res.StopReason))
+	}
+	if errors.Is(err, ErrRequiresAction) {
+		// Paused, not failed.
+		span.SetAttributes(attribute.Bool("agentd.requires_action", true))
+		err = nil
 	}
 	observe.EndSpan(span, err)
 }

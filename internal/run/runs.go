@@ -32,6 +32,8 @@ type RunStore interface {
 	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
 	GetRunByIdempotencyKey(ctx context.Context, tenant, key string) (store.Run, error)
 	ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.Run, error)
+	ListApprovals(ctx context.Context, runID string) ([]store.Approval, error)
+	ListExpiredApprovals(ctx context.Context, now time.Time, limit int) ([]store.Approval, error)
 	ExpireIdempotencyKeys(ctx context.Context, createdBefore time.Time) (int, error)
 }
 
@@ -43,6 +45,9 @@ type Enqueuer interface {
 	// ReclaimExpiredRuns enqueues again the runs whose worker died (see
 	// store.TxRuns) and returns how many.
 	ReclaimExpiredRuns(ctx context.Context, now time.Time) (int, error)
+	// DecideApproval records a decision and enqueues the run with its
+	// last one (see store.ApprovalsTx).
+	DecideApproval(ctx context.Context, p store.DecideApprovalParams) (store.Approval, store.Run, error)
 }
 
 // Runs is the queued-run side of the service: submit, read, cancel on API
@@ -69,10 +74,16 @@ type Runs struct {
 	cancels map[string]context.CancelCauseFunc // runs executing here
 }
 
-// WebhookSender queues the delivery of a finished run to url.
+// WebhookSender queues the delivery of a run's event to url.
 type WebhookSender interface {
-	EnqueueWebhook(ctx context.Context, tenant, runID, url string) error
+	EnqueueWebhook(ctx context.Context, tenant, runID, url, event string) error
 }
+
+// Webhook events (X-Agentd-Event).
+const (
+	WebhookRunCompleted      = "run.completed"
+	WebhookRunRequiresAction = "run.requires_action"
+)
 
 // SubmitParams are the inputs of Submit.
 type SubmitParams struct {
@@ -222,6 +233,11 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 		return false, fmt.Errorf("load run %s: %w", runID, err)
 	}
 	_, err = c.execute(rctx, nil)
+	if errors.Is(err, ErrRequiresAction) {
+		// Paused, lease dropped: the decision queues it again.
+		r.sendWebhook(ctx, runID, tenant, WebhookRunRequiresAction)
+		return false, nil
+	}
 	if errors.Is(err, ErrRestore) {
 		rel, relCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer relCancel()
@@ -285,6 +301,18 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	in.Message = msg
 	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), message: in.Message,
 		started: time.Now(), queued: true, maxCostUSD: in.MaxCostUSD}
+	approvals, err := r.Store.ListApprovals(ctx, run.ID)
+	if err != nil {
+		return nil, fmt.Errorf("load approvals of run %s: %w", run.ID, err)
+	}
+	for _, a := range approvals {
+		if a.Decision != store.DecisionPending {
+			if c.decisions == nil {
+				c.decisions = make(map[string]store.Approval, len(approvals))
+			}
+			c.decisions[a.ToolUseID] = a
+		}
+	}
 	conv, err := s.Store.GetConversation(ctx, run.Tenant, run.ConversationID)
 	switch {
 	case errors.Is(err, store.ErrNotFound) && in.NewConversation:
@@ -351,6 +379,10 @@ func (r *Runs) fail(ctx context.Context, run store.Run, cause error) {
 }
 
 func (r *Runs) deliverWebhook(ctx context.Context, runID, tenant string) {
+	r.sendWebhook(ctx, runID, tenant, WebhookRunCompleted)
+}
+
+func (r *Runs) sendWebhook(ctx context.Context, runID, tenant, event string) {
 	if r.Webhooks == nil {
 		return
 	}
@@ -364,7 +396,7 @@ func (r *Runs) deliverWebhook(ctx context.Context, runID, tenant string) {
 	if json.Unmarshal(run.Input, &in) != nil || in.Webhook == "" {
 		return
 	}
-	if err := r.Webhooks.EnqueueWebhook(ctx, tenant, runID, in.Webhook); err != nil {
+	if err := r.Webhooks.EnqueueWebhook(ctx, tenant, runID, in.Webhook, event); err != nil {
 		r.Log.WarnContext(ctx, "queue webhook", "run_id", runID, "err", err)
 	}
 }
@@ -392,7 +424,8 @@ func (r *Runs) untrack(id string) {
 }
 
 // Reclaim enqueues again the runs whose worker stopped renewing their
-// lease (it died), every interval until ctx ends. Every worker runs it;
+// lease (it died), and times out approvals nobody decided in time, every
+// interval until ctx ends. Every worker runs it;
 // the store hands each expired run to exactly one of them.
 func (r *Runs) Reclaim(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
@@ -416,6 +449,9 @@ func (r *Runs) Reclaim(ctx context.Context, interval time.Duration) error {
 		}
 		if n > 0 {
 			r.Log.InfoContext(ctx, "reclaimed runs whose worker stopped renewing its lease", "runs", n)
+		}
+		if _, err := r.ExpireApprovals(ctx, time.Now().UTC()); err != nil && ctx.Err() == nil {
+			r.Log.WarnContext(ctx, "time out approvals", "err", err)
 		}
 		// Keys expire by the day; once a minute is plenty (and Submit
 		// frees an expired key it meets on its own).

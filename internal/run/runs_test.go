@@ -8,6 +8,7 @@ package run_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -49,6 +50,7 @@ const (
 type runsStore interface {
 	store.Store
 	store.RunLeases
+	store.Approvals
 }
 
 // runsEnv is one backend with the simulator; workers are added with
@@ -243,6 +245,11 @@ func (q noEnqueue) CreateRun(ctx context.Context, r store.Run) error { return q.
 
 // ReclaimExpiredRuns is never called: the dead worker reclaims nothing.
 func (noEnqueue) ReclaimExpiredRuns(context.Context, time.Time) (int, error) { return 0, nil }
+
+// DecideApproval is never called: the dead worker decides nothing.
+func (noEnqueue) DecideApproval(context.Context, store.DecideApprovalParams) (store.Approval, store.Run, error) {
+	return store.Approval{}, store.Run{}, errors.New("noEnqueue decides nothing")
+}
 
 func (env *runsEnv) waitRun(t *testing.T, id string, cond func(store.Run) bool) store.Run {
 	t.Helper()

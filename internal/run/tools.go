@@ -23,12 +23,15 @@ func (x *execution) runTools(ctx context.Context, calls []llm.Block) error {
 	for _, r := range x.st.Results {
 		done[r.ToolUseID] = true
 	}
+	// Calls finished before a restart are not repeated; calls that need
+	// a person's decision run once approved, and pause the run until then.
+	runnable, waiting, err := x.gate(ctx, calls, done)
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
-	errs := make(chan error, len(calls))
-	for _, c := range calls {
-		if done[c.ID] {
-			continue // finished before a restart: not repeated
-		}
+	errs := make(chan error, len(runnable))
+	for _, c := range runnable {
 		wg.Add(1)
 		go func(c llm.Block) {
 			defer wg.Done()
@@ -49,6 +52,9 @@ func (x *execution) runTools(ctx context.Context, calls []llm.Block) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if len(waiting) > 0 {
+		return x.pause(ctx, waiting)
+	}
 	// Results go back in the order the model asked for them.
 	x.mu.Lock()
 	byID := make(map[string]llm.Block, len(x.st.Results))
@@ -62,7 +68,7 @@ func (x *execution) runTools(ctx context.Context, calls []llm.Block) error {
 	content, err := json.Marshal(ordered)
 	if err == nil {
 		x.st.Messages = append(x.st.Messages, llm.Message{Role: "user", Content: content})
-		x.st.Results = nil
+		x.st.Results, x.st.Decided = nil, nil
 	}
 	x.mu.Unlock()
 	if err != nil {

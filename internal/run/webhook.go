@@ -17,7 +17,9 @@ import (
 	"github.com/agentd/agentd/internal/store"
 )
 
-// Webhook delivers finished runs: a POST of the run's JSON, signed with
+// Webhook delivers runs that finished or paused for approval
+// (X-Agentd-Event run.completed, run.requires_action): a POST of the run's
+// JSON, signed with
 // HMAC-SHA256 so the receiver can check it came from agentd:
 //
 //	X-Agentd-Signature: t=<unix seconds>,v1=<hex hmac_sha256(secret, "<t>.<body>")>
@@ -26,6 +28,7 @@ import (
 type Webhook struct {
 	Store interface {
 		GetRun(ctx context.Context, tenant, id string) (store.Run, error)
+		ListApprovals(ctx context.Context, runID string) ([]store.Approval, error)
 	}
 	Secret string
 	Client *http.Client
@@ -47,6 +50,50 @@ type RunBody struct {
 	CreatedAt      time.Time       `json:"created_at"`
 	StartedAt      *time.Time      `json:"started_at"`
 	FinishedAt     *time.Time      `json:"finished_at"`
+	// PendingApprovals are the tool calls a run in status requires_action
+	// waits for.
+	PendingApprovals []ApprovalBody `json:"pending_approvals,omitempty"`
+}
+
+// ApprovalBody is the public JSON shape of a tool call that waits for, or
+// was decided by, a person.
+type ApprovalBody struct {
+	ToolUseID   string          `json:"tool_use_id"`
+	Name        string          `json:"name"`
+	Input       json.RawMessage `json:"input"`
+	Step        int             `json:"step"`
+	RequestedAt time.Time       `json:"requested_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+	// Decision is approve, deny or timeout; empty while pending.
+	Decision  store.Decision `json:"decision,omitempty"`
+	Reason    string         `json:"reason,omitempty"`
+	DecidedBy string         `json:"decided_by,omitempty"`
+	DecidedAt *time.Time     `json:"decided_at,omitempty"`
+}
+
+// NewApprovalBody converts an approval to its public shape.
+func NewApprovalBody(a store.Approval) ApprovalBody {
+	b := ApprovalBody{
+		ToolUseID: a.ToolUseID, Name: a.Name, Input: a.Input, Step: a.Step, RequestedAt: a.RequestedAt, ExpiresAt: a.ExpiresAt,
+		Decision: a.Decision, Reason: a.Reason, DecidedBy: a.DecidedBy,
+	}
+	if b.Input == nil {
+		b.Input = json.RawMessage("{}")
+	}
+	if !a.DecidedAt.IsZero() {
+		b.DecidedAt = &a.DecidedAt
+	}
+	return b
+}
+
+// SetPending sets PendingApprovals to the undecided ones of approvals.
+func (b *RunBody) SetPending(approvals []store.Approval) {
+	b.PendingApprovals = nil
+	for _, a := range approvals {
+		if a.Decision == store.DecisionPending {
+			b.PendingApprovals = append(b.PendingApprovals, NewApprovalBody(a))
+		}
+	}
 }
 
 // RunUsage is a run's token count.
@@ -76,13 +123,23 @@ func NewRunBody(r store.Run) RunBody {
 	return b
 }
 
-// Deliver posts the run to url once; an error makes the queue retry.
-func (w *Webhook) Deliver(ctx context.Context, tenant, runID, url string) error {
+// Deliver posts the run, as it is now, to url once, with the event in
+// X-Agentd-Event and key in Idempotency-Key; an error makes the queue
+// retry.
+func (w *Webhook) Deliver(ctx context.Context, tenant, runID, url, event, key string) error {
 	r, err := w.Store.GetRun(ctx, tenant, runID)
 	if err != nil {
 		return fmt.Errorf("load run %s: %w", runID, err)
 	}
-	body, err := json.Marshal(NewRunBody(r))
+	rb := NewRunBody(r)
+	if r.Status == store.RunRequiresAction {
+		approvals, err := w.Store.ListApprovals(ctx, runID)
+		if err != nil {
+			return fmt.Errorf("load approvals of run %s: %w", runID, err)
+		}
+		rb.SetPending(approvals)
+	}
+	body, err := json.Marshal(rb)
 	if err != nil {
 		return fmt.Errorf("encode run %s: %w", runID, err)
 	}
@@ -94,7 +151,8 @@ func (w *Webhook) Deliver(ctx context.Context, tenant, runID, url string) error 
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "agentd-webhook")
 	req.Header.Set("X-Agentd-Run-ID", runID)
-	req.Header.Set("Idempotency-Key", runID) // receivers dedupe retries
+	req.Header.Set("X-Agentd-Event", event)
+	req.Header.Set("Idempotency-Key", key) // receivers dedupe retries
 	req.Header.Set("X-Agentd-Signature", "t="+ts+",v1="+Sign(w.Secret, ts, body))
 	client := w.Client
 	if client == nil {

@@ -183,6 +183,12 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, req *ChatRequ
 //go:noinline
 func (s *Server) answerChat(w http.ResponseWriter, r *http.Request, req *ChatRequest, chat *run.Chat) {
 	answer, err := chat.Execute(r.Context(), nil)
+	if errors.Is(err, run.ErrRequiresAction) {
+		// Paused for a person's approval; it goes on as an async run.
+		w.Header().Set("Location", "/v1/runs/"+chat.RunID())
+		writeJSON(w, http.StatusOK, answer)
+		return
+	}
 	if err != nil {
 		if queued, ok := s.enqueueUnavailable(r, *req, chat, err); ok {
 			w.Header().Set("Location", "/v1/runs/"+queued.ID)
@@ -253,7 +259,15 @@ func (s *Server) checkJSON(w http.ResponseWriter, r *http.Request) bool {
 func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, chat *run.Chat) {
 	sw, done := s.startSSE(w, r)
 	defer done()
-	if _, err := chat.Execute(r.Context(), sw.event); err != nil {
+	answer, err := chat.Execute(r.Context(), sw.event)
+	if errors.Is(err, run.ErrRequiresAction) {
+		// After the approval_required events: the run waits, and goes
+		// on as an async run (follow it with GET /v1/runs/{id}/events).
+		raw, _ := json.Marshal(answer)
+		sw.unnumbered("requires_action", raw)
+		return
+	}
+	if err != nil {
 		s.streamChatFailed(r, sw, chat, err)
 	}
 }

@@ -99,7 +99,7 @@ func (s *Server) handleGetRun(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, run.NewRunBody(rn))
+	writeJSON(w, http.StatusOK, s.runBody(r, rn))
 }
 
 func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
@@ -107,10 +107,10 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 	p := store.ListRunsParams{Tenant: s.tenant(r), Agent: q.Get("agent"), Cursor: q.Get("cursor"), Limit: 50}
 	if st := q.Get("status"); st != "" {
 		switch rs := store.RunStatus(st); rs {
-		case store.RunQueued, store.RunRunning, store.RunSucceeded, store.RunFailed, store.RunCanceled:
+		case store.RunQueued, store.RunRunning, store.RunRequiresAction, store.RunSucceeded, store.RunFailed, store.RunCanceled:
 			p.Status = rs
 		default:
-			s.writeError(w, r, badRequest("status: must be one of queued, running, succeeded, failed, canceled"))
+			s.writeError(w, r, badRequest("status: must be one of queued, running, requires_action, succeeded, failed, canceled"))
 			return
 		}
 	}

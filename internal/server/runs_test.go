@@ -64,6 +64,7 @@ const (
 type runStore interface {
 	store.Store
 	store.RunLeases
+	store.Approvals
 }
 
 // runsBundle is a whole agentd (API and worker) in process over one

@@ -177,6 +177,7 @@ func New(cfg Config) *Server {
 			mux.HandleFunc("GET /v1/runs/{id}", s.scoped(s.handleGetRun, runs))
 			mux.HandleFunc("GET /v1/runs/{id}/events", s.scoped(s.handleRunEvents, runs))
 			mux.HandleFunc("POST /v1/runs/{id}/cancel", s.scoped(s.handleCancelRun, runs))
+			mux.HandleFunc("POST /v1/runs/{id}/approvals", s.scoped(s.handleDecide, auth.ScopeApprove))
 		}
 	}
 	mux.HandleFunc("GET /livez", s.handleLivez)

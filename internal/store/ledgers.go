@@ -19,6 +19,10 @@ const (
 	AuditCall = "call"
 	// AuditResult is written after it returned (or failed).
 	AuditResult = "result"
+	// AuditApproval records a call's approval: requested when its run
+	// pauses for it (Outcome "requested"), and decided (Outcome approve,
+	// deny or timeout; Error holds the reason; Actor who decided).
+	AuditApproval = "approval"
 )
 
 // AuditEntry is one row of the append-only audit log of consequential tool
@@ -35,7 +39,7 @@ type AuditEntry struct {
 	Step      int
 	ToolUseID string
 	Tool      string
-	// Phase is AuditCall or AuditResult.
+	// Phase is AuditCall, AuditResult or AuditApproval.
 	Phase string
 	// IdempotencyKey is what the tool received ("run:step:tool_use").
 	IdempotencyKey string
@@ -47,8 +51,13 @@ type AuditEntry struct {
 	Outcome string
 	// Error is the error message of a failed call (secrets scrubbed).
 	Error string
-	// Duration of the call, on AuditResult rows.
+	// Duration of the call, on AuditResult rows; the time to decision on
+	// decided AuditApproval rows.
 	Duration time.Duration
+	// Actor is who caused the row, where it is not the run: the API key
+	// id that decided an approval ("" with authentication off, "agentd"
+	// for a timeout).
+	Actor string
 }
 
 // Audit is the append-only audit log. Rows are never updated, and never

@@ -29,7 +29,9 @@ var (
 // RunStatus is the state of a run.
 type RunStatus string
 
-// Run states. queued → running → succeeded | failed | canceled.
+// Run states. queued → running → succeeded | failed | canceled; a running
+// run may pause in RunRequiresAction (see Approvals) and is queued again
+// once decided.
 const (
 	RunQueued    RunStatus = "queued"
 	RunRunning   RunStatus = "running"
@@ -282,6 +284,9 @@ type QueueStats struct {
 	OldestQueuedAt time.Time
 	// Running counts runs being executed.
 	Running int
+	// PendingApprovals counts tool calls of paused runs that wait for a
+	// decision (see Approvals).
+	PendingApprovals int
 }
 
 // RunLeases is the part of the seam that lets workers own runs: a worker

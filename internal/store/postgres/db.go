@@ -163,3 +163,10 @@ func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc[pg
 func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn store.ReclaimFunc[pgx.Tx]) (int, error) {
 	return sqlstore.ReclaimExpiredRuns(ctx, s.Store, s.begin, t, fn)
 }
+
+// DecideApprovalTx records a decision and, when it was the run's last
+// pending call, queues the run and calls fn with the transaction (to
+// enqueue it); see store.ApprovalsTx.
+func (s *Store) DecideApprovalTx(ctx context.Context, p store.DecideApprovalParams, fn store.ReclaimFunc[pgx.Tx]) (store.Approval, store.Run, error) {
+	return sqlstore.DecideApprovalTx(ctx, s.Store, s.begin, p, fn)
+}

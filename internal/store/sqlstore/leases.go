@@ -30,15 +30,18 @@ const (
 	qReleaseLease = `UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL
 		WHERE id = $1 AND lease_owner = $2`
 	qRequestCancel = `UPDATE runs SET cancel_requested = true,
-		status = CASE status WHEN 'queued' THEN 'canceled' ELSE status END,
-		finished_at = CASE status WHEN 'queued' THEN $3 ELSE finished_at END,
-		error = CASE status WHEN 'queued' THEN $4 ELSE error END
-		WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running')
+		status = CASE WHEN status IN ('queued', 'requires_action') THEN 'canceled' ELSE status END,
+		finished_at = CASE WHEN status IN ('queued', 'requires_action') THEN $3 ELSE finished_at END,
+		error = CASE WHEN status IN ('queued', 'requires_action') THEN $4 ELSE error END
+		WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running', 'requires_action')
 		RETURNING ` + RunColumns
 	qQueueStats = `SELECT 'queued', agent, count(*), min(created_at) FROM runs
 			WHERE status = 'queued' GROUP BY agent
 		UNION ALL
-		SELECT 'running', '', count(*), NULL FROM runs WHERE status = 'running'`
+		SELECT 'running', '', count(*), NULL FROM runs WHERE status = 'running'
+		UNION ALL
+		SELECT 'approvals', '', count(*), NULL FROM run_approvals a JOIN runs r ON r.id = a.run_id
+			WHERE a.decision = '' AND r.status = 'requires_action'`
 )
 
 // ClaimRun makes p.Owner the run's executor with a lease until
@@ -109,8 +112,8 @@ func (s *Store) ReleaseLease(ctx context.Context, id, owner string) error {
 	return nil
 }
 
-// RequestCancel marks the tenant's run for cancellation: a queued run
-// becomes canceled at once (finished_at now, error "canceled: the run was
+// RequestCancel marks the tenant's run for cancellation: a queued run, or
+// one paused for approval, becomes canceled at once (finished_at now, error "canceled: the run was
 // canceled"), a running one keeps running until its worker sees the request
 // at its next ExtendLease. A terminal run is returned unchanged.
 // store.ErrNotFound if the tenant has no such run. A zero now is now.
@@ -200,8 +203,12 @@ func (s *Store) QueueStats(ctx context.Context) (store.QueueStats, error) {
 		if err := rows.Scan(&kind, &agent, &n, s.d.ScanTime(&at)); err != nil {
 			return store.QueueStats{}, fmt.Errorf("%s: queue stats: %w", s.d.Name, err)
 		}
-		if kind == "running" {
+		switch kind {
+		case "running":
 			qs.Running = n
+			continue
+		case "approvals":
+			qs.PendingApprovals = n
 			continue
 		}
 		qs.Depth[agent] = n

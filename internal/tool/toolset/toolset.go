@@ -51,6 +51,9 @@ type Info struct {
 	Source        string // builtin, http, mcp
 	Server        string // the MCP server, for Source mcp
 	Consequential bool
+	// ApprovalRequired: calls wait for a person's decision
+	// (tools.http[].approval, tools.mcp_servers[].approval_tools).
+	ApprovalRequired bool
 }
 
 // Set is every agent's tools and the running MCP servers.
@@ -227,7 +230,8 @@ func build(cfg *config.Config, o Options, forStart bool) (*Set, *built, error) {
 			t = tool.Audited(t, tool.AuditOptions{Store: o.Audit, Secrets: b.secrets, Log: o.Log, Metrics: o.Metrics})
 		}
 		b.named[h.Name] = t
-		b.infos[h.Name] = Info{Name: h.Name, Description: h.Description, Source: SourceHTTP, Consequential: h.Consequential}
+		b.infos[h.Name] = Info{Name: h.Name, Description: h.Description, Source: SourceHTTP, Consequential: h.Consequential,
+			ApprovalRequired: h.Approval == config.ApprovalRequired}
 	}
 	set := &Set{secrets: b.secrets,
 		tools: map[string][]tool.Tool{}, infos: map[string][]Info{}, timeouts: map[string]time.Duration{}}
@@ -300,17 +304,7 @@ func (b *built) assemble(cfg *config.Config, set *Set) error {
 			p := fmt.Sprintf("agents[%d].mcp[%d]", i, j)
 			srv, m := b.servers[am.Server], b.mcpCfg[am.Server]
 			set.timeouts[a.Name] = max(set.timeouts[a.Name], m.Timeout)
-			consequential := func(n string) bool {
-				if m.Consequential {
-					return true
-				}
-				for _, g := range m.ConsequentialTools {
-					if ok, _ := path.Match(g, n); ok {
-						return true
-					}
-				}
-				return false
-			}
+			consequential := func(n string) bool { return m.Consequential || matchAny(m.ConsequentialTools, n) }
 			ts, err := srv.Tools(mcp.ToolOptions{Allow: am.Tools, Consequential: consequential})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s.tools: %w", p, err))
@@ -331,7 +325,8 @@ func (b *built) assemble(cfg *config.Config, set *Set) error {
 				if isCons {
 					wrapped = tool.Audited(wrapped, tool.AuditOptions{Store: b.o.Audit, Secrets: b.secrets, Log: b.o.Log, Metrics: b.o.Metrics})
 				}
-				add(p, wrapped, Info{Description: t.Spec().Description, Source: SourceMCP, Server: am.Server, Consequential: isCons})
+				add(p, wrapped, Info{Description: t.Spec().Description, Source: SourceMCP, Server: am.Server, Consequential: isCons,
+					ApprovalRequired: matchAny(m.ApprovalTools, orig)})
 			}
 		}
 		set.tools[a.Name] = tools
@@ -382,4 +377,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// matchAny reports whether name matches one of the path.Match patterns.
+func matchAny(patterns []string, name string) bool {
+	for _, g := range patterns {
+		if ok, _ := path.Match(g, name); ok {
+			return true
+		}
+	}
+	return false
 }
