@@ -308,6 +308,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	runs.Queue, runs.Webhooks = a.queue, a.queue
+	managedAPI.Runs, managedAPI.RunEvents = runs, st // sessions' turns are runs
 
 	// Admission: chat and stream slots, and the memory guard in front of
 	// everything new (chats, streams, submissions).

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"path"
 
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/managed"
@@ -47,8 +48,11 @@ func buildManaged(ctx context.Context, cfg *config.Config, st store.Managed, too
 				sets[server] = ts
 				order = append(order, server)
 			}
-			on := true
-			ts.Configs = append(ts.Configs, managed.ToolConfig{Name: ti.Name, Enabled: &on, PermissionPolicy: managed.PolicyAlwaysAllow})
+			on, policy := true, managed.PolicyAlwaysAllow
+			if ti.ApprovalRequired || matchAny(a.ApprovalRequired, ti.Name) {
+				policy = managed.PolicyAlwaysAsk // the run pauses for a user.tool_confirmation
+			}
+			ts.Configs = append(ts.Configs, managed.ToolConfig{Name: ti.Name, Enabled: &on, PermissionPolicy: policy})
 		}
 		for _, s := range order {
 			c.Tools = append(c.Tools, *sets[s])
@@ -59,4 +63,14 @@ func buildManaged(ctx context.Context, cfg *config.Config, st store.Managed, too
 		return nil, err
 	}
 	return svc, nil
+}
+
+// matchAny reports whether name matches one of the path.Match globs.
+func matchAny(globs []string, name string) bool {
+	for _, g := range globs {
+		if ok, _ := path.Match(g, name); ok {
+			return true
+		}
+	}
+	return false
 }

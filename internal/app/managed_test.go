@@ -37,6 +37,18 @@ type managedBundle struct {
 // t2 and returns SDK clients for them.
 func startManaged(t *testing.T, backend string) *managedBundle {
 	t.Helper()
+	return startManagedWith(t, backend, `agents:
+  - name: demo
+    model: claude-sonnet-4-5
+    system: You are the demo.
+    tools: [clock]
+`)
+}
+
+// startManagedWith is startManaged with the configuration's agents (and
+// worker settings) in extra.
+func startManagedWith(t *testing.T, backend, extra string) *managedBundle {
+	t.Helper()
 	dir := t.TempDir()
 	var storeURL string
 	switch backend {
@@ -51,7 +63,7 @@ func startManaged(t *testing.T, backend string) *managedBundle {
 	be, err := OpenBackend(ctx, storeURL, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	require.NoError(t, be.Store.Migrate(ctx))
-	k1, err := auth.CreateKey(ctx, be.Store, auth.CreateParams{Tenant: "t1", Scopes: []string{auth.ScopeRuns}})
+	k1, err := auth.CreateKey(ctx, be.Store, auth.CreateParams{Tenant: "t1", Scopes: []string{auth.ScopeRuns, auth.ScopeApprove}})
 	require.NoError(t, err)
 	k2, err := auth.CreateKey(ctx, be.Store, auth.CreateParams{Tenant: "t2", Scopes: []string{auth.ScopeChat}})
 	require.NoError(t, err)
@@ -64,12 +76,7 @@ store:
   url: %q
 auth:
   mode: keys
-agents:
-  - name: demo
-    model: claude-sonnet-4-5
-    system: You are the demo.
-    tools: [clock]
-`, storeURL)
+`, storeURL) + extra
 	path := filepath.Join(dir, "agentd.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
 	cfg, err := config.Load(path, nil)
@@ -442,12 +449,24 @@ func TestManagedAgentsSDK(t *testing.T) {
 			_, err = c.Beta.Sessions.List(ctx, anthropic.BetaSessionListParams{Page: anthropic.String("garbage!")})
 			apiError(t, err, http.StatusBadRequest, "invalid_request_error")
 
-			s, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: env.ID})
+			// Sessions of agents created through the API do not run turns
+			// yet, and say so.
+			apiAgent, err := c.Beta.Agents.New(ctx, anthropic.BetaAgentNewParams{Name: "api",
+				Model: anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"}})
+			require.NoError(t, err)
+			s, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
+				Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(apiAgent.ID)}, EnvironmentID: env.ID})
 			require.NoError(t, err)
 			_, err = c.Beta.Sessions.Events.Send(ctx, s.ID, anthropic.BetaSessionEventSendParams{
 				Events: []anthropic.BetaManagedAgentsEventParamsUnion{{OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{
 					Content: []anthropic.BetaManagedAgentsUserMessageEventParamsContentUnion{{OfText: &anthropic.BetaManagedAgentsTextBlockParam{Text: "hi"}}}}}}})
 			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not built yet")
+			_, err = c.Beta.Sessions.Events.Send(ctx, s.ID, anthropic.BetaSessionEventSendParams{
+				Events: []anthropic.BetaManagedAgentsEventParamsUnion{{OfUserCustomToolResult: &anthropic.BetaManagedAgentsUserCustomToolResultEventParams{
+					CustomToolUseID: "toolu_1"}}}})
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not built yet")
+			_, err = c.Beta.Sessions.Events.Send(ctx, s.ID, anthropic.BetaSessionEventSendParams{})
+			apiError(t, err, http.StatusBadRequest, "invalid_request_error")
 			events, err := c.Beta.Sessions.Events.List(ctx, s.ID, anthropic.BetaSessionEventListParams{})
 			require.NoError(t, err)
 			require.Empty(t, events.Data)

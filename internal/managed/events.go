@@ -97,6 +97,11 @@ type Translator struct {
 	// lastText: the last finished model call streamed text (else done
 	// sends the answer's text as the agent.message).
 	lastText bool
+	// pending: tool calls waiting for a decision (approval_required) not
+	// yet reported by a requires_action idle; pauseID is that idle's id.
+	pending []string
+	pauseID string
+	pauseAt time.Time
 }
 
 // ToolsOf returns the Tools function of an agent: its custom tools, its MCP
@@ -424,12 +429,46 @@ func (t *Translator) Translate(e store.Event) ([]Out, error) {
 		}
 		id := nextID()
 		return outs, add(out(id, "session.status_idle", false, evIdle{evBase: base(id, "session.status_idle"), StopReason: stopReason{Type: stop}}))
+	case run.EventApprovalRequired:
+		var a run.ApprovalRequiredEvent
+		if err := json.Unmarshal(e.Data, &a); err != nil {
+			return nil, fmt.Errorf("approval_required %d: %w", e.Seq, err)
+		}
+		t.pending = append(t.pending, a.ToolUseID)
+		t.pauseID, t.pauseAt = eventID(e, 0)+"_idle", e.CreatedAt
+		return nil, nil
+	case run.EventApprovalDecided:
+		// The run resumed: the pause (if not reported yet), then running.
+		if o, ok, err := t.Paused(); err != nil {
+			return nil, err
+		} else if ok {
+			outs = append(outs, o)
+		}
+		if t.pauseID == "" {
+			return outs, nil // the resume was reported with the first decision
+		}
+		t.pauseID = ""
+		id := nextID()
+		return outs, add(out(id, "session.status_running", false, base(id, "session.status_running")))
 	case run.EventResumed:
 		// The unfinished call's streamed text is superseded: forget it.
 		t.step, t.text, t.indexes, t.previewID = 0, nil, nil, ""
 		return nil, nil
 	}
 	return nil, nil // an event type the face does not show
+}
+
+// Paused returns the session.status_idle {requires_action} of a run paused
+// on the approval_required events translated so far, once (ok false: no
+// call is waiting). The caller asks when the run's status is
+// requires_action; Translate asks itself at the resume.
+func (t *Translator) Paused() (o Out, ok bool, err error) {
+	if len(t.pending) == 0 {
+		return Out{}, false, nil
+	}
+	o, err = t.RequiresAction(t.pauseID, t.pauseAt, t.pending)
+	t.pending = nil
+	return o, err == nil, err
 }
 
 // RequiresAction is the session.status_idle of a run paused for the

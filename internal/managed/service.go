@@ -19,6 +19,10 @@ type Service struct {
 	// Catalog is what agentd's configuration offers to agents' MCP
 	// toolsets (see AgentdToolset).
 	Catalog Catalog
+	// Runs and RunEvents carry sessions' turns (session_events.go); nil:
+	// sessions take no events on this process.
+	Runs      Runner
+	RunEvents RunEvents
 }
 
 // ---------------------------------------------------------------------------

@@ -291,6 +291,17 @@ func (s *Service) renderSession(ctx context.Context, ms store.ManagedSession, a 
 	if d.Metadata == nil {
 		d.Metadata = map[string]string{}
 	}
+	if ms.Status != StatusTerminated {
+		// A session runs while its latest turn is queued or running; a
+		// turn waiting for the client (requires_action) leaves it idle.
+		runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
+		if err != nil {
+			return Session{}, err
+		}
+		if n := len(runs); n > 0 && (runs[n-1].Status == store.RunQueued || runs[n-1].Status == store.RunRunning) {
+			ms.Status = StatusRunning
+		}
+	}
 	end := time.Now()
 	if !ms.ArchivedAt.IsZero() {
 		end = ms.ArchivedAt

@@ -85,6 +85,8 @@ func toHTTP(err error) *Error {
 		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: nf.Message}
 	}
 	switch {
+	case errors.Is(err, managed.ErrEventsNotBuilt):
+		return &Error{Status: http.StatusBadRequest, Type: "invalid_request", Message: err.Error()}
 	case errors.Is(err, managed.ErrVersionMismatch):
 		return &Error{Status: http.StatusConflict, Type: "conflict", Message: err.Error()}
 	case errors.Is(err, run.ErrSecretInMessage):

@@ -1,6 +1,9 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -40,11 +43,10 @@ func (s *Server) managedRoutes(mux *http.ServeMux, m *managed.Service) {
 	mux.HandleFunc("POST /v1/sessions/{id}", scoped(s.handleUpdateSession))
 	mux.HandleFunc("DELETE /v1/sessions/{id}", scoped(s.handleDeleteSession))
 	mux.HandleFunc("POST /v1/sessions/{id}/archive", scoped(s.handleArchiveSession))
-	// Events ride on runs (the approvals work): until then the session's
-	// event routes answer plainly that they are not built.
-	mux.HandleFunc("POST /v1/sessions/{id}/events", scoped(s.handleSessionEventsNotBuilt))
+	// Events ride on runs (managed/session_events.go).
+	mux.HandleFunc("POST /v1/sessions/{id}/events", scoped(s.handleSendSessionEvents))
 	mux.HandleFunc("GET /v1/sessions/{id}/events", scoped(s.handleListSessionEvents))
-	mux.HandleFunc("GET /v1/sessions/{id}/events/stream", scoped(s.handleSessionEventsNotBuilt))
+	mux.HandleFunc("GET /v1/sessions/{id}/events/stream", scoped(s.handleStreamSessionEvents))
 
 	// Services of the SDK this server does not offer: a plain 400, not a
 	// bare 404 that reads like a typo in the id.
@@ -222,24 +224,73 @@ func (s *Server) handleArchiveSession(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, m, err)
 }
 
-// handleListSessionEvents lists a session's events. Until sessions run
-// turns, a session has none: the page is empty (and the session must
-// exist).
-func (s *Server) handleListSessionEvents(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.managed.GetSession(r.Context(), s.tenant(r), r.PathValue("id")); err != nil {
-		s.writeError(w, r, err)
+// handleSendSessionEvents takes events for a session. A
+// user.tool_confirmation decides on a tool call, which needs the approve
+// scope (as POST /v1/runs/{id}/approvals).
+func (s *Server) handleSendSessionEvents(w http.ResponseWriter, r *http.Request) {
+	var req managed.SendEventsRequest
+	if !s.managedBody(w, r, &req) {
 		return
 	}
-	writeJSON(w, http.StatusOK, managed.Page[any]{Data: []any{}})
+	p, _ := auth.FromContext(r.Context())
+	for _, ev := range req.Events {
+		var head struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(ev, &head) == nil && head.Type == "user.tool_confirmation" && !p.Has(auth.ScopeApprove) {
+			s.writeError(w, r, &Error{Status: http.StatusForbidden, Type: "forbidden",
+				Message: "user.tool_confirmation decides on a tool call: the API key needs the approve scope"})
+			return
+		}
+	}
+	out, err := s.managed.SendEvents(r.Context(), s.tenant(r), r.PathValue("id"), p.KeyID, req)
+	s.answer(w, r, out, err)
 }
 
-// handleSessionEventsNotBuilt answers sending and streaming events: 404 for
-// an unknown session, else a plain 400 (not built yet).
-func (s *Server) handleSessionEventsNotBuilt(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.managed.GetSession(r.Context(), s.tenant(r), r.PathValue("id")); err != nil {
+// handleListSessionEvents lists a session's events, oldest first.
+func (s *Server) handleListSessionEvents(w http.ResponseWriter, r *http.Request) {
+	page, err := s.managed.ListEvents(r.Context(), s.tenant(r), r.PathValue("id"), r.URL.Query())
+	s.answer(w, r, page, err)
+}
+
+// handleStreamSessionEvents streams a session's events (SSE) until the
+// client goes or the server shuts down; Last-Event-ID resumes after an
+// event without loss or repeats.
+func (s *Server) handleStreamSessionEvents(w http.ResponseWriter, r *http.Request) {
+	tenant, id := s.tenant(r), r.PathValue("id")
+	p, err := managed.ParseStream(r.URL.Query(), r.Header.Get("Last-Event-ID"))
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeError(w, r, badRequest("session events (user.message and the event stream) are not built yet on this server: "+
-		"sessions can be created, read, updated, archived and deleted; see docs/managed-agents.md"))
+	if _, err := s.managed.GetSession(r.Context(), tenant, id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	releaseTenant, err := s.tenants.Acquire(tenant, "stream")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer releaseTenant()
+	release, err := admit(r.Context(), s.streams)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
+	m := s.startManagedStream(w)
+	defer m.Close()
+	// A follower only watches: a shutdown cuts it at once (the client
+	// reconnects elsewhere with Last-Event-ID).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.followers, cancel)
+	defer stop()
+	err = s.managed.Stream(ctx, tenant, id, p, m.Event)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errClientGone) {
+		s.log.WarnContext(r.Context(), "session event stream ended", "session_id", id, "err", err)
+		he := toHTTP(err)
+		_ = m.Error(he.Status, he.Message, requestID(r.Context()))
+	}
 }

@@ -148,4 +148,7 @@ type Managed interface {
 	// DeleteManagedSession deletes the session and its conversation (with
 	// the conversation's messages) in one transaction.
 	DeleteManagedSession(ctx context.Context, tenant, id string) error
+	// ListConversationRuns returns the tenant's runs on a conversation (a
+	// session's turns), oldest first; none is no error.
+	ListConversationRuns(ctx context.Context, tenant, conversationID string) ([]Run, error)
 }

@@ -427,6 +427,17 @@ func (s *Store) DeleteManagedSession(ctx context.Context, tenant, id string) err
 	return nil
 }
 
+// ListConversationRuns returns a conversation's runs, oldest first (see
+// store.Managed).
+func (s *Store) ListConversationRuns(ctx context.Context, tenant, conversationID string) ([]store.Run, error) {
+	out, err := scanAll(ctx, s.db.Read, `SELECT `+RunColumns+` FROM runs WHERE tenant = $1 AND conversation_id = $2
+		ORDER BY created_at, id`, []any{tenant, conversationID}, s.scanRun)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list runs of conversation %s: %w", s.d.Name, conversationID, err)
+	}
+	return out, nil
+}
+
 // ---------------------------------------------------------------------------
 // helpers
 

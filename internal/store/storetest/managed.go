@@ -250,6 +250,24 @@ func exerciseManaged[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		page.Ascending = true
 		require.Equal(t, []string{a.ID, b.ID, c.ID}, ids(store.ListManagedSessionsParams{ManagedPage: page}))
 
+		// A session's turns are the runs on its conversation.
+		none, err := m.ListConversationRuns(ctx, "t1", b.ConversationID)
+		require.NoError(t, err)
+		require.Empty(t, none)
+		r1 := store.Run{ID: newID("run"), Tenant: "t1", Agent: "agent_a", ConversationID: b.ConversationID, Status: store.RunQueued,
+			CreatedAt: t0}
+		r2 := r1
+		r2.ID, r2.CreatedAt = newID("run"), t0.Add(time.Second)
+		require.NoError(t, s.CreateRun(ctx, r2))
+		require.NoError(t, s.CreateRun(ctx, r1))
+		runs, err := m.ListConversationRuns(ctx, "t1", b.ConversationID)
+		require.NoError(t, err)
+		require.Len(t, runs, 2)
+		require.Equal(t, []string{r1.ID, r2.ID}, []string{runs[0].ID, runs[1].ID}, "oldest first")
+		runs, err = m.ListConversationRuns(ctx, "t2", b.ConversationID)
+		require.NoError(t, err)
+		require.Empty(t, runs, "another tenant's")
+
 		require.ErrorIs(t, m.DeleteManagedSession(ctx, "t2", a.ID), store.ErrNotFound)
 		require.NoError(t, m.DeleteManagedSession(ctx, "t1", a.ID))
 		_, err = m.GetManagedSession(ctx, "t1", a.ID)
