@@ -35,6 +35,8 @@ type sessionStream struct {
 func openStream(t *testing.T, c anthropic.Client, sessionID string, opts ...option.RequestOption) *sessionStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	// A stream lives longer than the client's request timeout.
+	opts = append([]option.RequestOption{option.WithRequestTimeout(10 * time.Minute)}, opts...)
 	st := c.Beta.Sessions.Events.StreamEvents(ctx, sessionID, anthropic.BetaSessionEventStreamParams{
 		EventDeltas: []anthropic.BetaManagedAgentsDeltaType{anthropic.BetaManagedAgentsDeltaTypeAgentMessage}}, opts...)
 	s := &sessionStream{t: t, events: make(chan anthropic.BetaManagedAgentsStreamSessionEventsUnion, 1000), errc: make(chan error, 1)}
@@ -237,5 +239,53 @@ func TestManagedSessionEventsSDK(t *testing.T) {
 		apiError(t, err, http.StatusNotFound, "not_found_error")
 		_, err = b.Other.Beta.Sessions.Events.List(ctx, sess.ID, anthropic.BetaSessionEventListParams{})
 		apiError(t, err, http.StatusNotFound, "not_found_error")
+	})
+}
+
+// user.interrupt stops a long turn: the model call never finishes, the
+// turn ends idle (end_turn) without an answer, and the session takes the
+// next message.
+func TestManagedSessionInterruptSDK(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		b := startManagedWith(t, backend, `providers:
+  anthropic:
+    sim_latency: 20s
+agents:
+  - name: slow
+    model: claude-sonnet-4-5
+worker:
+  lease_ttl: 3s
+  reclaim_interval: 200ms
+  poll_interval: 50ms
+`)
+		ctx := t.Context()
+		c := b.Client
+		env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "e"})
+		require.NoError(t, err)
+		sess, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
+			Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String("slow")}, EnvironmentID: env.ID})
+		require.NoError(t, err)
+		stream := openStream(t, c, sess.ID)
+		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("take your time"))
+		require.NoError(t, err)
+		// Wait until the turn runs (its model call takes 20 s).
+		require.Eventually(t, func() bool {
+			s, err := c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
+			return err == nil && s.Status == anthropic.BetaManagedAgentsSessionStatusRunning
+		}, 10*time.Second, 20*time.Millisecond)
+		start := time.Now()
+		sent, err := c.Beta.Sessions.Events.Send(ctx, sess.ID, anthropic.BetaSessionEventSendParams{
+			Events: []anthropic.BetaManagedAgentsEventParamsUnion{{OfUserInterrupt: &anthropic.BetaManagedAgentsUserInterruptEventParams{}}}})
+		require.NoError(t, err)
+		require.Equal(t, "user.interrupt", sent.Data[0].Type)
+		turn := stream.untilIdle()
+		require.Less(t, time.Since(start), 15*time.Second, "the interrupt, not the model's 20 s, ended the turn")
+		require.Equal(t, "end_turn", turn[len(turn)-1].AsSessionStatusIdle().StopReason.Type)
+		for _, e := range turn {
+			require.NotEqual(t, "agent.message", e.Type, "the interrupted call gave no answer")
+		}
+		got, err := c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
+		require.NoError(t, err)
+		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusIdle, got.Status)
 	})
 }

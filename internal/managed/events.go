@@ -102,6 +102,9 @@ type Translator struct {
 	pending []string
 	pauseID string
 	pauseAt time.Time
+	// idle: the last event translated ended the turn (an idle); ended
+	// reports a finished run's end only when it did not.
+	idle bool
 }
 
 // ToolsOf returns the Tools function of an agent: its custom tools, its MCP
@@ -247,6 +250,44 @@ func eventID(e store.Event, n int) string {
 
 // Translate returns the session events of the run event e.
 func (t *Translator) Translate(e store.Event) ([]Out, error) {
+	outs, err := t.translate(e)
+	if err == nil && len(outs) > 0 {
+		t.idle = outs[len(outs)-1].Type == "session.status_idle"
+	}
+	return outs, err
+}
+
+// Ended returns the end of finished run r when its events did not end the
+// turn (a run canceled before it stored an event, or failed outside its
+// loop): session.status_idle, after a session.error for a failure. ok is
+// false when there is nothing to add.
+func (t *Translator) Ended(r store.Run) (outs []Out, ok bool, err error) {
+	if !r.Status.Terminal() || t.idle {
+		return nil, false, nil
+	}
+	t.idle, t.step, t.pending = true, 0, nil
+	at := mustTimestamp(r.FinishedAt)
+	stop := "end_turn"
+	if r.Status == store.RunFailed {
+		stop = "retries_exhausted"
+		id := "sevt_" + r.ID + "_error"
+		o, err := out(id, "session.error", false, evError{evBase: evBase{ID: id, Type: "session.error", ProcessedAt: at},
+			Error: sessionError{Type: "unknown_error", Message: r.Error, RetryStatus: typeOnly{"exhausted"}}})
+		if err != nil {
+			return nil, false, err
+		}
+		outs = append(outs, o)
+	}
+	id := "sevt_" + r.ID + "_end"
+	o, err := out(id, "session.status_idle", false, evIdle{evBase: evBase{ID: id, Type: "session.status_idle", ProcessedAt: at},
+		StopReason: stopReason{Type: stop}})
+	if err != nil {
+		return nil, false, err
+	}
+	return append(outs, o), true, nil
+}
+
+func (t *Translator) translate(e store.Event) ([]Out, error) {
 	at := mustTimestamp(e.CreatedAt)
 	base := func(id, typ string) evBase { return evBase{ID: id, Type: typ, ProcessedAt: at} }
 	var outs []Out

@@ -263,3 +263,44 @@ func TestRequiresAction(t *testing.T) {
 	require.Equal(t, "requires_action", idle.StopReason.Type)
 	require.Equal(t, []string{"toolu_1", "toolu_2"}, idle.StopReason.EventIDs)
 }
+
+// A run that finished without ending its turn in events (canceled while
+// queued, failed outside its loop) still ends the turn, once.
+func TestTranslateEnded(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		status store.RunStatus
+		types  []string
+		stop   string
+	}{
+		{store.RunCanceled, []string{"session.status_idle"}, "end_turn"},
+		{store.RunFailed, []string{"session.error", "session.status_idle"}, "retries_exhausted"},
+	} {
+		tr := &Translator{}
+		outs, ok, err := tr.Ended(store.Run{ID: "r", Status: tc.status, Error: "boom", FinishedAt: time.Now()})
+		require.NoError(t, err)
+		require.True(t, ok)
+		var types []string
+		for _, o := range outs {
+			types = append(types, o.Type)
+			decodeStream(t, o)
+		}
+		require.Equal(t, tc.types, types)
+		require.Equal(t, tc.stop, decodeStream(t, outs[len(outs)-1]).(anthropic.BetaManagedAgentsSessionStatusIdleEvent).StopReason.Type)
+		_, ok, err = tr.Ended(store.Run{ID: "r", Status: tc.status})
+		require.NoError(t, err)
+		require.False(t, ok, "once")
+	}
+	// A turn its events ended adds nothing; a running one neither.
+	tr := &Translator{}
+	for _, e := range runEvents(t, "r", time.Now(), run.StartEvent{}, run.Answer{Text: "x"}) {
+		_, err := tr.Translate(e)
+		require.NoError(t, err)
+	}
+	_, ok, err := tr.Ended(store.Run{ID: "r", Status: store.RunSucceeded})
+	require.NoError(t, err)
+	require.False(t, ok)
+	_, ok, err = (&Translator{}).Ended(store.Run{ID: "r", Status: store.RunRunning})
+	require.NoError(t, err)
+	require.False(t, ok)
+}

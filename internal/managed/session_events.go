@@ -299,6 +299,11 @@ func (s *Service) turn(ctx context.Context, tr *Translator, r store.Run, after i
 			all = append(all, o)
 		}
 	}
+	if end, ok, err := tr.Ended(r); err != nil {
+		return nil, err
+	} else if ok {
+		all = append(all, end...)
+	}
 	return all, nil
 }
 
@@ -515,6 +520,13 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 				return err
 			}
 			if r.Status.Terminal() && len(evs) == 0 {
+				end, _, err := tr.Ended(r)
+				if err != nil {
+					return err
+				}
+				if err := emit(end); err != nil {
+					return err
+				}
 				idx, seq = idx+1, 0
 				continue
 			}
