@@ -268,11 +268,22 @@ worker:
 		stream := openStream(t, c, sess.ID)
 		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("take your time"))
 		require.NoError(t, err)
-		// Wait until the turn runs (its model call takes 20 s).
-		require.Eventually(t, func() bool {
-			s, err := c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
-			return err == nil && s.Status == anthropic.BetaManagedAgentsSessionStatusRunning
-		}, 10*time.Second, 20*time.Millisecond)
+		// The stream says the turn runs (a worker claimed it) before its
+		// first checkpoint: its model call takes 20 s.
+		var head []string
+		deadline := time.After(15 * time.Second)
+		for len(head) < 2 {
+			select {
+			case ev := <-stream.events:
+				head = append(head, ev.Type)
+			case <-deadline:
+				t.Fatalf("no session.status_running (got %v)", head)
+			}
+		}
+		require.Equal(t, []string{"user.message", "session.status_running"}, head)
+		got, err := c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
+		require.NoError(t, err)
+		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusRunning, got.Status)
 		start := time.Now()
 		sent, err := c.Beta.Sessions.Events.Send(ctx, sess.ID, anthropic.BetaSessionEventSendParams{
 			Events: []anthropic.BetaManagedAgentsEventParamsUnion{{OfUserInterrupt: &anthropic.BetaManagedAgentsUserInterruptEventParams{}}}})
@@ -284,7 +295,7 @@ worker:
 		for _, e := range turn {
 			require.NotEqual(t, "agent.message", e.Type, "the interrupted call gave no answer")
 		}
-		got, err := c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
+		got, err = c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
 		require.NoError(t, err)
 		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusIdle, got.Status)
 	})

@@ -508,6 +508,18 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 				seq = e.Seq
 				paused = false
 			}
+			if seq == 0 && r.Status == store.RunRunning {
+				// A worker runs the turn, whose start event is stored
+				// with its first checkpoint: say so now, under the start
+				// event's id (the translated one is then skipped).
+				id := fmt.Sprintf("sevt_%s_1", r.ID)
+				o, err := out(id, "session.status_running", false, evBase{ID: id, Type: "session.status_running",
+					ProcessedAt: mustTimestamp(r.StartedAt)})
+				if err != nil {
+					return err
+				}
+				outs = append(outs, o)
+			}
 			if r.Status == store.RunRequiresAction && !paused {
 				if o, ok, err := tr.Paused(); err != nil {
 					return err
