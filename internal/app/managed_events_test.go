@@ -166,6 +166,8 @@ func TestManagedSessionEventsSDK(t *testing.T) {
 		got, err := c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
 		require.NoError(t, err)
 		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusIdle, got.Status, "a session waiting for the client is idle")
+		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("are you there?"))
+		require.Contains(t, apiError(t, err, http.StatusConflict, "invalid_request_error"), "turn in progress")
 		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, confirm("toolu_unknown", true, ""))
 		require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "toolu_unknown")
 		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, confirm(ask.ID, true, ""))
@@ -295,8 +297,10 @@ worker:
 		for _, e := range turn {
 			require.NotEqual(t, "agent.message", e.Type, "the interrupted call gave no answer")
 		}
-		got, err = c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
-		require.NoError(t, err)
-		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusIdle, got.Status)
+		// The run's row is final a moment after its last event.
+		require.Eventually(t, func() bool {
+			got, err = c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
+			return err == nil && got.Status == anthropic.BetaManagedAgentsSessionStatusIdle
+		}, 10*time.Second, 20*time.Millisecond)
 	})
 }

@@ -148,6 +148,14 @@ func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSes
 		return nil, invalid("%s: running sessions of agents created through the API is not built yet on this server; "+
 			"sessions of the agents of agentd's configuration run (see docs/managed-agents.md)", f)
 	}
+	if cur, active, err := s.activeRun(ctx, ms); err != nil {
+		return nil, err
+	} else if active {
+		// Managed Agents queues it for after the running turn; two runs
+		// on one conversation would conflict, so agentd refuses it (409).
+		return nil, fmt.Errorf("%w: session %s has a turn in progress (%s): send the message after its session.status_idle; "+
+			"queueing it for after the turn is not built yet on this server", run.ErrConversationBusy, ms.ID, cur.Status)
+	}
 	r, _, err := s.Runs.Submit(ctx, run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, ConversationID: ms.ConversationID,
 		Message: strings.Join(text, "\n\n")})
 	if err != nil {
