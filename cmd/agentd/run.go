@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime/debug"
 	"strings"
 
 	"github.com/agentd/agentd/internal/app"
+	"github.com/agentd/agentd/internal/cli"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/sim"
@@ -42,11 +44,18 @@ Usage:
   agentd restore [-config FILE] PATH   replace the SQLite store with PATH (stop agentd first)
   agentd config check [-config FILE]   validate the config and print it, secrets masked
   agentd keys create|list|revoke      manage client API keys (agentd keys, docs/security.md)
+  agentd chat  [-c CONV] AGENT         chat with an agent of a running agentd (client commands below)
+  agentd runs  submit|get|list|tail|cancel   async runs of a running agentd
+  agentd usage [flags]                 tokens and cost of a running agentd, as a table
   agentd bench-proxy [-addr A] URL     a bare reverse proxy to URL: the floor of the gateway benchmark
   agentd version                       print the version
 
 FILE defaults to $AGENTD_CONFIG; with neither, built-in defaults and AGENTD_*
 environment variables apply (see docs/configuration.md).
+
+Client commands (docs/cli.md) talk HTTP to a running agentd: -url URL or
+$AGENTD_URL (default http://127.0.0.1:8080), the API key in $AGENTD_API_KEY,
+tables by default and -o json for scripts.
 `
 
 // errUsage marks a command-line mistake.
@@ -76,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return cmdRestore(ctx, rest, stdout, stderr, environ)
 	case "keys":
 		return cmdKeys(ctx, rest, stdout, stderr, environ)
+	case "chat", "runs", "usage":
+		return cli.Main(ctx, cmd, rest, cli.IO{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Environ: environ})
 	case "bench-proxy":
 		return cmdBenchProxy(ctx, rest, stderr)
 	case "config":

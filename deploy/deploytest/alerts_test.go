@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/tool"
@@ -89,6 +90,7 @@ func agentdMetricNames(t *testing.T) map[string]bool {
 	admission.NewMetrics(reg)
 	tool.NewMetrics(reg)
 	abuse.NewMetrics(reg)
+	breaker.NewSet(breaker.Options{Registerer: reg})
 	for _, c := range reg.cs {
 		addCollector(names, c)
 	}
@@ -224,8 +226,9 @@ func TestAlerts(t *testing.T) {
 			t.Errorf("no alert uses %s", want)
 		}
 	}
-	// Budgets: an alert on the budget alerts and one on refusals.
-	for _, want := range []string{"agentd_budget_alerts_total", "agentd_budget_rejected_total"} {
+	// Budgets: an alert on the budget alerts and one on refusals;
+	// feedback: one on the positive share.
+	for _, want := range []string{"agentd_budget_alerts_total", "agentd_budget_rejected_total", "agentd_feedback_total"} {
 		if !used[want] {
 			t.Errorf("no alert uses %s", want)
 		}
@@ -289,7 +292,8 @@ func TestDashboard(t *testing.T) {
 	for _, want := range []string{"agentd_http_requests_total", "agentd_http_request_duration_seconds_bucket",
 		"agentd_llm_tokens_total", "agentd_run_steps_bucket", "agentd_tool_calls_total", "agentd_queue_depth",
 		"agentd_queue_oldest_age_seconds", "agentd_breaker_state", "process_resident_memory_bytes",
-		"agentd_llm_cost_usd_total", "agentd_llm_unpriced_requests_total", "agentd_budget_remaining_usd"} {
+		"agentd_llm_cost_usd_total", "agentd_llm_unpriced_requests_total", "agentd_budget_remaining_usd",
+		"agentd_feedback_total"} {
 		if !used[want] {
 			t.Errorf("no panel shows %s", want)
 		}

@@ -20,8 +20,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/observe"
@@ -61,6 +64,15 @@ type Options struct {
 	// Started is when the process started (startup_ms in the logs).
 	// Defaults to the time New is called.
 	Started time.Time
+	// Logger, when set, receives the logs instead of LogOutput (in its
+	// own format and level); secrets are scrubbed from it as from ours.
+	Logger *slog.Logger
+	// Registry, when set, holds agentd's metrics instead of a registry
+	// of its own (served at /metrics either way).
+	Registry *prometheus.Registry
+	// Tools are Go tools added to the built-in ones: agents[].tools name
+	// them. Defaults to none.
+	Tools []tool.Tool
 }
 
 // App is one agentd process, built by New and run by Run.
@@ -79,6 +91,7 @@ type App struct {
 	loops    []loop   // background loops, in start order
 
 	metrics    *observe.Metrics
+	breakers   *breaker.Set
 	redis      *storeredis.Client
 	ln         net.Listener
 	srv        *http.Server
@@ -91,6 +104,8 @@ type App struct {
 
 	drainRequested chan struct{}
 	drainOnce      sync.Once
+	svc            *agentrun.Service // in-process chat (embed.go)
+	ready          chan struct{}     // closed once serving
 }
 
 type loop struct {
@@ -143,7 +158,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		opts.Started = time.Now()
 	}
 	a := &App{cfg: cfg, opts: opts, serveAPI: opts.Role != RoleWorker, runWorker: opts.Role != RoleAPI,
-		base: context.WithoutCancel(ctx), drainRequested: make(chan struct{})}
+		base: context.WithoutCancel(ctx), drainRequested: make(chan struct{}), ready: make(chan struct{})}
 	a.bg, a.stopBG = context.WithCancel(a.base)
 	defer func() {
 		if err != nil {
@@ -156,6 +171,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	log, err := observe.NewLogger(opts.LogOutput, cfg.Log.Format, cfg.Log.Level, observe.WithRedaction(redactor))
 	if err != nil {
 		return nil, fmt.Errorf("log: %w", err)
+	}
+	if opts.Logger != nil {
+		log = observe.NewLoggerFromHandler(opts.Logger.Handler(), observe.WithRedaction(redactor))
 	}
 	a.log = log
 	shutdownTracing, err := observe.SetupTracing(ctx, observe.TracingConfig{
@@ -183,14 +201,21 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	// Tool config errors (unknown tool, HTTP tool that does not build)
 	// fail before anything starts; MCP servers start once the store (the
 	// audit log) is up.
-	if err := toolset.Check(cfg); err != nil {
+	builtins := append(tool.Builtins(nil), opts.Tools...)
+	if err := toolset.CheckWith(cfg, builtins); err != nil {
 		return nil, err
 	}
 	if a.ln, err = net.Listen("tcp", cfg.Server.Addr); err != nil {
 		return nil, fmt.Errorf("server.addr: listen: %w", err)
 	}
 	a.onClose(func() { _ = a.ln.Close() }) // no-op once Serve owns it
-	be, err := OpenBackend(ctx, cfg.Store.URL, log)
+	// One circuit breaker per external dependency (docs/resilience.md):
+	// the store's, Redis's, each tool's, each MCP server's, each webhook
+	// host's and each model's, in one registry (/healthz, metrics).
+	bo := breaker.OptionsFromConfig(cfg.Breakers)
+	bo.Log = log.With("component", "breaker")
+	a.breakers = breaker.NewSet(bo)
+	be, err := openBackend(ctx, cfg.Store.URL, log, a.breakers.Get(breaker.Store))
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +233,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	if u := cfg.Redis.URL.Value(); u != "" {
 		storeredis.RouteLibraryLogs(log.With("component", "redis"))
 		a.redis, err = storeredis.Open(u, storeredis.Options{PoolSize: cfg.Redis.PoolSize,
-			DialTimeout: cfg.Redis.DialTimeout, Timeout: cfg.Redis.Timeout, Log: log.With("component", "redis")})
+			DialTimeout: cfg.Redis.DialTimeout, Timeout: cfg.Redis.Timeout, Log: log.With("component", "redis"),
+			Breaker: a.breakers.Get(breaker.Redis)})
 		if err != nil {
 			return nil, fmt.Errorf("redis.url: %w", err)
 		}
@@ -217,10 +243,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	a.onClose(a.stopBG) // the background context ends before Redis and the store close
 
 	metrics := observe.NewMetrics(opts.Version)
+	if opts.Registry != nil {
+		metrics = observe.NewMetricsOn(opts.Registry, opts.Version)
+	}
 	a.metrics = metrics
+	metrics.Registry.MustRegister(a.breakers.Collector())
 	tools, err := toolset.Start(ctx, cfg, toolset.Options{
 		Log: log.With("component", "tools"), Metrics: tool.NewMetrics(metrics.Registry), Audit: st,
 		SecretsChanged: redactor.SetExtra, // rotated tool secrets stay out of logs
+		Builtins:       builtins,
+		Breakers:       a.breakers,
 	})
 	if err != nil {
 		return nil, err
@@ -283,6 +315,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	svc := &agentrun.Service{Loop: runLoop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub, IdempotencyTTL: cfg.Runs.IdempotencyTTL,
 		Audit: st, Redact: func(in json.RawMessage) json.RawMessage { return tool.RedactInput(in, tools.Secrets()) }}
+	a.svc = svc
 	if cfg.Redaction.Messages != config.MessageSecretsOff {
 		svc.Secrets = agentrun.NewMessageGuard(cfg.Redaction.Messages == config.MessageSecretsScrub,
 			observe.MinSecretLen, cfg.AllSecretValues()...)
@@ -302,7 +335,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	if a.runWorker {
 		qcfg.Executor = runs
 		qcfg.Webhooks = &agentrun.Webhook{Store: st, Secret: cfg.Runs.WebhookSecret.Value(),
-			Client: &http.Client{Timeout: cfg.Runs.WebhookTimeout}}
+			Client: &http.Client{Timeout: cfg.Runs.WebhookTimeout,
+				Transport: &breaker.Transport{Set: a.breakers, Prefix: breaker.PrefixWebhook}}}
 	}
 	if a.queue, err = be.NewQueue(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
@@ -334,7 +368,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		agentNames = append(agentNames, ac.Name)
 	}
 	a.health = &server.Health{
-		Store: st, Version: opts.Version, Log: log, Breakers: provider.Breakers, Keys: provider.Keys, Memory: mem,
+		Store: st, Version: opts.Version, Log: log, Breakers: a.breakers.Statuses, Keys: provider.Keys, Memory: mem,
 		Queue: st.QueueStats,
 		OnQueueStats: func(qs store.QueueStats) {
 			metrics.SetQueue(qs.Depth, agentNames, qs.OldestQueuedAt, qs.Running)
@@ -382,8 +416,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		Chat: svc, Runs: runs, Hub: be.Hub, HealthOnly: !a.serveAPI,
 		Conversations: st, Agents: infos, Health: a.health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
-		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: a.requestDrain, Audit: st, Usage: st,
-		Chats: a.chats, Streams: a.streams, Submits: submits, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
+		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: a.requestDrain, Audit: st, Usage: st, Feedback: st,
+		Chats: a.chats, Streams: a.streams, Submits: submits, OverflowToQueue: cfg.Admission.Overflow == config.OverflowQueue, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
 		Abuse: abuseGuard, Managed: managedAPI,
 	})
 	a.srv = &http.Server{
@@ -440,6 +474,7 @@ func (a *App) serve(ctx context.Context, stop <-chan struct{}) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.srv.Serve(a.ln) }()
 	a.health.SetReady(true)
+	close(a.ready)
 	log.Info("agentd ready", "addr", a.ln.Addr().String(), "role", a.opts.Role, "startup_ms", time.Since(a.opts.Started).Milliseconds())
 
 	select {

@@ -47,7 +47,7 @@ agents:
 	return a, logs
 }
 
-func waitReady(t *testing.T, a *App) {
+func waitReady(t testing.TB, a *App) {
 	t.Helper()
 	url := "http://" + a.Addr().String() + "/readyz"
 	require.Eventually(t, func() bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/events"
 	"github.com/agentd/agentd/internal/queue"
@@ -24,6 +25,7 @@ type Store interface {
 	store.Retention
 	store.Managed
 	store.Approvals
+	store.Feedback
 	SchemaVersion(ctx context.Context) (int, error)
 }
 
@@ -49,13 +51,19 @@ func (b *Backend) Close() error { return b.Store.Close() }
 // OpenBackend opens the store named by rawURL (not migrated: call
 // Store.Migrate) with its queue and event hub.
 func OpenBackend(ctx context.Context, rawURL string, log *slog.Logger) (*Backend, error) {
+	return openBackend(ctx, rawURL, log, nil)
+}
+
+// openBackend is OpenBackend with the store's circuit breaker b (nil: none)
+// in front of the store's statements (sqlstore.Guard).
+func openBackend(ctx context.Context, rawURL string, log *slog.Logger, b *breaker.Breaker) (*Backend, error) {
 	u, err := config.ParseStoreURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("store.url: %w", err)
 	}
 	switch u.Driver {
 	case config.StorePostgres:
-		st, err := postgres.Open(ctx, u.Raw)
+		st, err := postgres.OpenGuarded(ctx, u.Raw, b)
 		if err != nil {
 			return nil, fmt.Errorf("open store %s: %w", u, err)
 		}
@@ -70,7 +78,7 @@ func OpenBackend(ctx context.Context, rawURL string, log *slog.Logger) (*Backend
 			Actors: map[string]func(context.Context) error{"event-listener": hub.Run},
 		}, nil
 	default: // config.StoreSQLite
-		st, err := sqlite.Open(ctx, u.Path)
+		st, err := sqlite.OpenGuarded(ctx, u.Path, b)
 		if err != nil {
 			return nil, fmt.Errorf("open store %s: %w", u.Raw, err)
 		}

@@ -34,6 +34,7 @@ func (a *App) buildModels(agents map[string]*agentrun.ChatAgent) (*resilience.Pr
 	cfg, log := a.cfg, a.log
 	an := cfg.Providers.Anthropic
 	pcfg := resilience.NewProviderConfig("anthropic", an)
+	pcfg.Breakers = a.breakers // model:NAME, with breakers.overrides
 	simulate := an.Simulate == config.SimulateAlways || (an.Simulate == config.SimulateAuto && an.APIKey.Value() == "" && len(an.Keys.Sources) == 0)
 	var client llm.Model
 	if simulate {

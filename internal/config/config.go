@@ -115,6 +115,9 @@ type Config struct {
 	Pricing Pricing `yaml:"pricing"`
 	// Observability is tracing (docs/observability.md).
 	Observability Observability `yaml:"observability"`
+	// Breakers tunes the circuit breakers of tools, webhooks, Redis and
+	// the store (docs/resilience.md#circuit-breakers).
+	Breakers Breakers `yaml:"breakers"`
 }
 
 // Server is the HTTP server.
@@ -325,7 +328,17 @@ type Admission struct {
 	// Tenants replace Tenant for the tenants they name. A map: file only.
 	// Defaults to none.
 	Tenants map[string]TenantAdmission `yaml:"tenants,omitempty"`
+	// Overflow is what a synchronous chat refused for memory or
+	// concurrency becomes: "reject" (503 overloaded) or "queue" (a queued
+	// run: 202 with the run and Location). Defaults to "reject".
+	Overflow string `yaml:"overflow"`
 }
+
+// Values of Admission.Overflow.
+const (
+	OverflowReject = "reject"
+	OverflowQueue  = "queue"
+)
 
 // TenantAdmission is the concurrency cap of one tenant on one instance.
 type TenantAdmission struct {

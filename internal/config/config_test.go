@@ -214,8 +214,9 @@ func TestEnvVars(t *testing.T) {
 	// reservation_ttl) + gateway (disabled, max_body_bytes, log_bodies) + 9
 	// abuse + admission.tenant.max_in_flight and providers.anthropic.h2c +
 	// redaction.messages + auth.cache_ttl + auth.allow_unauthenticated_network
-	// + secrets_refresh (poll_interval, grace) + 8 retention.
-	assert.Len(t, vars, 99)
+	// + secrets_refresh (poll_interval, grace) + 8 retention + 8
+	// breakers.defaults + admission.overflow.
+	assert.Len(t, vars, 108)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}

@@ -45,7 +45,8 @@ type Retention struct {
 	Runs time.Duration `yaml:"runs"`
 	// Usage is how long raw usage rows (one per model call) are kept;
 	// older rows are rolled up into daily totals per tenant, key, agent
-	// and model, kept for good, which GET /v1/usage still counts.
+	// and model, kept for good, which GET /v1/usage still counts. Feedback
+	// on runs is deleted this long after its last change (no roll-up).
 	// Defaults to 2160h (90 days).
 	Usage time.Duration `yaml:"usage"`
 	// Audit is how long audit rows are kept; at least 720h (30 days).

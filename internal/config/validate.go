@@ -46,6 +46,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&ad.MaxStreams, DefaultMaxStreams)
 	setDefault(&ad.MemoryHighWater, DefaultMemoryHighWater)
 	setDefault(&ad.MemoryLowWater, DefaultMemoryLowWater)
+	setDefault(&ad.Overflow, OverflowReject)
 
 	setDefault(&c.Auth.Mode, DefaultAuthMode)
 	setDefault(&c.Gateway.MaxBodyBytes, DefaultGatewayMaxBodyBytes)
@@ -138,6 +139,7 @@ func (c *Config) Validate() error {
 	if ad.MemoryLowWater <= 0 || ad.MemoryLowWater >= ad.MemoryHighWater {
 		v.add("admission.memory_low_water", "must be > 0 and below memory_high_water")
 	}
+	v.oneOf("admission.overflow", ad.Overflow, []string{OverflowReject, OverflowQueue})
 	atLeast(&v, "admission.tenant.max_in_flight", ad.Tenant.MaxInFlight, 0, "must be >= 0 (0: no cap)")
 	for _, name := range slices.Sorted(maps.Keys(ad.Tenants)) {
 		if name == "" {
@@ -189,15 +191,7 @@ func (c *Config) Validate() error {
 	atLeast(&v, "providers.anthropic.retry.max_attempts", a.Retry.MaxAttempts, 0, "must be >= 1")
 	v.nonNegative("providers.anthropic.retry.base_delay", a.Retry.BaseDelay)
 	v.nonNegative("providers.anthropic.retry.max_delay", a.Retry.MaxDelay)
-	b := a.Breaker
-	atLeast(&v, "providers.anthropic.breaker.consecutive_failures", b.ConsecutiveFailures, 0, "must be >= 1")
-	if b.FailureRatio < 0 || b.FailureRatio > 1 {
-		v.add("providers.anthropic.breaker.failure_ratio", "must be in (0, 1]")
-	}
-	atLeast(&v, "providers.anthropic.breaker.min_requests", b.MinRequests, 0, "must be >= 1")
-	atLeast(&v, "providers.anthropic.breaker.half_open_probes", b.HalfOpenProbes, 0, "must be >= 1")
-	v.nonNegative("providers.anthropic.breaker.window", b.Window)
-	v.nonNegative("providers.anthropic.breaker.open_timeout", b.OpenTimeout)
+	c.validateBreakers(&v)
 	if u := c.Redis.URL.Value(); u != "" {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
 			v.add("redis.url", "must be redis://host:port[/db] or rediss://…")

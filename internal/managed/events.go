@@ -34,7 +34,7 @@ import (
 //	                 custom tool: its result is the user's
 //	                 user.custom_tool_result)
 //	done             session.status_idle {end_turn}
-//	error            canceled (an interrupt): session.status_idle {end_turn};
+//	error            interrupted or canceled: session.status_idle {end_turn};
 //	                 budget_exceeded: session.status_idle {budget_reached};
 //	                 else session.error, then session.status_idle
 //	                 {retries_exhausted}
@@ -456,7 +456,7 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 		t.step = 0
 		stop := "retries_exhausted"
 		switch ei.Type {
-		case "canceled":
+		case "canceled", "interrupted":
 			stop = "end_turn"
 		case "budget_exceeded":
 			stop = "budget_reached"

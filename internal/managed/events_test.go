@@ -201,7 +201,8 @@ func TestTranslateEndings(t *testing.T) {
 		stop  string
 	}{
 		{"answer without deltas", run.Answer{Text: "hi"}, []string{"agent.message", "session.status_idle"}, "end_turn"},
-		{"interrupted", run.ErrorInfo{Type: "canceled", Message: "canceled"}, []string{"session.status_idle"}, "end_turn"},
+		{"interrupted", run.ErrorInfo{Type: "interrupted", Message: "interrupted"}, []string{"session.status_idle"}, "end_turn"},
+		{"canceled", run.ErrorInfo{Type: "canceled", Message: "canceled"}, []string{"session.status_idle"}, "end_turn"},
 		{"budget", run.ErrorInfo{Type: "budget_exceeded", Message: "over"}, []string{"session.status_idle"}, "budget_reached"},
 		{"model down", run.ErrorInfo{Type: "upstream_unavailable", Message: "overloaded"}, []string{"session.error", "session.status_idle"}, "retries_exhausted"},
 	} {
@@ -274,6 +275,7 @@ func TestTranslateEnded(t *testing.T) {
 		stop   string
 	}{
 		{store.RunCanceled, []string{"session.status_idle"}, "end_turn"},
+		{store.RunInterrupted, []string{"session.status_idle"}, "end_turn"},
 		{store.RunFailed, []string{"session.error", "session.status_idle"}, "retries_exhausted"},
 	} {
 		tr := &Translator{}

@@ -19,8 +19,8 @@ import (
 // run on the session's conversation (queued, executed by a worker,
 // checkpointed), and the session's history is, run after run, the
 // user.message (the run's input) followed by the run's events translated
-// (Translator). user.interrupt cancels the running turn (it stops at its
-// next checkpoint); user.tool_confirmation decides the tool call a paused
+// (Translator). user.interrupt interrupts the running turn (run.Runs.Interrupt:
+// it stops keeping what it checkpointed; a paused turn ends undecided); user.tool_confirmation decides the tool call a paused
 // run waits for (agentd's approvals: allow → approve, deny → deny with
 // deny_message as the reason the model sees).
 //
@@ -31,7 +31,7 @@ import (
 // Runner is what sessions need of agentd's runs (run.Runs).
 type Runner interface {
 	Submit(ctx context.Context, p run.SubmitParams) (store.Run, bool, error)
-	Cancel(ctx context.Context, tenant, id string) (store.Run, error)
+	Interrupt(ctx context.Context, tenant, id string) (store.Run, error)
 	Decide(ctx context.Context, p run.DecideParams) (store.Approval, store.Run, error)
 }
 
@@ -202,7 +202,7 @@ func (s *Service) interrupt(ctx context.Context, f string, ms store.ManagedSessi
 		return nil, err
 	}
 	if active {
-		if _, err := s.Runs.Cancel(ctx, ms.Tenant, r.ID); err != nil {
+		if _, err := s.Runs.Interrupt(ctx, ms.Tenant, r.ID); err != nil {
 			return nil, err
 		}
 	}

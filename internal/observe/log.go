@@ -16,10 +16,6 @@ import (
 // the trace and span ids of the span in its context, if any. With
 // WithRedaction, secrets are scrubbed from every record (see Redactor).
 func NewLogger(w io.Writer, format, level string, opts ...LoggerOption) (*slog.Logger, error) {
-	var o loggerOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: %w", level, err)
@@ -34,11 +30,21 @@ func NewLogger(w io.Writer, format, level string, opts ...LoggerOption) (*slog.L
 	default:
 		return nil, fmt.Errorf("log format %q: want json or text", format)
 	}
+	return NewLoggerFromHandler(h, opts...), nil
+}
+
+// NewLoggerFromHandler is NewLogger over h, the handler of a program that
+// embeds agentd (its format and level are h's).
+func NewLoggerFromHandler(h slog.Handler, opts ...LoggerOption) *slog.Logger {
+	var o loggerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if o.redact {
 		// Inside the context handler: the attrs it adds are scrubbed too.
 		h = NewRedactHandler(h, o.redactor)
 	}
-	return slog.New(contextHandler{h}), nil
+	return slog.New(contextHandler{h})
 }
 
 // LoggerOption configures NewLogger.

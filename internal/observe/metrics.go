@@ -4,6 +4,7 @@
 package observe
 
 import (
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,10 +40,12 @@ type Metrics struct {
 	BudgetRemaining *prometheus.GaugeVec
 	BudgetRejected  *prometheus.CounterVec
 	// RetentionDeleted counts rows the retention sweeper removed, by table
-	// (run_events, checkpoints, runs, usage, audit).
+	// (run_events, checkpoints, runs, usage, audit, feedback).
 	RetentionDeleted *prometheus.CounterVec
 	// Approvals: tool calls waiting for a person's decision.
 	Approvals *ApprovalMetrics
+	// Feedback counts people's ratings of runs (see ObserveFeedback).
+	Feedback *prometheus.CounterVec
 }
 
 // latencyBuckets span agent timescales: 5 ms to 5 minutes.
@@ -51,7 +54,13 @@ var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10,
 // NewMetrics registers every collector on a fresh registry, together with
 // the Go runtime and process collectors and agentd_build_info.
 func NewMetrics(version string) *Metrics {
-	reg := prometheus.NewRegistry()
+	return NewMetricsOn(prometheus.NewRegistry(), version)
+}
+
+// NewMetricsOn is NewMetrics on reg, a registry of a program that embeds
+// agentd: agentd's collectors must not be on it yet; the Go runtime and
+// process collectors are added unless it has them.
+func NewMetricsOn(reg *prometheus.Registry, version string) *Metrics {
 	m := &Metrics{
 		Registry: reg,
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -136,11 +145,21 @@ func NewMetrics(version string) *Metrics {
 		m.Runs, m.RunDuration, m.RunSteps, m.ToolCalls, m.ToolDuration,
 		m.ConversationsSwept, m.QueueDepth, m.QueueOldestAge, m.RunsRunning,
 		m.BudgetAlerts, m.BudgetRemaining, m.BudgetRejected, buildInfo,
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	reg.MustRegister(m.RetentionDeleted)
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			if are := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &are) {
+				panic(err) // as MustRegister: a programming error
+			}
+		}
+	}
 	m.Approvals = newApprovalMetrics(reg)
+	m.Feedback = newFeedbackCounter()
+	reg.MustRegister(m.Feedback)
 	return m
 }
 

@@ -27,6 +27,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/agentd/agentd/internal/breaker"
 )
 
 // Defaults of Options.
@@ -57,6 +59,9 @@ type Options struct {
 	Timeout time.Duration
 	// Log receives the health checker's state changes. Defaults to none.
 	Log *slog.Logger
+	// Breaker is Redis's circuit breaker ("redis"), in front of every
+	// command (see breakerHook). Defaults to none.
+	Breaker *breaker.Breaker
 }
 
 func (o Options) withDefaults() Options {
@@ -130,8 +135,12 @@ func Open(rawURL string, opts Options) (*Client, error) {
 	// No cluster-maintenance handshake on connect (one round trip less,
 	// and nothing to log against servers without it).
 	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	rdb := goredis.NewClient(o)
+	if opts.Breaker != nil {
+		rdb.AddHook(breakerHook{opts.Breaker})
+	}
 	c := &Client{
-		rdb: goredis.NewClient(o), opts: opts, addr: o.Addr, timeout: opts.Timeout,
+		rdb: rdb, opts: opts, addr: o.Addr, timeout: opts.Timeout,
 		state: StateDown, lastErr: "not checked yet",
 	}
 	return c, nil

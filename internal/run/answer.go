@@ -68,6 +68,8 @@ func ClassifyError(err error) ErrorInfo {
 	switch {
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return ErrorInfo{Type: "timeout", Message: "the run exceeded its time limit"}
+	case errors.Is(err, ErrInterrupted):
+		return ErrorInfo{Type: "interrupted", Message: "the run was interrupted; what it had checkpointed is kept"}
 	case errors.Is(err, ErrCanceled), errors.Is(err, context.Canceled):
 		return ErrorInfo{Type: "canceled", Message: "the run was canceled"}
 	case errors.Is(err, ErrMaxSteps):

@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/tool"
 )
 
 // DefaultApprovalTimeout is how long a tool call waits for its decision
@@ -83,6 +84,9 @@ const (
 	// approved (the call runs), denied or timed out (the model gets an
 	// error tool_result with the reason).
 	EventApprovalDecided = "approval_decided" // ApprovalDecidedEvent
+	// EventToolResultRequired: a call of a tool the client executes (a
+	// custom tool) waits for its result; the run pauses.
+	EventToolResultRequired = "tool_result_required" // ToolResultRequiredEvent
 )
 
 // ApprovalRequiredEvent is a tool call that waits for a decision.
@@ -93,6 +97,10 @@ type ApprovalRequiredEvent struct {
 	Step      int             `json:"step"`
 	ToolUseID string          `json:"tool_use_id"`
 }
+
+// ToolResultRequiredEvent is a call of a tool the client executes (a
+// custom tool): the run pauses until the client sends its result.
+type ToolResultRequiredEvent ApprovalRequiredEvent
 
 // ApprovalDecidedEvent is the decision a resumed run applies.
 type ApprovalDecidedEvent struct {
@@ -110,6 +118,9 @@ func (ApprovalRequiredEvent) EventType() string { return EventApprovalRequired }
 // EventType implements EventData.
 func (ApprovalDecidedEvent) EventType() string { return EventApprovalDecided }
 
+// EventType implements EventData.
+func (ToolResultRequiredEvent) EventType() string { return EventToolResultRequired }
+
 // PauseFunc stores a run that pauses for approvals: its checkpoint, its
 // events (ending with the approval_required events) and the approvals,
 // atomically with the run's status (store.Approvals.PauseRun).
@@ -125,6 +136,16 @@ func (x *execution) gate(ctx context.Context, calls []llm.Block, done map[string
 	announced := false
 	for _, c := range calls {
 		if done[c.ID] {
+			continue
+		}
+		if x.clientTool(c.Name) {
+			// The client runs it: its result, or wait for it.
+			if d, ok := x.p.Decisions[c.ID]; ok && d.Decision != store.DecisionPending {
+				x.clientResult(c, d)
+				announced = true // checkpointed below
+			} else {
+				waiting = append(waiting, c)
+			}
 			continue
 		}
 		if !a.Approval.Requires(c.Name) {
@@ -159,6 +180,40 @@ func (x *execution) gate(ctx context.Context, calls []llm.Block, done map[string
 		}
 	}
 	return run, waiting, nil
+}
+
+// clientTool reports whether the agent's tool name is executed by the
+// client (tool.Client).
+func (x *execution) clientTool(name string) bool {
+	for _, t := range x.p.Agent.Tools {
+		if t.Spec().Name == name {
+			return tool.IsClient(t)
+		}
+	}
+	return false
+}
+
+// clientResult records the result the client sent for its tool's call (or
+// the timeout's error).
+func (x *execution) clientResult(c llm.Block, d store.Approval) {
+	var content string
+	isError := d.IsError
+	switch {
+	case d.Decision == store.DecisionTimeout:
+		content, isError = fmt.Sprintf("tool %s was not run: the client sent no result in time", c.Name), true
+	case json.Unmarshal(d.Result, &content) != nil:
+		content = string(d.Result)
+	}
+	outcome := "ok"
+	if isError {
+		outcome = "error"
+	}
+	x.l.Metrics.ObserveTool(c.Name, outcome, d.DecidedAt.Sub(d.RequestedAt))
+	x.emit(ToolResultEvent{Step: x.st.Step, ToolUseID: c.ID, Name: c.Name, Content: content, IsError: isError,
+		DurationMS: d.DecidedAt.Sub(d.RequestedAt).Milliseconds()})
+	x.mu.Lock()
+	x.st.Results = append(x.st.Results, llm.Block{Type: "tool_result", ToolUseID: c.ID, Content: content, IsError: isError})
+	x.mu.Unlock()
 }
 
 // announced reports whether the decision on the call was announced.
@@ -201,9 +256,14 @@ func (x *execution) pause(ctx context.Context, waiting []llm.Block) error {
 	expires := now.Add(x.p.Agent.Approval.timeout())
 	approvals := make([]store.Approval, len(waiting))
 	for i, c := range waiting {
-		x.emit(ApprovalRequiredEvent{ExpiresAt: expires, Input: c.Input, Name: c.Name, Step: x.st.Step, ToolUseID: c.ID})
+		kind := store.ApprovalKindApproval
+		ev := EventData(ApprovalRequiredEvent{ExpiresAt: expires, Input: c.Input, Name: c.Name, Step: x.st.Step, ToolUseID: c.ID})
+		if x.clientTool(c.Name) {
+			kind, ev = store.ApprovalKindCustomTool, ToolResultRequiredEvent(ev.(ApprovalRequiredEvent))
+		}
+		x.emit(ev)
 		approvals[i] = store.Approval{
-			RunID: x.p.RunID, Tenant: x.p.Tenant, ToolUseID: c.ID, Step: x.st.Step, Name: c.Name, Input: c.Input,
+			RunID: x.p.RunID, Tenant: x.p.Tenant, ToolUseID: c.ID, Kind: kind, Step: x.st.Step, Name: c.Name, Input: c.Input,
 			RequestedAt: now, ExpiresAt: expires,
 		}
 	}

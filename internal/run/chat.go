@@ -37,6 +37,7 @@ type ChatStore interface {
 	CreateRun(ctx context.Context, r store.Run) error
 	UpdateRun(ctx context.Context, p store.UpdateRunParams) error
 	PauseRun(ctx context.Context, p store.PauseRunParams) error
+	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
 	replayStore
 }
 
@@ -80,8 +81,31 @@ type Service struct {
 	// Redact, when set, redacts a tool input before it is audited.
 	Redact func(json.RawMessage) json.RawMessage
 
+	// Resolver, when set, finds agents that are not in Agents (agents
+	// defined through the API, stored per tenant and version: the Managed
+	// Agents face).
+	Resolver AgentResolver
+
 	mu   sync.Mutex
 	busy map[string]struct{}
+}
+
+// AgentResolver finds an agent that is not in the configuration.
+type AgentResolver interface {
+	// ResolveAgent returns the tenant's agent name at version (0: its
+	// latest), or an error wrapping ErrAgentNotFound.
+	ResolveAgent(ctx context.Context, tenant, name string, version int) (*ChatAgent, error)
+}
+
+// agent finds an agent: the configuration's, else the Resolver's.
+func (s *Service) agent(ctx context.Context, tenant, name string, version int) (*ChatAgent, error) {
+	if a, ok := s.Agents[name]; ok {
+		return a, nil
+	}
+	if s.Resolver != nil {
+		return s.Resolver.ResolveAgent(ctx, tenant, name, version)
+	}
+	return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, name)
 }
 
 // Publisher receives stored events of a run, in order.
@@ -154,10 +178,10 @@ func (c *Chat) RunID() string { return c.run.ID }
 func (c *Chat) ConversationID() string { return c.conv.ID }
 
 // resolve finds the agent and the conversation (new when convID is empty).
-func (s *Service) resolve(ctx context.Context, tenant, agentName, convID string) (*ChatAgent, store.Conversation, bool, error) {
-	agent, ok := s.Agents[agentName]
-	if !ok {
-		return nil, store.Conversation{}, false, fmt.Errorf("%w: %q", ErrAgentNotFound, agentName)
+func (s *Service) resolve(ctx context.Context, tenant, agentName string, version int, convID string) (*ChatAgent, store.Conversation, bool, error) {
+	agent, err := s.agent(ctx, tenant, agentName, version)
+	if err != nil {
+		return nil, store.Conversation{}, false, err
 	}
 	if convID == "" {
 		return agent, store.Conversation{ID: "conv_" + newID(), Tenant: tenant, Agent: agent.Name}, true, nil
@@ -183,6 +207,9 @@ type runInput struct {
 	Webhook         string `json:"webhook,omitempty"`
 	// MaxCostUSD is the request's cap on the run's cost (0: none).
 	MaxCostUSD float64 `json:"max_cost_usd,omitempty"`
+	// AgentVersion pins the version of an agent the Resolver finds (0:
+	// its latest when the run executes).
+	AgentVersion int `json:"agent_version,omitempty"`
 }
 
 func userMessage(text string) llm.Message {
@@ -197,7 +224,7 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 		return nil, err
 	}
 	p.Message = msg
-	agent, conv, isNew, err := s.resolve(ctx, p.Tenant, p.Agent, p.ConversationID)
+	agent, conv, isNew, err := s.resolve(ctx, p.Tenant, p.Agent, 0, p.ConversationID)
 	if err != nil {
 		return nil, err
 	}
@@ -325,6 +352,11 @@ func (c *Chat) ended(ctx context.Context, res Result, err error) (Result, error)
 		return res, nil
 	case errors.Is(err, ErrSuspended), errors.Is(err, ErrRequiresAction):
 		// Goes on elsewhere; or paused, stored by pause.
+	case errors.Is(err, ErrInterrupted):
+		if kerr := s.keepCheckpointed(ctx, c.run, false); kerr != nil {
+			s.Log.ErrorContext(ctx, "keep what an interrupted run checkpointed", "err", kerr)
+			c.fail(ctx, res, err)
+		}
 	case errors.Is(err, ErrRestore) && c.queued:
 		// Nothing ran: the queue retries the job (the lease is released
 		// by the caller), rather than failing the run for a store blip.
@@ -393,13 +425,19 @@ func (c *Chat) pause(ctx context.Context, res Result, cp *store.Checkpoint, even
 		Checkpoint: cp, Events: events, Approvals: approvals,
 	})
 	if errors.Is(err, store.ErrConflict) {
+		// Its cancellation or interrupt was requested meanwhile.
+		if rn, gerr := s.Store.GetRun(context.WithoutCancel(ctx), c.tenant, c.run.ID); gerr == nil && rn.InterruptRequested {
+			return fmt.Errorf("%w: while it paused for approval", ErrInterrupted)
+		}
 		return fmt.Errorf("%w: while it paused for approval", ErrCanceled)
 	}
 	if err != nil {
 		return fmt.Errorf("pause run: %w", err)
 	}
 	for _, a := range approvals {
-		s.auditApproval(ctx, c.agent.Name, a, "requested", "", "", 0)
+		if a.Kind == store.ApprovalKindApproval {
+			s.auditApproval(ctx, c.agent.Name, a, "requested", "", "", 0)
+		}
 	}
 	s.Metrics.ObserveRun(c.agent.Name, string(store.RunRequiresAction), res.Steps, time.Since(c.started))
 	return nil

@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -39,16 +40,45 @@ func (r *Runs) Decide(ctx context.Context, p DecideParams) (store.Approval, stor
 	})
 }
 
+// ToolResultParams are the inputs of Runs.SubmitToolResult.
+type ToolResultParams struct {
+	Tenant    string
+	RunID     string
+	ToolUseID string
+	// Content is the tool_result the model gets.
+	Content string
+	IsError bool
+	// By identifies the client (the API key id).
+	By string
+}
+
+// SubmitToolResult hands a paused run the result of a call of a tool the
+// client executes (tool.Client: a Managed Agents custom tool). The run
+// goes on once every call it waits for is decided, as with Decide, whose
+// errors it has.
+func (r *Runs) SubmitToolResult(ctx context.Context, p ToolResultParams) (store.Approval, store.Run, error) {
+	content, err := json.Marshal(p.Content)
+	if err != nil {
+		return store.Approval{}, store.Run{}, fmt.Errorf("encode tool result: %w", err)
+	}
+	return r.decide(ctx, store.DecideApprovalParams{
+		Tenant: p.Tenant, RunID: p.RunID, ToolUseID: p.ToolUseID, Decision: store.DecisionResult,
+		DecidedBy: p.By, Result: content, IsError: p.IsError,
+	})
+}
+
 func (r *Runs) decide(ctx context.Context, p store.DecideApprovalParams) (store.Approval, store.Run, error) {
 	p.DecidedAt = time.Now().UTC().Truncate(time.Microsecond)
 	a, run, err := r.Queue.DecideApproval(ctx, p)
 	if err != nil {
 		return a, run, err
 	}
-	s := r.Service
-	waited := a.DecidedAt.Sub(a.RequestedAt)
-	s.Metrics.ObserveApproval(string(a.Decision), waited)
-	s.auditApproval(ctx, run.Agent, a, string(a.Decision), a.Reason, a.DecidedBy, waited)
+	if a.Kind != store.ApprovalKindCustomTool {
+		s := r.Service
+		waited := a.DecidedAt.Sub(a.RequestedAt)
+		s.Metrics.ObserveApproval(string(a.Decision), waited)
+		s.auditApproval(ctx, run.Agent, a, string(a.Decision), a.Reason, a.DecidedBy, waited)
+	}
 	r.Log.InfoContext(ctx, "tool call decided", "run_id", a.RunID, "tool_use_id", a.ToolUseID, "tool", a.Name,
 		"decision", a.Decision, "decided_by", a.DecidedBy, "run_status", run.Status)
 	return a, run, nil

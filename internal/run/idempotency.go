@@ -43,11 +43,12 @@ func (e *IdempotencyInFlightError) Error() string {
 type keyedRequest struct {
 	key, agent, conversationID, message, webhook string
 	maxCostUSD                                   float64
+	agentVersion                                 int
 }
 
 func requestOf(p SubmitParams) keyedRequest {
 	return keyedRequest{key: p.IdempotencyKey, agent: p.Agent, conversationID: p.ConversationID,
-		message: p.Message, webhook: p.Webhook, maxCostUSD: p.MaxCostUSD}
+		message: p.Message, webhook: p.Webhook, maxCostUSD: p.MaxCostUSD, agentVersion: p.AgentVersion}
 }
 
 // sameRequest checks that p is the request that created existing: the
@@ -62,7 +63,7 @@ func sameRequest(existing store.Run, p keyedRequest) error {
 		conv = "" // the request named none
 	}
 	if existing.Agent != p.agent || conv != p.conversationID || in.Message != p.message ||
-		in.Webhook != p.webhook || in.MaxCostUSD != p.maxCostUSD {
+		in.Webhook != p.webhook || in.MaxCostUSD != p.maxCostUSD || in.AgentVersion != p.agentVersion {
 		return &IdempotencyMismatchError{Key: p.key, RunID: existing.ID}
 	}
 	return nil

@@ -273,7 +273,7 @@ func (x *execution) stopped(ctx context.Context, err error) (Result, error) {
 		switch {
 		case errors.Is(cause, ErrTimeout):
 			err = ErrTimeout
-		case errors.Is(cause, ErrSuspended), errors.Is(cause, ErrCanceled):
+		case errors.Is(cause, ErrSuspended), errors.Is(cause, ErrCanceled), errors.Is(cause, ErrInterrupted):
 			err = cause
 		default:
 			err = fmt.Errorf("%w (%w)", cause, err)

@@ -15,6 +15,7 @@ type RetentionStore interface {
 	DeleteRuns(ctx context.Context, finishedBefore time.Time, limit int) (int, error)
 	RollUpUsage(ctx context.Context, createdBefore time.Time, limit int) (int, error)
 	DeleteAudit(ctx context.Context, createdBefore time.Time, limit int) (int, error)
+	DeleteFeedback(ctx context.Context, updatedBefore time.Time, limit int) (int, error)
 }
 
 // Tables of the retention sweep, the values of the metric's table label.
@@ -24,6 +25,7 @@ const (
 	TableRuns        = "runs"
 	TableUsage       = "usage"
 	TableAudit       = "audit"
+	TableFeedback    = "feedback"
 )
 
 // RetentionSweeper deletes rows older than their retention every
@@ -36,7 +38,8 @@ type RetentionSweeper struct {
 	Store RetentionStore
 	// Ages: a finished run's events, checkpoints and the run itself are
 	// deleted this long after it finished; usage rows (rolled up) and
-	// audit rows this long after they were written. All > 0.
+	// audit rows this long after they were written. Feedback entries
+	// go with usage: Usage after their last update. All > 0.
 	RunEvents, Checkpoints, Runs, Usage, Audit time.Duration
 	BatchSize                                  int
 	Interval                                   time.Duration
@@ -48,7 +51,7 @@ type RetentionSweeper struct {
 
 // RetentionResult is how many rows one sweep removed, by table.
 type RetentionResult struct {
-	RunEvents, Checkpoints, Runs, Usage, Audit int
+	RunEvents, Checkpoints, Runs, Usage, Audit, Feedback int
 }
 
 // Run sweeps until ctx is done; it returns nil then.
@@ -71,9 +74,10 @@ func (s *RetentionSweeper) SweepOnce(ctx context.Context) RetentionResult {
 	r.Runs = s.sweep(ctx, TableRuns, s.Store.DeleteRuns, runs)
 	r.Usage = s.sweep(ctx, TableUsage, s.Store.RollUpUsage, now.Add(-s.Usage))
 	r.Audit = s.sweep(ctx, TableAudit, s.Store.DeleteAudit, now.Add(-s.Audit))
+	r.Feedback = s.sweep(ctx, TableFeedback, s.Store.DeleteFeedback, now.Add(-s.Usage))
 	if r != (RetentionResult{}) {
 		s.Log.InfoContext(ctx, "retention sweep", "run_events", r.RunEvents, "checkpoints", r.Checkpoints,
-			"runs", r.Runs, "usage", r.Usage, "audit", r.Audit)
+			"runs", r.Runs, "usage", r.Usage, "audit", r.Audit, "feedback", r.Feedback)
 	}
 	return r
 }

@@ -96,6 +96,9 @@ type SubmitParams struct {
 	// MaxCostUSD caps the run's cost (0: only the agent's max_cost_usd);
 	// it can lower the agent's cap, never raise it.
 	MaxCostUSD float64
+	// AgentVersion pins the version of an agent of the Service's Resolver
+	// (0: its latest when the run executes).
+	AgentVersion int
 }
 
 // Submit stores a run and enqueues it in one transaction. created is false
@@ -112,11 +115,12 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 			return existing, false, err
 		}
 	}
-	agent, conv, isNew, err := r.Service.resolve(ctx, p.Tenant, p.Agent, p.ConversationID)
+	agent, conv, isNew, err := r.Service.resolve(ctx, p.Tenant, p.Agent, p.AgentVersion, p.ConversationID)
 	if err != nil {
 		return store.Run{}, false, err
 	}
-	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, Webhook: p.Webhook, MaxCostUSD: p.MaxCostUSD})
+	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, Webhook: p.Webhook, MaxCostUSD: p.MaxCostUSD,
+		AgentVersion: p.AgentVersion})
 	run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: conv.ID,
 		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey,
@@ -208,7 +212,7 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 		// model call answered at once could otherwise commit the turn
 		// first). A store error here is the heartbeat's to handle.
 		if canceled, err := r.Store.ExtendLease(rctx, runID, r.Owner, time.Now().UTC().Add(r.leaseTTL())); err == nil && canceled {
-			cancel(ErrCanceled)
+			cancel(stopCause(rctx, r.Store, tenant, runID))
 		}
 	}
 	heartbeatDone := make(chan struct{})
@@ -288,9 +292,9 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	if err := json.Unmarshal(run.Input, &in); err != nil {
 		return nil, fmt.Errorf("%w: decode input of run %s: %v", errBadInput, run.ID, err)
 	}
-	agent, ok := s.Agents[run.Agent]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, run.Agent)
+	agent, err := s.agent(ctx, run.Tenant, run.Agent, in.AgentVersion)
+	if err != nil {
+		return nil, err
 	}
 	// Checked again: the run may have been queued before the guard was on
 	// or the secret configured.
@@ -357,7 +361,7 @@ func (r *Runs) heartbeat(ctx context.Context, tenant, runID string, cancel conte
 			// for ttl, and a later renewal may succeed.
 			r.Log.WarnContext(ctx, "renew lease", "run_id", runID, "err", err)
 		case canceled:
-			cancel(ErrCanceled)
+			cancel(stopCause(ctx, r.Store, tenant, runID))
 			return
 		}
 	}

@@ -129,14 +129,14 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	defer releaseTenant()
 	release, err := admit(r.Context(), s.chats)
 	if err != nil {
-		s.writeError(w, r, err)
+		s.refuseChat(w, r, req, err)
 		return
 	}
 	defer release()
 	if req.Stream {
 		releaseStream, err := admit(r.Context(), s.streams)
 		if err != nil {
-			s.writeError(w, r, err)
+			s.refuseChat(w, r, req, err)
 			return
 		}
 		defer releaseStream()

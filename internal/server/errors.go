@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/gateway"
 	"github.com/agentd/agentd/internal/llm"
@@ -68,6 +69,12 @@ func toHTTP(err error) *Error {
 		}
 		return &Error{Status: http.StatusServiceUnavailable, Type: "overloaded", Message: rej.Error(),
 			RetryAfter: int((rej.RetryAfter + time.Second - 1) / time.Second)}
+	}
+	if oe, ok := breaker.AsOpen(err); ok && oe.Dependency == breaker.Store {
+		// The store's breaker is open: failed at once, nothing written.
+		return &Error{Status: http.StatusServiceUnavailable, Type: "store_unavailable",
+			Message:    "the store is unavailable (circuit breaker open); retry later",
+			RetryAfter: max(1, int((oe.RetryAfter+time.Second-1)/time.Second))}
 	}
 	if ex, ok := budget.AsExceeded(err); ok {
 		return budgetExceeded(ex)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/admission"
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -41,9 +42,11 @@ type Health struct {
 	Queue func(ctx context.Context) (store.QueueStats, error)
 	// OnQueueStats receives each queue sample (metrics).
 	OnQueueStats func(store.QueueStats)
-	// Breakers reports the model circuit breakers (nil: none). An open
-	// breaker makes health "degraded": fallbacks may still answer.
-	Breakers func() []resilience.BreakerStatus
+	// Breakers reports every circuit breaker (nil: none): models, tools,
+	// MCP servers, webhook hosts, Redis, the store. An open breaker makes
+	// health "degraded" (fallbacks may still answer); an open "store"
+	// breaker also makes the instance unready.
+	Breakers func() []breaker.Status
 	// Keys reports the model API keys (nil: none).
 	Keys func() []resilience.KeyStatus
 	// Memory is the memory guard (nil: none).
@@ -200,8 +203,23 @@ func (h *Health) notReady() string {
 		return "store unreachable: " + st.err
 	case h.Memory.Shedding():
 		return "memory above the high-water mark"
+	case h.storeBreakerOpen():
+		return "store circuit breaker open"
 	}
 	return ""
+}
+
+// storeBreakerOpen reports whether the store's breaker refuses calls.
+func (h *Health) storeBreakerOpen() bool {
+	if h.Breakers == nil {
+		return false
+	}
+	for _, b := range h.Breakers() {
+		if b.Dependency == breaker.Store {
+			return b.State == breaker.StateOpen
+		}
+	}
+	return false
 }
 
 func (s *Server) handleLivez(w http.ResponseWriter, _ *http.Request) {
@@ -279,15 +297,15 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 		status := "ok"
 		open := []string{}
 		for _, b := range breakers {
-			if b.State == "open" {
-				open = append(open, b.Model)
+			if b.State == breaker.StateOpen {
+				open = append(open, b.Dependency)
 			}
 		}
 		if len(open) > 0 {
 			status = "degraded"
 			degrade()
 		}
-		components["breakers"] = map[string]any{"status": status, "open": open, "models": breakers}
+		components["breakers"] = map[string]any{"status": status, "open": open, "breakers": breakers}
 	}
 	if h.Keys != nil {
 		keys := h.Keys()

@@ -107,10 +107,11 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 	p := store.ListRunsParams{Tenant: s.tenant(r), Agent: q.Get("agent"), Cursor: q.Get("cursor"), Limit: 50}
 	if st := q.Get("status"); st != "" {
 		switch rs := store.RunStatus(st); rs {
-		case store.RunQueued, store.RunRunning, store.RunRequiresAction, store.RunSucceeded, store.RunFailed, store.RunCanceled:
+		case store.RunQueued, store.RunRunning, store.RunRequiresAction, store.RunSucceeded, store.RunFailed, store.RunCanceled,
+			store.RunInterrupted:
 			p.Status = rs
 		default:
-			s.writeError(w, r, badRequest("status: must be one of queued, running, requires_action, succeeded, failed, canceled"))
+			s.writeError(w, r, badRequest("status: must be one of queued, running, requires_action, succeeded, failed, canceled, interrupted"))
 			return
 		}
 	}
@@ -161,6 +162,19 @@ func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	writeJSON(w, status, run.NewRunBody(rn))
+}
+
+func (s *Server) handleInterruptRun(w http.ResponseWriter, r *http.Request) {
+	rn, err := s.runs.Interrupt(r.Context(), s.tenant(r), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	status := http.StatusAccepted // a running run stops at its next renewal
+	if rn.Status.Terminal() {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, s.runBody(r, rn))
 }
 
 // handleRunEvents streams a run's events: the stored ones after

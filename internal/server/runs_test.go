@@ -32,6 +32,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/admission"
 	"github.com/agentd/agentd/internal/app"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
@@ -92,6 +93,8 @@ type runsConfig struct {
 	auth      bool // API keys required, /v1/audit served
 	budgets   *config.Budgets
 	maxCost   float64 // the demo agent's max_cost_usd
+	chats     *admission.Limiter
+	overflow  bool // admission.overflow: queue
 }
 
 type runsOption func(*runsConfig)
@@ -234,6 +237,7 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 	scfg := server.Config{
 		Chat: svc, Runs: b.Runs, Hub: b.Hub, Conversations: b.St, Agents: infos, Health: health,
 		Metrics: metrics, Log: log, MaxBodyBytes: testMaxBody, SSEPingInterval: time.Hour,
+		Chats: cfg.chats, OverflowToQueue: cfg.overflow,
 	}
 	if cfg.auth {
 		scfg.Auth, scfg.Audit = testAuth(true, b.St.(store.APIKeys)), b.St.(store.Audit)

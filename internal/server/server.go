@@ -83,11 +83,17 @@ type Config struct {
 	Audit store.Audit
 	// Usage serves GET /v1/usage; nil: not offered.
 	Usage store.Usage
+	// Feedback serves POST /v1/runs/{id}/feedback, GET /v1/feedback and
+	// GET /v1/feedback/summary; nil: not offered.
+	Feedback FeedbackStore
 	// Drain starts a graceful drain (POST /admin/drain); nil: not offered.
 	Drain func()
 	// Admission limits (nil: unlimited): synchronous chats, open event
 	// streams, run submissions (the memory guard only).
 	Chats, Streams, Submits *admission.Limiter
+	// OverflowToQueue turns a chat the Chats or Streams limiter refused
+	// (memory, concurrency) into a queued run (admission.overflow: queue).
+	OverflowToQueue bool
 	// Tenants caps each tenant's chats and event streams in flight on this
 	// instance (nil: no caps).
 	Tenants *admission.TenantLimiter
@@ -123,6 +129,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	chats, streams, submits *admission.Limiter
+	overflow                bool
 	tenants                 *admission.TenantLimiter
 
 	// followers ends when the server shuts down (EndFollowers).
@@ -139,7 +146,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{
-		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, tenants: cfg.Tenants, rateLimit: cfg.RateLimit, abuse: cfg.Abuse,
+		chats: cfg.Chats, streams: cfg.Streams, submits: cfg.Submits, overflow: cfg.OverflowToQueue, tenants: cfg.Tenants, rateLimit: cfg.RateLimit, abuse: cfg.Abuse,
 		chat: cfg.Chat, runs: cfg.Runs, hub: cfg.Hub, convs: cfg.Conversations, agents: cfg.Agents, health: cfg.Health,
 		metrics: cfg.Metrics, audit: cfg.Audit, auth: cfg.Auth, log: cfg.Log, maxBody: cfg.MaxBodyBytes, ping: cfg.SSEPingInterval,
 	}
@@ -163,6 +170,13 @@ func New(cfg Config) *Server {
 		if cfg.Usage != nil {
 			mux.HandleFunc("GET /v1/usage", s.scoped(s.handleUsage(cfg.Usage), chat, runs))
 		}
+		if fs := cfg.Feedback; fs != nil {
+			// Chats are runs too: a chat client rates the answer by its
+			// run_id.
+			mux.HandleFunc("POST /v1/runs/{id}/feedback", s.scoped(s.handlePostFeedback(fs), chat, runs))
+			mux.HandleFunc("GET /v1/feedback", s.scoped(s.handleListFeedback(fs), chat, runs))
+			mux.HandleFunc("GET /v1/feedback/summary", s.scoped(s.handleFeedbackSummary(fs), chat, runs))
+		}
 		if cfg.Gateway != nil {
 			gw := s.scoped(s.admitted(s.chats, cfg.Gateway.ServeHTTP), chat)
 			mux.HandleFunc("POST "+gateway.PathMessages, gw)
@@ -177,6 +191,7 @@ func New(cfg Config) *Server {
 			mux.HandleFunc("GET /v1/runs/{id}", s.scoped(s.handleGetRun, runs))
 			mux.HandleFunc("GET /v1/runs/{id}/events", s.scoped(s.handleRunEvents, runs))
 			mux.HandleFunc("POST /v1/runs/{id}/cancel", s.scoped(s.handleCancelRun, runs))
+			mux.HandleFunc("POST /v1/runs/{id}/interrupt", s.scoped(s.handleInterruptRun, runs))
 			mux.HandleFunc("POST /v1/runs/{id}/approvals", s.scoped(s.handleDecide, auth.ScopeApprove))
 		}
 	}

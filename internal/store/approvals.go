@@ -16,12 +16,27 @@ const RunRequiresAction RunStatus = "requires_action"
 type Decision string
 
 // Decisions. A timeout is a denial that nobody made: the call's expiry
-// passed first.
+// passed first. Approve and deny decide calls of kind ApprovalKindApproval,
+// result those of kind ApprovalKindCustomTool; timeout either.
 const (
 	DecisionPending Decision = ""
 	DecisionApprove Decision = "approve"
 	DecisionDeny    Decision = "deny"
 	DecisionTimeout Decision = "timeout"
+	DecisionResult  Decision = "result"
+)
+
+// ApprovalKind is what a paused run waits for on a tool call.
+type ApprovalKind string
+
+// Approval kinds.
+const (
+	// ApprovalKindApproval: a person's yes or no to agentd running the
+	// call.
+	ApprovalKindApproval ApprovalKind = "approval"
+	// ApprovalKindCustomTool: the client runs the tool (a custom tool of a
+	// Managed Agents agent) and sends its result.
+	ApprovalKindCustomTool ApprovalKind = "custom_tool"
 )
 
 // Approval is a tool call of a paused run that waits, or waited, for a
@@ -30,6 +45,8 @@ type Approval struct {
 	RunID     string
 	Tenant    string
 	ToolUseID string
+	// Kind is what the call waits for; empty is ApprovalKindApproval.
+	Kind ApprovalKind
 	// Step is the run's step (model calls so far) that asked for the call.
 	Step  int
 	Name  string
@@ -44,6 +61,10 @@ type Approval struct {
 	// authentication off, or DecidedByTimeout.
 	DecidedBy string
 	DecidedAt time.Time
+	// Result and IsError are a custom tool's result (DecisionResult): the
+	// tool_result content (a JSON string or array of content blocks).
+	Result  json.RawMessage
+	IsError bool
 }
 
 // DecidedByTimeout is the DecidedBy of a call that timed out.
@@ -66,10 +87,13 @@ type DecideApprovalParams struct {
 	Tenant    string
 	RunID     string
 	ToolUseID string
-	Decision  Decision // approve, deny or timeout
+	Decision  Decision // approve, deny, result or timeout (see Decision)
 	Reason    string
 	DecidedBy string
 	DecidedAt time.Time // zero: now
+	// Result and IsError: a custom tool's result (DecisionResult).
+	Result  json.RawMessage
+	IsError bool
 }
 
 // Approvals is the part of the seam that pauses runs for a person's
@@ -99,6 +123,9 @@ type ApprovalsTx[TTx any] interface {
 	// enqueue it). It returns the decided approval and the run as it is
 	// after. ErrNotFound: no such run of the tenant, or no such call;
 	// ErrConflict: the call was decided already (the returned Approval
-	// shows how), or the run is not paused (canceled meanwhile).
+	// shows how), or the run is not paused (canceled meanwhile). A
+	// decision of the wrong kind for the call (a result for an approval,
+	// approve or deny for a custom tool) is ErrNotFound: no such call
+	// waits for it.
 	DecideApprovalTx(ctx context.Context, p DecideApprovalParams, fn ReclaimFunc[TTx]) (Approval, Run, error)
 }

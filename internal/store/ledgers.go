@@ -11,7 +11,7 @@ import (
 )
 
 // The ledgers beside runs and conversations: the audit log, retention,
-// client API keys, usage and budgets.
+// client API keys, usage and budgets (feedback is in feedback.go).
 
 // Audit phases.
 const (
@@ -105,6 +105,9 @@ type Retention interface {
 	// DeleteAudit deletes audit rows created before createdBefore; an
 	// error if createdBefore is less than MinAuditRetention ago.
 	DeleteAudit(ctx context.Context, createdBefore time.Time, limit int) (int, error)
+	// DeleteFeedback deletes feedback entries whose UpdatedAt is before
+	// updatedBefore.
+	DeleteFeedback(ctx context.Context, updatedBefore time.Time, limit int) (int, error)
 }
 
 // APIKey is a client API key. The key itself is never stored: Hash is the

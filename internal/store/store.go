@@ -38,11 +38,14 @@ const (
 	RunSucceeded RunStatus = "succeeded"
 	RunFailed    RunStatus = "failed"
 	RunCanceled  RunStatus = "canceled"
+	// RunInterrupted: stopped on request (RequestInterrupt) keeping what it
+	// had checkpointed, which its conversation received.
+	RunInterrupted RunStatus = "interrupted"
 )
 
 // Terminal reports whether no further transition is possible.
 func (s RunStatus) Terminal() bool {
-	return s == RunSucceeded || s == RunFailed || s == RunCanceled
+	return s == RunSucceeded || s == RunFailed || s == RunCanceled || s == RunInterrupted
 }
 
 // Conversation is a thread of messages owned by one tenant and one agent.
@@ -125,9 +128,12 @@ type Run struct {
 	OutputTokens   int64
 	CostUSD        money.Nanos
 	IdempotencyKey string // empty: none
-	CreatedAt      time.Time
-	StartedAt      time.Time // zero until running
-	FinishedAt     time.Time // zero until terminal
+	// InterruptRequested: RequestInterrupt asked the run to stop keeping
+	// what it checkpointed (read-only; set by the store).
+	InterruptRequested bool
+	CreatedAt          time.Time
+	StartedAt          time.Time // zero until running
+	FinishedAt         time.Time // zero until terminal
 }
 
 // UpdateRunParams changes a run's mutable fields. Every field is written.
@@ -285,7 +291,7 @@ type QueueStats struct {
 	// Running counts runs being executed.
 	Running int
 	// PendingApprovals counts tool calls of paused runs that wait for a
-	// decision (see Approvals).
+	// person's decision (kind approval; see Approvals).
 	PendingApprovals int
 }
 
@@ -315,6 +321,13 @@ type RunLeases interface {
 	// becomes canceled at once, a running one is stopped by its worker at
 	// its next lease extension. Terminal runs are returned unchanged.
 	RequestCancel(ctx context.Context, tenant, id string, now time.Time) (Run, error)
+	// RequestInterrupt is RequestCancel for a stop that keeps what the
+	// run checkpointed: a queued run becomes interrupted at once; a
+	// running one is stopped by its worker (ExtendLease reports it as a
+	// cancellation; the run row says InterruptRequested) and ends
+	// interrupted; a paused one (requires_action) is returned as it is,
+	// for the caller to finish. Terminal runs are returned unchanged.
+	RequestInterrupt(ctx context.Context, tenant, id string, now time.Time) (Run, error)
 	// (ReclaimExpiredRuns, which shares the transaction with a queue, is
 	// in TxRuns.)
 	// QueueStats reports queue depth and age.

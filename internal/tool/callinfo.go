@@ -54,13 +54,16 @@ const (
 	KindInvalidOutput = "invalid_output" // output failed the output schema
 	KindProtocol      = "protocol"       // malformed answer (JSON-RPC, content)
 	KindAudit         = "audit_failed"   // a consequential call could not be audited
+	KindCircuitOpen   = "circuit_open"   // the tool's (or its MCP server's) breaker is open: not called
 )
 
 // Error is a tool failure of a known kind. Its message is what the model
 // reads in the is_error tool_result.
 type Error struct {
 	Kind string
-	Err  error
+	// Status is the HTTP status of a KindHTTPStatus error (0 otherwise).
+	Status int
+	Err    error
 }
 
 func (e *Error) Error() string { return e.Err.Error() }

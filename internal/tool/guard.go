@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
 )
 
@@ -38,6 +39,10 @@ type GuardOptions struct {
 	// MaxOutputBytes caps the output; longer output is cut at a character
 	// boundary and ends with a truncation marker. 0: DefaultMaxOutputBytes.
 	MaxOutputBytes int
+	// Breaker guards the dependency (the HTTP tool's "tool:NAME", or the
+	// MCP server's "mcp:NAME", shared by its tools); nil: none. See
+	// BreakerOutcome for what counts as a failure.
+	Breaker *breaker.Breaker
 	// OutputSchema, if set, must accept the output (parsed as JSON).
 	OutputSchema *Schema
 	// Secrets are scrubbed from output and error messages.
@@ -49,6 +54,8 @@ type GuardOptions struct {
 // Guard wraps an external tool (MCP, HTTP) so that what it returns is safe
 // to put into the conversation:
 //
+//   - while the Breaker is open, calls fail at once (kind "circuit_open",
+//     the message says when the tool will be tried again);
 //   - calls wait for a Limiter slot (error kind "busy" if the deadline comes
 //     first) and are bounded by Timeout (kind "timeout");
 //   - output that fails OutputSchema is an error (kind "invalid_output");
@@ -89,12 +96,18 @@ func (g *guarded) Call(ctx context.Context, input json.RawMessage) (string, erro
 		ctx, cancel = context.WithTimeoutCause(ctx, g.o.Timeout, errToolTimeout)
 		defer cancel()
 	}
+	done, err := g.o.Breaker.Allow()
+	if err != nil {
+		return "", g.fail(ctx, name, start, circuitOpen(name, err))
+	}
 	release, err := g.o.Limiter.acquire(ctx)
 	if err != nil {
+		done(breaker.Ignore)
 		return "", g.fail(ctx, name, start, Errorf(KindBusy, "tool %s is busy (all %d slots in use) and no slot freed up in time", name, g.o.Limiter.Cap()))
 	}
 	out, err := g.inner.Call(ctx, input)
 	release()
+	done(BreakerOutcome(ctx, err))
 	if err != nil {
 		if context.Cause(ctx) == errToolTimeout {
 			err = Errorf(KindTimeout, "tool %s timed out after %s", name, g.o.Timeout)
@@ -126,6 +139,58 @@ func (g *guarded) Call(ctx context.Context, input json.RawMessage) (string, erro
 }
 
 var errToolTimeout = errors.New("tool timeout")
+
+// circuitOpen is the error of a call an open breaker refused: the model
+// reads that the tool is unavailable and when it will be tried again.
+func circuitOpen(name string, err error) error {
+	retry := time.Second
+	dep := "it"
+	if oe, ok := breaker.AsOpen(err); ok {
+		retry, dep = oe.RetryAfter, oe.Dependency
+	}
+	return &Error{Kind: KindCircuitOpen, Err: fmt.Errorf(
+		"tool %s is unavailable: %s failed repeatedly, so its circuit breaker is open and the tool was not called; "+
+			"agentd will try it again in %s. Answer without it or try again later.", name, dep, retry)}
+}
+
+// BreakerOutcome is what a tool call tells the breaker of its tool (or MCP
+// server). Failures, the dependency's unavailability: the tool's own
+// timeout, kind "unavailable" (connection refused or reset, DNS, the MCP
+// server down) and HTTP 5xx. Successes: any answer, also HTTP 4xx (but
+// 408 and 429, not counted), an MCP tool error, output that fails its
+// schema or the protocol. Not counted: the run's own cancellation or
+// deadline, and errors before any request (invalid input, the SSRF guard,
+// the audit log, no concurrency slot).
+func BreakerOutcome(ctx context.Context, err error) breaker.Outcome {
+	if err == nil {
+		return breaker.Success
+	}
+	if context.Cause(ctx) == errToolTimeout {
+		return breaker.Failure
+	}
+	if ctx.Err() != nil {
+		return breaker.Ignore
+	}
+	var te *Error
+	if !errors.As(err, &te) {
+		return breaker.Ignore
+	}
+	switch te.Kind {
+	case KindTimeout, KindUnavailable:
+		return breaker.Failure
+	case KindHTTPStatus:
+		switch {
+		case te.Status >= 500:
+			return breaker.Failure
+		case te.Status == 408, te.Status == 429:
+			return breaker.Ignore
+		}
+		return breaker.Success
+	case KindToolError, KindInvalidOutput, KindProtocol:
+		return breaker.Success
+	}
+	return breaker.Ignore
+}
 
 // fail logs a failed call and returns its error with secrets scrubbed, the
 // message capped, and tool-provided text wrapped as untrusted.

@@ -182,3 +182,30 @@ func decodeInput(input json.RawMessage, v any) error {
 	}
 	return nil
 }
+
+// Client is a tool the client executes (a custom tool of a Managed Agents
+// agent): the model sees its spec, agentd never calls it. A run that
+// reaches a call of it pauses until the client sends the call's result
+// (see run.Runs.SubmitToolResult).
+type Client struct {
+	S llm.ToolSpec
+}
+
+// Spec implements Tool.
+func (c Client) Spec() llm.ToolSpec { return c.S }
+
+// Call implements Tool; it is never called by the run loop, which pauses
+// for the client instead.
+func (c Client) Call(context.Context, json.RawMessage) (string, error) {
+	return "", fmt.Errorf("tool %s is executed by the client, not by agentd", c.S.Name)
+}
+
+// ExecutedByClient marks the tool as the client's (see IsClient).
+func (Client) ExecutedByClient() bool { return true }
+
+// IsClient reports whether t is executed by the client (a Client, or a
+// tool that says so).
+func IsClient(t Tool) bool {
+	c, ok := t.(interface{ ExecutedByClient() bool })
+	return ok && c.ExecutedByClient()
+}

@@ -2,14 +2,10 @@ package resilience
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
-
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
 )
 
@@ -88,9 +84,9 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 
 // Breaker states as the agentd_breaker_state gauge shows them.
 const (
-	BreakerClosed   = "closed"
-	BreakerHalfOpen = "half-open"
-	BreakerOpen     = "open"
+	BreakerClosed   = breaker.StateClosed
+	BreakerHalfOpen = breaker.StateHalfOpen
+	BreakerOpen     = breaker.StateOpen
 )
 
 // BreakerStatus is a breaker's state for /healthz.
@@ -106,138 +102,82 @@ type BreakerStatus struct {
 	Failures uint32 `json:"failures"`
 }
 
-var (
-	errBreakerFailure  = errors.New("availability failure")
-	errBreakerExcluded = errors.New("not counted")
-)
-
-// breakerModel fails fast while its circuit breaker is open.
+// breakerModel fails fast while its circuit breaker is open. The breaker
+// itself is the process's one for "model:NAME" (package breaker).
 type breakerModel struct {
 	next     llm.Model
 	provider string
 	model    string
 	cfg      BreakerConfig
-	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
-
-	mu    sync.Mutex
-	since time.Time
+	b        *breaker.Breaker
 }
 
-// newBreaker wraps next with a breaker named provider/model.
-func newBreaker(next llm.Model, provider, model string, cfg BreakerConfig, m *Metrics, log *slog.Logger) *breakerModel {
+// newBreaker wraps next with the breaker "model:"+model of set.
+func newBreaker(next llm.Model, provider, model string, cfg BreakerConfig, set *breaker.Set) *breakerModel {
 	cfg = cfg.withDefaults()
-	b := &breakerModel{next: next, provider: provider, model: model, cfg: cfg}
-	ratio, minReq, consec := cfg.FailureRatio, cfg.MinRequests, cfg.ConsecutiveFailures
-	bucket := max(cfg.Window/10, time.Millisecond)
-	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:         provider + "/" + model,
-		MaxRequests:  cfg.HalfOpenProbes,
-		Interval:     cfg.Window,
-		BucketPeriod: bucket,
-		Timeout:      cfg.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			if c.ConsecutiveFailures >= consec {
-				return true
-			}
-			return c.Requests >= minReq && float64(c.TotalFailures) >= ratio*float64(c.Requests)
-		},
-		IsExcluded: func(err error) bool { return errors.Is(err, errBreakerExcluded) },
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			b.mu.Lock()
-			b.since = time.Now()
-			b.mu.Unlock()
-			m.breakerState(model, int(to))
-			lvl := slog.LevelInfo
-			if to == gobreaker.StateOpen {
-				lvl = slog.LevelWarn
-			}
-			log.Log(context.Background(), lvl, "circuit breaker state change",
-				"breaker", name, "from", from.String(), "to", to.String())
-		},
+	b := set.GetWith(breaker.PrefixModel+model, breaker.Config{
+		Disabled: cfg.Disabled, ConsecutiveFailures: cfg.ConsecutiveFailures, FailureRatio: cfg.FailureRatio,
+		MinRequests: cfg.MinRequests, Window: cfg.Window, OpenTimeout: cfg.OpenTimeout, HalfOpenProbes: cfg.HalfOpenProbes,
 	})
-	m.breakerState(model, int(gobreaker.StateClosed))
-	return b
+	return &breakerModel{next: next, provider: provider, model: model, cfg: cfg, b: b}
 }
 
 func (b *breakerModel) Stream(ctx context.Context, req llm.Request, onDelta llm.DeltaFunc) (llm.Response, error) {
-	if b.cfg.Disabled {
-		return b.next.Stream(ctx, req, onDelta)
-	}
-	done, err := b.cb.Allow()
+	done, err := b.b.Allow()
 	if err != nil {
-		return llm.Response{}, b.openError()
+		return llm.Response{}, b.openError(err)
 	}
 	resp, err := b.next.Stream(ctx, req, onDelta)
 	done(b.classify(ctx, err))
 	return resp, err
 }
 
-// classify maps a call's outcome to what the breaker counts: nil (success),
-// errBreakerFailure or errBreakerExcluded.
-func (b *breakerModel) classify(ctx context.Context, err error) error {
+// classify maps a call's outcome to what the breaker counts.
+func (b *breakerModel) classify(ctx context.Context, err error) breaker.Outcome {
 	if err == nil {
-		return nil
+		return breaker.Success
 	}
 	if ctx.Err() != nil {
-		return errBreakerExcluded // the caller gave up: says nothing of upstream
+		return breaker.Ignore // the caller gave up: says nothing of upstream
 	}
 	e, ok := llm.AsError(err)
 	if !ok {
-		return errBreakerExcluded // a local error (encoding, ...)
+		return breaker.Ignore // a local error (encoding, ...)
 	}
 	switch e.Type {
 	case TypeQueueFull, TypeCircuitOpen, TypeNoKey:
-		return errBreakerExcluded
+		return breaker.Ignore
 	}
 	switch {
 	case e.Status == http.StatusTooManyRequests:
 		if b.cfg.CountRateLimits {
-			return errBreakerFailure
+			return breaker.Failure
 		}
-		return errBreakerExcluded
+		return breaker.Ignore
 	case e.Status == 0, e.Status == http.StatusRequestTimeout, e.Status >= 500:
-		return errBreakerFailure
+		return breaker.Failure
 	}
-	return nil // 4xx: the provider is up and answered
+	return breaker.Success // 4xx: the provider is up and answered
 }
 
-func (b *breakerModel) openError() *llm.Error {
+func (b *breakerModel) openError(err error) *llm.Error {
 	e := &llm.Error{
-		Type:    TypeCircuitOpen,
-		Message: "circuit breaker open for " + b.provider + "/" + b.model + ": the model is failing, calls fail fast",
+		Type:       TypeCircuitOpen,
+		Message:    "circuit breaker open for " + b.provider + "/" + b.model + ": the model is failing, calls fail fast",
+		RetryAfter: time.Second,
+		Err:        err,
 	}
-	if b.cb.State() == gobreaker.StateOpen {
-		b.mu.Lock()
-		left := b.cfg.OpenTimeout - time.Since(b.since)
-		b.mu.Unlock()
-		e.RetryAfter = max(left, time.Second)
-	} else {
-		e.Message = "circuit breaker half-open for " + b.provider + "/" + b.model + ": probes in flight, calls fail fast"
-		e.RetryAfter = time.Second
+	if oe, ok := breaker.AsOpen(err); ok {
+		e.RetryAfter = oe.RetryAfter
+		if oe.HalfOpen {
+			e.Message = "circuit breaker half-open for " + b.provider + "/" + b.model + ": probes in flight, calls fail fast"
+		}
 	}
-	e.Err = gobreaker.ErrOpenState
 	return e
 }
 
 func (b *breakerModel) status() BreakerStatus {
-	c := b.cb.Counts()
-	st := BreakerStatus{Provider: b.provider, Model: b.model, State: stateName(b.cb.State()),
-		Requests: c.Requests, Failures: c.TotalFailures}
-	if b.cfg.Disabled {
-		st.State = "disabled"
-	}
-	b.mu.Lock()
-	st.Since = b.since
-	b.mu.Unlock()
-	return st
-}
-
-func stateName(s gobreaker.State) string {
-	switch s {
-	case gobreaker.StateOpen:
-		return BreakerOpen
-	case gobreaker.StateHalfOpen:
-		return BreakerHalfOpen
-	}
-	return BreakerClosed
+	st := b.b.Status()
+	return BreakerStatus{Provider: b.provider, Model: b.model, State: st.State, Since: st.Since,
+		Requests: st.Requests, Failures: st.Failures}
 }

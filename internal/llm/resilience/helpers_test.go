@@ -188,6 +188,27 @@ func text(r llm.Response) string {
 	return sb.String()
 }
 
+// gaugeValue reads the gauge name{label=value} from reg.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{%s=%q}", name, label, value)
+	return 0
+}
+
 func testMetrics() (*Metrics, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	return NewMetrics(reg), reg

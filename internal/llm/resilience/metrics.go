@@ -15,7 +15,6 @@ type Metrics struct {
 	CacheRequests *prometheus.CounterVec
 	KeyState      *prometheus.GaugeVec
 	KeyRejections *prometheus.CounterVec
-	BreakerState  *prometheus.GaugeVec
 	QueueWait     *prometheus.HistogramVec
 	QueueRejected *prometheus.CounterVec
 	InFlight      *prometheus.GaugeVec
@@ -49,9 +48,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		KeyRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentd_key_rejections_total", Help: "Calls whose API key the provider rejected (401/403), by key fingerprint.",
 		}, []string{"fingerprint"}),
-		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "agentd_breaker_state", Help: "Circuit breaker state by model: 0 closed, 1 half-open, 2 open.",
-		}, []string{"model"}),
 		QueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "agentd_llm_queue_wait_seconds", Help: "Time model calls waited for a concurrency slot, by provider.",
 			Buckets: waitBuckets,
@@ -65,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.TTFT, m.Retries, m.Fallbacks, m.CacheRequests, m.KeyState, m.KeyRejections,
-			m.BreakerState, m.QueueWait, m.QueueRejected, m.InFlight)
+			m.QueueWait, m.QueueRejected, m.InFlight)
 	}
 	return m
 }
@@ -110,12 +106,6 @@ func (m *Metrics) keyDropped(fp string) {
 func (m *Metrics) keyRejected(fp string) {
 	if m != nil {
 		m.KeyRejections.WithLabelValues(fp).Inc()
-	}
-}
-
-func (m *Metrics) breakerState(model string, v int) {
-	if m != nil {
-		m.BreakerState.WithLabelValues(model).Set(float64(v))
 	}
 }
 

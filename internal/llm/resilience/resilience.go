@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
 )
 
@@ -51,6 +52,10 @@ type ProviderConfig struct {
 	Breaker BreakerConfig
 	// Concurrency bounds the calls in flight.
 	Concurrency ConcurrencyConfig
+	// Breakers is the process's breaker registry, which holds the model
+	// breakers ("model:NAME"; breakers.overrides apply). Nil: a registry
+	// of the provider's own, not exported as metrics.
+	Breakers *breaker.Set
 }
 
 // Provider is a provider client with its shared layers.
@@ -78,6 +83,9 @@ func NewProvider(ctx context.Context, cfg ProviderConfig, client llm.Model, m *M
 	}
 	if cfg.Name == "" {
 		cfg.Name = DefaultProviderName
+	}
+	if cfg.Breakers == nil {
+		cfg.Breakers = breaker.NewSet(breaker.Options{Log: log})
 	}
 	log = log.With("provider", cfg.Name)
 	p := &Provider{
@@ -174,7 +182,7 @@ func (p *Provider) Model(name string) llm.Model {
 	}
 	inner := Retry(p.client, p.cfg.Retry, p.metrics)
 	inner = Limit(inner, p.limiter)
-	b := newBreaker(inner, p.name, name, p.cfg.Breaker, p.metrics, p.log)
+	b := newBreaker(inner, p.name, name, p.cfg.Breaker, p.cfg.Breakers)
 	p.breakers[name] = b
 	m := &ttftModel{next: b, model: name, metrics: p.metrics}
 	p.models[name] = m

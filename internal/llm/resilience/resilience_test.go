@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/anthropic"
 	"github.com/agentd/agentd/internal/sim"
@@ -21,10 +22,11 @@ func TestOverloadStormOpensBreakerAndFallsBack(t *testing.T) {
 	simA := newSim(sim.Config{Rate529: 1, Seed: 1})
 	simB := newSim(sim.Config{})
 	client := serve(t, byModel(map[string]http.Handler{modelA: simA, modelB: simB}), "k")
-	m, _ := testMetrics()
+	m, reg := testMetrics()
 	p := newProvider(t, ProviderConfig{
-		Retry:   RetryConfig{MaxAttempts: 2, BaseDelay: time.Millisecond},
-		Breaker: BreakerConfig{ConsecutiveFailures: 3, OpenTimeout: time.Minute},
+		Retry:    RetryConfig{MaxAttempts: 2, BaseDelay: time.Millisecond},
+		Breaker:  BreakerConfig{ConsecutiveFailures: 3, OpenTimeout: time.Minute},
+		Breakers: breaker.NewSet(breaker.Options{Registerer: reg}),
 	}, client, m)
 	model, err := Build(AgentConfig{Name: "a", Model: modelA, FallbackModels: []string{modelB}}, p, nil, m, nil)
 	require.NoError(t, err)
@@ -46,8 +48,8 @@ func TestOverloadStormOpensBreakerAndFallsBack(t *testing.T) {
 	require.Equal(t, modelA, bs[0].Model)
 	require.Equal(t, BreakerOpen, bs[0].State)
 	require.Equal(t, BreakerClosed, bs[1].State)
-	require.InDelta(t, 2, value(t, m.BreakerState.WithLabelValues(modelA)), 0)
-	require.InDelta(t, 0, value(t, m.BreakerState.WithLabelValues(modelB)), 0)
+	require.InDelta(t, 2, gaugeValue(t, reg, "agentd_breaker_state", "dependency", "model:"+modelA), 0)
+	require.InDelta(t, 0, gaugeValue(t, reg, "agentd_breaker_state", "dependency", "model:"+modelB), 0)
 	require.InDelta(t, calls, value(t, m.Fallbacks.WithLabelValues(modelA, modelB)), 0)
 	require.InDelta(t, 3, value(t, m.Retries.WithLabelValues(modelA, "overloaded")), 0)
 

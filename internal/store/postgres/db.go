@@ -107,7 +107,11 @@ func (q querier[Q]) QueryRow(ctx context.Context, query string, args ...any) sql
 type tx struct{ querier[pgx.Tx] }
 
 func (s *Store) begin(ctx context.Context) (sqlstore.Tx, pgx.Tx, error) {
-	t, err := s.pool.Begin(ctx)
+	var t pgx.Tx
+	err := s.guard.Do(ctx, func() (err error) {
+		t, err = s.pool.Begin(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}

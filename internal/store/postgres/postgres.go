@@ -39,6 +39,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +49,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/sqlstore"
 )
@@ -56,7 +60,8 @@ type Store struct {
 	// Store is the SQL the backends share; it runs on the pool.
 	*sqlstore.Store
 
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	guard sqlstore.Guard
 
 	closeOnce sync.Once
 }
@@ -67,6 +72,14 @@ var _ sqlstore.Backend[pgx.Tx] = (*Store)(nil)
 // key=value string, see the package doc for pool settings) and checks that
 // it answers. It does not migrate: call Migrate.
 func Open(ctx context.Context, url string) (*Store, error) {
+	return OpenGuarded(ctx, url, nil)
+}
+
+// OpenGuarded is Open with the store's circuit breaker b (nil: none) in
+// front of every statement and transaction (see sqlstore.Guard): while it
+// is open, store calls fail at once with a *breaker.OpenError. Open's own
+// ping is not guarded.
+func OpenGuarded(ctx context.Context, url string, b *breaker.Breaker) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgconn's parse errors (and the url.Parse errors they wrap) may
@@ -86,8 +99,9 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
-	s := &Store{pool: pool}
-	s.Store = sqlstore.New(sqlstore.DB{Write: querier[*pgxpool.Pool]{pool}, Read: querier[*pgxpool.Pool]{pool}, Begin: func(ctx context.Context) (sqlstore.Tx, error) {
+	s := &Store{pool: pool, guard: sqlstore.Guard{Breaker: b, Unavailable: unavailable}}
+	q := s.guard.Querier(querier[*pgxpool.Pool]{pool})
+	s.Store = sqlstore.New(sqlstore.DB{Write: q, Read: q, Begin: func(ctx context.Context) (sqlstore.Tx, error) {
 		t, _, err := s.begin(ctx)
 		return t, err
 	}}, dialect)
@@ -133,6 +147,23 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", store.ErrConflict, err)
 	}
 	return err
+}
+
+// unavailable reports an error that says PostgreSQL cannot be reached or
+// used, for the store's breaker: no connection (refused, reset, DNS, TLS,
+// pgconn's connect errors), a connection lost mid-query, a timeout, and
+// the server's own "connection exception" (08), "insufficient resources"
+// (53) and "operator intervention" (57: shutting down, cannot connect
+// now) classes. Any other answer of the server is PostgreSQL working.
+func unavailable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "53") || strings.HasPrefix(pe.Code, "57")
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
 }
 
 func isCode(err error, code string) bool {

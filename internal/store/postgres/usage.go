@@ -53,8 +53,11 @@ func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) er
 		inputs[i], outputs[i], cacheWrites[i], cacheRead[i] = r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens
 		costs[i], cached[i], uids[i] = int64(r.CostUSD), r.Cached, r.UID
 	}
-	_, err := s.pool.Exec(ctx, qAppendUsageBatch, times, tenants, keys, agents, models, runs, steps,
-		inputs, outputs, cacheWrites, cacheRead, costs, cached, uids)
+	err := s.guard.Do(ctx, func() error {
+		_, err := s.pool.Exec(ctx, qAppendUsageBatch, times, tenants, keys, agents, models, runs, steps,
+			inputs, outputs, cacheWrites, cacheRead, costs, cached, uids)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: append %d usage rows: %w", len(rs), mapErr(err))
 	}

@@ -22,6 +22,7 @@ var dialect = sqlstore.Dialect{
 	ScanTime:     func(t *time.Time) any { return (*microTime)(t) },
 	MapErr:       mapErr,
 	IsForeignKey: func(err error) bool { return isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) },
+	Busy:         func(err error) bool { return isConstraint(err, sqlite3.SQLITE_BUSY) },
 	// Reclaimers in several Stores or processes serialize on SQLite's
 	// write lock (the transaction is BEGIN IMMEDIATE), so each expired run
 	// is reclaimed once.
@@ -101,7 +102,11 @@ type tx struct {
 // a check and an update).
 func (s *Store) begin(ctx context.Context) (sqlstore.Tx, *sql.Tx, error) {
 	s.wstmt.preparePending(ctx)
-	t, err := s.write.BeginTx(ctx, nil)
+	var t *sql.Tx
+	err := s.guard.Do(ctx, func() (err error) {
+		t, err = s.write.BeginTx(ctx, nil)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}

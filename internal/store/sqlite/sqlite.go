@@ -48,6 +48,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/sqlstore"
 )
@@ -62,6 +63,7 @@ type Store struct {
 	read  *sql.DB // several connections, query_only
 	wstmt *stmtCache
 	rstmt *stmtCache
+	guard sqlstore.Guard
 
 	closeOnce sync.Once
 	closeErr  error
@@ -75,6 +77,13 @@ var _ sqlstore.Backend[*sql.Tx] = (*Store)(nil)
 // ":memory:" is refused, since the two connection pools would each see a
 // database of their own.
 func Open(ctx context.Context, path string) (*Store, error) {
+	return OpenGuarded(ctx, path, nil)
+}
+
+// OpenGuarded is Open with the store's circuit breaker b (nil: none) in
+// front of every statement and transaction (see sqlstore.Guard); SQLite's
+// failures are the disk's and its locks' (see unavailable).
+func OpenGuarded(ctx context.Context, path string, b *breaker.Breaker) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("sqlite: open: empty path")
 	}
@@ -117,8 +126,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxIdleTime(5 * time.Minute)
 
-	s := &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read)}
-	s.Store = sqlstore.New(sqlstore.DB{Write: pool{s.wstmt}, Read: pool{s.rstmt}, Begin: func(ctx context.Context) (sqlstore.Tx, error) {
+	s := &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read),
+		guard: sqlstore.Guard{Breaker: b, Unavailable: unavailable}}
+	s.Store = sqlstore.New(sqlstore.DB{Write: s.guard.Querier(pool{s.wstmt}), Read: s.guard.Querier(pool{s.rstmt}), Begin: func(ctx context.Context) (sqlstore.Tx, error) {
 		t, _, err := s.begin(ctx)
 		return t, err
 	}}, dialect)
@@ -176,6 +186,23 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", store.ErrConflict, err)
 	}
 	return err
+}
+
+// unavailable reports an error that says the database file cannot be
+// used, for the store's breaker: I/O errors, a full disk, a file that
+// cannot be opened, is corrupt or is not a database, and a lock still
+// held after busy_timeout (5 s). Other errors are SQLite answering.
+func unavailable(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff { // the primary result code
+	case sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_CORRUPT,
+		sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_BUSY:
+		return true
+	}
+	return false
 }
 
 func isConstraint(err error, codes ...int) bool {

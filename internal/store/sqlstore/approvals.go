@@ -11,9 +11,9 @@ import (
 
 const (
 	approvalColumns = `run_id, tenant, tool_use_id, step, name, input, requested_at, expires_at,
-		decision, reason, decided_by, decided_at`
-	qInsertApproval = `INSERT INTO run_approvals (` + approvalColumns + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '', '', '', NULL)
+		decision, reason, decided_by, decided_at, kind, result, is_error`
+	qInsertApproval = `INSERT INTO run_approvals (run_id, tenant, tool_use_id, step, name, input, requested_at, expires_at, kind)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (run_id, tool_use_id) DO NOTHING`
 	qPauseRun = `UPDATE runs SET status = 'requires_action', lease_owner = NULL, lease_expires_at = NULL,
 		attempt = $1, steps = $2, input_tokens = $3, output_tokens = $4, cost_nanos = $5
@@ -21,15 +21,17 @@ const (
 	qListApprovals = `SELECT ` + approvalColumns + ` FROM run_approvals
 		WHERE run_id = $1 ORDER BY requested_at, tool_use_id`
 	qExpiredApprovals = `SELECT a.run_id, a.tenant, a.tool_use_id, a.step, a.name, a.input, a.requested_at,
-		a.expires_at, a.decision, a.reason, a.decided_by, a.decided_at
+		a.expires_at, a.decision, a.reason, a.decided_by, a.decided_at, a.kind, a.result, a.is_error
 		FROM run_approvals a JOIN runs r ON r.id = a.run_id
 		WHERE a.decision = '' AND a.expires_at < $1 AND r.status = 'requires_action'
 		ORDER BY a.expires_at LIMIT $2`
 	// Takes the run's row lock (PostgreSQL) so that decisions on the calls
 	// of one run serialize: the last one sees every other as decided.
 	qLockRun = `UPDATE runs SET status = status WHERE id = $1 AND tenant = $2 RETURNING status`
-	qDecide  = `UPDATE run_approvals SET decision = $3, reason = $4, decided_by = $5, decided_at = $6
-		WHERE run_id = $1 AND tool_use_id = $2 AND decision = ''
+	// $7 is the kind of call the decision is for ('': any).
+	qDecide = `UPDATE run_approvals SET decision = $3, reason = $4, decided_by = $5, decided_at = $6,
+			result = $8, is_error = $9
+		WHERE run_id = $1 AND tool_use_id = $2 AND decision = '' AND ($7 = '' OR kind = $7)
 		RETURNING ` + approvalColumns
 	qApproval    = `SELECT ` + approvalColumns + ` FROM run_approvals WHERE run_id = $1 AND tool_use_id = $2`
 	qPendingLeft = `SELECT count(*) FROM run_approvals WHERE run_id = $1 AND decision = ''`
@@ -65,7 +67,11 @@ func (s *Store) pauseRun(ctx context.Context, p store.PauseRunParams) error {
 		if at.IsZero() {
 			at = now
 		}
-		b.Queue(qInsertApproval, p.Run.ID, a.Tenant, a.ToolUseID, a.Step, a.Name, JSON(a.Input), s.d.Time(at), s.d.Time(a.ExpiresAt))
+		kind := a.Kind
+		if kind == "" {
+			kind = store.ApprovalKindApproval
+		}
+		b.Queue(qInsertApproval, p.Run.ID, a.Tenant, a.ToolUseID, a.Step, a.Name, JSON(a.Input), s.d.Time(at), s.d.Time(a.ExpiresAt), string(kind))
 	}
 	r := p.Run
 	b.Queue(qPauseRun, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, int64(r.CostUSD), r.ID)
@@ -100,16 +106,16 @@ func (s *Store) pauseRun(ctx context.Context, p store.PauseRunParams) error {
 
 func (s *Store) scanApproval(row Row) (store.Approval, error) {
 	var (
-		a        store.Approval
-		decision string
-		input    []byte
+		a              store.Approval
+		decision, kind string
+		input, result  []byte
 	)
 	err := row.Scan(&a.RunID, &a.Tenant, &a.ToolUseID, &a.Step, &a.Name, &input, s.d.ScanTime(&a.RequestedAt),
-		s.d.ScanTime(&a.ExpiresAt), &decision, &a.Reason, &a.DecidedBy, s.d.ScanTime(&a.DecidedAt))
+		s.d.ScanTime(&a.ExpiresAt), &decision, &a.Reason, &a.DecidedBy, s.d.ScanTime(&a.DecidedAt), &kind, &result, &a.IsError)
 	if err != nil {
 		return store.Approval{}, err
 	}
-	a.Decision, a.Input = store.Decision(decision), fromJSON(input)
+	a.Decision, a.Kind, a.Input, a.Result = store.Decision(decision), store.ApprovalKind(kind), fromJSON(input), fromJSON(result)
 	return a, nil
 }
 
@@ -163,8 +169,13 @@ func DecideApprovalTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TT
 }
 
 func decide[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], p store.DecideApprovalParams, fn store.ReclaimFunc[TTx]) (store.Approval, store.Run, error) {
+	var kind store.ApprovalKind // the kind of call the decision is for; "": any
 	switch p.Decision {
-	case store.DecisionApprove, store.DecisionDeny, store.DecisionTimeout:
+	case store.DecisionApprove, store.DecisionDeny:
+		kind = store.ApprovalKindApproval
+	case store.DecisionResult:
+		kind = store.ApprovalKindCustomTool
+	case store.DecisionTimeout:
 	default:
 		return store.Approval{}, store.Run{}, fmt.Errorf("invalid decision %q", p.Decision)
 	}
@@ -180,12 +191,16 @@ func decide[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], p stor
 	if err := tx.QueryRow(ctx, qLockRun, p.RunID, p.Tenant).Scan(&status); err != nil {
 		return store.Approval{}, store.Run{}, fmt.Errorf("run: %w", s.d.MapErr(err))
 	}
-	a, err := s.scanApproval(tx.QueryRow(ctx, qDecide, p.RunID, p.ToolUseID, string(p.Decision), p.Reason, p.DecidedBy, s.d.Time(p.DecidedAt)))
+	a, err := s.scanApproval(tx.QueryRow(ctx, qDecide, p.RunID, p.ToolUseID, string(p.Decision), p.Reason, p.DecidedBy,
+		s.d.Time(p.DecidedAt), string(kind), JSON(p.Result), p.IsError))
 	if err = s.d.MapErr(err); errors.Is(err, store.ErrNotFound) {
-		// Decided already, or no such call.
+		// Decided already, no such call, or a call of another kind.
 		cur, cerr := s.scanApproval(tx.QueryRow(ctx, qApproval, p.RunID, p.ToolUseID))
 		if cerr != nil {
 			return store.Approval{}, store.Run{}, fmt.Errorf("tool call: %w", s.d.MapErr(cerr))
+		}
+		if kind != "" && cur.Kind != kind {
+			return store.Approval{}, store.Run{}, fmt.Errorf("tool call: %w: it waits for a decision of kind %s, not %s", store.ErrNotFound, cur.Kind, kind)
 		}
 		return cur, store.Run{}, fmt.Errorf("%w: decided already (%s)", store.ErrConflict, cur.Decision)
 	}

@@ -35,13 +35,19 @@ const (
 		error = CASE WHEN status IN ('queued', 'requires_action') THEN $4 ELSE error END
 		WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running', 'requires_action')
 		RETURNING ` + RunColumns
+	qRequestInterrupt = `UPDATE runs SET cancel_requested = true, interrupt_requested = true,
+		status = CASE WHEN status = 'queued' THEN 'interrupted' ELSE status END,
+		finished_at = CASE WHEN status = 'queued' THEN $3 ELSE finished_at END,
+		error = CASE WHEN status = 'queued' THEN $4 ELSE error END
+		WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'running', 'requires_action')
+		RETURNING ` + RunColumns
 	qQueueStats = `SELECT 'queued', agent, count(*), min(created_at) FROM runs
 			WHERE status = 'queued' GROUP BY agent
 		UNION ALL
 		SELECT 'running', '', count(*), NULL FROM runs WHERE status = 'running'
 		UNION ALL
 		SELECT 'approvals', '', count(*), NULL FROM run_approvals a JOIN runs r ON r.id = a.run_id
-			WHERE a.decision = '' AND r.status = 'requires_action'`
+			WHERE a.decision = '' AND a.kind = 'approval' AND r.status = 'requires_action'`
 )
 
 // ClaimRun makes p.Owner the run's executor with a lease until
@@ -130,6 +136,25 @@ func (s *Store) RequestCancel(ctx context.Context, tenant, id string, t time.Tim
 	}
 	// Terminal (statuses only move forward, so it still is), or not the
 	// tenant's.
+	return s.GetRun(ctx, tenant, id)
+}
+
+// interruptedError is the error of a run interrupted while it was queued.
+const interruptedError = "interrupted: the run was interrupted before it started"
+
+// RequestInterrupt asks the tenant's run to stop keeping what it
+// checkpointed (see store.RunLeases). A zero now is now.
+func (s *Store) RequestInterrupt(ctx context.Context, tenant, id string, t time.Time) (store.Run, error) {
+	if t.IsZero() {
+		t = Now()
+	}
+	r, err := s.scanRun(s.db.Write.QueryRow(ctx, qRequestInterrupt, id, tenant, s.d.Time(t), interruptedError))
+	if err == nil {
+		return r, nil
+	}
+	if err = s.d.MapErr(err); !errors.Is(err, store.ErrNotFound) {
+		return store.Run{}, fmt.Errorf("%s: request interrupt of run %s: %w", s.d.Name, id, err)
+	}
 	return s.GetRun(ctx, tenant, id)
 }
 

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/agentd/agentd/internal/store/migrations"
 )
@@ -21,10 +22,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("%s: migrate: %w", s.d.Name, err)
 	}
 	if s.d.MigrateAtomic {
-		err = s.migrate(ctx, ms)
+		err = s.migrateRetrying(ctx, ms)
 	} else {
 		for _, m := range ms {
-			if err = s.migrate(ctx, []migrations.Migration{m}); err != nil {
+			if err = s.migrateRetrying(ctx, []migrations.Migration{m}); err != nil {
 				break
 			}
 		}
@@ -33,6 +34,29 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("%s: migrate: %w", s.d.Name, err)
 	}
 	return nil
+}
+
+// migrateBusyFor bounds how long Migrate waits out a lock another migrator
+// (or writer) holds, beyond the backend's own wait.
+const migrateBusyFor = 2 * time.Minute
+
+// migrateRetrying is migrate, tried again while the database is busy
+// (Dialect.Busy) for up to migrateBusyFor: several processes starting on
+// one SQLite file on a loaded machine may each wait longer than
+// busy_timeout for the others' migrations.
+func (s *Store) migrateRetrying(ctx context.Context, ms []migrations.Migration) error {
+	deadline := time.Now().Add(migrateBusyFor)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		err := s.migrate(ctx, ms)
+		if err == nil || s.d.Busy == nil || !s.d.Busy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // migrate applies those of ms not applied yet in one transaction.

@@ -15,7 +15,7 @@ import (
 // partial index runs_finished_at the subqueries read; their status list
 // must match the index's.
 const (
-	finishedRuns = `r.status IN ('succeeded', 'failed', 'canceled') AND r.finished_at < $1`
+	finishedRuns = `r.status IN ('succeeded', 'failed', 'canceled', 'interrupted') AND r.finished_at < $1`
 
 	qDeleteRunEvents = `DELETE FROM run_events WHERE (run_id, seq) IN (
 		SELECT e.run_id, e.seq FROM runs r JOIN run_events e ON e.run_id = r.id

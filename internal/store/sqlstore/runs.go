@@ -67,7 +67,7 @@ func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r
 // RunColumns are the columns scanRun reads, in its order.
 const RunColumns = `id, tenant, agent, conversation_id, status, input, output,
 	error, attempt, steps, input_tokens, output_tokens, cost_nanos, idempotency_key,
-	created_at, started_at, finished_at`
+	created_at, started_at, finished_at, interrupt_requested`
 
 // scanRun scans a row of RunColumns.
 func (s *Store) scanRun(row Row) (store.Run, error) {
@@ -79,7 +79,7 @@ func (s *Store) scanRun(row Row) (store.Run, error) {
 	err := row.Scan(
 		&r.ID, &r.Tenant, &r.Agent, &r.ConversationID, &status, &input, &output,
 		&r.Error, &r.Attempt, &r.Steps, &r.InputTokens, &r.OutputTokens, (*int64)(&r.CostUSD), &r.IdempotencyKey,
-		s.d.ScanTime(&r.CreatedAt), s.d.ScanTime(&r.StartedAt), s.d.ScanTime(&r.FinishedAt))
+		s.d.ScanTime(&r.CreatedAt), s.d.ScanTime(&r.StartedAt), s.d.ScanTime(&r.FinishedAt), &r.InterruptRequested)
 	if err != nil {
 		return store.Run{}, err
 	}

@@ -155,6 +155,11 @@ type Dialect struct {
 	// transaction to keep concurrent migrators apart (PostgreSQL: an
 	// advisory lock; SQLite's BEGIN IMMEDIATE does it already).
 	MigrateLock string
+	// Busy, when set, reports a lock held by another connection that
+	// outlasted the backend's own wait (SQLite's SQLITE_BUSY after
+	// busy_timeout): Migrate waits and tries again rather than fail a
+	// process that starts beside others migrating the same file.
+	Busy func(err error) bool
 	// MigrateAtomic applies all missing migrations in one transaction
 	// (PostgreSQL, whose DDL is transactional) instead of one
 	// transaction per migration (SQLite).
@@ -173,6 +178,7 @@ type Backend[TTx any] interface {
 	store.Budgets
 	store.Retention
 	store.Managed
+	store.Feedback
 }
 
 // Store implements the store seam on a DB in a Dialect. Backends embed it.

@@ -156,6 +156,50 @@ func exerciseApprovals[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.Equal(t, 2, claimed.Attempt)
 	})
 
+	t.Run("CustomToolResult", func(t *testing.T) {
+		s, a, ctx := open(t)
+		r := running(t, ctx, s, "t1")
+		p := pause(r, future, "toolu_c", "toolu_a")
+		p.Approvals[0].Kind = store.ApprovalKindCustomTool
+		require.NoError(t, a.PauseRun(ctx, p))
+		list, err := a.ListApprovals(ctx, r.ID)
+		require.NoError(t, err)
+		kinds := map[string]store.ApprovalKind{}
+		for _, ap := range list {
+			kinds[ap.ToolUseID] = ap.Kind
+		}
+		require.Equal(t, map[string]store.ApprovalKind{"toolu_c": store.ApprovalKindCustomTool, "toolu_a": store.ApprovalKindApproval}, kinds,
+			"an empty Kind is stored as approval")
+		// A decision of the wrong kind finds no such call.
+		_, _, err = a.DecideApprovalTx(ctx, store.DecideApprovalParams{
+			Tenant: "t1", RunID: r.ID, ToolUseID: "toolu_c", Decision: store.DecisionApprove,
+		}, nil)
+		require.ErrorIs(t, err, store.ErrNotFound)
+		_, _, err = a.DecideApprovalTx(ctx, store.DecideApprovalParams{
+			Tenant: "t1", RunID: r.ID, ToolUseID: "toolu_a", Decision: store.DecisionResult, Result: js(`"x"`),
+		}, nil)
+		require.ErrorIs(t, err, store.ErrNotFound)
+		got, _, err := a.DecideApprovalTx(ctx, store.DecideApprovalParams{
+			Tenant: "t1", RunID: r.ID, ToolUseID: "toolu_c", Decision: store.DecisionResult,
+			Result: js(`[{"type":"text","text":"42"}]`), IsError: true,
+		}, nil)
+		require.NoError(t, err)
+		require.Equal(t, store.DecisionResult, got.Decision)
+		require.JSONEq(t, `[{"type":"text","text":"42"}]`, string(got.Result))
+		require.True(t, got.IsError)
+		list, err = a.ListApprovals(ctx, r.ID)
+		require.NoError(t, err)
+		for _, ap := range list {
+			if ap.ToolUseID == "toolu_c" {
+				require.True(t, ap.IsError)
+				require.JSONEq(t, `[{"type":"text","text":"42"}]`, string(ap.Result))
+			} else {
+				require.Nil(t, ap.Result)
+				require.False(t, ap.IsError)
+			}
+		}
+	})
+
 	t.Run("PauseRefusedWhenCanceled", func(t *testing.T) {
 		s, a, ctx := open(t)
 		r := running(t, ctx, s, "t1")

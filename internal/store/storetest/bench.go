@@ -77,4 +77,5 @@ func Benchmark(b *testing.B, newStore func(tb testing.TB) store.Store) {
 			}
 		}
 	})
+	b.Run("Feedback", func(b *testing.B) { benchmarkFeedback(b, newStore) })
 }

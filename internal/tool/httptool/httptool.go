@@ -218,7 +218,8 @@ func (t *httpTool) Call(ctx context.Context, input json.RawMessage) (string, err
 	if resp.StatusCode >= 400 {
 		// Scrub before cutting: a secret across the cut would survive
 		// as an unmatched prefix.
-		return "", tool.Errorf(tool.KindHTTPStatus, "HTTP %s: %s", resp.Status, tool.Truncate(t.cfg.Secrets.Scrub(string(data)), 1024))
+		return "", &tool.Error{Kind: tool.KindHTTPStatus, Status: resp.StatusCode,
+			Err: fmt.Errorf("HTTP %s: %s", resp.Status, tool.Truncate(t.cfg.Secrets.Scrub(string(data)), 1024))}
 	}
 	return string(data), nil
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/tool"
 	"github.com/agentd/agentd/internal/tool/httptool"
@@ -42,6 +43,9 @@ type Options struct {
 	// (RefreshSecrets) with every value that is scrubbed, so that other
 	// redactors (the log's) follow rotations.
 	SecretsChanged func(values []string)
+	// Breakers holds the breakers of HTTP tools ("tool:NAME") and MCP
+	// servers ("mcp:NAME"); nil: no breakers.
+	Breakers *breaker.Set
 }
 
 // Info describes one tool of an agent.
@@ -111,8 +115,13 @@ func (s *Set) Stop() {
 // agents[i].tools[j] names a built-in or HTTP tool, HTTP tool names do not
 // clash with built-in ones, and every HTTP tool and MCP server builds.
 // Errors carry the field path.
-func Check(cfg *config.Config) error {
-	_, _, err := build(cfg, Options{Log: slog.New(slog.DiscardHandler)}, false)
+func Check(cfg *config.Config) error { return CheckWith(cfg, nil) }
+
+// CheckWith is Check with builtins as the built-in tools (nil:
+// tool.Builtins(nil)), e.g. with the Go tools of a program embedding
+// agentd.
+func CheckWith(cfg *config.Config, builtins []tool.Tool) error {
+	_, _, err := build(cfg, Options{Log: slog.New(slog.DiscardHandler), Builtins: builtins}, false)
 	return err
 }
 
@@ -223,6 +232,7 @@ func build(cfg *config.Config, o Options, forStart bool) (*Set, *built, error) {
 		}
 		t := tool.Guard(ht, tool.GuardOptions{
 			Source: SourceHTTP, Timeout: h.Timeout, Limiter: tool.NewLimiter(h.MaxConcurrency),
+			Breaker:        o.Breakers.Get(breaker.PrefixTool + h.Name),
 			MaxOutputBytes: h.MaxOutputBytes, OutputSchema: out, Secrets: b.secrets,
 			Log: o.Log.With("tool", h.Name), Metrics: o.Metrics,
 		})
@@ -319,6 +329,7 @@ func (b *built) assemble(cfg *config.Config, set *Set) error {
 				isCons := consequential(orig)
 				wrapped := tool.Guard(t, tool.GuardOptions{
 					Source: "mcp server " + am.Server, Timeout: m.Timeout, Limiter: b.limiters[am.Server],
+					Breaker:        b.o.Breakers.Get(breaker.PrefixMCP + am.Server),
 					MaxOutputBytes: m.MaxOutputBytes, Secrets: b.secrets,
 					Log: b.o.Log.With("tool", t.Spec().Name, "mcp_server", am.Server), Metrics: b.o.Metrics,
 				})

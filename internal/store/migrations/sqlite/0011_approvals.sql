@@ -2,10 +2,16 @@
 -- (store.Approvals).
 --
 --   * run_approvals: one row per tool call of a paused run that waits for
---     a decision; decision '' while pending, then 'approve', 'deny' or
---     'timeout' (denied because nobody decided before expires_at). The
+--     a decision; kind 'approval' (a person approves or denies agentd
+--     running it) or 'custom_tool' (the client runs the tool and sends its
+--     result: decision 'result', result and is_error); decision '' while
+--     pending, then 'approve', 'deny', 'result' or 'timeout' (denied because nobody decided before expires_at). The
 --     row is written when the run pauses (status 'requires_action') and
 --     updated once, by the decision; it goes with its run.
+--   * runs.interrupt_requested: set with cancel_requested by
+--     RequestInterrupt; the run stops as a canceled one does, but ends
+--     'interrupted' and keeps what it checkpointed. runs_finished_at (the
+--     retention sweep) covers that terminal status too.
 --   * run_approvals_pending_expires_at: the timeout sweep, oldest first.
 --   * audit: approval requests and decisions are audited too (phase
 --     'approval'; outcome requested, approve, deny or timeout; error holds
@@ -13,6 +19,13 @@
 --     'agentd' for a timeout). SQLite cannot change a CHECK constraint, so
 --     the table is rebuilt with its rows, indexes and triggers (DROP TABLE
 --     runs no DELETE trigger).
+
+ALTER TABLE runs ADD COLUMN interrupt_requested INTEGER NOT NULL DEFAULT 0;
+
+DROP INDEX runs_finished_at;
+
+CREATE INDEX runs_finished_at ON runs (finished_at)
+    WHERE status IN ('succeeded', 'failed', 'canceled', 'interrupted');
 
 CREATE TABLE run_approvals (
     run_id       TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
@@ -23,10 +36,13 @@ CREATE TABLE run_approvals (
     input        TEXT,
     requested_at INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,
-    decision     TEXT    NOT NULL DEFAULT '' CHECK (decision IN ('', 'approve', 'deny', 'timeout')),
+    kind         TEXT    NOT NULL DEFAULT 'approval' CHECK (kind IN ('approval', 'custom_tool')),
+    decision     TEXT    NOT NULL DEFAULT '' CHECK (decision IN ('', 'approve', 'deny', 'timeout', 'result')),
     reason       TEXT    NOT NULL DEFAULT '',
     decided_by   TEXT    NOT NULL DEFAULT '',
     decided_at   INTEGER,
+    result       TEXT,
+    is_error     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, tool_use_id)
 );
 
