@@ -261,6 +261,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	// secrets_refresh: tool secrets from ${file:} are re-read.
 	a.addLoop("tool-secrets", tools.RefreshSecrets)
 	agents, infos := buildAgents(cfg, tools)
+	managedAPI, err := buildManaged(ctx, cfg, st, tools, a.serveAPI)
+	if err != nil {
+		return nil, err
+	}
 	provider, err := a.buildModels(agents)
 	if err != nil {
 		return nil, err
@@ -338,6 +342,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	runs.Queue, runs.Webhooks = a.queue, a.queue
+	managedAPI.Runs, managedAPI.RunEvents = runs, st // sessions' turns are runs
 
 	// Admission: chat and stream slots, and the memory guard in front of
 	// everything new (chats, streams, submissions).
@@ -413,7 +418,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: a.requestDrain, Audit: st, Usage: st, Feedback: st,
 		Chats: a.chats, Streams: a.streams, Submits: submits, OverflowToQueue: cfg.Admission.Overflow == config.OverflowQueue, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,
-		Abuse: abuseGuard,
+		Abuse: abuseGuard, Managed: managedAPI,
 	})
 	if a.serveAPI {
 		if err := a.mountConsole(api, cfg, st, runs, authn, redactor, log); err != nil {

@@ -23,6 +23,7 @@ type Store interface {
 	store.Budgets
 	store.APIKeys
 	store.Retention
+	store.Managed
 	store.Approvals
 	store.Feedback
 	SchemaVersion(ctx context.Context) (int, error)

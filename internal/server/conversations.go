@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/agentd/agentd/internal/managed"
 )
 
 type conversationBody struct {
@@ -50,6 +52,13 @@ func (s *Server) handleDeleteConversation(w http.ResponseWriter, r *http.Request
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) handleAgents(w http.ResponseWriter, _ *http.Request) {
+// handleAgents is GET /v1/agents: agentd's own list ({"agents": [...]}),
+// or, when the anthropic-beta header asks for Managed Agents (the SDK's
+// client.Beta.Agents.List sends it), the Managed Agents page.
+func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
+	if s.managed != nil && managed.IsBeta(r.Header.Values("anthropic-beta")) {
+		s.handleListManagedAgents(w, r)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"agents": s.agents})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/gateway"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/managed"
 	"github.com/agentd/agentd/internal/ratelimit"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/store"
@@ -84,7 +85,17 @@ func toHTTP(err error) *Error {
 	if inf := (*run.IdempotencyInFlightError)(nil); errors.As(err, &inf) {
 		return &Error{Status: http.StatusConflict, Type: "idempotency_key_in_use", Message: inf.Error(), RetryAfter: 1, RunID: inf.RunID}
 	}
+	if inv, ok := managed.AsInvalid(err); ok {
+		return &Error{Status: http.StatusBadRequest, Type: "invalid_request", Message: inv.Message}
+	}
+	if nf := (*managed.NotFoundError)(nil); errors.As(err, &nf) {
+		return &Error{Status: http.StatusNotFound, Type: "not_found", Message: nf.Message}
+	}
 	switch {
+	case errors.Is(err, managed.ErrEventsNotBuilt):
+		return &Error{Status: http.StatusBadRequest, Type: "invalid_request", Message: err.Error()}
+	case errors.Is(err, managed.ErrVersionMismatch):
+		return &Error{Status: http.StatusConflict, Type: "conflict", Message: err.Error()}
 	case errors.Is(err, run.ErrSecretInMessage):
 		return &Error{Status: http.StatusBadRequest, Type: "secret_in_message", Message: err.Error()}
 	case errors.Is(err, run.ErrAgentNotFound):
@@ -168,8 +179,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if rl, ok := ratelimit.AsError(err); ok {
 		setRateHeaders(w.Header(), rl.Decision)
 	}
-	if gateway.IsGatewayPath(r.URL.Path) {
-		// The Anthropic SDKs parse their API's error shape.
+	if anthropicShaped(r) {
+		// The Anthropic SDKs parse their API's error shape (the gateway's
+		// and the Managed Agents routes).
 		w.Header().Del("Retry-After") // WriteError sets it
 		gateway.WriteError(w, he.Status, "", he.Message, requestID(ctx), time.Duration(he.RetryAfter)*time.Second)
 		return

@@ -24,6 +24,7 @@ import (
 	"github.com/agentd/agentd/internal/events"
 	"github.com/agentd/agentd/internal/gateway"
 	"github.com/agentd/agentd/internal/llm/resilience"
+	"github.com/agentd/agentd/internal/managed"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/store"
@@ -105,6 +106,9 @@ type Config struct {
 	// Abuse throttles keys whose request rate jumps (nil: no abuse
 	// detection); with AdminToken it also serves /admin/abuse.
 	Abuse AbuseGuard
+	// Managed serves the Managed Agents API (/v1/agents/..., /v1/environments,
+	// /v1/sessions; docs/managed-agents.md); nil: not offered.
+	Managed *managed.Service
 }
 
 // Server serves the API.
@@ -135,6 +139,8 @@ type Server struct {
 	abuse        AbuseGuard
 	// sse counts open SSE streams.
 	sse atomic.Int64
+	// managed serves the Managed Agents face (nil: off).
+	managed *managed.Service
 }
 
 // New builds the server and its routes.
@@ -175,6 +181,9 @@ func New(cfg Config) *Server {
 			gw := s.scoped(s.admitted(s.chats, cfg.Gateway.ServeHTTP), chat)
 			mux.HandleFunc("POST "+gateway.PathMessages, gw)
 			mux.HandleFunc("POST "+gateway.PathCountTokens, gw)
+		}
+		if cfg.Managed != nil {
+			s.managedRoutes(mux, cfg.Managed)
 		}
 		if cfg.Runs != nil {
 			mux.HandleFunc("POST /v1/runs", s.scoped(s.handleSubmitRun, runs))

@@ -177,6 +177,7 @@ type Backend[TTx any] interface {
 	store.Usage
 	store.Budgets
 	store.Retention
+	store.Managed
 	store.Feedback
 }
 

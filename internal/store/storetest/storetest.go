@@ -89,6 +89,7 @@ func Exercise[TTx any](t *testing.T, newStore func(t *testing.T) Store[TTx]) {
 	t.Run("APIKeys", func(t *testing.T) { exerciseAPIKeys(t, setup) })
 	t.Run("Budgets", func(t *testing.T) { exerciseBudgets(t, setup) })
 	t.Run("Retention", func(t *testing.T) { exerciseRetention(t, setup) })
+	t.Run("Managed", func(t *testing.T) { exerciseManaged(t, setup) })
 	t.Run("Approvals", func(t *testing.T) { exerciseApprovals(t, setup) })
 	t.Run("Feedback", func(t *testing.T) { exerciseFeedback(t, setup) })
 }

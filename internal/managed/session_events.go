@@ -1,0 +1,565 @@
+package managed
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd/internal/run"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// A session's events ride on agentd's runs: each user.message is a durable
+// run on the session's conversation (queued, executed by a worker,
+// checkpointed), and the session's history is, run after run, the
+// user.message (the run's input) followed by the run's events translated
+// (Translator). user.interrupt interrupts the running turn (run.Runs.Interrupt:
+// it stops keeping what it checkpointed; a paused turn ends undecided); user.tool_confirmation decides the tool call a paused
+// run waits for (agentd's approvals: allow → approve, deny → deny with
+// deny_message as the reason the model sees).
+//
+// Built so far for agents of agentd's configuration file (their tools,
+// approvals and models are the configuration's); sessions of agents
+// created through the API refuse user.message plainly until those run.
+
+// Runner is what sessions need of agentd's runs (run.Runs).
+type Runner interface {
+	Submit(ctx context.Context, p run.SubmitParams) (store.Run, bool, error)
+	Interrupt(ctx context.Context, tenant, id string) (store.Run, error)
+	Decide(ctx context.Context, p run.DecideParams) (store.Approval, store.Run, error)
+}
+
+// RunEvents reads runs and their events.
+type RunEvents interface {
+	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
+	ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]store.Event, error)
+}
+
+// ErrEventsNotBuilt: sessions cannot take events on this process (no
+// runs).
+var ErrEventsNotBuilt = errors.New("session events need the run API, which this process does not serve")
+
+// SendEventsRequest is the body of POST /v1/sessions/{id}/events.
+type SendEventsRequest struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// SentEvents answers it (BetaManagedAgentsSendSessionEvents).
+type SentEvents struct {
+	Data []json.RawMessage `json:"data"`
+}
+
+type userMessage struct {
+	Type    string            `json:"type"`
+	Content []json.RawMessage `json:"content"`
+}
+
+type userText struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// sessionForEvents returns the session and its agent version.
+func (s *Service) sessionForEvents(ctx context.Context, tenant, id string) (store.ManagedSession, store.ManagedAgent, error) {
+	if s.Runs == nil || s.RunEvents == nil {
+		return store.ManagedSession{}, store.ManagedAgent{}, ErrEventsNotBuilt
+	}
+	ms, err := s.Store.GetManagedSession(ctx, tenant, id)
+	if err != nil {
+		return ms, store.ManagedAgent{}, err
+	}
+	a, err := s.Store.GetManagedAgent(ctx, tenant, ms.AgentID, ms.AgentVersion)
+	if err != nil {
+		return ms, a, fmt.Errorf("session %s: its agent: %w", id, err)
+	}
+	return ms, a, nil
+}
+
+// SendEvents handles events sent to a session.
+func (s *Service) SendEvents(ctx context.Context, tenant, id, decidedBy string, req SendEventsRequest) (SentEvents, error) {
+	if len(req.Events) == 0 {
+		return SentEvents{}, invalid("events: at least one event")
+	}
+	ms, a, err := s.sessionForEvents(ctx, tenant, id)
+	if err != nil {
+		return SentEvents{}, err
+	}
+	if ms.Status == StatusTerminated {
+		return SentEvents{}, invalid("session %s is terminated: it takes no more events", id)
+	}
+	out := SentEvents{Data: []json.RawMessage{}}
+	for i, raw := range req.Events {
+		f := fmt.Sprintf("events[%d]", i)
+		var head struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(raw, &head); err != nil {
+			return out, invalid("%s: want an object with a type", f)
+		}
+		var ev json.RawMessage
+		switch head.Type {
+		case "user.message":
+			ev, err = s.userMessage(ctx, f, ms, a, raw)
+		case "user.interrupt":
+			ev, err = s.interrupt(ctx, f, ms, raw)
+		case "user.tool_confirmation":
+			ev, err = s.confirm(ctx, f, ms, decidedBy, raw)
+		case "user.custom_tool_result", "system.message":
+			err = invalid("%s: %s is not built yet on this server (see docs/managed-agents.md)", f, head.Type)
+		case "user.define_outcome", "user.tool_result":
+			err = unsupported(f, head.Type)
+		default:
+			err = invalid("%s.type: unknown event type %q", f, head.Type)
+		}
+		if err != nil {
+			return out, err
+		}
+		out.Data = append(out.Data, ev)
+	}
+	return out, nil
+}
+
+func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSession, a store.ManagedAgent, raw json.RawMessage) (json.RawMessage, error) {
+	var m userMessage
+	if err := decodeStrict(f, raw, &m); err != nil {
+		return nil, err
+	}
+	var text []string
+	for j, c := range m.Content {
+		var b userText
+		if err := decodeStrict(fmt.Sprintf("%s.content[%d]", f, j), c, &b); err != nil {
+			return nil, err
+		}
+		if b.Type != "text" {
+			return nil, unsupported(fmt.Sprintf("%s.content[%d]", f, j), fmt.Sprintf("%q content (text only)", b.Type))
+		}
+		text = append(text, b.Text)
+	}
+	if len(text) == 0 || strings.TrimSpace(strings.Join(text, "")) == "" {
+		return nil, invalid("%s.content: at least one non-empty text block", f)
+	}
+	if a.Tenant != store.SharedTenant {
+		return nil, invalid("%s: running sessions of agents created through the API is not built yet on this server; "+
+			"sessions of the agents of agentd's configuration run (see docs/managed-agents.md)", f)
+	}
+	if cur, active, err := s.activeRun(ctx, ms); err != nil {
+		return nil, err
+	} else if active {
+		// Managed Agents queues it for after the running turn; two runs
+		// on one conversation would conflict, so agentd refuses it (409).
+		return nil, fmt.Errorf("%w: session %s has a turn in progress (%s): send the message after its session.status_idle; "+
+			"queueing it for after the turn is not built yet on this server", run.ErrConversationBusy, ms.ID, cur.Status)
+	}
+	r, _, err := s.Runs.Submit(ctx, run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, ConversationID: ms.ConversationID,
+		Message: strings.Join(text, "\n\n")})
+	if err != nil {
+		return nil, err
+	}
+	return userMessageEvent(r)
+}
+
+// userMessageEvent is the user.message of run r (its input), the first
+// event of its turn.
+func userMessageEvent(r store.Run) (json.RawMessage, error) {
+	var in struct {
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(r.Input, &in)
+	return json.Marshal(struct {
+		evBase
+		Content []textBlock `json:"content"`
+	}{evBase{ID: userMessageID(r.ID), Type: "user.message", ProcessedAt: mustTimestamp(r.CreatedAt)},
+		[]textBlock{{Type: "text", Text: in.Message}}})
+}
+
+func userMessageID(runID string) string { return "sevt_" + runID + "_0" }
+
+// activeRun is the session's latest run when it is not finished.
+func (s *Service) activeRun(ctx context.Context, ms store.ManagedSession) (store.Run, bool, error) {
+	runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
+	if err != nil || len(runs) == 0 {
+		return store.Run{}, false, err
+	}
+	last := runs[len(runs)-1]
+	return last, !last.Status.Terminal(), nil
+}
+
+func (s *Service) interrupt(ctx context.Context, f string, ms store.ManagedSession, raw json.RawMessage) (json.RawMessage, error) {
+	var ev struct {
+		Type string `json:"type"`
+	}
+	if err := decodeStrict(f, raw, &ev); err != nil {
+		return nil, err
+	}
+	r, active, err := s.activeRun(ctx, ms)
+	if err != nil {
+		return nil, err
+	}
+	if active {
+		if _, err := s.Runs.Interrupt(ctx, ms.Tenant, r.ID); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(evBase{ID: newID("sevt"), Type: "user.interrupt", ProcessedAt: mustTimestamp(time.Now())})
+}
+
+func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession, decidedBy string, raw json.RawMessage) (json.RawMessage, error) {
+	var ev struct {
+		Type        string `json:"type"`
+		ToolUseID   string `json:"tool_use_id"`
+		Result      string `json:"result"`
+		DenyMessage string `json:"deny_message"`
+	}
+	if err := decodeStrict(f, raw, &ev); err != nil {
+		return nil, err
+	}
+	decision := store.DecisionApprove
+	switch ev.Result {
+	case "allow":
+	case "deny":
+		decision = store.DecisionDeny
+	default:
+		return nil, invalid("%s.result: want allow or deny, got %q", f, ev.Result)
+	}
+	r, _, err := s.activeRun(ctx, ms)
+	if err != nil {
+		return nil, err
+	}
+	if r.ID == "" || r.Status != store.RunRequiresAction {
+		return nil, invalid("%s: no tool call of this session waits for a confirmation", f)
+	}
+	_, _, err = s.Runs.Decide(ctx, run.DecideParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.ToolUseID,
+		Decision: decision, Reason: ev.DenyMessage, DecidedBy: decidedBy})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, invalid("%s.tool_use_id: %q is not a tool call waiting for a confirmation", f, ev.ToolUseID)
+	case errors.Is(err, store.ErrConflict):
+		return nil, invalid("%s.tool_use_id: %q was decided already", f, ev.ToolUseID)
+	case err != nil:
+		return nil, err
+	}
+	return json.Marshal(struct {
+		evBase
+		ToolUseID   string `json:"tool_use_id"`
+		Result      string `json:"result"`
+		DenyMessage string `json:"deny_message,omitempty"`
+	}{evBase{ID: newID("sevt"), Type: "user.tool_confirmation", ProcessedAt: mustTimestamp(time.Now())}, ev.ToolUseID, ev.Result, ev.DenyMessage})
+}
+
+// History translates the session's runs: every event of the session so
+// far (stream-only previews left out).
+func (s *Service) history(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent) ([]Out, error) {
+	runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := s.translator(a)
+	if err != nil {
+		return nil, err
+	}
+	var all []Out
+	for _, r := range runs {
+		outs, err := s.turn(ctx, tr, r, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range outs {
+			if !o.StreamOnly {
+				all = append(all, o)
+			}
+		}
+	}
+	return all, nil
+}
+
+// turn translates run r's events after seq after (its user.message first
+// when after is 0), and its pause when it waits.
+func (s *Service) turn(ctx context.Context, tr *Translator, r store.Run, after int64) ([]Out, error) {
+	var all []Out
+	if after == 0 {
+		um, err := userMessageEvent(r)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, Out{ID: userMessageID(r.ID), Type: "user.message", Data: um})
+	}
+	evs, err := s.RunEvents.ListEvents(ctx, r.ID, after, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range evs {
+		outs, err := tr.Translate(e)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, outs...)
+	}
+	if r.Status == store.RunRequiresAction {
+		if o, ok, err := tr.Paused(); err != nil {
+			return nil, err
+		} else if ok {
+			all = append(all, o)
+		}
+	}
+	if end, ok, err := tr.Ended(r); err != nil {
+		return nil, err
+	} else if ok {
+		all = append(all, end...)
+	}
+	return all, nil
+}
+
+// translator is a Translator for the session's agent.
+func (s *Service) translator(a store.ManagedAgent) (*Translator, error) {
+	c, err := decodeAgent(a)
+	if err != nil {
+		return nil, err
+	}
+	// agentd's tools are reported as the toolsets they were configured
+	// in; a name in no toolset is a server tool.
+	byName := map[string]string{}
+	for _, t := range c.Tools {
+		if t.Type == ToolMCPToolset {
+			for _, tc := range t.Configs {
+				byName[tc.Name] = t.MCPServerName
+			}
+		}
+	}
+	return &Translator{Tools: ToolsOf(c, func(name string) (string, bool) {
+		server, ok := byName[name]
+		return server, ok
+	})}, nil
+}
+
+// ListEvents lists a session's events, oldest first.
+func (s *Service) ListEvents(ctx context.Context, tenant, id string, q url.Values) (Page[json.RawMessage], error) {
+	var out Page[json.RawMessage]
+	for k := range q {
+		switch k {
+		case "limit", "page", "order":
+		default:
+			return out, invalid("unknown query parameter %q", k)
+		}
+	}
+	limit, offset := 1000, 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return out, invalid("limit: want an integer from 1 to 1000, got %q", v)
+		}
+		limit = n
+	}
+	if v := q.Get("page"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		n, err2 := strconv.Atoi(strings.TrimPrefix(string(b), "o:"))
+		if err != nil || err2 != nil || n < 0 || !strings.HasPrefix(string(b), "o:") {
+			return out, invalid("page: not a cursor this server returned")
+		}
+		offset = n
+	}
+	ms, a, err := s.sessionForEvents(ctx, tenant, id)
+	if err != nil {
+		return out, err
+	}
+	all, err := s.history(ctx, ms, a)
+	if err != nil {
+		return out, err
+	}
+	if q.Get("order") == "desc" {
+		for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
+			all[i], all[j] = all[j], all[i]
+		}
+	} else if o := q.Get("order"); o != "" && o != "asc" {
+		return out, invalid("order: want asc or desc, got %q", o)
+	}
+	out.Data = []json.RawMessage{}
+	for i := offset; i < len(all) && i < offset+limit; i++ {
+		out.Data = append(out.Data, all[i].Data)
+	}
+	if offset+limit < len(all) {
+		next := base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(offset+limit)))
+		out.NextPage = &next
+	}
+	return out, nil
+}
+
+// StreamParams are a stream's options.
+type StreamParams struct {
+	// Deltas: send agent.message previews (event_deltas=agent.message).
+	Deltas bool
+	// LastEventID resumes after that event (a reconnect); empty: from the
+	// current turn (a finished one is not replayed).
+	LastEventID string
+	// Poll is how often the session is read for new events.
+	Poll time.Duration
+}
+
+// ParseStream reads a stream's query.
+func ParseStream(q url.Values, lastEventID string) (StreamParams, error) {
+	p := StreamParams{LastEventID: lastEventID}
+	for k, vs := range q {
+		switch k {
+		case "event_deltas[]", "event_deltas":
+			for _, v := range vs {
+				switch v {
+				case "agent.message":
+					p.Deltas = true
+				case "agent.thinking":
+				default:
+					return p, invalid("event_deltas: unknown delta type %q", v)
+				}
+			}
+		default:
+			return p, invalid("unknown query parameter %q", k)
+		}
+	}
+	return p, nil
+}
+
+// Stream sends the session's events to send as they happen until ctx
+// ends or send fails. Each turn is translated from its first event (so the
+// translation's state and ids are those of the history); only events after
+// the resume point are sent.
+func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams, send func(Out) error) error {
+	ms, a, err := s.sessionForEvents(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	if p.Poll <= 0 {
+		p.Poll = 100 * time.Millisecond
+	}
+	tr, err := s.translator(a)
+	if err != nil {
+		return err
+	}
+	runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
+	if err != nil {
+		return err
+	}
+	// Where to start: after LastEventID, else at the current turn.
+	startRun, skipThrough := len(runs), ""
+	if p.LastEventID != "" {
+		for i, r := range runs {
+			if strings.HasPrefix(p.LastEventID, "sevt_"+r.ID+"_") {
+				startRun, skipThrough = i, p.LastEventID
+			}
+		}
+	} else if len(runs) > 0 && !runs[len(runs)-1].Status.Terminal() {
+		startRun = len(runs) - 1
+	}
+	// The translator's state must be that of the history before startRun.
+	for _, r := range runs[:startRun] {
+		if _, err := s.turn(ctx, tr, r, 0); err != nil {
+			return err
+		}
+	}
+	sent := map[string]bool{}
+	skipping := skipThrough != ""
+	emit := func(outs []Out) error {
+		for _, o := range outs {
+			if skipping {
+				if o.ID == skipThrough {
+					skipping = false
+				}
+				continue
+			}
+			if o.StreamOnly && !p.Deltas {
+				continue
+			}
+			if o.ID != "" {
+				if sent[o.ID] {
+					continue
+				}
+				sent[o.ID] = true
+			}
+			if err := send(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	idx := startRun
+	var seq int64 // events of runs[idx] translated
+	paused := false
+	tick := time.NewTicker(p.Poll)
+	defer tick.Stop()
+	for {
+		if idx < len(runs) {
+			r, err := s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID)
+			if err != nil {
+				return err
+			}
+			var outs []Out
+			if seq == 0 {
+				um, err := userMessageEvent(r)
+				if err != nil {
+					return err
+				}
+				outs = append(outs, Out{ID: userMessageID(r.ID), Type: "user.message", Data: um})
+			}
+			evs, err := s.RunEvents.ListEvents(ctx, r.ID, seq, 0)
+			if err != nil {
+				return err
+			}
+			for _, e := range evs {
+				o, err := tr.Translate(e)
+				if err != nil {
+					return err
+				}
+				outs = append(outs, o...)
+				seq = e.Seq
+				paused = false
+			}
+			if seq == 0 && r.Status == store.RunRunning {
+				// A worker runs the turn, whose start event is stored
+				// with its first checkpoint: say so now, under the start
+				// event's id (the translated one is then skipped).
+				id := fmt.Sprintf("sevt_%s_1", r.ID)
+				o, err := out(id, "session.status_running", false, evBase{ID: id, Type: "session.status_running",
+					ProcessedAt: mustTimestamp(r.StartedAt)})
+				if err != nil {
+					return err
+				}
+				outs = append(outs, o)
+			}
+			if r.Status == store.RunRequiresAction && !paused {
+				if o, ok, err := tr.Paused(); err != nil {
+					return err
+				} else if ok {
+					outs = append(outs, o)
+				}
+				paused = true
+			}
+			if err := emit(outs); err != nil { // a repeated user.message is skipped by its id
+				return err
+			}
+			if r.Status.Terminal() && len(evs) == 0 {
+				end, _, err := tr.Ended(r)
+				if err != nil {
+					return err
+				}
+				if err := emit(end); err != nil {
+					return err
+				}
+				idx, seq = idx+1, 0
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if idx >= len(runs) {
+			if runs, err = s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID); err != nil {
+				return err
+			}
+		}
+	}
+}
