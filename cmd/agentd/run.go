@@ -43,6 +43,7 @@ Usage:
   agentd config check [-config FILE]   validate the config and print it, secrets masked
   agentd keys create|list|revoke      manage client API keys (agentd keys, docs/security.md)
   agentd bench-proxy [-addr A] URL     a bare reverse proxy to URL: the floor of the gateway benchmark
+  agentd chaos SCENARIO [flags]        reliability scenarios with real processes (docs/reliability.md)
   agentd version                       print the version
 
 FILE defaults to $AGENTD_CONFIG; with neither, built-in defaults and AGENTD_*
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return cmdKeys(ctx, rest, stdout, stderr, environ)
 	case "bench-proxy":
 		return cmdBenchProxy(ctx, rest, stderr)
+	case "chaos":
+		return cmdChaos(ctx, rest, stdout)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			return fmt.Errorf("%w: agentd config check [-config FILE]", errUsage)

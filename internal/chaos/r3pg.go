@@ -1,0 +1,125 @@
+package chaos
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// R3PostgresConfig is the PostgreSQL restart scenario.
+type R3PostgresConfig struct {
+	Rate    float64
+	Before  time.Duration
+	Down    time.Duration
+	After   time.Duration
+	Latency time.Duration
+}
+
+func (c *R3PostgresConfig) flags(fs *flag.FlagSet) {
+	fs.Float64Var(&c.Rate, "rate", 20, "runs submitted per second")
+	fs.DurationVar(&c.Before, "before", 5*time.Second, "load before the restart")
+	fs.DurationVar(&c.Down, "down", 5*time.Second, "how long PostgreSQL stays stopped")
+	fs.DurationVar(&c.After, "after", 10*time.Second, "load after PostgreSQL is back")
+	fs.DurationVar(&c.Latency, "latency", 100*time.Millisecond, "the simulated model's latency")
+}
+
+// RunR3Postgres stops PostgreSQL (fast shutdown: connections cut) under a
+// load of run submissions, starts it again after Down, and checks: every
+// answer during the outage came within 1 s (fail fast, a 503), submissions
+// succeed again within 5 s of PostgreSQL being back, and every run
+// accepted (202) before, during or after ends succeeded.
+func RunR3Postgres(ctx context.Context, e *Env, cfg R3PostgresConfig) error {
+	t0 := time.Now()
+	c, err := e.startCluster(ctx, 1, cfg.Latency, "")
+	if err != nil {
+		return err
+	}
+	e.Logf("R3-postgres: cluster up in %s (PostgreSQL :%d, HAProxy :%d)", time.Since(t0).Round(time.Millisecond), c.pg.Port, c.lb.Port)
+	l := startLoad(c.lb.Base(), cfg.Rate, true)
+	time.Sleep(cfg.Before)
+	down := time.Now()
+	if err := c.pg.Stop(ctx); err != nil {
+		return err
+	}
+	e.Logf("R3-postgres: PostgreSQL stopped")
+	time.Sleep(cfg.Down)
+	if err := c.pg.Start(ctx); err != nil {
+		return err
+	}
+	up := time.Now()
+	e.Logf("R3-postgres: PostgreSQL started again")
+	time.Sleep(cfg.After)
+	results := l.Stop()
+
+	var accepted []string
+	var total, duringN, slowFail, firstOKAfter int
+	var maxFailLatency time.Duration
+	backAfter := time.Duration(-1)
+	codes := map[int]int{}
+	for _, r := range results {
+		total++
+		codes[r.status]++
+		if r.status == http.StatusAccepted {
+			accepted = append(accepted, r.runID)
+		}
+		sent := r.at.Add(-r.latency)
+		if sent.After(down) && sent.Before(up) {
+			duringN++
+			if r.status != http.StatusAccepted {
+				maxFailLatency = max(maxFailLatency, r.latency)
+				if r.latency > time.Second {
+					slowFail++
+				}
+			}
+		}
+		if sent.After(up) && r.status == http.StatusAccepted && (backAfter < 0 || r.at.Sub(up) < backAfter) {
+			backAfter = r.at.Sub(up)
+			firstOKAfter++
+		}
+	}
+	// Every accepted run ends succeeded.
+	deadline := time.Now().Add(2 * time.Minute)
+	var lost, failed, pending int
+	for {
+		runs, err := allRuns(ctx, c.lb.Base())
+		lost, failed, pending = 0, 0, 0
+		if err == nil {
+			for _, id := range accepted {
+				r, ok := runs[id]
+				switch {
+				case !ok:
+					lost++
+				case !r.terminal():
+					pending++
+				case r.Status != "succeeded":
+					failed++
+					if failed <= 3 {
+						e.Logf("R3-postgres: run %s %s: %s", id, r.Status, r.Error)
+					}
+				}
+			}
+			if pending == 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	ok := lost == 0 && failed == 0 && pending == 0 && slowFail == 0 && backAfter >= 0 && backAfter <= 5*time.Second
+	verdict := "PASS"
+	if !ok {
+		verdict = "FAIL"
+	}
+	fmt.Fprintf(e.Out, "R3-postgres %s submits=%d answers_by_status=%v during_outage=%d failed_slower_than_1s=%d max_fail_latency=%s "+
+		"back_after=%s accepted=%d lost=%d failed=%d still_pending=%d down=%s wall=%s\n",
+		verdict, total, codes, duringN, slowFail, maxFailLatency.Round(time.Millisecond), backAfter.Round(time.Millisecond),
+		len(accepted), lost, failed, pending, cfg.Down, time.Since(t0).Round(time.Second))
+	if !ok {
+		return errVerdict
+	}
+	return nil
+}
