@@ -1,0 +1,49 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/agentd/agentd/internal/llm"
+)
+
+// storeUnavailable answers an error that says the store cannot be reached
+// (PostgreSQL restarting, failing over, refusing connections): 503 with
+// Retry-After, not a 500. The request did nothing; the client may retry
+// it, and a load balancer's retry or health check moves it elsewhere.
+// Found by `agentd chaos r3-postgres`: until /readyz had seen the outage,
+// submissions answered 500 internal_error.
+func storeUnavailable(err error) *Error {
+	if !isStoreDown(err) {
+		return nil
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Type: "store_unavailable",
+		Message: "the store is unavailable; retry shortly", RetryAfter: 1}
+}
+
+// isStoreDown reports a connection-level store error: no connection could
+// be made, the server ended the connection (SQLSTATE class 08, connection
+// exception; 57P01-57P03, shutdown, crash, not yet accepting), or the
+// network failed under it.
+func isStoreDown(err error) bool {
+	if _, ok := llm.AsError(err); ok {
+		return false // the model provider's network, not the store's
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) {
+		return true
+	}
+	return pgconn.SafeToRetry(err)
+}
