@@ -11,13 +11,18 @@ import (
 	"github.com/agentd/agentd/internal/llm"
 )
 
-// storeUnavailable answers an error that says the store cannot be reached
+// storeUnavailable answers a full SQLite disk (507) and an error that says
+// the store cannot be reached
 // (PostgreSQL restarting, failing over, refusing connections): 503 with
 // Retry-After, not a 500. The request did nothing; the client may retry
 // it, and a load balancer's retry or health check moves it elsewhere.
 // Found by `agentd chaos r3-postgres`: until /readyz had seen the outage,
 // submissions answered 500 internal_error.
 func storeUnavailable(err error) *Error {
+	if isStoreFull(err) {
+		return &Error{Status: http.StatusInsufficientStorage, Type: "store_full",
+			Message: "the store's disk is full: the request was not completed; retry once space is freed", RetryAfter: 30}
+	}
 	if !isStoreDown(err) {
 		return nil
 	}
@@ -46,4 +51,17 @@ func isStoreDown(err error) bool {
 		return true
 	}
 	return pgconn.SafeToRetry(err)
+}
+
+// sqliteFull is SQLITE_FULL, the primary result code of a write that found
+// the disk (or max_page_count) full.
+const sqliteFull = 13
+
+// isStoreFull reports SQLite's "database or disk is full": the SQLite
+// driver's error has Code() int (an interface here, so that the server
+// does not import the driver). Found by `agentd chaos disk`: a full disk
+// answered 500 internal_error.
+func isStoreFull(err error) bool {
+	var coder interface{ Code() int }
+	return errors.As(err, &coder) && coder.Code()&0xff == sqliteFull && strings.Contains(err.Error(), "full")
 }

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/llm"
+	_ "modernc.org/sqlite"
 )
 
 // A store that cannot be reached is a 503 with Retry-After, not a 500:
@@ -44,4 +47,25 @@ func TestStoreDownIs503(t *testing.T) {
 	// The model provider's network is not the store's.
 	up := toHTTP(&llm.Error{Type: "connection_error", Err: &net.OpError{Op: "dial", Err: errors.New("refused")}})
 	require.NotEqual(t, "store_unavailable", up.Type)
+}
+
+// SQLite's "database or disk is full", from a real database capped with
+// max_page_count, is a 507 store_full, not a 500.
+func TestStoreFullIs507(t *testing.T) {
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "full.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	_, err = db.Exec("PRAGMA max_page_count = 8; CREATE TABLE t (b BLOB)")
+	require.NoError(t, err)
+	var full error
+	for range 100 {
+		if _, full = db.Exec("INSERT INTO t VALUES (randomblob(4096))"); full != nil {
+			break
+		}
+	}
+	require.Error(t, full)
+	he := toHTTP(fmt.Errorf("append messages: sqlite: append: %w", full))
+	require.Equal(t, http.StatusInsufficientStorage, he.Status, "%v", full)
+	require.Equal(t, "store_full", he.Type)
 }
