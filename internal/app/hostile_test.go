@@ -166,4 +166,3 @@ func TestHostileHeadersByteByByte(t *testing.T) {
 	require.Less(t, worst, 4*time.Second)
 	t.Logf("%d byte-by-byte clients, each cut off within %s", clients, worst.Round(time.Millisecond))
 }
-
