@@ -42,12 +42,17 @@ type cluster struct {
 	sim     *Proc
 	tools   *ToolServer
 	cfg     string
-	api     *Proc
+	api     *Proc   // the first API instance
+	apis    []*Proc // every API instance, behind lb
 	lb      *Proc
 	workers []*Proc
 }
 
 func (e *Env) startCluster(ctx context.Context, workers int, latency time.Duration, redisURL string) (*cluster, error) {
+	return e.startClusterN(ctx, 1, workers, latency, redisURL)
+}
+
+func (e *Env) startClusterN(ctx context.Context, apis, workers int, latency time.Duration, redisURL string) (*cluster, error) {
 	c := &cluster{}
 	var err error
 	if c.pg, err = e.StartPostgres(ctx); err != nil {
@@ -65,6 +70,14 @@ func (e *Env) startCluster(ctx context.Context, workers int, latency time.Durati
 	if c.api, err = e.Serve(ctx, "api1", c.cfg, "api"); err != nil { // migrates the schema
 		return nil, err
 	}
+	c.apis = []*Proc{c.api}
+	for i := 2; i <= apis; i++ {
+		a, err := e.Serve(ctx, fmt.Sprintf("api%d", i), c.cfg, "api")
+		if err != nil {
+			return nil, err
+		}
+		c.apis = append(c.apis, a)
+	}
 	for i := range workers {
 		w, err := e.Serve(ctx, fmt.Sprintf("worker%d", i+1), c.cfg, "worker")
 		if err != nil {
@@ -72,7 +85,7 @@ func (e *Env) startCluster(ctx context.Context, workers int, latency time.Durati
 		}
 		c.workers = append(c.workers, w)
 	}
-	if c.lb, err = e.StartHAProxy(ctx, []*Proc{c.api}); err != nil {
+	if c.lb, err = e.StartHAProxy(ctx, c.apis); err != nil {
 		return nil, err
 	}
 	return c, nil
