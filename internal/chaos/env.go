@@ -250,3 +250,14 @@ func Need(name, pkg string) (string, error) {
 
 // errVerdict marks a scenario whose verdict is FAIL (already printed).
 var errVerdict = errors.New("chaos: verdict FAIL")
+
+// sleep waits d or until ctx ends (Ctrl-C: the scenario stops and cleans
+// up).
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}

@@ -148,7 +148,7 @@ func RunR1(ctx context.Context, e *Env, cfg R1Config) error {
 		go func() {
 			defer wg.Done()
 			key := fmt.Sprintf("chaos-r1-%d", i)
-			for attempt := 0; ctx.Err() == nil; attempt++ {
+			for ctx.Err() == nil {
 				_, id, err := submitRun(ctx, base, key, runMessage(i))
 				if err == nil {
 					ids[i] = id

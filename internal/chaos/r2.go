@@ -36,7 +36,9 @@ func RunR2Rolling(ctx context.Context, e *Env, cfg R2Config) error {
 	}
 	e.Logf("R2-rolling: cluster up in %s (%d API instances behind HAProxy :%d)", time.Since(t0).Round(time.Millisecond), cfg.APIs, c.lb.Port)
 	l := startLoad(c.lb.Base(), cfg.Rate, false)
-	time.Sleep(3 * time.Second)
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
 	restarts := 0
 	var longest time.Duration
 	for range cfg.Rounds {
@@ -53,10 +55,14 @@ func RunR2Rolling(ctx context.Context, e *Env, cfg R2Config) error {
 			longest = max(longest, took)
 			restarts++
 			e.Logf("R2-rolling: %s restarted (stop + start + ready in %s)", a.Name, took.Round(time.Millisecond))
-			time.Sleep(2 * time.Second) // HAProxy's check sees it up (rise 1, every 500 ms)
+			if err := sleep(ctx, 2*time.Second); err != nil { // HAProxy's check sees it up (rise 1, every 500 ms)
+				return err
+			}
 		}
 	}
-	time.Sleep(2 * time.Second)
+	if err := sleep(ctx, 2*time.Second); err != nil {
+		return err
+	}
 	results := l.Stop()
 	failed := 0
 	codes := map[int]int{}

@@ -186,17 +186,23 @@ func RunR3Redis(ctx context.Context, e *Env, cfg R3RedisConfig) error {
 	stopH := make(chan struct{})
 	health := watchHealth(c.api.Base()+"/healthz", stopH)
 	l := startLoad(c.lb.Base(), cfg.Rate, false)
-	time.Sleep(cfg.Before)
+	if err := sleep(ctx, cfg.Before); err != nil {
+		return err
+	}
 	down := time.Now()
 	redis.Signal(syscall.SIGTERM)
 	e.Logf("R3-redis: Redis stopped")
-	time.Sleep(cfg.Outage)
+	if err := sleep(ctx, cfg.Outage); err != nil {
+		return err
+	}
 	if err := redis.Start(); err != nil {
 		return err
 	}
 	up := time.Now()
 	e.Logf("R3-redis: Redis started again")
-	time.Sleep(cfg.After)
+	if err := sleep(ctx, cfg.After); err != nil {
+		return err
+	}
 	results := l.Stop()
 	close(stopH)
 	samples := <-health

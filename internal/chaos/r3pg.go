@@ -38,19 +38,25 @@ func RunR3Postgres(ctx context.Context, e *Env, cfg R3PostgresConfig) error {
 	}
 	e.Logf("R3-postgres: cluster up in %s (PostgreSQL :%d, HAProxy :%d)", time.Since(t0).Round(time.Millisecond), c.pg.Port, c.lb.Port)
 	l := startLoad(c.lb.Base(), cfg.Rate, true)
-	time.Sleep(cfg.Before)
+	if err := sleep(ctx, cfg.Before); err != nil {
+		return err
+	}
 	down := time.Now()
 	if err := c.pg.Stop(ctx); err != nil {
 		return err
 	}
 	e.Logf("R3-postgres: PostgreSQL stopped")
-	time.Sleep(cfg.Down)
+	if err := sleep(ctx, cfg.Down); err != nil {
+		return err
+	}
 	if err := c.pg.Start(ctx); err != nil {
 		return err
 	}
 	up := time.Now()
 	e.Logf("R3-postgres: PostgreSQL started again")
-	time.Sleep(cfg.After)
+	if err := sleep(ctx, cfg.After); err != nil {
+		return err
+	}
 	results := l.Stop()
 
 	var accepted []string
