@@ -17,6 +17,7 @@ Scenarios:
   r2-rolling    rolling restart (SIGTERM, drain, start) of every API instance behind HAProxy under chat load: 0 failed requests
   r3-redis      Redis stopped for -outage under chat load: 0 5xx, /healthz degraded during, healthy after
   r3-postgres   PostgreSQL restarted under load: fail fast, back soon after, 0 accepted runs lost
+  r4            PostgreSQL primary → synchronous standby failover (pg_basebackup, promote) under load, multi-host URL
   disk          SQLite tier: the disk fills up under writes; a corrupt backup given to agentd restore
 
 Flags common to all: -keep (keep the temp dir with every log). See docs/reliability.md.
@@ -52,6 +53,10 @@ func Main(ctx context.Context, args []string, out io.Writer, bin string) error {
 		var c R3PostgresConfig
 		c.flags(fs)
 		run = func(ctx context.Context, e *Env) error { return RunR3Postgres(ctx, e, c) }
+	case "r4":
+		var c R4Config
+		c.flags(fs)
+		run = func(ctx context.Context, e *Env) error { return RunR4(ctx, e, c) }
 	case "disk":
 		var c DiskConfig
 		c.flags(fs)

@@ -53,42 +53,49 @@ func (e *Env) startCluster(ctx context.Context, workers int, latency time.Durati
 }
 
 func (e *Env) startClusterN(ctx context.Context, apis, workers int, latency time.Duration, redisURL string) (*cluster, error) {
-	c := &cluster{}
-	var err error
-	if c.pg, err = e.StartPostgres(ctx); err != nil {
+	pg, err := e.StartPostgres(ctx)
+	if err != nil {
 		return nil, err
 	}
+	c := &cluster{pg: pg}
+	return c, e.startApps(ctx, c, pg.URL(), apis, workers, latency, redisURL)
+}
+
+// startApps starts the sim, the tool server, the agentd instances on
+// storeURL and HAProxy into c.
+func (e *Env) startApps(ctx context.Context, c *cluster, storeURL string, apis, workers int, latency time.Duration, redisURL string) error {
+	var err error
 	if c.sim, err = e.StartSim(ctx, latency); err != nil {
-		return nil, err
+		return err
 	}
 	if c.tools, err = e.StartToolServer(); err != nil {
-		return nil, err
+		return err
 	}
-	if c.cfg, err = e.Config(c.pg.URL(), redisURL, c.sim.Base(), c.tools.URL); err != nil {
-		return nil, err
+	if c.cfg, err = e.Config(storeURL, redisURL, c.sim.Base(), c.tools.URL); err != nil {
+		return err
 	}
 	if c.api, err = e.Serve(ctx, "api1", c.cfg, "api"); err != nil { // migrates the schema
-		return nil, err
+		return err
 	}
 	c.apis = []*Proc{c.api}
 	for i := 2; i <= apis; i++ {
 		a, err := e.Serve(ctx, fmt.Sprintf("api%d", i), c.cfg, "api")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.apis = append(c.apis, a)
 	}
 	for i := range workers {
 		w, err := e.Serve(ctx, fmt.Sprintf("worker%d", i+1), c.cfg, "worker")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.workers = append(c.workers, w)
 	}
 	if c.lb, err = e.StartHAProxy(ctx, c.apis); err != nil {
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
 }
 
 // RunR1 is R1: runs on PostgreSQL with workers killed (-9) at random and

@@ -58,6 +58,19 @@ func RunR3Postgres(ctx context.Context, e *Env, cfg R3PostgresConfig) error {
 		return err
 	}
 	results := l.Stop()
+	line, ok := storeOutageVerdict(ctx, e, "R3-postgres", c, results, down, up, 5*time.Second)
+	fmt.Fprintf(e.Out, "R3-postgres %s down=%s wall=%s\n", line, cfg.Down, time.Since(t0).Round(time.Second))
+	if !ok {
+		return errVerdict
+	}
+	return nil
+}
+
+// storeOutageVerdict judges a store outage from down to up under a load
+// of run submissions: every refusal sent during it is a 503 within 1 s,
+// submissions are accepted again within backLimit of up, and every
+// accepted run ends succeeded. It returns the verdict line's body.
+func storeOutageVerdict(ctx context.Context, e *Env, name string, c *cluster, results []result, down, up time.Time, backLimit time.Duration) (string, bool) {
 
 	var accepted []string
 	var total, duringN, slowFail, firstOKAfter, not503 int
@@ -81,7 +94,7 @@ func RunR3Postgres(ctx context.Context, e *Env, cfg R3PostgresConfig) error {
 				if r.status != http.StatusServiceUnavailable {
 					not503++
 					if not503 <= 3 {
-						e.Logf("R3-postgres: during the outage: %d %s", r.status, r.err)
+						e.Logf(name+": during the outage: %d %s", r.status, r.err)
 					}
 				}
 			}
@@ -108,7 +121,7 @@ func RunR3Postgres(ctx context.Context, e *Env, cfg R3PostgresConfig) error {
 				case r.Status != "succeeded":
 					failed++
 					if failed <= 3 {
-						e.Logf("R3-postgres: run %s %s: %s", id, r.Status, r.Error)
+						e.Logf(name+": run %s %s: %s", id, r.Status, r.Error)
 					}
 				}
 			}
@@ -121,17 +134,13 @@ func RunR3Postgres(ctx context.Context, e *Env, cfg R3PostgresConfig) error {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	ok := lost == 0 && failed == 0 && pending == 0 && slowFail == 0 && not503 == 0 && backAfter >= 0 && backAfter <= 5*time.Second
+	ok := lost == 0 && failed == 0 && pending == 0 && slowFail == 0 && not503 == 0 && backAfter >= 0 && backAfter <= backLimit
 	verdict := "PASS"
 	if !ok {
 		verdict = "FAIL"
 	}
-	fmt.Fprintf(e.Out, "R3-postgres %s submits=%d answers_by_status=%v during_outage=%d refused_not_503=%d failed_slower_than_1s=%d max_fail_latency=%s "+
-		"back_after=%s accepted=%d lost=%d failed=%d still_pending=%d down=%s wall=%s\n",
-		verdict, total, codes, duringN, not503, slowFail, maxFailLatency.Round(time.Millisecond), backAfter.Round(time.Millisecond),
-		len(accepted), lost, failed, pending, cfg.Down, time.Since(t0).Round(time.Second))
-	if !ok {
-		return errVerdict
-	}
-	return nil
+	return fmt.Sprintf("%s submits=%d answers_by_status=%v during_outage=%d refused_not_503=%d failed_slower_than_1s=%d max_fail_latency=%s "+
+		"back_after=%s (limit %s) accepted=%d lost=%d failed=%d still_pending=%d",
+		verdict, total, codes, duringN, not503, slowFail, maxFailLatency.Round(time.Millisecond), backAfter.Round(time.Millisecond), backLimit,
+		len(accepted), lost, failed, pending), ok
 }

@@ -61,6 +61,12 @@ func (pg *Postgres) run(ctx context.Context, name string, args ...string) error 
 
 // StartPostgres initialises and starts an instance.
 func (e *Env) StartPostgres(ctx context.Context) (*Postgres, error) {
+	return e.startPostgres(ctx, "pgdata", "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+}
+
+// startPostgres initialises an instance in e.Dir/name with extra
+// postgresql.conf lines and starts it.
+func (e *Env) startPostgres(ctx context.Context, name, extra string) (*Postgres, error) {
 	bin, err := pgBinDir()
 	if err != nil {
 		return nil, err
@@ -69,27 +75,15 @@ func (e *Env) StartPostgres(ctx context.Context) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	pg := &Postgres{Port: port, dataDir: filepath.Join(e.Dir, "pgdata"), bin: bin, e: e}
-	if os.Geteuid() == 0 {
-		pg.asUser = "postgres"
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("running as root needs a postgres user to run PostgreSQL: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.MkdirAll(pg.dataDir, 0o700); err != nil {
-			return nil, err
-		}
-		if err := os.Chown(pg.dataDir, uid, gid); err != nil {
-			return nil, err
-		}
+	pg := &Postgres{Port: port, dataDir: filepath.Join(e.Dir, name), bin: bin, e: e}
+	if err := pg.ownDir(pg.dataDir); err != nil {
+		return nil, err
 	}
 	if err := pg.run(ctx, "initdb", "-D", pg.dataDir, "-U", "postgres", "-A", "trust", "--no-sync"); err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf("port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\nfsync = off\n"+
-		"synchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\nshared_buffers = 64MB\n", port, pg.dataDir)
+	conf := fmt.Sprintf("port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n"+
+		"max_connections = 200\nshared_buffers = 64MB\n%s", port, pg.dataDir, extra)
 	f, err := os.OpenFile(filepath.Join(pg.dataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return nil, err
@@ -99,15 +93,93 @@ func (e *Env) StartPostgres(ctx context.Context) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.onClose(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = pg.run(ctx, "pg_ctl", "-D", pg.dataDir, "-m", "immediate", "-w", "stop")
-	})
+	e.onClose(pg.stopper())
 	if err := pg.Start(ctx); err != nil {
 		return nil, err
 	}
 	return pg, nil
+}
+
+// ownDir makes dir (0700) for PostgreSQL: owned by the postgres user when
+// we are root (PostgreSQL refuses to run as root).
+func (pg *Postgres) ownDir(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	pg.asUser = "postgres"
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return fmt.Errorf("running as root needs a postgres user to run PostgreSQL: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chown(dir, uid, gid)
+}
+
+func (pg *Postgres) stopper() func() {
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = pg.run(ctx, "pg_ctl", "-D", pg.dataDir, "-m", "immediate", "-w", "stop")
+	}
+}
+
+// Standby makes a streaming replica of pg with pg_basebackup (in
+// e.Dir/name, application_name appName, a port of its own) and starts it.
+func (pg *Postgres) Standby(ctx context.Context, name, appName string) (*Postgres, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	sb := &Postgres{Port: port, dataDir: filepath.Join(pg.e.Dir, name), bin: pg.bin, e: pg.e}
+	if err := sb.ownDir(sb.dataDir); err != nil {
+		return nil, err
+	}
+	if err := sb.run(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(pg.Port), "-U", "postgres",
+		"-D", sb.dataDir, "-X", "stream", "--no-sync"); err != nil {
+		return nil, err
+	}
+	// The standby's own config names no synchronous standby: promoted, it
+	// would otherwise wait for one on every commit (forever: there is
+	// none). docs/runbooks/postgres-failover.md says the same.
+	conf := fmt.Sprintf("port = %d\nprimary_conninfo = 'host=127.0.0.1 port=%d user=postgres application_name=%s'\n"+
+		"synchronous_standby_names = ''\n", port, pg.Port, appName)
+	f, err := os.OpenFile(filepath.Join(sb.dataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	_, err = f.WriteString(conf)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(sb.dataDir, "standby.signal"), nil, 0o600); err != nil {
+		return nil, err
+	}
+	if pg.asUser != "" {
+		if err := exec.CommandContext(ctx, "chown", "postgres:", filepath.Join(sb.dataDir, "standby.signal")).Run(); err != nil {
+			return nil, err
+		}
+	}
+	pg.e.onClose(sb.stopper())
+	if err := sb.Start(ctx); err != nil {
+		return nil, err
+	}
+	return sb, nil
+}
+
+// Promote promotes a standby and waits until it accepts writes.
+func (pg *Postgres) Promote(ctx context.Context) error {
+	return pg.run(ctx, "pg_ctl", "-D", pg.dataDir, "-w", "-t", "60", "promote")
+}
+
+// Crash stops the instance at once (immediate: no shutdown checkpoint, as
+// a crash).
+func (pg *Postgres) Crash(ctx context.Context) error {
+	return pg.run(ctx, "pg_ctl", "-D", pg.dataDir, "-m", "immediate", "-w", "stop")
 }
 
 // Start starts the instance and waits for it to accept connections.
@@ -339,4 +411,18 @@ func SimLedger(sim *Proc) (int64, map[string]map[int]int, error) {
 		return 0, nil, err
 	}
 	return body.Requests, body.Ledger, nil
+}
+
+// Query runs one SQL query with psql on the instance and returns its
+// output (unaligned, tuples only).
+func (pg *Postgres) Query(ctx context.Context, sql string) (string, error) {
+	argv := []string{filepath.Join(pg.bin, "psql"), "-X", "-tA", "-h", "127.0.0.1", "-p", strconv.Itoa(pg.Port), "-U", "postgres", "-d", "postgres", "-c", sql}
+	if pg.asUser != "" {
+		argv = append([]string{"runuser", "-u", pg.asUser, "--"}, argv...)
+	}
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("psql %q: %w: %s", sql, err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
 }

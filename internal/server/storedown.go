@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -32,8 +33,8 @@ func storeUnavailable(err error) *Error {
 
 // isStoreDown reports a connection-level store error: no connection could
 // be made, the server ended the connection (SQLSTATE class 08, connection
-// exception; 57P01-57P03, shutdown, crash, not yet accepting), or the
-// network failed under it.
+// exception; 57P01-57P03, shutdown, crash, not yet accepting), the
+// network failed under it, or the connection ended mid-answer.
 func isStoreDown(err error) bool {
 	if _, ok := llm.AsError(err); ok {
 		return false // the model provider's network, not the store's
@@ -48,6 +49,11 @@ func isStoreDown(err error) bool {
 	}
 	var ne *net.OpError
 	if errors.As(err, &ne) {
+		return true
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// The connection ended mid-answer (a crashed primary: agentd
+		// chaos r4).
 		return true
 	}
 	return pgconn.SafeToRetry(err)

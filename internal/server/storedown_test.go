@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -34,6 +35,7 @@ func TestStoreDownIs503(t *testing.T) {
 	for name, err := range map[string]error{
 		"refused":        fmt.Errorf("look up idempotency key: postgres: get run: %w", cerr),
 		"admin shutdown": fmt.Errorf("postgres: insert run: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P01"}),
+		"cut mid-answer": fmt.Errorf("look up idempotency key: postgres: get run: %w", io.ErrUnexpectedEOF),
 	} {
 		he := toHTTP(err)
 		require.Equal(t, http.StatusServiceUnavailable, he.Status, name)
