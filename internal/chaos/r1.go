@@ -281,15 +281,31 @@ func RunR1(ctx context.Context, e *Env, cfg R1Config) error {
 			}
 		}
 	}
-	ok := lost == 0 && failed == 0 && twice == 0 && modelBeyond == 0 && toolBeyond == 0 && len(kills) > 0
+	// The counts above prove something only if the calls were seen: every
+	// run called the counter tool (one key per call) and the sim.
+	runsWithToolCall := 0
+	for _, id := range ids {
+		if len(toolByRun[id]) > 0 {
+			runsWithToolCall++
+		}
+	}
+	modelCalls := 0
+	for _, counts := range ledger {
+		for _, n := range counts {
+			modelCalls += n
+		}
+	}
+	ok := lost == 0 && failed == 0 && twice == 0 && modelBeyond == 0 && toolBeyond == 0 && len(kills) > 0 &&
+		runsWithToolCall == len(ids) && modelCalls >= 2*len(ids)
 	verdict := "PASS"
 	if !ok {
 		verdict = "FAIL"
 	}
 	fmt.Fprintf(e.Out, "R1 %s runs=%d workers=%d kills=%d resumed_runs=%d lost=%d failed=%d completed_twice=%d "+
-		"model_calls_repeated=%d (beyond one per resume: %d) tool_calls_repeated=%d (beyond one step per resume: %d) "+
+		"model_calls=%d model_calls_repeated=%d (beyond one per resume: %d) runs_with_tool_calls=%d tool_calls=%d tool_calls_repeated=%d (beyond one step per resume: %d) "+
 		"resume_p50=%s resume_p99=%s (n=%d) wall=%s\n",
-		verdict, cfg.Runs, cfg.Workers, len(kills), resumed, lost, failed, twice, modelRepeats, modelBeyond, toolRepeats, toolBeyond,
+		verdict, cfg.Runs, cfg.Workers, len(kills), resumed, lost, failed, twice, modelCalls, modelRepeats, modelBeyond,
+		runsWithToolCall, len(toolCalls), toolRepeats, toolBeyond,
 		percentile(resumes, 0.5).Round(time.Millisecond), percentile(resumes, 0.99).Round(time.Millisecond), len(resumes),
 		elapsed.Round(time.Second))
 	if !ok {
