@@ -295,7 +295,9 @@ func RunR1(ctx context.Context, e *Env, cfg R1Config) error {
 			modelCalls += n
 		}
 	}
-	ok := lost == 0 && failed == 0 && twice == 0 && modelBeyond == 0 && toolBeyond == 0 && len(kills) > 0 &&
+	// A scenario whose kills interrupted no run proves nothing: at least
+	// one run must have been resumed.
+	ok := lost == 0 && failed == 0 && twice == 0 && modelBeyond == 0 && toolBeyond == 0 && len(kills) > 0 && resumed > 0 &&
 		runsWithToolCall == len(ids) && modelCalls >= 2*len(ids)
 	verdict := "PASS"
 	if !ok {
