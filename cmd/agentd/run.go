@@ -48,6 +48,7 @@ Usage:
   agentd runs  submit|get|list|tail|cancel   async runs of a running agentd
   agentd usage [flags]                 tokens and cost of a running agentd, as a table
   agentd bench-proxy [-addr A] URL     a bare reverse proxy to URL: the floor of the gateway benchmark
+  agentd chaos SCENARIO [flags]        reliability scenarios with real processes (docs/reliability.md)
   agentd version                       print the version
 
 FILE defaults to $AGENTD_CONFIG; with neither, built-in defaults and AGENTD_*
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return cli.Main(ctx, cmd, rest, cli.IO{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Environ: environ})
 	case "bench-proxy":
 		return cmdBenchProxy(ctx, rest, stderr)
+	case "chaos":
+		return cmdChaos(ctx, rest, stdout)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			return fmt.Errorf("%w: agentd config check [-config FILE]", errUsage)

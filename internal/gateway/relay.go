@@ -16,6 +16,19 @@ import (
 	"github.com/agentd/agentd/internal/llm"
 )
 
+// maxUpstreamBytes caps an upstream answer read whole (a JSON body) and
+// one event of a stream: a hostile or broken upstream cannot make the
+// gateway hold more (the SDK's own event decoder stops at 32 MB too).
+// Found by TestHostileFiftyMBAnswer: 50 MB answers were held and relayed.
+const maxUpstreamBytes = 32 << 20
+
+// errTooLarge is an oversized upstream answer: not retried (Status 200:
+// the upstream did answer, and asking again would get the same).
+func errTooLarge(what string) *llm.Error {
+	return &llm.Error{Status: http.StatusOK, Type: "response_too_large",
+		Message: "the upstream " + what + " is larger than " + strconv.Itoa(maxUpstreamBytes>>20) + " MB"}
+}
+
 // writeTimeout bounds one write to the client: a client that stops reading
 // must not hold an upstream call (and its concurrency slot) open.
 const writeTimeout = 30 * time.Second
@@ -59,9 +72,12 @@ func (c *call) respond(ctx context.Context, resp *http.Response) (llm.Response, 
 // relayBody relays a JSON answer whole, after reading it (a cut answer is
 // then retried: nothing reached the client).
 func (c *call) relayBody(ctx context.Context, resp *http.Response) (llm.Response, error) {
-	body, err := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBytes+1))
 	if err != nil {
 		return llm.Response{}, &llm.Error{Type: "connection_error", Message: "reading the upstream answer: " + err.Error(), Err: err}
+	}
+	if len(body) > maxUpstreamBytes {
+		return llm.Response{}, errTooLarge("answer")
 	}
 	if !c.count {
 		var m struct {
@@ -123,6 +139,11 @@ func (c *call) relayStream(resp *http.Response) (llm.Response, error) {
 	for {
 		line, err := br.ReadSlice('\n')
 		ev = append(ev, line...)
+		if len(ev) > maxUpstreamBytes {
+			le := errTooLarge("stream event")
+			le.Streamed = c.wrote
+			return c.response(), le
+		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue // a long line: read on
 		}

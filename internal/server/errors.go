@@ -109,6 +109,9 @@ func toHTTP(err error) *Error {
 	case errors.Is(err, run.ErrConversationAgent), errors.Is(err, run.ErrConversationBusy):
 		return &Error{Status: http.StatusConflict, Type: "conflict", Message: err.Error()}
 	}
+	if sd := storeUnavailable(err); sd != nil {
+		return sd
+	}
 	e := classified(run.ClassifyError(err))
 	if e.Type == "upstream_unavailable" {
 		if le, ok := llm.AsError(err); ok && le.RetryAfter > 0 {

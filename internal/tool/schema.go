@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -76,7 +77,9 @@ func (s *Schema) Validate(data []byte) error {
 	if err := dec.Decode(&v); err != nil {
 		return fmt.Errorf("not valid JSON: %w", err)
 	}
-	if dec.More() {
+	// dec.More is false before a stray '}' or ']': only the end of the
+	// input means nothing follows the value ("0}" is not JSON).
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("not valid JSON: trailing data")
 	}
 	return s.validate(v, "$")

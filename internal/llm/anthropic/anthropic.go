@@ -192,6 +192,7 @@ type streamCall struct {
 	msg        sdk.Message
 	sent       []int // per block of msg: bytes of its text passed on
 	streamed   bool
+	started    bool  // message_start seen
 	badRequest error // the request does not encode
 	err        error // the stream's
 	invalid    error // an event that does not fit the message
@@ -300,7 +301,18 @@ func requestBody(req *llm.Request) ([]byte, error) {
 //
 //go:noinline
 func (s *streamCall) accumulate(stream *ssestream.Stream[sdk.MessageStreamEventUnion]) bool {
-	if err := s.msg.Accumulate(stream.Current()); err != nil {
+	ev := stream.Current()
+	if ev.Type == "message_start" {
+		// A second message_start would restart the message after its
+		// text went out as deltas: the caller would have streamed text
+		// the answer does not hold (found by FuzzUpstreamStream).
+		if s.started {
+			s.invalid = errors.New("the stream started a second message")
+			return false
+		}
+		s.started = true
+	}
+	if err := s.msg.Accumulate(ev); err != nil {
 		s.invalid = err
 		return false
 	}

@@ -38,10 +38,14 @@ var dialect = sqlstore.Dialect{
 			SELECT r.id AS orphan_id FROM runs r
 			JOIN river_job j ON j.kind = 'agentd_run' AND j.state = 'running'
 				AND j.args->>'run_id' = r.id AND j.attempted_at < $2
-			WHERE r.status = 'queued' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < $3)
+			WHERE (r.status = 'queued' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < $3))
+				OR (r.status = 'running' AND r.lease_owner IS NULL AND r.lease_expires_at IS NULL
+					AND NOT EXISTS (SELECT 1 FROM river_job p WHERE p.kind = 'agentd_run' AND p.args->>'run_id' = r.id
+						AND (p.state IN ('available', 'scheduled', 'retryable', 'pending')
+							OR (p.state = 'running' AND p.attempted_at >= $2))))
 			LIMIT $4
 			FOR UPDATE OF r SKIP LOCKED)
-		UPDATE runs SET lease_expires_at = $1
+		UPDATE runs SET lease_expires_at = CASE WHEN status = 'queued' THEN $1 ELSE lease_expires_at END
 		FROM orphans WHERE id = orphan_id
 		RETURNING ` + sqlstore.RunColumns,
 	HasRiver:  `SELECT to_regclass('river_job') IS NOT NULL`,

@@ -149,6 +149,8 @@ func mapErr(err error) error {
 	return err
 }
 
+func init() { store.RegisterErrorClasses(unavailable, nil) }
+
 // unavailable reports an error that says PostgreSQL cannot be reached or
 // used, for the store's breaker: no connection (refused, reset, DNS, TLS,
 // pgconn's connect errors), a connection lost mid-query, a timeout, and

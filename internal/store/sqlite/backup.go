@@ -92,18 +92,14 @@ func Restore(ctx context.Context, path, from string, keepOld bool) (Restored, er
 		return Restored{}, fmt.Errorf("restore: %s is not a usable agentd backup: %w", from, err)
 	}
 	res := Restored{Info: info}
+	exists := false
 	if _, err := os.Stat(path); err == nil {
 		// Refuse while anyone has the store open, then fold its WAL into
 		// it (a checkpoint on close) so the kept copy is one whole file.
 		if err := checkpointIdle(ctx, path); err != nil {
 			return Restored{}, err
 		}
-		if keepOld {
-			res.Kept = path + ".before-restore-" + time.Now().UTC().Format("20060102T150405Z")
-			if err := os.Rename(path, res.Kept); err != nil {
-				return Restored{}, fmt.Errorf("restore: keep the old store: %w", err)
-			}
-		}
+		exists = true
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return Restored{}, fmt.Errorf("restore: store %s: %w", path, err)
 	}
@@ -114,10 +110,23 @@ func Restore(ctx context.Context, path, from string, keepOld bool) (Restored, er
 	}
 	// Copy to a temporary file beside the store, fsync, rename over the
 	// store: a crash leaves either the old or the new file, never half.
+	// The copy comes first: a copy that fails (a full disk) leaves the
+	// store where it was, untouched (found by agentd chaos disk: the store
+	// used to be moved aside first, and a failed copy left no store, so
+	// the next start began an empty one).
 	tmp := path + ".restore-tmp"
 	if err := backupCopyFile(from, tmp); err != nil {
 		_ = os.Remove(tmp)
-		return Restored{}, fmt.Errorf("restore: %w", err)
+		return Restored{}, fmt.Errorf("restore: %w (the store is unchanged)", err)
+	}
+	if exists && keepOld {
+		// A second name for the old store (no copy, no space): the
+		// rename below replaces only the store's name.
+		res.Kept = path + ".before-restore-" + time.Now().UTC().Format("20060102T150405Z")
+		if err := os.Link(path, res.Kept); err != nil {
+			_ = os.Remove(tmp)
+			return Restored{}, fmt.Errorf("restore: keep the old store: %w (the store is unchanged)", err)
+		}
 	}
 	// WAL and shared-memory files belong to the replaced database: a stale
 	// WAL applied to the restored file would corrupt it.

@@ -30,11 +30,15 @@ var dialect = sqlstore.Dialect{
 		WHERE id IN (SELECT id FROM runs WHERE status = 'running' AND lease_expires_at < $1
 			ORDER BY lease_expires_at LIMIT $2)
 		RETURNING ` + sqlstore.RunColumns,
-	ReclaimOrphans: `UPDATE runs SET lease_expires_at = $1
+	ReclaimOrphans: `UPDATE runs SET lease_expires_at = CASE WHEN status = 'queued' THEN $1 ELSE lease_expires_at END
 		WHERE id IN (SELECT r.id FROM runs r
 			JOIN river_job j ON j.kind = 'agentd_run' AND j.state = 'running'
 				AND json_extract(j.args, '$.run_id') = r.id AND j.attempted_at < $2
-			WHERE r.status = 'queued' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < $3)
+			WHERE (r.status = 'queued' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < $3))
+				OR (r.status = 'running' AND r.lease_owner IS NULL AND r.lease_expires_at IS NULL
+					AND NOT EXISTS (SELECT 1 FROM river_job p WHERE p.kind = 'agentd_run' AND json_extract(p.args, '$.run_id') = r.id
+						AND (p.state IN ('available', 'scheduled', 'retryable', 'pending')
+							OR (p.state = 'running' AND p.attempted_at >= $2))))
 			LIMIT $4)
 		RETURNING ` + sqlstore.RunColumns,
 	HasRiver: `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'river_job'`,

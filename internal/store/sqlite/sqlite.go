@@ -188,6 +188,14 @@ func mapErr(err error) error {
 	return err
 }
 
+func init() { store.RegisterErrorClasses(unavailable, isFull) }
+
+// isFull reports SQLite's "database or disk is full" (SQLITE_FULL).
+func isFull(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL
+}
+
 // unavailable reports an error that says the database file cannot be
 // used, for the store's breaker: I/O errors, a full disk, a file that
 // cannot be opened, is corrupt or is not a database, and a lock still

@@ -178,21 +178,30 @@ func reclaim[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], t tim
 		return 0, err
 	}
 	defer rollback(tx)
-	runs, err := s.scanRuns(tx.Query(ctx, s.d.Reclaim, s.d.Time(t), ReclaimBatch))
-	if err != nil {
-		return 0, err
-	}
+	// Orphans first: a run Reclaim is about to clear (its lease expired)
+	// still has its owner here, so it is not also taken for an orphan
+	// (a running run whose lease was cleared by an earlier reclaim, whose
+	// new job a worker fetched and died before claiming it: found by
+	// agentd chaos r1, such runs waited for River's one-hour rescuer).
+	var runs []store.Run
 	var hasRiver bool
 	if err := tx.QueryRow(ctx, s.d.HasRiver).Scan(&hasRiver); err != nil {
 		return 0, err
 	}
-	if hasRiver && len(runs) < ReclaimBatch {
+	if hasRiver {
 		orphans, err := s.scanRuns(tx.Query(ctx, s.d.ReclaimOrphans, s.d.Time(t.Add(store.OrphanedJobAfter)),
-			s.d.RiverTime(t.Add(-store.OrphanedJobAfter)), s.d.Time(t), ReclaimBatch-len(runs)))
+			s.d.RiverTime(t.Add(-store.OrphanedJobAfter)), s.d.Time(t), ReclaimBatch))
 		if err != nil {
 			return 0, err
 		}
-		runs = append(runs, orphans...)
+		runs = orphans
+	}
+	if len(runs) < ReclaimBatch {
+		expired, err := s.scanRuns(tx.Query(ctx, s.d.Reclaim, s.d.Time(t), ReclaimBatch-len(runs)))
+		if err != nil {
+			return 0, err
+		}
+		runs = append(runs, expired...)
 	}
 	if len(runs) == 0 {
 		return 0, nil // the deferred rollback ends the empty transaction

@@ -125,8 +125,10 @@ type Dialect struct {
 	Reclaim string
 	// ReclaimOrphans sets lease_expires_at to $1 on queued runs whose River
 	// job was fetched (attempted) before $2 (a RiverTime) and whose
-	// lease_expires_at is NULL or before $3, at most $4 of them, and
-	// returns them (RunColumns).
+	// lease_expires_at is NULL or before $3, and returns them with the
+	// running runs nobody holds (lease cleared by a reclaim) whose new job
+	// was fetched before $2 and which have no job waiting or fetched
+	// since; at most $4 in all (RunColumns).
 	ReclaimOrphans string
 	// HasRiver returns one boolean row: whether River's job table exists.
 	HasRiver string
