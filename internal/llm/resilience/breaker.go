@@ -9,77 +9,18 @@ import (
 	"github.com/agentd/agentd/internal/llm"
 )
 
-// Breaker defaults.
-const (
-	// DefaultBreakerConsecutiveFailures is BreakerConfig.ConsecutiveFailures'
-	// default.
-	DefaultBreakerConsecutiveFailures = 5
-	// DefaultBreakerFailureRatio is BreakerConfig.FailureRatio's default.
-	DefaultBreakerFailureRatio = 0.5
-	// DefaultBreakerMinRequests is BreakerConfig.MinRequests' default.
-	DefaultBreakerMinRequests = 20
-	// DefaultBreakerWindow is BreakerConfig.Window's default.
-	DefaultBreakerWindow = time.Minute
-	// DefaultBreakerOpenTimeout is BreakerConfig.OpenTimeout's default.
-	DefaultBreakerOpenTimeout = 30 * time.Second
-	// DefaultBreakerHalfOpenProbes is BreakerConfig.HalfOpenProbes' default.
-	DefaultBreakerHalfOpenProbes = 3
-)
-
-// BreakerConfig configures the circuit breaker of each model of a provider.
-// Only availability failures count: 5xx, 529, connection errors, cut
-// streams and the call's own timeouts (and 429 with CountRateLimits) — not
-// other 4xx, not the caller's cancellation or deadline, not agentd's own
-// queue_full.
+// BreakerConfig configures the circuit breaker of each model of a provider:
+// the fields and defaults every dependency's breaker has (breaker.Config),
+// and CountRateLimits. Only availability failures count: 5xx, 529,
+// connection errors, cut streams and the call's own timeouts (and 429 with
+// CountRateLimits) — not other 4xx, not the caller's cancellation or
+// deadline, not agentd's own queue_full.
 type BreakerConfig struct {
-	// Disabled turns the breaker off. Defaults to false.
-	Disabled bool
-	// ConsecutiveFailures opens the breaker after that many failed calls in
-	// a row. Defaults to 5.
-	ConsecutiveFailures uint32
-	// FailureRatio opens the breaker when at least that share of the calls
-	// in the window failed, once the window holds MinRequests calls.
-	// Defaults to 0.5.
-	FailureRatio float64
-	// MinRequests is the number of calls in the window before FailureRatio
-	// applies. Defaults to 20.
-	MinRequests uint32
-	// Window is the rolling window over which calls are counted while
-	// closed. Defaults to 1m.
-	Window time.Duration
-	// OpenTimeout is how long the breaker stays open (failing fast) before
-	// letting probes through. Defaults to 30s.
-	OpenTimeout time.Duration
-	// HalfOpenProbes is the number of calls let through while half-open;
-	// that many successes close the breaker, one failure reopens it.
-	// Defaults to 3.
-	HalfOpenProbes uint32
+	breaker.Config
 	// CountRateLimits counts 429s (after retries) as failures. Off by
 	// default: a 429 is a quota signal the retry layer handles with
 	// retry-after, and a spent call still falls back. Defaults to false.
 	CountRateLimits bool
-}
-
-func (c BreakerConfig) withDefaults() BreakerConfig {
-	if c.ConsecutiveFailures == 0 {
-		c.ConsecutiveFailures = DefaultBreakerConsecutiveFailures
-	}
-	if c.FailureRatio <= 0 {
-		c.FailureRatio = DefaultBreakerFailureRatio
-	}
-	if c.MinRequests == 0 {
-		c.MinRequests = DefaultBreakerMinRequests
-	}
-	if c.Window <= 0 {
-		c.Window = DefaultBreakerWindow
-	}
-	if c.OpenTimeout <= 0 {
-		c.OpenTimeout = DefaultBreakerOpenTimeout
-	}
-	if c.HalfOpenProbes == 0 {
-		c.HalfOpenProbes = DefaultBreakerHalfOpenProbes
-	}
-	return c
 }
 
 // Breaker states as the agentd_breaker_state gauge shows them.
@@ -114,11 +55,8 @@ type breakerModel struct {
 
 // newBreaker wraps next with the breaker "model:"+model of set.
 func newBreaker(next llm.Model, provider, model string, cfg BreakerConfig, set *breaker.Set) *breakerModel {
-	cfg = cfg.withDefaults()
-	b := set.GetWith(breaker.PrefixModel+model, breaker.Config{
-		Disabled: cfg.Disabled, ConsecutiveFailures: cfg.ConsecutiveFailures, FailureRatio: cfg.FailureRatio,
-		MinRequests: cfg.MinRequests, Window: cfg.Window, OpenTimeout: cfg.OpenTimeout, HalfOpenProbes: cfg.HalfOpenProbes,
-	})
+	cfg.Config = cfg.Config.WithDefaults()
+	b := set.GetWith(breaker.PrefixModel+model, cfg.Config)
 	return &breakerModel{next: next, provider: provider, model: model, cfg: cfg, b: b}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/agentd/agentd/internal/breaker"
 	"io"
 	"log/slog"
 	"net"
@@ -406,7 +407,7 @@ func (c errBackCache) Set(context.Context, string, CacheEntry) error { return c.
 // redisAgent builds an agent over the simulator with cache as its store.
 func redisAgent(t *testing.T, s *sim.Server, cache Cache, m *Metrics) llm.Model {
 	t.Helper()
-	p := newProvider(t, ProviderConfig{Retry: fastRetry, Breaker: BreakerConfig{Disabled: true}}, serve(t, s, "k"), m)
+	p := newProvider(t, ProviderConfig{Retry: fastRetry, Breaker: BreakerConfig{Config: breaker.Config{Disabled: true}}}, serve(t, s, "k"), m)
 	model, err := Build(AgentConfig{Name: "cached", Model: modelA, Cache: CacheConfig{Enabled: true}}, p, cache, m, nil)
 	require.NoError(t, err)
 	return model

@@ -3,6 +3,7 @@ package resilience
 import (
 	"context"
 	"encoding/json"
+	"github.com/agentd/agentd/internal/breaker"
 	"net/http"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 func cachedAgent(t *testing.T, h http.Handler, cc CacheConfig) (llm.Model, *Metrics) {
 	t.Helper()
 	m, _ := testMetrics()
-	p := newProvider(t, ProviderConfig{Retry: fastRetry, Breaker: BreakerConfig{Disabled: true}}, serve(t, h, "k"), m)
+	p := newProvider(t, ProviderConfig{Retry: fastRetry, Breaker: BreakerConfig{Config: breaker.Config{Disabled: true}}}, serve(t, h, "k"), m)
 	cc.Enabled = true
 	model, err := Build(AgentConfig{Name: "cached", Model: modelA, Cache: cc}, p, NewMemoryCache(MemoryCacheConfig{}), m, nil)
 	require.NoError(t, err)

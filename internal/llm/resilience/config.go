@@ -1,6 +1,9 @@
 package resilience
 
-import "github.com/agentd/agentd/internal/config"
+import (
+	"github.com/agentd/agentd/internal/breaker"
+	"github.com/agentd/agentd/internal/config"
+)
 
 // The config-facing constructors. The convention for every package with a
 // section in agentd's config file (budget, toolset, resilience): the
@@ -18,11 +21,11 @@ func NewProviderConfig(name string, a config.Anthropic) ProviderConfig {
 		Name:  name,
 		Keys:  KeysConfig{Grace: a.Keys.Grace, PollInterval: a.Keys.PollInterval, CommandTimeout: a.Keys.CommandTimeout},
 		Retry: RetryConfig{MaxAttempts: a.Retry.MaxAttempts, BaseDelay: a.Retry.BaseDelay, MaxDelay: a.Retry.MaxDelay},
-		Breaker: BreakerConfig{
+		Breaker: BreakerConfig{Config: breaker.Config{
 			Disabled: b.Disabled, ConsecutiveFailures: uint32(b.ConsecutiveFailures),
 			FailureRatio: b.FailureRatio, MinRequests: uint32(b.MinRequests), Window: b.Window,
-			OpenTimeout: b.OpenTimeout, HalfOpenProbes: uint32(b.HalfOpenProbes), CountRateLimits: b.CountRateLimits,
-		},
+			OpenTimeout: b.OpenTimeout, HalfOpenProbes: uint32(b.HalfOpenProbes),
+		}, CountRateLimits: b.CountRateLimits},
 		Concurrency: ConcurrencyConfig{MaxInFlight: a.Concurrency.MaxInFlight, QueueSize: a.Concurrency.QueueSize},
 	}
 	for _, src := range a.Keys.Sources {

@@ -25,7 +25,7 @@ func TestOverloadStormOpensBreakerAndFallsBack(t *testing.T) {
 	m, reg := testMetrics()
 	p := newProvider(t, ProviderConfig{
 		Retry:    RetryConfig{MaxAttempts: 2, BaseDelay: time.Millisecond},
-		Breaker:  BreakerConfig{ConsecutiveFailures: 3, OpenTimeout: time.Minute},
+		Breaker:  BreakerConfig{Config: breaker.Config{ConsecutiveFailures: 3, OpenTimeout: time.Minute}},
 		Breakers: breaker.NewSet(breaker.Options{Registerer: reg}),
 	}, client, m)
 	model, err := Build(AgentConfig{Name: "a", Model: modelA, FallbackModels: []string{modelB}}, p, nil, m, nil)
@@ -74,7 +74,7 @@ func TestBreakerHalfOpensAndCloses(t *testing.T) {
 	m, _ := testMetrics()
 	p := newProvider(t, ProviderConfig{
 		Retry:   RetryConfig{MaxAttempts: 1},
-		Breaker: BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: 100 * time.Millisecond, HalfOpenProbes: 2},
+		Breaker: BreakerConfig{Config: breaker.Config{ConsecutiveFailures: 2, OpenTimeout: 100 * time.Millisecond, HalfOpenProbes: 2}},
 	}, serve(t, sw, "k"), m)
 	model := p.Model(modelA)
 	for range 2 {
@@ -102,7 +102,7 @@ func TestBreakerIgnoresClientErrorsAndCancellation(t *testing.T) {
 	t.Parallel()
 	s := newSim(sim.Config{Latency: time.Second})
 	m, _ := testMetrics()
-	p := newProvider(t, ProviderConfig{Breaker: BreakerConfig{ConsecutiveFailures: 2}}, serve(t, s, "k"), m)
+	p := newProvider(t, ProviderConfig{Breaker: BreakerConfig{Config: breaker.Config{ConsecutiveFailures: 2}}}, serve(t, s, "k"), m)
 	model := p.Model(modelA)
 	for range 3 {
 		req := request("x")
@@ -169,7 +169,7 @@ func TestRetryGivesUpWhenRetryAfterOutlivesDeadline(t *testing.T) {
 func TestRetryBackoffBoundedByAttempts(t *testing.T) {
 	t.Parallel()
 	s := newSim(sim.Config{Rate500: 1, Seed: 1})
-	p := newProvider(t, ProviderConfig{Retry: fastRetry, Breaker: BreakerConfig{Disabled: true}}, serve(t, s, "k"), nil)
+	p := newProvider(t, ProviderConfig{Retry: fastRetry, Breaker: BreakerConfig{Config: breaker.Config{Disabled: true}}}, serve(t, s, "k"), nil)
 	_, _, err := call(context.Background(), p.Model(modelA), request("x"))
 	e, ok := llm.AsError(err)
 	require.True(t, ok)
