@@ -298,6 +298,14 @@ func (s *Server) streamChatFailed(r *http.Request, sw *sseWriter, chat *run.Chat
 //
 //go:noinline
 func (s *Server) startSSE(w http.ResponseWriter, _ *http.Request) (*sseWriter, func()) {
+	return s.openStream(w, func(sw *sseWriter) bool { return sw.comment("ping") })
+}
+
+// openStream writes an event stream's headers, flushes them and calls ping
+// every s.ping (while it reports success) until the returned func is
+// called; agentd's streams ping with a comment, Managed Agents' with an
+// event (startManagedStream).
+func (s *Server) openStream(w http.ResponseWriter, ping func(*sseWriter) bool) (*sseWriter, func()) {
 	rc := http.NewResponseController(w)
 	// Streams outlive the server's write timeout; each write gets its own
 	// deadline instead (sseWriteTimeout), so a client that stops reading
@@ -319,17 +327,17 @@ func (s *Server) startSSE(w http.ResponseWriter, _ *http.Request) (*sseWriter, f
 	// A timer, not a goroutine per stream: an idle stream costs no stack
 	// (thousands of streams may be open).
 	// Created stopped and armed after the assignment: the callback reads
-	// ping.
-	var ping *time.Timer
-	ping = time.AfterFunc(time.Hour, func() {
-		if sw.comment("ping") {
-			ping.Reset(s.ping)
+	// timer.
+	var timer *time.Timer
+	timer = time.AfterFunc(time.Hour, func() {
+		if ping(sw) {
+			timer.Reset(s.ping)
 		}
 	})
-	ping.Reset(s.ping)
+	timer.Reset(s.ping)
 	return sw, func() {
 		sw.close()
-		ping.Stop()
+		timer.Stop()
 		s.sse.Add(-1)
 		if s.metrics != nil {
 			s.metrics.SSEStreams.Dec()

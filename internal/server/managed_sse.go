@@ -32,35 +32,8 @@ type managedStream struct {
 // startManagedStream writes the stream's headers, flushes them, and pings
 // every s.ping until close.
 func (s *Server) startManagedStream(w http.ResponseWriter) *managedStream {
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{}) // per-write deadlines instead (sseWriteTimeout)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Connection", "keep-alive")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_ = rc.Flush()
-	s.sse.Add(1)
-	if s.metrics != nil {
-		s.metrics.SSEStreams.Inc()
-	}
-	sw := &sseWriter{w: w, rc: rc}
-	var ping *time.Timer
-	ping = time.AfterFunc(time.Hour, func() {
-		if sw.frame("ping", "", managedPing) == nil {
-			ping.Reset(s.ping)
-		}
-	})
-	ping.Reset(s.ping)
-	return &managedStream{sw: sw, done: func() {
-		sw.close()
-		ping.Stop()
-		s.sse.Add(-1)
-		if s.metrics != nil {
-			s.metrics.SSEStreams.Dec()
-		}
-	}}
+	sw, done := s.openStream(w, func(sw *sseWriter) bool { return sw.frame("ping", "", managedPing) == nil })
+	return &managedStream{sw: sw, done: done}
 }
 
 // Event writes a translated event: event: its type, id: its id.
