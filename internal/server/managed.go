@@ -267,13 +267,7 @@ func (s *Server) handleStreamSessionEvents(w http.ResponseWriter, r *http.Reques
 		s.writeError(w, r, err)
 		return
 	}
-	releaseTenant, err := s.tenants.Acquire(tenant, "stream")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	defer releaseTenant()
-	release, err := admit(r.Context(), s.streams)
+	release, err := s.admitFollower(r.Context(), tenant)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

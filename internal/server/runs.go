@@ -203,13 +203,7 @@ func (s *Server) StreamRunEvents(w http.ResponseWriter, r *http.Request, tenant,
 		s.writeError(w, r, err)
 		return
 	}
-	releaseTenant, err := s.tenants.Acquire(tenant, "stream")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	defer releaseTenant()
-	release, err := admit(r.Context(), s.streams)
+	release, err := s.admitFollower(r.Context(), tenant)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -233,4 +227,20 @@ func (s *Server) StreamRunEvents(w http.ResponseWriter, r *http.Request, tenant,
 	if err != nil && ctx.Err() == nil && !errors.Is(err, errClientGone) {
 		s.log.WarnContext(r.Context(), "event stream ended", "run_id", id, "err", err)
 	}
+}
+
+// admitFollower takes the slots of a client that follows a stream of
+// events (a run's, a session's): its tenant's stream quota, then one of
+// the instance's stream slots. release gives both back.
+func (s *Server) admitFollower(ctx context.Context, tenant string) (release func(), err error) {
+	releaseTenant, err := s.tenants.Acquire(tenant, "stream")
+	if err != nil {
+		return nil, err
+	}
+	releaseSlot, err := admit(ctx, s.streams)
+	if err != nil {
+		releaseTenant()
+		return nil, err
+	}
+	return func() { releaseSlot(); releaseTenant() }, nil
 }
