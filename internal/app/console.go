@@ -27,7 +27,7 @@ func (a *App) mountConsole(api *server.Server, cfg *config.Config, st Store, run
 	sampler := &console.Sampler{Gatherer: a.metrics.Registry, Interval: cfg.Console.SampleInterval}
 	a.addLoop("console-sampler", sampler.Run)
 	c, err := console.New(console.Config{
-		Store: cst, Runs: runs, Auth: authn, Health: api.HealthReport, Events: api.StreamRunEvents,
+		Store: cst, Runs: runs, Approvals: runs, Auth: authn, Health: api.HealthReport, Events: api.StreamRunEvents,
 		Redactor: redactor, Sampler: sampler, SessionTTL: cfg.Console.SessionTTL,
 		SessionSecret: []byte(cfg.Console.SessionSecret.Value()), Log: log.With("component", "console"),
 		Budgets: func(tenant string) (float64, float64) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -54,6 +55,13 @@ type Store interface {
 	store.Audit
 	// ListRecentAudit pages the audit log newest first.
 	ListRecentAudit(ctx context.Context, p store.RecentAuditParams) ([]store.AuditEntry, error)
+	// ListApprovals lists the tool calls a run waits, or waited, for.
+	ListApprovals(ctx context.Context, runID string) ([]store.Approval, error)
+}
+
+// Decider decides on tool calls that wait for a person (run.Runs).
+type Decider interface {
+	Decide(ctx context.Context, p run.DecideParams) (store.Approval, store.Run, error)
 }
 
 // Canceler cancels runs (run.Runs).
@@ -66,6 +74,9 @@ type Config struct {
 	Store Store
 	// Runs cancels runs; nil: no cancel button.
 	Runs Canceler
+	// Approvals decides on the tool calls paused runs wait for; nil: no
+	// approve and deny buttons.
+	Approvals Decider
 	// Auth verifies API keys at login and on every request (a revoked key
 	// ends its sessions at once); nil: authentication is off.
 	Auth *auth.Authenticator
@@ -127,6 +138,7 @@ func New(cfg Config) (*Console, error) {
 	m.HandleFunc("GET /console/runs/{id}", c.page(c.handleRun))
 	m.HandleFunc("GET /console/runs/{id}/events", c.page(c.handleRunEvents))
 	m.HandleFunc("POST /console/runs/{id}/cancel", c.page(c.handleCancel))
+	m.HandleFunc("POST /console/runs/{id}/approvals", c.page(c.handleDecide))
 	m.HandleFunc("GET /console/conversations/{id}", c.page(c.handleConversation))
 	m.HandleFunc("POST /console/conversations/{id}/delete", c.page(c.handleDeleteConversation))
 	m.HandleFunc("GET /console/usage", c.page(c.handleUsage))
@@ -173,6 +185,10 @@ type viewer struct {
 	// AuthOff: authentication is off (the banner).
 	AuthOff bool
 	Prefix  string // the key's display prefix
+	// KeyID is the session key's id ("" with authentication off);
+	// Approve: it may decide on tool calls (scope approve or admin).
+	KeyID   string
+	Approve bool
 }
 
 // tenantFor is the tenant a query acts for: a tenant session's own; for an
@@ -218,7 +234,7 @@ func (c *Console) viewer(w http.ResponseWriter, r *http.Request) (viewer, bool) 
 			sess, value = c.sessions.create("")
 			c.setCookie(w, r, sess, value)
 		}
-		return viewer{sess: sess, Admin: true, Tenant: server.DefaultTenant, AuthOff: true}, true
+		return viewer{sess: sess, Admin: true, Tenant: server.DefaultTenant, AuthOff: true, Approve: true}, true
 	}
 	if sess != nil && sess.hash != "" {
 		// The key is looked up on every request: a revoked key's sessions
@@ -244,7 +260,8 @@ func (c *Console) viewer(w http.ResponseWriter, r *http.Request) (viewer, bool) 
 		return viewer{}, false
 	}
 	p := sess.principal
-	return viewer{sess: sess, Admin: p.Has(auth.ScopeAdmin), Tenant: p.Tenant, Prefix: p.KeyPrefix}, true
+	return viewer{sess: sess, Admin: p.Has(auth.ScopeAdmin), Tenant: p.Tenant, Prefix: p.KeyPrefix,
+		KeyID: p.KeyID, Approve: p.Has(auth.ScopeApprove)}, true
 }
 
 // toLogin sends the browser to the login form, back to this page after.

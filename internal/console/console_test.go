@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/console"
 	"github.com/agentd/agentd/internal/observe"
+	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/store/postgres"
@@ -52,6 +54,16 @@ func (f *fakeCanceler) Cancel(ctx context.Context, tenant, id string) (store.Run
 	return f.st.RequestCancel(ctx, tenant, id, time.Now())
 }
 
+// storeDecider decides with the store's transaction and no queue (the app
+// uses run.Runs, which also enqueues the run; here only the console's part
+// is under test).
+type storeDecider struct{ st *sqlite.Store }
+
+func (d storeDecider) Decide(ctx context.Context, p run.DecideParams) (store.Approval, store.Run, error) {
+	return d.st.DecideApprovalTx(ctx, store.DecideApprovalParams{Tenant: p.Tenant, RunID: p.RunID, ToolUseID: p.ToolUseID,
+		Decision: p.Decision, Reason: p.Reason, DecidedBy: p.DecidedBy}, nil)
+}
+
 type testBundle struct {
 	st     *sqlite.Store
 	srv    *httptest.Server
@@ -68,7 +80,7 @@ func setup(t *testing.T, authOn bool) *testBundle {
 	t.Cleanup(func() { _ = st.Close() })
 	require.NoError(t, st.Migrate(t.Context()))
 	b := &testBundle{st: st, clock: &clock{t: time.Now()}, cancel: &fakeCanceler{st: st}}
-	cfg := console.Config{Store: st, Runs: b.cancel, Now: b.clock.Now, SessionTTL: time.Hour,
+	cfg := console.Config{Store: st, Runs: b.cancel, Approvals: storeDecider{st: st}, Now: b.clock.Now, SessionTTL: time.Hour,
 		Redactor: observe.NewRedactor("s3cret-tool-token"),
 		Health:   func() server.HealthReport { return server.HealthReport{Status: "ok", Ready: true, Version: "test"} }}
 	if authOn {
@@ -635,4 +647,66 @@ func TestRunsStatusFilter(t *testing.T) {
 	require.Contains(t, body, "No runs match")
 	resp, _ = get(t, c, b.srv.URL+"/console/runs?status=%27%3B--")
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}
+
+// A paused run's page lists the calls it waits for; a key with the
+// approve (or admin) scope approves or denies them with the CSRF token; a
+// key without it sees no buttons and is refused (403); a call decided
+// twice is a 409 page.
+func TestApproveAndDenyPendingCalls(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	ctx := t.Context()
+	r := b.run(t, "acme", store.RunQueued)
+	now := time.Now().UTC()
+	r, err := b.st.ClaimRun(ctx, store.ClaimRunParams{ID: r.ID, Owner: "w", LeaseUntil: now.Add(time.Minute), Now: now})
+	require.NoError(t, err)
+	require.NoError(t, b.st.PauseRun(ctx, store.PauseRunParams{
+		Run: store.UpdateRunParams{ID: r.ID, Status: store.RunRequiresAction, Attempt: r.Attempt, StartedAt: r.StartedAt},
+		Approvals: []store.Approval{
+			{Tenant: "acme", ToolUseID: "toolu_pay", Step: 1, Name: "pay", Input: json.RawMessage(`{"amount":5,"token":"s3cret-tool-token"}`), ExpiresAt: now.Add(time.Hour)},
+			{Tenant: "acme", ToolUseID: "toolu_mail", Step: 1, Name: "mail", Input: json.RawMessage(`{}`), ExpiresAt: now.Add(time.Hour)},
+		},
+	}))
+
+	// The runs-only tenant key sees the calls, not the buttons.
+	viewer := b.client(t)
+	tok := b.login(t, viewer, b.acme)
+	resp, body := get(t, viewer, b.srv.URL+"/console/runs/"+r.ID)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, "Waiting for a person")
+	require.Contains(t, body, "toolu_pay")
+	require.NotContains(t, body, "s3cret-tool-token", "inputs are scrubbed")
+	require.NotContains(t, body, `id="approve-toolu_pay"`)
+	resp, _ = post(t, viewer, b.srv.URL+"/console/runs/"+r.ID+"/approvals", url.Values{"csrf": {tok}, "tool_use_id": {"toolu_pay"}, "decision": {"approve"}})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+	c := b.client(t)
+	csrf := b.login(t, c, b.admin)
+	_, body = get(t, c, b.srv.URL+"/console/runs/"+r.ID)
+	require.Contains(t, body, `id="approve-toolu_pay"`)
+	resp, _ = post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/approvals", url.Values{"tool_use_id": {"toolu_pay"}, "decision": {"approve"}})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "no CSRF token")
+	resp, _ = post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/approvals", url.Values{"csrf": {csrf}, "tool_use_id": {"toolu_pay"}, "decision": {"maybe"}})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	resp, _ = post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/approvals", url.Values{"csrf": {csrf}, "tool_use_id": {"toolu_pay"}, "decision": {"approve"}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	resp, _ = post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/approvals", url.Values{"csrf": {csrf}, "tool_use_id": {"toolu_pay"}, "decision": {"deny"}})
+	require.Equal(t, http.StatusConflict, resp.StatusCode)
+	resp, _ = post(t, c, b.srv.URL+"/console/runs/"+r.ID+"/approvals", url.Values{"csrf": {csrf}, "tool_use_id": {"toolu_mail"}, "decision": {"deny"}, "reason": {"not now"}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+
+	list, err := b.st.ListApprovals(ctx, r.ID)
+	require.NoError(t, err)
+	got := map[string]store.Approval{}
+	for _, a := range list {
+		got[a.ToolUseID] = a
+	}
+	require.Equal(t, store.DecisionApprove, got["toolu_pay"].Decision)
+	require.Equal(t, store.DecisionDeny, got["toolu_mail"].Decision)
+	require.Equal(t, "not now", got["toolu_mail"].Reason)
+	require.NotEmpty(t, got["toolu_pay"].DecidedBy, "the deciding key")
+	after, err := b.st.GetRun(ctx, "acme", r.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.RunQueued, after.Status, "the last decision queues the run")
 }

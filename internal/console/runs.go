@@ -122,6 +122,20 @@ type runData struct {
 	Live       bool
 	CanCancel  bool
 	EventsURL  string
+	// Pending are the tool calls the run waits for (requires_action);
+	// CanDecide shows their approve and deny buttons.
+	Pending   []pendingCall
+	CanDecide bool
+}
+
+// pendingCall is a tool call waiting for a person, as the run page shows
+// it (the input scrubbed as logs are).
+type pendingCall struct {
+	ToolUseID string
+	Name      string
+	Input     string
+	Kind      store.ApprovalKind
+	ExpiresAt time.Time
 }
 
 func (c *Console) handleRun(w http.ResponseWriter, r *http.Request, v viewer) {
@@ -146,6 +160,20 @@ func (c *Console) handleRun(w http.ResponseWriter, r *http.Request, v viewer) {
 	}
 	if rn.Error != "" {
 		d.Errors = append(d.Errors, c.redact(rn.Error))
+	}
+	if rn.Status == store.RunRequiresAction {
+		approvals, err := c.cfg.Store.ListApprovals(r.Context(), rn.ID)
+		if err != nil {
+			c.storeError(w, r, &v, "approvals", err)
+			return
+		}
+		for _, a := range approvals {
+			if a.Decision == store.DecisionPending {
+				d.Pending = append(d.Pending, pendingCall{ToolUseID: a.ToolUseID, Name: a.Name, Input: c.scrubJSON(a.Input),
+					Kind: a.Kind, ExpiresAt: a.ExpiresAt})
+			}
+		}
+		d.CanDecide = c.cfg.Approvals != nil && v.Approve
 	}
 	c.digest(&d, evs)
 	c.render(w, r, &v, http.StatusOK, "run", "Run "+rn.ID, d)
@@ -263,6 +291,48 @@ func (c *Console) handleCancel(w http.ResponseWriter, r *http.Request, v viewer)
 	}
 	c.cfg.Log.InfoContext(r.Context(), "console: run cancel requested", "run_id", rn.ID, "tenant", rn.Tenant, "key_prefix", v.Prefix)
 	setFlash(w, r, "Cancellation requested.")
+	http.Redirect(w, r, "/console/runs/"+rn.ID, http.StatusSeeOther)
+}
+
+// handleDecide approves or denies one tool call a paused run waits for,
+// as POST /v1/runs/{id}/approvals does (the same run.Runs.Decide: audit,
+// metrics, the run resumed once every call is decided).
+func (c *Console) handleDecide(w http.ResponseWriter, r *http.Request, v viewer) {
+	rn, err := c.getRun(r, v, r.PathValue("id"))
+	if err != nil {
+		c.storeError(w, r, &v, "run", err)
+		return
+	}
+	if c.cfg.Approvals == nil || !v.Approve {
+		c.renderError(w, r, &v, http.StatusForbidden, "This key cannot decide on tool calls (it needs the approve or admin scope).")
+		return
+	}
+	decision := store.Decision(r.PostFormValue("decision"))
+	toolUse, reason := r.PostFormValue("tool_use_id"), r.PostFormValue("reason")
+	switch {
+	case decision != store.DecisionApprove && decision != store.DecisionDeny:
+		c.renderError(w, r, &v, http.StatusBadRequest, "decision: approve or deny.")
+		return
+	case toolUse == "" || len(toolUse) > 256 || len(reason) > 4096:
+		c.renderError(w, r, &v, http.StatusBadRequest, "tool_use_id: required; reason: at most 4096 bytes.")
+		return
+	}
+	_, _, err = c.cfg.Approvals.Decide(r.Context(), run.DecideParams{Tenant: rn.Tenant, RunID: rn.ID, ToolUseID: toolUse,
+		Decision: decision, Reason: reason, DecidedBy: v.KeyID})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		c.renderError(w, r, &v, http.StatusNotFound, "This run has no such tool call waiting.")
+		return
+	case errors.Is(err, store.ErrConflict):
+		c.renderError(w, r, &v, http.StatusConflict, "This tool call was decided already, or the run no longer waits.")
+		return
+	case err != nil:
+		c.storeError(w, r, &v, "approval", err)
+		return
+	}
+	c.cfg.Log.InfoContext(r.Context(), "console: tool call decided", "run_id", rn.ID, "tenant", rn.Tenant,
+		"tool_use_id", toolUse, "decision", decision, "key_prefix", v.Prefix)
+	setFlash(w, r, "Decision recorded: "+string(decision)+".")
 	http.Redirect(w, r, "/console/runs/"+rn.ID, http.StatusSeeOther)
 }
 
