@@ -94,7 +94,8 @@ type runsConfig struct {
 	budgets   *config.Budgets
 	maxCost   float64 // the demo agent's max_cost_usd
 	chats     *admission.Limiter
-	overflow  bool // admission.overflow: queue
+	overflow  bool     // admission.overflow: queue
+	approval  []string // the demo agent's approval_required tools
 }
 
 type runsOption func(*runsConfig)
@@ -194,6 +195,7 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 		demoAgent: {Agent: run.Agent{
 			Name: demoAgent, Model: testModel, System: "You are a test agent.", Tools: tool.Builtins(nil),
 			MaxSteps: 8, MaxTokens: 1024, Timeout: 30 * time.Second, MaxCostUSD: cfg.maxCost,
+			Approval: run.ApprovalPolicy{Tools: cfg.approval},
 		}, MaxMessages: 100},
 		otherAgent: {Agent: run.Agent{
 			Name: otherAgent, Model: testModel, MaxSteps: 4, MaxTokens: 256, Timeout: 30 * time.Second,
@@ -1021,6 +1023,39 @@ func TestRunsWebhook(t *testing.T) {
 		require.Greater(t, wait, 8*time.Second, "attempt 3 in ~16s (scheduled %s)", job.ScheduledAt)
 		require.Less(t, wait, 20*time.Second)
 		require.Len(t, broken.Calls(), 2)
+	})
+}
+
+// A run that pauses for approval is posted to its webhook as
+// run.requires_action with its pending calls, under an idempotency key of
+// its own; once decided and finished, as run.completed under the run id.
+func TestRunsWebhookOnRequiresAction(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, backend string) {
+		b := setupRuns(t, backend, func(c *runsConfig) { c.approval = []string{"calculator"} })
+		hook := newWebhookReceiver(t, 0)
+		sub := b.submitOK(t, map[string]any{"agent": demoAgent, "message": "use the calculator", "webhook": hook.srv.URL})
+		paused := b.waitRun(t, sub.ID, "requires_action", "succeeded", "failed")
+		require.Equal(t, "requires_action", paused.Status)
+		waitFor(t, "the requires_action delivery", func() bool { return len(hook.Calls()) >= 1 })
+		first := hook.Calls()[0]
+		require.Equal(t, "run.requires_action", first.Header.Get("X-Agentd-Event"))
+		require.True(t, strings.HasPrefix(first.Header.Get("Idempotency-Key"), sub.ID+":run.requires_action:"), first.Header.Get("Idempotency-Key"))
+		var body run.RunBody
+		require.NoError(t, json.Unmarshal(first.Body, &body))
+		require.Equal(t, "requires_action", body.Status)
+		require.Len(t, body.PendingApprovals, 1)
+		require.Equal(t, "calculator", body.PendingApprovals[0].Name)
+
+		resp := b.do(t, "POST", "/v1/runs/"+sub.ID+"/approvals",
+			`{"tool_use_id":"`+body.PendingApprovals[0].ToolUseID+`","decision":"approve"}`, nil)
+		require.Equal(t, http.StatusOK, resp.Status, string(resp.Body))
+		final := b.waitRun(t, sub.ID, "succeeded", "failed", "canceled")
+		require.Equal(t, "succeeded", final.Status)
+		waitFor(t, "the completion delivery", func() bool { return len(hook.Calls()) >= 2 })
+		second := hook.Calls()[1]
+		require.Equal(t, "run.completed", second.Header.Get("X-Agentd-Event"))
+		require.Equal(t, sub.ID, second.Header.Get("Idempotency-Key"))
 	})
 }
 
