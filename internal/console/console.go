@@ -57,6 +57,8 @@ type Store interface {
 	ListRecentAudit(ctx context.Context, p store.RecentAuditParams) ([]store.AuditEntry, error)
 	// ListApprovals lists the tool calls a run waits, or waited, for.
 	ListApprovals(ctx context.Context, runID string) ([]store.Approval, error)
+	// ListFeedback lists people's ratings (of one run, with RunID).
+	ListFeedback(ctx context.Context, p store.ListFeedbackParams) ([]store.FeedbackEntry, error)
 }
 
 // Decider decides on tool calls that wait for a person (run.Runs).

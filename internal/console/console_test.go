@@ -710,3 +710,22 @@ func TestApproveAndDenyPendingCalls(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.RunQueued, after.Status, "the last decision queues the run")
 }
+
+// A run's page shows people's feedback on it, comments scrubbed.
+func TestRunPageShowsFeedback(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	r := b.run(t, "acme", store.RunSucceeded)
+	_, err := b.st.PutFeedback(t.Context(), store.FeedbackEntry{ID: "fb_1", Tenant: "acme", RunID: r.ID, Key: "key_x", Agent: "demo",
+		Rating: store.RatingNegative, Comment: "wrong answer, token s3cret-tool-token", Tags: []string{"accuracy"}})
+	require.NoError(t, err)
+	c := b.client(t)
+	b.login(t, c, b.admin)
+	resp, body := get(t, c, b.srv.URL+"/console/runs/"+r.ID)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, "Feedback")
+	require.Contains(t, body, "negative")
+	require.Contains(t, body, "[accuracy]")
+	require.Contains(t, body, "wrong answer")
+	require.NotContains(t, body, "s3cret-tool-token")
+}

@@ -126,6 +126,8 @@ type runData struct {
 	// CanDecide shows their approve and deny buttons.
 	Pending   []pendingCall
 	CanDecide bool
+	// Feedback is what people said of the run (POST /v1/runs/{id}/feedback).
+	Feedback []store.FeedbackEntry
 }
 
 // pendingCall is a tool call waiting for a person, as the run page shows
@@ -175,6 +177,15 @@ func (c *Console) handleRun(w http.ResponseWriter, r *http.Request, v viewer) {
 		}
 		d.CanDecide = c.cfg.Approvals != nil && v.Approve
 	}
+	fb, err := c.cfg.Store.ListFeedback(r.Context(), store.ListFeedbackParams{Tenant: rn.Tenant, RunID: rn.ID, Limit: 100})
+	if err != nil {
+		c.storeError(w, r, &v, "feedback", err)
+		return
+	}
+	for i := range fb {
+		fb[i].Comment = c.redact(fb[i].Comment)
+	}
+	d.Feedback = fb
 	c.digest(&d, evs)
 	c.render(w, r, &v, http.StatusOK, "run", "Run "+rn.ID, d)
 }
