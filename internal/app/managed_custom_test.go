@@ -1,10 +1,14 @@
 package app
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/store/postgres/pgtest"
@@ -78,7 +82,9 @@ func TestManagedCustomToolSDK(t *testing.T) {
 		require.Equal(t, "user.custom_tool_result", sent.Data[0].Type)
 		require.Equal(t, use.ID, sent.Data[0].CustomToolUseID)
 		turn = stream.untilIdle()
-		require.Equal(t, "session.status_running", turn[0].Type)
+		require.Equal(t, []string{"user.custom_tool_result", "session.status_running"}, typesOf(turn[:2]))
+		require.Equal(t, sent.Data[0].ID, turn[0].ID, "the stream shows the result under the id its send answered")
+		require.Equal(t, use.ID, turn[0].AsUserCustomToolResult().CustomToolUseID)
 		var answer string
 		for _, e := range turn {
 			if e.Type == "agent.message" {
@@ -113,15 +119,100 @@ func TestManagedCustomToolSDK(t *testing.T) {
 		require.False(t, res.IsError)
 		require.Equal(t, "end_turn", turn[len(turn)-1].AsSessionStatusIdle().StopReason.Type)
 
-		// The history has the four turns.
-		var users int
+		// The history has the three turns, each custom call with its
+		// result (what a reconnecting tool runner reconciles with).
+		count := map[string]int{}
 		pager := c.Beta.Sessions.Events.ListAutoPaging(ctx, sess.ID, anthropic.BetaSessionEventListParams{})
 		for pager.Next() {
-			if pager.Current().Type == "user.message" {
-				users++
-			}
+			count[pager.Current().Type]++
 		}
 		require.NoError(t, pager.Err())
-		require.Equal(t, 3, users)
+		require.Equal(t, 3, count["user.message"])
+		require.Equal(t, 2, count["agent.custom_tool_use"])
+		require.Equal(t, 2, count["user.custom_tool_result"])
+		require.Equal(t, 5, count["session.status_idle"], "three end_turns and two requires_action")
+	})
+}
+
+// lookupTool is a custom tool the SDK's session tool runner executes.
+type lookupTool struct{}
+
+func (lookupTool) Name() string        { return "lookup" }
+func (lookupTool) Description() string { return "Looks up the weather" }
+func (lookupTool) InputSchema() anthropic.BetaToolInputSchemaParam {
+	return anthropic.BetaToolInputSchemaParam{Properties: map[string]any{"q": map[string]any{"type": "string"}}, Required: []string{"q"}}
+}
+func (lookupTool) Execute(_ context.Context, input json.RawMessage) ([]anthropic.BetaToolResultBlockParamContentUnion, error) {
+	var in struct {
+		Q string `json:"q"`
+	}
+	if err := json.Unmarshal(input, &in); err != nil {
+		return nil, err
+	}
+	return []anthropic.BetaToolResultBlockParamContentUnion{{OfText: &anthropic.BetaTextBlockParam{Text: "runner says sunny for " + in.Q}}}, nil
+}
+
+// The SDK's session tool runner drives the custom tool round trip: it
+// sees agent.custom_tool_use, runs the tool and posts the
+// user.custom_tool_result; the turn ends with the answer using it.
+func TestManagedSessionToolRunnerSDK(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		b := startManagedWith(t, backend, eventAgents)
+		ctx := t.Context()
+		c := b.Client
+		agent, err := c.Beta.Agents.New(ctx, anthropic.BetaAgentNewParams{Name: "weather",
+			Model: anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"},
+			Tools: []anthropic.BetaAgentNewParamsToolUnion{customTool("lookup")}})
+		require.NoError(t, err)
+		env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "e"})
+		require.NoError(t, err)
+		sess, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
+			Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(agent.ID)}, EnvironmentID: env.ID})
+		require.NoError(t, err)
+		stream := openStream(t, c, sess.ID)
+
+		rctx, cancel := context.WithCancel(context.Background())
+		noIdleStop := time.Duration(-1)
+		runner := c.Beta.Sessions.Events.NewToolRunner(rctx, sess.ID, anthropic.SessionToolRunnerOptions{
+			Tools: []anthropic.BetaTool{lookupTool{}}, MaxIdle: &noIdleStop,
+			RequestOptions: []option.RequestOption{option.WithRequestTimeout(10 * time.Minute)}})
+		calls := make(chan anthropic.DispatchedToolCall, 10)
+		done := make(chan struct{})
+		go func() { // the runner is used from this goroutine only
+			defer close(done)
+			for runner.Next() {
+				calls <- runner.Current()
+			}
+			_ = runner.Close()
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+		})
+
+		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("please lookup the weather"))
+		require.NoError(t, err)
+		turn := stream.untilIdle()
+		use := firstOf(t, turn, "agent.custom_tool_use").AsAgentCustomToolUse()
+		require.Equal(t, "requires_action", turn[len(turn)-1].AsSessionStatusIdle().StopReason.Type)
+		select {
+		case call := <-calls:
+			require.True(t, call.Custom)
+			require.Equal(t, use.ID, call.ToolUseID)
+			require.Equal(t, "lookup", call.Name)
+			require.False(t, call.IsError)
+			require.True(t, call.Posted, "the server took the runner's result")
+		case <-time.After(30 * time.Second):
+			t.Fatal("the runner dispatched no call")
+		}
+		turn = stream.untilIdle()
+		require.Equal(t, "user.custom_tool_result", turn[0].Type)
+		require.Contains(t, firstOf(t, turn, "agent.message").AsAgentMessage().Content[0].Text, "runner says sunny for ")
+		require.Equal(t, "end_turn", turn[len(turn)-1].AsSessionStatusIdle().StopReason.Type)
+		select {
+		case call := <-calls:
+			t.Fatalf("a second dispatch: %+v", call)
+		default:
+		}
 	})
 }

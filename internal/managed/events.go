@@ -179,6 +179,19 @@ type evToolResult struct {
 	IsError      bool        `json:"is_error"`
 }
 
+type evCustomResult struct {
+	evBase
+	CustomToolUseID string      `json:"custom_tool_use_id"`
+	Content         []textBlock `json:"content"`
+	IsError         bool        `json:"is_error"`
+}
+
+// CustomToolResultID is the event id of the user.custom_tool_result of a
+// run's custom tool call: the same when it is sent and in the history.
+func CustomToolResultID(runID, toolUseID string) string {
+	return "sevt_" + runID + "_" + toolUseID + "_result"
+}
+
 type stopReason struct {
 	Type     string   `json:"type"`
 	EventIDs []string `json:"event_ids,omitempty"`
@@ -419,9 +432,17 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 			info = t.tool(r.Name)
 		}
 		if info.Kind == ToolKindCustom {
-			// The client's user.custom_tool_result is the result; the
-			// run applying it is the resume.
-			return t.resume(nextID, at)
+			// The client's result, applied by the resumed run: the
+			// user.custom_tool_result the client sent (under the id its
+			// send answered), then the resume.
+			id := CustomToolResultID(e.RunID, r.ToolUseID)
+			res := evCustomResult{evBase: base(id, "user.custom_tool_result"), CustomToolUseID: r.ToolUseID,
+				Content: []textBlock{{Type: "text", Text: r.Content}}, IsError: r.IsError}
+			o, err := out(id, res.Type, false, res)
+			if err != nil {
+				return nil, err
+			}
+			return t.resume(nextID, at, o)
 		}
 		id := nextID()
 		res := evToolResult{evBase: base(id, "agent.tool_result"), ToolUseID: r.ToolUseID, IsError: r.IsError,
@@ -495,13 +516,14 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 // resume translates a paused run's resumption (a decision or a custom
 // tool's result applied): the pause (if not reported yet), then
 // session.status_running, once per resume.
-func (t *Translator) resume(nextID func() string, at string) ([]Out, error) {
+func (t *Translator) resume(nextID func() string, at string, applied ...Out) ([]Out, error) {
 	var outs []Out
 	if o, ok, err := t.Paused(); err != nil {
 		return nil, err
 	} else if ok {
 		outs = append(outs, o)
 	}
+	outs = append(outs, applied...)
 	if t.pauseID == "" {
 		return outs, nil // the resume was reported with the first decision
 	}

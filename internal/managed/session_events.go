@@ -295,7 +295,7 @@ func (s *Service) customToolResult(ctx context.Context, f string, ms store.Manag
 		}
 		text = append(text, b.Text)
 	}
-	r, _, err := s.activeRun(ctx, ms)
+	r, err := s.pausedFor(ctx, ms, ev.CustomToolUseID)
 	if err != nil {
 		return nil, err
 	}
@@ -313,16 +313,65 @@ func (s *Service) customToolResult(ctx context.Context, f string, ms store.Manag
 	case err != nil:
 		return nil, err
 	}
-	blocks := []textBlock{}
-	for _, t := range text {
-		blocks = append(blocks, textBlock{Type: "text", Text: t})
+	// As the history shows it once the run applied it (events.go).
+	id := CustomToolResultID(r.ID, ev.CustomToolUseID)
+	return json.Marshal(evCustomResult{evBase: evBase{ID: id, Type: "user.custom_tool_result", ProcessedAt: mustTimestamp(time.Now())},
+		CustomToolUseID: ev.CustomToolUseID, Content: []textBlock{{Type: "text", Text: content}}, IsError: ev.IsError})
+}
+
+// maxPauseWait bounds how long a custom tool's result waits for its run
+// to pause.
+const maxPauseWait = 10 * time.Second
+
+// pausedFor returns the session's latest run, once paused when it has just
+// called tool toolUseID: a run stores a model call's events (the
+// agent.custom_tool_use a client, like the SDK's tool runner, answers at
+// once) at the checkpoint before the one that pauses it, so a result can
+// arrive in between; it is held until the pause.
+func (s *Service) pausedFor(ctx context.Context, ms store.ManagedSession, toolUseID string) (store.Run, error) {
+	deadline := time.Now().Add(maxPauseWait)
+	for {
+		r, active, err := s.activeRun(ctx, ms)
+		if err != nil || !active || r.Status == store.RunRequiresAction {
+			return r, err
+		}
+		called, err := s.calledNotAnswered(ctx, r.ID, toolUseID)
+		if err != nil || !called || time.Now().After(deadline) {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return json.Marshal(struct {
-		evBase
-		CustomToolUseID string      `json:"custom_tool_use_id"`
-		Content         []textBlock `json:"content"`
-		IsError         bool        `json:"is_error"`
-	}{evBase{ID: newID("sevt"), Type: "user.custom_tool_result", ProcessedAt: mustTimestamp(time.Now())}, ev.CustomToolUseID, blocks, ev.IsError})
+}
+
+// calledNotAnswered reports whether run runID called toolUseID and has no
+// result for it yet.
+func (s *Service) calledNotAnswered(ctx context.Context, runID, toolUseID string) (bool, error) {
+	evs, err := s.RunEvents.ListEvents(ctx, runID, 0, 0)
+	if err != nil {
+		return false, err
+	}
+	called := false
+	for _, e := range evs {
+		var d struct {
+			ID        string `json:"id"`
+			ToolUseID string `json:"tool_use_id"`
+		}
+		switch e.Type {
+		case run.EventToolUse:
+			if json.Unmarshal(e.Data, &d) == nil && d.ID == toolUseID {
+				called = true
+			}
+		case run.EventToolResult:
+			if json.Unmarshal(e.Data, &d) == nil && d.ToolUseID == toolUseID {
+				return false, nil
+			}
+		}
+	}
+	return called, nil
 }
 
 // History translates the session's runs: every event of the session so
