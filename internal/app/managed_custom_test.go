@@ -50,6 +50,14 @@ func TestManagedCustomToolSDK(t *testing.T) {
 			Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(agent.ID)}, EnvironmentID: env.ID})
 		require.NoError(t, err)
 		stream := openStream(t, c, sess.ID)
+		// A later version without the custom tool does not change the
+		// session's turns: they run the version the session names.
+		v2, err := c.Beta.Agents.Update(ctx, agent.ID, anthropic.BetaAgentUpdateParams{
+			Tools: []anthropic.BetaAgentUpdateParamsToolUnion{{OfMCPToolset: &anthropic.BetaManagedAgentsMCPToolsetParams{MCPServerName: "agentd",
+				DefaultConfig: anthropic.BetaManagedAgentsMCPToolsetDefaultConfigParams{Enabled: anthropic.Bool(false)},
+				Configs: []anthropic.BetaManagedAgentsMCPToolConfigParams{{Name: "clock", Enabled: anthropic.Bool(true)}}}}}})
+		require.NoError(t, err)
+		require.Equal(t, int64(2), v2.Version)
 
 		// 1. The custom tool: requires_action naming the call.
 		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("please lookup the weather in Oslo"))
