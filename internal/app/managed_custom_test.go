@@ -55,7 +55,7 @@ func TestManagedCustomToolSDK(t *testing.T) {
 		v2, err := c.Beta.Agents.Update(ctx, agent.ID, anthropic.BetaAgentUpdateParams{
 			Tools: []anthropic.BetaAgentUpdateParamsToolUnion{{OfMCPToolset: &anthropic.BetaManagedAgentsMCPToolsetParams{MCPServerName: "agentd",
 				DefaultConfig: anthropic.BetaManagedAgentsMCPToolsetDefaultConfigParams{Enabled: anthropic.Bool(false)},
-				Configs: []anthropic.BetaManagedAgentsMCPToolConfigParams{{Name: "clock", Enabled: anthropic.Bool(true)}}}}}})
+				Configs:       []anthropic.BetaManagedAgentsMCPToolConfigParams{{Name: "clock", Enabled: anthropic.Bool(true)}}}}}})
 		require.NoError(t, err)
 		require.Equal(t, int64(2), v2.Version)
 
