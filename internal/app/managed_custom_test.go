@@ -24,8 +24,9 @@ func customResult(id, text string, isError bool) anthropic.BetaSessionEventSendP
 
 // An agent created through the API runs: its custom tool's call pauses
 // the session (requires_action naming the call) until the client's
-// user.custom_tool_result, whose text the model's answer uses; its
-// agentd toolset tool runs at once.
+// user.custom_tool_result, whose text the model's answer uses; of its
+// agentd toolset, always_allow tools run at once and always_ask ones wait
+// for a user.tool_confirmation; its turns run the session's agent version.
 func TestManagedCustomToolSDK(t *testing.T) {
 	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
 		b := startManagedWith(t, backend, eventAgents)
@@ -41,7 +42,9 @@ func TestManagedCustomToolSDK(t *testing.T) {
 					DefaultConfig: anthropic.BetaManagedAgentsMCPToolsetDefaultConfigParams{Enabled: anthropic.Bool(false)},
 					Configs: []anthropic.BetaManagedAgentsMCPToolConfigParams{{Name: "clock", Enabled: anthropic.Bool(true),
 						PermissionPolicy: anthropic.BetaManagedAgentsMCPToolConfigParamsPermissionPolicyUnion{
-							OfAlwaysAllow: &anthropic.BetaManagedAgentsAlwaysAllowPolicyParam{}}}}}},
+							OfAlwaysAllow: &anthropic.BetaManagedAgentsAlwaysAllowPolicyParam{}}},
+						{Name: "calculator", Enabled: anthropic.Bool(true), PermissionPolicy: anthropic.BetaManagedAgentsMCPToolConfigParamsPermissionPolicyUnion{
+							OfAlwaysAsk: &anthropic.BetaManagedAgentsAlwaysAskPolicyParam{}}}}}},
 			}})
 		require.NoError(t, err)
 		env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "e"})
@@ -127,7 +130,28 @@ func TestManagedCustomToolSDK(t *testing.T) {
 		require.False(t, res.IsError)
 		require.Equal(t, "end_turn", turn[len(turn)-1].AsSessionStatusIdle().StopReason.Type)
 
-		// The history has the three turns, each custom call with its
+		// 5. The calculator, always_ask in the toolset: requires_action,
+		// then a user.tool_confirmation runs it.
+		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("please use the calculator"))
+		require.NoError(t, err)
+		turn = stream.untilIdle()
+		ask := firstOf(t, turn, "agent.mcp_tool_use").AsAgentMCPToolUse()
+		require.Equal(t, "calculator", ask.Name)
+		require.Equal(t, anthropic.BetaManagedAgentsAgentEvaluatedPermissionAsk, ask.EvaluatedPermission)
+		idle = turn[len(turn)-1].AsSessionStatusIdle()
+		require.Equal(t, "requires_action", idle.StopReason.Type)
+		require.Equal(t, []string{ask.ID}, idle.StopReason.EventIDs)
+		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, customResult(ask.ID, "x", false))
+		require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), ask.ID, "a confirmed call takes no custom result")
+		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, confirm(ask.ID, true, ""))
+		require.NoError(t, err)
+		turn = stream.untilIdle()
+		res = firstOf(t, turn, "agent.mcp_tool_result").AsAgentMCPToolResult()
+		require.Equal(t, ask.ID, res.MCPToolUseID)
+		require.False(t, res.IsError)
+		require.Equal(t, "end_turn", turn[len(turn)-1].AsSessionStatusIdle().StopReason.Type)
+
+		// The history has the four turns, each custom call with its
 		// result (what a reconnecting tool runner reconciles with).
 		count := map[string]int{}
 		pager := c.Beta.Sessions.Events.ListAutoPaging(ctx, sess.ID, anthropic.BetaSessionEventListParams{})
@@ -135,10 +159,10 @@ func TestManagedCustomToolSDK(t *testing.T) {
 			count[pager.Current().Type]++
 		}
 		require.NoError(t, pager.Err())
-		require.Equal(t, 3, count["user.message"])
+		require.Equal(t, 4, count["user.message"])
 		require.Equal(t, 2, count["agent.custom_tool_use"])
 		require.Equal(t, 2, count["user.custom_tool_result"])
-		require.Equal(t, 5, count["session.status_idle"], "three end_turns and two requires_action")
+		require.Equal(t, 7, count["session.status_idle"], "four end_turns and three requires_action")
 	})
 }
 
