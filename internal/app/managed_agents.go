@@ -39,7 +39,8 @@ func (m *managedModels) model(id string) (llm.Model, error) {
 		return c, nil
 	}
 	if len(m.models) >= maxManagedModels {
-		return nil, fmt.Errorf("this process already serves %d distinct models for API-created agents (the limit)", maxManagedModels)
+		return nil, &managed.InvalidError{Message: fmt.Sprintf("model %q: this process already serves %d distinct models for "+
+			"agents created through the API (the limit); use one of those", id, maxManagedModels)}
 	}
 	c, err := resilience.Build(resilience.AgentConfig{Name: "managed:" + id, Model: id}, m.provider, nil, m.metrics, m.log)
 	if err != nil {
