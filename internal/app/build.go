@@ -78,6 +78,7 @@ func (a *App) buildModels(agents map[string]*agentrun.ChatAgent) (*resilience.Pr
 		}
 		agents[ac.Name].Client = m
 	}
+	a.managedModels = &managedModels{provider: provider, metrics: rm, log: log}
 	return provider, nil
 }
 

@@ -449,10 +449,12 @@ func TestManagedAgentsSDK(t *testing.T) {
 			_, err = c.Beta.Sessions.List(ctx, anthropic.BetaSessionListParams{Page: anthropic.String("garbage!")})
 			apiError(t, err, http.StatusBadRequest, "invalid_request_error")
 
-			// Sessions of agents created through the API do not run turns
-			// yet, and say so.
+			// An agent with an MCP server by URL does not run here, and
+			// says so before a turn is queued.
 			apiAgent, err := c.Beta.Agents.New(ctx, anthropic.BetaAgentNewParams{Name: "api",
-				Model: anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"}})
+				Model:      anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"},
+				Tools:      []anthropic.BetaAgentNewParamsToolUnion{{OfMCPToolset: &anthropic.BetaManagedAgentsMCPToolsetParams{MCPServerName: "docs"}}},
+				MCPServers: []anthropic.BetaManagedAgentsURLMCPServerParams{{Name: "docs", URL: "https://mcp.example.com/mcp"}}})
 			require.NoError(t, err)
 			s, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
 				Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(apiAgent.ID)}, EnvironmentID: env.ID})
@@ -460,11 +462,11 @@ func TestManagedAgentsSDK(t *testing.T) {
 			_, err = c.Beta.Sessions.Events.Send(ctx, s.ID, anthropic.BetaSessionEventSendParams{
 				Events: []anthropic.BetaManagedAgentsEventParamsUnion{{OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{
 					Content: []anthropic.BetaManagedAgentsUserMessageEventParamsContentUnion{{OfText: &anthropic.BetaManagedAgentsTextBlockParam{Text: "hi"}}}}}}})
-			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not built yet")
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "mcp_servers (https://mcp.example.com/mcp, by URL)")
 			_, err = c.Beta.Sessions.Events.Send(ctx, s.ID, anthropic.BetaSessionEventSendParams{
 				Events: []anthropic.BetaManagedAgentsEventParamsUnion{{OfUserCustomToolResult: &anthropic.BetaManagedAgentsUserCustomToolResultEventParams{
 					CustomToolUseID: "toolu_1"}}}})
-			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not built yet")
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "no custom tool call")
 			_, err = c.Beta.Sessions.Events.Send(ctx, s.ID, anthropic.BetaSessionEventSendParams{})
 			apiError(t, err, http.StatusBadRequest, "invalid_request_error")
 			events, err := c.Beta.Sessions.Events.List(ctx, s.ID, anthropic.BetaSessionEventListParams{})

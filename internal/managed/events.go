@@ -179,6 +179,19 @@ type evToolResult struct {
 	IsError      bool        `json:"is_error"`
 }
 
+type evCustomResult struct {
+	evBase
+	CustomToolUseID string      `json:"custom_tool_use_id"`
+	Content         []textBlock `json:"content"`
+	IsError         bool        `json:"is_error"`
+}
+
+// CustomToolResultID is the event id of the user.custom_tool_result of a
+// run's custom tool call: the same when it is sent and in the history.
+func CustomToolResultID(runID, toolUseID string) string {
+	return "sevt_" + runID + "_" + toolUseID + "_result"
+}
+
 type stopReason struct {
 	Type     string   `json:"type"`
 	EventIDs []string `json:"event_ids,omitempty"`
@@ -419,7 +432,17 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 			info = t.tool(r.Name)
 		}
 		if info.Kind == ToolKindCustom {
-			return nil, nil // the client's user.custom_tool_result is the result
+			// The client's result, applied by the resumed run: the
+			// user.custom_tool_result the client sent (under the id its
+			// send answered), then the resume.
+			id := CustomToolResultID(e.RunID, r.ToolUseID)
+			res := evCustomResult{evBase: base(id, "user.custom_tool_result"), CustomToolUseID: r.ToolUseID,
+				Content: []textBlock{{Type: "text", Text: r.Content}}, IsError: r.IsError}
+			o, err := out(id, res.Type, false, res)
+			if err != nil {
+				return nil, err
+			}
+			return t.resume(nextID, at, o)
 		}
 		id := nextID()
 		res := evToolResult{evBase: base(id, "agent.tool_result"), ToolUseID: r.ToolUseID, IsError: r.IsError,
@@ -470,7 +493,9 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 		}
 		id := nextID()
 		return outs, add(out(id, "session.status_idle", false, evIdle{evBase: base(id, "session.status_idle"), StopReason: stopReason{Type: stop}}))
-	case run.EventApprovalRequired:
+	case run.EventApprovalRequired, run.EventToolResultRequired:
+		// A call waits for a user.tool_confirmation or (a custom tool)
+		// a user.custom_tool_result; both events have the same fields.
 		var a run.ApprovalRequiredEvent
 		if err := json.Unmarshal(e.Data, &a); err != nil {
 			return nil, fmt.Errorf("approval_required %d: %w", e.Seq, err)
@@ -479,24 +504,36 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 		t.pauseID, t.pauseAt = eventID(e, 0)+"_idle", e.CreatedAt
 		return nil, nil
 	case run.EventApprovalDecided:
-		// The run resumed: the pause (if not reported yet), then running.
-		if o, ok, err := t.Paused(); err != nil {
-			return nil, err
-		} else if ok {
-			outs = append(outs, o)
-		}
-		if t.pauseID == "" {
-			return outs, nil // the resume was reported with the first decision
-		}
-		t.pauseID = ""
-		id := nextID()
-		return outs, add(out(id, "session.status_running", false, base(id, "session.status_running")))
+		return t.resume(nextID, at)
 	case run.EventResumed:
 		// The unfinished call's streamed text is superseded: forget it.
 		t.step, t.text, t.indexes, t.previewID = 0, nil, nil, ""
 		return nil, nil
 	}
 	return nil, nil // an event type the face does not show
+}
+
+// resume translates a paused run's resumption (a decision or a custom
+// tool's result applied): the pause (if not reported yet), then
+// session.status_running, once per resume.
+func (t *Translator) resume(nextID func() string, at string, applied ...Out) ([]Out, error) {
+	var outs []Out
+	if o, ok, err := t.Paused(); err != nil {
+		return nil, err
+	} else if ok {
+		outs = append(outs, o)
+	}
+	outs = append(outs, applied...)
+	if t.pauseID == "" {
+		return outs, nil // the resume was reported with the first decision
+	}
+	t.pauseID = ""
+	id := nextID()
+	o, err := out(id, "session.status_running", false, evBase{ID: id, Type: "session.status_running", ProcessedAt: at})
+	if err != nil {
+		return nil, err
+	}
+	return append(outs, o), nil
 }
 
 // Paused returns the session.status_idle {requires_action} of a run paused

@@ -104,7 +104,7 @@ func TestTranslateTurn(t *testing.T) {
 	require.Equal(t, []string{
 		"session.status_running",
 		"span.model_request_start", "event_start", "event_delta", "event_delta",
-		"agent.message", "agent.custom_tool_use", "span.model_request_end",
+		"agent.message", "agent.custom_tool_use", "span.model_request_end", "user.custom_tool_result",
 		"span.model_request_start", "agent.mcp_tool_use", "span.model_request_end", "agent.mcp_tool_result",
 		"span.model_request_start", "agent.mcp_tool_use", "span.model_request_end", "agent.mcp_tool_result",
 		"span.model_request_start", "event_start", "event_delta", "agent.message", "span.model_request_end",
@@ -141,6 +141,10 @@ func TestTranslateTurn(t *testing.T) {
 	require.Equal(t, "toolu_1", custom.ID, "the event id is the tool_use id the run knows")
 	require.Equal(t, "lookup", custom.Name)
 	require.Equal(t, map[string]any{"q": "x"}, custom.Input)
+	result := decodeStream(t, byType("user.custom_tool_result", 0)).(anthropic.BetaManagedAgentsUserCustomToolResultEvent)
+	require.Equal(t, "toolu_1", result.CustomToolUseID, "the client's result, as the run applied it")
+	require.Equal(t, CustomToolResultID("run1", "toolu_1"), result.ID)
+	require.Equal(t, "from the client", result.Content[0].AsText().Text)
 
 	span := decodeStream(t, byType("span.model_request_end", 0)).(anthropic.BetaManagedAgentsSpanModelRequestEndEvent)
 	spanStart := decodeStream(t, byType("span.model_request_start", 0)).(anthropic.BetaManagedAgentsSpanModelRequestStartEvent)

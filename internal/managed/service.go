@@ -23,6 +23,9 @@ type Service struct {
 	// sessions take no events on this process.
 	Runs      Runner
 	RunEvents RunEvents
+	// Agents runs the agents created through the API (the run service's
+	// Resolver); nil: their sessions refuse user.message.
+	Agents *Resolver
 }
 
 // ---------------------------------------------------------------------------

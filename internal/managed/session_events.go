@@ -24,15 +24,18 @@ import (
 // run waits for (agentd's approvals: allow → approve, deny → deny with
 // deny_message as the reason the model sees).
 //
-// Built so far for agents of agentd's configuration file (their tools,
-// approvals and models are the configuration's); sessions of agents
-// created through the API refuse user.message plainly until those run.
+// Agents of agentd's configuration file run as configured; agents created
+// through the API run through the Resolver (Service.Agents), which the run
+// service also uses to execute their turns. A custom tool's call pauses the
+// run (requires_action) until user.custom_tool_result hands it the result
+// (run.Runs.SubmitToolResult).
 
 // Runner is what sessions need of agentd's runs (run.Runs).
 type Runner interface {
 	Submit(ctx context.Context, p run.SubmitParams) (store.Run, bool, error)
 	Interrupt(ctx context.Context, tenant, id string) (store.Run, error)
 	Decide(ctx context.Context, p run.DecideParams) (store.Approval, store.Run, error)
+	SubmitToolResult(ctx context.Context, p run.ToolResultParams) (store.Approval, store.Run, error)
 }
 
 // RunEvents reads runs and their events.
@@ -110,7 +113,9 @@ func (s *Service) SendEvents(ctx context.Context, tenant, id, decidedBy string, 
 			ev, err = s.interrupt(ctx, f, ms, raw)
 		case "user.tool_confirmation":
 			ev, err = s.confirm(ctx, f, ms, decidedBy, raw)
-		case "user.custom_tool_result", "system.message":
+		case "user.custom_tool_result":
+			ev, err = s.customToolResult(ctx, f, ms, decidedBy, raw)
+		case "system.message":
 			err = invalid("%s: %s is not built yet on this server (see docs/managed-agents.md)", f, head.Type)
 		case "user.define_outcome", "user.tool_result":
 			err = unsupported(f, head.Type)
@@ -144,9 +149,21 @@ func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSes
 	if len(text) == 0 || strings.TrimSpace(strings.Join(text, "")) == "" {
 		return nil, invalid("%s.content: at least one non-empty text block", f)
 	}
+	var version int
 	if a.Tenant != store.SharedTenant {
-		return nil, invalid("%s: running sessions of agents created through the API is not built yet on this server; "+
-			"sessions of the agents of agentd's configuration run (see docs/managed-agents.md)", f)
+		// An agent created through the API: one this server cannot run
+		// (say, MCP servers by URL) is refused before a run is queued.
+		if s.Agents == nil {
+			return nil, invalid("%s: this process does not run agents created through the API", f)
+		}
+		c, err := decodeAgent(a)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.Agents.Build(a.ID, c); err != nil {
+			return nil, err
+		}
+		version = int(a.Version)
 	}
 	if cur, active, err := s.activeRun(ctx, ms); err != nil {
 		return nil, err
@@ -156,8 +173,8 @@ func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSes
 		return nil, fmt.Errorf("%w: session %s has a turn in progress (%s): send the message after its session.status_idle; "+
 			"queueing it for after the turn is not built yet on this server", run.ErrConversationBusy, ms.ID, cur.Status)
 	}
-	r, _, err := s.Runs.Submit(ctx, run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, ConversationID: ms.ConversationID,
-		Message: strings.Join(text, "\n\n")})
+	r, _, err := s.Runs.Submit(ctx, run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
+		ConversationID: ms.ConversationID, Message: strings.Join(text, "\n\n")})
 	if err != nil {
 		return nil, err
 	}
@@ -250,6 +267,111 @@ func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession
 		Result      string `json:"result"`
 		DenyMessage string `json:"deny_message,omitempty"`
 	}{evBase{ID: newID("sevt"), Type: "user.tool_confirmation", ProcessedAt: mustTimestamp(time.Now())}, ev.ToolUseID, ev.Result, ev.DenyMessage})
+}
+
+// customToolResult hands the paused turn the client's result of a custom
+// tool's call: its text blocks, joined, are the tool_result the model gets.
+func (s *Service) customToolResult(ctx context.Context, f string, ms store.ManagedSession, by string, raw json.RawMessage) (json.RawMessage, error) {
+	var ev struct {
+		Type            string            `json:"type"`
+		CustomToolUseID string            `json:"custom_tool_use_id"`
+		Content         []json.RawMessage `json:"content"`
+		IsError         bool              `json:"is_error"`
+	}
+	if err := decodeStrict(f, raw, &ev); err != nil {
+		return nil, err
+	}
+	if ev.CustomToolUseID == "" {
+		return nil, invalid("%s.custom_tool_use_id: required", f)
+	}
+	var text []string
+	for j, c := range ev.Content {
+		var b userText
+		if err := decodeStrict(fmt.Sprintf("%s.content[%d]", f, j), c, &b); err != nil {
+			return nil, err
+		}
+		if b.Type != "text" {
+			return nil, unsupported(fmt.Sprintf("%s.content[%d]", f, j), fmt.Sprintf("%q content in a custom tool result (text only)", b.Type))
+		}
+		text = append(text, b.Text)
+	}
+	r, err := s.pausedFor(ctx, ms, ev.CustomToolUseID)
+	if err != nil {
+		return nil, err
+	}
+	if r.ID == "" || r.Status != store.RunRequiresAction {
+		return nil, invalid("%s: no custom tool call of this session waits for a result", f)
+	}
+	content := strings.Join(text, "\n\n")
+	_, _, err = s.Runs.SubmitToolResult(ctx, run.ToolResultParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.CustomToolUseID,
+		Content: content, IsError: ev.IsError, By: by})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, invalid("%s.custom_tool_use_id: %q is not a custom tool call waiting for a result", f, ev.CustomToolUseID)
+	case errors.Is(err, store.ErrConflict):
+		return nil, invalid("%s.custom_tool_use_id: %q has its result already", f, ev.CustomToolUseID)
+	case err != nil:
+		return nil, err
+	}
+	// As the history shows it once the run applied it (events.go).
+	id := CustomToolResultID(r.ID, ev.CustomToolUseID)
+	return json.Marshal(evCustomResult{evBase: evBase{ID: id, Type: "user.custom_tool_result", ProcessedAt: mustTimestamp(time.Now())},
+		CustomToolUseID: ev.CustomToolUseID, Content: []textBlock{{Type: "text", Text: content}}, IsError: ev.IsError})
+}
+
+// maxPauseWait bounds how long a custom tool's result waits for its run
+// to pause.
+const maxPauseWait = 10 * time.Second
+
+// pausedFor returns the session's latest run, once paused when it has just
+// called tool toolUseID: a run stores a model call's events (the
+// agent.custom_tool_use a client, like the SDK's tool runner, answers at
+// once) at the checkpoint before the one that pauses it, so a result can
+// arrive in between; it is held until the pause.
+func (s *Service) pausedFor(ctx context.Context, ms store.ManagedSession, toolUseID string) (store.Run, error) {
+	deadline := time.Now().Add(maxPauseWait)
+	for {
+		r, active, err := s.activeRun(ctx, ms)
+		if err != nil || !active || r.Status == store.RunRequiresAction {
+			return r, err
+		}
+		called, err := s.calledNotAnswered(ctx, r.ID, toolUseID)
+		if err != nil || !called || time.Now().After(deadline) {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// calledNotAnswered reports whether run runID called toolUseID and has no
+// result for it yet.
+func (s *Service) calledNotAnswered(ctx context.Context, runID, toolUseID string) (bool, error) {
+	evs, err := s.RunEvents.ListEvents(ctx, runID, 0, 0)
+	if err != nil {
+		return false, err
+	}
+	called := false
+	for _, e := range evs {
+		var d struct {
+			ID        string `json:"id"`
+			ToolUseID string `json:"tool_use_id"`
+		}
+		switch e.Type {
+		case run.EventToolUse:
+			if json.Unmarshal(e.Data, &d) == nil && d.ID == toolUseID {
+				called = true
+			}
+		case run.EventToolResult:
+			if json.Unmarshal(e.Data, &d) == nil && d.ToolUseID == toolUseID {
+				return false, nil
+			}
+		}
+	}
+	return called, nil
 }
 
 // History translates the session's runs: every event of the session so
