@@ -95,6 +95,9 @@ type runsConfig struct {
 	maxCost   float64 // the demo agent's max_cost_usd
 	chats     *admission.Limiter
 	overflow  bool // admission.overflow: queue
+	// serverConfig adjusts the server's config last (openapi_test.go
+	// turns every route on).
+	serverConfig func(*server.Config)
 }
 
 type runsOption func(*runsConfig)
@@ -241,6 +244,9 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 	}
 	if cfg.auth {
 		scfg.Auth, scfg.Audit = testAuth(true, b.St.(store.APIKeys)), b.St.(store.Audit)
+	}
+	if cfg.serverConfig != nil {
+		cfg.serverConfig(&scfg)
 	}
 	b.API = server.New(scfg)
 	srv := httptest.NewServer(b.API)
