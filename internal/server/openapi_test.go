@@ -172,6 +172,23 @@ func (k *contract) do(c call, want int) response {
 	return resp
 }
 
+// events validates the data of every event of an SSE body against the
+// schema x-agentd-events names for its type (an unknown type fails).
+func (k *contract) events(doc *openapi3.T, body []byte) []sseEvent {
+	t := k.t
+	t.Helper()
+	names, ok := doc.Components.Schemas["EventStream"].Value.Extensions["x-agentd-events"].(map[string]any)
+	require.True(t, ok, "EventStream has x-agentd-events")
+	events := parseSSE(t, bytes.NewReader(body))
+	require.NotEmpty(t, events)
+	for _, e := range events {
+		name, ok := names[e.Event].(string)
+		require.Truef(t, ok, "event type %q is in x-agentd-events", e.Event)
+		k.schema(doc, name, []byte(e.Data))
+	}
+	return events
+}
+
 // schema validates v against components/schemas/name.
 func (k *contract) schema(doc *openapi3.T, name string, data []byte) {
 	k.t.Helper()
@@ -218,25 +235,24 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	resp = k.do(call{method: "POST", path: "/v1/chat", body: mustJSON(t, map[string]any{
 		"agent": "demo", "message": "and again", "conversation_id": ans.ConversationID, "stream": true})}, 200)
 	require.True(t, strings.HasPrefix(resp.Header.Get("Content-Type"), eventStream))
-	events := parseSSE(t, bytes.NewReader(resp.Body))
+	events := k.events(doc, resp.Body)
 	require.Equal(t, "done", events[len(events)-1].Event)
-	k.schema(doc, "Answer", []byte(events[len(events)-1].Data))
 	k.do(call{method: "GET", path: "/v1/conversations/" + ans.ConversationID}, 200)
 
 	// An async run to completion, its events, the list, cancel and
 	// interrupt of the finished run (200, unchanged).
-	resp = k.do(call{method: "POST", path: "/v1/runs", body: `{"agent":"demo","message":"what time is it?"}`,
+	resp = k.do(call{method: "POST", path: "/v1/runs", body: `{"agent":"demo","message":"What is 6 times 7? Use the calculator."}`,
 		header: map[string]string{"Idempotency-Key": "openapi-1"}}, 202)
 	runID := decodeRun(t, resp.Body).ID
 	b.waitRun(t, runID, "succeeded")
-	k.do(call{method: "POST", path: "/v1/runs", body: `{"agent":"demo","message":"what time is it?"}`,
+	k.do(call{method: "POST", path: "/v1/runs", body: `{"agent":"demo","message":"What is 6 times 7? Use the calculator."}`,
 		header: map[string]string{"Idempotency-Key": "openapi-1"}}, 200)
 	got := decodeRun(t, k.do(call{method: "GET", path: "/v1/runs/" + runID}, 200).Body)
 	require.Equal(t, "succeeded", got.Status)
 	resp = k.do(call{method: "GET", path: "/v1/runs/" + runID + "/events"}, 200)
-	events = parseSSE(t, bytes.NewReader(resp.Body))
+	events = k.events(doc, resp.Body)
 	require.Equal(t, "done", events[len(events)-1].Event)
-	k.schema(doc, "Answer", []byte(events[len(events)-1].Data))
+	require.Contains(t, eventTypes(events), "tool_result", "the run used a tool: its events are checked too")
 	k.do(call{method: "GET", path: "/v1/runs/" + runID + "/events?after=1"}, 200)
 	k.do(call{method: "GET", path: "/v1/runs?limit=1"}, 200)
 	k.do(call{method: "GET", path: "/v1/runs?status=succeeded&agent=demo"}, 200)
