@@ -21,8 +21,10 @@ import (
 	"github.com/agentd/agentd/internal/abuse"
 	"github.com/agentd/agentd/internal/llm/resilience"
 	"github.com/agentd/agentd/internal/managed"
+	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/tool"
 )
 
 // The OpenAPI contract (docs/openapi.yaml) is kept true by two tests: the
@@ -30,7 +32,10 @@ import (
 // list, and real responses of a whole agentd validated against the spec
 // with kin-openapi.
 
-const openapiAdminToken = "openapi-admin-token"
+const (
+	openapiAdminToken = "openapi-admin-token"
+	approverAgent     = "approver"
+)
 
 // withServerConfig adjusts the server config of setupRuns last.
 func withServerConfig(fn func(*server.Config)) runsOption {
@@ -53,7 +58,14 @@ func setupContract(t *testing.T, drains *atomic.Int32) (*runsBundle, *server.Hea
 	b := setupRuns(t, "sqlite", withServerConfig(func(c *server.Config) {
 		health = c.Health
 		st := c.Conversations.(contractStore)
+		// An agent whose calculator calls wait for a person's approval.
+		c.Chat.Agents[approverAgent] = &run.ChatAgent{Agent: run.Agent{
+			Name: approverAgent, Model: testModel, Tools: tool.Builtins(nil), MaxSteps: 8, MaxTokens: 1024,
+			Timeout: 30 * time.Second, Approval: run.ApprovalPolicy{Tools: []string{"calculator"}},
+		}, MaxMessages: 100}
+		c.Agents = append(c.Agents, server.AgentInfo{Name: approverAgent, Model: testModel, Tools: []server.ToolInfo{}})
 		c.Audit, c.Usage, c.Feedback = st, st, st
+		c.Chat.Audit = st // approvals are audited
 		// Registered only: the gateway and Managed Agents routes are
 		// Anthropic's protocol, excluded from the spec and not called.
 		c.Gateway = http.NotFoundHandler()
@@ -270,6 +282,31 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	resp = k.do(call{method: "POST", path: "/v1/runs/" + runID + "/approvals",
 		body: `{"tool_use_id":"toolu_none","decision":"approve"}`}, 404)
 	require.Contains(t, string(resp.Body), `"not_found"`)
+
+	// Approvals: a chat that pauses for a person, the paused run, the
+	// decision (200), the run resumed to its end with the decision in its
+	// events.
+	resp = k.do(call{method: "POST", path: "/v1/chat", body: `{"agent":"approver","message":"What is 6 times 7? Use the calculator."}`}, 200)
+	var paused struct {
+		RunID            string `json:"run_id"`
+		StopReason       string `json:"stop_reason"`
+		PendingApprovals []struct {
+			ToolUseID string `json:"tool_use_id"`
+		} `json:"pending_approvals"`
+	}
+	require.NoError(t, json.Unmarshal(resp.Body, &paused))
+	require.Equal(t, "approval_required", paused.StopReason)
+	require.Len(t, paused.PendingApprovals, 1)
+	require.Equal(t, "requires_action", decodeRun(t, k.do(call{method: "GET", path: "/v1/runs/" + paused.RunID}, 200).Body).Status)
+	k.do(call{method: "POST", path: "/v1/runs/" + paused.RunID + "/approvals",
+		body: mustJSON(t, map[string]any{"tool_use_id": paused.PendingApprovals[0].ToolUseID, "decision": "approve", "reason": "ok"})}, 200)
+	b.waitRun(t, paused.RunID, "succeeded")
+	events = k.events(doc, k.do(call{method: "GET", path: "/v1/runs/" + paused.RunID + "/events"}, 200).Body)
+	require.Contains(t, eventTypes(events), "approval_decided")
+	k.do(call{method: "POST", path: "/v1/runs/" + paused.RunID + "/approvals",
+		body: mustJSON(t, map[string]any{"tool_use_id": paused.PendingApprovals[0].ToolUseID, "decision": "deny"})}, 409)
+	resp = k.do(call{method: "GET", path: "/v1/audit?run_id=" + paused.RunID}, 200)
+	require.Contains(t, string(resp.Body), `"phase":"approval"`, "the audit log has the approval: its entries are checked")
 
 	// Feedback: first (201), replaced (200), listed, summed up.
 	k.do(call{method: "POST", path: "/v1/runs/" + runID + "/feedback", body: `{"rating":-1,"comment":"slow","tags":["speed"]}`}, 201)
