@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -39,11 +40,10 @@ func (s *Server) Routes() []string {
 
 // handleOpenAPI serves GET /openapi.json: docs/openapi.yaml as JSON. It
 // needs no key, like the health probes: the contract is public.
-func (s *Server) handleOpenAPI(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
 	body, err := docs.OpenAPIJSON()
-	if err != nil { // the embedded spec is checked by tests; never in a build
-		s.log.Error("openapi: the embedded spec does not convert", "error", err)
-		http.Error(w, `{"error":{"type":"internal_error","message":"internal error"}}`, http.StatusInternalServerError)
+	if err != nil { // the embedded spec is checked by tests; a 500 if not
+		s.writeError(w, r, fmt.Errorf("openapi: the embedded spec does not convert: %w", err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
