@@ -337,6 +337,22 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	require.EqualValues(t, 1, drains.Load())
 }
 
+// TestOpenAPIAuthErrors validates the answers of API keys: none (401)
+// and one without the route's scope (403), and a key that works.
+func TestOpenAPIAuthErrors(t *testing.T) {
+	b := setupRuns(t, "sqlite", withRunsAuth())
+	doc := loadSpec(t)
+	doc.Servers = openapi3.Servers{{URL: b.URL}}
+	router, err := legacy.NewRouter(doc)
+	require.NoError(t, err)
+	k := &contract{t: t, b: b, router: router}
+	chatOnly := newTestKey(t, b.St.(store.APIKeys), "acme", "chat")
+	k.do(call{method: "GET", path: "/v1/runs"}, 401)
+	k.do(call{method: "GET", path: "/v1/runs", header: chatOnly.bearer()}, 403)
+	k.do(call{method: "GET", path: "/v1/agents", header: chatOnly.bearer()}, 200)
+	k.do(call{method: "GET", path: "/v1/agents", header: map[string]string{"x-api-key": chatOnly.Token}}, 200)
+}
+
 // TestOpenAPISpecCatchesDrift proves the validation can fail: a response
 // with a field the spec does not know is refused.
 func TestOpenAPISpecCatchesDrift(t *testing.T) {
