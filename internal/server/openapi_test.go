@@ -353,6 +353,24 @@ func TestOpenAPIAuthErrors(t *testing.T) {
 	k.do(call{method: "GET", path: "/v1/agents", header: map[string]string{"x-api-key": chatOnly.Token}}, 200)
 }
 
+// TestOpenAPIOverflowAndOverload validates a chat refused for memory:
+// queued as a run (202, admission.overflow: queue) or refused (503).
+func TestOpenAPIOverflowAndOverload(t *testing.T) {
+	for _, overflow := range []bool{true, false} {
+		b := setupRuns(t, "sqlite", withChats(shedding(), overflow))
+		doc := loadSpec(t)
+		doc.Servers = openapi3.Servers{{URL: b.URL}}
+		router, err := legacy.NewRouter(doc)
+		require.NoError(t, err)
+		k := &contract{t: t, b: b, router: router}
+		want := http.StatusServiceUnavailable
+		if overflow {
+			want = http.StatusAccepted
+		}
+		k.do(call{method: "POST", path: "/v1/chat", body: `{"agent":"demo","message":"hello while memory is high"}`}, want)
+	}
+}
+
 // TestOpenAPISpecCatchesDrift proves the validation can fail: a response
 // with a field the spec does not know is refused.
 func TestOpenAPISpecCatchesDrift(t *testing.T) {
