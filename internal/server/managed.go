@@ -21,7 +21,7 @@ import (
 // managedRoutes registers the Managed Agents routes on mux. GET /v1/agents
 // is shared with agentd's own agent list (handleAgents picks by the
 // anthropic-beta header).
-func (s *Server) managedRoutes(mux *http.ServeMux, m *managed.Service) {
+func (s *Server) managedRoutes(mux *routeMux, m *managed.Service) {
 	s.managed = m
 	scoped := func(h http.HandlerFunc) http.HandlerFunc { return s.scoped(h, auth.ScopeChat, auth.ScopeRuns) }
 	mux.HandleFunc("POST /v1/agents", scoped(s.handleCreateAgent))

@@ -96,6 +96,9 @@ type runsConfig struct {
 	chats     *admission.Limiter
 	overflow  bool     // admission.overflow: queue
 	approval  []string // the demo agent's approval_required tools
+	// serverConfig adjusts the server's config last (openapi_test.go
+	// turns every route on).
+	serverConfig func(*server.Config)
 }
 
 type runsOption func(*runsConfig)
@@ -243,6 +246,9 @@ func setupRuns(t *testing.T, backend string, opts ...runsOption) *runsBundle {
 	}
 	if cfg.auth {
 		scfg.Auth, scfg.Audit = testAuth(true, b.St.(store.APIKeys)), b.St.(store.Audit)
+	}
+	if cfg.serverConfig != nil {
+		cfg.serverConfig(&scfg)
 	}
 	b.API = server.New(scfg)
 	srv := httptest.NewServer(b.API)

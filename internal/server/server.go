@@ -126,7 +126,7 @@ type Server struct {
 	maxBody int64
 	ping    time.Duration
 	handler http.Handler
-	mux     *http.ServeMux
+	mux     *routeMux
 
 	chats, streams, submits *admission.Limiter
 	overflow                bool
@@ -156,7 +156,7 @@ func New(cfg Config) *Server {
 	if s.agents == nil {
 		s.agents = []AgentInfo{}
 	}
-	mux := http.NewServeMux()
+	mux := newRouteMux()
 	if !cfg.HealthOnly {
 		chat, runs := auth.ScopeChat, auth.ScopeRuns
 		mux.HandleFunc("POST /v1/chat", s.scoped(s.handleChat, chat))
@@ -198,6 +198,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("GET /livez", s.handleLivez)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
