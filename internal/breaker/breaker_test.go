@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/breaker"
+	"github.com/agentd/agentd/internal/config"
 )
 
 func TestSetOverridesAndStates(t *testing.T) {
@@ -92,4 +93,15 @@ func gauge(t *testing.T, reg *prometheus.Registry, dep string) float64 {
 	}
 	t.Fatalf("no agentd_breaker_state{dependency=%q}", dep)
 	return 0
+}
+
+// The store's breaker probes again after StoreOpenTimeout unless its
+// override says otherwise; other dependencies keep the defaults'.
+func TestStoreOpenTimeoutDefault(t *testing.T) {
+	o := breaker.OptionsFromConfig(config.Breakers{})
+	require.Equal(t, breaker.StoreOpenTimeout, o.Overrides[breaker.Store].OpenTimeout)
+	require.Zero(t, o.Overrides["redis"].OpenTimeout)
+	o = breaker.OptionsFromConfig(config.Breakers{Overrides: map[string]config.Breaker{breaker.Store: {OpenTimeout: time.Minute, ConsecutiveFailures: 2}}})
+	require.Equal(t, time.Minute, o.Overrides[breaker.Store].OpenTimeout)
+	require.EqualValues(t, 2, o.Overrides[breaker.Store].ConsecutiveFailures)
 }
