@@ -114,11 +114,15 @@ agents:
 	require.Equal(t, "closed", state)
 
 	pg.Stop()
-	var open answer
+	// A refused connection answers store_unavailable before the breaker
+	// opens too: wait for the breaker itself, driving failures meanwhile.
 	require.Eventually(t, func() bool {
-		open = call(t, "POST", base+"/v1/chat", chat)
-		return strings.Contains(open.body, "store_unavailable")
+		call(t, "POST", base+"/v1/chat", chat)
+		state, _ := breakerOf(t, base, "store")
+		return state == "open"
 	}, 30*time.Second, 10*time.Millisecond, "the store's breaker opens")
+	open := call(t, "POST", base+"/v1/chat", chat)
+	require.Contains(t, open.body, "store_unavailable")
 	require.Equal(t, http.StatusServiceUnavailable, open.status, open.body)
 	ra, err := strconv.Atoi(open.header.Get("Retry-After"))
 	require.NoError(t, err)

@@ -46,6 +46,9 @@ type Resolver struct {
 func (r *Resolver) ResolveAgent(ctx context.Context, tenant, id string, version int) (*run.ChatAgent, error) {
 	a, err := r.Store.GetManagedAgent(ctx, tenant, id, int64(version))
 	if errors.Is(err, store.ErrNotFound) {
+		if version == 0 {
+			return nil, fmt.Errorf("%w: %q", run.ErrAgentNotFound, id)
+		}
 		return nil, fmt.Errorf("%w: %q (version %d)", run.ErrAgentNotFound, id, version)
 	}
 	if err != nil {
