@@ -174,6 +174,25 @@ func (c *Cache) AppendMessages(ctx context.Context, b Backend, p store.AppendMes
 	return v, nil
 }
 
+// Creator creates conversations (the store).
+type Creator interface {
+	CreateConversation(ctx context.Context, p store.CreateConversationParams) (store.Conversation, error)
+}
+
+// CreateConversation is b.CreateConversation; the new, empty conversation
+// is cached at version 0, so that its first turn's append leaves its
+// history warm on this instance.
+func (c *Cache) CreateConversation(ctx context.Context, b Creator, p store.CreateConversationParams) (store.Conversation, error) {
+	conv, err := b.CreateConversation(ctx, p)
+	if err != nil || c == nil || c.max <= 0 {
+		return conv, err
+	}
+	if conv.Version == 0 && conv.NextSeq == 1 && len(conv.Messages) == 0 {
+		c.put(key{conv.Tenant, conv.ID}, conv)
+	}
+	return conv, nil
+}
+
 // DeleteConversation is b.DeleteConversation; the entry goes either way.
 func (c *Cache) DeleteConversation(ctx context.Context, b Backend, tenant, id string) error {
 	err := b.DeleteConversation(ctx, tenant, id)

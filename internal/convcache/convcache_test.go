@@ -324,3 +324,17 @@ func assertConflict(t *testing.T, err error) bool {
 	}
 	return true
 }
+
+// TestCreatedWarm: a conversation created through the cache is cached at
+// version 0, so its first turn leaves it warm: the second turn's read hits.
+func TestCreatedWarm(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		b := openStore(t, backend)
+		c := convcache.New(1<<20, nil)
+		conv, err := c.CreateConversation(context.Background(), b.(creator), store.CreateConversationParams{ID: "conv1", Tenant: "t1", Agent: "a"})
+		require.NoError(t, err)
+		turn(t, c, b, "t1", "conv1", conv.Version, 1, 0)
+		requireFresh(t, c, b, "t1", "conv1")
+		require.Equal(t, convcache.Stats{Hits: 1, Bytes: c.Stats().Bytes, Entries: 1, StoreReadBytes: c.Stats().StoreReadBytes}, c.Stats())
+	})
+}
