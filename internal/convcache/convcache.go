@@ -44,6 +44,9 @@ const (
 	// headBytes is what a version check reads besides its strings: the
 	// version, next_seq and three times.
 	headBytes = 5 * 8
+	// messageReadBytes is what a message row reads besides its role and
+	// content: seq, tokens, created_at.
+	messageReadBytes = 3 * 8
 )
 
 // Cache is an LRU of conversation histories bounded in bytes. A nil *Cache
@@ -136,7 +139,7 @@ func (c *Cache) GetConversation(ctx context.Context, b Backend, tenant, id strin
 		}
 		return conv, err
 	}
-	c.readBytes(headSize(conv) + messagesSize(conv.Messages))
+	c.readBytes(headSize(conv) + readSize(conv.Messages))
 	if c.max > 0 {
 		c.put(k, conv)
 	}
@@ -344,6 +347,16 @@ func messagesSize(msgs []store.Message) int64 {
 	var n int64
 	for _, m := range msgs {
 		n += messageOverhead + int64(len(m.Role)+len(m.Content))
+	}
+	return n
+}
+
+// readSize is what reading msgs from the store transfers, roughly: the
+// columns' bytes, without the protocol's framing.
+func readSize(msgs []store.Message) int64 {
+	var n int64
+	for _, m := range msgs {
+		n += messageReadBytes + int64(len(m.Role)+len(m.Content))
 	}
 	return n
 }

@@ -20,7 +20,7 @@ import (
 )
 
 // openStore opens a real, migrated, empty store of the backend.
-func openStore(t *testing.T, backend string) convcache.Backend {
+func openStore(t testing.TB, backend string) convcache.Backend {
 	t.Helper()
 	ctx := context.Background()
 	var (
@@ -47,7 +47,7 @@ type creator interface {
 	CreateConversation(context.Context, store.CreateConversationParams) (store.Conversation, error)
 }
 
-func create(t *testing.T, b convcache.Backend, tenant, id string) {
+func create(t testing.TB, b convcache.Backend, tenant, id string) {
 	t.Helper()
 	_, err := b.(creator).CreateConversation(context.Background(), store.CreateConversationParams{ID: id, Tenant: tenant, Agent: "a"})
 	require.NoError(t, err)
