@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"slices"
@@ -15,7 +16,8 @@ import (
 
 // BenchmarkStickySessions: two API instances on one PostgreSQL database,
 // conversations of 50 turns (each turn a sync chat with a 1 KiB message,
-// answered by the in-process simulator), 8 conversations at a time:
+// answered by the in-process simulator), 8 conversations at a time
+// (-sticky.parallel):
 //
 //   - cache-off: sessions.cache_bytes 0, turns alternate between the
 //     instances (as without affinity);
@@ -28,9 +30,14 @@ import (
 // turn: store bytes read by conversation reads, p50 and p99 latency, the
 // cache hit ratio. docs/benchmarks.md#sticky-sessions has the command and
 // numbers.
+// stickyParallel is how many conversations BenchmarkStickySessions runs at
+// a time (go test ... -args -sticky.parallel=1).
+var stickyParallel = flag.Int("sticky.parallel", 8, "BenchmarkStickySessions: conversations at a time")
+
 func BenchmarkStickySessions(b *testing.B) {
 	base := pgtest.BaseURL(b)
-	const turns, parallel = 50, 8
+	const turns = 50
+	parallel := *stickyParallel
 	for _, mode := range []struct {
 		name       string
 		cacheBytes int64
