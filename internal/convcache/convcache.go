@@ -165,6 +165,7 @@ func (c *Cache) AppendMessages(ctx context.Context, b Backend, p store.AppendMes
 		if len(m.Content) == 0 {
 			m.Content = nil
 		}
+		m.Content = clip(m.Content)
 		msgs[i] = m
 	}
 	p.Messages = msgs
@@ -248,8 +249,11 @@ func (c *Cache) readBytes(n int64) {
 // put caches conv as read from the store, unless the cache holds a newer
 // version of the same conversation (a concurrent append advanced it).
 func (c *Cache) put(k key, conv store.Conversation) {
-	e := &entry{key: k, createdAt: conv.CreatedAt, version: conv.Version, nextSeq: conv.NextSeq,
-		msgs: slices.Clone(conv.Messages)}
+	msgs := slices.Clone(conv.Messages)
+	for i := range msgs {
+		msgs[i].Content = clip(msgs[i].Content)
+	}
+	e := &entry{key: k, createdAt: conv.CreatedAt, version: conv.Version, nextSeq: conv.NextSeq, msgs: msgs}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[k]; ok {
@@ -360,3 +364,7 @@ func readSize(msgs []store.Message) int64 {
 	}
 	return n
 }
+
+// clip caps b's capacity at its length: an append by a holder of a cached
+// message's content copies instead of writing into the shared array.
+func clip(b []byte) []byte { return b[:len(b):len(b)] }
