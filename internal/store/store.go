@@ -54,7 +54,10 @@ type Conversation struct {
 	Tenant string
 	Agent  string
 	// Version increases by one with every successful AppendMessages; it is
-	// the optimistic-concurrency token.
+	// the optimistic-concurrency token. Every write that changes a
+	// conversation's messages must bump it in the same transaction: the
+	// conversation cache (internal/convcache) serves a cached history only
+	// while the stored version is the cached one.
 	Version int64
 	// NextSeq is the Seq the next appended message receives (filled by
 	// GetConversation and ConversationHead). It only changes together with
