@@ -424,7 +424,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	}
 	api := server.New(server.Config{
 		Chat: svc, Runs: runs, Hub: be.Hub, HealthOnly: !a.serveAPI,
-		Conversations: st, Agents: infos, Health: a.health, Metrics: metrics, Log: log,
+		Conversations: convs, Agents: infos, Health: a.health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: a.requestDrain, Audit: st, Usage: st, Feedback: st,
 		Chats: a.chats, Streams: a.streams, Submits: submits, OverflowToQueue: cfg.Admission.Overflow == config.OverflowQueue, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,

@@ -163,6 +163,37 @@ agents:
 		require.Contains(t, res.body, "agentd_conversation_cache_evictions_total 0\n")
 		require.Contains(t, res.body, fmt.Sprintf("agentd_conversation_cache_bytes %d\n", s0.Bytes))
 
+		// GET /v1/conversations/{id} through the cache is the history.
+		conv := call(t, "GET", "http://"+apps[0].Addr().String()+"/v1/conversations/"+convID, "")
+		require.Equal(t, http.StatusOK, conv.status, conv.body)
+		var cb struct {
+			Version  int64 `json:"version"`
+			Messages []struct {
+				Content json.RawMessage `json:"content"`
+			} `json:"messages"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(conv.body), &cb))
+		require.Equal(t, int64(10), cb.Version)
+		require.Len(t, cb.Messages, 20)
+		require.Equal(t, history[9].answer, textOf(t, cb.Messages[19].Content))
+
+		// A conversation cached on instance 0, deleted through instance 1:
+		// instance 0 no longer serves it.
+		other := ""
+		for k := range 2 {
+			body, _ := json.Marshal(map[string]any{"agent": "demo", "message": fmt.Sprintf("other %d", k), "conversation_id": other})
+			res := call(t, "POST", "http://"+apps[0].Addr().String()+"/v1/chat", string(body))
+			require.Equal(t, http.StatusOK, res.status, res.body)
+			other = res.header.Get("Agentd-Conversation-Id")
+		}
+		del := call(t, "DELETE", "http://"+apps[1].Addr().String()+"/v1/conversations/"+other, "")
+		require.Equal(t, http.StatusNoContent, del.status, del.body)
+		body, _ := json.Marshal(map[string]any{"agent": "demo", "message": "after the delete", "conversation_id": other})
+		gone := call(t, "POST", "http://"+apps[0].Addr().String()+"/v1/chat", string(body))
+		require.Equal(t, http.StatusNotFound, gone.status, gone.body)
+		gone = call(t, "GET", "http://"+apps[0].Addr().String()+"/v1/conversations/"+other, "")
+		require.Equal(t, http.StatusNotFound, gone.status, gone.body)
+
 		// GET /v1/runs/{id} names the conversation too.
 		sub := call(t, "POST", "http://"+apps[1].Addr().String()+"/v1/runs",
 			fmt.Sprintf(`{"agent":"demo","message":"queued turn","conversation_id":%q}`, convID))
