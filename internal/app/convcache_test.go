@@ -231,4 +231,12 @@ agents:
 	}
 	st := a.convCache.Stats()
 	require.Equal(t, convcache.Stats{Misses: 2, StoreReadBytes: st.StoreReadBytes}, st)
+
+	// A streamed turn names its conversation in the stream's headers too.
+	body, _ := json.Marshal(map[string]any{"agent": "demo", "message": "streamed", "conversation_id": convID, "stream": true})
+	res := call(t, "POST", "http://"+a.Addr().String()+"/v1/chat", string(body))
+	require.Equal(t, http.StatusOK, res.status, res.body)
+	require.Equal(t, "text/event-stream", res.header.Get("Content-Type"))
+	require.Equal(t, convID, res.header.Get("Agentd-Conversation-Id"))
+	require.Contains(t, res.body, "event: done")
 }
