@@ -478,7 +478,8 @@ func TestChartFull(t *testing.T) {
 	}
 	ing := m.ingresses[0]
 	for k, want := range map[string]string{
-		"nginx.ingress.kubernetes.io/proxy-buffering": "off", "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"} {
+		"nginx.ingress.kubernetes.io/proxy-buffering": "off", "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+		"nginx.ingress.kubernetes.io/upstream-hash-by": "$http_agentd_conversation_id"} { // stickySessions
 		if ing.Annotations[k] != want {
 			t.Errorf("Ingress: %s = %q, want %q", k, ing.Annotations[k], want)
 		}

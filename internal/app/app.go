@@ -27,6 +27,7 @@ import (
 	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
+	"github.com/agentd/agentd/internal/convcache"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/queue"
 	storeredis "github.com/agentd/agentd/internal/redis"
@@ -92,6 +93,7 @@ type App struct {
 
 	metrics    *observe.Metrics
 	breakers   *breaker.Set
+	convCache  *convcache.Cache
 	redis      *storeredis.Client
 	ln         net.Listener
 	srv        *http.Server
@@ -313,7 +315,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		log.Info("budgets on", "alert_fractions", cfg.Budgets.AlertFractions,
 			"alert_webhook", cfg.Budgets.AlertWebhook.Value() != "", "reservation_ttl", cfg.Budgets.ReservationTTL)
 	}
-	svc := &agentrun.Service{Loop: runLoop, Store: st, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
+	// Chat and runs read conversations through this instance's cache
+	// (sessions.cache_bytes; docs/architecture.md#conversation-cache).
+	a.convCache = convcache.New(cfg.Sessions.CacheSize(), metrics.ConversationCache)
+	convs := cachedStore{Store: st, cache: a.convCache}
+	svc := &agentrun.Service{Loop: runLoop, Store: convs, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub, IdempotencyTTL: cfg.Runs.IdempotencyTTL,
 		Audit: st, Redact: func(in json.RawMessage) json.RawMessage { return tool.RedactInput(in, tools.Secrets()) }}
 	a.svc = svc
@@ -330,7 +336,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	for _, ac := range cfg.Agents {
 		limits[ac.Name] = ac.MaxConcurrentRuns
 	}
-	runs := &agentrun.Runs{Service: svc, Store: st, Owner: workerID(), LeaseTTL: cfg.Worker.LeaseTTL,
+	runs := &agentrun.Runs{Service: svc, Store: convs, Owner: workerID(), LeaseTTL: cfg.Worker.LeaseTTL,
 		IdempotencyTTL: cfg.Runs.IdempotencyTTL, AgentLimits: limits, Log: log}
 	qcfg := queue.Config{Workers: cfg.Worker.Concurrency, FetchPollInterval: cfg.Worker.PollInterval, Log: log.With("component", "river")}
 	if a.runWorker {
@@ -418,7 +424,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	}
 	api := server.New(server.Config{
 		Chat: svc, Runs: runs, Hub: be.Hub, HealthOnly: !a.serveAPI,
-		Conversations: st, Agents: infos, Health: a.health, Metrics: metrics, Log: log,
+		Conversations: convs, Agents: infos, Health: a.health, Metrics: metrics, Log: log,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, SSEPingInterval: cfg.Server.SSEPingInterval,
 		AdminToken: cfg.Server.AdminToken.Value(), Keys: provider.Keys, Drain: a.requestDrain, Audit: st, Usage: st, Feedback: st,
 		Chats: a.chats, Streams: a.streams, Submits: submits, OverflowToQueue: cfg.Admission.Overflow == config.OverflowQueue, Tenants: tenants, Auth: authn, RateLimit: rateLimit, Gateway: gw,

@@ -26,6 +26,7 @@ type Store interface {
 	store.Managed
 	store.Approvals
 	store.Feedback
+	store.ConversationHeads
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

@@ -23,7 +23,7 @@ import (
 
 // startApp builds an App from yaml (in a temp dir) and runs it until the
 // test ends.
-func startApp(t *testing.T, yaml string) *App {
+func startApp(t testing.TB, yaml string) *App {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "agentd.yaml")

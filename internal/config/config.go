@@ -120,6 +120,8 @@ type Config struct {
 	// Breakers tunes the circuit breakers of tools, webhooks, Redis and
 	// the store (docs/resilience.md#circuit-breakers).
 	Breakers Breakers `yaml:"breakers"`
+	// Sessions is the per-instance conversation cache (sessions.go).
+	Sessions Sessions `yaml:"sessions"`
 }
 
 // Server is the HTTP server.

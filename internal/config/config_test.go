@@ -503,3 +503,21 @@ func TestAdmissionTenantsAndH2C(t *testing.T) {
 	assert.Equal(t, 3, cfg.Admission.Tenant.MaxInFlight)
 	assert.False(t, cfg.Providers.Anthropic.H2C)
 }
+
+// TestSessionsCacheBytes: unset is the default, an explicit 0 is off.
+func TestSessionsCacheBytes(t *testing.T) {
+	cfg, err := Load("testdata/minimal.good.yaml", nil)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultSessionCacheBytes, cfg.Sessions.CacheSize())
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		yaml string
+		want int64
+	}{{"sessions: {cache_bytes: 0}\n", 0}, {"sessions: {cache_bytes: 1048576}\n", 1 << 20}} {
+		path := filepath.Join(dir, "c.yaml")
+		require.NoError(t, os.WriteFile(path, []byte(tc.yaml+"agents:\n  - name: a\n    model: m\n"), 0o600))
+		cfg, err := Load(path, nil)
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, cfg.Sessions.CacheSize(), tc.yaml)
+	}
+}

@@ -52,6 +52,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Gateway.MaxBodyBytes, DefaultGatewayMaxBodyBytes)
 	setDefault(&c.Redaction.Messages, DefaultMessageSecrets)
 
+	c.defaultSessions()
 	st := &c.Store
 	setDefault(&st.URL, DefaultStoreURL)
 	setDefault(&st.ConversationTTL, DefaultConversationTTL)
@@ -193,6 +194,7 @@ func (c *Config) Validate() error {
 	v.nonNegative("providers.anthropic.retry.base_delay", a.Retry.BaseDelay)
 	v.nonNegative("providers.anthropic.retry.max_delay", a.Retry.MaxDelay)
 	c.validateBreakers(&v)
+	c.validateSessions(&v)
 	if u := c.Redis.URL.Value(); u != "" {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
 			v.add("redis.url", "must be redis://host:port[/db] or rediss://…")

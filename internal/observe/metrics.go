@@ -46,6 +46,8 @@ type Metrics struct {
 	Approvals *ApprovalMetrics
 	// Feedback counts people's ratings of runs (see ObserveFeedback).
 	Feedback *prometheus.CounterVec
+	// ConversationCache: the conversation cache (internal/convcache).
+	ConversationCache *ConversationCacheMetrics
 }
 
 // latencyBuckets span agent timescales: 5 ms to 5 minutes.
@@ -160,6 +162,7 @@ func NewMetricsOn(reg *prometheus.Registry, version string) *Metrics {
 	m.Approvals = newApprovalMetrics(reg)
 	m.Feedback = newFeedbackCounter()
 	reg.MustRegister(m.Feedback)
+	m.ConversationCache = newConversationCacheMetrics(reg)
 	return m
 }
 

@@ -171,6 +171,7 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, req *ChatRequ
 		s.writeError(w, r, err)
 		return
 	}
+	setConversationID(w, chat.ConversationID())
 	if req.Stream {
 		s.streamChat(w, r, chat)
 		return
@@ -192,6 +193,7 @@ func (s *Server) answerChat(w http.ResponseWriter, r *http.Request, req *ChatReq
 	if err != nil {
 		if queued, ok := s.enqueueUnavailable(r, *req, chat, err); ok {
 			w.Header().Set("Location", "/v1/runs/"+queued.ID)
+			setConversationID(w, queued.ConversationID)
 			writeJSON(w, http.StatusAccepted, run.NewRunBody(queued))
 			return
 		}

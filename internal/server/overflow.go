@@ -43,6 +43,7 @@ func (s *Server) refuseChat(w http.ResponseWriter, r *http.Request, req *ChatReq
 		"reason", rej.Reason, "limit", rej.What, "queued_run_id", rn.ID)
 	w.Header().Set("Location", "/v1/runs/"+rn.ID)
 	w.Header().Set("Agentd-Overflow", "queue")
+	setConversationID(w, rn.ConversationID)
 	status := http.StatusAccepted
 	if !created {
 		w.Header().Set("Idempotent-Replayed", "true")

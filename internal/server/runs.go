@@ -85,6 +85,7 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/v1/runs/"+rn.ID)
+	setConversationID(w, rn.ConversationID)
 	status := http.StatusAccepted
 	if !created {
 		w.Header().Set("Idempotent-Replayed", "true")
@@ -99,6 +100,7 @@ func (s *Server) handleGetRun(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	setConversationID(w, rn.ConversationID)
 	writeJSON(w, http.StatusOK, s.runBody(r, rn))
 }
 

@@ -54,8 +54,15 @@ type Conversation struct {
 	Tenant string
 	Agent  string
 	// Version increases by one with every successful AppendMessages; it is
-	// the optimistic-concurrency token.
-	Version   int64
+	// the optimistic-concurrency token. Every write that changes a
+	// conversation's messages must bump it in the same transaction: the
+	// conversation cache (internal/convcache) serves a cached history only
+	// while the stored version is the cached one.
+	Version int64
+	// NextSeq is the Seq the next appended message receives (filled by
+	// GetConversation and ConversationHead). It only changes together with
+	// Version, so a version determines it.
+	NextSeq   int64
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	// ExpiresAt is when the sweeper may delete the conversation; zero means
@@ -268,6 +275,16 @@ type Store interface {
 	// LatestCheckpoint returns the checkpoint with the highest step, or
 	// ErrNotFound.
 	LatestCheckpoint(ctx context.Context, runID string) (Checkpoint, error)
+}
+
+// ConversationHeads is the cheap read of a conversation's row: one
+// primary-key lookup, no messages. The conversation cache
+// (internal/convcache) uses it to check that the history it holds is
+// still the stored one.
+type ConversationHeads interface {
+	// ConversationHead returns the conversation without its messages
+	// (Messages is nil). ErrNotFound as GetConversation.
+	ConversationHead(ctx context.Context, tenant, id string) (Conversation, error)
 }
 
 // OrphanedJobAfter is how long a fetched queue job may leave its run

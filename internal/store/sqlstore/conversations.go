@@ -18,6 +18,7 @@ func (s *Store) CreateConversation(ctx context.Context, p store.CreateConversati
 		Tenant:    p.Tenant,
 		Agent:     p.Agent,
 		Version:   0,
+		NextSeq:   1,
 		CreatedAt: t,
 		UpdatedAt: t,
 		ExpiresAt: NormTime(p.ExpiresAt),
@@ -35,9 +36,10 @@ func (s *Store) CreateConversation(ctx context.Context, p store.CreateConversati
 // qGetConversation reads a conversation and its messages in one statement,
 // so in one snapshot on both backends: the conversation's row first (kind
 // 0), then one row per message (kind 1). The columns of the other kind are
-// empty constants, which scan without allocating.
+// empty constants, which scan without allocating; the conversation's row
+// carries its next_seq in the seq column.
 const qGetConversation = `SELECT 0 AS kind, id, tenant, agent, version, created_at, updated_at, expires_at,
-		0 AS seq, '' AS role, NULL AS content, 0 AS tokens, NULL AS message_at
+		next_seq AS seq, '' AS role, NULL AS content, 0 AS tokens, NULL AS message_at
 	FROM conversations WHERE id = $1 AND tenant = $2
 	UNION ALL
 	SELECT 1, '', '', '', 0, NULL, NULL, NULL, m.seq, m.role, m.content, m.tokens, m.created_at
@@ -87,7 +89,7 @@ func (s *Store) getConversation(ctx context.Context, tenant, id string) (store.C
 		}
 		if kind == 0 {
 			found = true
-			c.ID, c.Tenant, c.Agent, c.Version = cid, ctenant, agent, version
+			c.ID, c.Tenant, c.Agent, c.Version, c.NextSeq = cid, ctenant, agent, version, m.Seq
 			continue
 		}
 		m.Content = fromJSON(content)
@@ -98,6 +100,21 @@ func (s *Store) getConversation(ctx context.Context, tenant, id string) (store.C
 	}
 	if !found {
 		return store.Conversation{}, store.ErrNotFound
+	}
+	return c, nil
+}
+
+const qConversationHead = `SELECT id, tenant, agent, version, next_seq, created_at, updated_at, expires_at
+	FROM conversations WHERE id = $1 AND tenant = $2`
+
+// ConversationHead returns the conversation's row without its messages:
+// one primary-key lookup. store.ErrNotFound as GetConversation.
+func (s *Store) ConversationHead(ctx context.Context, tenant, id string) (store.Conversation, error) {
+	var c store.Conversation
+	err := s.db.Read.QueryRow(ctx, qConversationHead, id, tenant).Scan(&c.ID, &c.Tenant, &c.Agent, &c.Version, &c.NextSeq,
+		s.d.ScanTime(&c.CreatedAt), s.d.ScanTime(&c.UpdatedAt), s.d.ScanTime(&c.ExpiresAt))
+	if err != nil {
+		return store.Conversation{}, fmt.Errorf("%s: conversation head %s: %w", s.d.Name, id, s.d.MapErr(err))
 	}
 	return c, nil
 }

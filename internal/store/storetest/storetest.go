@@ -49,6 +49,7 @@ type Store[TTx any] interface {
 	store.Store
 	store.RunLeases
 	store.TxRuns[TTx]
+	store.ConversationHeads
 }
 
 // Exercise runs the conformance suite. newStore must return a migrated,
@@ -247,6 +248,41 @@ func exerciseConversations[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		got, err := s.GetConversation(ctx, "t1", c.ID)
 		require.NoError(t, err)
 		require.Equal(t, "agent-a", got.Agent)
+	})
+
+	t.Run("Head", func(t *testing.T) {
+		s, ctx := setup(t)
+		c := createConv(t, ctx, s, "t1")
+		require.Equal(t, int64(1), c.NextSeq)
+		head, err := s.ConversationHead(ctx, "t1", c.ID)
+		require.NoError(t, err)
+		require.Equal(t, c, head)
+		appendN(t, ctx, s, c, 0, 3)
+		v, err := s.AppendMessages(ctx, store.AppendMessagesParams{
+			ConversationID: c.ID, Tenant: "t1", ExpectedVersion: 1,
+			Messages: []store.Message{textMsg("user", "x"), textMsg("assistant", "y")}, TrimBeforeSeq: 6,
+		})
+		require.NoError(t, err)
+		got, err := s.GetConversation(ctx, "t1", c.ID)
+		require.NoError(t, err)
+		// next_seq never goes back, also when trimming removed every
+		// message.
+		require.Equal(t, []int64{}, seqs(got))
+		require.Equal(t, v, got.Version)
+		require.Equal(t, int64(6), got.NextSeq)
+		head, err = s.ConversationHead(ctx, "t1", c.ID)
+		require.NoError(t, err)
+		require.Nil(t, head.Messages)
+		got.Messages = nil
+		require.Equal(t, got, head, "the head is the conversation without its messages")
+
+		_, err = s.ConversationHead(ctx, "t2", c.ID)
+		require.ErrorIs(t, err, store.ErrNotFound, "another tenant's conversation")
+		_, err = s.ConversationHead(ctx, "t1", "nope")
+		require.ErrorIs(t, err, store.ErrNotFound)
+		require.NoError(t, s.DeleteConversation(ctx, "t1", c.ID))
+		_, err = s.ConversationHead(ctx, "t1", c.ID)
+		require.ErrorIs(t, err, store.ErrNotFound)
 	})
 
 	t.Run("GetMissing", func(t *testing.T) {
