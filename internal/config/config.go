@@ -477,8 +477,9 @@ type AgentRuntime struct {
 	// Command is the program and its arguments ([node, app.mjs]); the
 	// first is looked up in PATH. Required.
 	Command []string `yaml:"command"`
-	// Dir is the program's working directory; relative paths are taken
-	// from agentd's working directory. Defaults to agentd's.
+	// Dir is the program's working directory; a relative one is taken
+	// from the configuration file's directory. Defaults to agentd's
+	// working directory.
 	Dir string `yaml:"dir"`
 	// Env adds variables to the program's environment, which otherwise
 	// holds only PATH, HOME, LANG, TMPDIR and the AGENTD_* and

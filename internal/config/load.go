@@ -62,6 +62,7 @@ func Load(path string, environ []string) (*Config, error) {
 	if err := resolveRefs(cfg, env, baseDir); err != nil {
 		return nil, fmt.Errorf("config %s: %w", src, err)
 	}
+	cfg.resolveRuntimeDirs(baseDir)
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s is invalid:\n%w", src, err)

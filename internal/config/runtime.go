@@ -3,7 +3,9 @@ package config
 import (
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -43,6 +45,20 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(n * mult), nil
 }
 
+// resolveRuntimeDirs makes agents[].runtime.dir absolute: a relative one
+// is taken from the configuration file's directory (baseDir).
+func (c *Config) resolveRuntimeDirs(baseDir string) {
+	for i := range c.Agents {
+		rt := c.Agents[i].Runtime
+		if rt == nil || rt.Dir == "" || filepath.IsAbs(rt.Dir) {
+			continue
+		}
+		if abs, err := filepath.Abs(filepath.Join(baseDir, rt.Dir)); err == nil {
+			rt.Dir = abs
+		}
+	}
+}
+
 func (c *Config) applyRuntimeDefaults() {
 	for i := range c.Agents {
 		rt := c.Agents[i].Runtime
@@ -65,6 +81,11 @@ func (v *validator) runtime(p string, rt *AgentRuntime) {
 	default:
 		if _, err := exec.LookPath(rt.Command[0]); err != nil {
 			v.add(p+".command[0]", fmt.Sprintf("%q is not an executable file or on PATH", rt.Command[0]))
+		}
+	}
+	if rt.Dir != "" {
+		if st, err := os.Stat(rt.Dir); err != nil || !st.IsDir() {
+			v.add(p+".dir", fmt.Sprintf("%q is not a directory", rt.Dir))
 		}
 	}
 	v.oneOf(p+".protocol", rt.Protocol, []string{RuntimeProtocolSDKStreamJSON})

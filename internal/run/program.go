@@ -423,6 +423,9 @@ func (x *execution) programCall(r metered.CallReport) {
 		CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens,
 		CostUSD: r.CostUSD,
 	})
+	if err := x.flush(x.ctx); err != nil {
+		x.l.Log.WarnContext(x.ctx, "store the program's events", "err", err)
+	}
 }
 
 // tailBuffer keeps the last max bytes of the lines added.
@@ -559,6 +562,14 @@ func (m *streamMapper) line(ctx context.Context, line []byte) {
 	case "result":
 		r := msg
 		m.result = &r
+		return // stored with the done event
+	}
+	if msg.Type != "stream_event" {
+		// Followers see each message's events as it comes; text deltas
+		// are stored every FlushInterval (emit).
+		if err := x.flush(ctx); err != nil {
+			x.l.Log.WarnContext(ctx, "store the program's events", "err", err)
+		}
 	}
 }
 
