@@ -263,6 +263,10 @@ func resolveRefs(cfg *Config, env map[string]string, baseDir string) error {
 				}
 				walk(v.Field(i), p)
 			}
+		case reflect.Pointer:
+			if !v.IsNil() {
+				walk(v.Elem(), path) // agents[].runtime
+			}
 		case reflect.Slice, reflect.Array:
 			for i := range v.Len() {
 				walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i))
