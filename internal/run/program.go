@@ -290,6 +290,13 @@ func (x *execution) runProgram(ctx context.Context) error {
 	log.InfoContext(ctx, "agent program started", "command", rt.Command, "attempt", in.Attempt)
 	limit := limitMemory(pid, rt.MemoryMax, x.p.RunID)
 	defer limit.release()
+	if rt.MemoryMax > 0 {
+		if limit.How == "" {
+			log.WarnContext(ctx, "agent program's memory is not limited: no writable cgroup v2 and prlimit failed", "memory_max", rt.MemoryMax)
+		} else {
+			log.InfoContext(ctx, "agent program's memory limited", "how", limit.How, "memory_max", rt.MemoryMax)
+		}
+	}
 
 	// Cancel, timeout, shutdown: SIGTERM to the process group, SIGKILL
 	// after the grace period.

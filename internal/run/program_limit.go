@@ -69,17 +69,35 @@ func cgroupFor(pid int, max int64, runID string) (string, bool) {
 	if self == "" {
 		return "", false // cgroup v1
 	}
+	var fs unix.Statfs_t
+	if unix.Statfs("/sys/fs/cgroup", &fs) != nil || fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return "", false // not a cgroup v2 mount (v1 or hybrid: a tmpfs)
+	}
 	dir := filepath.Join("/sys/fs/cgroup", self, "agentd-run-"+sanitize(runID)+"-"+strconv.Itoa(pid))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", false
 	}
-	ok := os.WriteFile(filepath.Join(dir, "memory.max"), []byte(strconv.FormatInt(max, 10)), 0o644) == nil &&
-		os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644) == nil
+	ok := writeExisting(filepath.Join(dir, "memory.max"), strconv.FormatInt(max, 10)) == nil &&
+		writeExisting(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)) == nil
 	if !ok {
 		_ = os.Remove(dir)
 		return "", false
 	}
 	return dir, true
+}
+
+// writeExisting writes s to the existing file path (a cgroup's interface
+// file; never created).
+func writeExisting(path, s string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(s)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func sanitize(s string) string {

@@ -205,3 +205,32 @@ func TestProgramFailures(t *testing.T) {
 	require.ErrorIs(t, err, run.ErrProgramFailed)
 	assert.True(t, errors.Is(err, os.ErrNotExist), "%v", err)
 }
+
+// TestProgramMemoryLimit: runtime.memory_max reaches the program, as a
+// cgroup v2 memory.max where agentd may create cgroups, else RLIMIT_AS.
+func TestProgramMemoryLimit(t *testing.T) {
+	b := setup(t, sim.Config{})
+	dir := t.TempDir()
+	const limit = 3 << 30
+	script := `sleep 0.3; cat /proc/self/limits > "$OUT/limits"; cat /proc/self/cgroup > "$OUT/cgroup"
+echo '` + resultLine + `'`
+	a := &run.Agent{Name: "prog", Timeout: 20 * time.Second,
+		Runtime: run.NewRuntime([]string{"sh", "-c", script}, "", map[string]string{"OUT": dir}, 1, time.Second, limit)}
+	p := programParams(t, b, "run_mem", a, "x")
+	_, err := b.loop.Execute(context.Background(), p)
+	require.NoError(t, err)
+	limits, err := os.ReadFile(filepath.Join(dir, "limits"))
+	require.NoError(t, err)
+	cgroup, err := os.ReadFile(filepath.Join(dir, "cgroup"))
+	require.NoError(t, err)
+	if strings.Contains(string(cgroup), "agentd-run-run_mem-") {
+		return // cgroup v2: memory.max, checked by the kernel
+	}
+	var line string
+	for _, l := range strings.Split(string(limits), "\n") {
+		if strings.HasPrefix(l, "Max address space") {
+			line = l
+		}
+	}
+	assert.Equal(t, []string{"Max", "address", "space", "3221225472", "3221225472", "bytes"}, strings.Fields(line))
+}
