@@ -475,7 +475,8 @@ type Agent struct {
 // AgentRuntime is agents[].runtime: how to start the agent's program.
 type AgentRuntime struct {
 	// Command is the program and its arguments ([node, app.mjs]); the
-	// first is looked up in PATH. Required.
+	// first is looked up in PATH, or, when it holds a "/", taken from dir.
+	// It must exist at start-up. Required.
 	Command []string `yaml:"command"`
 	// Dir is the program's working directory; a relative one is taken
 	// from the configuration file's directory. Defaults to agentd's

@@ -79,7 +79,11 @@ func (v *validator) runtime(p string, rt *AgentRuntime) {
 	case len(rt.Command) == 0 || strings.TrimSpace(rt.Command[0]) == "":
 		v.add(p+".command", "required: the program and its arguments, e.g. [node, app.mjs]")
 	default:
-		if _, err := exec.LookPath(rt.Command[0]); err != nil {
+		prog := rt.Command[0]
+		if strings.Contains(prog, "/") && !filepath.IsAbs(prog) && rt.Dir != "" {
+			prog = filepath.Join(rt.Dir, prog) // a relative path is taken from dir
+		}
+		if _, err := exec.LookPath(prog); err != nil {
 			v.add(p+".command[0]", fmt.Sprintf("%q is not an executable file or on PATH", rt.Command[0]))
 		}
 	}
