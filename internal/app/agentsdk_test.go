@@ -52,8 +52,8 @@ type sdkEnv struct {
 }
 
 // startSDKDemo runs agentd with examples/agent-sdk-ts/agentd.yaml on
-// backend (store and address replaced), plus the agent sdk-slow: sdk-demo
-// with a 4s timeout.
+// backend (store and address replaced), plus the agents sdk-slow (sdk-demo
+// with a 4s timeout) and sdk-cheap (max_cost_usd: a millionth of a dollar).
 func startSDKDemo(t *testing.T, backend string) *sdkEnv {
 	t.Helper()
 	demo := sdkDemoDir(t)
@@ -79,7 +79,9 @@ func startSDKDemo(t *testing.T, backend string) *sdkEnv {
 	slowRT := *rt
 	slow.Name, slow.Runtime = "sdk-slow", &slowRT
 	slowRT.Timeout = 4 * time.Second
-	cfg.Agents = append(cfg.Agents, slow)
+	cheap := cfg.Agents[0]
+	cheap.Name, cheap.MaxCostUSD = "sdk-cheap", 0.000001
+	cfg.Agents = append(cfg.Agents, slow, cheap)
 	require.NoError(t, cfg.Validate())
 
 	log := &syncLog{}
@@ -424,6 +426,27 @@ func TestAgentSDKLifecycle(t *testing.T) {
 		a := call(t, "POST", e.URL+"/v1/chat", `{"agent":"sdk-demo","message":"/crash"}`)
 		assert.GreaterOrEqual(t, a.status, 500, a.body)
 		assert.Contains(t, a.body, "crashes on purpose")
+	})
+
+	t.Run("budget", func(t *testing.T) {
+		// The run's max_cost_usd holds for the program's calls: the
+		// gateway refuses the first one, and the run ends at once with
+		// budget_exceeded instead of the program retrying.
+		start := time.Now()
+		a := call(t, "POST", e.URL+"/v1/chat", `{"agent":"sdk-cheap","message":"hello"}`)
+		assert.Equal(t, http.StatusPaymentRequired, a.status, a.body)
+		assert.Contains(t, a.body, "budget_exceeded")
+		assert.Less(t, time.Since(start), 20*time.Second)
+		var body struct {
+			Error struct {
+				RunID string `json:"run_id"`
+			} `json:"error"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(a.body), &body))
+		require.NotEmpty(t, body.Error.RunID)
+		r := waitRun(t, e.URL, body.Error.RunID, 10*time.Second)
+		assert.Equal(t, "failed", r.Status)
+		assert.Contains(t, r.Error, "budget_exceeded")
 	})
 
 	t.Run("timeout", func(t *testing.T) {

@@ -288,6 +288,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		mc, err = h.begin(ctx, c, &req, fallbacks, f.maxTokens)
 		if err != nil {
 			if c.scope != nil {
+				if _, ok := budget.AsExceeded(err); ok && c.scope.OnRefused != nil {
+					c.scope.OnRefused(err)
+				}
 				c.scope.End(nil)
 			}
 			c.refuse(refusalOf(err))

@@ -233,9 +233,15 @@ func (x *execution) runProgram(ctx context.Context) error {
 	if pr, ok := auth.FromContext(ctx); ok {
 		keyID = pr.KeyID
 	}
+	// A call refused for a budget ends the run (budget_exceeded) rather
+	// than leave the program retrying a 429 that will not clear.
+	outer := ctx
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	scope := &metered.RunScope{
 		Tenant: x.p.Tenant, Key: keyID, Agent: a.Name, RunID: x.p.RunID,
 		RunMaxUSD: runCap(a.MaxCostUSD, x.p.MaxCostUSD), OnCall: x.programCall,
+		OnRefused: func(err error) { stop(err) },
 	}
 	scope.SetSteps(x.st.Step)
 	key, revoke := host.issue(scope)
@@ -351,6 +357,9 @@ func (x *execution) runProgram(ctx context.Context) error {
 	log.InfoContext(ctx, "agent program exited", "exit", exitString(cmd.ProcessState), "steps", scope.Steps())
 
 	if ctx.Err() != nil {
+		if outer.Err() == nil {
+			return context.Cause(ctx) // a budget refused a call
+		}
 		return ctx.Err()
 	}
 	scrub := host.Scrub

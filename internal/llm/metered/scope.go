@@ -22,6 +22,9 @@ type RunScope struct {
 	// their accounting ends; it may be called from several goroutines at
 	// once.
 	OnCall func(CallReport)
+	// OnRefused, if set, receives the error of a call refused because a
+	// budget has no room (a *budget.ExceededError): the run cannot go on.
+	OnRefused func(error)
 
 	mu    sync.Mutex
 	steps int
