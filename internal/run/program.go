@@ -278,7 +278,9 @@ func (x *execution) runProgram(ctx context.Context) error {
 
 	cmd := exec.Command(rt.Command[0], rt.Command[1:]...)
 	cmd.Dir, cmd.Env = rt.Dir, env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group (cancel signals the whole group); killed by
+	// the kernel if agentd dies without stopping it (Linux).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Stdin = bytes.NewReader(stdin)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
