@@ -318,6 +318,12 @@ func TestAgentSDKChat(t *testing.T) {
 		assert.InDelta(t, ans.CostUSD, sum, 1e-9, "the run's cost is its calls' cost")
 		assert.NotEmpty(t, eventsOf(evs, "text_delta"))
 
+		// The console's run page shows the program's events.
+		page := call(t, "GET", e.URL+"/console/runs/"+ans.RunID, "")
+		require.Equal(t, 200, page.status, page.body)
+		assert.Contains(t, page.body, "mcp__demo__weather")
+		assert.Contains(t, page.body, "sunny and 21C in")
+
 		r := waitRun(t, e.URL, ans.RunID, 10*time.Second)
 		assert.Equal(t, "succeeded", r.Status)
 		assert.InDelta(t, ans.CostUSD, r.CostUSD, 1e-9)
