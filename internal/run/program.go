@@ -276,11 +276,19 @@ func (x *execution) runProgram(ctx context.Context) error {
 		"DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
 	})
 
-	cmd := exec.Command(rt.Command[0], rt.Command[1:]...)
+	argv := rt.Command
+	if supervisorExe != "" {
+		argv = supervisedCommand(rt.Command, rt.MemoryMax, x.p.RunID) // program_supervise.go
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Env = rt.Dir, env
-	// Its own process group (cancel signals the whole group); killed by
-	// the kernel if agentd dies without stopping it (Linux).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Its own process group: cancel signals the whole group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if supervisorExe == "" {
+		// Killed by the kernel if agentd dies without stopping it; what
+		// it started is not (the supervisor's job).
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	cmd.Stdin = bytes.NewReader(stdin)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -295,10 +303,15 @@ func (x *execution) runProgram(ctx context.Context) error {
 	}
 	pid := cmd.Process.Pid
 	log := x.l.Log.With("pid", pid)
-	log.InfoContext(ctx, "agent program started", "command", rt.Command, "attempt", in.Attempt)
-	limit := limitMemory(pid, rt.MemoryMax, x.p.RunID)
+	log.InfoContext(ctx, "agent program started", "command", rt.Command, "attempt", in.Attempt, "supervised", supervisorExe != "")
+	var limit memoryLimit
+	if supervisorExe == "" {
+		limit = limitMemory(pid, rt.MemoryMax, x.p.RunID)
+	} else if dir, ok := cgroupDir(x.p.RunID, pid); ok {
+		limit = memoryLimit{How: "supervisor", cgroup: dir} // the supervisor limited itself; removed if it made a cgroup
+	}
 	defer limit.release()
-	if rt.MemoryMax > 0 {
+	if rt.MemoryMax > 0 && supervisorExe == "" {
 		if limit.How == "" {
 			log.WarnContext(ctx, "agent program's memory is not limited: no writable cgroup v2 and prlimit failed", "memory_max", rt.MemoryMax)
 		} else {

@@ -53,9 +53,19 @@ func limitMemory(pid int, max int64, runID string) memoryLimit {
 	return memoryLimit{How: "rlimit"}
 }
 
-// cgroupFor moves pid into a new child of agentd's cgroup (v2) with
-// memory.max set, when that is possible.
-func cgroupFor(pid int, max int64, runID string) (string, bool) {
+// cgroupDir is the cgroup limitMemory makes for pid of run runID, if
+// cgroup v2 is mounted; it may not exist.
+func cgroupDir(runID string, pid int) (string, bool) {
+	self, ok := selfCgroup()
+	if !ok {
+		return "", false
+	}
+	return filepath.Join("/sys/fs/cgroup", self, "agentd-run-"+sanitize(runID)+"-"+strconv.Itoa(pid)), true
+}
+
+// selfCgroup is this process's cgroup v2 path, when /sys/fs/cgroup is a
+// cgroup2 mount.
+func selfCgroup() (string, bool) {
 	raw, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return "", false
@@ -73,11 +83,20 @@ func cgroupFor(pid int, max int64, runID string) (string, bool) {
 	if unix.Statfs("/sys/fs/cgroup", &fs) != nil || fs.Type != unix.CGROUP2_SUPER_MAGIC {
 		return "", false // not a cgroup v2 mount (v1 or hybrid: a tmpfs)
 	}
-	dir := filepath.Join("/sys/fs/cgroup", self, "agentd-run-"+sanitize(runID)+"-"+strconv.Itoa(pid))
+	return self, true
+}
+
+// cgroupFor moves pid into a new child of agentd's cgroup (v2) with
+// memory.max set, when that is possible.
+func cgroupFor(pid int, max int64, runID string) (string, bool) {
+	dir, ok := cgroupDir(runID, pid)
+	if !ok {
+		return "", false
+	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", false
 	}
-	ok := writeExisting(filepath.Join(dir, "memory.max"), strconv.FormatInt(max, 10)) == nil &&
+	ok = writeExisting(filepath.Join(dir, "memory.max"), strconv.FormatInt(max, 10)) == nil &&
 		writeExisting(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)) == nil
 	if !ok {
 		_ = os.Remove(dir)

@@ -3,10 +3,11 @@ package run_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -203,7 +204,66 @@ func TestProgramFailures(t *testing.T) {
 	p := programParams(t, b, "run_nostart", a, "x")
 	_, err := b.loop.Execute(context.Background(), p)
 	require.ErrorIs(t, err, run.ErrProgramFailed)
-	assert.True(t, errors.Is(err, os.ErrNotExist), "%v", err)
+	assert.Contains(t, err.Error(), "no such file or directory")
+}
+
+// TestSupervisorKillsGroupWhenAgentdDies: the supervisor (this test
+// binary, see TestMain) kills the program and what it started when its
+// parent, agentd, dies without stopping them. Here the parent is a shell
+// killed with SIGKILL.
+func TestSupervisorKillsGroupWhenAgentdDies(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	pids := filepath.Join(dir, "pids")
+	// The program starts a grandchild, as the Agent SDK starts Claude
+	// Code, and both record their pids.
+	program := `sleep 60 & echo $! >> "$PIDS"; echo $$ >> "$PIDS"; wait`
+	parent := exec.Command("sh", "-c", `"$EXE" __agentd_program_supervisor 0 run_x -- sh -c "$PROGRAM" & echo $! > "$SUP"; wait`)
+	parent.Env = append(os.Environ(), "EXE="+exe, "PROGRAM="+program, "PIDS="+pids, "SUP="+filepath.Join(dir, "sup"))
+	require.NoError(t, parent.Start())
+	var all []int
+	require.Eventually(t, func() bool {
+		all = readPids(filepath.Join(dir, "sup"), pids)
+		return len(all) == 3
+	}, 10*time.Second, 20*time.Millisecond)
+	for _, p := range all {
+		require.True(t, processAlive(p), "pid %d runs", p)
+	}
+	require.NoError(t, parent.Process.Kill()) // agentd dies
+	_, _ = parent.Process.Wait()
+	require.Eventually(t, func() bool {
+		for _, p := range all {
+			if processAlive(p) {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 20*time.Millisecond, "supervisor, program and grandchild are gone: %v", all)
+}
+
+func readPids(files ...string) []int {
+	var out []int
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, l := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(l); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// processAlive: pid runs and is not a zombie.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || len(s) < i+3 || s[i+2] != 'Z'
 }
 
 // TestProgramMemoryLimit: runtime.memory_max reaches the program, as a
