@@ -430,7 +430,8 @@ func TestAgentSDKLifecycle(t *testing.T) {
 
 		// The same through a sync chat: a clear error.
 		a := call(t, "POST", e.URL+"/v1/chat", `{"agent":"sdk-demo","message":"/crash"}`)
-		assert.GreaterOrEqual(t, a.status, 500, a.body)
+		assert.Equal(t, http.StatusBadGateway, a.status, a.body)
+		assert.Contains(t, a.body, `"type":"program_failed"`)
 		assert.Contains(t, a.body, "crashes on purpose")
 	})
 
