@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -356,8 +357,30 @@ func (x *execution) runProgram(ctx context.Context) error {
 	m := &streamMapper{x: x, scope: scope, uses: map[string]toolUse{}}
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 64<<10), maxProgramLine)
+	var stoppedAfterResult atomic.Bool
 	for sc.Scan() {
+		hadResult := m.result != nil
 		m.line(ctx, sc.Bytes())
+		if !hadResult && m.result != nil {
+			// A program that keeps running after its result (an open
+			// handle keeps Node alive) gets kill_grace to exit, then
+			// SIGTERM and SIGKILL; its result stands.
+			go func() {
+				select {
+				case <-exited:
+					return
+				case <-time.After(rt.KillGrace):
+				}
+				stoppedAfterResult.Store(true)
+				log.WarnContext(ctx, "agent program still running after its result; stopping it", "grace", rt.KillGrace)
+				_ = syscall.Kill(-pid, syscall.SIGTERM)
+				select {
+				case <-exited:
+				case <-time.After(rt.KillGrace):
+					_ = syscall.Kill(-pid, syscall.SIGKILL)
+				}
+			}()
+		}
 	}
 	scanErr := sc.Err()
 	if scanErr != nil {
@@ -389,7 +412,7 @@ func (x *execution) runProgram(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrProgramFailed, msg)
 	}
 	switch {
-	case waitErr != nil:
+	case waitErr != nil && !(stoppedAfterResult.Load() && m.result != nil):
 		return fail(fmt.Sprintf("%s %s", rt.Command[0], exitString(cmd.ProcessState)))
 	case scanErr != nil:
 		return fail("read its output: " + scanErr.Error())

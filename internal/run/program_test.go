@@ -174,6 +174,21 @@ exec sleep 60`
 	assert.Equal(t, []string{"start", "resumed", "done"}, types(evs))
 }
 
+// TestProgramStoppedAfterResult: a program that does not exit after its
+// result is stopped after kill_grace, and its result stands.
+func TestProgramStoppedAfterResult(t *testing.T) {
+	b := setup(t, sim.Config{})
+	dir := t.TempDir()
+	script := `echo '` + resultLine + `'; trap '' TERM; exec sleep 60`
+	a := programAgent(b, script, map[string]string{"OUT": dir})
+	p := programParams(t, b, "run_linger", a, "x")
+	start := time.Now()
+	res, err := b.loop.Execute(context.Background(), p)
+	require.NoError(t, err)
+	assert.Equal(t, "all done", res.Output[0].Text)
+	assert.Less(t, time.Since(start), 10*time.Second, "kill_grace (1s) for the exit, then SIGTERM, then SIGKILL")
+}
+
 // TestProgramFailures: exit status, a missing result and an error result
 // fail the run with program_failed and the stderr tail.
 func TestProgramFailures(t *testing.T) {
