@@ -8,9 +8,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	agentrun "github.com/agentd/agentd/internal/run"
 )
 
 func main() {
+	if agentrun.IsSupervisor() {
+		// A hosted agent program's supervisor (agents[].runtime).
+		os.Exit(agentrun.Supervise())
+	}
+	agentrun.EnableSupervisor()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ()); err != nil {

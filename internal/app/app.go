@@ -414,13 +414,24 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		a.addLoop("reclaimer", func(ctx context.Context) error { return runs.Reclaim(ctx, cfg.Worker.ReclaimInterval) })
 	}
 
+	// Hosted agent programs (agents[].runtime) call models through the
+	// gateway too, on a loopback port of their own with run-scoped keys,
+	// on every role that executes runs, gateway.disabled or not.
+	hosted := slices.ContainsFunc(cfg.Agents, func(ac config.Agent) bool { return ac.Runtime != nil })
 	var gw http.Handler
-	if a.serveAPI && !cfg.Gateway.Disabled {
+	if hosted || (a.serveAPI && !cfg.Gateway.Disabled) {
 		g, err := buildGateway(cfg, provider, pricing, usage, rateLimit, budgets, metrics, log)
 		if err != nil {
 			return nil, err
 		}
-		gw, a.gwWait = g, g.Wait
+		a.gwWait = g.Wait
+		if a.serveAPI && !cfg.Gateway.Disabled {
+			gw = g
+		}
+		if hosted {
+			runLoop.Programs = &agentrun.ProgramHost{Gateway: g, Scrub: redactor.Scrub, Log: log}
+			a.onClose(func() { _ = runLoop.Programs.Close() })
+		}
 	}
 	api := server.New(server.Config{
 		Chat: svc, Runs: runs, Hub: be.Hub, HealthOnly: !a.serveAPI,

@@ -72,6 +72,9 @@ func (a *App) buildModels(agents map[string]*agentrun.ChatAgent) (*resilience.Pr
 		cache = resilience.NewLayeredCache(cache, resilience.NewRedisCache(a.redis, resilience.RedisCacheConfig{}, rm, log.With("component", "redis-cache")))
 	}
 	for i, ac := range cfg.Agents {
+		if ac.Runtime != nil {
+			continue // a hosted program calls models through the gateway
+		}
 		m, err := resilience.Build(resilience.NewAgentConfig(ac), provider, cache, rm, log)
 		if err != nil {
 			return nil, fmt.Errorf("agents[%d]: %w", i, err)
@@ -108,6 +111,12 @@ func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.C
 				src += ":" + ti.Server // "mcp:demo"
 			}
 			info.Tools = append(info.Tools, server.ToolInfo{Name: ti.Name, Description: ti.Description, Source: src})
+		}
+		if rt := a.Runtime; rt != nil {
+			// A hosted agent program (docs/agent-sdk.md).
+			ca.Runtime = agentrun.NewRuntime(rt.Command, rt.Dir, rt.Env, rt.MaxConcurrent, rt.KillGrace, int64(rt.MemoryMax))
+			ca.Timeout = rt.Timeout
+			ca.Tools = nil
 		}
 		agents[a.Name] = ca
 		infos = append(infos, info)

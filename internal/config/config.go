@@ -464,7 +464,60 @@ type Agent struct {
 	// "approval timed out" and the run goes on; "fail" fails the run.
 	// Defaults to "deny".
 	OnApprovalTimeout string `yaml:"on_approval_timeout"`
+	// Runtime, when set, makes the agent a hosted agent program (a Claude
+	// Agent SDK app, docs/agent-sdk.md): each run starts Command, whose
+	// model calls go through agentd's gateway with a key scoped to the
+	// run, and whose stream-JSON output becomes the run's events. model
+	// is then optional (the program chooses its models); system, tools,
+	// mcp, max_steps, max_tokens and approval_required do not apply.
+	// Defaults to none.
+	Runtime *AgentRuntime `yaml:"runtime,omitempty"`
 }
+
+// AgentRuntime is agents[].runtime: how to start the agent's program.
+type AgentRuntime struct {
+	// Command is the program and its arguments ([node, app.mjs]); the
+	// first is looked up in PATH, or, when it holds a "/", taken from dir.
+	// It must exist at start-up. Required.
+	Command []string `yaml:"command"`
+	// Dir is the program's working directory; a relative one is taken
+	// from the configuration file's directory. Defaults to agentd's
+	// working directory.
+	Dir string `yaml:"dir"`
+	// Env adds variables to the program's environment, which otherwise
+	// holds only PATH, HOME, LANG, TMPDIR and the AGENTD_* and
+	// ANTHROPIC_* variables agentd sets (never agentd's own secrets).
+	// Values may be ${env:X} / ${file:/path} references. Defaults to none.
+	Env map[string]string `yaml:"env,omitempty"`
+	// Protocol is the program's output format: "sdk-stream-json" (the
+	// Agent SDK's messages, one JSON object a line). Defaults to
+	// "sdk-stream-json".
+	Protocol string `yaml:"protocol"`
+	// MaxConcurrent caps the agent's programs running at once in one
+	// agentd process (chats and queued runs); a run waits for a slot.
+	// Defaults to 4.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// Timeout bounds one run of the program (it replaces the agent's
+	// timeout). Defaults to 10m.
+	Timeout time.Duration `yaml:"timeout"`
+	// KillGrace is how long a program has to exit after SIGTERM (cancel,
+	// timeout, shutdown) before its process group gets SIGKILL.
+	// Defaults to 5s.
+	KillGrace time.Duration `yaml:"kill_grace"`
+	// MemoryMax limits the program's memory ("512MiB", "2GiB", or bytes):
+	// a cgroup v2 memory.max when agentd can create cgroups, else
+	// RLIMIT_AS (address space, which is larger than resident memory:
+	// set it generously). Defaults to 0: no limit.
+	MemoryMax ByteSize `yaml:"memory_max"`
+}
+
+// Values and defaults of agents[].runtime.
+const (
+	RuntimeProtocolSDKStreamJSON = "sdk-stream-json"
+	DefaultRuntimeMaxConcurrent  = 4
+	DefaultRuntimeTimeout        = 10 * time.Minute
+	DefaultRuntimeKillGrace      = 5 * time.Second
+)
 
 // Values of agents[].on_approval_timeout.
 const (

@@ -62,6 +62,7 @@ func Load(path string, environ []string) (*Config, error) {
 	if err := resolveRefs(cfg, env, baseDir); err != nil {
 		return nil, fmt.Errorf("config %s: %w", src, err)
 	}
+	cfg.resolveRuntimeDirs(baseDir)
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s is invalid:\n%w", src, err)
@@ -261,6 +262,10 @@ func resolveRefs(cfg *Config, env map[string]string, baseDir string) error {
 					p = path + "." + name
 				}
 				walk(v.Field(i), p)
+			}
+		case reflect.Pointer:
+			if !v.IsNil() {
+				walk(v.Elem(), path) // agents[].runtime
 			}
 		case reflect.Slice, reflect.Array:
 			for i := range v.Len() {

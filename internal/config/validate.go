@@ -78,6 +78,7 @@ func (c *Config) ApplyDefaults() {
 	c.applyAbuseDefaults()
 	c.Retention.applyDefaults()
 	c.Console.applyDefaults()
+	c.applyRuntimeDefaults()
 
 	for i := range c.Agents {
 		ag := &c.Agents[i]
@@ -237,8 +238,11 @@ func (c *Config) Validate() error {
 				seen[ag.Name] = i
 			}
 		}
-		if strings.TrimSpace(ag.Model) == "" {
+		if strings.TrimSpace(ag.Model) == "" && ag.Runtime == nil {
 			v.add(p+".model", "required")
+		}
+		if ag.Runtime != nil {
+			v.runtime(p, ag.Runtime)
 		}
 		v.oneOf(p+".on_unavailable", ag.OnUnavailable, []string{OnUnavailableFail, OnUnavailableEnqueue})
 		atLeast(&v, p+".max_concurrent_runs", ag.MaxConcurrentRuns, 0, "must be >= 0")

@@ -170,6 +170,10 @@ type call struct {
 	count     bool
 	stream    bool
 	reqID     string
+	// scope, when set, attributes the call to a hosted program's run
+	// (metered.RunScope): its step in the run.
+	scope *metered.RunScope
+	step  int
 
 	upstreamHeader http.Header // of the 2xx answer being relayed
 
@@ -198,6 +202,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	p, _ := auth.FromContext(ctx)
 	c := &call{h: h, w: w, rc: http.NewResponseController(w), start: time.Now(), tenant: p.Tenant, key: p.KeyID,
 		count: count, reqID: w.Header().Get("X-Request-ID")}
+	if sc := metered.RunScopeFrom(ctx); sc != nil {
+		// A hosted program's call (agents[].runtime): metered as its run's.
+		c.scope, c.tenant, c.key = sc, sc.Tenant, sc.Key
+	}
 	// A model call outlives any server write timeout: each write gets its
 	// own deadline instead (writeTimeout).
 	_ = c.rc.SetWriteDeadline(time.Time{})
@@ -274,8 +282,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	var mc *metered.Call // nil for count_tokens: not metered
 	if !count {
 		// Gateway calls count as the agent "gateway" (budgets.agents).
+		if c.scope != nil {
+			c.step = c.scope.Begin()
+		}
 		mc, err = h.begin(ctx, c, &req, fallbacks, f.maxTokens)
 		if err != nil {
+			if c.scope != nil {
+				if _, ok := budget.AsExceeded(err); ok && c.scope.OnRefused != nil {
+					c.scope.OnRefused(err)
+				}
+				c.scope.End(nil)
+			}
 			c.refuse(refusalOf(err))
 			return
 		}
@@ -294,17 +311,37 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	h.background(func() {
 		usd := c.account(actx, mc, err)
 		c.finish(actx, usd, err)
+		if c.scope != nil && !count {
+			c.scope.End(c.report(usd))
+		}
 	})
 }
 
 // begin checks the call's limits and reserves its worst case: that of the
 // dearest model the call may end on.
 func (h *Handler) begin(ctx context.Context, c *call, req *llm.Request, fallbacks []string, maxTokens int64) (*metered.Call, error) {
-	_, mc, err := h.meter.Begin(ctx, metered.CallInfo{
+	info := metered.CallInfo{
 		Tenant: c.tenant, Key: c.key, Agent: Agent,
 		Model: c.model, Fallbacks: fallbacks, MaxTokens: maxTokens,
-	}, req)
+	}
+	if sc := c.scope; sc != nil {
+		info.Agent, info.RunID, info.Step, info.RunMaxUSD = sc.Agent, sc.RunID, c.step, sc.RunMaxUSD
+	}
+	_, mc, err := h.meter.Begin(ctx, info, req)
 	return mc, err
+}
+
+// report is what a run-scoped call reports to its run: nil when it
+// answered nothing.
+func (c *call) report(usd money.Nanos) *metered.CallReport {
+	if c.usage == (llm.Usage{}) {
+		return nil
+	}
+	model := c.answered
+	if model == "" {
+		model = c.model
+	}
+	return &metered.CallReport{Step: c.step, Model: model, RequestID: c.msgID, StopReason: c.stopReason, Usage: c.usage, CostUSD: usd}
 }
 
 // maxBackground bounds the accounting jobs running after their answers;
@@ -459,6 +496,9 @@ func (c *call) finish(ctx context.Context, usd money.Nanos, err error) {
 	}
 	if c.count {
 		attrs = append(attrs, slog.Bool("count_tokens", true))
+	}
+	if c.scope != nil {
+		attrs = append(attrs, slog.String("run_id", c.scope.RunID), slog.String("agent", c.scope.Agent))
 	}
 	if id := c.upstreamID(err); id != "" {
 		attrs = append(attrs, slog.String("upstream_request_id", id))

@@ -326,6 +326,7 @@ func (c *Chat) params(ctx context.Context, onEvent func(store.Event)) (context.C
 		},
 		Decisions: c.decisions,
 		Pause:     c.pause,
+		Attempt:   c.run.Attempt,
 	}
 	if c.s.Hub != nil {
 		hub := c.s.Hub

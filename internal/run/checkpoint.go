@@ -69,6 +69,9 @@ type state struct {
 	// Decided are the tool_use ids of the pending turn whose approval
 	// decision was announced (an approval_decided event).
 	Decided []string `json:"decided,omitempty"`
+	// SDKSession is the Agent SDK session id a hosted program reported
+	// (agents[].runtime): a retried run passes it back to the program.
+	SDKSession string `json:"sdk_session_id,omitempty"`
 }
 
 // restore loads the newest checkpoint, or starts fresh.

@@ -73,6 +73,11 @@ type Agent struct {
 	FallbackModels []string
 	// Approval says which tool calls wait for a person's decision.
 	Approval ApprovalPolicy
+	// Runtime, when set, makes the agent a hosted program
+	// (agents[].runtime, program.go): its runs execute the program instead
+	// of the loop; Model, System, Tools, MaxSteps and MaxTokens do not
+	// apply.
+	Runtime *Runtime
 }
 
 // StepStore is the part of the store the loop uses.
@@ -105,6 +110,10 @@ type Loop struct {
 	Budget BudgetReserver
 	// Pricing, Usage, Tokens, Budget and Metrics make up the metering of
 	// the loop's model calls: see package metered, which does it.
+
+	// Programs serves the model calls of hosted agent programs
+	// (Agent.Runtime); nil: agents with a runtime fail.
+	Programs *ProgramHost
 }
 
 // BudgetReserver holds a model call's cost against budgets (see
@@ -154,6 +163,9 @@ type Params struct {
 	// resumed after a pause): approved calls run, others get an error
 	// tool_result.
 	Decisions map[string]store.Approval
+	// Attempt is the run's attempt (1 for the first); a hosted program
+	// sees it.
+	Attempt int
 	// Pause, if set, stores the run when a tool call needs a decision
 	// that is not in Decisions; Execute then returns a *PausedError. Nil:
 	// such a call fails the run.
@@ -220,7 +232,11 @@ func (l *Loop) Execute(ctx context.Context, p *Params) (res Result, err error) {
 	if err := x.restore(context.WithoutCancel(ctx)); err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrRestore, err)
 	}
-	if err := x.loop(ctx); err != nil {
+	run := x.loop
+	if p.Agent.Runtime != nil {
+		run = x.program
+	}
+	if err := run(ctx); err != nil {
 		if errors.Is(err, ErrRequiresAction) {
 			return x.result(), err // paused: stored, not stopped
 		}

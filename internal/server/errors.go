@@ -134,7 +134,7 @@ func classified(info run.ErrorInfo) *Error {
 	case "upstream_unavailable":
 		e.Status = http.StatusServiceUnavailable
 		e.RetryAfter = 1
-	case "upstream_error":
+	case "upstream_error", "program_failed":
 		e.Status = http.StatusBadGateway
 	case "budget_exceeded", "rate_limited":
 		e.Status = http.StatusTooManyRequests
