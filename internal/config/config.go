@@ -120,6 +120,9 @@ type Config struct {
 	// Breakers tunes the circuit breakers of tools, webhooks, Redis and
 	// the store (docs/resilience.md#circuit-breakers).
 	Breakers Breakers `yaml:"breakers"`
+	// ManagedAgents configures the Managed Agents face
+	// (docs/managed-agents.md).
+	ManagedAgents ManagedAgents `yaml:"managed"`
 }
 
 // Server is the HTTP server.
