@@ -27,7 +27,9 @@ func (s *turnsStore) GetManagedSessionByConversation(_ context.Context, _, conv 
 	return ms, nil
 }
 
-func (s *turnsStore) ListConversationRuns(context.Context, string, string) ([]store.Run, error) { return s.runs, nil }
+func (s *turnsStore) ListConversationRuns(context.Context, string, string) ([]store.Run, error) {
+	return s.runs, nil
+}
 
 type submitted struct {
 	Runner
