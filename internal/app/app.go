@@ -349,8 +349,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	}
 	runs.Queue, runs.Webhooks = a.queue, a.queue
 	// Sessions' turns are runs, with the session's budget and webhook.
-	managedAPI.Runs = &managed.Turns{Runner: runs, Store: st, WebhookURL: cfg.ManagedAgents.WebhookURL.Value()}
-	managedAPI.RunEvents = st
+	managedAPI.Runs = &managed.Turns{Runner: runs, Store: st, WebhookURL: cfg.ManagedAgents.WebhookURL.Value(), Wake: managedAPI.Wake}
+	managedAPI.RunEvents, managedAPI.Hub = st, be.Hub
 	managedAPI.Webhooks, managedAPI.WebhookURL = a.queue, cfg.ManagedAgents.WebhookURL.Value()
 	// Agents created through the API run as runs of their stored version.
 	managedAPI.Agents = managedResolver(cfg, st, tools, a.managedModels)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentd/agentd/internal/events"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -31,6 +32,11 @@ type Service struct {
 	// webhook jobs, delivered by WebhookDeliverer); nil or "": none.
 	Webhooks   run.WebhookSender
 	WebhookURL string
+	// Hub wakes session streams when their turn's run stores events
+	// (stream_wake.go); nil: they poll.
+	Hub events.Hub
+
+	wakes wakers
 }
 
 // ---------------------------------------------------------------------------

@@ -611,6 +611,8 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	paused := false
 	tick := time.NewTicker(p.Poll)
 	defer tick.Stop()
+	follow, unfollow := s.follow(ms.ConversationID, tick.C)
+	defer unfollow()
 	for {
 		if idx < len(runs) {
 			r, err := s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID)
@@ -673,10 +675,12 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 				continue
 			}
 		}
-		select {
-		case <-ctx.Done():
+		var cur string
+		if idx < len(runs) {
+			cur = runs[idx].ID
+		}
+		if !follow.wait(ctx, cur) {
 			return nil
-		case <-tick.C:
 		}
 		if idx >= len(runs) {
 			if runs, err = s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID); err != nil {

@@ -39,6 +39,8 @@ type Turns struct {
 	Store store.Managed
 	// WebhookURL receives the sessions' webhooks; "": none.
 	WebhookURL string
+	// Wake is told of each turn submitted (Service.Wake); nil: nothing.
+	Wake func(conversationID string)
 }
 
 // Submit submits a session's turn with its budget and webhook.
@@ -67,7 +69,11 @@ func (t *Turns) Submit(ctx context.Context, p run.SubmitParams) (store.Run, bool
 	if t.WebhookURL != "" && p.Webhook == "" {
 		p.Webhook = t.WebhookURL
 	}
-	return t.Runner.Submit(ctx, p)
+	r, created, err := t.Runner.Submit(ctx, p)
+	if err == nil && t.Wake != nil {
+		t.Wake(p.ConversationID) // the session's streams read the new turn now
+	}
+	return r, created, err
 }
 
 // budgetLeft is b less the cost of the session's runs (each run's
