@@ -554,7 +554,7 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 		return err
 	}
 	if p.Poll <= 0 {
-		p.Poll = 100 * time.Millisecond
+		p.Poll = s.pollInterval()
 	}
 	tr, err := s.translator(a)
 	if err != nil {

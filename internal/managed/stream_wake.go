@@ -113,3 +113,14 @@ func (f *follower) wait(ctx context.Context, run string) bool {
 	}
 	return true
 }
+
+// pollInterval is how often a stream reads the store when nothing woke
+// it: 100 ms, or 1 s with a hub (then a read is due only for what no
+// wake announces: a turn submitted on another instance, a run claimed by
+// a worker before its first event).
+func (s *Service) pollInterval() time.Duration {
+	if s.Hub != nil {
+		return time.Second
+	}
+	return 100 * time.Millisecond
+}
