@@ -560,6 +560,11 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	if err != nil {
 		return err
 	}
+	// Woken from here on: a turn submitted after the read below wakes it.
+	tick := time.NewTicker(p.Poll)
+	defer tick.Stop()
+	follow, unfollow := s.follow(ms.ConversationID, tick.C)
+	defer unfollow()
 	runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
 	if err != nil {
 		return err
@@ -609,10 +614,6 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	idx := startRun
 	var seq int64 // events of runs[idx] translated
 	paused := false
-	tick := time.NewTicker(p.Poll)
-	defer tick.Stop()
-	follow, unfollow := s.follow(ms.ConversationID, tick.C)
-	defer unfollow()
 	for {
 		if idx < len(runs) {
 			r, err := s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID)

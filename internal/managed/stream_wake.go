@@ -91,8 +91,9 @@ func (f *follower) wait(ctx context.Context, run string) bool {
 		f.run = run
 		if run != "" {
 			f.evs, f.unsub = f.hub.Subscribe(run)
-			// Events stored before the subscription are read by the
-			// caller's next read; wait no longer than one tick for them.
+			// Read once more now: what was stored before the
+			// subscription is in the store, what comes after wakes it.
+			return ctx.Err() == nil
 		}
 	}
 	select {

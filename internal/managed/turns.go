@@ -134,12 +134,17 @@ func (w *WebhookDeliverer) Deliver(ctx context.Context, tenant, id, url, event, 
 		return w.Run.Deliver(ctx, tenant, id, url, event, key)
 	}
 	r, err := w.Store.GetRun(ctx, tenant, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // deleted (with its session): nothing to tell
+	}
 	if err != nil {
 		return fmt.Errorf("load run %s: %w", id, err)
 	}
 	ms, err := w.Store.GetManagedSessionByConversation(ctx, tenant, r.ConversationID)
 	if errors.Is(err, store.ErrNotFound) {
-		return w.Run.Deliver(ctx, tenant, id, url, event, key)
+		// Its session was deleted since (or a /v1/runs client named the
+		// sessions' URL: that URL only ever gets session events).
+		return nil
 	}
 	if err != nil {
 		return err
