@@ -172,6 +172,13 @@ func TestManagedSessionUsageBudgetWebhooksSDK(t *testing.T) {
 		require.Equal(t, "user.message", history[0].Type)
 		require.Equal(t, "good morning", history[0].AsUserMessage().Content[0].Text)
 		require.Equal(t, "session.status_idle", history[len(history)-1].Type)
+		// A turn that pauses for a confirmation (always_ask) goes idle too.
+		_, err = c.Beta.Sessions.Events.Send(ctx, first.ID, say("please use the calculator"))
+		require.NoError(t, err)
+		require.Equal(t, "session.status_idled", string(sink.next(t, first.ID).Data.Type))
+		paused, err := c.Beta.Sessions.Get(ctx, first.ID, anthropic.BetaSessionGetParams{})
+		require.NoError(t, err)
+		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusIdle, paused.Status)
 
 		// Refused: two initial messages (the second would wait), an
 		// outcome, and system.message (the session is not created).
