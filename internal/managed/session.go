@@ -408,9 +408,11 @@ func (s *Service) renderSession(ctx context.Context, ms store.ManagedSession, a 
 			ms.Status = StatusRunning
 		}
 	}
-	usage, err := s.usageOf(ctx, ms, runs)
-	if err != nil {
-		return Session{}, err
+	usage := SessionUsage{ListCost: Cents(0)}
+	if len(runs) > 0 { // no turn, no usage rows
+		if usage, err = s.usageOf(ctx, ms, runs); err != nil {
+			return Session{}, err
+		}
 	}
 	end := time.Now()
 	if !ms.ArchivedAt.IsZero() {
