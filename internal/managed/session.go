@@ -325,8 +325,9 @@ func (s *Service) CreateSession(ctx context.Context, tenant string, req SessionC
 			}
 			return Session{}, prefixInvalid("initial_events", err)
 		}
+		return s.renderSession(ctx, ms, a)
 	}
-	return s.renderSession(ctx, ms, a)
+	return s.renderSessionRuns(ctx, ms, a, nil, true) // no turn yet
 }
 
 // maxInitialEvents bounds initial_events, as the API does.
@@ -380,6 +381,12 @@ func prefixInvalid(field string, err error) error {
 // renderSession is the wire form of ms; a is its agent version when the
 // caller has it (zero: read it).
 func (s *Service) renderSession(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent) (Session, error) {
+	return s.renderSessionRuns(ctx, ms, a, nil, false)
+}
+
+// renderSessionRuns is renderSession with the session's runs when known
+// (a session just created has none), read from the store otherwise.
+func (s *Service) renderSessionRuns(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent, runs []store.Run, known bool) (Session, error) {
 	if a.ID == "" {
 		var err error
 		if a, err = s.Store.GetManagedAgent(ctx, ms.Tenant, ms.AgentID, ms.AgentVersion); err != nil {
@@ -397,9 +404,10 @@ func (s *Service) renderSession(ctx context.Context, ms store.ManagedSession, a 
 	if d.Metadata == nil {
 		d.Metadata = map[string]string{}
 	}
-	runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
-	if err != nil {
-		return Session{}, err
+	if !known {
+		if runs, err = s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID); err != nil {
+			return Session{}, err
+		}
 	}
 	if ms.Status != StatusTerminated {
 		// A session runs while its latest turn is queued or running; a
