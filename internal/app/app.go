@@ -28,6 +28,7 @@ import (
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/convcache"
+	"github.com/agentd/agentd/internal/managed"
 	"github.com/agentd/agentd/internal/observe"
 	"github.com/agentd/agentd/internal/queue"
 	storeredis "github.com/agentd/agentd/internal/redis"
@@ -341,15 +342,22 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	qcfg := queue.Config{Workers: cfg.Worker.Concurrency, FetchPollInterval: cfg.Worker.PollInterval, Log: log.With("component", "river")}
 	if a.runWorker {
 		qcfg.Executor = runs
-		qcfg.Webhooks = &agentrun.Webhook{Store: st, Secret: cfg.Runs.WebhookSecret.Value(),
-			Client: &http.Client{Timeout: cfg.Runs.WebhookTimeout,
-				Transport: &breaker.Transport{Set: a.breakers, Prefix: breaker.PrefixWebhook}}}
+		hookClient := &http.Client{Timeout: cfg.Runs.WebhookTimeout,
+			Transport: &breaker.Transport{Set: a.breakers, Prefix: breaker.PrefixWebhook}}
+		// Sessions' webhooks ride on the run webhooks' jobs, retries and
+		// breakers, in Managed Agents' shape.
+		qcfg.Webhooks = &managed.WebhookDeliverer{
+			Run:   &agentrun.Webhook{Store: st, Secret: cfg.Runs.WebhookSecret.Value(), Client: hookClient},
+			Store: st, URL: cfg.ManagedAgents.WebhookURL.Value(), Key: cfg.ManagedAgents.WebhookSigningKey.Value(), Client: hookClient}
 	}
 	if a.queue, err = be.NewQueue(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	runs.Queue, runs.Webhooks = a.queue, a.queue
-	managedAPI.Runs, managedAPI.RunEvents = runs, st // sessions' turns are runs
+	// Sessions' turns are runs, with the session's budget and webhook.
+	managedAPI.Runs = &managed.Turns{Runner: runs, Store: st, WebhookURL: cfg.ManagedAgents.WebhookURL.Value(), Wake: managedAPI.Wake}
+	managedAPI.RunEvents, managedAPI.Hub = st, be.Hub
+	managedAPI.Webhooks, managedAPI.WebhookURL = a.queue, cfg.ManagedAgents.WebhookURL.Value()
 	// Agents created through the API run as runs of their stored version.
 	managedAPI.Agents = managedResolver(cfg, st, tools, a.managedModels)
 	svc.Resolver = managedAPI.Agents

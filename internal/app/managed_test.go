@@ -47,7 +47,7 @@ func startManaged(t *testing.T, backend string) *managedBundle {
 
 // startManagedWith is startManaged with the configuration's agents (and
 // worker settings) in extra.
-func startManagedWith(t *testing.T, backend, extra string) *managedBundle {
+func startManagedWith(t testing.TB, backend, extra string) *managedBundle {
 	t.Helper()
 	dir := t.TempDir()
 	var storeURL string
@@ -437,10 +437,11 @@ func TestManagedAgentsSDK(t *testing.T) {
 			require.Contains(t, apiError(t, err, http.StatusNotFound, "not_found_error"), "agent_nope")
 			_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: "env_nope"})
 			require.Contains(t, apiError(t, err, http.StatusNotFound, "not_found_error"), "env_nope")
+			hi := anthropic.BetaSessionNewParamsInitialEventUnion{OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{
+				Content: []anthropic.BetaManagedAgentsUserMessageEventParamsContentUnion{{OfText: &anthropic.BetaManagedAgentsTextBlockParam{Text: "hi"}}}}}
 			_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: env.ID,
-				InitialEvents: []anthropic.BetaSessionNewParamsInitialEventUnion{{OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{
-					Content: []anthropic.BetaManagedAgentsUserMessageEventParamsContentUnion{{OfText: &anthropic.BetaManagedAgentsTextBlockParam{Text: "hi"}}}}}}})
-			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not built yet")
+				InitialEvents: []anthropic.BetaSessionNewParamsInitialEventUnion{hi, hi}})
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "at most one user.message")
 			_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: env.ID, VaultIDs: []string{"vlt_1"}})
 			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not supported by this server")
 			_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: env.ID},
@@ -463,6 +464,16 @@ func TestManagedAgentsSDK(t *testing.T) {
 				Events: []anthropic.BetaManagedAgentsEventParamsUnion{{OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{
 					Content: []anthropic.BetaManagedAgentsUserMessageEventParamsContentUnion{{OfText: &anthropic.BetaManagedAgentsTextBlockParam{Text: "hi"}}}}}}})
 			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "mcp_servers (https://mcp.example.com/mcp, by URL)")
+			// The same message as an initial event refuses the session,
+			// which is not kept.
+			_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
+				Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(apiAgent.ID)}, EnvironmentID: env.ID,
+				InitialEvents: []anthropic.BetaSessionNewParamsInitialEventUnion{hi}})
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "initial_events")
+			kept, err := c.Beta.Sessions.List(ctx, anthropic.BetaSessionListParams{AgentID: anthropic.String(apiAgent.ID)})
+			require.NoError(t, err)
+			require.Len(t, kept.Data, 1)
+			require.Equal(t, s.ID, kept.Data[0].ID)
 			_, err = c.Beta.Sessions.Events.Send(ctx, s.ID, anthropic.BetaSessionEventSendParams{
 				Events: []anthropic.BetaManagedAgentsEventParamsUnion{{OfUserCustomToolResult: &anthropic.BetaManagedAgentsUserCustomToolResultEventParams{
 					CustomToolUseID: "toolu_1"}}}})

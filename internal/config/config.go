@@ -122,6 +122,9 @@ type Config struct {
 	Breakers Breakers `yaml:"breakers"`
 	// Sessions is the per-instance conversation cache (sessions.go).
 	Sessions Sessions `yaml:"sessions"`
+	// ManagedAgents configures the Managed Agents face
+	// (docs/managed-agents.md).
+	ManagedAgents ManagedAgents `yaml:"managed"`
 }
 
 // Server is the HTTP server.

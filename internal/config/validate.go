@@ -213,6 +213,7 @@ func (c *Config) Validate() error {
 	c.validateRedaction(&v)
 	c.validateBudgets(&v)
 	c.validateAbuse(&v)
+	c.validateManaged(&v)
 	c.Retention.validate(&v)
 	c.Console.validate(&v)
 	c.validateObservability(&v)

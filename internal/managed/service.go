@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentd/agentd/internal/events"
+	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -26,6 +28,15 @@ type Service struct {
 	// Agents runs the agents created through the API (the run service's
 	// Resolver); nil: their sessions refuse user.message.
 	Agents *Resolver
+	// Webhooks queues session webhooks to WebhookURL (the run queue's
+	// webhook jobs, delivered by WebhookDeliverer); nil or "": none.
+	Webhooks   run.WebhookSender
+	WebhookURL string
+	// Hub wakes session streams when their turn's run stores events
+	// (stream_wake.go); nil: they poll.
+	Hub events.Hub
+
+	wakes wakers
 }
 
 // ---------------------------------------------------------------------------

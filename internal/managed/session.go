@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"regexp"
 	"strconv"
 	"time"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -67,14 +69,58 @@ type SessionStats struct {
 	DurationSeconds float64 `json:"duration_seconds"`
 }
 
-// SessionUsage is a session's cumulative token use. Until sessions run
-// turns (docs/managed-agents.md) it is zero.
+// SessionUsage is a session's cumulative use (BetaManagedAgentsSessionUsage):
+// the sums of agentd's usage rows (one per model call) of the session's
+// runs, and the time its turns ran.
 type SessionUsage struct {
 	InputTokens          int64         `json:"input_tokens"`
 	OutputTokens         int64         `json:"output_tokens"`
 	CacheReadInputTokens int64         `json:"cache_read_input_tokens"`
 	CacheCreation        CacheCreation `json:"cache_creation"`
 	ActiveSeconds        float64       `json:"active_seconds"`
+	// ListCost is agentd's cost_usd of those calls (its pricing table) in
+	// cents, rounded up.
+	ListCost Money `json:"list_cost"`
+	// CostUSD is the same cost in USD, exact to the nano-dollar (agentd's
+	// cost_usd; not a field of the SDK's type, which keeps it as an extra
+	// field).
+	CostUSD money.Nanos `json:"cost_usd"`
+}
+
+// Cents is n in whole US cents, rounded up (a budget compares with it, so
+// it never understates the spend), as a BetaMonetaryAmount.
+func Cents(n money.Nanos) Money {
+	const perCent = int64(money.Nanos(10_000_000)) // 1e-2 USD in nano-dollars
+	c := int64(n) / perCent
+	if int64(n)%perCent > 0 {
+		c++
+	}
+	return Money{Amount: strconv.FormatInt(max(c, 0), 10), Currency: "USD"}
+}
+
+// usageOf is a session's usage: its runs' usage rows and the time its
+// runs executed (from start to finish, or to now while one runs).
+func (s *Service) usageOf(ctx context.Context, ms store.ManagedSession, runs []store.Run) (SessionUsage, error) {
+	t, err := s.Store.SumConversationUsage(ctx, ms.Tenant, ms.ConversationID)
+	if err != nil {
+		return SessionUsage{}, err
+	}
+	u := SessionUsage{InputTokens: t.InputTokens, OutputTokens: t.OutputTokens, CacheReadInputTokens: t.CacheReadInputTokens,
+		// The ledger does not split cache writes by lifetime; agentd
+		// writes 5-minute entries.
+		CacheCreation: CacheCreation{Ephemeral5mInputTokens: t.CacheCreationInputTokens},
+		ListCost:      Cents(t.CostUSD), CostUSD: t.CostUSD}
+	now := time.Now()
+	for _, r := range runs {
+		switch {
+		case r.StartedAt.IsZero():
+		case !r.FinishedAt.IsZero():
+			u.ActiveSeconds += max(0, r.FinishedAt.Sub(r.StartedAt).Seconds())
+		case r.Status == store.RunRunning:
+			u.ActiveSeconds += max(0, now.Sub(r.StartedAt).Seconds())
+		}
+	}
+	return u, nil
 }
 
 // CacheCreation splits cache writes by lifetime.
@@ -208,8 +254,9 @@ func (e *NotFoundError) Unwrap() error { return e.err }
 
 // CreateSession creates a session (status idle) and its conversation.
 func (s *Service) CreateSession(ctx context.Context, tenant string, req SessionCreateRequest) (Session, error) {
-	if !emptyArray(req.InitialEvents) {
-		return Session{}, invalid("initial_events: not built yet on this server: sessions do not run turns yet (see docs/managed-agents.md); create the session without them")
+	initial, err := initialEvents(req.InitialEvents)
+	if err != nil {
+		return Session{}, err
 	}
 	if !emptyArray(req.Resources) {
 		return Session{}, unsupported("resources", "mounting resources (files, GitHub repositories, memory stores) into a container")
@@ -268,12 +315,78 @@ func (s *Service) CreateSession(ctx context.Context, tenant string, req SessionC
 	if err != nil {
 		return Session{}, err
 	}
-	return s.renderSession(ctx, ms, a)
+	if len(initial) > 0 {
+		// Sent as POST /v1/sessions/{id}/events would: a refused event
+		// (say, an agent this server cannot run) refuses the session,
+		// which is deleted again.
+		if _, err := s.SendEvents(ctx, tenant, ms.ID, "", SendEventsRequest{Events: initial}); err != nil {
+			if derr := s.Store.DeleteManagedSession(context.WithoutCancel(ctx), tenant, ms.ID); derr != nil {
+				slog.WarnContext(ctx, "delete refused session", "session_id", ms.ID, "err", derr)
+			}
+			return Session{}, prefixInvalid("initial_events", err)
+		}
+		return s.renderSession(ctx, ms, a)
+	}
+	return s.renderSessionRuns(ctx, ms, a, nil, true) // no turn yet
+}
+
+// maxInitialEvents bounds initial_events, as the API does.
+const maxInitialEvents = 50
+
+// initialEvents checks a session's initial_events: user.message events
+// (user.define_outcome is refused, as outcomes are), at most one, since a
+// second would wait for the first turn (see docs/managed-agents.md).
+func initialEvents(raw json.RawMessage) ([]json.RawMessage, error) {
+	if !present(raw) || isNull(raw) {
+		return nil, nil
+	}
+	var evs []json.RawMessage
+	if err := json.Unmarshal(raw, &evs); err != nil {
+		return nil, invalid("initial_events: want an array of events")
+	}
+	if len(evs) > maxInitialEvents {
+		return nil, invalid("initial_events: at most %d events, got %d", maxInitialEvents, len(evs))
+	}
+	for i, e := range evs {
+		var head struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(e, &head) != nil {
+			return nil, invalid("initial_events[%d]: want an object with a type", i)
+		}
+		switch head.Type {
+		case "user.message":
+		case "user.define_outcome":
+			return nil, unsupported(fmt.Sprintf("initial_events[%d]", i), head.Type)
+		default:
+			return nil, invalid("initial_events[%d].type: want user.message, got %q", i, head.Type)
+		}
+	}
+	if len(evs) > 1 {
+		return nil, invalid("initial_events: at most one user.message on this server (the next one would wait for the first turn; send it after its session.status_idle)")
+	}
+	return evs, nil
+}
+
+// prefixInvalid names field in a 400's message (an invalid request
+// error), leaving other errors as they are.
+func prefixInvalid(field string, err error) error {
+	var e *InvalidError
+	if errors.As(err, &e) {
+		return invalid("%s: %s", field, e.Message)
+	}
+	return err
 }
 
 // renderSession is the wire form of ms; a is its agent version when the
 // caller has it (zero: read it).
 func (s *Service) renderSession(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent) (Session, error) {
+	return s.renderSessionRuns(ctx, ms, a, nil, false)
+}
+
+// renderSessionRuns is renderSession with the session's runs when known
+// (a session just created has none), read from the store otherwise.
+func (s *Service) renderSessionRuns(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent, runs []store.Run, known bool) (Session, error) {
 	if a.ID == "" {
 		var err error
 		if a, err = s.Store.GetManagedAgent(ctx, ms.Tenant, ms.AgentID, ms.AgentVersion); err != nil {
@@ -291,15 +404,22 @@ func (s *Service) renderSession(ctx context.Context, ms store.ManagedSession, a 
 	if d.Metadata == nil {
 		d.Metadata = map[string]string{}
 	}
+	if !known {
+		if runs, err = s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID); err != nil {
+			return Session{}, err
+		}
+	}
 	if ms.Status != StatusTerminated {
 		// A session runs while its latest turn is queued or running; a
 		// turn waiting for the client (requires_action) leaves it idle.
-		runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
-		if err != nil {
-			return Session{}, err
-		}
 		if n := len(runs); n > 0 && (runs[n-1].Status == store.RunQueued || runs[n-1].Status == store.RunRunning) {
 			ms.Status = StatusRunning
+		}
+	}
+	usage := SessionUsage{ListCost: Cents(0)}
+	if len(runs) > 0 { // no turn, no usage rows
+		if usage, err = s.usageOf(ctx, ms, runs); err != nil {
+			return Session{}, err
 		}
 	}
 	end := time.Now()
@@ -309,8 +429,8 @@ func (s *Service) renderSession(ctx context.Context, ms store.ManagedSession, a 
 	return Session{
 		ID: ms.ID, Type: "session", Agent: renderSessionAgent(a, c), EnvironmentID: ms.EnvironmentID,
 		Title: optString(d.Title), Metadata: d.Metadata, Status: ms.Status,
-		Stats:  SessionStats{DurationSeconds: max(0, end.Sub(ms.CreatedAt).Seconds())},
-		Budget: d.Budget, Resources: []any{}, VaultIDs: []string{}, OutcomeEvaluations: []any{},
+		Stats: SessionStats{ActiveSeconds: usage.ActiveSeconds, DurationSeconds: max(0, end.Sub(ms.CreatedAt).Seconds())},
+		Usage: usage, Budget: d.Budget, Resources: []any{}, VaultIDs: []string{}, OutcomeEvaluations: []any{},
 		CreatedAt: mustTimestamp(ms.CreatedAt), UpdatedAt: mustTimestamp(ms.UpdatedAt), ArchivedAt: timestamp(ms.ArchivedAt),
 	}, nil
 }
@@ -471,9 +591,20 @@ func (s *Service) ListSessions(ctx context.Context, tenant string, q url.Values)
 // ArchiveSession archives a session: it is terminated and takes no more
 // events; its history stays readable.
 func (s *Service) ArchiveSession(ctx context.Context, tenant, id string) (Session, error) {
+	before, err := s.Store.GetManagedSession(ctx, tenant, id)
+	if err != nil {
+		return Session{}, err
+	}
 	ms, err := s.Store.ArchiveManagedSession(ctx, tenant, id, StatusTerminated, time.Time{})
 	if err != nil {
 		return Session{}, err
+	}
+	if before.ArchivedAt.IsZero() && s.Webhooks != nil && s.WebhookURL != "" {
+		// Queued (and retried) like a run's webhook; a failure to queue
+		// it does not undo the archive.
+		if err := s.Webhooks.EnqueueWebhook(context.WithoutCancel(ctx), tenant, id, s.WebhookURL, WebhookStatusTerminated); err != nil {
+			slog.WarnContext(ctx, "queue session webhook", "session_id", id, "err", err)
+		}
 	}
 	return s.renderSession(ctx, ms, store.ManagedAgent{})
 }

@@ -554,12 +554,17 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 		return err
 	}
 	if p.Poll <= 0 {
-		p.Poll = 100 * time.Millisecond
+		p.Poll = s.pollInterval()
 	}
 	tr, err := s.translator(a)
 	if err != nil {
 		return err
 	}
+	// Woken from here on: a turn submitted after the read below wakes it.
+	tick := time.NewTicker(p.Poll)
+	defer tick.Stop()
+	follow, unfollow := s.follow(ms.ConversationID, tick.C)
+	defer unfollow()
 	runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
 	if err != nil {
 		return err
@@ -609,8 +614,6 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	idx := startRun
 	var seq int64 // events of runs[idx] translated
 	paused := false
-	tick := time.NewTicker(p.Poll)
-	defer tick.Stop()
 	for {
 		if idx < len(runs) {
 			r, err := s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID)
@@ -673,10 +676,12 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 				continue
 			}
 		}
-		select {
-		case <-ctx.Done():
+		var cur string
+		if idx < len(runs) {
+			cur = runs[idx].ID
+		}
+		if !follow.wait(ctx, cur) {
 			return nil
-		case <-tick.C:
 		}
 		if idx >= len(runs) {
 			if runs, err = s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID); err != nil {

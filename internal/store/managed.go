@@ -138,6 +138,9 @@ type Managed interface {
 	// ErrConflict if either id exists.
 	CreateManagedSession(ctx context.Context, s ManagedSession) (ManagedSession, error)
 	GetManagedSession(ctx context.Context, tenant, id string) (ManagedSession, error)
+	// GetManagedSessionByConversation returns the tenant's session whose
+	// conversation is conversationID; ErrNotFound if none.
+	GetManagedSessionByConversation(ctx context.Context, tenant, conversationID string) (ManagedSession, error)
 	// UpdateManagedSession replaces Status and Data and sets UpdatedAt
 	// (zero: now).
 	UpdateManagedSession(ctx context.Context, s ManagedSession) (ManagedSession, error)
@@ -151,4 +154,8 @@ type Managed interface {
 	// ListConversationRuns returns the tenant's runs on a conversation (a
 	// session's turns), oldest first; none is no error.
 	ListConversationRuns(ctx context.Context, tenant, conversationID string) ([]Run, error)
+	// SumConversationUsage sums the usage rows (the ledger of model
+	// calls, store.Usage) of the tenant's runs on a conversation (a
+	// session's turns); zero totals when there are none.
+	SumConversationUsage(ctx context.Context, tenant, conversationID string) (UsageTotals, error)
 }

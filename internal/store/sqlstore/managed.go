@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd/agentd/internal/money"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -341,6 +342,17 @@ func (s *Store) GetManagedSession(ctx context.Context, tenant, id string) (store
 	return m, nil
 }
 
+// GetManagedSessionByConversation returns the session of a conversation
+// (see store.Managed).
+func (s *Store) GetManagedSessionByConversation(ctx context.Context, tenant, conversationID string) (store.ManagedSession, error) {
+	m, err := s.scanSession(s.db.Read.QueryRow(ctx, `SELECT `+sessColumns+` FROM managed_sessions WHERE conversation_id = $1 AND tenant = $2`,
+		conversationID, tenant))
+	if err != nil {
+		return store.ManagedSession{}, fmt.Errorf("%s: get managed session of conversation %s: %w", s.d.Name, conversationID, s.d.MapErr(err))
+	}
+	return m, nil
+}
+
 // UpdateManagedSession replaces a session's status and data (see
 // store.Managed).
 func (s *Store) UpdateManagedSession(ctx context.Context, m store.ManagedSession) (store.ManagedSession, error) {
@@ -436,6 +448,26 @@ func (s *Store) ListConversationRuns(ctx context.Context, tenant, conversationID
 		return nil, fmt.Errorf("%s: list runs of conversation %s: %w", s.d.Name, conversationID, err)
 	}
 	return out, nil
+}
+
+// SumConversationUsage sums the usage rows of a conversation's runs (see
+// store.Managed).
+func (s *Store) SumConversationUsage(ctx context.Context, tenant, conversationID string) (store.UsageTotals, error) {
+	var t store.UsageTotals
+	var cost int64
+	err := s.db.Read.QueryRow(ctx, `SELECT COUNT(*), CAST(COALESCE(SUM(u.input_tokens), 0) AS bigint),
+		CAST(COALESCE(SUM(u.output_tokens), 0) AS bigint),
+		CAST(COALESCE(SUM(u.cache_creation_input_tokens), 0) AS bigint),
+		CAST(COALESCE(SUM(u.cache_read_input_tokens), 0) AS bigint),
+		CAST(COALESCE(SUM(u.cost_nanos), 0) AS bigint)
+		FROM runs r JOIN usage u ON u.run_id = r.id AND u.tenant = r.tenant
+		WHERE r.tenant = $1 AND r.conversation_id = $2`, tenant, conversationID).Scan(
+		&t.Requests, &t.InputTokens, &t.OutputTokens, &t.CacheCreationInputTokens, &t.CacheReadInputTokens, &cost)
+	if err != nil {
+		return t, fmt.Errorf("%s: usage of conversation %s: %w", s.d.Name, conversationID, s.d.MapErr(err))
+	}
+	t.CostUSD = money.Nanos(cost)
+	return t, nil
 }
 
 // ---------------------------------------------------------------------------

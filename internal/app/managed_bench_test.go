@@ -1,0 +1,212 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/stretchr/testify/require"
+)
+
+// The latency of a turn's first signs of life, through the Managed Agents
+// face and through /v1/runs, on one agentd (SQLite, in-process simulator,
+// 127.0.0.1): from the request that starts the turn (a user.message sent
+// to a new session; POST /v1/runs) to
+//
+//   - running: session.status_running on the session's stream; the run's
+//     start event on GET /v1/runs/{id}/events;
+//   - first delta: the first event_delta (agent.message preview) on the
+//     session's stream (opened with event_deltas[]=agent.message); the
+//     first text_delta of the run.
+//
+// b.N turns start at AGENTD_BENCH_RATE per second (default 20), each on
+// its own session (the session is created, and its stream opened, before
+// the clock starts). Reported: p50 and p99 of both, and of the time until
+// the request that starts the turn answered (accepted), in ms. docs/benchmarks.md
+// has the numbers and the command:
+//
+//	go test -run '^$' -bench 'TurnLatency' -benchtime 400x ./internal/app/
+
+const benchAgents = `agents:
+  - name: demo
+    model: claude-sonnet-4-5
+worker:
+  concurrency: 64
+  poll_interval: 50ms
+`
+
+func benchRate(b *testing.B) time.Duration {
+	rate := 20.0
+	if s := os.Getenv("AGENTD_BENCH_RATE"); s != "" {
+		var err error
+		rate, err = strconv.ParseFloat(s, 64)
+		require.NoError(b, err)
+	}
+	return time.Duration(float64(time.Second) / rate)
+}
+
+// turnTimes are one turn's two latencies.
+type turnTimes struct{ running, delta, accepted time.Duration }
+
+// paced runs b.N turns at the bench rate and reports the percentiles.
+func paced(b *testing.B, turn func(ctx context.Context) (turnTimes, error)) {
+	every := benchRate(b)
+	var (
+		mu    sync.Mutex
+		times []turnTimes
+		wg    sync.WaitGroup
+		errs  = make(chan error, b.N)
+	)
+	b.ResetTimer()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for range b.N {
+		<-tick.C
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			tt, err := turn(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			times = append(times, tt)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	pct := func(get func(turnTimes) time.Duration, p float64) float64 {
+		d := make([]time.Duration, len(times))
+		for i, t := range times {
+			d[i] = get(t)
+		}
+		slices.Sort(d)
+		i := int(float64(len(d)-1) * p)
+		return float64(d[i].Microseconds()) / 1000
+	}
+	run := func(t turnTimes) time.Duration { return t.running }
+	delta := func(t turnTimes) time.Duration { return t.delta }
+	b.ReportMetric(pct(run, 0.50), "p50_running_ms")
+	b.ReportMetric(pct(run, 0.99), "p99_running_ms")
+	b.ReportMetric(pct(delta, 0.50), "p50_delta_ms")
+	b.ReportMetric(pct(delta, 0.99), "p99_delta_ms")
+	acc := func(t turnTimes) time.Duration { return t.accepted }
+	b.ReportMetric(pct(acc, 0.50), "p50_accepted_ms")
+	b.ReportMetric(pct(acc, 0.99), "p99_accepted_ms")
+	b.ReportMetric(float64(time.Second)/float64(every), "turns/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+func BenchmarkManagedTurnLatency(b *testing.B) {
+	mb := startManagedWith(b, "sqlite", benchAgents)
+	c := mb.Client
+	ctx := b.Context()
+	env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "bench"})
+	require.NoError(b, err)
+	paced(b, func(ctx context.Context) (turnTimes, error) {
+		sess, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
+			Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String("demo")}, EnvironmentID: env.ID})
+		if err != nil {
+			return turnTimes{}, err
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream := c.Beta.Sessions.Events.StreamEvents(sctx, sess.ID, anthropic.BetaSessionEventStreamParams{
+			EventDeltas: []anthropic.BetaManagedAgentsDeltaType{anthropic.BetaManagedAgentsDeltaTypeAgentMessage}})
+		defer stream.Close()
+		start := time.Now()
+		if _, err := c.Beta.Sessions.Events.Send(ctx, sess.ID, say("hello there")); err != nil {
+			return turnTimes{}, err
+		}
+		tt := turnTimes{accepted: time.Since(start)}
+		for stream.Next() {
+			switch stream.Current().Type {
+			case "session.status_running":
+				if tt.running == 0 {
+					tt.running = time.Since(start)
+				}
+			case "event_delta":
+				if tt.delta == 0 {
+					tt.delta = time.Since(start)
+				}
+			case "session.status_idle":
+				if tt.running == 0 || tt.delta == 0 {
+					return tt, fmt.Errorf("session %s: idle before running and a delta (%+v)", sess.ID, tt)
+				}
+				return tt, nil
+			}
+		}
+		return tt, fmt.Errorf("session %s: stream ended: %w", sess.ID, stream.Err())
+	})
+}
+
+func BenchmarkRunTurnLatency(b *testing.B) {
+	mb := startManagedWith(b, "sqlite", benchAgents)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	do := func(ctx context.Context, method, path, body string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, method, mb.URL+path, strings.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+mb.Key)
+		req.Header.Set("Content-Type", "application/json")
+		return client.Do(req)
+	}
+	paced(b, func(ctx context.Context) (turnTimes, error) {
+		start := time.Now()
+		resp, err := do(ctx, http.MethodPost, "/v1/runs", `{"agent":"demo","message":"hello there"}`)
+		if err != nil {
+			return turnTimes{}, err
+		}
+		var r struct {
+			ID string `json:"id"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		accepted := time.Since(start)
+		if err != nil || resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+			return turnTimes{}, fmt.Errorf("POST /v1/runs: %d %v", resp.StatusCode, err)
+		}
+		resp, err = do(ctx, http.MethodGet, "/v1/runs/"+r.ID+"/events", "")
+		if err != nil {
+			return turnTimes{}, err
+		}
+		defer resp.Body.Close()
+		tt := turnTimes{accepted: accepted}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			switch strings.TrimPrefix(sc.Text(), "event: ") {
+			case "start":
+				if tt.running == 0 {
+					tt.running = time.Since(start)
+				}
+			case "text_delta":
+				if tt.delta == 0 {
+					tt.delta = time.Since(start)
+				}
+			case "done", "error":
+				if tt.running == 0 || tt.delta == 0 {
+					return tt, fmt.Errorf("run %s: ended before start and a delta (%+v)", r.ID, tt)
+				}
+				return tt, nil
+			}
+		}
+		return tt, fmt.Errorf("run %s: stream ended: %v", r.ID, sc.Err())
+	})
+}
