@@ -36,7 +36,9 @@ var errNoTurns = errors.New("this handler test starts no turns")
 func (noTurns) Submit(context.Context, run.SubmitParams) (store.Run, bool, error) {
 	return store.Run{}, false, errNoTurns
 }
-func (noTurns) Interrupt(context.Context, string, string) (store.Run, error) { return store.Run{}, errNoTurns }
+func (noTurns) Interrupt(context.Context, string, string) (store.Run, error) {
+	return store.Run{}, errNoTurns
+}
 func (noTurns) Decide(context.Context, run.DecideParams) (store.Approval, store.Run, error) {
 	return store.Approval{}, store.Run{}, errNoTurns
 }
