@@ -25,6 +25,9 @@ import (
 // benchRuns is how many runs the render benchmarks put in the store.
 const benchRuns = 100_000
 
+// benchSessions is how many Managed Agents sessions they put there.
+const benchSessions = 10_000
+
 // seedRuns creates a SQLite store at path with n runs bulk-inserted in one
 // transaction: 10 tenants, 5 agents, mostly succeeded, 1 in 50 failed, 1
 // in 500 canceled; the newest 40 running and the 20 before them queued.
@@ -71,9 +74,40 @@ func seedRuns(tb testing.TB, path string, n int) {
 	require.NoError(tb, tx.Commit())
 }
 
+// seedSessions adds n Managed Agents sessions of 10 tenants to the store
+// at path, half the runs as their turns (conversation_id), and 100 runs
+// paused on a call each (the approvals page).
+func seedSessions(tb testing.TB, path string, n int) {
+	tb.Helper()
+	db, err := sql.Open("sqlite", path)
+	require.NoError(tb, err)
+	defer db.Close()
+	tx, err := db.Begin()
+	require.NoError(tb, err)
+	ins, err := tx.Prepare(`INSERT INTO managed_sessions (id, tenant, agent_id, agent_version, environment_id, conversation_id,
+		status, data, created_at, updated_at) VALUES (?, ?, 'agent-1', 1, 'env_1', ?, 'idle', '{"metadata":{}}', ?, ?)`)
+	require.NoError(tb, err)
+	start := time.Now().Add(-time.Duration(n) * time.Minute)
+	for i := range n {
+		at := start.Add(time.Duration(i) * time.Minute).UnixMicro()
+		_, err := ins.Exec(fmt.Sprintf("sesn_%08d", i), fmt.Sprintf("tenant-%d", i%10), fmt.Sprintf("conv_%d", i), at, at)
+		require.NoError(tb, err)
+	}
+	_, err = tx.Exec(`UPDATE runs SET conversation_id = 'conv_' || (rowid % ?) WHERE rowid % 2 = 0`, n)
+	require.NoError(tb, err)
+	_, err = tx.Exec(`UPDATE runs SET status = 'requires_action' WHERE rowid % 1000 = 1`)
+	require.NoError(tb, err)
+	_, err = tx.Exec(`INSERT INTO run_approvals (run_id, tool_use_id, tenant, step, name, input, requested_at, expires_at)
+		SELECT id, 'toolu_' || rowid, tenant, 1, 'pay', '{"amount":5}', created_at, created_at + 86400000000
+		FROM runs WHERE status = 'requires_action'`)
+	require.NoError(tb, err)
+	require.NoError(tb, tx.Commit())
+}
+
 func BenchmarkRender(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "agentd.db")
 	seedRuns(b, path, benchRuns)
+	seedSessions(b, path, benchSessions)
 	st, err := sqlite.Open(b.Context(), path)
 	require.NoError(b, err)
 	defer st.Close()
@@ -109,6 +143,11 @@ func BenchmarkRender(b *testing.B) {
 		"/console/runs?status=failed",
 		"/console/runs?status=canceled",
 		"/console/runs?agent=agent-2",
+		"/console/runs?tenant=tenant-3&status=canceled",
+		"/console/sessions",
+		"/console/sessions?tenant=tenant-3",
+		"/console/sessions?cursor=" + fmt.Sprint(time.Now().Add(-benchSessions/2*time.Minute).UnixMicro()) + ".sesn_00005000",
+		"/console/approvals",
 	} {
 		b.Run(strings.TrimPrefix(page, "/console"), func(b *testing.B) {
 			for b.Loop() {
@@ -172,6 +211,36 @@ func TestRunListQueryPlans(t *testing.T) {
 			}
 		}
 		require.NotContains(t, joined, "TEMP B-TREE", "%s: sorts every match: %s", tc.query, joined)
+	}
+	// The session list across tenants walks its created_at index; the
+	// approvals page reads the paused runs by status (then sorts their
+	// few calls).
+	for q, want := range map[string]string{
+		"SELECT m.id FROM managed_sessions m WHERE 1 = 1 ORDER BY m.created_at DESC, m.id DESC LIMIT 51": "managed_sessions_created_at",
+		"SELECT m.id FROM managed_sessions m WHERE m.tenant = 'tenant-3' ORDER BY m.created_at DESC, m.id DESC LIMIT 51": "managed_sessions_tenant",
+		`SELECT a.run_id FROM run_approvals a JOIN runs r ON r.id = a.run_id
+			LEFT JOIN managed_sessions m ON r.conversation_id <> '' AND m.conversation_id = r.conversation_id
+			WHERE a.decision = '' AND r.status = 'requires_action' AND (1 OR a.tenant = '')
+			ORDER BY a.requested_at, a.run_id, a.tool_use_id LIMIT 101`: "runs_status_id",
+	} {
+		var plan []string
+		rows, err := db.Query("EXPLAIN QUERY PLAN " + q)
+		require.NoError(t, err)
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+			plan = append(plan, detail)
+		}
+		require.NoError(t, rows.Err())
+		rows.Close()
+		joined := strings.Join(plan, "; ")
+		require.Contains(t, joined, want, q)
+		for _, line := range plan {
+			if strings.HasPrefix(line, "SCAN ") {
+				require.Contains(t, line, "USING", "%s: a scan in storage order: %s", q, joined)
+			}
+		}
 	}
 }
 

@@ -103,12 +103,12 @@ func (s *Store) ListConsoleSessions(ctx context.Context, p store.ConsoleSessions
 	tail := s.page(w, pg, "m.")
 	q := `SELECT m.id, m.tenant, m.agent_id, m.agent_version, m.environment_id, m.conversation_id, m.status, m.data,
 			m.created_at, m.updated_at, m.archived_at,
-			COALESCE((SELECT r.status FROM runs r WHERE r.conversation_id = m.conversation_id
+			COALESCE((SELECT r.status FROM runs r WHERE r.conversation_id <> '' AND r.conversation_id = m.conversation_id
 				ORDER BY r.created_at DESC, r.id DESC LIMIT 1), ''),
-			(SELECT count(*) FROM runs r WHERE r.conversation_id = m.conversation_id),
-			(SELECT COALESCE(sum(r.input_tokens), 0) FROM runs r WHERE r.conversation_id = m.conversation_id),
-			(SELECT COALESCE(sum(r.output_tokens), 0) FROM runs r WHERE r.conversation_id = m.conversation_id),
-			(SELECT COALESCE(sum(r.cost_nanos), 0) FROM runs r WHERE r.conversation_id = m.conversation_id)
+			(SELECT count(*) FROM runs r WHERE r.conversation_id <> '' AND r.conversation_id = m.conversation_id),
+			(SELECT COALESCE(sum(r.input_tokens), 0) FROM runs r WHERE r.conversation_id <> '' AND r.conversation_id = m.conversation_id),
+			(SELECT COALESCE(sum(r.output_tokens), 0) FROM runs r WHERE r.conversation_id <> '' AND r.conversation_id = m.conversation_id),
+			(SELECT COALESCE(sum(r.cost_nanos), 0) FROM runs r WHERE r.conversation_id <> '' AND r.conversation_id = m.conversation_id)
 		FROM managed_sessions m` + w.String() + tail
 	rows, err := s.db.Read.Query(ctx, q, w.args...)
 	if err != nil {
@@ -136,10 +136,10 @@ func (s *Store) ListConsoleSessions(ctx context.Context, p store.ConsoleSessions
 	return out, nil
 }
 
-// qPendingApprovals lists the calls paused runs wait for, oldest first
-// (run_approvals_pending_requested_at), with the run's agent and the
-// session whose turn the run is, if any. $2: the tenant (” with $3 true:
-// all).
+// qPendingApprovals lists the calls paused runs wait for, oldest first,
+// with the run's agent and the session whose turn the run is, if any. It
+// reads the paused runs (runs_status_id), then their calls by primary key,
+// and sorts those. $2 is the tenant; $3 true lists every tenant's.
 const qPendingApprovals = `SELECT a.run_id, a.tenant, a.tool_use_id, a.step, a.name, a.input, a.requested_at,
 		a.expires_at, a.decision, a.reason, a.decided_by, a.decided_at, a.kind, a.result, a.is_error,
 		r.agent, COALESCE(m.id, '')

@@ -6,9 +6,8 @@
 --     first, however rare the status. Without them a rare finished status
 --     (canceled: 1 run in 500) walked the id index through tens of
 --     thousands of runs to fill a page.
---   * run_approvals_pending_requested_at: the console's approvals page,
---     pending calls of every tenant, oldest first (pending rows are few:
---     they are decided or time out).
+--     The console's approvals page reads the paused runs through
+--     runs_status_id too (status 'requires_action'), then their calls.
 --   * managed_sessions_created_at: the console's session list across
 --     tenants (an admin), newest first; a tenant's list reads
 --     managed_sessions_tenant.
@@ -16,8 +15,5 @@
 CREATE INDEX runs_status_id ON runs (status, id);
 
 CREATE INDEX runs_tenant_status_id ON runs (tenant, status, id);
-
-CREATE INDEX run_approvals_pending_requested_at ON run_approvals (requested_at)
-    WHERE decision = '';
 
 CREATE INDEX managed_sessions_created_at ON managed_sessions (created_at, id);
