@@ -216,7 +216,7 @@ func TestRunListQueryPlans(t *testing.T) {
 	// approvals page reads the paused runs by status (then sorts their
 	// few calls).
 	for q, want := range map[string]string{
-		"SELECT m.id FROM managed_sessions m WHERE 1 = 1 ORDER BY m.created_at DESC, m.id DESC LIMIT 51": "managed_sessions_created_at",
+		"SELECT m.id FROM managed_sessions m WHERE 1 = 1 ORDER BY m.created_at DESC, m.id DESC LIMIT 51":                 "managed_sessions_created_at",
 		"SELECT m.id FROM managed_sessions m WHERE m.tenant = 'tenant-3' ORDER BY m.created_at DESC, m.id DESC LIMIT 51": "managed_sessions_tenant",
 		`SELECT a.run_id FROM run_approvals a JOIN runs r ON r.id = a.run_id
 			LEFT JOIN managed_sessions m ON r.conversation_id <> '' AND m.conversation_id = r.conversation_id
