@@ -318,6 +318,7 @@ func TestBrowser(t *testing.T) {
 	b.shot("approvals")
 	b.do(chromedp.Navigate(base+"/console"), chromedp.WaitVisible(chromedp.CSS("#pending-count")))
 	require.Contains(t, runOf(b, chromedp.Text(chromedp.CSS("#pending-count"))), "1 tool call waits")
+	b.shot("overview-pending")
 	// Allow from the session page: the turn goes on to its end.
 	b.do(chromedp.Navigate(base+"/console/sessions/"+sess.ID), chromedp.WaitVisible(chromedp.CSS(`button[id^="allow-"]`)),
 		chromedp.Click(chromedp.CSS(`button[id^="allow-"]`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
