@@ -195,6 +195,11 @@ func TestSessionPages(t *testing.T) {
 	resp, _ = post(t, c, b.srv.URL+"/console/sessions/"+mine.ID+"/approvals",
 		url.Values{"csrf": {csrf}, "tool_use_id": {"toolu_pay"}, "decision": {"perhaps"}})
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	// A custom tool's call waits for its client: a forged allow of it is
+	// refused.
+	resp, _ = post(t, c, b.srv.URL+"/console/sessions/"+mine.ID+"/approvals",
+		url.Values{"csrf": {csrf}, "tool_use_id": {"toolu_lookup"}, "decision": {"approve"}})
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	list, err := b.st.ListApprovals(ctx, r.ID)
 	require.NoError(t, err)
 	for _, a := range list {
