@@ -450,7 +450,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		Abuse: abuseGuard, Managed: managedAPI,
 	})
 	if a.serveAPI {
-		if err := a.mountConsole(api, cfg, st, runs, authn, redactor, log); err != nil {
+		if err := a.mountConsole(api, cfg, st, runs, authn, redactor, managedAPI, log); err != nil {
 			return nil, err
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
@@ -76,6 +78,10 @@ providers:
 agents:
   - name: demo
     model: claude-sonnet-4-5
+  - name: asker
+    model: claude-sonnet-4-5
+    tools: [calculator]
+    approval_required: [calculator]
 `, filepath.ToSlash(db))
 	path := filepath.Join(dir, "agentd.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
@@ -282,11 +288,74 @@ func TestBrowser(t *testing.T) {
 	require.NotContains(t, html, acme, "a key's secret is never shown again")
 	b.shot("keys")
 
+	// A Managed Agents session created with the official SDK: its events
+	// on its page (live while the turn runs), the confirmation its turn
+	// waits for allowed from the console, and the session going on.
+	sdk := anthropic.NewClient(option.WithoutEnvironmentDefaults(), option.WithBaseURL(base), option.WithAPIKey(admin.Token),
+		option.WithMaxRetries(0), option.WithRequestTimeout(20*time.Second))
+	env, err := sdk.Beta.Environments.New(t.Context(), anthropic.BetaEnvironmentNewParams{Name: "console"})
+	require.NoError(t, err)
+	sess, err := sdk.Beta.Sessions.New(t.Context(), anthropic.BetaSessionNewParams{
+		Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String("asker")}, EnvironmentID: env.ID,
+		Title: anthropic.String("Sums for the console")})
+	require.NoError(t, err)
+	_, err = sdk.Beta.Sessions.Events.Send(t.Context(), sess.ID, anthropic.BetaSessionEventSendParams{Events: []anthropic.BetaManagedAgentsEventParamsUnion{{
+		OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{Content: []anthropic.BetaManagedAgentsUserMessageEventParamsContentUnion{{
+			OfText: &anthropic.BetaManagedAgentsTextBlockParam{Text: "please use the calculator"}}}}}}})
+	require.NoError(t, err)
+	// The page opens while the model call still runs: the events after it
+	// arrive over the stream, then the page reloads waiting for a person.
+	b.do(chromedp.Navigate(base+"/console/sessions/"+sess.ID), chromedp.WaitVisible(chromedp.CSS("#session-timeline[data-events]")))
+	require.Contains(t, runOf(b, chromedp.Text(chromedp.CSS("#session-timeline"))), "please use the calculator")
+	b.do(chromedp.WaitVisible(chromedp.CSS(`#session-timeline li[data-live]`)))
+	b.shot("session-live")
+	b.do(chromedp.WaitVisible(chromedp.CSS(`button[id^="allow-"]`)), chromedp.WaitVisible(chromedp.CSS("#session-status .s-waiting")))
+	require.Contains(t, runOf(b, chromedp.Text(chromedp.CSS("main"))), "calculator")
+	b.shot("session-pending")
+	// The approvals page lists it, linked to the session; the overview
+	// counts it.
+	b.do(chromedp.Navigate(base+"/console/approvals"), chromedp.WaitVisible(chromedp.CSS(`a[href="/console/sessions/`+sess.ID+`"]`)))
+	b.shot("approvals")
+	b.do(chromedp.Navigate(base+"/console"), chromedp.WaitVisible(chromedp.CSS("#pending-count")))
+	require.Contains(t, runOf(b, chromedp.Text(chromedp.CSS("#pending-count"))), "1 tool call waits")
+	b.shot("overview-pending")
+	// Allow from the session page: the turn goes on to its end.
+	b.do(chromedp.Navigate(base+"/console/sessions/"+sess.ID), chromedp.WaitVisible(chromedp.CSS(`button[id^="allow-"]`)),
+		chromedp.Click(chromedp.CSS(`button[id^="allow-"]`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	b.do(chromedp.WaitVisible(chromedp.CSS("#session-status .s-idle")))
+	var history []anthropic.BetaManagedAgentsSessionEventUnion
+	pager := sdk.Beta.Sessions.Events.ListAutoPaging(t.Context(), sess.ID, anthropic.BetaSessionEventListParams{})
+	for pager.Next() {
+		history = append(history, pager.Current())
+	}
+	require.NoError(t, pager.Err())
+	var confirmedResult bool
+	for _, h := range history {
+		if h.Type == "agent.mcp_tool_result" {
+			confirmedResult = !h.AsAgentMCPToolResult().IsError
+		}
+	}
+	require.True(t, confirmedResult, "the calculator ran after the console's allow: %v", history)
+	last := history[len(history)-1]
+	require.Equal(t, "session.status_idle", last.Type)
+	require.Equal(t, "end_turn", last.AsSessionStatusIdle().StopReason.Type)
+	timeline := runOf(b, chromedp.Text(chromedp.CSS("#session-timeline")))
+	require.Contains(t, timeline, "agent.mcp_tool_result")
+	require.Contains(t, timeline, "stop_reason end_turn")
+	b.shot("session")
+	b.do(chromedp.Navigate(base+"/console/sessions"), chromedp.WaitVisible(chromedp.CSS("table.sessions")))
+	require.Contains(t, runOf(b, chromedp.Text(chromedp.CSS("table.sessions"))), "Sums for the console")
+	b.shot("sessions")
+	b.do(chromedp.Navigate(base+"/console/approvals"), chromedp.WaitVisible(chromedp.CSS("#no-approvals")))
+
 	// Small screens and the dark scheme.
 	b.do(chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/console/runs/"+first), chromedp.WaitVisible(chromedp.CSS("#run-status")))
 	width := runOf(b, chromedp.Evaluate[int]("document.documentElement.scrollWidth"))
 	require.LessOrEqual(t, width, 390, "no horizontal scrolling of the page at 390 px")
 	b.shot("run-390px")
+	b.do(chromedp.Navigate(base+"/console/sessions/"+sess.ID), chromedp.WaitVisible(chromedp.CSS("#session-status")))
+	width = runOf(b, chromedp.Evaluate[int]("document.documentElement.scrollWidth"))
+	require.LessOrEqual(t, width, 390, "no horizontal scrolling of a session page at 390 px")
 	b.do(chromedp.EmulateViewport(1280, 900), setColorScheme("dark"), chromedp.Navigate(base+"/console"), chromedp.WaitVisible(chromedp.CSS(".trio")))
 	bg := runOf(b, chromedp.Evaluate[string]("getComputedStyle(document.body).backgroundColor"))
 	require.Equal(t, "rgb(18, 20, 23)", bg, "the dark scheme")

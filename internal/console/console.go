@@ -59,6 +59,17 @@ type Store interface {
 	ListApprovals(ctx context.Context, runID string) ([]store.Approval, error)
 	// ListFeedback lists people's ratings (of one run, with RunID).
 	ListFeedback(ctx context.Context, p store.ListFeedbackParams) ([]store.FeedbackEntry, error)
+	// ListPendingApprovals and CountPendingApprovals: the calls paused
+	// runs wait for, of one tenant or all (the approvals page, the
+	// overview).
+	ListPendingApprovals(ctx context.Context, p store.PendingApprovalsParams) ([]store.PendingApproval, error)
+	CountPendingApprovals(ctx context.Context, tenant string, allTenants bool) (int, error)
+	// Managed Agents sessions: a page of them with their turns' digest;
+	// one whatever its tenant (admin) or of a tenant; a session's turns.
+	ListConsoleSessions(ctx context.Context, p store.ConsoleSessionsParams) ([]store.ConsoleSession, error)
+	FindManagedSession(ctx context.Context, id string) (store.ManagedSession, error)
+	GetManagedSession(ctx context.Context, tenant, id string) (store.ManagedSession, error)
+	ListConversationRuns(ctx context.Context, tenant, conversationID string) ([]store.Run, error)
 }
 
 // Decider decides on tool calls that wait for a person (run.Runs).
@@ -86,6 +97,12 @@ type Config struct {
 	Health func() server.HealthReport
 	// Events streams a run's events as GET /v1/runs/{id}/events does.
 	Events func(w http.ResponseWriter, r *http.Request, tenant, id string)
+	// Sessions reads Managed Agents sessions and their events
+	// (managed.Service); nil: the session pages say they are not served.
+	Sessions Sessions
+	// SessionEvents streams a session's events as GET
+	// /v1/sessions/{id}/events/stream does.
+	SessionEvents func(w http.ResponseWriter, r *http.Request, tenant, id string)
 	// Redactor scrubs tool inputs and outputs as the logs are scrubbed.
 	Redactor *observe.Redactor
 	// Sampler feeds the overview's charts (nil: no charts).
@@ -148,8 +165,11 @@ func New(cfg Config) (*Console, error) {
 	m.HandleFunc("POST /console/keys", c.page(c.handleCreateKey))
 	m.HandleFunc("POST /console/keys/{id}/revoke", c.page(c.handleRevokeKey))
 	m.HandleFunc("GET /console/audit", c.page(c.handleAudit))
-	// Approvals (issue 18) and Managed Agents sessions (issue 19) mount
-	// their pages here: /console/approvals, /console/sessions/{id}.
+	m.HandleFunc("GET /console/approvals", c.page(c.handleApprovals))
+	m.HandleFunc("GET /console/sessions", c.page(c.handleSessions))
+	m.HandleFunc("GET /console/sessions/{id}", c.page(c.handleSession))
+	m.HandleFunc("GET /console/sessions/{id}/events", c.page(c.handleSessionEvents))
+	m.HandleFunc("POST /console/sessions/{id}/approvals", c.page(c.handleSessionDecide))
 	c.mux = m
 	return c, nil
 }

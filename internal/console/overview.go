@@ -23,6 +23,9 @@ type overviewData struct {
 	Charts []chart
 	// InFlight keys sorted.
 	InFlight []kv
+	// Pending is how many tool calls paused runs of the visible tenants
+	// wait for (the approvals page).
+	Pending int
 }
 
 type kv struct {
@@ -32,6 +35,12 @@ type kv struct {
 
 func (c *Console) handleOverview(w http.ResponseWriter, r *http.Request, v viewer) {
 	d := overviewData{}
+	n, err := c.cfg.Store.CountPendingApprovals(r.Context(), v.Tenant, v.Admin)
+	if err != nil {
+		c.storeError(w, r, &v, "approvals", err)
+		return
+	}
+	d.Pending = n
 	if c.cfg.Health != nil {
 		d.Health = c.cfg.Health()
 		for _, k := range sortedKeys(d.Health.InFlight) {

@@ -314,6 +314,18 @@ func (c *Console) handleDecide(w http.ResponseWriter, r *http.Request, v viewer)
 		c.storeError(w, r, &v, "run", err)
 		return
 	}
+	back := "/console/runs/" + rn.ID
+	if r.PostFormValue("back") == "approvals" {
+		back = "/console/approvals"
+	}
+	c.decide(w, r, v, rn, back)
+}
+
+// decide records the form's decision on a call run rn waits for and sends
+// the browser to back. The one place the console decides: the run page,
+// the session page (a user.tool_confirmation's allow and deny) and the
+// approvals page come here.
+func (c *Console) decide(w http.ResponseWriter, r *http.Request, v viewer, rn store.Run, back string) {
 	if c.cfg.Approvals == nil || !v.Approve {
 		c.renderError(w, r, &v, http.StatusForbidden, "This key cannot decide on tool calls (it needs the approve or admin scope).")
 		return
@@ -328,7 +340,7 @@ func (c *Console) handleDecide(w http.ResponseWriter, r *http.Request, v viewer)
 		c.renderError(w, r, &v, http.StatusBadRequest, "tool_use_id: required; reason: at most 4096 bytes.")
 		return
 	}
-	_, _, err = c.cfg.Approvals.Decide(r.Context(), run.DecideParams{Tenant: rn.Tenant, RunID: rn.ID, ToolUseID: toolUse,
+	_, _, err := c.cfg.Approvals.Decide(r.Context(), run.DecideParams{Tenant: rn.Tenant, RunID: rn.ID, ToolUseID: toolUse,
 		Decision: decision, Reason: reason, DecidedBy: v.KeyID})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -344,7 +356,7 @@ func (c *Console) handleDecide(w http.ResponseWriter, r *http.Request, v viewer)
 	c.cfg.Log.InfoContext(r.Context(), "console: tool call decided", "run_id", rn.ID, "tenant", rn.Tenant,
 		"tool_use_id", toolUse, "decision", decision, "key_prefix", v.Prefix)
 	setFlash(w, r, "Decision recorded: "+string(decision)+".")
-	http.Redirect(w, r, "/console/runs/"+rn.ID, http.StatusSeeOther)
+	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
 func (c *Console) redact(s string) string { return c.cfg.Redactor.Scrub(s) }

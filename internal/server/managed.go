@@ -257,7 +257,17 @@ func (s *Server) handleListSessionEvents(w http.ResponseWriter, r *http.Request)
 // client goes or the server shuts down; Last-Event-ID resumes after an
 // event without loss or repeats.
 func (s *Server) handleStreamSessionEvents(w http.ResponseWriter, r *http.Request) {
-	tenant, id := s.tenant(r), r.PathValue("id")
+	s.StreamSessionEvents(w, r, s.tenant(r), r.PathValue("id"))
+}
+
+// StreamSessionEvents is GET /v1/sessions/{id}/events/stream for session
+// id of tenant (resolved by the caller): the operator console follows
+// sessions through it.
+func (s *Server) StreamSessionEvents(w http.ResponseWriter, r *http.Request, tenant, id string) {
+	if s.managed == nil {
+		s.writeError(w, r, &Error{Status: http.StatusNotFound, Type: "not_found", Message: "Managed Agents sessions are not served by this process"})
+		return
+	}
 	p, err := managed.ParseStream(r.URL.Query(), r.Header.Get("Last-Event-ID"))
 	if err != nil {
 		s.writeError(w, r, err)

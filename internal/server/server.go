@@ -482,6 +482,7 @@ func (s *Server) Mount(h http.Handler) {
 	// Its own route label, so that metrics (and the console's latency
 	// charts) tell the long-lived event streams from pages.
 	s.mux.Handle("GET /console/runs/{id}/events", h)
+	s.mux.Handle("GET /console/sessions/{id}/events", h)
 }
 
 // isConsolePath: the console checks its own session cookie.

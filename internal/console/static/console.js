@@ -56,6 +56,56 @@
     });
   }
 
+  // Live session events: the timeline of a running Managed Agents session
+  // follows the session's stream (named events, ids "sevt_..."). The
+  // stream starts at the current turn, so events already on the page are
+  // skipped by id.
+  var stl = document.getElementById("session-timeline");
+  if (stl && stl.dataset.events && window.EventSource) {
+    var ses = new EventSource(stl.dataset.events);
+    var stypes = ["user.message", "user.interrupt", "user.tool_confirmation", "user.custom_tool_result",
+      "agent.message", "agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use", "agent.tool_result",
+      "agent.mcp_tool_result", "session.status_running", "session.status_idle", "session.status_terminated",
+      "session.error", "span.model_request_start", "span.model_request_end"];
+    stypes.forEach(function (type) {
+      ses.addEventListener(type, function (e) {
+        var d = {};
+        try { d = JSON.parse(e.data); } catch (err) { /* keep {} */ }
+        var id = e.lastEventId || d.id || "";
+        if (id && stl.querySelector('li[data-id="' + CSS.escape(id) + '"]')) return;
+        var text = "";
+        var blocks = d.content || [];
+        // Tool inputs and results are never shown live: the page shows
+        // them redacted once it reloads.
+        if (type === "user.message" || type === "agent.message") {
+          text = blocks.map(function (b) { return b.type === "text" ? b.text : ""; }).join("");
+        } else if (type.indexOf("_tool_use") > 0) text = (d.name || "") + " (details after reload)";
+        else if (type === "session.status_idle") text = "stop_reason " + ((d.stop_reason || {}).type || "");
+        else if (type === "session.error") text = ((d.error || {}).type || "") + ": " + ((d.error || {}).message || "");
+        else if (type === "span.model_request_end") {
+          var u = d.model_usage || {};
+          text = (u.input_tokens || 0) + " in, " + (u.output_tokens || 0) + " out";
+        }
+        var li = document.createElement("li");
+        li.className = "ev ev-" + type;
+        li.dataset.id = id;
+        li.dataset.live = "1"; // arrived over the stream (the browser tests look for it)
+        var t = document.createElement("span"); t.className = "type"; t.textContent = type;
+        var w = document.createElement("time"); var now = new Date();
+        w.dateTime = now.toISOString(); w.title = now.toISOString(); w.textContent = "just now";
+        var m = document.createElement("span"); m.className = "sum"; m.textContent = text;
+        li.append(t, " ", w, " ", m);
+        stl.appendChild(li);
+        stl.scrollTop = stl.scrollHeight;
+        if (type === "session.status_idle" || type === "session.status_terminated" || type === "session.error") {
+          ses.close();
+          // Pending confirmations, usage and turns are rendered by the server.
+          setTimeout(function () { window.location.reload(); }, 1500);
+        }
+      });
+    });
+  }
+
   // Keyboard: "g" then a letter follows the nav link with that data-key;
   // "/" focuses the page's first filter field.
   var pending = false;

@@ -151,8 +151,10 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 	limit = min(limit, MaxListRuns)
 
 	// One query text per combination of filters (at most 8, each prepared
-	// once per connection), so that each gets a plan on the (tenant, id)
-	// index.
+	// once per connection). Every one reads an index in id order and stops
+	// after limit matches: the id primary key, (tenant, id), and with a
+	// status (status, id) or (tenant, status, id) (migration 0017), so a
+	// rare status reads its own runs only.
 	var q strings.Builder
 	q.WriteString(`SELECT ` + RunColumns + ` FROM runs`)
 	var args []any
@@ -162,20 +164,8 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 		q.WriteString(sep + cond + " $" + strconv.Itoa(len(args)))
 		sep = " AND "
 	}
-	// Queued and running runs are few and have partial indexes (status =
-	// 'queued' / 'running'): read them there and sort them, rather than
-	// walk the id or (tenant, id) index through every finished run looking
-	// for them (all of them when fewer than a page exist). Expressions on
-	// tenant and as the sort key keep the planner off those two indexes
-	// (SQLite has no statistics to tell); they compare and sort exactly as
-	// the columns do.
-	rare := p.Status == store.RunQueued || p.Status == store.RunRunning
 	if !p.AllTenants {
-		if rare {
-			arg("tenant || '' =", p.Tenant)
-		} else {
-			arg("tenant =", p.Tenant)
-		}
+		arg("tenant =", p.Tenant)
 	}
 	if p.Status != "" {
 		arg("status =", string(p.Status))
@@ -187,11 +177,7 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 		arg("id <", p.Cursor)
 	}
 	args = append(args, limit)
-	order := "id"
-	if rare {
-		order = "id || ''"
-	}
-	q.WriteString(` ORDER BY ` + order + ` DESC LIMIT $` + strconv.Itoa(len(args)))
+	q.WriteString(` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args)))
 
 	runs, err := s.scanRuns(s.db.Read.Query(ctx, q.String(), args...))
 	if err != nil {
