@@ -153,7 +153,7 @@ func (s *Store) ListRuns(ctx context.Context, p store.ListRunsParams) ([]store.R
 	// One query text per combination of filters (at most 8, each prepared
 	// once per connection). Every one reads an index in id order and stops
 	// after limit matches: the id primary key, (tenant, id), and with a
-	// status (status, id) or (tenant, status, id) (migration 0017), so a
+	// status (status, id) or (tenant, status, id) (migration 0015), so a
 	// rare status reads its own runs only.
 	var q strings.Builder
 	q.WriteString(`SELECT ` + RunColumns + ` FROM runs`)
