@@ -171,8 +171,9 @@ type Authenticator struct {
 	Keys KeyLookup
 	// CacheTTL, when > 0, keeps a key found valid for that long before it
 	// is looked up again: a revoked key then works up to CacheTTL longer.
-	// Unknown and revoked keys are never cached. 0 (the default): every
-	// request looks its key up, and a revocation takes effect at once.
+	// Unknown and revoked keys are never cached. <= 0 (the zero value):
+	// every request looks its key up, and a revocation takes effect at
+	// once. agentd's configuration defaults it to 1s (auth.cache_ttl).
 	CacheTTL time.Duration
 	// Now is the clock (tests); defaults to time.Now.
 	Now func() time.Time

@@ -123,7 +123,7 @@ func TestCacheTTL(t *testing.T) {
 	if keys.lookups != 3 {
 		t.Fatalf("%d lookups, want 3 (revoked keys are looked up every time)", keys.lookups)
 	}
-	// Without a TTL (the default) every request looks its key up.
+	// Without a TTL (the zero value) every request looks its key up.
 	off := &Authenticator{Keys: keys}
 	_, _ = off.Authenticate(t.Context(), k.Token)
 	_, _ = off.Authenticate(t.Context(), k.Token)

@@ -49,6 +49,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&ad.Overflow, OverflowReject)
 
 	setDefault(&c.Auth.Mode, DefaultAuthMode)
+	setDefault(&c.Auth.CacheTTL, DefaultAuthCacheTTL)
 	setDefault(&c.Gateway.MaxBodyBytes, DefaultGatewayMaxBodyBytes)
 	setDefault(&c.Redaction.Messages, DefaultMessageSecrets)
 
