@@ -36,7 +36,9 @@ import (
 //	goroutines/chat
 //
 // One run whatever b.N. Environment: AGENTD_BENCH_HELD_CHATS (default
-// 1000), AGENTD_BENCH_HOLD (the sim's latency, default 10s). The 10,000-chat
+// 1000), AGENTD_BENCH_HOLD (the sim's latency, default 10s),
+// AGENTD_BENCH_HELD_PROFILE (a directory: the heap profile and the
+// goroutines while the chats are held are written there). The 10,000-chat
 // figures in docs/benchmarks.md come from `agentd load -concurrent`; this
 // benchmark is the repeatable check of the same quantities.
 func BenchmarkHeldStreamingChats(b *testing.B) {
@@ -98,6 +100,18 @@ agents: [{name: demo, model: claude-sonnet-4-5, timeout: 2m}]
 	time.Sleep(time.Until(start.Add(ramp + (hold-ramp)/3)))
 	held := readRuntimeStats(b, srv.base, pid, false)
 	live := readRuntimeStats(b, srv.base, pid, true)
+	if dir := os.Getenv("AGENTD_BENCH_HELD_PROFILE"); dir != "" {
+		// What the held chats are made of: the live heap (after the GC
+		// above) and the goroutines, for go tool pprof.
+		for name, url := range map[string]string{
+			"heap.pb.gz":    srv.base + "/debug/pprof/heap",
+			"goroutine.txt": srv.base + "/debug/pprof/goroutine?debug=1",
+		} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(adminGet(b, url)), 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	if since := time.Since(start); since >= hold {
 		b.Fatalf("the snapshots took until %v, after the first answers (%v): raise AGENTD_BENCH_HOLD", since, hold)
 	}

@@ -150,7 +150,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathCountTokens:
 		h.serve(w, r, true)
 	default:
-		WriteError(w, http.StatusNotFound, "", "no route for "+r.Method+" "+r.URL.Path, w.Header().Get("X-Request-ID"), 0)
+		WriteError(w, http.StatusNotFound, "", "no route for "+r.Method+" "+r.URL.Path, w.Header().Get("X-Request-Id"), 0)
 	}
 }
 
@@ -197,7 +197,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	ctx := r.Context()
 	p, _ := auth.FromContext(ctx)
 	c := &call{h: h, w: w, rc: http.NewResponseController(w), start: time.Now(), tenant: p.Tenant, key: p.KeyID,
-		count: count, reqID: w.Header().Get("X-Request-ID")}
+		count: count, reqID: w.Header().Get("X-Request-Id")}
 	// A model call outlives any server write timeout: each write gets its
 	// own deadline instead (writeTimeout).
 	_ = c.rc.SetWriteDeadline(time.Time{})
