@@ -64,7 +64,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&a.Simulate, DefaultSimulate)
 
 	w := &c.Worker
-	setDefault(&w.Concurrency, DefaultWorkerConcurrency)
+	setDefault(&w.Concurrency, DefaultWorkerConcurrency())
 	setDefault(&w.LeaseTTL, DefaultLeaseTTL)
 	setDefault(&w.ReclaimInterval, DefaultReclaimInterval)
 	setDefault(&w.PollInterval, DefaultPollInterval)
