@@ -222,6 +222,19 @@ func (a *Authenticator) remember(h string, p Principal) {
 	a.cache[h] = cachedKey{p: p, expires: a.now().Add(a.CacheTTL)}
 }
 
+// ForgetKey drops the cached validity of the key with id, so that a
+// revocation made through this process (the console) takes effect on this
+// instance at once; other instances see it within CacheTTL.
+func (a *Authenticator) ForgetKey(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for h, c := range a.cache {
+		if c.p.KeyID == id {
+			delete(a.cache, h)
+		}
+	}
+}
+
 // Authenticate returns the principal of token: ErrNoKey for an empty
 // token, ErrInvalidKey for an unknown, malformed or revoked one, another
 // error when the store failed.
