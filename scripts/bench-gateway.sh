@@ -9,7 +9,7 @@
 #
 #   scripts/bench-gateway.sh                 # rates 200 and 1000, 10 s each
 #   RATES="200" DURATION=5s scripts/bench-gateway.sh
-#   AUTH_CACHE_TTL=30s scripts/bench-gateway.sh   # with auth.cache_ttl
+#   AUTH_CACHE_TTL=-1s scripts/bench-gateway.sh   # auth.cache_ttl (default 1s; -1s: no cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${RATES:-"200 1000"}
@@ -28,7 +28,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cat >"$DIR/agentd.yaml" <<YAML
 server: {addr: "$GW"}
 store: {url: "sqlite://$DIR/agentd.db"}
-auth: {mode: keys, cache_ttl: "${AUTH_CACHE_TTL:-0s}"}
+auth: {mode: keys, cache_ttl: "${AUTH_CACHE_TTL:-1s}"}
 log: {level: info}
 providers:
   anthropic:

@@ -36,7 +36,12 @@ import (
 //	goroutines/chat
 //
 // One run whatever b.N. Environment: AGENTD_BENCH_HELD_CHATS (default
-// 1000), AGENTD_BENCH_HOLD (the sim's latency, default 10s). The 10,000-chat
+// 1000), AGENTD_BENCH_HOLD (the sim's latency, default 10s),
+// AGENTD_BENCH_HELD_PROFILE (a directory: the heap profile and the
+// goroutines while the chats are held are written there),
+// AGENTD_BENCH_HELD_CLIENT (the chats' protocol to agentd: http1, the
+// default, a connection per chat; or h2c, HTTP/2 streams sharing a few
+// connections). agentd's model calls always use h2c to the sim. The 10,000-chat
 // figures in docs/benchmarks.md come from `agentd load -concurrent`; this
 // benchmark is the repeatable check of the same quantities.
 func BenchmarkHeldStreamingChats(b *testing.B) {
@@ -68,7 +73,19 @@ agents: [{name: demo, model: claude-sonnet-4-5, timeout: 2m}]
 	srv := startServeProc(b, dir, "serve", bin, cfgPath, "all")
 	pid := srv.cmd.Process.Pid
 
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n, IdleConnTimeout: time.Minute}}
+	tr := &http.Transport{MaxIdleConnsPerHost: n, IdleConnTimeout: time.Minute}
+	switch proto := os.Getenv("AGENTD_BENCH_HELD_CLIENT"); proto {
+	case "", "http1":
+	case "h2c":
+		// The chats as streams of a few HTTP/2 connections (250
+		// streams each, the server's default), not a connection each.
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr.Protocols = &p
+	default:
+		b.Fatalf("AGENTD_BENCH_HELD_CLIENT: want http1 or h2c, got %q", proto)
+	}
+	client := &http.Client{Transport: tr}
 	defer client.CloseIdleConnections()
 	// Warm up (first-use costs: statements, caches) before the baseline.
 	for i := range 5 {
@@ -98,6 +115,18 @@ agents: [{name: demo, model: claude-sonnet-4-5, timeout: 2m}]
 	time.Sleep(time.Until(start.Add(ramp + (hold-ramp)/3)))
 	held := readRuntimeStats(b, srv.base, pid, false)
 	live := readRuntimeStats(b, srv.base, pid, true)
+	if dir := os.Getenv("AGENTD_BENCH_HELD_PROFILE"); dir != "" {
+		// What the held chats are made of: the live heap (after the GC
+		// above) and the goroutines, for go tool pprof.
+		for name, url := range map[string]string{
+			"heap.pb.gz":    srv.base + "/debug/pprof/heap",
+			"goroutine.txt": srv.base + "/debug/pprof/goroutine?debug=1",
+		} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(adminGet(b, url)), 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	if since := time.Since(start); since >= hold {
 		b.Fatalf("the snapshots took until %v, after the first answers (%v): raise AGENTD_BENCH_HOLD", since, hold)
 	}

@@ -465,6 +465,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		// Handlers do not see the signal: a shutdown drains requests
 		// instead of cancelling them.
 		BaseContext: func(net.Listener) context.Context { return a.bg },
+		Protocols:   serverProtocols(),
 	}
 	a.srv.RegisterOnShutdown(api.EndFollowers)
 	return a, nil
@@ -596,4 +597,16 @@ func workerID() string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// serverProtocols are the API server's protocols: HTTP/1.1, and HTTP/2
+// without TLS (h2c with prior knowledge) for a client that speaks it, whose
+// requests then share a connection as streams: no per-request connection,
+// bufio buffers or background reader goroutine (docs/benchmarks.md, memory
+// per held chat). TLS is terminated in front of agentd.
+func serverProtocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
 }

@@ -171,8 +171,9 @@ type Authenticator struct {
 	Keys KeyLookup
 	// CacheTTL, when > 0, keeps a key found valid for that long before it
 	// is looked up again: a revoked key then works up to CacheTTL longer.
-	// Unknown and revoked keys are never cached. 0 (the default): every
-	// request looks its key up, and a revocation takes effect at once.
+	// Unknown and revoked keys are never cached. <= 0 (the zero value):
+	// every request looks its key up, and a revocation takes effect at
+	// once. agentd's configuration defaults it to 1s (auth.cache_ttl).
 	CacheTTL time.Duration
 	// Now is the clock (tests); defaults to time.Now.
 	Now func() time.Time
@@ -219,6 +220,19 @@ func (a *Authenticator) remember(h string, p Principal) {
 		a.cache = make(map[string]cachedKey)
 	}
 	a.cache[h] = cachedKey{p: p, expires: a.now().Add(a.CacheTTL)}
+}
+
+// ForgetKey drops the cached validity of the key with id, so that a
+// revocation made through this process (the console) takes effect on this
+// instance at once; other instances see it within CacheTTL.
+func (a *Authenticator) ForgetKey(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for h, c := range a.cache {
+		if c.p.KeyID == id {
+			delete(a.cache, h)
+		}
+	}
 }
 
 // Authenticate returns the principal of token: ErrNoKey for an empty

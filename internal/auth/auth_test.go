@@ -123,7 +123,7 @@ func TestCacheTTL(t *testing.T) {
 	if keys.lookups != 3 {
 		t.Fatalf("%d lookups, want 3 (revoked keys are looked up every time)", keys.lookups)
 	}
-	// Without a TTL (the default) every request looks its key up.
+	// Without a TTL (the zero value) every request looks its key up.
 	off := &Authenticator{Keys: keys}
 	_, _ = off.Authenticate(t.Context(), k.Token)
 	_, _ = off.Authenticate(t.Context(), k.Token)
@@ -141,4 +141,50 @@ type countingKeys struct {
 func (c *countingKeys) GetAPIKeyByHash(ctx context.Context, hash string) (store.APIKey, error) {
 	c.lookups++
 	return c.next.GetAPIKeyByHash(ctx, hash)
+}
+
+// TestForgetKey: a key forgotten is looked up again at once (a revocation
+// through this process takes effect here without waiting for the TTL);
+// other keys stay cached.
+func TestForgetKey(t *testing.T) {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "agentd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var keys [2]Key
+	for i := range keys {
+		k, err := NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateAPIKey(t.Context(), store.APIKey{ID: k.ID, Prefix: k.Prefix, Hash: k.Hash, Tenant: "acme", Scopes: []string{ScopeChat}, Name: "t"}); err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = k
+	}
+	counting := &countingKeys{next: st}
+	a := &Authenticator{Keys: counting, CacheTTL: time.Hour}
+	for _, k := range keys {
+		if _, err := a.Authenticate(t.Context(), k.Token); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.RevokeAPIKey(t.Context(), keys[0].ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authenticate(t.Context(), keys[0].Token); err != nil {
+		t.Fatal("still cached before ForgetKey")
+	}
+	a.ForgetKey(keys[0].ID)
+	if _, err := a.Authenticate(t.Context(), keys[0].Token); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("a forgotten revoked key must fail at once, got %v", err)
+	}
+	before := counting.lookups
+	if _, err := a.Authenticate(t.Context(), keys[1].Token); err != nil || counting.lookups != before {
+		t.Fatalf("the other key must stay cached: err %v, lookups %d → %d", err, before, counting.lookups)
+	}
 }

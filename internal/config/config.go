@@ -8,7 +8,10 @@
 // validation. docs/configuration.md is the user-facing reference.
 package config
 
-import "time"
+import (
+	"runtime"
+	"time"
+)
 
 // Defaults. Every field's documentation ends with its default.
 const (
@@ -47,12 +50,14 @@ const (
 
 // Defaults of queued runs and workers.
 const (
-	DefaultWorkerConcurrency = 20
-	DefaultLeaseTTL          = 10 * time.Second
-	DefaultReclaimInterval   = 2 * time.Second
-	DefaultPollInterval      = 200 * time.Millisecond
-	DefaultIdempotencyTTL    = 24 * time.Hour
-	DefaultWebhookTimeout    = 10 * time.Second
+	// WorkerConcurrencyPerCPU times GOMAXPROCS is worker.concurrency's
+	// default (DefaultWorkerConcurrency).
+	WorkerConcurrencyPerCPU = 100
+	DefaultLeaseTTL         = 10 * time.Second
+	DefaultReclaimInterval  = 2 * time.Second
+	DefaultPollInterval     = 200 * time.Millisecond
+	DefaultIdempotencyTTL   = 24 * time.Hour
+	DefaultWebhookTimeout   = 10 * time.Second
 )
 
 // Simulate modes of providers.anthropic.simulate.
@@ -177,7 +182,7 @@ type Store struct {
 // Worker is the execution of queued runs (roles all and worker).
 type Worker struct {
 	// Concurrency is how many queued runs one instance executes at once.
-	// Defaults to 20.
+	// Defaults to DefaultWorkerConcurrency(): 100 per CPU (GOMAXPROCS).
 	Concurrency int `yaml:"concurrency"`
 	// LeaseTTL is how long a worker's claim on a run lasts without renewal
 	// (renewed every lease_ttl/3): a run whose worker died is resumed by
@@ -653,3 +658,13 @@ type HTTPTool struct {
 // MarshalJSON, MarshalText and LogValue all show "[redacted]" (or "" when the
 // secret is empty). Value returns the real value.
 type Secret string
+
+// DefaultWorkerConcurrency is worker.concurrency's default, sized for the
+// machine: WorkerConcurrencyPerCPU runs per CPU the Go runtime uses
+// (GOMAXPROCS, which follows a container's CPU limit). A run spends most
+// of its time waiting for the model, not on a CPU: at 20 per instance (the
+// default until 2026-12-06) the queue, not the machine, was the limit
+// (docs/benchmarks.md, performance round 2).
+func DefaultWorkerConcurrency() int {
+	return WorkerConcurrencyPerCPU * runtime.GOMAXPROCS(0)
+}

@@ -73,6 +73,7 @@ func TestDefaultsApplied(t *testing.T) {
 	require.NoError(t, err)
 
 	assert.Equal(t, DefaultServerAddr, cfg.Server.Addr)
+	assert.Equal(t, DefaultAuthCacheTTL, cfg.Auth.CacheTTL)
 	assert.EqualValues(t, DefaultMaxBodyBytes, cfg.Server.MaxBodyBytes)
 	assert.Equal(t, DefaultReadHeaderTimeout, cfg.Server.ReadHeaderTimeout)
 	assert.Equal(t, DefaultReadTimeout, cfg.Server.ReadTimeout)

@@ -49,6 +49,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&ad.Overflow, OverflowReject)
 
 	setDefault(&c.Auth.Mode, DefaultAuthMode)
+	setDefault(&c.Auth.CacheTTL, DefaultAuthCacheTTL)
 	setDefault(&c.Gateway.MaxBodyBytes, DefaultGatewayMaxBodyBytes)
 	setDefault(&c.Redaction.Messages, DefaultMessageSecrets)
 
@@ -64,7 +65,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&a.Simulate, DefaultSimulate)
 
 	w := &c.Worker
-	setDefault(&w.Concurrency, DefaultWorkerConcurrency)
+	setDefault(&w.Concurrency, DefaultWorkerConcurrency())
 	setDefault(&w.LeaseTTL, DefaultLeaseTTL)
 	setDefault(&w.ReclaimInterval, DefaultReclaimInterval)
 	setDefault(&w.PollInterval, DefaultPollInterval)

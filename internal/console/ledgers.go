@@ -103,6 +103,9 @@ func (c *Console) handleRevokeKey(w http.ResponseWriter, r *http.Request, v view
 		c.storeError(w, r, &v, "API key", err)
 		return
 	}
+	if c.cfg.Auth != nil {
+		c.cfg.Auth.ForgetKey(k.ID) // at once on this instance, within auth.cache_ttl elsewhere
+	}
 	c.cfg.Log.InfoContext(r.Context(), "console: API key revoked", "key_id", k.ID, "revoked_prefix", k.Prefix, "key_prefix", v.Prefix)
 	setFlash(w, r, "Key "+k.Prefix+" revoked.")
 	http.Redirect(w, r, "/console/keys", http.StatusSeeOther)

@@ -150,7 +150,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathCountTokens:
 		h.serve(w, r, true)
 	default:
-		WriteError(w, http.StatusNotFound, "", "no route for "+r.Method+" "+r.URL.Path, w.Header().Get("X-Request-ID"), 0)
+		WriteError(w, http.StatusNotFound, "", "no route for "+r.Method+" "+r.URL.Path, w.Header().Get("X-Request-Id"), 0)
 	}
 }
 
@@ -201,7 +201,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 	ctx := r.Context()
 	p, _ := auth.FromContext(ctx)
 	c := &call{h: h, w: w, rc: http.NewResponseController(w), start: time.Now(), tenant: p.Tenant, key: p.KeyID,
-		count: count, reqID: w.Header().Get("X-Request-ID")}
+		count: count, reqID: w.Header().Get("X-Request-Id")}
 	if sc := metered.RunScopeFrom(ctx); sc != nil {
 		// A hosted program's call (agents[].runtime): metered as its run's.
 		c.scope, c.tenant, c.key = sc, sc.Tenant, sc.Key

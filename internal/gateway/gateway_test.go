@@ -142,7 +142,7 @@ func newHarness(t testing.TB, opts ...func(*harnessConfig)) *harness {
 	health := &server.Health{Store: st, Version: "test", Log: slog.New(slog.DiscardHandler)}
 	health.MarkStarted(time.Now())
 	scfg := server.Config{Health: health, Log: slog.New(slog.DiscardHandler), MaxBodyBytes: 1 << 20,
-		Auth: &auth.Authenticator{Keys: st}, Gateway: gw, Tenants: hc.tenants}
+		Auth: &auth.Authenticator{Keys: st, CacheTTL: config.DefaultAuthCacheTTL}, Gateway: gw, Tenants: hc.tenants}
 	if hc.rateLimit != nil {
 		scfg.RateLimit = hc.rateLimit
 	}

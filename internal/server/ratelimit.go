@@ -43,9 +43,12 @@ func setRateHeaders(h http.Header, d ratelimit.Decision) {
 	if d.Limit == 0 {
 		return
 	}
-	h.Set("X-RateLimit-Limit", strconv.FormatInt(d.Limit, 10))
-	h.Set("X-RateLimit-Remaining", strconv.FormatInt(d.Remaining, 10))
-	h.Set("X-RateLimit-Reset", strconv.FormatInt(ratelimit.Seconds(d.Reset), 10))
+	// The canonical names, set directly: Header.Set would canonicalize
+	// X-RateLimit-* (an allocation each) on every request; the names on
+	// the wire are the same.
+	h["X-Ratelimit-Limit"] = []string{strconv.FormatInt(d.Limit, 10)}
+	h["X-Ratelimit-Remaining"] = []string{strconv.FormatInt(d.Remaining, 10)}
+	h["X-Ratelimit-Reset"] = []string{strconv.FormatInt(ratelimit.Seconds(d.Reset), 10)}
 }
 
 // rateLimited is the 429 of a refusal.

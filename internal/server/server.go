@@ -309,11 +309,13 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := r.Header.Get("X-Request-ID")
+		id := r.Header.Get("X-Request-Id")
 		if !validRequestID.MatchString(id) {
 			id = newRequestID()
 		}
-		w.Header().Set("X-Request-ID", id)
+		// The canonical form of X-Request-ID, set directly: Header.Set
+		// would canonicalize the name (an allocation) on every request.
+		w.Header()["X-Request-Id"] = []string{id}
 		ctx := context.WithValue(r.Context(), requestIDKey{}, id)
 		ctx = observe.WithAttrs(ctx, slog.String("request_id", id))
 		r = r.WithContext(ctx)
@@ -351,13 +353,16 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				// refusals keep this one.
 				level = slog.LevelDebug
 			}
-			s.log.Log(ctx, level, "http request", "method", r.Method, "route", route, "path", r.URL.Path,
-				"status", rec.status, "duration_ms", float64(d.Microseconds())/1000)
+			if s.log.Enabled(ctx, level) { // the arguments allocate even when the level is off
+				s.log.Log(ctx, level, "http request", "method", r.Method, "route", route, "path", r.URL.Path,
+					"status", rec.status, "duration_ms", float64(d.Microseconds())/1000)
+			}
 		}()
 		if p, ok := s.authenticate(rec, r); ok {
-			ctx = observe.WithAttrs(auth.WithPrincipal(ctx, p), slog.String("tenant", p.Tenant))
 			if p.KeyPrefix != "" {
-				ctx = observe.WithAttrs(ctx, slog.String("key_prefix", p.KeyPrefix))
+				ctx = observe.WithAttrs(auth.WithPrincipal(ctx, p), slog.String("tenant", p.Tenant), slog.String("key_prefix", p.KeyPrefix))
+			} else {
+				ctx = observe.WithAttrs(auth.WithPrincipal(ctx, p), slog.String("tenant", p.Tenant))
 			}
 			r = r.WithContext(ctx) // the access log above sees these too
 			if s.allowRate(rec, r, p) && s.allowAbuse(rec, r, p) {

@@ -49,7 +49,7 @@ func (s *Server) traced(next http.Handler) http.Handler {
 				rec.status = http.StatusOK
 			}
 			span.SetAttributes(attribute.Int("http.response.status_code", rec.status),
-				attribute.String("agentd.request_id", observe.ScrubSpanText(w.Header().Get("X-Request-ID"))))
+				attribute.String("agentd.request_id", observe.ScrubSpanText(w.Header().Get("X-Request-Id"))))
 			if rec.status >= 500 {
 				span.SetStatus(codes.Error, http.StatusText(rec.status))
 			}

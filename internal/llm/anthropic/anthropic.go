@@ -68,6 +68,11 @@ func New(cfg Config) *Client {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = 1024
 		tr.MaxIdleConnsPerHost = 512
+		// HTTP/2 over TLS (ALPN), as the Claude API speaks it: the calls
+		// in flight share a few connections as streams. The default
+		// transport's clone has it on already; it is said here so that a
+		// later change of the TLS settings cannot turn it off silently.
+		tr.ForceAttemptHTTP2 = true
 		if cfg.H2C && strings.HasPrefix(cfg.BaseURL, "http://") {
 			var p http.Protocols
 			p.SetUnencryptedHTTP2(true)

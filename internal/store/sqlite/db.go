@@ -117,7 +117,25 @@ func (s *Store) begin(ctx context.Context) (sqlstore.Tx, *sql.Tx, error) {
 	return &tx{tx: t, c: s.wstmt}, t, nil
 }
 
+// stmtContext is the context of a statement inside a write transaction:
+// ctx without its cancellation once ctx is checked. With a cancellable
+// context the driver starts a goroutine per statement (and sets a progress
+// handler) to interrupt it; a statement of a write transaction takes
+// microseconds, and a cancelled ctx still ends the transaction: database/sql
+// rolls it back when the context of BeginTx is done, and every later
+// statement fails with sql.ErrTxDone.
+func stmtContext(ctx context.Context) (context.Context, error) {
+	if err := ctx.Err(); err != nil {
+		return ctx, err
+	}
+	return context.WithoutCancel(ctx), nil
+}
+
 func (t *tx) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	ctx, err := stmtContext(ctx)
+	if err != nil {
+		return 0, err
+	}
 	if st := t.c.lookup(query); st != nil {
 		return affected(t.tx.StmtContext(ctx, st).ExecContext(ctx, args...))
 	}
@@ -125,6 +143,10 @@ func (t *tx) Exec(ctx context.Context, query string, args ...any) (int64, error)
 }
 
 func (t *tx) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	ctx, err := stmtContext(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if st := t.c.lookup(query); st != nil {
 		return wrapRows(t.tx.StmtContext(ctx, st).QueryContext(ctx, args...))
 	}
@@ -132,6 +154,10 @@ func (t *tx) Query(ctx context.Context, query string, args ...any) (sqlstore.Row
 }
 
 func (t *tx) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	ctx, err := stmtContext(ctx)
+	if err != nil {
+		return errRow{err}
+	}
 	if st := t.c.lookup(query); st != nil {
 		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
