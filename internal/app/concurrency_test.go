@@ -1,0 +1,300 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/store/postgres/pgtest"
+)
+
+// concApp starts agentd on backend with agent demo under policy (and tools
+// calculator and clock), the sim answering after latency.
+func concApp(t *testing.T, backend, policy string, latency time.Duration, extra string) (*App, string) {
+	t.Helper()
+	storeURL := "sqlite://" + filepath.ToSlash(filepath.Join(t.TempDir(), "agentd.db"))
+	if backend == "postgres" {
+		storeURL = pgtest.Schema(t, pgtest.BaseURL(t), 0)
+	}
+	a := startApp(t, fmt.Sprintf(`server: {addr: "127.0.0.1:0", drain_delay: 0s}
+store: {url: "%s"}
+auth: {mode: none}
+providers:
+  anthropic: {sim_latency: %s}
+worker: {poll_interval: 50ms, reclaim_interval: 200ms}
+%s
+agents:
+  - name: demo
+    model: claude-sonnet-4-5
+    concurrency_policy: %s
+    max_messages: 10000
+    tools: [calculator, clock]
+`, storeURL, latency, extra, policy))
+	return a, "http://" + a.Addr().String()
+}
+
+type chatAnswer struct {
+	RunID          string `json:"run_id"`
+	ConversationID string `json:"conversation_id"`
+	Text           string `json:"text"`
+}
+
+type runRow struct {
+	ID             string `json:"id"`
+	Status         string `json:"status"`
+	Error          string `json:"error"`
+	Turn           int64  `json:"turn"`
+	ConversationID string `json:"conversation_id"`
+}
+
+func getRun(t *testing.T, base, id string) runRow {
+	t.Helper()
+	g := call(t, "GET", base+"/v1/runs/"+id, "")
+	require.Equal(t, http.StatusOK, g.status, g.body)
+	var rr runRow
+	require.NoError(t, json.Unmarshal([]byte(g.body), &rr))
+	return rr
+}
+
+type convMessage struct {
+	Role    string `json:"role"`
+	Content []struct {
+		Type      string `json:"type"`
+		Text      string `json:"text"`
+		ToolUseID string `json:"tool_use_id"`
+		IsError   bool   `json:"is_error"`
+	} `json:"content"`
+}
+
+func getHistory(t *testing.T, base, conv string) []convMessage {
+	t.Helper()
+	g := call(t, "GET", base+"/v1/conversations/"+conv, "")
+	require.Equal(t, http.StatusOK, g.status, g.body)
+	var c struct {
+		Messages []convMessage `json:"messages"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(g.body), &c))
+	return c.Messages
+}
+
+// userTexts are the texts of the user messages that are not tool results.
+func userTexts(msgs []convMessage) []string {
+	var out []string
+	for _, m := range msgs {
+		if m.Role == "user" && len(m.Content) > 0 && m.Content[0].Type == "text" {
+			out = append(out, m.Content[0].Text)
+		}
+	}
+	return out
+}
+
+// concurrency_policy enqueue, on both stores: 100 messages sent at once to
+// one conversation are all answered (200), each run has its own turn, and
+// the conversation holds each turn exactly once, in turn order (the order
+// the server accepted them), each user message followed by its answer.
+func TestEnqueueHundredConcurrentMessages(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		_, base := concApp(t, backend, "enqueue", 5*time.Millisecond, "")
+		first := call(t, "POST", base+"/v1/chat", `{"agent":"demo","message":"first"}`)
+		require.Equal(t, http.StatusOK, first.status, first.body)
+		var a0 chatAnswer
+		require.NoError(t, json.Unmarshal([]byte(first.body), &a0))
+		require.EqualValues(t, 1, getRun(t, base, a0.RunID).Turn)
+
+		const n = 100
+		answers := make([]answer, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				body := fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"message %d"}`, a0.ConversationID, i)
+				resp, err := http.Post(base+"/v1/chat", "application/json", strings.NewReader(body))
+				if err != nil {
+					answers[i] = answer{body: err.Error()}
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				answers[i] = answer{status: resp.StatusCode, body: string(b)}
+			}()
+		}
+		began := time.Now()
+		close(start)
+		wg.Wait()
+		t.Logf("%s: %d concurrent messages answered in %s", backend, n, time.Since(began))
+
+		type turn struct {
+			turn int64
+			msg  string
+		}
+		var turns []turn
+		seen := map[int64]bool{1: true}
+		for i, a := range answers {
+			require.Equal(t, http.StatusOK, a.status, "message %d: %s", i, a.body)
+			var ca chatAnswer
+			require.NoError(t, json.Unmarshal([]byte(a.body), &ca))
+			require.Equal(t, a0.ConversationID, ca.ConversationID)
+			require.NotEmpty(t, ca.Text)
+			rr := getRun(t, base, ca.RunID)
+			require.Equal(t, "succeeded", rr.Status)
+			require.False(t, seen[rr.Turn], "turn %d handed out twice", rr.Turn)
+			seen[rr.Turn] = true
+			turns = append(turns, turn{rr.Turn, fmt.Sprintf("message %d", i)})
+		}
+		slices.SortFunc(turns, func(a, b turn) int { return int(a.turn - b.turn) })
+		want := []string{"first"}
+		for i, tn := range turns {
+			require.EqualValues(t, i+2, tn.turn, "turns are 1..101 without gaps")
+			want = append(want, tn.msg)
+		}
+		msgs := getHistory(t, base, a0.ConversationID)
+		require.Equal(t, want, userTexts(msgs), "each turn once, in the order the server accepted them")
+		require.Len(t, msgs, 2*(n+1), "each user message with its one answer")
+		for i := 0; i < len(msgs); i += 2 {
+			require.Equal(t, "user", msgs[i].Role)
+			require.Equal(t, "assistant", msgs[i+1].Role)
+		}
+	})
+}
+
+// postAsync starts a chat in the background; its answer arrives on the
+// channel.
+func postAsync(base, body string) <-chan answer {
+	ch := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		resp, err := http.Post(base+"/v1/chat", "application/json", strings.NewReader(body))
+		if err != nil {
+			ch <- answer{body: err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ch <- answer{status: resp.StatusCode, header: resp.Header, body: string(b), took: time.Since(start)}
+	}()
+	return ch
+}
+
+// startSlowTurn creates a conversation, then starts a chat on it whose
+// model calls take the sim's latency each: it asks for the clock, so its
+// first call answers with a tool_use, the tool result is checkpointed,
+// and its second call is in flight when this returns. It returns the
+// conversation, the slow run and the channel of its answer.
+func startSlowTurn(t *testing.T, base string) (conv, runID string, slow <-chan answer) {
+	t.Helper()
+	first := call(t, "POST", base+"/v1/chat", `{"agent":"demo","message":"hello"}`)
+	require.Equal(t, http.StatusOK, first.status, first.body)
+	var a0 chatAnswer
+	require.NoError(t, json.Unmarshal([]byte(first.body), &a0))
+	slow = postAsync(base, fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"what does the clock say"}`, a0.ConversationID))
+	// Its run: the conversation's running run.
+	require.Eventually(t, func() bool {
+		g := call(t, "GET", base+"/v1/runs?status=running", "")
+		var page struct {
+			Data []runRow `json:"data"`
+		}
+		if json.Unmarshal([]byte(g.body), &page) != nil {
+			return false
+		}
+		for _, r := range page.Data {
+			if r.ConversationID == a0.ConversationID {
+				runID = r.ID
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 10*time.Millisecond)
+	// The tool result is checkpointed: its events say so.
+	require.Eventually(t, func() bool {
+		return strings.Contains(readFor(base+"/v1/runs/"+runID+"/events", 200*time.Millisecond), "tool_result")
+	}, 20*time.Second, 10*time.Millisecond)
+	return a0.ConversationID, runID, slow
+}
+
+// concurrency_policy interrupt through the HTTP API, on both stores: a
+// message to a conversation whose run is in its second (slow) model call
+// stops that run at once; it ends interrupted and keeps what it
+// checkpointed (its tool_use and result), and the new message is answered
+// on that history, long before the slow call would have returned.
+func TestInterruptPolicyOverHTTP(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		_, base := concApp(t, backend, "reject", 1500*time.Millisecond, "")
+		conv, slowID, slow := startSlowTurn(t, base)
+
+		sent := time.Now()
+		next := call(t, "POST", base+"/v1/chat",
+			fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"never mind","concurrency_policy":"interrupt"}`, conv))
+		require.Equal(t, http.StatusOK, next.status, next.body)
+		require.Less(t, time.Since(sent), 3*time.Second, "one model call, not the rest of the slow run")
+
+		s := <-slow
+		require.NotEqual(t, http.StatusOK, s.status, s.body)
+		require.Contains(t, s.body, "interrupted")
+		rr := getRun(t, base, slowID)
+		require.Equal(t, "interrupted", rr.Status, rr.Error)
+
+		msgs := getHistory(t, base, conv)
+		require.Equal(t, []string{"hello", "what does the clock say", "never mind"}, userTexts(msgs))
+		// hello, answer, the slow turn's question, its tool_use, the tool
+		// result, never mind, answer.
+		require.Len(t, msgs, 7)
+		require.Equal(t, "tool_use", msgs[3].Content[len(msgs[3].Content)-1].Type)
+		require.Equal(t, "tool_result", msgs[4].Content[0].Type)
+		require.Equal(t, "assistant", msgs[6].Role)
+	})
+}
+
+// concurrency_policy rollback through the HTTP API, on both stores: the
+// slow run is canceled and nothing of its turn reaches the conversation;
+// the new message runs as if it had not been sent.
+func TestRollbackPolicyOverHTTP(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		_, base := concApp(t, backend, "rollback", 1500*time.Millisecond, "")
+		conv, slowID, slow := startSlowTurn(t, base)
+
+		sent := time.Now()
+		next := call(t, "POST", base+"/v1/chat",
+			fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"start over"}`, conv))
+		require.Equal(t, http.StatusOK, next.status, next.body)
+		require.Less(t, time.Since(sent), 3*time.Second)
+
+		s := <-slow
+		require.NotEqual(t, http.StatusOK, s.status, s.body)
+		rr := getRun(t, base, slowID)
+		require.Equal(t, "canceled", rr.Status, rr.Error)
+
+		msgs := getHistory(t, base, conv)
+		require.Equal(t, []string{"hello", "start over"}, userTexts(msgs))
+		require.Len(t, msgs, 4, "nothing of the canceled turn")
+	})
+}
+
+// readFor reads what a stream sends within d.
+func readFor(url string, d time.Duration) string {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
