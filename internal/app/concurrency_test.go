@@ -204,12 +204,12 @@ func startSlowTurn(t *testing.T, base string) (conv, runID string, slow <-chan a
 	require.Eventually(t, func() bool {
 		g := call(t, "GET", base+"/v1/runs?status=running", "")
 		var page struct {
-			Data []runRow `json:"data"`
+			Runs []runRow `json:"runs"`
 		}
 		if json.Unmarshal([]byte(g.body), &page) != nil {
 			return false
 		}
-		for _, r := range page.Data {
+		for _, r := range page.Runs {
 			if r.ConversationID == a0.ConversationID {
 				runID = r.ID
 				return true
