@@ -298,3 +298,73 @@ func readFor(url string, d time.Duration) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// A chat that waits for its turn longer than its agent's timeout is
+// answered 409 turn_timeout with its run and Location; its message is not
+// lost: it stays queued and a worker runs it in its turn, after the
+// messages accepted before it. A bad policy is a 400 naming the field.
+func TestEnqueueTurnTimeoutKeepsTheMessage(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		storeURL := "sqlite://" + filepath.ToSlash(filepath.Join(t.TempDir(), "agentd.db"))
+		if backend == "postgres" {
+			storeURL = pgtest.Schema(t, pgtest.BaseURL(t), 0)
+		}
+		a := startApp(t, fmt.Sprintf(`server: {addr: "127.0.0.1:0", drain_delay: 0s}
+store: {url: "%s"}
+auth: {mode: none}
+providers:
+  anthropic: {sim_latency: 1500ms}
+worker: {poll_interval: 50ms, reclaim_interval: 200ms, lease_ttl: 3s}
+agents:
+  - name: demo
+    model: claude-sonnet-4-5
+    concurrency_policy: enqueue
+    timeout: 2s
+`, storeURL))
+		base := "http://" + a.Addr().String()
+
+		bad := call(t, "POST", base+"/v1/chat", `{"agent":"demo","message":"x","concurrency_policy":"queue"}`)
+		require.Equal(t, http.StatusBadRequest, bad.status, bad.body)
+		require.Contains(t, bad.body, "concurrency_policy")
+		bad = call(t, "POST", base+"/v1/runs", `{"agent":"demo","message":"x","concurrency_policy":"later"}`)
+		require.Equal(t, http.StatusBadRequest, bad.status, bad.body)
+		require.Contains(t, bad.body, "concurrency_policy")
+
+		// Two async messages, one after the other: 3 s of model calls.
+		r1 := call(t, "POST", base+"/v1/runs", `{"agent":"demo","message":"one"}`)
+		require.Equal(t, http.StatusAccepted, r1.status, r1.body)
+		var run1 runRow
+		require.NoError(t, json.Unmarshal([]byte(r1.body), &run1))
+		require.EqualValues(t, 1, run1.Turn)
+		r2 := call(t, "POST", base+"/v1/runs", fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"two"}`, run1.ConversationID))
+		require.Equal(t, http.StatusAccepted, r2.status, r2.body, "queued behind the first, whose conversation does not exist yet")
+		var run2 runRow
+		require.NoError(t, json.Unmarshal([]byte(r2.body), &run2))
+		require.EqualValues(t, 2, run2.Turn)
+
+		c := call(t, "POST", base+"/v1/chat", fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"three"}`, run1.ConversationID))
+		require.Equal(t, http.StatusConflict, c.status, c.body)
+		var e struct {
+			Error struct{ Type, Message, RunID string } `json:"error"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(c.body), &e))
+		require.Equal(t, "turn_timeout", e.Error.Type)
+		require.Contains(t, e.Error.Message, "queued as run")
+		var body struct {
+			Error struct {
+				RunID string `json:"run_id"`
+			} `json:"error"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(c.body), &body))
+		require.NotEmpty(t, body.Error.RunID)
+		require.Equal(t, "/v1/runs/"+body.Error.RunID, c.header.Get("Location"))
+		require.GreaterOrEqual(t, c.took, 2*time.Second)
+
+		require.Eventually(t, func() bool {
+			return getRun(t, base, body.Error.RunID).Status == "succeeded"
+		}, 30*time.Second, 50*time.Millisecond, "the timed-out chat's message runs in its turn")
+		require.Equal(t, "succeeded", getRun(t, base, run1.ID).Status)
+		require.Equal(t, "succeeded", getRun(t, base, run2.ID).Status)
+		require.Equal(t, []string{"one", "two", "three"}, userTexts(getHistory(t, base, run1.ConversationID)))
+	})
+}

@@ -17,6 +17,6 @@ CREATE INDEX runs_conversation_unfinished ON runs (conversation_id, turn)
     WHERE status IN ('queued', 'running', 'requires_action');
 
 CREATE TABLE conversation_turns (
-    conversation_id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL PRIMARY KEY,
     last_turn INTEGER NOT NULL
 );
