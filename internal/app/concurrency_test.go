@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 )
 
@@ -366,5 +368,108 @@ agents:
 		require.Equal(t, "succeeded", getRun(t, base, run1.ID).Status)
 		require.Equal(t, "succeeded", getRun(t, base, run2.ID).Status)
 		require.Equal(t, []string{"one", "two", "three"}, userTexts(getHistory(t, base, run1.ConversationID)))
+	})
+}
+
+// startRole starts agentd in role with yaml; stop ends it (a drain: runs in
+// flight are suspended and resumed elsewhere).
+func startRole(t *testing.T, yaml, role string) (*App, func()) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "agentd.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
+	cfg, err := config.Load(path, nil)
+	require.NoError(t, err)
+	a, err := New(t.Context(), cfg, Options{LogOutput: &syncLog{}, Version: "test", Role: role})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-errc:
+			case <-time.After(30 * time.Second):
+				t.Error("Run did not return")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	waitReady(t, a)
+	return a, stop
+}
+
+// The order of enqueued messages is durable and holds across processes:
+// async messages queued behind each other survive the stop of the process
+// that executes them (SQLite: the single binary restarted on its file;
+// PostgreSQL: the cluster tier, an API instance and a worker replaced by
+// another one), and run in their turns; a synchronous chat sent last
+// through the API instance waits for all of them and is answered.
+func TestEnqueueSurvivesRestartAcrossProcesses(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		storeURL := "sqlite://" + filepath.ToSlash(filepath.Join(t.TempDir(), "agentd.db"))
+		if backend == "postgres" {
+			storeURL = pgtest.Schema(t, pgtest.BaseURL(t), 0)
+		}
+		yaml := fmt.Sprintf(`server: {addr: "127.0.0.1:0", drain_delay: 0s, drain_timeout: 1s}
+store: {url: "%s"}
+auth: {mode: none}
+providers:
+  anthropic: {sim_latency: 600ms}
+worker: {poll_interval: 50ms, reclaim_interval: 200ms, lease_ttl: 3s}
+agents:
+  - name: demo
+    model: claude-sonnet-4-5
+    concurrency_policy: enqueue
+`, storeURL)
+		var api *App
+		var stopWorker func()
+		if backend == "postgres" {
+			api, _ = startRole(t, yaml, RoleAPI)
+			_, stopWorker = startRole(t, yaml, RoleWorker)
+		} else {
+			api, stopWorker = startRole(t, yaml, RoleAll)
+		}
+		base := "http://" + api.Addr().String()
+
+		const n = 6
+		var runs []runRow
+		conv := ""
+		for i := range n {
+			body := fmt.Sprintf(`{"agent":"demo","message":"m%d"}`, i)
+			if conv != "" {
+				body = fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"m%d"}`, conv, i)
+			}
+			r := call(t, "POST", base+"/v1/runs", body)
+			require.Equal(t, http.StatusAccepted, r.status, r.body)
+			var rr runRow
+			require.NoError(t, json.Unmarshal([]byte(r.body), &rr))
+			require.EqualValues(t, i+1, rr.Turn)
+			conv = rr.ConversationID
+			runs = append(runs, rr)
+		}
+		// Two turns done, the rest queued (one perhaps running): stop the
+		// process that executes them.
+		require.Eventually(t, func() bool { return getRun(t, base, runs[1].ID).Status == "succeeded" },
+			30*time.Second, 20*time.Millisecond)
+		stopWorker()
+		if backend == "postgres" {
+			_, _ = startRole(t, yaml, RoleWorker)
+		} else {
+			api, _ = startRole(t, yaml, RoleAll)
+			base = "http://" + api.Addr().String()
+		}
+		last := call(t, "POST", base+"/v1/chat", fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"last"}`, conv))
+		require.Equal(t, http.StatusOK, last.status, last.body)
+		for _, r := range runs {
+			require.Equal(t, "succeeded", getRun(t, base, r.ID).Status, r.ID)
+		}
+		want := []string{}
+		for i := range n {
+			want = append(want, fmt.Sprintf("m%d", i))
+		}
+		want = append(want, "last")
+		require.Equal(t, want, userTexts(getHistory(t, base, conv)), "each turn once, in order, across the restart")
 	})
 }
