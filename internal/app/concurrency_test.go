@@ -473,3 +473,32 @@ agents:
 		require.Equal(t, want, userTexts(getHistory(t, base, conv)), "each turn once, in order, across the restart")
 	})
 }
+
+// A streaming chat under enqueue waits for its turn and then streams its
+// run's events as any chat does, ending with done; the turn before it is
+// answered first.
+func TestEnqueueStreamingChat(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		_, base := concApp(t, backend, "enqueue", 800*time.Millisecond, "")
+		first := call(t, "POST", base+"/v1/chat", `{"agent":"demo","message":"hello"}`)
+		require.Equal(t, http.StatusOK, first.status, first.body)
+		var a0 chatAnswer
+		require.NoError(t, json.Unmarshal([]byte(first.body), &a0))
+
+		busy := postAsync(base, fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"busy one"}`, a0.ConversationID))
+		require.Eventually(t, func() bool {
+			return len(userTexts(getHistory(t, base, a0.ConversationID))) == 1 &&
+				strings.Contains(call(t, "GET", base+"/v1/runs?status=running", "").body, a0.ConversationID)
+		}, 10*time.Second, 10*time.Millisecond)
+		st := call(t, "POST", base+"/v1/chat",
+			fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"streamed one","stream":true}`, a0.ConversationID))
+		require.Equal(t, http.StatusOK, st.status, st.body)
+		require.Equal(t, "text/event-stream", st.header.Get("Content-Type"))
+		require.Contains(t, st.body, "event: start")
+		require.Contains(t, st.body, "event: done")
+		require.NotContains(t, st.body, "event: error")
+		b := <-busy
+		require.Equal(t, http.StatusOK, b.status, b.body)
+		require.Equal(t, []string{"hello", "busy one", "streamed one"}, userTexts(getHistory(t, base, a0.ConversationID)))
+	})
+}
