@@ -256,6 +256,26 @@ func TestInterruptPolicyOverHTTP(t *testing.T) {
 		require.Equal(t, "tool_use", msgs[3].Content[len(msgs[3].Content)-1].Type)
 		require.Equal(t, "tool_result", msgs[4].Content[0].Type)
 		require.Equal(t, "assistant", msgs[6].Role)
+
+		// The same through /v1/runs: a run a worker executes (its
+		// conversation not created yet), interrupted by an async message.
+		r1 := call(t, "POST", base+"/v1/runs", `{"agent":"demo","message":"what does the clock say"}`)
+		require.Equal(t, http.StatusAccepted, r1.status, r1.body)
+		var run1 runRow
+		require.NoError(t, json.Unmarshal([]byte(r1.body), &run1))
+		require.Eventually(t, func() bool {
+			return strings.Contains(readFor(base+"/v1/runs/"+run1.ID+"/events", 200*time.Millisecond), "tool_result")
+		}, 20*time.Second, 10*time.Millisecond)
+		r2 := call(t, "POST", base+"/v1/runs",
+			fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"stop that","concurrency_policy":"interrupt"}`, run1.ConversationID))
+		require.Equal(t, http.StatusAccepted, r2.status, r2.body)
+		var run2 runRow
+		require.NoError(t, json.Unmarshal([]byte(r2.body), &run2))
+		require.Eventually(t, func() bool { return getRun(t, base, run2.ID).Status == "succeeded" }, 20*time.Second, 20*time.Millisecond)
+		require.Equal(t, "interrupted", getRun(t, base, run1.ID).Status)
+		msgs = getHistory(t, base, run1.ConversationID)
+		require.Equal(t, []string{"what does the clock say", "stop that"}, userTexts(msgs))
+		require.Len(t, msgs, 5, "the interrupted turn as checkpointed (question, tool_use, result), then the new one")
 	})
 }
 
