@@ -105,6 +105,7 @@ type App struct {
 	drainRequested chan struct{}
 	drainOnce      sync.Once
 	svc            *agentrun.Service // in-process chat (embed.go)
+	runs           *agentrun.Runs    // in-process chat under a concurrency policy (embed.go)
 	managedModels  *managedModels    // models of API-created agents (managed_agents.go)
 	ready          chan struct{}     // closed once serving
 }
@@ -343,6 +344,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	runs.Queue, runs.Webhooks = a.queue, a.queue
+	a.runs = runs
 	managedAPI.Runs, managedAPI.RunEvents = runs, st // sessions' turns are runs
 	// Agents created through the API run as runs of their stored version.
 	managedAPI.Agents = managedResolver(cfg, st, tools, a.managedModels)
