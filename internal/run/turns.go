@@ -323,12 +323,13 @@ func (h *heldChat) execute(ctx context.Context, c *Chat, onEvent func(store.Even
 		return res, le.err
 	}
 	switch {
-	case errors.Is(err, ErrSuspended):
-		// The client went away (or the lease was lost): the run keeps its
-		// lease until it lapses, and is then reclaimed and resumed by a
-		// worker from its checkpoint.
+	case errors.Is(err, ErrSuspended), errors.Is(err, ErrRestore):
+		// The client went away (or the lease was lost, or the store failed
+		// before anything ran): the run keeps its lease until it lapses,
+		// and is then reclaimed (a new queue job) and resumed by a worker
+		// from its checkpoint. Released now, it would have no job.
 		return res, err
-	case errors.Is(err, ErrRequiresAction), errors.Is(err, ErrRestore):
+	case errors.Is(err, ErrRequiresAction):
 		_, _ = r.afterRun(ctx, run, h.owner, err)
 		return res, err
 	}
