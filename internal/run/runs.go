@@ -218,7 +218,7 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	case errors.Is(err, store.ErrRunWaiting):
 		// An earlier message of its conversation is unfinished, or the
 		// chat that submitted it holds it: look again later.
-		return false, &waitingError{run: run, after: r.turnPoll(run)}
+		return false, &waitingError{run: run, after: r.turnPoll(ctx, run)}
 	case errors.Is(err, store.ErrConflict):
 		// Finished, canceled, or alive on another worker: nothing to do.
 		r.Log.DebugContext(ctx, "run not claimable", "run_id", runID, "status", run.Status)

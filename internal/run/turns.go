@@ -106,14 +106,26 @@ func (e *waitingError) Error() string {
 func (e *waitingError) SnoozeFor() time.Duration { return e.after }
 
 // turnPoll is how long a worker leaves a run that is not claimable yet
-// before it looks again: a run a chat holds is looked at again about when
-// the chat's lease would lapse; one waiting for earlier turns soon (the
-// run before it may be short).
-func (r *Runs) turnPoll(run store.Run) time.Duration {
-	if run.Turn == 0 {
+// before it looks again: a run its chat holds (nothing ahead of it), about
+// when the chat's hold would lapse; one waiting for k earlier turns,
+// 200 ms × min(k, 5) plus up to as much again (the next in line looks
+// soon; a deep queue costs fewer queue writes).
+func (r *Runs) turnPoll(ctx context.Context, run store.Run) time.Duration {
+	runs, err := r.Store.UnfinishedRuns(ctx, run.Tenant, run.ConversationID)
+	if err != nil {
+		return time.Second
+	}
+	ahead := 0
+	for _, b := range runs {
+		if b.ID != run.ID && (b.Turn == 0 || b.Turn < run.Turn) {
+			ahead++
+		}
+	}
+	if ahead == 0 {
 		return r.leaseTTL() / 2
 	}
-	return 200*time.Millisecond + rand.N(200*time.Millisecond)
+	d := 200 * time.Millisecond * time.Duration(min(ahead, 5))
+	return d + rand.N(d)
 }
 
 // turnWaiters wakes the chats of this process that wait for their turn
