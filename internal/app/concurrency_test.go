@@ -364,7 +364,18 @@ agents:
 		require.NoError(t, json.Unmarshal([]byte(r2.body), &run2))
 		require.EqualValues(t, 2, run2.Turn)
 
-		c := call(t, "POST", base+"/v1/chat", fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"three"}`, run1.ConversationID))
+		pending := postAsync(base, fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"three"}`, run1.ConversationID))
+
+		// Once the conversation exists, a message under reject is refused
+		// at once while turns are unfinished: run now, it would make a
+		// queued turn fail at its commit.
+		require.Eventually(t, func() bool { return getRun(t, base, run1.ID).Status == "succeeded" }, 10*time.Second, 10*time.Millisecond)
+		rj := call(t, "POST", base+"/v1/chat",
+			fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"rejected","concurrency_policy":"reject"}`, run1.ConversationID))
+		require.Equal(t, http.StatusConflict, rj.status, rj.body)
+		require.Contains(t, rj.body, "concurrency_policy enqueue")
+
+		c := <-pending
 		require.Equal(t, http.StatusConflict, c.status, c.body)
 		var e struct {
 			Error struct{ Type, Message, RunID string } `json:"error"`

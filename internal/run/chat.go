@@ -38,6 +38,7 @@ type ChatStore interface {
 	UpdateRun(ctx context.Context, p store.UpdateRunParams) error
 	PauseRun(ctx context.Context, p store.PauseRunParams) error
 	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
+	UnfinishedRuns(ctx context.Context, tenant, conversationID string) ([]store.Run, error)
 	replayStore
 }
 
@@ -270,6 +271,10 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 	if !s.hold(c.conv.ID) {
 		return nil, fmt.Errorf("%w: %s", ErrConversationBusy, c.conv.ID)
 	}
+	if err := s.checkTurns(ctx, c); err != nil {
+		s.release(c.conv.ID)
+		return nil, err
+	}
 	c.input, c.message = userMessage(p.Message), p.Message
 	c.maxCostUSD = p.MaxCostUSD
 	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, MaxCostUSD: p.MaxCostUSD})
@@ -296,6 +301,28 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 		return nil, fmt.Errorf("create run: %w", err)
 	}
 	return c, nil
+}
+
+// checkTurns refuses a message under reject to a conversation whose
+// messages under the other policies (they take turns, see Policy) are not
+// all finished: run now, it would make the one in progress, or the next,
+// fail at its commit. (Runs outside the order are seen by the in-process
+// mark and by the commit's version check, as before.)
+func (s *Service) checkTurns(ctx context.Context, c *Chat) error {
+	if c.isNew {
+		return nil
+	}
+	runs, err := s.Store.UnfinishedRuns(ctx, c.tenant, c.conv.ID)
+	if err != nil {
+		return fmt.Errorf("look for unfinished turns: %w", err)
+	}
+	for _, r := range runs {
+		if r.Turn > 0 {
+			return fmt.Errorf("%w: %s: its message in turn %d (run %s) is %s; send with concurrency_policy enqueue to queue after it",
+				ErrConversationBusy, c.conv.ID, r.Turn, r.ID, r.Status)
+		}
+	}
+	return nil
 }
 
 // Execute runs the turn. onEvent (may be nil) sees every event live. A
