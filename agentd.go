@@ -251,6 +251,11 @@ type ChatRequest struct {
 	// MaxCostUSD caps the turn's cost (it can lower the agent's cap, not
 	// raise it). Defaults to 0: the agent's cap only.
 	MaxCostUSD float64
+	// ConcurrencyPolicy says what happens when the conversation is busy
+	// with another turn: "reject", "enqueue", "interrupt" or "rollback"
+	// (docs/api.md#concurrency-policies). Defaults to "": the agent's
+	// concurrency_policy.
+	ConcurrencyPolicy string
 	// OnEvent, when set, sees every event of the turn as it happens (the
 	// model's text as it is generated, tool calls and results), on the
 	// run's goroutine: it should not block.
@@ -302,8 +307,13 @@ func (s *Server) Chat(ctx context.Context, req ChatRequest) (*Answer, error) {
 	if req.OnEvent != nil {
 		onEvent = func(e store.Event) { req.OnEvent(Event{Seq: e.Seq, Type: e.Type, Data: e.Data}) }
 	}
+	pol, err := agentrun.ParsePolicy(req.ConcurrencyPolicy)
+	if err != nil {
+		return nil, fmt.Errorf("agentd: chat with %s: %w", req.Agent, err)
+	}
 	a, err := s.app.Chat(ctx, agentrun.ChatParams{Tenant: req.Tenant, Agent: req.Agent,
-		ConversationID: req.ConversationID, Message: req.Message, MaxCostUSD: req.MaxCostUSD}, onEvent)
+		ConversationID: req.ConversationID, Message: req.Message, MaxCostUSD: req.MaxCostUSD,
+		ConcurrencyPolicy: pol}, onEvent)
 	if err != nil {
 		return nil, fmt.Errorf("agentd: chat with %s: %w", req.Agent, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -225,4 +226,42 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	require.ErrorContains(t, err, `Go tool "lookup" is given twice`)
 	_, err = New(t.Context(), nil)
 	require.Error(t, err)
+}
+
+// Server.Chat follows the agent's concurrency policy (and the request's):
+// concurrent turns on one conversation under enqueue are all answered,
+// each once, in order; a bad policy is refused.
+func TestServerEmbeddedEnqueue(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.Agents[0].ConcurrencyPolicy = "enqueue"
+	cfg.Agents[0].Tools = []string{"clock"}
+	srv, err := New(t.Context(), cfg, WithRegistry(prometheus.NewRegistry()),
+		WithLogger(slog.New(slog.NewJSONHandler(&syncBuffer{}, nil))))
+	require.NoError(t, err)
+	ctx := t.Context()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx) }()
+	<-srv.Ready()
+
+	first, err := srv.Chat(ctx, ChatRequest{Agent: "helper", Message: "hello"})
+	require.NoError(t, err)
+	_, err = srv.Chat(ctx, ChatRequest{Agent: "helper", Message: "x", ConversationID: first.ConversationID, ConcurrencyPolicy: "later"})
+	require.ErrorContains(t, err, "concurrency_policy")
+	const n = 10
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = srv.Chat(ctx, ChatRequest{Agent: "helper", Message: fmt.Sprintf("message %d", i), ConversationID: first.ConversationID})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "message %d", i)
+	}
+	require.NoError(t, srv.Shutdown(context.Background()))
+	require.NoError(t, <-errc)
 }

@@ -179,11 +179,13 @@ func eventsOf(evs []sseEvent, typ string) []sseEvent {
 	return out
 }
 
+// runRow is the run object of GET /v1/runs/{id}, as the tests read it.
 type runRow struct {
 	ID     string `json:"id"`
 	Status string `json:"status"`
 	Error  string `json:"error"`
 	Steps  int    `json:"steps"`
+	Turn   int64  `json:"turn"`
 	Usage  struct {
 		InputTokens  int64 `json:"input_tokens"`
 		OutputTokens int64 `json:"output_tokens"`

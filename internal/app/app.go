@@ -108,6 +108,7 @@ type App struct {
 	drainRequested chan struct{}
 	drainOnce      sync.Once
 	svc            *agentrun.Service // in-process chat (embed.go)
+	runs           *agentrun.Runs    // in-process chat under a concurrency policy (embed.go)
 	managedModels  *managedModels    // models of API-created agents (managed_agents.go)
 	ready          chan struct{}     // closed once serving
 }
@@ -354,6 +355,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	runs.Queue, runs.Webhooks = a.queue, a.queue
+	a.runs = runs
 	// Sessions' turns are runs, with the session's budget and webhook.
 	managedAPI.Runs = &managed.Turns{Runner: runs, Store: st, WebhookURL: cfg.ManagedAgents.WebhookURL.Value(), Wake: managedAPI.Wake}
 	managedAPI.RunEvents, managedAPI.Hub = st, be.Hub

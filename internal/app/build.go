@@ -103,6 +103,7 @@ func buildAgents(cfg *config.Config, tools *toolset.Set) (map[string]*agentrun.C
 			},
 			MaxMessages:            a.MaxMessages,
 			EnqueueWhenUnavailable: a.OnUnavailable == config.OnUnavailableEnqueue,
+			ConcurrencyPolicy:      agentrun.Policy(a.ConcurrencyPolicy),
 		}
 		info := server.AgentInfo{Name: a.Name, Model: a.Model, Tools: []server.ToolInfo{}}
 		for _, ti := range tools.Infos(a.Name) {

@@ -39,7 +39,7 @@ func (a *App) Chat(ctx context.Context, p agentrun.ChatParams, onEvent func(stor
 	if p.Tenant == "" {
 		p.Tenant = server.DefaultTenant
 	}
-	c, err := a.svc.Prepare(ctx, p)
+	c, err := a.runs.PrepareChat(ctx, p) // the agent's concurrency policy (reject: svc.Prepare)
 	if err != nil {
 		return agentrun.Answer{}, err
 	}

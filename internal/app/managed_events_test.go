@@ -166,8 +166,8 @@ func TestManagedSessionEventsSDK(t *testing.T) {
 		got, err := c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
 		require.NoError(t, err)
 		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusIdle, got.Status, "a session waiting for the client is idle")
-		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("are you there?"))
-		require.Contains(t, apiError(t, err, http.StatusConflict, "invalid_request_error"), "turn in progress")
+		// (A message sent now would be queued behind the paused turn:
+		// TestManagedSessionQueuesMessagesSDK.)
 		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, confirm("toolu_unknown", true, ""))
 		require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "toolu_unknown")
 		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, confirm(ask.ID, true, ""))

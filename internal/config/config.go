@@ -73,6 +73,15 @@ const (
 // Concurrency policies for a second message on a busy conversation.
 const (
 	PolicyReject = "reject"
+	// PolicyEnqueue runs the message after the conversation's earlier
+	// ones, in the order the store accepted them.
+	PolicyEnqueue = "enqueue"
+	// PolicyInterrupt stops the active run keeping what it checkpointed;
+	// the message runs next on the history so far.
+	PolicyInterrupt = "interrupt"
+	// PolicyRollback cancels the active run, discarding its unfinished
+	// turn; the message runs next as if it had not been sent.
+	PolicyRollback = "rollback"
 )
 
 // Last rungs of the fallback ladder (agents[].on_unavailable).
@@ -454,7 +463,11 @@ type Agent struct {
 	// limits them. Defaults to 0.
 	MaxConcurrentRuns int `yaml:"max_concurrent_runs"`
 	// ConcurrencyPolicy for a message to a conversation that is busy:
-	// "reject" (409). Defaults to "reject".
+	// "reject" (409), "enqueue" (after the earlier messages, in arrival
+	// order), "interrupt" (stop the active run keeping what it
+	// checkpointed) or "rollback" (cancel the active run, discarding its
+	// unfinished turn). A request's concurrency_policy overrides it.
+	// Defaults to "reject".
 	ConcurrencyPolicy string `yaml:"concurrency_policy"`
 	// MCP lists the MCP servers the agent may use and, per server, which
 	// of its tools. Defaults to none.

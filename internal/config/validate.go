@@ -23,7 +23,7 @@ var (
 	logLevels          = []string{"debug", "info", "warn", "error"}
 	logFormats         = []string{"json", "text"}
 	simulateModes      = []string{SimulateAuto, SimulateAlways, SimulateNever}
-	concurrencyPolicys = []string{PolicyReject}
+	concurrencyPolicys = []string{PolicyReject, PolicyEnqueue, PolicyInterrupt, PolicyRollback}
 )
 
 // ApplyDefaults replaces every zero-valued field that has a default with

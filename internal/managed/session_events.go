@@ -165,46 +165,61 @@ func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSes
 		}
 		version = int(a.Version)
 	}
-	if cur, active, err := s.activeRun(ctx, ms); err != nil {
-		return nil, err
-	} else if active {
-		// Managed Agents queues it for after the running turn; two runs
-		// on one conversation would conflict, so agentd refuses it (409).
-		return nil, fmt.Errorf("%w: session %s has a turn in progress (%s): send the message after its session.status_idle; "+
-			"queueing it for after the turn is not built yet on this server", run.ErrConversationBusy, ms.ID, cur.Status)
-	}
-	r, _, err := s.Runs.Submit(ctx, run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
-		ConversationID: ms.ConversationID, Message: strings.Join(text, "\n\n")})
+	_, busy, err := s.activeRun(ctx, ms)
 	if err != nil {
 		return nil, err
 	}
-	return userMessageEvent(r)
+	// Every message of a session takes a turn (concurrency policy
+	// enqueue): one sent while a turn runs is queued and runs after it, in
+	// the order they were sent; its user.message has processed_at null
+	// until then (Managed Agents' documented behaviour).
+	r, _, err := s.Runs.Submit(ctx, run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
+		ConversationID: ms.ConversationID, Message: strings.Join(text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue})
+	if err != nil {
+		return nil, err
+	}
+	return userMessageEvent(r, busy)
 }
 
 // userMessageEvent is the user.message of run r (its input), the first
 // event of its turn.
-func userMessageEvent(r store.Run) (json.RawMessage, error) {
+// A message queued behind an unfinished turn (queued) has processed_at
+// null: Managed Agents' sign that it is handled after the events before it.
+func userMessageEvent(r store.Run, queued bool) (json.RawMessage, error) {
 	var in struct {
 		Message string `json:"message"`
 	}
 	_ = json.Unmarshal(r.Input, &in)
-	return json.Marshal(struct {
-		evBase
-		Content []textBlock `json:"content"`
-	}{evBase{ID: userMessageID(r.ID), Type: "user.message", ProcessedAt: mustTimestamp(r.CreatedAt)},
-		[]textBlock{{Type: "text", Text: in.Message}}})
+	type userMessage struct {
+		ID          string      `json:"id"`
+		Type        string      `json:"type"`
+		ProcessedAt *string     `json:"processed_at"`
+		Content     []textBlock `json:"content"`
+	}
+	um := userMessage{ID: userMessageID(r.ID), Type: "user.message", Content: []textBlock{{Type: "text", Text: in.Message}}}
+	if !queued || r.Status != store.RunQueued {
+		at := mustTimestamp(r.CreatedAt)
+		um.ProcessedAt = &at
+	}
+	return json.Marshal(um)
 }
 
 func userMessageID(runID string) string { return "sevt_" + runID + "_0" }
 
-// activeRun is the session's latest run when it is not finished.
+// activeRun is the session's oldest unfinished run (its turn is the one
+// that runs, or waits for a decision; messages sent meanwhile are queued
+// behind it), else its latest run, finished.
 func (s *Service) activeRun(ctx context.Context, ms store.ManagedSession) (store.Run, bool, error) {
 	runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
 	if err != nil || len(runs) == 0 {
 		return store.Run{}, false, err
 	}
-	last := runs[len(runs)-1]
-	return last, !last.Status.Terminal(), nil
+	for _, r := range runs {
+		if !r.Status.Terminal() {
+			return r, true, nil
+		}
+	}
+	return runs[len(runs)-1], false, nil
 }
 
 func (s *Service) interrupt(ctx context.Context, f string, ms store.ManagedSession, raw json.RawMessage) (json.RawMessage, error) {
@@ -386,8 +401,10 @@ func (s *Service) history(ctx context.Context, ms store.ManagedSession, a store.
 		return nil, err
 	}
 	var all []Out
+	unfinished := false // an earlier turn is unfinished
 	for _, r := range runs {
-		outs, err := s.turn(ctx, tr, r, 0)
+		outs, err := s.turn(ctx, tr, r, 0, unfinished)
+		unfinished = unfinished || !r.Status.Terminal()
 		if err != nil {
 			return nil, err
 		}
@@ -402,10 +419,10 @@ func (s *Service) history(ctx context.Context, ms store.ManagedSession, a store.
 
 // turn translates run r's events after seq after (its user.message first
 // when after is 0), and its pause when it waits.
-func (s *Service) turn(ctx context.Context, tr *Translator, r store.Run, after int64) ([]Out, error) {
+func (s *Service) turn(ctx context.Context, tr *Translator, r store.Run, after int64, behind bool) ([]Out, error) {
 	var all []Out
 	if after == 0 {
-		um, err := userMessageEvent(r)
+		um, err := userMessageEvent(r, behind)
 		if err != nil {
 			return nil, err
 		}
@@ -577,12 +594,19 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 				startRun, skipThrough = i, p.LastEventID
 			}
 		}
-	} else if len(runs) > 0 && !runs[len(runs)-1].Status.Terminal() {
-		startRun = len(runs) - 1
+	} else {
+		// The oldest unfinished turn: the one that runs (messages sent
+		// meanwhile are queued behind it).
+		for i, r := range runs {
+			if !r.Status.Terminal() {
+				startRun = i
+				break
+			}
+		}
 	}
 	// The translator's state must be that of the history before startRun.
 	for _, r := range runs[:startRun] {
-		if _, err := s.turn(ctx, tr, r, 0); err != nil {
+		if _, err := s.turn(ctx, tr, r, 0, false); err != nil {
 			return err
 		}
 	}
@@ -622,7 +646,7 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 			}
 			var outs []Out
 			if seq == 0 {
-				um, err := userMessageEvent(r)
+				um, err := userMessageEvent(r, false)
 				if err != nil {
 					return err
 				}

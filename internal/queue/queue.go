@@ -12,6 +12,7 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -91,6 +92,14 @@ const DefaultWebhookAttempts = 12
 // error makes River retry the job with back-off.
 type RunExecutor interface {
 	ExecuteRun(ctx context.Context, tenant, runID string) (requeue bool, err error)
+}
+
+// Snoozer is an error of RunExecutor.ExecuteRun that asks for the job to
+// run again after SnoozeFor, without using an attempt: the run waits for
+// its turn in its conversation.
+type Snoozer interface {
+	error
+	SnoozeFor() time.Duration
 }
 
 // Config configures a Queue.
@@ -293,6 +302,12 @@ type runWorker struct {
 func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 	ctx = observe.WithTraceParent(ctx, job.Args.TraceParent)
 	requeue, err := w.exec.ExecuteRun(ctx, job.Args.Tenant, job.Args.RunID)
+	var wait Snoozer
+	if errors.As(err, &wait) {
+		// Not its turn yet (an earlier message of its conversation is
+		// unfinished): again after the delay, without using an attempt.
+		return river.JobSnooze(wait.SnoozeFor())
+	}
 	if requeue {
 		// Snoozing does not consume an attempt; the lease is released, so
 		// any worker may resume the run from its checkpoint.

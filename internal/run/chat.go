@@ -38,6 +38,7 @@ type ChatStore interface {
 	UpdateRun(ctx context.Context, p store.UpdateRunParams) error
 	PauseRun(ctx context.Context, p store.PauseRunParams) error
 	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
+	UnfinishedRuns(ctx context.Context, tenant, conversationID string) ([]store.Run, error)
 	replayStore
 }
 
@@ -50,6 +51,9 @@ type ChatAgent struct {
 	// EnqueueWhenUnavailable accepts a chat as a queued run when every
 	// model is unavailable (agents[].on_unavailable: enqueue).
 	EnqueueWhenUnavailable bool
+	// ConcurrencyPolicy is what happens to a message sent while the
+	// conversation is busy (agents[].concurrency_policy; "": reject).
+	ConcurrencyPolicy Policy
 }
 
 // Service runs chat turns: it owns the conversation around a run.
@@ -88,6 +92,35 @@ type Service struct {
 
 	mu   sync.Mutex
 	busy map[string]struct{}
+	// turns wakes the chats of this process waiting for their turn.
+	turns turnWaiters
+	// inline are the inline chats executing here, by run id.
+	inline map[string]context.CancelCauseFunc
+}
+
+func (s *Service) trackInline(id string, cancel context.CancelCauseFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inline == nil {
+		s.inline = make(map[string]context.CancelCauseFunc)
+	}
+	s.inline[id] = cancel
+}
+
+func (s *Service) untrackInline(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.inline, id)
+}
+
+// stopInline stops the inline chat of run id if it executes here.
+func (s *Service) stopInline(id string, cause error) {
+	s.mu.Lock()
+	cancel := s.inline[id]
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel(cause)
+	}
 }
 
 // AgentResolver finds an agent that is not in the configuration.
@@ -124,6 +157,9 @@ type ChatParams struct {
 	MaxCostUSD float64
 	// IdempotencyKey, when set, is bound to the chat's run (see Replayed).
 	IdempotencyKey string
+	// ConcurrencyPolicy, when set, overrides the agent's for this message
+	// (see Policy and Runs.PrepareChat).
+	ConcurrencyPolicy Policy
 }
 
 // Chat is a prepared chat turn: its run row exists and its conversation is
@@ -151,6 +187,9 @@ type Chat struct {
 	// decisions are the run's decided approvals (a run resumed after a
 	// pause).
 	decisions map[string]store.Approval
+	// turn, when set, is the chat's turn in its conversation (policies
+	// other than reject; Runs.PrepareChat).
+	turn *heldChat
 }
 
 // Agent returns the chat's agent name.
@@ -232,6 +271,10 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 	if !s.hold(c.conv.ID) {
 		return nil, fmt.Errorf("%w: %s", ErrConversationBusy, c.conv.ID)
 	}
+	if err := s.checkTurns(ctx, c); err != nil {
+		s.release(c.conv.ID)
+		return nil, err
+	}
 	c.input, c.message = userMessage(p.Message), p.Message
 	c.maxCostUSD = p.MaxCostUSD
 	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, MaxCostUSD: p.MaxCostUSD})
@@ -258,6 +301,28 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 		return nil, fmt.Errorf("create run: %w", err)
 	}
 	return c, nil
+}
+
+// checkTurns refuses a message under reject to a conversation whose
+// messages under the other policies (they take turns, see Policy) are not
+// all finished: run now, it would make the one in progress, or the next,
+// fail at its commit. (Runs outside the order are seen by the in-process
+// mark and by the commit's version check, as before.)
+func (s *Service) checkTurns(ctx context.Context, c *Chat) error {
+	if c.isNew {
+		return nil
+	}
+	runs, err := s.Store.UnfinishedRuns(ctx, c.tenant, c.conv.ID)
+	if err != nil {
+		return fmt.Errorf("look for unfinished turns: %w", err)
+	}
+	for _, r := range runs {
+		if r.Turn > 0 {
+			return fmt.Errorf("%w: %s: its message in turn %d (run %s) is %s; send with concurrency_policy enqueue to queue after it",
+				ErrConversationBusy, c.conv.ID, r.Turn, r.ID, r.Status)
+		}
+	}
+	return nil
 }
 
 // Execute runs the turn. onEvent (may be nil) sees every event live. A
@@ -291,8 +356,23 @@ func (c *Chat) answer(res *Result) Answer {
 // functions that are not inlined, so that its frame is small while the
 // loop waits for the model (see Loop.Execute).
 func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, error) {
+	if c.turn != nil {
+		return c.turn.execute(ctx, c, onEvent)
+	}
+	defer c.s.turns.ended(c.conv.ID)
 	if c.held {
 		defer c.s.release(c.conv.ID)
+	}
+	if !c.queued {
+		// An inline chat stops at once when its cancellation or interrupt
+		// is requested in this process (Runs.Cancel, Runs.Interrupt; the
+		// policies interrupt and rollback): it has no lease to learn it
+		// from.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		c.s.trackInline(c.run.ID, cancel)
+		defer c.s.untrackInline(c.run.ID)
 	}
 	ctx, p := c.params(ctx, onEvent)
 	res, err := c.s.Loop.Execute(ctx, p)

@@ -39,12 +39,18 @@ func (r *Runs) Interrupt(ctx context.Context, tenant, id string) (store.Run, err
 		r.mu.Unlock()
 		if cancel != nil {
 			cancel(ErrInterrupted)
+		} else {
+			r.Service.stopInline(id, ErrInterrupted)
 		}
 	case store.RunRequiresAction:
 		if err := r.Service.keepCheckpointed(ctx, run, true); err != nil {
 			return run, fmt.Errorf("interrupt run %s: %w", id, err)
 		}
+		r.Service.turns.ended(run.ConversationID)
 		return r.Store.GetRun(ctx, tenant, id)
+	}
+	if run.Status.Terminal() {
+		r.Service.turns.ended(run.ConversationID)
 	}
 	return run, nil
 }

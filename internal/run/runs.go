@@ -99,6 +99,9 @@ type SubmitParams struct {
 	// AgentVersion pins the version of an agent of the Service's Resolver
 	// (0: its latest when the run executes).
 	AgentVersion int
+	// ConcurrencyPolicy, when set, overrides the agent's for this message
+	// (see Policy).
+	ConcurrencyPolicy Policy
 }
 
 // Submit stores a run and enqueues it in one transaction. created is false
@@ -116,6 +119,13 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 		}
 	}
 	agent, conv, isNew, err := r.Service.resolve(ctx, p.Tenant, p.Agent, p.AgentVersion, p.ConversationID)
+	if errors.Is(err, ErrConversationNotFound) && p.ConcurrencyPolicy != PolicyReject {
+		// Perhaps a conversation whose first turn is still queued.
+		agent, conv, isNew, err = r.resolveTurn(ctx, p.Tenant, p.Agent, p.AgentVersion, p.ConversationID)
+		if err == nil && policy(agent, p.ConcurrencyPolicy) == PolicyReject {
+			return store.Run{}, false, fmt.Errorf("%w: %q", ErrConversationNotFound, p.ConversationID)
+		}
+	}
 	if err != nil {
 		return store.Run{}, false, err
 	}
@@ -126,6 +136,10 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey,
 		CreatedAt: time.Now().UTC().Truncate(time.Microsecond), // as stored
 	}
+	pol := policy(agent, p.ConcurrencyPolicy)
+	if pol != PolicyReject {
+		run.Turn = store.NextTurn
+	}
 	err = r.Queue.CreateRun(ctx, run)
 	if errors.Is(err, store.ErrConflict) && p.IdempotencyKey != "" {
 		// Lost a race with a request carrying the same key.
@@ -135,6 +149,15 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	}
 	if err != nil {
 		return store.Run{}, false, fmt.Errorf("submit run: %w", err)
+	}
+	if run.Turn == store.NextTurn {
+		// Its turn, as the store handed it out.
+		if run, err = r.Store.GetRun(ctx, p.Tenant, run.ID); err != nil {
+			return store.Run{}, false, fmt.Errorf("submit run: read it back: %w", err)
+		}
+		if err := r.stopEarlier(ctx, run, pol); err != nil {
+			return run, true, err
+		}
 	}
 	return run, true, nil
 }
@@ -170,6 +193,11 @@ func (r *Runs) Cancel(ctx context.Context, tenant, id string) (store.Run, error)
 	r.mu.Unlock()
 	if cancel != nil {
 		cancel(ErrCanceled)
+	} else if run.Status == store.RunRunning {
+		r.Service.stopInline(id, ErrCanceled)
+	}
+	if run.Status.Terminal() {
+		r.Service.turns.ended(run.ConversationID)
 	}
 	return run, nil
 }
@@ -187,6 +215,10 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	now := time.Now().UTC()
 	run, err := r.Store.ClaimRun(ctx, store.ClaimRunParams{ID: runID, Owner: r.Owner, LeaseUntil: now.Add(r.leaseTTL()), Now: now})
 	switch {
+	case errors.Is(err, store.ErrRunWaiting):
+		// An earlier message of its conversation is unfinished, or the
+		// chat that submitted it holds it: look again later.
+		return false, &waitingError{run: run, after: r.turnPoll(ctx, run)}
 	case errors.Is(err, store.ErrConflict):
 		// Finished, canceled, or alive on another worker: nothing to do.
 		r.Log.DebugContext(ctx, "run not claimable", "run_id", runID, "status", run.Status)
@@ -197,7 +229,17 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	case err != nil:
 		return false, fmt.Errorf("claim run %s: %w", runID, err)
 	}
+	_, _, err = r.runClaimed(ctx, run, r.Owner, nil)
+	return r.afterRun(ctx, run, r.Owner, err)
+}
 
+// runClaimed executes a run owner has claimed (ClaimRun): it renews the
+// lease while the run executes and stops the run when its cancellation or
+// interrupt is requested, the lease is lost (ErrSuspended) or ctx ends
+// (ErrSuspended: it resumes elsewhere from its checkpoint). onEvent (may be
+// nil) sees every event live.
+func (r *Runs) runClaimed(ctx context.Context, run store.Run, owner string, onEvent func(store.Event)) (*Chat, Result, error) {
+	tenant, runID := run.Tenant, run.ID
 	// The run's context ends when: this worker stops (River cancels ctx)
 	// → ErrSuspended; the lease is lost → ErrSuspended; cancellation is
 	// requested → ErrCanceled.
@@ -211,14 +253,14 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 		// previous worker was dead: learn it before anything executes (a
 		// model call answered at once could otherwise commit the turn
 		// first). A store error here is the heartbeat's to handle.
-		if canceled, err := r.Store.ExtendLease(rctx, runID, r.Owner, time.Now().UTC().Add(r.leaseTTL())); err == nil && canceled {
+		if canceled, err := r.Store.ExtendLease(rctx, runID, owner, time.Now().UTC().Add(r.leaseTTL())); err == nil && canceled {
 			cancel(stopCause(rctx, r.Store, tenant, runID))
 		}
 	}
 	heartbeatDone := make(chan struct{})
 	go func() {
 		defer close(heartbeatDone)
-		r.heartbeat(rctx, tenant, runID, cancel)
+		r.heartbeat(rctx, tenant, runID, owner, cancel)
 	}()
 	defer func() { <-heartbeatDone }()
 	defer cancel(nil) // stops the heartbeat before the wait above
@@ -226,17 +268,38 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	// Loading must not race the heartbeat: a cancel request seen by the
 	// heartbeat ends the run through the loop (with its error event).
 	c, err := r.chatFor(context.WithoutCancel(rctx), run)
-	switch {
-	case errors.Is(err, ErrAgentNotFound), errors.Is(err, ErrConversationNotFound), errors.Is(err, errBadInput):
-		// The run cannot ever execute: fail it instead of retrying.
-		r.fail(ctx, run, err)
-		return false, nil
-	case err != nil:
-		// A transient store error: River retries the job; the lease
-		// lapses and any worker may claim the run again.
-		return false, fmt.Errorf("load run %s: %w", runID, err)
+	if err != nil {
+		return nil, Result{}, &loadError{err: err}
 	}
-	_, err = c.execute(rctx, nil)
+	res, err := c.execute(rctx, onEvent)
+	return c, res, err
+}
+
+// loadError: a claimed run could not be loaded (runClaimed).
+type loadError struct{ err error }
+
+func (e *loadError) Error() string { return e.err.Error() }
+func (e *loadError) Unwrap() error { return e.err }
+
+// afterRun handles how a claimed run's execution ended (runClaimed's
+// error), for the queue: a run that can never execute is failed; a
+// transient error, or a run that could not restore, is retried; a
+// suspended one is released for any worker; a paused one waits for its
+// decision.
+func (r *Runs) afterRun(ctx context.Context, run store.Run, owner string, err error) (requeue bool, _ error) {
+	tenant, runID := run.Tenant, run.ID
+	if le := (*loadError)(nil); errors.As(err, &le) {
+		switch err := le.err; {
+		case errors.Is(err, ErrAgentNotFound), errors.Is(err, ErrConversationNotFound), errors.Is(err, errBadInput):
+			// The run cannot ever execute: fail it instead of retrying.
+			r.fail(ctx, run, err)
+			return false, nil
+		default:
+			// A transient store error: River retries the job; the lease
+			// lapses and any worker may claim the run again.
+			return false, fmt.Errorf("load run %s: %w", runID, err)
+		}
+	}
 	if errors.Is(err, ErrRequiresAction) {
 		// Paused, lease dropped: the decision queues it again.
 		r.sendWebhook(ctx, runID, tenant, WebhookRunRequiresAction)
@@ -245,7 +308,7 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	if errors.Is(err, ErrRestore) {
 		rel, relCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer relCancel()
-		if rerr := r.Store.ReleaseLease(rel, runID, r.Owner); rerr != nil {
+		if rerr := r.Store.ReleaseLease(rel, runID, owner); rerr != nil {
 			r.Log.WarnContext(ctx, "release lease", "run_id", runID, "err", rerr)
 		}
 		return false, fmt.Errorf("run %s: %w", runID, err) // River retries with back-off
@@ -253,7 +316,7 @@ func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bo
 	if errors.Is(err, ErrSuspended) {
 		rel, relCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer relCancel()
-		if rerr := r.Store.ReleaseLease(rel, runID, r.Owner); rerr != nil {
+		if rerr := r.Store.ReleaseLease(rel, runID, owner); rerr != nil {
 			r.Log.WarnContext(ctx, "release lease", "run_id", runID, "err", rerr)
 		}
 		r.Log.InfoContext(ctx, "run suspended; it resumes from its checkpoint", "run_id", runID)
@@ -334,7 +397,7 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 
 // heartbeat renews the lease every LeaseTTL/3 until ctx ends; it cancels
 // the run when cancellation is requested or the lease is lost.
-func (r *Runs) heartbeat(ctx context.Context, tenant, runID string, cancel context.CancelCauseFunc) {
+func (r *Runs) heartbeat(ctx context.Context, tenant, runID, owner string, cancel context.CancelCauseFunc) {
 	ttl := r.leaseTTL()
 	t := time.NewTicker(ttl / 3)
 	defer t.Stop()
@@ -344,7 +407,7 @@ func (r *Runs) heartbeat(ctx context.Context, tenant, runID string, cancel conte
 			return
 		case <-t.C:
 		}
-		canceled, err := r.Store.ExtendLease(ctx, runID, r.Owner, time.Now().UTC().Add(ttl))
+		canceled, err := r.Store.ExtendLease(ctx, runID, owner, time.Now().UTC().Add(ttl))
 		switch {
 		case errors.Is(err, store.ErrConflict):
 			// Either the run just finished here (its row is final and

@@ -50,6 +50,10 @@ type RunBody struct {
 	CreatedAt      time.Time       `json:"created_at"`
 	StartedAt      *time.Time      `json:"started_at"`
 	FinishedAt     *time.Time      `json:"finished_at"`
+	// Turn is the run's place in its conversation's order (concurrency
+	// policies enqueue, interrupt, rollback): 1, 2, 3, ... in the order
+	// the server accepted the messages; absent for a run outside it.
+	Turn int64 `json:"turn,omitempty"`
 	// PendingApprovals are the tool calls a run in status requires_action
 	// waits for.
 	PendingApprovals []ApprovalBody `json:"pending_approvals,omitempty"`
@@ -109,7 +113,7 @@ func NewRunBody(r store.Run) RunBody {
 		Input: r.Input, Output: r.Output, Error: r.Error, Attempt: r.Attempt, Steps: r.Steps,
 		Usage:     RunUsage{InputTokens: r.InputTokens, OutputTokens: r.OutputTokens},
 		CostUSD:   r.CostUSD,
-		CreatedAt: r.CreatedAt,
+		CreatedAt: r.CreatedAt, Turn: r.Turn,
 	}
 	if b.Input == nil {
 		b.Input = json.RawMessage("{}")

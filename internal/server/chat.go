@@ -27,6 +27,10 @@ type ChatRequest struct {
 	// MaxCostUSD caps the run's cost in USD; it can lower the agent's
 	// max_cost_usd, never raise it. 0: none.
 	MaxCostUSD float64 `json:"max_cost_usd,omitempty"`
+	// ConcurrencyPolicy, when set, overrides the agent's
+	// concurrency_policy for this message: reject, enqueue, interrupt or
+	// rollback (run.Policy).
+	ConcurrencyPolicy string `json:"concurrency_policy,omitempty"`
 }
 
 // DecodeChatRequest reads and checks a chat request body: one JSON object,
@@ -47,6 +51,9 @@ func DecodeChatRequest(body io.Reader) (ChatRequest, error) {
 		return req, badRequest("conversation_id: too long")
 	case req.MaxCostUSD < 0:
 		return req, badRequest("max_cost_usd: must be >= 0 (0: no cap)")
+	}
+	if _, err := run.ParsePolicy(req.ConcurrencyPolicy); err != nil {
+		return req, badRequest(err.Error())
 	}
 	return req, nil
 }
@@ -166,7 +173,14 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, req *ChatRequ
 	if r.Header.Get("Idempotency-Key") != "" && s.replayChat(w, r, req, &params) {
 		return
 	}
-	chat, err := s.chat.Prepare(r.Context(), params)
+	var chat *run.Chat
+	var err error
+	if s.runs != nil {
+		// Under the message's concurrency policy (reject: Prepare).
+		chat, err = s.runs.PrepareChat(r.Context(), params)
+	} else {
+		chat, err = s.chat.Prepare(r.Context(), params)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -199,6 +213,9 @@ func (s *Server) answerChat(w http.ResponseWriter, r *http.Request, req *ChatReq
 		}
 		he := toHTTP(err)
 		he.RunID = chat.RunID()
+		if errors.Is(err, run.ErrTurnTimeout) {
+			w.Header().Set("Location", "/v1/runs/"+chat.RunID())
+		}
 		s.writeError(w, r, withCause(he, err))
 		return
 	}
@@ -226,8 +243,9 @@ func (s *Server) enqueueUnavailable(r *http.Request, req ChatRequest, chat *run.
 }
 
 func runChatParams(tenant string, req ChatRequest) run.ChatParams {
+	pol, _ := run.ParsePolicy(req.ConcurrencyPolicy) // checked by DecodeChatRequest
 	return run.ChatParams{Tenant: tenant, Agent: req.Agent, ConversationID: req.ConversationID, Message: req.Message,
-		MaxCostUSD: req.MaxCostUSD}
+		MaxCostUSD: req.MaxCostUSD, ConcurrencyPolicy: pol}
 }
 
 // withCause keeps err's chain for the log while answering with he.
@@ -287,6 +305,11 @@ func (s *Server) streamChatFailed(r *http.Request, sw *sseWriter, chat *run.Chat
 		return
 	}
 	he := toHTTP(err)
+	if errors.Is(err, run.ErrTurnTimeout) {
+		// No run event says it: the run has not started.
+		raw, _ := json.Marshal(errorDetail{Type: he.Type, Message: he.Message, RequestID: requestID(r.Context()), RunID: chat.RunID()})
+		sw.unnumbered("error", raw)
+	}
 	if he.Status >= 500 {
 		s.log.ErrorContext(r.Context(), "streamed run failed", "type", he.Type, "err", err)
 	} else {

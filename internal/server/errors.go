@@ -106,6 +106,9 @@ func toHTTP(err error) *Error {
 		// The store's error names the backend and the query: the client
 		// gets the resource of the route (writeError), the log the chain.
 		return &Error{Status: http.StatusNotFound, Type: "not_found"}
+	case errors.Is(err, run.ErrTurnTimeout):
+		// The message is queued as a run and runs in its turn (run_id).
+		return &Error{Status: http.StatusConflict, Type: "turn_timeout", Message: err.Error()}
 	case errors.Is(err, run.ErrConversationAgent), errors.Is(err, run.ErrConversationBusy):
 		return &Error{Status: http.StatusConflict, Type: "conflict", Message: err.Error()}
 	}

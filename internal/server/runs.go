@@ -27,6 +27,9 @@ type RunRequest struct {
 	// MaxCostUSD caps the run's cost in USD; it can lower the agent's
 	// max_cost_usd, never raise it. 0: none.
 	MaxCostUSD float64 `json:"max_cost_usd,omitempty"`
+	// ConcurrencyPolicy, when set, overrides the agent's
+	// concurrency_policy for this message (see ChatRequest).
+	ConcurrencyPolicy string `json:"concurrency_policy,omitempty"`
 }
 
 func decodeRunRequest(r *http.Request) (RunRequest, error) {
@@ -45,6 +48,9 @@ func decodeRunRequest(r *http.Request) (RunRequest, error) {
 		return req, badRequest("conversation_id: too long")
 	case req.MaxCostUSD < 0:
 		return req, badRequest("max_cost_usd: must be >= 0 (0: no cap)")
+	}
+	if _, err := run.ParsePolicy(req.ConcurrencyPolicy); err != nil {
+		return req, badRequest(err.Error())
 	}
 	if req.Webhook != "" {
 		u, err := url.Parse(req.Webhook)
@@ -79,6 +85,7 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 	rn, created, err := s.runs.Submit(r.Context(), run.SubmitParams{
 		Tenant: s.tenant(r), Agent: req.Agent, ConversationID: req.ConversationID,
 		Message: req.Message, IdempotencyKey: key, Webhook: req.Webhook, MaxCostUSD: req.MaxCostUSD,
+		ConcurrencyPolicy: run.Policy(req.ConcurrencyPolicy), // checked by decodeRunRequest
 	})
 	if err != nil {
 		s.writeError(w, r, err)

@@ -24,7 +24,16 @@ var (
 	// ErrConflict: an optimistic concurrency check failed (the conversation
 	// changed since it was read) or a unique key is already taken.
 	ErrConflict = errors.New("conflict")
+	// ErrRunWaiting: ClaimRun found the run queued but not claimable yet:
+	// an earlier turn of its conversation has not finished (see Run.Turn),
+	// or the client that submitted it holds it (a synchronous chat waiting
+	// for its turn). The caller tries again later.
+	ErrRunWaiting = errors.New("run waits for its turn")
 )
+
+// NextTurn, as Run.Turn of a run given to CreateRunTx, has the store hand
+// the run its conversation's next turn.
+const NextTurn int64 = -1
 
 // RunStatus is the state of a run.
 type RunStatus string
@@ -138,9 +147,23 @@ type Run struct {
 	// InterruptRequested: RequestInterrupt asked the run to stop keeping
 	// what it checkpointed (read-only; set by the store).
 	InterruptRequested bool
-	CreatedAt          time.Time
-	StartedAt          time.Time // zero until running
-	FinishedAt         time.Time // zero until terminal
+	// Turn is the run's place in its conversation's order (concurrency
+	// policies enqueue, interrupt, rollback): 1, 2, 3, ... in the order
+	// the store accepted the runs; such a run is claimable only when every
+	// run of its conversation with a lower turn, or with none (0), has
+	// finished (ClaimRun). 0: outside the order (policy reject). On
+	// insert, NextTurn takes the next one (CreateRunTx only).
+	Turn int64
+	// HeldBy and HeldUntil, on insert of a queued run only, give its lease
+	// to the client that submitted it, which claims it itself when its
+	// turn comes (a synchronous chat): no worker claims it while the lease
+	// lasts (ClaimRun), and once it lapses (that client died) any worker
+	// may. Not read back.
+	HeldBy     string
+	HeldUntil  time.Time
+	CreatedAt  time.Time
+	StartedAt  time.Time // zero until running
+	FinishedAt time.Time // zero until terminal
 }
 
 // UpdateRunParams changes a run's mutable fields. Every field is written.
@@ -329,11 +352,17 @@ type RunLeases interface {
 	// learns of the request at its first ExtendLease and ends it (a queued
 	// one is already canceled). It returns the claimed run, or
 	// ErrConflict (another live owner, or the run is terminal; the
-	// returned Run then shows which) or ErrNotFound.
+	// returned Run then shows which) or ErrNotFound. A queued run with a
+	// turn (Run.Turn) is claimable only when no other run of its
+	// conversation that is queued, running or requires_action has a lower
+	// turn or none; a queued run whose lease another live owner holds (a
+	// synchronous chat waiting for its turn) is not claimable by others;
+	// both give ErrRunWaiting.
 	ClaimRun(ctx context.Context, p ClaimRunParams) (Run, error)
 	// ExtendLease moves the lease of a run Owner holds to until and
 	// reports whether cancellation was requested. ErrConflict if Owner no
-	// longer holds the lease.
+	// longer holds the lease. The run may be running, or queued (a
+	// synchronous chat holding its run while it waits for its turn).
 	ExtendLease(ctx context.Context, id, owner string, until time.Time) (cancelRequested bool, err error)
 	// ReleaseLease drops Owner's lease so that another worker may claim
 	// the run at once (graceful shutdown). No error if not held.
@@ -349,6 +378,10 @@ type RunLeases interface {
 	// interrupted; a paused one (requires_action) is returned as it is,
 	// for the caller to finish. Terminal runs are returned unchanged.
 	RequestInterrupt(ctx context.Context, tenant, id string, now time.Time) (Run, error)
+	// UnfinishedRuns returns the tenant's runs of a conversation that
+	// are queued, running or requires_action, oldest turn first (runs
+	// without a turn first).
+	UnfinishedRuns(ctx context.Context, tenant, conversationID string) ([]Run, error)
 	// (ReclaimExpiredRuns, which shares the transaction with a queue, is
 	// in TxRuns.)
 	// QueueStats reports queue depth and age.

@@ -20,12 +20,23 @@ const (
 	// one type.
 	qClaimRun = `UPDATE runs SET status = 'running', lease_owner = $2, lease_expires_at = $3,
 		attempt = attempt + 1, started_at = coalesce(started_at, $4)
-		WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND
+		WHERE id = $1 AND ((status = 'queued'
+				-- not held by the live client that submitted it (store.Run.HeldBy)
+				AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < $4 OR lease_owner = $2)
+				-- its turn: no earlier turn of its conversation unfinished
+				AND (turn = 0 OR NOT EXISTS (SELECT 1 FROM runs b
+					WHERE b.conversation_id = runs.conversation_id AND b.id <> runs.id
+						AND b.status IN ('queued', 'running', 'requires_action')
+						AND (b.turn = 0 OR b.turn < runs.turn))))
+			OR (status = 'running' AND
 			(lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < $4 OR lease_owner = $2)))
 		RETURNING ` + RunColumns
+	qUnfinishedRuns = `SELECT ` + RunColumns + ` FROM runs
+		WHERE tenant = $1 AND conversation_id = $2 AND status IN ('queued', 'running', 'requires_action')
+		ORDER BY turn, id`
 	qRunByID     = `SELECT ` + RunColumns + ` FROM runs WHERE id = $1`
 	qExtendLease = `UPDATE runs SET lease_expires_at = $3
-		WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+		WHERE id = $1 AND lease_owner = $2 AND status IN ('queued', 'running')
 		RETURNING cancel_requested`
 	qReleaseLease = `UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL
 		WHERE id = $1 AND lease_owner = $2`
@@ -90,7 +101,21 @@ func (s *Store) claimRun(ctx context.Context, p store.ClaimRunParams) (store.Run
 	if err != nil {
 		return store.Run{}, s.d.MapErr(err)
 	}
+	if cur.Status == store.RunQueued {
+		return cur, fmt.Errorf("%w: an earlier turn of conversation %s is unfinished, or its submitter holds it",
+			store.ErrRunWaiting, cur.ConversationID)
+	}
 	return cur, fmt.Errorf("%w: run is %s", store.ErrConflict, cur.Status)
+}
+
+// UnfinishedRuns returns the tenant's runs of a conversation that are
+// queued, running or requires_action, by turn (runs without one first).
+func (s *Store) UnfinishedRuns(ctx context.Context, tenant, conversationID string) ([]store.Run, error) {
+	runs, err := s.scanRuns(s.db.Read.Query(ctx, qUnfinishedRuns, tenant, conversationID))
+	if err != nil {
+		return nil, fmt.Errorf("%s: unfinished runs of conversation %s: %w", s.d.Name, conversationID, err)
+	}
+	return runs, nil
 }
 
 // ExtendLease moves the lease owner holds on the running run to until and

@@ -14,6 +14,9 @@ import (
 // CreateRun inserts r; a zero CreatedAt becomes now. store.ErrConflict if
 // the id exists or the tenant already has a run with r.IdempotencyKey.
 func (s *Store) CreateRun(ctx context.Context, r store.Run) error {
+	if r.Turn == store.NextTurn {
+		return fmt.Errorf("%s: create run %s: a run that takes a turn is created with CreateRunTx", s.d.Name, r.ID)
+	}
 	if err := s.insertRun(ctx, s.db.Write, r); err != nil {
 		return fmt.Errorf("%s: create run %s: %w", s.d.Name, r.ID, s.d.MapErr(err))
 	}
@@ -22,16 +25,38 @@ func (s *Store) CreateRun(ctx context.Context, r store.Run) error {
 
 const qInsertRun = `INSERT INTO runs
 	(id, tenant, agent, conversation_id, status, input, output, error, attempt, steps,
-	 input_tokens, output_tokens, cost_nanos, idempotency_key, created_at, started_at, finished_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
+	 input_tokens, output_tokens, cost_nanos, idempotency_key, created_at, started_at, finished_at,
+	 turn, lease_owner, lease_expires_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`
+
+// qNextTurn hands out a conversation's next turn. On PostgreSQL the
+// upsert locks the conversation's row until the transaction ends, so
+// concurrent submitters take turns in the order they commit; SQLite has
+// one writer.
+const qNextTurn = `INSERT INTO conversation_turns (conversation_id, last_turn) VALUES ($1, 1)
+	ON CONFLICT (conversation_id) DO UPDATE SET last_turn = conversation_turns.last_turn + 1
+	RETURNING last_turn`
 
 func (s *Store) insertRun(ctx context.Context, q Querier, r store.Run) error {
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = Now()
 	}
+	if r.Turn == store.NextTurn {
+		if r.ConversationID == "" {
+			return fmt.Errorf("a run without a conversation takes no turn")
+		}
+		if err := q.QueryRow(ctx, qNextTurn, r.ConversationID).Scan(&r.Turn); err != nil {
+			return fmt.Errorf("take a turn of conversation %s: %w", r.ConversationID, err)
+		}
+	}
+	var holder any
+	var heldUntil time.Time
+	if r.HeldBy != "" && r.Status == store.RunQueued {
+		holder, heldUntil = r.HeldBy, r.HeldUntil
+	}
 	_, err := q.Exec(ctx, qInsertRun, r.ID, r.Tenant, r.Agent, r.ConversationID, string(r.Status), JSON(r.Input), JSON(r.Output),
 		r.Error, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, int64(r.CostUSD), r.IdempotencyKey,
-		s.d.Time(r.CreatedAt), s.d.Time(r.StartedAt), s.d.Time(r.FinishedAt))
+		s.d.Time(r.CreatedAt), s.d.Time(r.StartedAt), s.d.Time(r.FinishedAt), r.Turn, holder, s.d.Time(heldUntil))
 	return err
 }
 
@@ -44,7 +69,7 @@ type BeginFunc[TTx any] func(ctx context.Context) (Tx, TTx, error)
 // fn with the native transaction; if fn fails, nothing is written and its
 // error is returned wrapped (as is, not mapped to the store's sentinels).
 func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r store.Run, fn store.TxFunc[TTx]) error {
-	if fn == nil {
+	if fn == nil && r.Turn != store.NextTurn {
 		return s.CreateRun(ctx, r)
 	}
 	tx, native, err := begin(ctx)
@@ -54,6 +79,9 @@ func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r
 	defer rollback(tx)
 	if err := s.insertRun(ctx, tx, r); err != nil {
 		return fmt.Errorf("%s: create run %s: %w", s.d.Name, r.ID, s.d.MapErr(err))
+	}
+	if fn == nil {
+		fn = func(context.Context, TTx) error { return nil }
 	}
 	if err := fn(ctx, native); err != nil {
 		return fmt.Errorf("%s: create run %s: in transaction: %w", s.d.Name, r.ID, err)
@@ -67,7 +95,7 @@ func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r
 // RunColumns are the columns scanRun reads, in its order.
 const RunColumns = `id, tenant, agent, conversation_id, status, input, output,
 	error, attempt, steps, input_tokens, output_tokens, cost_nanos, idempotency_key,
-	created_at, started_at, finished_at, interrupt_requested`
+	created_at, started_at, finished_at, interrupt_requested, turn`
 
 // scanRun scans a row of RunColumns.
 func (s *Store) scanRun(row Row) (store.Run, error) {
@@ -79,7 +107,7 @@ func (s *Store) scanRun(row Row) (store.Run, error) {
 	err := row.Scan(
 		&r.ID, &r.Tenant, &r.Agent, &r.ConversationID, &status, &input, &output,
 		&r.Error, &r.Attempt, &r.Steps, &r.InputTokens, &r.OutputTokens, (*int64)(&r.CostUSD), &r.IdempotencyKey,
-		s.d.ScanTime(&r.CreatedAt), s.d.ScanTime(&r.StartedAt), s.d.ScanTime(&r.FinishedAt), &r.InterruptRequested)
+		s.d.ScanTime(&r.CreatedAt), s.d.ScanTime(&r.StartedAt), s.d.ScanTime(&r.FinishedAt), &r.InterruptRequested, &r.Turn)
 	if err != nil {
 		return store.Run{}, err
 	}

@@ -19,8 +19,8 @@ import (
 //     request at its first ExtendLease and ends it, so it cannot be stuck
 //     in running; a running run whose lease was cleared (ReleaseLease,
 //     ReclaimExpiredRuns) is claimable by any owner;
-//   - ExtendLease of an unknown run, or of a run that is not running, is
-//     ErrConflict;
+//   - ExtendLease of an unknown run, or of a run that is not running (or
+//     queued and held by the owner: store.Run.HeldBy), is ErrConflict;
 //   - RequestCancel of a queued run sets FinishedAt to now and Error to
 //     "canceled: the run was canceled";
 //   - ReclaimExpiredRuns calls fn with a non-nil tx and the run as it is

@@ -85,6 +85,7 @@ func Exercise[TTx any](t *testing.T, newStore func(t *testing.T) Store[TTx]) {
 	t.Run("SaveStep", func(t *testing.T) { exerciseSaveStep(t, setup) })
 	t.Run("Concurrency", func(t *testing.T) { exerciseConcurrency(t, setup) })
 	t.Run("RunLeases", func(t *testing.T) { exerciseRunLeases(t, setup) })
+	t.Run("Turns", func(t *testing.T) { exerciseTurns(t, setup) })
 	t.Run("Audit", func(t *testing.T) { exerciseAudit(t, setup) })
 	t.Run("Usage", func(t *testing.T) { exerciseUsage(t, setup) })
 	t.Run("APIKeys", func(t *testing.T) { exerciseAPIKeys(t, setup) })
