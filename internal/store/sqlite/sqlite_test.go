@@ -152,3 +152,28 @@ func TestAuditDeleteGuard(t *testing.T) {
 		return res.RowsAffected()
 	})
 }
+
+// A full database (SQLITE_FULL, here from max_page_count) is store_full,
+// not unavailable: the store's breaker does not open on it.
+func TestFullDiskIsNotUnavailable(t *testing.T) {
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "full.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	db.SetMaxOpenConns(1)
+	ctx := context.Background()
+	_, err = db.ExecContext(ctx, `CREATE TABLE t (b BLOB)`)
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, `PRAGMA max_page_count = 8`)
+	require.NoError(t, err)
+	var full error
+	for range 100 {
+		if _, full = db.ExecContext(ctx, `INSERT INTO t VALUES (zeroblob(4096))`); full != nil {
+			break
+		}
+	}
+	require.Error(t, full, "the database never filled")
+	require.True(t, isFull(full), "%v", full)
+	require.True(t, store.IsFull(full))
+	require.False(t, unavailable(full), "a full disk must not count against the store's breaker")
+	require.False(t, store.IsUnavailable(full))
+}
