@@ -54,7 +54,7 @@ type sdkEnv struct {
 // startSDKDemo runs agentd with examples/agent-sdk-ts/agentd.yaml on
 // backend (store and address replaced), plus the agents sdk-slow (sdk-demo
 // with a 4s timeout) and sdk-cheap (max_cost_usd: a millionth of a dollar).
-func startSDKDemo(t *testing.T, backend string) *sdkEnv {
+func startSDKDemo(t *testing.T, backend string, opts ...func(*config.Config)) *sdkEnv {
 	t.Helper()
 	demo := sdkDemoDir(t)
 	dir := t.TempDir()
@@ -82,6 +82,9 @@ func startSDKDemo(t *testing.T, backend string) *sdkEnv {
 	cheap := cfg.Agents[0]
 	cheap.Name, cheap.MaxCostUSD = "sdk-cheap", 0.000001
 	cfg.Agents = append(cfg.Agents, slow, cheap)
+	for _, o := range opts {
+		o(cfg)
+	}
 	require.NoError(t, cfg.Validate())
 
 	log := &syncLog{}
