@@ -306,7 +306,7 @@ func (x *execution) runProgram(ctx context.Context) error {
 		"ANTHROPIC_BASE_URL": baseURL, "ANTHROPIC_API_KEY": key,
 		"AGENTD_RUN_ID": x.p.RunID, "AGENTD_CONVERSATION_ID": x.p.ConversationID, "AGENTD_AGENT": a.Name,
 		"AGENTD_TENANT": x.p.Tenant, "AGENTD_ATTEMPT": fmt.Sprint(in.Attempt),
-		"AGENTD_RESUME_SESSION_ID": x.st.SDKSession,
+		"AGENTD_RESUME_SESSION_ID":       x.st.SDKSession,
 		"AGENTD_CONVERSATION_SESSION_ID": in.ConversationSessionID, "AGENTD_SESSION_STORE_URL": in.SessionStoreURL,
 		// No internet: Claude Code's telemetry, update checks and other
 		// side traffic stay off.
