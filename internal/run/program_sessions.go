@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -59,13 +60,16 @@ func (h *ProgramHost) serveSessions(w http.ResponseWriter, r *http.Request, hk h
 		sessionError(w, http.StatusNotFound, "not_found_error", reqID, "agentd's session store is not available to this program")
 		return
 	}
-	rest := strings.TrimPrefix(r.URL.Path, sdkSessionsPath)
-	id, what, ok := strings.Cut(rest, "/")
+	// The escaped path: a session id with an escaped '/' is a bad id, not
+	// another endpoint.
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), sdkSessionsPath)
+	escID, what, ok := strings.Cut(rest, "/")
 	if !ok || (what != "entries" && what != "subpaths") {
 		sessionError(w, http.StatusNotFound, "not_found_error", reqID, "no such endpoint %s (use %s{session_id}/entries or /subpaths)", r.URL.Path, sdkSessionsPath)
 		return
 	}
-	if !sdkSessionIDRe.MatchString(id) {
+	id, err := url.PathUnescape(escID)
+	if err != nil || !sdkSessionIDRe.MatchString(id) {
 		sessionError(w, http.StatusBadRequest, "invalid_request_error", reqID, "session id %q: 1 to 128 letters, digits, '.', '_' or '-'", id)
 		return
 	}
