@@ -84,6 +84,9 @@ for await (const msg of query({
     maxTurns: 8,
     systemPrompt: history ? `The conversation so far:\n${history}` : undefined,
     sessionStore,
+    // Every transcript line is mirrored as it is written, not at the end of
+    // the turn: a retry after a crash mid-turn finds what the attempt did.
+    sessionStoreFlush: sessionStore ? 'eager' : undefined,
     resume,
     env,
   },
