@@ -64,6 +64,8 @@ if (input.session_store_url || process.env.AGENTD_SESSION_STORE_URL) {
   }
   const configDir = mkdtempSync(join(tmpdir(), 'agentd-sdk-'));
   process.on('exit', () => rmSync(configDir, { recursive: true, force: true }));
+  // agentd stops a program with SIGTERM (cancel, timeout, shutdown): clean up then too.
+  process.on('SIGTERM', () => process.exit(143));
   env = { ...process.env, CLAUDE_CONFIG_DIR: configDir };
 }
 

@@ -1,7 +1,9 @@
 package app
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -155,4 +157,81 @@ func TestAgentSDKSessionStore(t *testing.T) {
 	// conversation's history is the stdin fallback (checked by
 	// TestAgentSDKChat); here the conversation's session is in agentd.
 	assert.Empty(t, jsonlFiles(t, home))
+}
+
+// TestAgentSDKSessionStoreRetry: a queued run whose agentd stops while its
+// program waits in a tool is taken over by another agentd on the same
+// database; the new attempt's program (no local transcript) resumes the
+// first attempt's session from agentd's store: its model request holds the
+// first attempt's tool call. SQLite.
+func TestAgentSDKSessionStoreRetry(t *testing.T) {
+	sdkDemoDir(t)
+	rs := startRecordedSim(t)
+	home, tmp := t.TempDir(), t.TempDir()
+	storeURL := "sqlite://" + filepath.ToSlash(filepath.Join(t.TempDir(), "shared.db"))
+	opt := func(cfg *config.Config) {
+		cfg.Store.URL = storeURL
+		cfg.Providers.Anthropic.BaseURL = rs.URL
+		cfg.Providers.Anthropic.APIKey = "sim-key"
+		cfg.Worker.LeaseTTL, cfg.Worker.ReclaimInterval = 3*time.Second, 500*time.Millisecond
+		cfg.Server.DrainTimeout = time.Second
+		for i := range cfg.Agents {
+			if rt := cfg.Agents[i].Runtime; rt != nil {
+				rt.Env["HOME"], rt.Env["TMPDIR"] = home, tmp
+			}
+		}
+	}
+	a := startSDKDemo(t, "sqlite", opt)
+	id := submitRun(t, a.URL, "sdk-demo", "Please run mcp__demo__slow now")
+	toolUseID := firstToolUseID(t, a.URL, id)
+	require.NotEmpty(t, toolUseID)
+	a.Stop()
+	assert.Empty(t, jsonlFiles(t, tmp), "the stopped program removed its local transcript")
+	assert.Empty(t, jsonlFiles(t, home))
+
+	before := rs.count()
+	b := startSDKDemo(t, "sqlite", opt)
+	require.Eventually(t, func() bool {
+		for _, req := range rs.since(before) {
+			if bytes.Contains(req, []byte(toolUseID)) {
+				return true
+			}
+		}
+		return false
+	}, 60*time.Second, 100*time.Millisecond, "the retry's model request holds the first attempt's tool call %s", toolUseID)
+	c := call(t, "POST", b.URL+"/v1/runs/"+id+"/cancel", "")
+	require.Less(t, c.status, 300, c.body)
+	r := waitRun(t, b.URL, id, 30*time.Second)
+	assert.Equal(t, "canceled", r.Status)
+	assert.NotEmpty(t, eventsOf(runEvents(t, b.URL, id), "resumed"), "a second attempt")
+}
+
+// firstToolUseID follows the run's events until its first tool_use and
+// returns its id.
+func firstToolUseID(t *testing.T, base, runID string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/v1/runs/"+runID+"/events", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	typ := ""
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "event: "); ok {
+			typ = v
+		}
+		if v, ok := strings.CutPrefix(line, "data: "); ok && typ == "tool_use" {
+			var d struct {
+				ID string `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(v), &d))
+			return d.ID
+		}
+	}
+	t.Fatalf("no tool_use event in run %s", runID)
+	return ""
 }
