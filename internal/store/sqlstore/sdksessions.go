@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/agentd/agentd/internal/store"
 )
@@ -17,6 +18,13 @@ const (
 		WHERE tenant = $1 AND session_id = $2 AND subpath = $3 ORDER BY seq`
 	qSDKSessionSubpaths = `SELECT DISTINCT subpath FROM sdk_session_entries
 		WHERE tenant = $1 AND session_id = $2 AND subpath <> '' ORDER BY subpath`
+	// qDeleteSDKSessions: entries of sessions with no entry since $1.
+	qDeleteSDKSessions = `DELETE FROM sdk_session_entries WHERE seq IN (
+		SELECT e.seq FROM sdk_session_entries e
+		WHERE e.created_at < $1 AND NOT EXISTS (
+			SELECT 1 FROM sdk_session_entries n
+			WHERE n.tenant = e.tenant AND n.session_id = e.session_id AND n.created_at >= $1)
+		ORDER BY e.created_at LIMIT $2)`
 	qLatestSDKSession = `SELECT session_id FROM sdk_session_entries
 		WHERE tenant = $1 AND conversation_id = $2 AND conversation_id <> '' AND subpath = ''
 		ORDER BY seq DESC LIMIT 1`
@@ -104,6 +112,12 @@ func (s *Store) ListSDKSessionSubpaths(ctx context.Context, tenant, sessionID st
 		return nil, fmt.Errorf("%s: list sdk session %s subpaths: %w", s.d.Name, sessionID, s.d.MapErr(err))
 	}
 	return out, nil
+}
+
+// DeleteSDKSessions deletes up to limit entries of sessions with no entry
+// appended since lastAppendBefore (see store.Retention).
+func (s *Store) DeleteSDKSessions(ctx context.Context, lastAppendBefore time.Time, limit int) (int, error) {
+	return s.deleteBatch(ctx, "sdk sessions", qDeleteSDKSessions, lastAppendBefore, limit)
 }
 
 // LatestSDKSession returns the session a conversation appended to last

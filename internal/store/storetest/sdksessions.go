@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -22,6 +23,8 @@ import (
 //   - a batch with an entry that is not a JSON object stores nothing;
 //   - LatestSDKSession is the main transcript the conversation appended
 //     to last, per tenant;
+//   - DeleteSDKSessions deletes a tenant's session (all its subpaths) only
+//     when none of its entries is newer than the cutoff;
 //   - concurrent appends to one transcript lose nothing.
 
 func exerciseSDKSessions[TTx any](t *testing.T, setup setupFunc[TTx]) {
@@ -125,6 +128,55 @@ func exerciseSDKSessions[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		id, err = st.LatestSDKSession(ctx, tenant, "")
 		require.NoError(t, err)
 		require.Empty(t, id)
+	})
+
+	t.Run("Retention", func(t *testing.T) {
+		s, ctx := setup(t)
+		st := ss(t, s)
+		ret, ok := s.(store.Retention)
+		require.True(t, ok, "%T does not implement store.Retention", s)
+		tenant, other := newID("t"), newID("t")
+		live, old := newID("sess"), newID("sess")
+		app := func(tn, sid, sub string) {
+			require.NoError(t, st.AppendSDKSession(ctx, store.SDKSessionAppend{
+				Key: store.SDKSessionKey{Tenant: tn, SessionID: sid, Subpath: sub}, Entries: raws(`{"type":"x"}`, `{"type":"y"}`)}))
+		}
+		app(tenant, live, "")
+		app(tenant, old, "")
+		app(tenant, old, "subagents/a")
+		app(other, old, "")
+		time.Sleep(5 * time.Millisecond)
+		cutoff := time.Now()
+		time.Sleep(5 * time.Millisecond)
+		app(tenant, live, "subagents/b") // the live session had an append since
+		app(other, old, "")              // and so had the other tenant's session of the same id
+
+		_, err := ret.DeleteSDKSessions(ctx, cutoff, 0)
+		require.Error(t, err, "limit <= 0")
+		total := 0
+		for {
+			n, err := ret.DeleteSDKSessions(ctx, cutoff, 1)
+			require.NoError(t, err)
+			total += n
+			if n < 1 {
+				break
+			}
+		}
+		require.Equal(t, 4, total, "the old session whole: its main and subagent transcripts")
+		for _, c := range []struct {
+			key  store.SDKSessionKey
+			want int
+		}{
+			{store.SDKSessionKey{Tenant: tenant, SessionID: old}, 0},
+			{store.SDKSessionKey{Tenant: tenant, SessionID: old, Subpath: "subagents/a"}, 0},
+			{store.SDKSessionKey{Tenant: tenant, SessionID: live}, 2},
+			{store.SDKSessionKey{Tenant: tenant, SessionID: live, Subpath: "subagents/b"}, 2},
+			{store.SDKSessionKey{Tenant: other, SessionID: old}, 4},
+		} {
+			got, err := st.LoadSDKSession(ctx, c.key)
+			require.NoError(t, err)
+			require.Len(t, got, c.want, "%+v", c.key)
+		}
 	})
 
 	t.Run("ConcurrentAppends", func(t *testing.T) {

@@ -31,3 +31,5 @@ CREATE INDEX sdk_session_entries_session ON sdk_session_entries (tenant, session
 CREATE UNIQUE INDEX sdk_session_entries_uuid ON sdk_session_entries (tenant, session_id, subpath, uuid) WHERE uuid <> '';
 -- LatestSDKSession: a conversation's last appended entry.
 CREATE INDEX sdk_session_entries_conversation ON sdk_session_entries (tenant, conversation_id, seq) WHERE conversation_id <> '';
+-- DeleteSDKSessions (retention): the oldest entries first.
+CREATE INDEX sdk_session_entries_created_at ON sdk_session_entries (created_at);
