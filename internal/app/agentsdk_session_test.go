@@ -22,6 +22,7 @@ import (
 
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/sim"
+	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 )
 
 // recordedSim is agentd's simulator behind a server that keeps the body of
@@ -92,12 +93,16 @@ func jsonlFiles(t *testing.T, dir string) []string {
 // program exited), resumes it from agentd: the second turn's model request
 // holds the first turn's messages, tool round trip included (which the
 // history on stdin does not carry), and no "conversation so far" system
-// prompt. SQLite.
+// prompt. SQLite, and PostgreSQL where configured.
 func TestAgentSDKSessionStore(t *testing.T) {
 	sdkDemoDir(t)
+	pgtest.ForEachBackend(t, testAgentSDKSessionStore)
+}
+
+func testAgentSDKSessionStore(t *testing.T, backend string) {
 	rs := startRecordedSim(t)
 	home, tmp := t.TempDir(), t.TempDir()
-	e := startSDKDemo(t, "sqlite", func(cfg *config.Config) {
+	e := startSDKDemo(t, backend, func(cfg *config.Config) {
 		cfg.Providers.Anthropic.BaseURL = rs.URL
 		cfg.Providers.Anthropic.APIKey = "sim-key"
 		for i := range cfg.Agents {
