@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,12 +50,14 @@ type sdkEnv struct {
 	URL     string
 	PidFile string
 	Log     *syncLog
+	// Stop stops agentd (also done at the end of the test).
+	Stop func()
 }
 
 // startSDKDemo runs agentd with examples/agent-sdk-ts/agentd.yaml on
 // backend (store and address replaced), plus the agents sdk-slow (sdk-demo
 // with a 4s timeout) and sdk-cheap (max_cost_usd: a millionth of a dollar).
-func startSDKDemo(t *testing.T, backend string) *sdkEnv {
+func startSDKDemo(t *testing.T, backend string, opts ...func(*config.Config)) *sdkEnv {
 	t.Helper()
 	demo := sdkDemoDir(t)
 	dir := t.TempDir()
@@ -82,6 +85,9 @@ func startSDKDemo(t *testing.T, backend string) *sdkEnv {
 	cheap := cfg.Agents[0]
 	cheap.Name, cheap.MaxCostUSD = "sdk-cheap", 0.000001
 	cfg.Agents = append(cfg.Agents, slow, cheap)
+	for _, o := range opts {
+		o(cfg)
+	}
 	require.NoError(t, cfg.Validate())
 
 	log := &syncLog{}
@@ -90,19 +96,25 @@ func startSDKDemo(t *testing.T, backend string) *sdkEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- a.Run(ctx) }()
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			cancel()
+			select {
+			case <-errc:
+			case <-time.After(30 * time.Second):
+				t.Error("Run did not return")
+			}
+		})
+	}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-errc:
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not return")
-		}
+		stop()
 		if t.Failed() {
 			t.Logf("agentd log:\n%s", log.String())
 		}
 	})
 	waitReady(t, a)
-	return &sdkEnv{URL: "http://" + a.Addr().String(), PidFile: pidFile, Log: log}
+	return &sdkEnv{URL: "http://" + a.Addr().String(), PidFile: pidFile, Log: log, Stop: stop}
 }
 
 type sseEvent struct {

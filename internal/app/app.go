@@ -439,7 +439,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 			gw = g
 		}
 		if hosted {
-			runLoop.Programs = &agentrun.ProgramHost{Gateway: g, Scrub: redactor.Scrub, Log: log}
+			runLoop.Programs = &agentrun.ProgramHost{Gateway: g, Scrub: redactor.Scrub, Log: log, Sessions: st}
 			a.onClose(func() { _ = runLoop.Programs.Close() })
 		}
 	}

@@ -27,6 +27,7 @@ type Store interface {
 	store.Approvals
 	store.Feedback
 	store.ConversationHeads
+	store.SDKSessions
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

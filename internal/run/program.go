@@ -25,6 +25,7 @@ import (
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/metered"
+	"github.com/agentd/agentd/internal/store"
 )
 
 // A hosted agent program (agents[].runtime, docs/agent-sdk.md) is a run
@@ -82,6 +83,10 @@ type ProgramHost struct {
 	// is stored in a run's error; nil: none.
 	Scrub func(string) string
 	Log   *slog.Logger
+	// Sessions, when set, serves the Agent SDK SessionStore endpoints
+	// (/agentd/v1/sdk-sessions/..., program_sessions.go) to the programs,
+	// scoped to their run's tenant; nil: those endpoints answer 404.
+	Sessions store.SDKSessions
 
 	once sync.Once
 	url  string
@@ -89,7 +94,13 @@ type ProgramHost struct {
 	srv  *http.Server
 
 	mu   sync.Mutex
-	keys map[[32]byte]*metered.RunScope
+	keys map[[32]byte]hostKey
+}
+
+// hostKey is what a run key stands for.
+type hostKey struct {
+	scope          *metered.RunScope
+	conversationID string
 }
 
 // start listens on a loopback port, once.
@@ -115,17 +126,18 @@ func (h *ProgramHost) Close() error {
 	return h.srv.Close()
 }
 
-// issue returns a new key for scope, valid until revoke is called.
-func (h *ProgramHost) issue(scope *metered.RunScope) (key string, revoke func()) {
+// issue returns a new key for scope (a run of conversationID), valid
+// until revoke is called.
+func (h *ProgramHost) issue(scope *metered.RunScope, conversationID string) (key string, revoke func()) {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	key = "agentd-run-" + base64.RawURLEncoding.EncodeToString(b[:])
 	sum := sha256.Sum256([]byte(key))
 	h.mu.Lock()
 	if h.keys == nil {
-		h.keys = map[[32]byte]*metered.RunScope{}
+		h.keys = map[[32]byte]hostKey{}
 	}
-	h.keys[sum] = scope
+	h.keys[sum] = hostKey{scope: scope, conversationID: conversationID}
 	h.mu.Unlock()
 	return key, func() {
 		h.mu.Lock()
@@ -143,16 +155,21 @@ func (h *ProgramHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sum := sha256.Sum256([]byte(key))
 	h.mu.Lock()
-	scope := h.keys[sum]
+	hk, ok := h.keys[sum]
 	h.mu.Unlock()
+	scope := hk.scope
 	var idb [12]byte
 	_, _ = rand.Read(idb[:])
 	reqID := "req_" + base64.RawURLEncoding.EncodeToString(idb[:])
 	w.Header().Set("X-Request-ID", reqID)
-	if scope == nil {
+	if !ok {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = fmt.Fprintf(w, `{"type":"error","error":{"type":"authentication_error","message":"unknown or expired run key"},"request_id":%q}`, reqID)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, sdkSessionsPath) {
+		h.serveSessions(w, r, hk, reqID)
 		return
 	}
 	ctx := metered.WithRunScope(r.Context(), scope)
@@ -179,6 +196,15 @@ type ProgramInput struct {
 	// resume that session (options.resume) continues it. Empty on a
 	// first attempt.
 	ResumeSessionID string `json:"resume_session_id,omitempty"`
+	// ConversationSessionID is the Agent SDK session the conversation's
+	// earlier turns mirrored to agentd's session store (the main
+	// transcript appended to last): a program with the store adapter
+	// resumes it to continue the conversation. Empty on a first turn,
+	// without agentd's session store, or when no turn mirrored one.
+	ConversationSessionID string `json:"conversation_session_id,omitempty"`
+	// SessionStoreURL is the base URL of agentd's SessionStore endpoints
+	// for this run (program_sessions.go); empty when not available.
+	SessionStoreURL string `json:"session_store_url,omitempty"`
 }
 
 // childEnv is the program's environment: an allowlist of agentd's own
@@ -245,7 +271,7 @@ func (x *execution) runProgram(ctx context.Context) error {
 		OnRefused: func(err error) { stop(err) },
 	}
 	scope.SetSteps(x.st.Step)
-	key, revoke := host.issue(scope)
+	key, revoke := host.issue(scope, x.p.ConversationID)
 	defer revoke()
 
 	in := ProgramInput{
@@ -255,6 +281,16 @@ func (x *execution) runProgram(ctx context.Context) error {
 	}
 	if len(x.st.Messages) > 0 {
 		in.Content = x.st.Messages[0].Content // a resumed run: the input is in the checkpoint
+	}
+	if host.Sessions != nil {
+		in.SessionStoreURL = baseURL + strings.TrimSuffix(sdkSessionsPath, "/")
+		if x.p.ConversationID != "" {
+			sid, err := host.Sessions.LatestSDKSession(ctx, x.p.Tenant, x.p.ConversationID)
+			if err != nil {
+				return fmt.Errorf("find the conversation's agent SDK session: %w", err)
+			}
+			in.ConversationSessionID = sid
+		}
 	}
 	var blocks []llm.Block
 	_ = json.Unmarshal(in.Content, &blocks)
@@ -270,7 +306,8 @@ func (x *execution) runProgram(ctx context.Context) error {
 		"ANTHROPIC_BASE_URL": baseURL, "ANTHROPIC_API_KEY": key,
 		"AGENTD_RUN_ID": x.p.RunID, "AGENTD_CONVERSATION_ID": x.p.ConversationID, "AGENTD_AGENT": a.Name,
 		"AGENTD_TENANT": x.p.Tenant, "AGENTD_ATTEMPT": fmt.Sprint(in.Attempt),
-		"AGENTD_RESUME_SESSION_ID": x.st.SDKSession,
+		"AGENTD_RESUME_SESSION_ID":       x.st.SDKSession,
+		"AGENTD_CONVERSATION_SESSION_ID": in.ConversationSessionID, "AGENTD_SESSION_STORE_URL": in.SessionStoreURL,
 		// No internet: Claude Code's telemetry, update checks and other
 		// side traffic stay off.
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",

@@ -28,7 +28,7 @@ func TestProgramHostKeys(t *testing.T) {
 	url, err := h.start()
 	require.NoError(t, err)
 	scope := &metered.RunScope{Tenant: "t1", RunID: "run_1", Agent: "a"}
-	key, revoke := h.issue(scope)
+	key, revoke := h.issue(scope, "conv_1")
 	require.True(t, strings.HasPrefix(key, "agentd-run-"))
 
 	post := func(header, value string) int {

@@ -16,6 +16,7 @@ type RetentionStore interface {
 	RollUpUsage(ctx context.Context, createdBefore time.Time, limit int) (int, error)
 	DeleteAudit(ctx context.Context, createdBefore time.Time, limit int) (int, error)
 	DeleteFeedback(ctx context.Context, updatedBefore time.Time, limit int) (int, error)
+	DeleteSDKSessions(ctx context.Context, lastAppendBefore time.Time, limit int) (int, error)
 }
 
 // Tables of the retention sweep, the values of the metric's table label.
@@ -26,6 +27,7 @@ const (
 	TableUsage       = "usage"
 	TableAudit       = "audit"
 	TableFeedback    = "feedback"
+	TableSDKSessions = "sdk_session_entries"
 )
 
 // RetentionSweeper deletes rows older than their retention every
@@ -39,7 +41,8 @@ type RetentionSweeper struct {
 	// Ages: a finished run's events, checkpoints and the run itself are
 	// deleted this long after it finished; usage rows (rolled up) and
 	// audit rows this long after they were written. Feedback entries
-	// go with usage: Usage after their last update. All > 0.
+	// go with usage: Usage after their last update; hosted programs' SDK
+	// sessions with runs: Runs after their last append. All > 0.
 	RunEvents, Checkpoints, Runs, Usage, Audit time.Duration
 	BatchSize                                  int
 	Interval                                   time.Duration
@@ -51,7 +54,7 @@ type RetentionSweeper struct {
 
 // RetentionResult is how many rows one sweep removed, by table.
 type RetentionResult struct {
-	RunEvents, Checkpoints, Runs, Usage, Audit, Feedback int
+	RunEvents, Checkpoints, Runs, Usage, Audit, Feedback, SDKSessions int
 }
 
 // Run sweeps until ctx is done; it returns nil then.
@@ -75,9 +78,10 @@ func (s *RetentionSweeper) SweepOnce(ctx context.Context) RetentionResult {
 	r.Usage = s.sweep(ctx, TableUsage, s.Store.RollUpUsage, now.Add(-s.Usage))
 	r.Audit = s.sweep(ctx, TableAudit, s.Store.DeleteAudit, now.Add(-s.Audit))
 	r.Feedback = s.sweep(ctx, TableFeedback, s.Store.DeleteFeedback, now.Add(-s.Usage))
+	r.SDKSessions = s.sweep(ctx, TableSDKSessions, s.Store.DeleteSDKSessions, runs)
 	if r != (RetentionResult{}) {
 		s.Log.InfoContext(ctx, "retention sweep", "run_events", r.RunEvents, "checkpoints", r.Checkpoints,
-			"runs", r.Runs, "usage", r.Usage, "audit", r.Audit, "feedback", r.Feedback)
+			"runs", r.Runs, "usage", r.Usage, "audit", r.Audit, "feedback", r.Feedback, "sdk_session_entries", r.SDKSessions)
 	}
 	return r
 }

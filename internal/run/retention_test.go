@@ -56,6 +56,9 @@ func (f *fakeRetention) DeleteAudit(_ context.Context, t time.Time, n int) (int,
 func (f *fakeRetention) DeleteFeedback(_ context.Context, t time.Time, n int) (int, error) {
 	return f.del(TableFeedback, t, n)
 }
+func (f *fakeRetention) DeleteSDKSessions(_ context.Context, t time.Time, n int) (int, error) {
+	return f.del(TableSDKSessions, t, n)
+}
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -64,7 +67,7 @@ func TestRetentionSweepBatchesCutoffsAndMetric(t *testing.T) {
 	const day = 24 * time.Hour
 	f := &fakeRetention{
 		left: map[string]int{TableRunEvents: 25, TableCheckpoints: 10, TableRuns: 3, TableUsage: 20, TableAudit: 0,
-			TableFeedback: 7},
+			TableFeedback: 7, TableSDKSessions: 4},
 		fail:    map[string]error{},
 		cutoffs: map[string][]time.Time{},
 	}
@@ -74,7 +77,7 @@ func TestRetentionSweepBatchesCutoffsAndMetric(t *testing.T) {
 		BatchSize: 10, Interval: time.Hour, Log: discard(), Metrics: m, Now: func() time.Time { return now },
 	}
 	r := s.SweepOnce(t.Context())
-	require.Equal(t, RetentionResult{RunEvents: 25, Checkpoints: 10, Runs: 3, Usage: 20, Audit: 0, Feedback: 7}, r)
+	require.Equal(t, RetentionResult{RunEvents: 25, Checkpoints: 10, Runs: 3, Usage: 20, Audit: 0, Feedback: 7, SDKSessions: 4}, r)
 
 	// Batches of 10 until one comes back short: 10+10+5; 10+0; 3; 10+10+0; 0.
 	require.Len(t, f.cutoffs[TableRunEvents], 3)
@@ -92,8 +95,9 @@ func TestRetentionSweepBatchesCutoffsAndMetric(t *testing.T) {
 	require.Equal(t, now.Add(-90*day), f.cutoffs[TableUsage][0])
 	require.Equal(t, now.Add(-365*day), f.cutoffs[TableAudit][0])
 	require.Equal(t, now.Add(-90*day), f.cutoffs[TableFeedback][0], "feedback goes with usage")
+	require.Equal(t, now.Add(-30*day), f.cutoffs[TableSDKSessions][0], "SDK sessions go with runs")
 
-	for table, want := range map[string]float64{TableRunEvents: 25, TableCheckpoints: 10, TableRuns: 3, TableUsage: 20, TableFeedback: 7} {
+	for table, want := range map[string]float64{TableRunEvents: 25, TableCheckpoints: 10, TableRuns: 3, TableUsage: 20, TableFeedback: 7, TableSDKSessions: 4} {
 		var got dto.Metric
 		require.NoError(t, m.RetentionDeleted.WithLabelValues(table).Write(&got))
 		require.Equal(t, want, got.GetCounter().GetValue(), table)
@@ -106,7 +110,7 @@ func TestRetentionSweepBatchesCutoffsAndMetric(t *testing.T) {
 			series = len(mf.GetMetric())
 		}
 	}
-	require.Equal(t, 5, series, "no series for a table with nothing deleted")
+	require.Equal(t, 6, series, "no series for a table with nothing deleted")
 }
 
 func TestRetentionSweepGoesOnAfterAnError(t *testing.T) {

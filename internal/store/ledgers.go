@@ -122,6 +122,10 @@ type Retention interface {
 	// DeleteFeedback deletes feedback entries whose UpdatedAt is before
 	// updatedBefore.
 	DeleteFeedback(ctx context.Context, updatedBefore time.Time, limit int) (int, error)
+	// DeleteSDKSessions deletes the entries of SDK sessions (store.SDKSessions;
+	// a tenant's session id, all its subpaths) that had no entry appended
+	// since lastAppendBefore: a session goes whole, never its oldest part.
+	DeleteSDKSessions(ctx context.Context, lastAppendBefore time.Time, limit int) (int, error)
 }
 
 // APIKey is a client API key. The key itself is never stored: Hash is the

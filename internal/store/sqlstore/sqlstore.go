@@ -181,6 +181,7 @@ type Backend[TTx any] interface {
 	store.Retention
 	store.Managed
 	store.Feedback
+	store.SDKSessions
 }
 
 // Store implements the store seam on a DB in a Dialect. Backends embed it.

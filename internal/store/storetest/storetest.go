@@ -94,6 +94,7 @@ func Exercise[TTx any](t *testing.T, newStore func(t *testing.T) Store[TTx]) {
 	t.Run("Managed", func(t *testing.T) { exerciseManaged(t, setup) })
 	t.Run("Approvals", func(t *testing.T) { exerciseApprovals(t, setup) })
 	t.Run("Feedback", func(t *testing.T) { exerciseFeedback(t, setup) })
+	t.Run("SDKSessions", func(t *testing.T) { exerciseSDKSessions(t, setup) })
 }
 
 type setupFunc[TTx any] func(t *testing.T) (Store[TTx], context.Context)
