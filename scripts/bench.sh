@@ -194,7 +194,7 @@ for k in sorted(k for k in r if k.startswith("gw:")):
     _,rate,kind,q=k.split(":"); floor,gw,lag=map(float,r[k].split())
     ratio=(gw/floor/1.3) if floor>0 and gw>=0 else None
     m="%.3f ms (floor %.3f)"%(gw,floor)
-    if q=="p99" and lag>2: m+=", disturbed: start lag p99 %.1f ms"%lag
+    if q=="p99" and lag>2: m+=", disturbed: start lag p99 %.1f ms"%lag; ratio=None
     row("gateway %s/s %s %s added"%(rate,kind.upper(),q),m,"≤ 1.3× floor",ratio,load("gateway"))
 if "chat_added_p50" in r:
     for q,t in (("p50",0.3),("p99",3.0)):
@@ -214,5 +214,5 @@ if "binary_mb" in r:
 print("| path | measured | target | ratio | load |")
 print("|---|---|---|---:|---:|")
 for x in rows: print("| %s | %s | %s | %s | %s |"%x)
-print("\nratio: for 'at most' targets measured/target, for 'at least' targets target/measured; above 1 misses the target. gateway ratio = (gateway added / floor added) / 1.3, added = p(target) - p(sim) in the same run; SSE is the time to the first event; — where an added figure is negative (the sim's own phase was slower).")
+print("\nratio: for 'at most' targets measured/target, for 'at least' targets target/measured; above 1 misses the target. gateway ratio = (gateway added / floor added) / 1.3, added = p(target) - p(sim) in the same run; SSE is the time to the first event; — where an added figure is negative (the sim's own phase was slower) or the phase was disturbed.")
 PY
