@@ -10,11 +10,15 @@
 #   scripts/bench-gateway.sh                 # rates 200 and 1000, 10 s each
 #   RATES="200" DURATION=5s scripts/bench-gateway.sh
 #   AUTH_CACHE_TTL=-1s scripts/bench-gateway.sh   # auth.cache_ttl (default 1s; -1s: no cache)
+#   SERVER_PIN="taskset -c 0 env GOMAXPROCS=1" LOAD_PIN="taskset -c 1" scripts/bench-gateway.sh
+#       # command prefixes: servers on one core, load generator on the other (scripts/bench.sh sets them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${RATES:-"200 1000"}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
+SERVER_PIN=${SERVER_PIN:-}
+LOAD_PIN=${LOAD_PIN:-}
 BIN=${AGENTD_BIN:-$(mktemp -d)/agentd}
 DIR=$(mktemp -d)
 SIM=127.0.0.1:18190 PROXY=127.0.0.1:18191 GW=127.0.0.1:18192
@@ -44,17 +48,17 @@ agents:
   - {name: demo, model: claude-sonnet-4-5}
 YAML
 
-"$BIN" sim -addr "$SIM" -api-key sim-key-1 2>"$DIR/sim.log" & pids+=($!)
-"$BIN" bench-proxy -addr "$PROXY" "http://$SIM" 2>"$DIR/proxy.log" & pids+=($!)
+$LOAD_PIN "$BIN" sim -addr "$SIM" -api-key sim-key-1 2>"$DIR/sim.log" & pids+=($!)
+$SERVER_PIN "$BIN" bench-proxy -addr "$PROXY" "http://$SIM" 2>"$DIR/proxy.log" & pids+=($!)
 "$BIN" migrate -config "$DIR/agentd.yaml" >/dev/null 2>&1
 KEY=$("$BIN" keys create -config "$DIR/agentd.yaml" -tenant bench -scopes chat 2>/dev/null | head -n1)
 [ -n "$KEY" ] || { echo "could not create an API key" >&2; exit 1; }
-"$BIN" serve -config "$DIR/agentd.yaml" >"$DIR/agentd.log" 2>&1 & pids+=($!)
+$SERVER_PIN "$BIN" serve -config "$DIR/agentd.yaml" >"$DIR/agentd.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do curl -fs "http://$GW/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 run() { # name url key rate stream
   local out
-  out=$("$BIN" load -messages $5 -rate "$4" -duration "$DURATION" -warmup "$WARMUP" -api-key "$3" "$2" 2>&1 | grep -E '^(rate|time to first)' || true)
+  out=$($LOAD_PIN "$BIN" load -messages $5 -rate "$4" -duration "$DURATION" -warmup "$WARMUP" -api-key "$3" "$2" 2>&1 | grep -E '^(rate|time to first)' || true)
   printf '%-8s %5s/s %-9s %s\n' "$1" "$4" "${5:-json}" "$(echo "$out" | tr '\n' ' ')"
 }
 for rate in $RATES; do
