@@ -639,6 +639,28 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	var seq int64 // events of runs[idx] translated
 	paused := false
 	for {
+		if idx < len(runs) && sent[userMessageID(runs[idx].ID)] {
+			// The hub's events that continue the turn's sequence, sent
+			// without waiting for the read below (stream_wake.go).
+			var outs []Out
+			for _, e := range follow.take() {
+				if e.RunID != runs[idx].ID || e.Seq != seq+1 {
+					break // a gap: the read fills it
+				}
+				// As the store keeps it (microseconds; sqlstore.NormTime).
+				e.CreatedAt = time.UnixMicro(e.CreatedAt.UnixMicro()).UTC()
+				o, err := tr.Translate(e)
+				if err != nil {
+					return err
+				}
+				outs = append(outs, o...)
+				seq = e.Seq
+				paused = false
+			}
+			if err := emit(outs); err != nil {
+				return err
+			}
+		}
 		if idx < len(runs) {
 			r, err := s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID)
 			if err != nil {
