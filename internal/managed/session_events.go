@@ -173,12 +173,23 @@ func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSes
 	// enqueue): one sent while a turn runs is queued and runs after it, in
 	// the order they were sent; its user.message has processed_at null
 	// until then (Managed Agents' documented behaviour).
-	r, _, err := s.Runs.Submit(ctx, run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
-		ConversationID: ms.ConversationID, Message: strings.Join(text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue})
+	p := run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
+		ConversationID: ms.ConversationID, Message: strings.Join(text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue}
+	var r store.Run
+	if t, ok := s.Runs.(sessionSubmitter); ok {
+		r, _, err = t.SubmitSession(ctx, ms, p) // the session as read above, not read again
+	} else {
+		r, _, err = s.Runs.Submit(ctx, p)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return userMessageEvent(r, busy)
+}
+
+// sessionSubmitter submits a turn of a session already read (Turns).
+type sessionSubmitter interface {
+	SubmitSession(ctx context.Context, ms store.ManagedSession, p run.SubmitParams) (store.Run, bool, error)
 }
 
 // userMessageEvent is the user.message of run r (its input), the first
