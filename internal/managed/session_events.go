@@ -650,13 +650,22 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	var seq int64 // events of runs[idx] translated
 	paused := false
 	for {
+		// current: the hub's events just sent are all there is to send;
+		// the store read is skipped (the tick still reads).
+		current := false
 		if idx < len(runs) && sent[userMessageID(runs[idx].ID)] {
 			// The hub's events that continue the turn's sequence, sent
 			// without waiting for the read below (stream_wake.go).
 			var outs []Out
-			for _, e := range follow.take() {
+			live := follow.take()
+			current = len(live) > 0
+			for _, e := range live {
 				if e.RunID != runs[idx].ID || e.Seq != seq+1 {
+					current = false
 					break // a gap: the read fills it
+				}
+				if statusEvent(e.Type) {
+					current = false // the run's status is read with it
 				}
 				// As the store keeps it (microseconds; sqlstore.NormTime).
 				e.CreatedAt = time.UnixMicro(e.CreatedAt.UnixMicro()).UTC()
@@ -672,7 +681,7 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 				return err
 			}
 		}
-		if idx < len(runs) {
+		if idx < len(runs) && !current {
 			r, err := s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID)
 			if err != nil {
 				return err
@@ -746,4 +755,15 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 			}
 		}
 	}
+}
+
+// statusEvent reports whether a run event of type typ comes with a change
+// of the run's status (it ends, or pauses for the client): a stream reads
+// the run from the store after it.
+func statusEvent(typ string) bool {
+	switch typ {
+	case run.EventDone, run.EventError, run.EventApprovalRequired, run.EventToolResultRequired:
+		return true
+	}
+	return false
 }
