@@ -173,12 +173,23 @@ func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSes
 	// enqueue): one sent while a turn runs is queued and runs after it, in
 	// the order they were sent; its user.message has processed_at null
 	// until then (Managed Agents' documented behaviour).
-	r, _, err := s.Runs.Submit(ctx, run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
-		ConversationID: ms.ConversationID, Message: strings.Join(text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue})
+	p := run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
+		ConversationID: ms.ConversationID, Message: strings.Join(text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue}
+	var r store.Run
+	if t, ok := s.Runs.(sessionSubmitter); ok {
+		r, _, err = t.SubmitSession(ctx, ms, p) // the session as read above, not read again
+	} else {
+		r, _, err = s.Runs.Submit(ctx, p)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return userMessageEvent(r, busy)
+}
+
+// sessionSubmitter submits a turn of a session already read (Turns).
+type sessionSubmitter interface {
+	SubmitSession(ctx context.Context, ms store.ManagedSession, p run.SubmitParams) (store.Run, bool, error)
 }
 
 // userMessageEvent is the user.message of run r (its input), the first
@@ -639,7 +650,38 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	var seq int64 // events of runs[idx] translated
 	paused := false
 	for {
-		if idx < len(runs) {
+		// current: the hub's events just sent are all there is to send;
+		// the store read is skipped (the tick still reads).
+		current := false
+		if idx < len(runs) && sent[userMessageID(runs[idx].ID)] {
+			// The hub's events that continue the turn's sequence, sent
+			// without waiting for the read below (stream_wake.go).
+			var outs []Out
+			live := follow.take()
+			current = len(live) > 0
+			for _, e := range live {
+				if e.RunID != runs[idx].ID || e.Seq != seq+1 {
+					current = false
+					break // a gap: the read fills it
+				}
+				if statusEvent(e.Type) {
+					current = false // the run's status is read with it
+				}
+				// As the store keeps it (microseconds; sqlstore.NormTime).
+				e.CreatedAt = time.UnixMicro(e.CreatedAt.UnixMicro()).UTC()
+				o, err := tr.Translate(e)
+				if err != nil {
+					return err
+				}
+				outs = append(outs, o...)
+				seq = e.Seq
+				paused = false
+			}
+			if err := emit(outs); err != nil {
+				return err
+			}
+		}
+		if idx < len(runs) && !current {
 			r, err := s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID)
 			if err != nil {
 				return err
@@ -713,4 +755,15 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 			}
 		}
 	}
+}
+
+// statusEvent reports whether a run event of type typ comes with a change
+// of the run's status (it ends, or pauses for the client): a stream reads
+// the run from the store after it.
+func statusEvent(typ string) bool {
+	switch typ {
+	case run.EventDone, run.EventError, run.EventApprovalRequired, run.EventToolResultRequired:
+		return true
+	}
+	return false
 }

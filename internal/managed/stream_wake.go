@@ -15,7 +15,10 @@ import (
 // current run stored events (the run event hub, Service.Hub: in-process,
 // or across processes where the hub is shared). A wake only triggers the
 // read; what is sent is always what the store holds, so a missed wake
-// costs at most one poll interval.
+// costs at most one poll interval. The hub's events are stored before they
+// are published: those that continue what the stream sent are translated
+// and sent at once, before the read (which then finds only the run's
+// status and what the hub did not deliver), as /v1/runs streams send them.
 
 // wakers are the streams waiting for a conversation's next turn.
 type wakers struct {
@@ -66,6 +69,16 @@ type follower struct {
 	run   string // the run whose hub events wake it
 	evs   <-chan store.Event
 	unsub func()
+	// live are the hub's events of run received since the last take, in
+	// the order published (after they were stored).
+	live []store.Event
+}
+
+// take returns the hub events received since the last take.
+func (f *follower) take() []store.Event {
+	evs := f.live
+	f.live = nil
+	return evs
 }
 
 func (s *Service) follow(conv string, tick <-chan time.Time) (*follower, func()) {
@@ -88,7 +101,7 @@ func (f *follower) wait(ctx context.Context, run string) bool {
 			f.unsub()
 			f.evs, f.unsub = nil, nil
 		}
-		f.run = run
+		f.run, f.live = run, nil
 		if run != "" {
 			f.evs, f.unsub = f.hub.Subscribe(run)
 			// Read once more now: what was stored before the
@@ -101,15 +114,16 @@ func (f *follower) wait(ctx context.Context, run string) bool {
 		return false
 	case <-f.tick:
 	case <-f.woken:
-	case <-f.evs: // nil: never
-		// Drain what else arrived: one read takes it all.
-		for {
+	case ev := <-f.evs: // nil: never
+		// Take what else arrived: one read takes it all.
+		f.live = append(f.live, ev)
+		for drained := false; !drained; {
 			select {
-			case <-f.evs:
-				continue
+			case ev := <-f.evs:
+				f.live = append(f.live, ev)
 			default:
+				drained = true
 			}
-			break
 		}
 	}
 	return true

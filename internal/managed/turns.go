@@ -52,6 +52,12 @@ func (t *Turns) Submit(ctx context.Context, p run.SubmitParams) (store.Run, bool
 	if err != nil {
 		return store.Run{}, false, err
 	}
+	return t.SubmitSession(ctx, ms, p)
+}
+
+// SubmitSession is Submit for a turn of session ms, which the caller has
+// just read (a user.message: Service.SendEvents reads it once).
+func (t *Turns) SubmitSession(ctx context.Context, ms store.ManagedSession, p run.SubmitParams) (store.Run, bool, error) {
 	var d SessionData
 	if err := json.Unmarshal(ms.Data, &d); err != nil {
 		return store.Run{}, false, fmt.Errorf("decode session %s: %w", ms.ID, err)

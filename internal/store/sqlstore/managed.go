@@ -439,11 +439,20 @@ func (s *Store) DeleteManagedSession(ctx context.Context, tenant, id string) err
 	return nil
 }
 
+// QConversationRuns lists a conversation's runs, oldest first.
+//
+// The condition that conversation_id is not empty (here and in
+// SumConversationUsage) lets SQLite use the partial index
+// runs_conversation_id: without it, a bound parameter does not prove the
+// index's condition, and the planner scans every run of the tenant
+// (runs_tenant_status_id), a cost that grows with the runs.
+const QConversationRuns = `SELECT ` + RunColumns + ` FROM runs WHERE tenant = $1 AND conversation_id = $2
+	AND conversation_id <> '' ORDER BY created_at, id`
+
 // ListConversationRuns returns a conversation's runs, oldest first (see
 // store.Managed).
 func (s *Store) ListConversationRuns(ctx context.Context, tenant, conversationID string) ([]store.Run, error) {
-	out, err := scanAll(ctx, s.db.Read, `SELECT `+RunColumns+` FROM runs WHERE tenant = $1 AND conversation_id = $2
-		ORDER BY created_at, id`, []any{tenant, conversationID}, s.scanRun)
+	out, err := scanAll(ctx, s.db.Read, QConversationRuns, []any{tenant, conversationID}, s.scanRun)
 	if err != nil {
 		return nil, fmt.Errorf("%s: list runs of conversation %s: %w", s.d.Name, conversationID, err)
 	}
@@ -461,7 +470,7 @@ func (s *Store) SumConversationUsage(ctx context.Context, tenant, conversationID
 		CAST(COALESCE(SUM(u.cache_read_input_tokens), 0) AS bigint),
 		CAST(COALESCE(SUM(u.cost_nanos), 0) AS bigint)
 		FROM runs r JOIN usage u ON u.run_id = r.id AND u.tenant = r.tenant
-		WHERE r.tenant = $1 AND r.conversation_id = $2`, tenant, conversationID).Scan(
+		WHERE r.tenant = $1 AND r.conversation_id = $2 AND r.conversation_id <> ''`, tenant, conversationID).Scan(
 		&t.Requests, &t.InputTokens, &t.OutputTokens, &t.CacheCreationInputTokens, &t.CacheReadInputTokens, &cost)
 	if err != nil {
 		return t, fmt.Errorf("%s: usage of conversation %s: %w", s.d.Name, conversationID, s.d.MapErr(err))
