@@ -286,19 +286,7 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 	}
 	if err := s.Store.CreateRun(ctx, c.run); err != nil {
 		s.release(c.conv.ID)
-		if errors.Is(err, store.ErrConflict) && p.IdempotencyKey != "" {
-			// Another request with the key won the race: it is another
-			// request, or still in progress (a retry gets its answer).
-			existing, ok, kerr := lookupKey(ctx, s.Store, p.Tenant, p.IdempotencyKey, s.idempotencyTTL())
-			if kerr != nil || !ok {
-				return nil, fmt.Errorf("create run: %w", err)
-			}
-			if merr := sameRequest(existing, chatRequest(p)); merr != nil {
-				return nil, merr
-			}
-			return nil, &IdempotencyInFlightError{Key: p.IdempotencyKey, RunID: existing.ID}
-		}
-		return nil, fmt.Errorf("create run: %w", err)
+		return nil, s.chatKeyConflict(ctx, p, err)
 	}
 	return c, nil
 }

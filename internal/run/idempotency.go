@@ -157,6 +157,24 @@ func (s *Service) Replayed(ctx context.Context, p ChatParams) (Replay, bool, err
 	}
 }
 
+// chatKeyConflict is the answer to a chat whose run could not be created
+// (err): when err is the store's conflict on p's Idempotency-Key, another
+// request with the key won the race, so the answer is that request's
+// mismatch or in-flight error; otherwise err, wrapped.
+func (s *Service) chatKeyConflict(ctx context.Context, p ChatParams, err error) error {
+	if !errors.Is(err, store.ErrConflict) || p.IdempotencyKey == "" {
+		return fmt.Errorf("create run: %w", err)
+	}
+	existing, ok, kerr := lookupKey(ctx, s.Store, p.Tenant, p.IdempotencyKey, s.idempotencyTTL())
+	if kerr != nil || !ok {
+		return fmt.Errorf("create run: %w", err)
+	}
+	if merr := sameRequest(existing, chatRequest(p)); merr != nil {
+		return merr
+	}
+	return &IdempotencyInFlightError{Key: p.IdempotencyKey, RunID: existing.ID}
+}
+
 func (s *Service) idempotencyTTL() time.Duration {
 	if s.IdempotencyTTL > 0 {
 		return s.IdempotencyTTL

@@ -230,17 +230,7 @@ func (r *Runs) PrepareChat(ctx context.Context, p ChatParams) (*Chat, error) {
 		HeldBy: h.owner, HeldUntil: now.Add(r.leaseTTL()),
 	}
 	if err := r.Queue.CreateRun(ctx, rn); err != nil {
-		if errors.Is(err, store.ErrConflict) && p.IdempotencyKey != "" {
-			existing, ok, kerr := lookupKey(ctx, s.Store, p.Tenant, p.IdempotencyKey, s.idempotencyTTL())
-			if kerr != nil || !ok {
-				return nil, fmt.Errorf("create run: %w", err)
-			}
-			if merr := sameRequest(existing, chatRequest(p)); merr != nil {
-				return nil, merr
-			}
-			return nil, &IdempotencyInFlightError{Key: p.IdempotencyKey, RunID: existing.ID}
-		}
-		return nil, fmt.Errorf("create run: %w", err)
+		return nil, s.chatKeyConflict(ctx, p, err)
 	}
 	if rn, err = r.Store.GetRun(ctx, p.Tenant, id); err != nil {
 		return nil, fmt.Errorf("read run %s back: %w", id, err)
