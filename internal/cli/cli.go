@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 )
@@ -90,6 +91,17 @@ func (c *common) json() bool { return c.output == outputJSON }
 // parse parses fs's flags wherever they are among args (`runs get ID -o
 // json` as well as `runs get -o json ID`) and returns the other
 // arguments; after "--" everything is an argument.
+// queryOf is the query string of the flags in m that are set (non-empty).
+func queryOf(m map[string]string) url.Values {
+	q := url.Values{}
+	for k, v := range m {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	return q
+}
+
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {

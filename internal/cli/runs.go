@@ -235,12 +235,7 @@ func runsList(ctx context.Context, args []string, stdio IO) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", ErrUsage, pos)
 	}
-	q := url.Values{}
-	for k, v := range map[string]string{"status": *status, "agent": *agent, "cursor": *cursor} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
+	q := queryOf(map[string]string{"status": *status, "agent": *agent, "cursor": *cursor})
 	if *limit != 0 {
 		q.Set("limit", strconv.Itoa(*limit))
 	}

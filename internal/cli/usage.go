@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"text/tabwriter"
 	"time"
 )
@@ -38,12 +37,7 @@ func cmdUsage(ctx context.Context, args []string, stdio IO) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", ErrUsage, pos)
 	}
-	q := url.Values{}
-	for k, v := range map[string]string{"group_by": *groupBy, "from": *from, "to": *to} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
+	q := queryOf(map[string]string{"group_by": *groupBy, "from": *from, "to": *to})
 	path := "/v1/usage"
 	if len(q) > 0 {
 		path += "?" + q.Encode()
