@@ -190,6 +190,16 @@ type Chat struct {
 	// turn, when set, is the chat's turn in its conversation (policies
 	// other than reject; Runs.PrepareChat).
 	turn *heldChat
+	// lease, when set, is the lease an inline chat holds on its run from
+	// its insert on (Runs.PrepareChat under reject): renewed while it
+	// executes, taken over by a worker once it lapses (its process died).
+	lease *chatLease
+}
+
+// chatLease is an inline chat's lease on its run.
+type chatLease struct {
+	runs  *Runs
+	owner string
 }
 
 // Agent returns the chat's agent name.
@@ -257,7 +267,17 @@ func userMessage(text string) llm.Message {
 }
 
 // Prepare checks the request, holds the conversation and records the run.
+// The run holds no lease: nothing takes it over should this process die
+// (Runs.PrepareChat gives it one).
 func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
+	return s.prepare(ctx, p, nil)
+}
+
+// prepare is Prepare; with leases set the run is inserted with a lease of
+// leases' (in the insert: no extra write) that the chat renews while it
+// executes (Chat.execute), so that a worker of leases' takes the run over
+// once it lapses.
+func (s *Service) prepare(ctx context.Context, p ChatParams, leases *Runs) (*Chat, error) {
 	msg, err := s.Secrets.Check(p.Message)
 	if err != nil {
 		return nil, err
@@ -283,6 +303,10 @@ func (s *Service) Prepare(ctx context.Context, p ChatParams) (*Chat, error) {
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: c.conv.ID,
 		Status: store.RunRunning, Input: input, Attempt: 1, CreatedAt: now, StartedAt: now,
 		IdempotencyKey: p.IdempotencyKey,
+	}
+	if leases != nil {
+		c.lease = &chatLease{runs: leases, owner: leases.Owner + "/chat/" + c.run.ID}
+		c.run.HeldBy, c.run.HeldUntil = c.lease.owner, now.Add(leases.leaseTTL())
 	}
 	if err := s.Store.CreateRun(ctx, c.run); err != nil {
 		s.release(c.conv.ID)
@@ -354,13 +378,16 @@ func (c *Chat) execute(ctx context.Context, onEvent func(store.Event)) (Result, 
 	if !c.queued {
 		// An inline chat stops at once when its cancellation or interrupt
 		// is requested in this process (Runs.Cancel, Runs.Interrupt; the
-		// policies interrupt and rollback): it has no lease to learn it
-		// from.
+		// policies interrupt and rollback); one with a lease also learns
+		// of a request made elsewhere when it renews the lease.
 		var cancel context.CancelCauseFunc
 		ctx, cancel = context.WithCancelCause(ctx)
 		defer cancel(nil)
 		c.s.trackInline(c.run.ID, cancel)
 		defer c.s.untrackInline(c.run.ID)
+		if c.lease != nil {
+			defer c.lease.renew(ctx, c.run, cancel)()
+		}
 	}
 	ctx, p := c.params(ctx, onEvent)
 	res, err := c.s.Loop.Execute(ctx, p)
@@ -380,9 +407,11 @@ func (c *Chat) params(ctx context.Context, onEvent func(store.Event)) (context.C
 	p := &Params{
 		Tenant: c.tenant, RunID: c.run.ID, ConversationID: c.conv.ID, Agent: &c.agent.Agent,
 		History: history, Input: c.input, OnEvent: onEvent, MaxCostUSD: c.maxCostUSD,
-		// Only queued runs are resumed (a worker claims them with a
-		// lease; ReclaimExpiredRuns and a drain hand them to another
-		// worker); an inline chat's run has no lease and no queue job.
+		// Queued runs checkpoint their final answer too (a worker claims
+		// them with a lease; ReclaimExpiredRuns and a drain hand them to
+		// another worker). An inline chat is taken over only if its
+		// process dies (with a lease) or never (without): it saves that
+		// write, and a takeover repeats at most its last model call.
 		Resumable: c.queued,
 		// Before done is announced: the turn is in the conversation and
 		// the run row says succeeded, so a client that saw done reads
@@ -571,6 +600,26 @@ func (c *Chat) fail(ctx context.Context, res Result, runErr error) {
 		s.Log.ErrorContext(ctx, "update run", "err", err)
 	}
 	s.Metrics.ObserveRun(c.agent.Name, string(final.Status), res.Steps, time.Since(c.started))
+}
+
+// renew renews the inline chat's lease every LeaseTTL/3 until the
+// returned stop is called (Runs.heartbeat: a cancellation or interrupt
+// requested in another process stops the chat through cancel; so does a
+// lost lease, with ErrSuspended, the run going on with the worker that
+// took it). A chat that ends within LeaseTTL/3 writes no renewal.
+//
+//go:noinline
+func (l *chatLease) renew(ctx context.Context, run store.Run, cancel context.CancelCauseFunc) (stop func()) {
+	hctx, hcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.runs.heartbeat(hctx, run.Tenant, run.ID, l.owner, cancel)
+	}()
+	return func() {
+		hcancel()
+		<-done
+	}
 }
 
 func (s *Service) hold(convID string) bool {

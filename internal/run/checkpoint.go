@@ -31,10 +31,13 @@ import (
 //     or drains) also checkpoints the final answer on its own, like every
 //     other model call, before Commit: resumed between the two writes, it
 //     finds the answer in its checkpoint and commits it without calling the
-//     model again. An inline chat (POST /v1/chat) is never resumed: no
-//     lease, no queue job, and its client is gone with its process. Its
-//     final answer's checkpoint is only the one Commit stores, one write
-//     fewer per chat; a crash there loses the chat, never repeats a call.
+//     model again. An inline chat (POST /v1/chat under concurrency_policy
+//     reject) is resumed only when its process dies: it holds a lease
+//     from its insert on (Runs.PrepareChat) and a worker takes it over
+//     once the lease lapses. Its final answer's checkpoint is only the
+//     one Commit stores, one write fewer per chat; a crash between that
+//     answer and the commit makes the takeover call the model for it
+//     again (the only call it repeats).
 //   - Events may be stored between checkpoints (a flush while a model call
 //     streams, FlushInterval; the error event of a stopped run). A seq once
 //     stored is never reused: restore numbers new events after the last
@@ -47,9 +50,9 @@ import (
 //     order (publish). With the rule above, an event id a follower saw
 //     never carries other data, also across a crash: what a dead worker
 //     emitted and did not store reached no follower, and the resumed run
-//     numbers after what it stored. Only OnEvent (an inline chat's own
-//     stream) sees events before they are stored, and nothing resumes an
-//     inline chat.
+//     numbers after what it stored. Only OnEvent (a synchronous chat's own
+//     stream) sees events before they are stored; its client is gone
+//     with its process when a worker takes its run over.
 
 // state is what a checkpoint holds.
 type state struct {

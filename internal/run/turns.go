@@ -196,10 +196,12 @@ type heldChat struct {
 }
 
 // PrepareChat is Service.Prepare under the message's concurrency policy:
-// under reject it is Prepare; otherwise the message becomes a queued run
-// with a turn (and its queue job), held by this chat, which executes it
-// when its turn comes (Chat.Execute). A chat that dies waiting leaves the
-// run to a worker once its hold lapses: the message is not lost.
+// under reject it is Prepare with a lease on the run (renewed while the
+// chat executes; a worker takes the run over once it lapses); otherwise
+// the message becomes a queued run with a turn (and its queue job), held
+// by this chat, which executes it when its turn comes (Chat.Execute). A
+// chat that dies waiting leaves the run to a worker once its hold lapses:
+// the message is not lost.
 func (r *Runs) PrepareChat(ctx context.Context, p ChatParams) (*Chat, error) {
 	s := r.Service
 	agent, err := s.agent(ctx, p.Tenant, p.Agent, 0)
@@ -207,8 +209,14 @@ func (r *Runs) PrepareChat(ctx context.Context, p ChatParams) (*Chat, error) {
 		return nil, err
 	}
 	pol := policy(agent, p.ConcurrencyPolicy)
-	if pol == PolicyReject || r.Queue == nil {
+	if r.Queue == nil {
 		return s.Prepare(ctx, p)
+	}
+	if pol == PolicyReject {
+		// Executes at once, inline, holding a lease on its run: should
+		// this process die, a worker takes the run over once the lease
+		// lapses (it does not stay running, blocking the conversation).
+		return s.prepare(ctx, p, r)
 	}
 	msg, err := s.Secrets.Check(p.Message)
 	if err != nil {

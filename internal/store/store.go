@@ -154,11 +154,16 @@ type Run struct {
 	// finished (ClaimRun). 0: outside the order (policy reject). On
 	// insert, NextTurn takes the next one (CreateRunTx only).
 	Turn int64
-	// HeldBy and HeldUntil, on insert of a queued run only, give its lease
-	// to the client that submitted it, which claims it itself when its
-	// turn comes (a synchronous chat): no worker claims it while the lease
-	// lasts (ClaimRun), and once it lapses (that client died) any worker
-	// may. Not read back.
+	// HeldBy and HeldUntil, on insert of a queued or running run only,
+	// give its lease to the client that submitted it, in the insert itself
+	// (no extra write). A queued run is claimed by that client itself when
+	// its turn comes (a synchronous chat that takes a turn): no worker
+	// claims it while the lease lasts (ClaimRun), and once it lapses (that
+	// client died) any worker may. A running one is an inline synchronous
+	// chat that executes at once and renews the lease (ExtendLease) while
+	// it runs: once it lapses (its process died) ReclaimExpiredRuns hands
+	// it to a worker, which takes it over from its checkpoint. Not read
+	// back.
 	HeldBy     string
 	HeldUntil  time.Time
 	CreatedAt  time.Time

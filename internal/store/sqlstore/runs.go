@@ -51,7 +51,7 @@ func (s *Store) insertRun(ctx context.Context, q Querier, r store.Run) error {
 	}
 	var holder any
 	var heldUntil time.Time
-	if r.HeldBy != "" && r.Status == store.RunQueued {
+	if r.HeldBy != "" && (r.Status == store.RunQueued || r.Status == store.RunRunning) {
 		holder, heldUntil = r.HeldBy, r.HeldUntil
 	}
 	_, err := q.Exec(ctx, qInsertRun, r.ID, r.Tenant, r.Agent, r.ConversationID, string(r.Status), JSON(r.Input), JSON(r.Output),
