@@ -323,7 +323,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	convs := cachedStore{Store: st, cache: a.convCache}
 	svc := &agentrun.Service{Loop: runLoop, Store: convs, Agents: agents, ConversationTTL: cfg.Store.ConversationTTL,
 		Log: log, Metrics: metrics, Hub: be.Hub, IdempotencyTTL: cfg.Runs.IdempotencyTTL,
-		Audit: st, Redact: func(in json.RawMessage) json.RawMessage { return tool.RedactInput(in, tools.Secrets()) }}
+		Audit: st, Redact: func(in json.RawMessage) json.RawMessage { return tool.RedactInput(in, tools.Secrets()) },
+		Definitions: st}
 	a.svc = svc
 	if cfg.Redaction.Messages != config.MessageSecretsOff {
 		svc.Secrets = agentrun.NewMessageGuard(cfg.Redaction.Messages == config.MessageSecretsScrub,

@@ -28,6 +28,7 @@ type Store interface {
 	store.Feedback
 	store.ConversationHeads
 	store.SDKSessions
+	store.AgentDefinitions
 	SchemaVersion(ctx context.Context) (int, error)
 }
 

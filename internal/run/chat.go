@@ -89,6 +89,12 @@ type Service struct {
 	// defined through the API, stored per tenant and version: the Managed
 	// Agents face).
 	Resolver AgentResolver
+	// Definitions, when set, keeps the definition of the configured agent
+	// each run was submitted under, so that the run executes with it on
+	// any worker (definition.go); nil: runs execute with the executing
+	// instance's configuration.
+	Definitions store.AgentDefinitions
+	defs        definitions
 
 	mu   sync.Mutex
 	busy map[string]struct{}
@@ -297,12 +303,17 @@ func (s *Service) prepare(ctx context.Context, p ChatParams, leases *Runs) (*Cha
 	}
 	c.input, c.message = userMessage(p.Message), p.Message
 	c.maxCostUSD = p.MaxCostUSD
+	digest, err := s.pinAgent(ctx, agent)
+	if err != nil {
+		s.release(c.conv.ID)
+		return nil, err
+	}
 	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, MaxCostUSD: p.MaxCostUSD})
 	now := time.Now().UTC()
 	c.run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: c.conv.ID,
 		Status: store.RunRunning, Input: input, Attempt: 1, CreatedAt: now, StartedAt: now,
-		IdempotencyKey: p.IdempotencyKey,
+		IdempotencyKey: p.IdempotencyKey, AgentDigest: digest,
 	}
 	if leases != nil {
 		c.lease = &chatLease{runs: leases, owner: leases.Owner + "/chat/" + c.run.ID}

@@ -129,12 +129,17 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 	if err != nil {
 		return store.Run{}, false, err
 	}
+	digest, err := r.Service.pinAgent(ctx, agent)
+	if err != nil {
+		return store.Run{}, false, fmt.Errorf("submit run: %w", err)
+	}
 	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, Webhook: p.Webhook, MaxCostUSD: p.MaxCostUSD,
 		AgentVersion: p.AgentVersion})
 	run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: conv.ID,
 		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey,
-		CreatedAt: time.Now().UTC().Truncate(time.Microsecond), // as stored
+		CreatedAt:   time.Now().UTC().Truncate(time.Microsecond), // as stored
+		AgentDigest: digest,
 	}
 	pol := policy(agent, p.ConcurrencyPolicy)
 	if pol != PolicyReject {
@@ -290,7 +295,8 @@ func (r *Runs) afterRun(ctx context.Context, run store.Run, owner string, err er
 	tenant, runID := run.Tenant, run.ID
 	if le := (*loadError)(nil); errors.As(err, &le) {
 		switch err := le.err; {
-		case errors.Is(err, ErrAgentNotFound), errors.Is(err, ErrConversationNotFound), errors.Is(err, errBadInput):
+		case errors.Is(err, ErrAgentNotFound), errors.Is(err, ErrConversationNotFound), errors.Is(err, errBadInput),
+			errors.Is(err, errDefinition):
 			// The run cannot ever execute: fail it instead of retrying.
 			r.fail(ctx, run, err)
 			return false, nil
@@ -355,7 +361,9 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	if err := json.Unmarshal(run.Input, &in); err != nil {
 		return nil, fmt.Errorf("%w: decode input of run %s: %v", errBadInput, run.ID, err)
 	}
-	agent, err := s.agent(ctx, run.Tenant, run.Agent, in.AgentVersion)
+	// The definition the run was submitted under, whatever this worker's
+	// configuration says now (definition.go).
+	agent, err := s.agentOf(ctx, run, in.AgentVersion)
 	if err != nil {
 		return nil, err
 	}

@@ -227,6 +227,10 @@ func (r *Runs) PrepareChat(ctx context.Context, p ChatParams) (*Chat, error) {
 	if err != nil {
 		return nil, err
 	}
+	digest, err := s.pinAgent(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
 	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, MaxCostUSD: p.MaxCostUSD})
 	now := time.Now().UTC()
 	id := "run_" + newID()
@@ -235,7 +239,7 @@ func (r *Runs) PrepareChat(ctx context.Context, p ChatParams) (*Chat, error) {
 		ID: id, Tenant: p.Tenant, Agent: agent.Name, ConversationID: conv.ID,
 		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey,
 		CreatedAt: now.Truncate(time.Microsecond), Turn: store.NextTurn,
-		HeldBy: h.owner, HeldUntil: now.Add(r.leaseTTL()),
+		HeldBy: h.owner, HeldUntil: now.Add(r.leaseTTL()), AgentDigest: digest,
 	}
 	if err := r.Queue.CreateRun(ctx, rn); err != nil {
 		return nil, s.chatKeyConflict(ctx, p, err)

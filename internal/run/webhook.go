@@ -54,6 +54,10 @@ type RunBody struct {
 	// policies enqueue, interrupt, rollback): 1, 2, 3, ... in the order
 	// the server accepted the messages; absent for a run outside it.
 	Turn int64 `json:"turn,omitempty"`
+	// AgentDigest names the definition of the configured agent the run
+	// executes with: the one it was submitted under (SHA-256, hex);
+	// absent for agents defined through the API and hosted programs.
+	AgentDigest string `json:"agent_digest,omitempty"`
 	// PendingApprovals are the tool calls a run in status requires_action
 	// waits for.
 	PendingApprovals []ApprovalBody `json:"pending_approvals,omitempty"`
@@ -113,7 +117,7 @@ func NewRunBody(r store.Run) RunBody {
 		Input: r.Input, Output: r.Output, Error: r.Error, Attempt: r.Attempt, Steps: r.Steps,
 		Usage:     RunUsage{InputTokens: r.InputTokens, OutputTokens: r.OutputTokens},
 		CostUSD:   r.CostUSD,
-		CreatedAt: r.CreatedAt, Turn: r.Turn,
+		CreatedAt: r.CreatedAt, Turn: r.Turn, AgentDigest: r.AgentDigest,
 	}
 	if b.Input == nil {
 		b.Input = json.RawMessage("{}")

@@ -66,10 +66,12 @@ type Config struct {
 	// Seed seeds the random source of faults and latency; 0 means time-based.
 	Seed int64
 	// Ledger, when true, counts /v1/messages requests per conversation
-	// (its first user message) and per message count, served as JSON at
-	// GET /sim/ledger: tests use it to prove a resumed run repeated no
-	// finished model call. Off by default (it costs a map update per
-	// request).
+	// (its first user message) and per message count, and per
+	// conversation and system prompt, served as JSON at GET /sim/ledger:
+	// tests use it to prove a resumed run repeated no finished model
+	// call, and that every call of a run carried the system prompt of the
+	// agent definition it started with. Off by default (it costs a map
+	// update per request).
 	Ledger bool
 }
 
@@ -101,6 +103,7 @@ type Server struct {
 
 	ledgerMu sync.Mutex
 	ledger   map[string]map[int]int
+	systems  map[string]map[string]int
 }
 
 // New returns a simulator for cfg. A nil log discards. Config values out of
@@ -284,7 +287,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if s.cfg.Ledger && len(req.Messages) > 0 {
-		s.record(req.Messages[0].Content, len(req.Messages))
+		s.record(req.Messages[0].Content, req.System, len(req.Messages))
 	}
 	f, extra := s.draw()
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
@@ -398,17 +401,38 @@ func newID(prefix string) string {
 	return string(b[:n])
 }
 
-// record counts a request of the conversation that starts with first.
-func (s *Server) record(first string, messages int) {
+// record counts a request of the conversation that starts with first,
+// with system prompt system (raw JSON; "" when none).
+func (s *Server) record(first, system string, messages int) {
 	s.ledgerMu.Lock()
 	defer s.ledgerMu.Unlock()
 	if s.ledger == nil {
 		s.ledger = make(map[string]map[int]int)
+		s.systems = make(map[string]map[string]int)
 	}
 	if s.ledger[first] == nil {
 		s.ledger[first] = make(map[int]int)
+		s.systems[first] = make(map[string]int)
 	}
 	s.ledger[first][messages]++
+	s.systems[first][system]++
+}
+
+// Systems returns, per conversation (the raw JSON content of its first
+// user message), how many requests carried each system prompt (its raw
+// JSON: a string or an array of blocks; "" when none).
+func (s *Server) Systems() map[string]map[string]int {
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	out := make(map[string]map[string]int, len(s.systems))
+	for k, v := range s.systems {
+		m := make(map[string]int, len(v))
+		for sys, c := range v {
+			m[sys] = c
+		}
+		out[k] = m
+	}
+	return out
 }
 
 // Ledger returns, per conversation (the raw JSON content of its first user
@@ -429,9 +453,10 @@ func (s *Server) Ledger() map[string]map[int]int {
 
 func (s *Server) serveLedger(w http.ResponseWriter) {
 	raw, err := json.Marshal(struct {
-		Requests int64                  `json:"requests"`
-		Ledger   map[string]map[int]int `json:"ledger"`
-	}{s.requests.Load(), s.Ledger()})
+		Requests int64                     `json:"requests"`
+		Ledger   map[string]map[int]int    `json:"ledger"`
+		Systems  map[string]map[string]int `json:"systems"`
+	}{s.requests.Load(), s.Ledger(), s.Systems()})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "api_error", err.Error())
 		return

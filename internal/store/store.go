@@ -154,6 +154,11 @@ type Run struct {
 	// finished (ClaimRun). 0: outside the order (policy reject). On
 	// insert, NextTurn takes the next one (CreateRunTx only).
 	Turn int64
+	// AgentDigest names the definition of the configured agent the run
+	// was submitted under (AgentDefinitions; the SHA-256 of its JSON, hex);
+	// "" for agents defined through the API (they pin a version in the
+	// run's input instead) and runs from before it was recorded.
+	AgentDigest string
 	// HeldBy and HeldUntil, on insert of a queued or running run only,
 	// give its lease to the client that submitted it, in the insert itself
 	// (no extra write). A queued run is claimed by that client itself when
@@ -303,6 +308,18 @@ type Store interface {
 	// LatestCheckpoint returns the checkpoint with the highest step, or
 	// ErrNotFound.
 	LatestCheckpoint(ctx context.Context, runID string) (Checkpoint, error)
+}
+
+// AgentDefinitions keeps the definitions of configured agents that runs
+// were submitted under, by digest (Run.AgentDigest): what a worker whose
+// configuration defines the agent differently runs such a run with.
+type AgentDefinitions interface {
+	// PutAgentDefinition stores def (JSON) under digest; storing a digest
+	// again changes nothing (a digest names one content).
+	PutAgentDefinition(ctx context.Context, digest, agent string, def json.RawMessage) error
+	// GetAgentDefinition returns the definition stored under digest, or
+	// ErrNotFound.
+	GetAgentDefinition(ctx context.Context, digest string) (json.RawMessage, error)
 }
 
 // ConversationHeads is the cheap read of a conversation's row: one

@@ -26,8 +26,8 @@ func (s *Store) CreateRun(ctx context.Context, r store.Run) error {
 const qInsertRun = `INSERT INTO runs
 	(id, tenant, agent, conversation_id, status, input, output, error, attempt, steps,
 	 input_tokens, output_tokens, cost_nanos, idempotency_key, created_at, started_at, finished_at,
-	 turn, lease_owner, lease_expires_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`
+	 turn, lease_owner, lease_expires_at, agent_digest)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`
 
 // qNextTurn hands out a conversation's next turn. On PostgreSQL the
 // upsert locks the conversation's row until the transaction ends, so
@@ -56,7 +56,7 @@ func (s *Store) insertRun(ctx context.Context, q Querier, r store.Run) error {
 	}
 	_, err := q.Exec(ctx, qInsertRun, r.ID, r.Tenant, r.Agent, r.ConversationID, string(r.Status), JSON(r.Input), JSON(r.Output),
 		r.Error, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, int64(r.CostUSD), r.IdempotencyKey,
-		s.d.Time(r.CreatedAt), s.d.Time(r.StartedAt), s.d.Time(r.FinishedAt), r.Turn, holder, s.d.Time(heldUntil))
+		s.d.Time(r.CreatedAt), s.d.Time(r.StartedAt), s.d.Time(r.FinishedAt), r.Turn, holder, s.d.Time(heldUntil), r.AgentDigest)
 	return err
 }
 
@@ -95,7 +95,7 @@ func CreateRunTx[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], r
 // RunColumns are the columns scanRun reads, in its order.
 const RunColumns = `id, tenant, agent, conversation_id, status, input, output,
 	error, attempt, steps, input_tokens, output_tokens, cost_nanos, idempotency_key,
-	created_at, started_at, finished_at, interrupt_requested, turn`
+	created_at, started_at, finished_at, interrupt_requested, turn, agent_digest`
 
 // scanRun scans a row of RunColumns.
 func (s *Store) scanRun(row Row) (store.Run, error) {
@@ -107,7 +107,7 @@ func (s *Store) scanRun(row Row) (store.Run, error) {
 	err := row.Scan(
 		&r.ID, &r.Tenant, &r.Agent, &r.ConversationID, &status, &input, &output,
 		&r.Error, &r.Attempt, &r.Steps, &r.InputTokens, &r.OutputTokens, (*int64)(&r.CostUSD), &r.IdempotencyKey,
-		s.d.ScanTime(&r.CreatedAt), s.d.ScanTime(&r.StartedAt), s.d.ScanTime(&r.FinishedAt), &r.InterruptRequested, &r.Turn)
+		s.d.ScanTime(&r.CreatedAt), s.d.ScanTime(&r.StartedAt), s.d.ScanTime(&r.FinishedAt), &r.InterruptRequested, &r.Turn, &r.AgentDigest)
 	if err != nil {
 		return store.Run{}, err
 	}
