@@ -21,6 +21,7 @@ type run struct {
 	Steps          int    `json:"steps"`
 	Error          string `json:"error"`
 	ConversationID string `json:"conversation_id"`
+	AgentDigest    string `json:"agent_digest"`
 	Input          struct {
 		Message string `json:"message"`
 	} `json:"input"`
@@ -156,18 +157,7 @@ func conversationLen(ctx context.Context, base, convID string) (int, error) {
 func ledgerByText(ledger map[string]map[int]int) map[string]map[int]int {
 	out := make(map[string]map[int]int, len(ledger))
 	for raw, counts := range ledger {
-		var blocks []struct {
-			Text string `json:"text"`
-		}
-		var text string
-		if json.Unmarshal([]byte(raw), &blocks) == nil {
-			for _, b := range blocks {
-				text += b.Text
-			}
-		} else {
-			_ = json.Unmarshal([]byte(raw), &text)
-		}
-		out[text] = counts
+		out[jsonText(raw)] = counts
 	}
 	return out
 }

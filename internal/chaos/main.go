@@ -15,6 +15,8 @@ const Usage = `agentd chaos SCENARIO [flags]: start real processes on 127.0.0.1,
 Scenarios:
   r1            worker death: kill -9 a random worker every -kill-every under runs on PostgreSQL
   r2-rolling    rolling restart (SIGTERM, drain, start) of every API instance behind HAProxy under chat load: 0 failed requests
+  r2-bluegreen  blue-green switch and rollback (HAProxy map over its admin socket) under chat load: 0 failed requests
+  r2b           deploy with runs in flight: runs started on blue keep blue's agent definition when green takes over
   r2-keys       upstream API key rotated twice (routine, compromise) under chat load: 0 failed requests
   r3-redis      Redis stopped for -outage under chat load: 0 5xx, /healthz degraded during, healthy after
   r3-postgres   PostgreSQL restarted under load: fail fast, back soon after, 0 accepted runs lost
@@ -46,6 +48,14 @@ func Main(ctx context.Context, args []string, out io.Writer, bin string) error {
 		var c R2Config
 		c.flags(fs)
 		run = func(ctx context.Context, e *Env) error { return RunR2Rolling(ctx, e, c) }
+	case "r2-bluegreen":
+		var c R2BlueGreenConfig
+		c.flags(fs)
+		run = func(ctx context.Context, e *Env) error { return RunR2BlueGreen(ctx, e, c) }
+	case "r2b":
+		var c R2bConfig
+		c.flags(fs)
+		run = func(ctx context.Context, e *Env) error { return RunR2b(ctx, e, c) }
 	case "r2-keys":
 		var c R2KeysConfig
 		c.flags(fs)

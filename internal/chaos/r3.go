@@ -31,11 +31,14 @@ type load struct {
 }
 
 type result struct {
+	n       int64     // the request's number (its message names it)
+	start   time.Time // when it was sent
 	at      time.Time // when the answer (or the error) came
 	status  int       // 0: transport error
 	latency time.Duration
 	err     string
 	runID   string // runs: the accepted run
+	server  string // the server HAProxy chose (its X-Agentd-Server header), when it says
 }
 
 func startLoad(base string, rate float64, runs bool) *load {
@@ -60,7 +63,9 @@ func (l *load) loop() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.record(l.chat(i))
+			r := l.chat(i)
+			r.n = i
+			l.record(r)
 		}()
 	}
 }
@@ -71,13 +76,13 @@ func (l *load) chat(i int64) result {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		code, id, err := submitRun(ctx, l.base, fmt.Sprintf("chaos-load-%d", i), fmt.Sprintf("chaos load run %d: hello", i))
-		r := result{at: time.Now(), status: code, latency: time.Since(start), runID: id}
+		r := result{start: start, at: time.Now(), status: code, latency: time.Since(start), runID: id}
 		if err != nil {
 			r.err = err.Error()
 		}
 		return r
 	}
-	body, _ := json.Marshal(map[string]string{"agent": "demo", "message": fmt.Sprintf("chaos chat %d: hello", i)})
+	body, _ := json.Marshal(map[string]string{"agent": "demo", "message": chatMessage(i)})
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -85,16 +90,19 @@ func (l *load) chat(i int64) result {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return result{at: time.Now(), latency: time.Since(start), err: err.Error()}
+		return result{start: start, at: time.Now(), latency: time.Since(start), err: err.Error()}
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	r := result{at: time.Now(), status: resp.StatusCode, latency: time.Since(start)}
+	r := result{start: start, at: time.Now(), status: resp.StatusCode, latency: time.Since(start), server: resp.Header.Get(serverHeader)}
 	if resp.StatusCode != http.StatusOK {
 		r.err = string(bytes.TrimSpace(raw))
 	}
 	return r
 }
+
+// chatMessage is chat i's message (unique: the sim's ledger is keyed by it).
+func chatMessage(i int64) string { return fmt.Sprintf("chaos chat %d: hello", i) }
 
 func (l *load) record(r result) {
 	l.mu.Lock()

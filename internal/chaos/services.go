@@ -229,25 +229,11 @@ func waitTCP(ctx context.Context, p *Proc, within time.Duration) error {
 	}
 }
 
-// StartHAProxy starts HAProxy in front of the API instances: health
-// checks on /readyz every 500 ms, retries (on another server) of requests
-// that failed to connect or got an empty answer.
-func (e *Env) StartHAProxy(ctx context.Context, apis []*Proc) (*Proc, error) {
-	bin, err := Need("haproxy", "haproxy")
-	if err != nil {
-		return nil, err
-	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	var servers strings.Builder
-	for _, a := range apis {
-		fmt.Fprintf(&servers, "  server %s 127.0.0.1:%d check inter 500ms fall 2 rise 1\n", a.Name, a.Port)
-	}
-	cfg := fmt.Sprintf(`global
-  maxconn 4096
-defaults
+// haproxyDefaults is the HAProxy config the kit's proxies share: health
+// checks on /readyz, retries (on another server) of requests that failed
+// to connect or got an empty answer, and each answer names the server that
+// gave it (header X-Agentd-Server: backend/server).
+const haproxyDefaults = `defaults
   mode http
   timeout connect 2s
   timeout client 120s
@@ -255,18 +241,54 @@ defaults
   retries 3
   option redispatch
   retry-on conn-failure empty-response response-timeout
-frontend api
+`
+
+// serverHeader is the answer header HAProxy sets to backend/server.
+const serverHeader = "X-Agentd-Server"
+
+// haproxyServers is a backend's server lines, one per instance, checked
+// every 500 ms.
+func haproxyServers(apis []*Proc) string {
+	var b strings.Builder
+	for _, a := range apis {
+		fmt.Fprintf(&b, "  server %s 127.0.0.1:%d check inter 500ms fall 2 rise 1\n", a.Name, a.Port)
+	}
+	return b.String()
+}
+
+// StartHAProxy starts HAProxy in front of the API instances: health
+// checks on /readyz every 500 ms, retries (on another server) of requests
+// that failed to connect or got an empty answer.
+func (e *Env) StartHAProxy(ctx context.Context, apis []*Proc) (*Proc, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf(`global
+  maxconn 4096
+%sfrontend api
   bind 127.0.0.1:%d
+  http-response set-header %s %%b/%%s
   default_backend agentd
 backend agentd
   balance roundrobin
   option httpchk GET /readyz
-%s`, port, servers.String())
-	path := filepath.Join(e.Dir, "haproxy.cfg")
+%s`, haproxyDefaults, port, serverHeader, haproxyServers(apis))
+	return e.startHAProxy(ctx, port, "haproxy", cfg)
+}
+
+// startHAProxy writes cfg to e.Dir/name.cfg and starts HAProxy on it
+// (listening on port).
+func (e *Env) startHAProxy(ctx context.Context, port int, name, cfg string) (*Proc, error) {
+	bin, err := Need("haproxy", "haproxy")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(e.Dir, name+".cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	p := e.NewProc("haproxy", port, nil, bin, "-db", "-f", path)
+	p := e.NewProc(name, port, nil, bin, "-db", "-f", path)
 	if err := p.Start(); err != nil {
 		return nil, err
 	}
@@ -291,22 +313,45 @@ func (e *Env) StartSim(ctx context.Context, latency time.Duration) (*Proc, error
 // Serve starts `agentd serve -role role` on a free port with config cfg
 // and waits for /readyz.
 func (e *Env) Serve(ctx context.Context, name, cfg, role string) (*Proc, error) {
+	p, err := e.newServe(name, cfg, role)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.startReady(ctx)
+}
+
+// newServe describes `agentd serve -role role` on a free port (not
+// started: startReady starts it).
+func (e *Env) newServe(name, cfg, role string) (*Proc, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	p := e.NewProc(name, port, []string{fmt.Sprintf("AGENTD_SERVER_ADDR=127.0.0.1:%d", port)},
-		e.Bin, "serve", "-config", cfg, "-role", role)
-	if err := p.Start(); err != nil {
-		return nil, err
-	}
-	return p, WaitHTTP(ctx, p.Base()+"/readyz", 90*time.Second, p)
+	return e.NewProc(name, port, []string{fmt.Sprintf("AGENTD_SERVER_ADDR=127.0.0.1:%d", port)},
+		e.Bin, "serve", "-config", cfg, "-role", role), nil
 }
+
+// startReady starts an agentd instance and waits for its /readyz.
+func (p *Proc) startReady(ctx context.Context) error {
+	if err := p.Start(); err != nil {
+		return err
+	}
+	return WaitHTTP(ctx, p.Base()+"/readyz", 90*time.Second, p)
+}
+
+// defaultSystem is the agent's system prompt in the kit's config.
+const defaultSystem = "Use the tools when they help."
 
 // Config writes the agentd config shared by the scenario's processes.
 // The agent "demo" has the built-in clock and the HTTP tool "counter"
 // (consequential: it gets an Idempotency-Key) served by tools.
 func (e *Env) Config(storeURL, redisURL, simBase, toolURL string) (string, error) {
+	return e.configFile("agentd.yaml", defaultSystem, storeURL, redisURL, simBase, toolURL)
+}
+
+// configFile writes the config of Config with the agent's system prompt
+// system to e.Dir/name.
+func (e *Env) configFile(name, system, storeURL, redisURL, simBase, toolURL string) (string, error) {
 	redis := ""
 	if redisURL != "" {
 		redis = fmt.Sprintf("redis:\n  url: %q\n  timeout: 200ms\n  dial_timeout: 200ms\n", redisURL)
@@ -345,12 +390,12 @@ tools:
 agents:
   - name: demo
     model: claude-sonnet-4-5
-    system: Use the tools when they help.
+    system: %q
     tools: [clock, counter]
     max_steps: 8
     timeout: 2m
-`, storeURL, redis, simBase, toolURL)
-	path := filepath.Join(e.Dir, "agentd.yaml")
+`, storeURL, redis, simBase, toolURL, system)
+	path := filepath.Join(e.Dir, name)
 	return path, os.WriteFile(path, []byte(cfg), 0o644)
 }
 
