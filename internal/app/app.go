@@ -36,6 +36,8 @@ import (
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/tool"
+	"github.com/agentd/agentd/internal/tool/httptool"
+	"github.com/agentd/agentd/internal/tool/mcp"
 	"github.com/agentd/agentd/internal/tool/toolset"
 	"github.com/agentd/agentd/internal/usagelog"
 )
@@ -362,7 +364,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	managedAPI.RunEvents, managedAPI.Hub = st, be.Hub
 	managedAPI.Webhooks, managedAPI.WebhookURL = a.queue, cfg.ManagedAgents.WebhookURL.Value()
 	// Agents created through the API run as runs of their stored version.
-	managedAPI.Agents = managedResolver(cfg, st, tools, a.managedModels)
+	// Their MCP servers by URL: one pooled client per URL, under the HTTP
+	// tools' SSRF guard.
+	mm := cfg.ManagedAgents.MCP
+	mcpPool := mcp.NewPool(mcp.PoolConfig{
+		Policy: httptool.Policy{AllowPrivate: mm.AllowPrivate, AllowHosts: mm.AllowHosts,
+			Hint: "this server refuses MCP servers there unless managed.mcp.allow_private or managed.mcp.allow_hosts allows it"},
+		ConnectTimeout: mm.ConnectTimeout, MaxServers: mm.MaxServers, Log: log.With("component", "mcp-pool"),
+	})
+	a.onClose(mcpPool.Close)
+	managedAPI.Agents = managedResolver(cfg, st, tools, a.managedModels, mcpPool, log)
 	svc.Resolver = managedAPI.Agents
 
 	// Admission: chat and stream slots, and the memory guard in front of

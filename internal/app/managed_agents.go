@@ -12,6 +12,7 @@ import (
 	agentrun "github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/tool"
+	"github.com/agentd/agentd/internal/tool/mcp"
 	"github.com/agentd/agentd/internal/tool/toolset"
 )
 
@@ -56,7 +57,7 @@ func (m *managedModels) model(id string) (llm.Model, error) {
 // managedResolver runs the agents created through the Managed Agents API
 // (the run service's Resolver): their models through the process's
 // resilience stack, their mcp_toolsets from agentd's configured tools.
-func managedResolver(cfg *config.Config, st store.Managed, tools *toolset.Set, models *managedModels) *managed.Resolver {
+func managedResolver(cfg *config.Config, st store.Managed, tools *toolset.Set, models *managedModels, pool *mcp.Pool, log *slog.Logger) *managed.Resolver {
 	// agentd's configured tools by source, as the toolset built them
 	// (guarded, audited): a built-in or HTTP tool is in AgentdToolset, an
 	// MCP server's under its name. Built-ins no agent uses come bare.
@@ -85,6 +86,10 @@ func managedResolver(cfg *config.Config, st store.Managed, tools *toolset.Set, m
 		Store: st,
 		Model: models.model,
 		Tools: func(server string) []tool.Tool { return bySource[server] },
+		MCP:   pool,
+		// The output guard of configured MCP tools, without per-tool
+		// metrics (the tools are the clients', their names unbounded).
+		MCPGuard: tool.GuardOptions{Secrets: tools.Secrets(), Log: log.With("component", "mcp-pool")},
 		Defaults: agentrun.Agent{MaxSteps: config.DefaultAgentMaxSteps, MaxTokens: config.DefaultAgentMaxTokens,
 			Timeout: config.DefaultAgentTimeout},
 		MaxMessages: config.DefaultAgentMaxMessages,

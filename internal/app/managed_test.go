@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ type managedBundle struct {
 	Client anthropic.Client // tenant t1
 	Other  anthropic.Client // tenant t2
 	Key    string
+	// Stop stops the agentd (as the test's cleanup does).
+	Stop func()
 }
 
 // startManaged runs an agentd on backend with API keys for tenants t1 and
@@ -49,14 +52,27 @@ func startManaged(t *testing.T, backend string) *managedBundle {
 // worker settings) in extra.
 func startManagedWith(t testing.TB, backend, extra string) *managedBundle {
 	t.Helper()
-	dir := t.TempDir()
-	var storeURL string
+	return startManagedOn(t, managedStoreURL(t, backend), extra)
+}
+
+// managedStoreURL is a new, empty store of backend.
+func managedStoreURL(t testing.TB, backend string) string {
+	t.Helper()
 	switch backend {
 	case "sqlite":
-		storeURL = "sqlite://" + filepath.ToSlash(filepath.Join(dir, "agentd.db"))
+		return "sqlite://" + filepath.ToSlash(filepath.Join(t.TempDir(), "agentd.db"))
 	case "postgres":
-		storeURL = pgtest.Schema(t, pgtest.BaseURL(t), 10)
+		return pgtest.Schema(t, pgtest.BaseURL(t), 10)
 	}
+	t.Fatalf("backend %q", backend)
+	return ""
+}
+
+// startManagedOn is startManagedWith on the store at storeURL (several
+// agentd processes may share one, one after the other or at once).
+func startManagedOn(t testing.TB, storeURL, extra string) *managedBundle {
+	t.Helper()
+	dir := t.TempDir()
 	// The keys exist before the server starts, as `agentd keys create`
 	// makes them.
 	ctx := t.Context()
@@ -86,22 +102,26 @@ auth:
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("agentd did not stop")
-		}
-	})
+	var once sync.Once
+	stopNow := func() {
+		once.Do(func() {
+			stop()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Error("agentd did not stop")
+			}
+		})
+	}
+	t.Cleanup(stopNow)
 	waitReady(t, a)
 	url := "http://" + a.Addr().String()
 	client := func(key string) anthropic.Client {
 		return anthropic.NewClient(option.WithoutEnvironmentDefaults(), option.WithBaseURL(url), option.WithAPIKey(key),
 			option.WithMaxRetries(0), option.WithRequestTimeout(20*time.Second))
 	}
-	return &managedBundle{URL: url, Client: client(k1.Token), Other: client(k2.Token), Key: k1.Token}
+	return &managedBundle{URL: url, Client: client(k1.Token), Other: client(k2.Token), Key: k1.Token, Stop: stopNow}
 }
 
 // apiError asserts err is the SDK's *anthropic.Error with status and an

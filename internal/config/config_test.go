@@ -216,8 +216,8 @@ func TestEnvVars(t *testing.T) {
 	// abuse + admission.tenant.max_in_flight and providers.anthropic.h2c +
 	// redaction.messages + auth.cache_ttl + auth.allow_unauthenticated_network
 	// + secrets_refresh (poll_interval, grace) + 8 retention + 8
-	// breakers.defaults + admission.overflow + 4 console + 2 managed.
-	assert.Len(t, vars, 114)
+	// breakers.defaults + admission.overflow + 4 console + 5 managed.
+	assert.Len(t, vars, 117)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}

@@ -54,6 +54,8 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Redaction.Messages, DefaultMessageSecrets)
 
 	c.defaultSessions()
+	setDefault(&c.ManagedAgents.MCP.ConnectTimeout, DefaultManagedMCPConnectTimeout)
+	setDefault(&c.ManagedAgents.MCP.MaxServers, DefaultManagedMCPMaxServers)
 	st := &c.Store
 	setDefault(&st.URL, DefaultStoreURL)
 	setDefault(&st.ConversationTTL, DefaultConversationTTL)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/run"
@@ -25,8 +27,12 @@ import (
 //	mcp_toolset    agentd's configured tools of that source (AgentdToolset
 //	               or a configured MCP server), those enabled; always_ask
 //	               ones wait for a user.tool_confirmation
-//	mcp_servers    refused: agentd does not connect to an agent's own MCP
-//	               servers by URL yet
+//	mcp_servers    by URL, through MCP (the process's pool of MCP clients):
+//	               the URL is checked against the private-address policy
+//	               when the agent is resolved; the server is connected and
+//	               its tools listed when a run executes (run.ChatAgent's
+//	               Prepare, on the executing process, again at every
+//	               resume), its toolset's enabled tools offered as above
 type Resolver struct {
 	Store store.Managed
 	// Model returns the model client (resilience stack) of a model id.
@@ -34,11 +40,29 @@ type Resolver struct {
 	// Tools returns agentd's configured tools of a source: AgentdToolset
 	// or a configured MCP server's name.
 	Tools func(server string) []tool.Tool
+	// MCP connects to the MCP servers agents name by URL; nil: agents
+	// with mcp_servers are refused.
+	MCP MCPClients
+	// MCPGuard are the options of the output guard around each tool of an
+	// MCP server by URL (Source is set per server).
+	MCPGuard tool.GuardOptions
 	// Defaults are the run limits of every API-created agent (MaxSteps,
 	// MaxTokens, Timeout, ToolTimeout, Approval.Timeout).
 	Defaults run.Agent
 	// MaxMessages caps a session's stored conversation.
 	MaxMessages int
+}
+
+// MCPClients are the process's MCP clients of servers by URL (mcp.Pool).
+type MCPClients interface {
+	// CheckURL checks a URL against the private-address policy, without
+	// connecting.
+	CheckURL(url string) error
+	// Tools connects (if need be, bounded) and returns the server's tools.
+	Tools(ctx context.Context, url string) ([]tool.Tool, error)
+	// Known returns the tool names the server offered when last listed,
+	// without connecting (nil: not connected on this process).
+	Known(url string) []string
 }
 
 // ResolveAgent implements run.AgentResolver: agent id at version (0: the
@@ -62,19 +86,54 @@ func (r *Resolver) ResolveAgent(ctx context.Context, tenant, id string, version 
 }
 
 // Build returns the run agent of an agent version; an agent this server
-// cannot run is an InvalidError saying why.
+// cannot run is an InvalidError saying why. It does not connect to the
+// agent's MCP servers by URL: the agent's Prepare does, when a run of it
+// executes.
 func (r *Resolver) Build(id string, c AgentConfig) (*run.ChatAgent, error) {
-	if len(c.MCPServers) > 0 {
-		return nil, invalid("agent %s: mcp_servers (%s, by URL): connecting to an agent's own MCP servers is not supported by this "+
-			"server yet; use agentd's configured MCP servers (an mcp_toolset naming one) instead (see docs/managed-agents.md)",
-			id, c.MCPServers[0].URL)
+	if err := r.CheckMCPServers(c); err != nil {
+		return nil, invalid("agent %s: %s", id, err.Message)
 	}
+	a, err := r.build(context.Background(), id, c, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.MCPServers) > 0 {
+		a.Prepare = func(ctx context.Context) (*run.ChatAgent, error) { return r.build(ctx, id, c, true) }
+	}
+	return a, nil
+}
+
+// CheckMCPServers checks the URLs of c's MCP servers against the process's
+// policy (no connection): an InvalidError naming the first refused.
+func (r *Resolver) CheckMCPServers(c AgentConfig) *InvalidError {
+	if len(c.MCPServers) == 0 {
+		return nil
+	}
+	if r == nil || r.MCP == nil {
+		return &InvalidError{Message: fmt.Sprintf("mcp_servers (%s, by URL): this process does not connect to MCP servers by URL", c.MCPServers[0].URL)}
+	}
+	for i, s := range c.MCPServers {
+		if err := r.MCP.CheckURL(s.URL); err != nil {
+			return &InvalidError{Message: fmt.Sprintf("mcp_servers[%d].url (%s): %v", i, s.URL, err)}
+		}
+	}
+	return nil
+}
+
+// build is Build; with connect, the tools of its MCP servers by URL are
+// listed (connecting as needed) and offered per their toolsets, else they
+// are left out.
+func (r *Resolver) build(ctx context.Context, id string, c AgentConfig, connect bool) (*run.ChatAgent, error) {
 	if r.Model == nil {
 		return nil, errors.New("managed agents: no model source")
 	}
 	model, err := r.Model(c.Model.ID)
 	if err != nil {
 		return nil, fmt.Errorf("agent %s: model %s: %w", id, c.Model.ID, err)
+	}
+	urls := map[string]string{}
+	for _, s := range c.MCPServers {
+		urls[s.Name] = s.URL
 	}
 	a := r.Defaults
 	a.Name, a.Model, a.System, a.Client = id, c.Model.ID, c.System, model
@@ -91,13 +150,35 @@ func (r *Resolver) Build(id string, c AgentConfig) (*run.ChatAgent, error) {
 			seen[t.Name] = true
 		case ToolMCPToolset:
 			var offered []tool.Tool
-			if r.Tools != nil {
-				offered = r.Tools(t.MCPServerName)
-			}
-			for _, ct := range t.Configs { // a named tool the source does not have: refused, not ignored
-				if on, _ := t.Policy(ct.Name); on && !hasTool(offered, ct.Name) {
-					return nil, invalid("agent %s: tool %q of mcp_toolset %q is not available on this server (agentd offers only the "+
-						"tools its configuration attaches to an agent)", id, ct.Name, t.MCPServerName)
+			url, byURL := urls[t.MCPServerName]
+			switch {
+			case byURL && !connect:
+				continue
+			case byURL:
+				ts, err := r.MCP.Tools(ctx, url)
+				if err != nil {
+					return nil, fmt.Errorf("mcp_servers %q (%s) of agent %s: %w", t.MCPServerName, url, id, err)
+				}
+				g := r.MCPGuard
+				g.Source = fmt.Sprintf("mcp server %s (%s)", t.MCPServerName, url)
+				for _, x := range ts {
+					offered = append(offered, tool.Guard(x, g))
+				}
+				for _, ct := range t.Configs {
+					if on, _ := t.Policy(ct.Name); on && !hasTool(offered, ct.Name) {
+						return nil, fmt.Errorf("mcp_servers %q (%s) of agent %s offers no tool %q, which its mcp_toolset enables (it offers: %s)",
+							t.MCPServerName, url, id, ct.Name, strings.Join(toolNames(offered), ", "))
+					}
+				}
+			default:
+				if r.Tools != nil {
+					offered = r.Tools(t.MCPServerName)
+				}
+				for _, ct := range t.Configs { // a named tool the source does not have: refused, not ignored
+					if on, _ := t.Policy(ct.Name); on && !hasTool(offered, ct.Name) {
+						return nil, invalid("agent %s: tool %q of mcp_toolset %q is not available on this server (agentd offers only the "+
+							"tools its configuration attaches to an agent)", id, ct.Name, t.MCPServerName)
+					}
 				}
 			}
 			for _, ot := range offered {
@@ -115,6 +196,56 @@ func (r *Resolver) Build(id string, c AgentConfig) (*run.ChatAgent, error) {
 		}
 	}
 	return &run.ChatAgent{Agent: a, MaxMessages: r.MaxMessages}, nil
+}
+
+// MCPServerOf returns, for the session stream of agent c, the MCP server
+// (mcp_server_name) a tool name belongs to, among c's MCP servers by URL:
+// the one whose tools, as this process last listed them, include it;
+// else, when c has a single toolset of a server by URL and no other
+// toolset offers the name, that one.
+func (r *Resolver) MCPServerOf(c AgentConfig) func(name string) (string, bool) {
+	if r == nil || r.MCP == nil || len(c.MCPServers) == 0 {
+		return func(string) (string, bool) { return "", false }
+	}
+	urls := map[string]string{}
+	for _, s := range c.MCPServers {
+		urls[s.Name] = s.URL
+	}
+	var byURL, others []string
+	for _, t := range c.Tools {
+		if t.Type != ToolMCPToolset {
+			continue
+		}
+		if _, ok := urls[t.MCPServerName]; ok {
+			byURL = append(byURL, t.MCPServerName)
+		} else {
+			others = append(others, t.MCPServerName)
+		}
+	}
+	return func(name string) (string, bool) {
+		for _, s := range byURL {
+			if slices.Contains(r.MCP.Known(urls[s]), name) {
+				return s, true
+			}
+		}
+		if len(byURL) != 1 {
+			return "", false
+		}
+		for _, o := range others {
+			if r.Tools != nil && hasTool(r.Tools(o), name) {
+				return "", false
+			}
+		}
+		return byURL[0], true
+	}
+}
+
+func toolNames(ts []tool.Tool) []string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.Spec().Name)
+	}
+	return out
 }
 
 func hasTool(ts []tool.Tool, name string) bool {

@@ -58,6 +58,19 @@ func (s *Service) agentOut(a store.ManagedAgent) (Agent, error) {
 	return renderAgent(a, c), nil
 }
 
+// checkMCPServers refuses MCP server URLs the process's private-address
+// policy refuses (when it runs agents with MCP servers by URL; a process
+// that does not refuses their sessions' messages instead).
+func (s *Service) checkMCPServers(c AgentConfig) error {
+	if s.Agents == nil || s.Agents.MCP == nil {
+		return nil
+	}
+	if e := s.Agents.CheckMCPServers(c); e != nil {
+		return e
+	}
+	return nil
+}
+
 // CreateAgent creates an agent at version 1.
 func (s *Service) CreateAgent(ctx context.Context, tenant string, req AgentRequest) (Agent, error) {
 	if present(req.Version) {
@@ -65,6 +78,9 @@ func (s *Service) CreateAgent(ctx context.Context, tenant string, req AgentReque
 	}
 	c, err := applyAgentRequest(AgentConfig{}, req, true, s.Catalog)
 	if err != nil {
+		return Agent{}, err
+	}
+	if err := s.checkMCPServers(c); err != nil {
 		return Agent{}, err
 	}
 	b, err := json.Marshal(c)
@@ -131,6 +147,9 @@ func (s *Service) UpdateAgent(ctx context.Context, tenant, id string, req AgentR
 		}
 		next, err := applyAgentRequest(c, req, false, s.Catalog)
 		if err != nil {
+			return Agent{}, err
+		}
+		if err := s.checkMCPServers(next); err != nil {
 			return Agent{}, err
 		}
 		b, err := json.Marshal(next)

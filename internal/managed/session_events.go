@@ -481,9 +481,12 @@ func (s *Service) translator(a store.ManagedAgent) (*Translator, error) {
 			}
 		}
 	}
+	byURL := s.Agents.MCPServerOf(c) // tools of its MCP servers by URL
 	return &Translator{Tools: ToolsOf(c, func(name string) (string, bool) {
-		server, ok := byName[name]
-		return server, ok
+		if server, ok := byName[name]; ok {
+			return server, ok
+		}
+		return byURL(name)
 	})}, nil
 }
 

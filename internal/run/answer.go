@@ -80,6 +80,8 @@ func ClassifyError(err error) ErrorInfo {
 		return ErrorInfo{Type: "approval_timeout", Message: err.Error()}
 	case errors.Is(err, ErrProgramFailed):
 		return ErrorInfo{Type: "program_failed", Message: err.Error()}
+	case errors.Is(err, ErrToolsUnavailable):
+		return ErrorInfo{Type: "tools_unavailable", Message: err.Error()}
 	}
 	if ex, ok := budget.AsExceeded(err); ok {
 		return ErrorInfo{Type: "budget_exceeded", Message: ex.Error()}

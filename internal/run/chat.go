@@ -26,6 +26,10 @@ var (
 	// flight (concurrency policy "reject"), or the conversation changed
 	// while this run executed.
 	ErrConversationBusy = errors.New("conversation is busy with another message")
+	// ErrToolsUnavailable: the tools of the agent could not be made ready
+	// when its run was to execute (ChatAgent.Prepare failed: say, an MCP
+	// server by URL is unreachable). The run fails with the reason.
+	ErrToolsUnavailable = errors.New("the agent's tools are unavailable")
 )
 
 // ChatStore is the part of the store synchronous chat uses.
@@ -54,6 +58,25 @@ type ChatAgent struct {
 	// ConcurrencyPolicy is what happens to a message sent while the
 	// conversation is busy (agents[].concurrency_policy; "": reject).
 	ConcurrencyPolicy Policy
+	// Prepare, when set, returns the agent a run executes with, made on
+	// the process that executes it each time the run starts or resumes,
+	// rather than wherever the agent is resolved (a submit resolves it
+	// too): an agent created through the Managed Agents API connects to
+	// its MCP servers by URL there. An error fails the run
+	// (ErrToolsUnavailable) with its message.
+	Prepare func(ctx context.Context) (*ChatAgent, error)
+}
+
+// prepared is a's Prepare'd agent (a itself without a Prepare).
+func prepared(ctx context.Context, a *ChatAgent) (*ChatAgent, error) {
+	if a == nil || a.Prepare == nil {
+		return a, nil
+	}
+	p, err := a.Prepare(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrToolsUnavailable, err)
+	}
+	return p, nil
 }
 
 // Service runs chat turns: it owns the conversation around a run.
@@ -291,6 +314,9 @@ func (s *Service) prepare(ctx context.Context, p ChatParams, leases *Runs) (*Cha
 	p.Message = msg
 	agent, conv, isNew, err := s.resolve(ctx, p.Tenant, p.Agent, 0, p.ConversationID)
 	if err != nil {
+		return nil, err
+	}
+	if agent, err = prepared(ctx, agent); err != nil {
 		return nil, err
 	}
 	c := &Chat{s: s, agent: agent, tenant: p.Tenant, conv: conv, isNew: isNew, started: time.Now(), held: true}

@@ -296,7 +296,7 @@ func (r *Runs) afterRun(ctx context.Context, run store.Run, owner string, err er
 	if le := (*loadError)(nil); errors.As(err, &le) {
 		switch err := le.err; {
 		case errors.Is(err, ErrAgentNotFound), errors.Is(err, ErrConversationNotFound), errors.Is(err, errBadInput),
-			errors.Is(err, errDefinition):
+			errors.Is(err, errDefinition), errors.Is(err, ErrToolsUnavailable):
 			// The run cannot ever execute: fail it instead of retrying.
 			r.fail(ctx, run, err)
 			return false, nil
@@ -365,6 +365,9 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	// configuration says now (definition.go).
 	agent, err := s.agentOf(ctx, run, in.AgentVersion)
 	if err != nil {
+		return nil, err
+	}
+	if agent, err = prepared(ctx, agent); err != nil {
 		return nil, err
 	}
 	// Checked again: the run may have been queued before the guard was on
@@ -444,8 +447,12 @@ func (r *Runs) fail(ctx context.Context, run store.Run, cause error) {
 	// Written even while the worker stops (ctx is River's).
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	kind := "invalid_run"
+	if errors.Is(cause, ErrToolsUnavailable) {
+		kind = "tools_unavailable"
+	}
 	if err := r.Store.UpdateRun(ctx, store.UpdateRunParams{
-		ID: run.ID, Status: store.RunFailed, Error: "invalid_run: " + cause.Error(), Attempt: run.Attempt,
+		ID: run.ID, Status: store.RunFailed, Error: kind + ": " + cause.Error(), Attempt: run.Attempt,
 		StartedAt: run.StartedAt, FinishedAt: now,
 	}); err != nil {
 		r.Log.ErrorContext(ctx, "update run", "run_id", run.ID, "err", err)

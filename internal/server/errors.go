@@ -137,7 +137,7 @@ func classified(info run.ErrorInfo) *Error {
 	case "upstream_unavailable":
 		e.Status = http.StatusServiceUnavailable
 		e.RetryAfter = 1
-	case "upstream_error", "program_failed":
+	case "upstream_error", "program_failed", "tools_unavailable":
 		e.Status = http.StatusBadGateway
 	case "budget_exceeded", "rate_limited":
 		e.Status = http.StatusTooManyRequests

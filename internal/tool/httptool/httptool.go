@@ -107,7 +107,7 @@ func New(cfg Config) (tool.Tool, error) {
 		cfg:    cfg,
 		spec:   llm.ToolSpec{Name: cfg.Name, Description: cfg.Description, InputSchema: cfg.InputSchema},
 		schema: schema,
-		client: newClient(cfg.AllowPrivate, cfg.checkAddr, headerNames),
+		client: newClient(Policy{AllowPrivate: cfg.AllowPrivate}, cfg.checkAddr, headerNames),
 		fields: fields,
 	}
 	return t, nil

@@ -1,11 +1,14 @@
 package httptool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,13 +40,89 @@ var blockedPrefixes = func() []netip.Prefix {
 	return ps
 }()
 
+// MaxRedirects is how many redirects an HTTP tool follows.
+const MaxRedirects = 5
+
+// Policy is the SSRF guard of an outbound client: destinations in the
+// ranges CheckIP refuses are unreachable unless AllowPrivate, or the URL's
+// host is one of AllowHosts. HTTP tools use it with AllowPrivate alone
+// (tools.http[].allow_private); the MCP servers that agents created through
+// the Managed Agents API name by URL with both (managed.mcp).
+type Policy struct {
+	AllowPrivate bool
+	// AllowHosts are host names or IP literals (no port; matched without
+	// case) that may be at private addresses.
+	AllowHosts []string
+	// Hint ends the message of a refusal: how to allow the destination.
+	// Default: "set allow_private: true to allow it".
+	Hint string
+}
+
+// allowsHost reports whether host (a URL's host name, no port) is exempt.
+func (p Policy) allowsHost(host string) bool {
+	if p.AllowPrivate {
+		return true
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	for _, h := range p.AllowHosts {
+		if strings.EqualFold(strings.TrimSuffix(h, "."), host) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p Policy) hint() string {
+	if p.Hint != "" {
+		return p.Hint
+	}
+	return "set allow_private: true to allow it"
+}
+
+// CheckURL is the check that needs no DNS: raw must be an absolute http(s)
+// URL, and a host that is an IP literal in a refused range, or "localhost"
+// (or a name under it), is refused unless allowed. Host names are checked
+// again, against every address they resolve to, when the client dials.
+func (p Policy) CheckURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return fmt.Errorf("want an absolute http(s) URL, got %q", raw)
+	}
+	host := u.Hostname()
+	if p.allowsHost(host) {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if err := checkIPHint(ip, p.hint()); err != nil {
+			return err
+		}
+		return nil
+	}
+	if h := strings.ToLower(strings.TrimSuffix(host, ".")); h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return fmt.Errorf("%w: %s is a loopback name (%s)", ErrBlocked, host, p.hint())
+	}
+	return nil
+}
+
+// Client returns an HTTP client under the policy: it dials through the
+// guard (unless the host is allowed), never through a proxy, checks each
+// redirect and follows at most MaxRedirects. Headers named in
+// stripOnCrossHost are dropped on a redirect to another host.
+func (p Policy) Client(stripOnCrossHost ...string) *http.Client {
+	return newClient(p, nil, stripOnCrossHost)
+}
+
 // CheckIP returns an error wrapping ErrBlocked if ip is in a loopback,
 // private, link-local or otherwise non-public range.
 func CheckIP(ip netip.Addr) error {
+	return checkIPHint(ip, "set allow_private: true to allow it")
+}
+
+func checkIPHint(ip netip.Addr, hint string) error {
 	ip = ip.Unmap()
 	for _, p := range blockedPrefixes {
 		if p.Contains(ip) {
-			return fmt.Errorf("%w: %s is a loopback, private, link-local or reserved address (set allow_private: true to allow it)", ErrBlocked, ip)
+			return fmt.Errorf("%w: %s is a loopback, private, link-local or reserved address (%s)", ErrBlocked, ip, hint)
 		}
 	}
 	return nil
@@ -54,6 +133,10 @@ func CheckIP(ip netip.Addr) error {
 // a DNS change between requests: rebinding) and every redirect target is
 // checked.
 func checkAddr(_, address string) error {
+	return checkAddrHint(address, "set allow_private: true to allow it")
+}
+
+func checkAddrHint(address, hint string) error {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return fmt.Errorf("%w: bad address %q", ErrBlocked, address)
@@ -62,27 +145,32 @@ func checkAddr(_, address string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %q is not an IP address", ErrBlocked, host)
 	}
-	return CheckIP(ip)
+	return checkIPHint(ip, hint)
 }
 
-// MaxRedirects is how many redirects an HTTP tool follows.
-const MaxRedirects = 5
-
 // newClient returns a client whose transport dials through the guard
-// (unless allowPrivate) and never through a proxy (the guard checks the
-// address it dials), and which checks each redirect. check replaces
-// checkAddr (tests).
-func newClient(allowPrivate bool, check func(network, address string) error, stripOnCrossHost []string) *http.Client {
+// (unless the policy allows the host dialed) and never through a proxy
+// (the guard checks the address it dials), and which checks each redirect.
+// check replaces the dial-time check (tests).
+func newClient(p Policy, check func(network, address string) error, stripOnCrossHost []string) *http.Client {
 	if check == nil {
-		check = checkAddr
+		hint := p.hint()
+		check = func(_, address string) error { return checkAddrHint(address, hint) }
 	}
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	if !allowPrivate {
-		d.Control = func(network, address string, _ syscall.RawConn) error { return check(network, address) }
+	open := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	guarded := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second,
+		Control: func(network, address string, _ syscall.RawConn) error { return check(network, address) }}
+	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
+		// address is the URL's host:port, before resolution: an allowed
+		// host dials without the check, any other through it.
+		if host, _, err := net.SplitHostPort(address); err == nil && p.allowsHost(host) {
+			return open.DialContext(ctx, network, address)
+		}
+		return guarded.DialContext(ctx, network, address)
 	}
 	tr := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           d.DialContext,
+		DialContext:           dial,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          32,
 		MaxIdleConnsPerHost:   8,
@@ -99,9 +187,9 @@ func newClient(allowPrivate bool, check func(network, address string) error, str
 			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
 				return tool.Errorf(tool.KindBlocked, "redirect to a %q URL refused", req.URL.Scheme)
 			}
-			if !allowPrivate {
+			if !p.allowsHost(req.URL.Hostname()) {
 				if ip, err := netip.ParseAddr(req.URL.Hostname()); err == nil {
-					if err := CheckIP(ip); err != nil {
+					if err := checkIPHint(ip, p.hint()); err != nil {
 						return &tool.Error{Kind: tool.KindBlocked, Err: fmt.Errorf("redirect refused: %w", err)}
 					}
 				}
