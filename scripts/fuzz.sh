@@ -11,9 +11,9 @@ export PATH="/usr/local/go/bin:$PATH"
 secs=${1:-10}
 par=${2:-1}
 targets=(
-  "./internal/server FuzzDecodeChatRequest"
-  "./internal/server FuzzDecodeRunRequest"
-  "./internal/gateway FuzzScan"
+  "./internal/server/fuzz FuzzDecodeChatRequest"
+  "./internal/server/fuzz FuzzDecodeRunRequest"
+  "./internal/gateway/reqscan FuzzScan"
   "./internal/gateway FuzzRelayStream"
   "./internal/llm/anthropic FuzzUpstreamStream"
   "./internal/config FuzzLoad"

@@ -40,18 +40,28 @@ const maxRefFileBytes = 1 << 20
 // path is ""). Errors name the file, the environment variable or the field's
 // YAML path.
 func Load(path string, environ []string) (*Config, error) {
+	if path == "" {
+		return Parse(nil, "", ".", environ)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data, path, filepath.Dir(path), environ)
+}
+
+// Parse is Load of a configuration already read: data is the YAML named
+// name (its path; "" means no file: data is ignored and src is the
+// environment), whose relative ${file:PATH} references are relative to
+// baseDir. Load reads the file and calls Parse; the fuzz target FuzzLoad
+// calls it directly, without file I/O per input.
+func Parse(data []byte, name, baseDir string, environ []string) (*Config, error) {
 	cfg := &Config{}
 	src := "environment"
-	baseDir := "."
-	if path != "" {
-		src = path
-		baseDir = filepath.Dir(path)
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
-		}
+	if name != "" {
+		src = name
 		if err := decodeStrict(data, cfg); err != nil {
-			return nil, fmt.Errorf("config %s: %w", path, err)
+			return nil, fmt.Errorf("config %s: %w", name, err)
 		}
 	}
 	env := envMap(environ)

@@ -27,6 +27,7 @@ import (
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/budget"
 	"github.com/agentd/agentd/internal/cost"
+	"github.com/agentd/agentd/internal/gateway/reqscan"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/metered"
 	"github.com/agentd/agentd/internal/money"
@@ -224,18 +225,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		return
 	}
 	body := buf.Bytes()
-	f, err := scan(body)
+	f, err := reqscan.Scan(body)
 	if err != nil {
 		c.refuse(&Refusal{Status: http.StatusBadRequest, Message: err.Error()})
 		return
 	}
-	if f.model == "" {
+	if f.Model == "" {
 		c.refuse(&Refusal{Status: http.StatusBadRequest, Message: "model: Field required"})
 		return
 	}
-	c.requested, c.stream = f.model, f.stream && !count
-	c.model = f.model
-	if to, ok := h.cfg.Aliases[f.model]; ok {
+	c.requested, c.stream = f.Model, f.Stream && !count
+	c.model = f.Model
+	if to, ok := h.cfg.Aliases[f.Model]; ok {
 		c.model = to
 	}
 	pol := h.policy(c.tenant)
@@ -275,17 +276,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, count bool) {
 		path += "?" + r.URL.RawQuery // e.g. the Agent SDK's ?beta=true
 	}
 	pt := &llm.Passthrough{
-		Path: path, Body: body, Model: f.model, ModelStart: f.modelStart, ModelEnd: f.modelEnd,
+		Path: path, Body: body, Model: f.Model, ModelStart: f.ModelStart, ModelEnd: f.ModelEnd,
 		Header: forwardHeader(r.Header), Respond: c.respond,
 	}
-	req := llm.Request{Model: c.model, MaxTokens: int(min(f.maxTokens, math.MaxInt32)), Passthrough: pt}
+	req := llm.Request{Model: c.model, MaxTokens: int(min(f.MaxTokens, math.MaxInt32)), Passthrough: pt}
 	var mc *metered.Call // nil for count_tokens: not metered
 	if !count {
 		// Gateway calls count as the agent "gateway" (budgets.agents).
 		if c.scope != nil {
 			c.step = c.scope.Begin()
 		}
-		mc, err = h.begin(ctx, c, &req, fallbacks, f.maxTokens)
+		mc, err = h.begin(ctx, c, &req, fallbacks, f.MaxTokens)
 		if err != nil {
 			if c.scope != nil {
 				if _, ok := budget.AsExceeded(err); ok && c.scope.OnRefused != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,9 +33,11 @@ type RunRequest struct {
 	ConcurrencyPolicy string `json:"concurrency_policy,omitempty"`
 }
 
-func decodeRunRequest(r *http.Request) (RunRequest, error) {
+// DecodeRunRequest reads and checks a run request body (as
+// DecodeChatRequest, plus the webhook URL).
+func DecodeRunRequest(body io.Reader) (RunRequest, error) {
 	var req RunRequest
-	if err := decodeStrict(r.Body, &req); err != nil {
+	if err := decodeStrict(body, &req); err != nil {
 		return req, err
 	}
 	switch {
@@ -71,7 +74,7 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
-	req, err := decodeRunRequest(r)
+	req, err := DecodeRunRequest(r.Body)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -85,7 +88,7 @@ func (s *Server) handleSubmitRun(w http.ResponseWriter, r *http.Request) {
 	rn, created, err := s.runs.Submit(r.Context(), run.SubmitParams{
 		Tenant: s.tenant(r), Agent: req.Agent, ConversationID: req.ConversationID,
 		Message: req.Message, IdempotencyKey: key, Webhook: req.Webhook, MaxCostUSD: req.MaxCostUSD,
-		ConcurrencyPolicy: run.Policy(req.ConcurrencyPolicy), // checked by decodeRunRequest
+		ConcurrencyPolicy: run.Policy(req.ConcurrencyPolicy), // checked by DecodeRunRequest
 	})
 	if err != nil {
 		s.writeError(w, r, err)

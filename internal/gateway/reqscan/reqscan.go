@@ -1,4 +1,8 @@
-package gateway
+// Package reqscan is the gateway's request reader: it reads model, stream
+// and max_tokens from a Messages API request body without decoding the
+// rest. It is a package of its own so that its fuzz target (FuzzScan)
+// links only it (see docs/reliability.md, "Fuzzing").
+package reqscan
 
 import (
 	"bytes"
@@ -8,13 +12,13 @@ import (
 	"strconv"
 )
 
-// fields are what the gateway reads of a request body; everything else is
+// Fields are what the gateway reads of a request body; everything else is
 // forwarded unread.
-type fields struct {
-	model                string
-	modelStart, modelEnd int // the model's JSON string in the body, quotes included
-	stream               bool
-	maxTokens            int64
+type Fields struct {
+	Model                string
+	ModelStart, ModelEnd int // the model's JSON string in the body, quotes included
+	Stream               bool
+	MaxTokens            int64
 }
 
 var (
@@ -22,10 +26,10 @@ var (
 	errNotObject = errors.New("the request body must be a JSON object")
 )
 
-// scan reads model, stream and max_tokens from the top level of body
+// Scan reads model, stream and max_tokens from the top level of body
 // without decoding the rest (messages, tools, images stay bytes).
-func scan(body []byte) (fields, error) {
-	var f fields
+func Scan(body []byte) (Fields, error) {
+	var f Fields
 	if !json.Valid(body) {
 		return f, errNotJSON
 	}
@@ -64,18 +68,18 @@ func scan(body []byte) (fields, error) {
 			if v[0] != '"' {
 				return f, errors.New("model: must be a string")
 			}
-			if err := json.Unmarshal(v, &f.model); err != nil {
+			if err := json.Unmarshal(v, &f.Model); err != nil {
 				return f, errors.New("model: must be a string")
 			}
-			f.modelStart, f.modelEnd = vStart, vEnd
+			f.ModelStart, f.ModelEnd = vStart, vEnd
 		case "stream":
-			f.stream = string(v) == "true"
+			f.Stream = string(v) == "true"
 		case "max_tokens":
 			n, err := strconv.ParseInt(string(v), 10, 64)
 			if err != nil {
 				return f, errors.New("max_tokens: must be an integer")
 			}
-			f.maxTokens = n
+			f.MaxTokens = n
 		}
 		i = skipWS(body, vEnd)
 		if body[i] == ',' {
@@ -85,7 +89,7 @@ func scan(body []byte) (fields, error) {
 	return f, nil
 }
 
-// fieldIndex is the index in scan's seen of a field the gateway reads, or
+// fieldIndex is the index in Scan's seen of a field the gateway reads, or
 // -1.
 func fieldIndex(key []byte) int {
 	switch string(key) {
@@ -99,7 +103,7 @@ func fieldIndex(key []byte) int {
 	return -1
 }
 
-// The skip functions assume valid JSON (scan checks it first).
+// The skip functions assume valid JSON (Scan checks it first).
 
 func skipWS(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
