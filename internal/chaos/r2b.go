@@ -26,7 +26,7 @@ func (c *R2bConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.After, "after", 20, "runs submitted after the switch (to green)")
 	fs.IntVar(&c.Workers, "workers", 2, "workers per color")
 	fs.Float64Var(&c.Rate, "rate", 50, "runs submitted per second")
-	fs.DurationVar(&c.Latency, "latency", 5*time.Second, "the simulated model's latency per call (slow: runs are in flight at the switch)")
+	fs.DurationVar(&c.Latency, "latency", 5*time.Second, "the simulated model's latency per call (slow: runs are in flight at the switch, and outlast a SIGTERM'd worker's drain)")
 	fs.StringVar(&c.Stop, "stop", "mixed", "how blue's workers stop after the switch: term (SIGTERM, drain), kill (kill -9) or mixed (SIGTERM and kill -9 in turn)")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "bound of the whole scenario")
 }
@@ -66,7 +66,13 @@ func RunR2b(ctx context.Context, e *Env, cfg R2bConfig) error {
 	if err != nil {
 		return err
 	}
-	sim, err := e.StartSim(ctx, cfg.Latency)
+	// One sim per color: each ledger shows what its color's processes
+	// asked the model (green's holds the calls it made for blue's runs).
+	simBlue, err := e.startSimNamed(ctx, "sim-blue", cfg.Latency)
+	if err != nil {
+		return err
+	}
+	simGreen, err := e.startSimNamed(ctx, "sim-green", cfg.Latency)
 	if err != nil {
 		return err
 	}
@@ -74,11 +80,11 @@ func RunR2b(ctx context.Context, e *Env, cfg R2bConfig) error {
 	if err != nil {
 		return err
 	}
-	blue, err := e.newColor("blue", systemA, pg.URL(), sim.Base(), tools.URL, 1, cfg.Workers)
+	blue, err := e.newColor("blue", systemA, pg.URL(), simBlue.Base(), tools.URL, 1, cfg.Workers)
 	if err != nil {
 		return err
 	}
-	green, err := e.newColor("green", systemB, pg.URL(), sim.Base(), tools.URL, 1, cfg.Workers)
+	green, err := e.newColor("green", systemB, pg.URL(), simGreen.Base(), tools.URL, 1, cfg.Workers)
 	if err != nil {
 		return err
 	}
@@ -169,12 +175,6 @@ func RunR2b(ctx context.Context, e *Env, cfg R2bConfig) error {
 	}
 	stops.Wait()
 	blueStopped := time.Since(bs)
-	// From here on only green calls the model: what a run of A calls now
-	// green makes from the stored snapshot.
-	atStop, err := simSystems(sim)
-	if err != nil {
-		return err
-	}
 	e.Logf("R2b: blue stopped (%d workers SIGTERM, %d kill -9, API SIGTERM) in %s", terms, kills, blueStopped.Round(time.Millisecond))
 	after := <-afterCh
 	e.Logf("R2b: %d runs submitted to green", cfg.After)
@@ -201,10 +201,13 @@ func RunR2b(ctx context.Context, e *Env, cfg R2bConfig) error {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	systems, err := simSystems(sim)
-	if err != nil {
-		return err
+	bySim := map[string]map[string]map[string]int{}
+	for name, s := range map[string]*Proc{"blue": simBlue, "green": simGreen} {
+		if bySim[name], err = simSystems(s); err != nil {
+			return err
+		}
 	}
+	systems := mergeSystems(bySim["blue"], bySim["green"])
 
 	// Verdict.
 	v := r2bVerdict{}
@@ -254,11 +257,13 @@ func RunR2b(ctx context.Context, e *Env, cfg R2bConfig) error {
 					e.Logf("R2b: run %s carried %v, want only %q", id, got, want)
 				}
 			}
-			if !after {
-				if n := got[systemA] - atStop[msg][systemA]; n > 0 {
-					v.greenCallsA += n
-					v.greenRunsA++
-				}
+			if n := bySim["green"][msg][systemA]; n > 0 {
+				v.greenCallsA += n
+				v.greenRunsA++
+			}
+			if n := bySim["blue"][msg][systemB]; n > 0 {
+				v.blueCallsB += n
+				v.blueRunsB++
 			}
 		}
 	}
@@ -283,13 +288,22 @@ func RunR2b(ctx context.Context, e *Env, cfg R2bConfig) error {
 	if !ok {
 		verdict = "FAIL"
 	}
+	suspended, resumedByGreen := 0, 0
+	for _, w := range blue.workers {
+		suspended += len(logTimes(w.Log, "run suspended; it resumes from its checkpoint"))
+	}
+	for _, w := range green.workers {
+		resumedByGreen += len(logTimes(w.Log, "resuming run"))
+	}
 	fmt.Fprintf(e.Out, "R2b %s runs=%d (before the switch, definition A) + %d (after, B) lost=%d failed=%d mixed=%d wrong_definition=%d "+
 		"in_flight_at_switch=%d (running %d, queued %d) blue_stop=%s (SIGTERM %d, kill -9 %d workers, in %s) "+
-		"runs_of_A_finished_by_green=%d (model calls with A made by green from the snapshot: %d) resumed_runs=%d model_calls=%d "+
+		"runs_of_A_run_by_green=%d (%d model calls with A, from the stored snapshot) runs_of_B_run_by_draining_blue=%d (%d calls with B) "+
+		"suspended_by_drain=%d resumed_by_green=%d resumed_runs=%d model_calls=%d "+
 		"digests: A=%.12s B=%.12s (one per side: %v) submit_retries=%d latency=%s wall=%s\n",
 		verdict, cfg.Runs, cfg.After, v.lost, v.failed, v.mixed, v.wrong+v.short,
 		inFlight.running+inFlight.queued, inFlight.running, inFlight.queued, cfg.Stop, terms, kills, blueStopped.Round(time.Millisecond),
-		v.greenRunsA, v.greenCallsA, v.resumed, v.modelCalls, dA, dB, digestsOK, submitErrs.Load(), cfg.Latency, time.Since(t0).Round(time.Second))
+		v.greenRunsA, v.greenCallsA, v.blueRunsB, v.blueCallsB, suspended, resumedByGreen, v.resumed, v.modelCalls,
+		dA, dB, digestsOK, submitErrs.Load(), cfg.Latency, time.Since(t0).Round(time.Second))
 	if !ok {
 		return errVerdict
 	}
@@ -299,7 +313,24 @@ func RunR2b(ctx context.Context, e *Env, cfg R2bConfig) error {
 type r2bVerdict struct {
 	lost, failed, mixed, wrong, short int
 	resumed, modelCalls               int
-	greenRunsA, greenCallsA           int
+	greenRunsA, greenCallsA           int // blue's runs (A) whose calls green made
+	blueRunsB, blueCallsB             int // green's runs (B) whose calls blue made (while it drained)
+}
+
+// mergeSystems adds ledgers of system prompts up.
+func mergeSystems(ledgers ...map[string]map[string]int) map[string]map[string]int {
+	out := map[string]map[string]int{}
+	for _, l := range ledgers {
+		for first, counts := range l {
+			if out[first] == nil {
+				out[first] = map[string]int{}
+			}
+			for sys, n := range counts {
+				out[first][sys] += n
+			}
+		}
+	}
+	return out
 }
 
 type inFlightCount struct{ running, queued int }

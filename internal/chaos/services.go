@@ -298,11 +298,16 @@ func (e *Env) startHAProxy(ctx context.Context, port int, name, cfg string) (*Pr
 // StartSim starts `agentd sim` with its ledger (requests per conversation
 // and message count) and the given latency.
 func (e *Env) StartSim(ctx context.Context, latency time.Duration) (*Proc, error) {
+	return e.startSimNamed(ctx, "sim", latency)
+}
+
+// startSimNamed is StartSim with the process named name (its log name).
+func (e *Env) startSimNamed(ctx context.Context, name string, latency time.Duration) (*Proc, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	p := e.NewProc("sim", port, nil, e.Bin, "sim", "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-api-key", "k",
+	p := e.NewProc(name, port, nil, e.Bin, "sim", "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-api-key", "k",
 		"-ledger", "-seed", "1", "-latency", latency.String())
 	if err := p.Start(); err != nil {
 		return nil, err
