@@ -18,6 +18,8 @@ targets=(
   "./internal/llm/anthropic FuzzUpstreamStream"
   "./internal/config FuzzLoad"
   "./internal/tool FuzzSchemaValidate"
+  "./internal/managed FuzzAgentRequest"
+  "./internal/managed FuzzSessionCreateRequest"
 )
 # Every Fuzz function of the module must be listed here.
 listed=$(printf '%s\n' "${targets[@]}" | awk '{print $2}' | sort)

@@ -1,0 +1,100 @@
+package managed
+
+import (
+	"encoding/json"
+	"regexp"
+	"testing"
+)
+
+// checkInvalid: a refusal of a body is an *InvalidError (400) with a message.
+func checkInvalid(t *testing.T, data []byte, err error) {
+	t.Helper()
+	e, ok := AsInvalid(err)
+	if !ok {
+		t.Fatalf("error %T %v is not an InvalidError (body %q)", err, err, data)
+	}
+	if e.Message == "" {
+		t.Fatalf("refusal without a message (body %q)", data)
+	}
+}
+
+// FuzzAgentRequest is the body of POST /v1/agents (agent create): an
+// arbitrary body decoded into AgentRequest and applied as a create
+// (applyAgentRequest, with a catalog of agentd's toolset and one MCP
+// server). It must never panic; a refusal is an InvalidError with a
+// message; an accepted agent has a name and a model id, and applying an
+// empty update to it is accepted too (what is accepted stays valid).
+// Seeds: testdata/fuzz/FuzzAgentRequest.
+func FuzzAgentRequest(f *testing.F) {
+	f.Add([]byte(`{"name":"a","model":"claude-sonnet-4-5"}`))
+	f.Add([]byte(`{"name":"a","model":{"id":"m","effort":"high"},"tools":[{"type":"custom","name":"lookup","description":"d","input_schema":{"type":"object"}},{"type":"mcp_toolset","mcp_server_name":"agentd","configs":[{"name":"clock","permission_policy":{"type":"always_allow"}}]}],"mcp_servers":[{"name":"docs","url":"https://x.example/mcp"}],"metadata":{"k":"v"}}`))
+	cat := Catalog{AgentdToolset: {"clock", "calculator"}, "kv": nil}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req AgentRequest
+		if json.Unmarshal(data, &req) != nil {
+			return // the server's body decoder refuses it (FuzzDecode* cover that decoder)
+		}
+		c, err := applyAgentRequest(AgentConfig{}, req, true, cat)
+		if err != nil {
+			checkInvalid(t, data, err)
+			return
+		}
+		if c.Name == "" || c.Model.ID == "" {
+			t.Fatalf("accepted an agent without name or model: %+v from %q", c, data)
+		}
+		if _, err := applyAgentRequest(c, AgentRequest{}, false, cat); err != nil {
+			t.Fatalf("an accepted agent refuses an empty update: %v (body %q)", err, data)
+		}
+	})
+}
+
+var centsRE = regexp.MustCompile(`^[1-9][0-9]{0,15}$`)
+
+// FuzzSessionCreateRequest is the body of POST /v1/sessions: an arbitrary
+// body decoded into SessionCreateRequest, its parts read by the parsers
+// CreateSession uses (initial_events, agent, budget). It must never panic;
+// a refusal is an InvalidError with a message; accepted initial events
+// are at most one user.message, an accepted agent reference has an id and
+// no negative version, an accepted budget is a positive whole number of
+// US cents.
+// Seeds: testdata/fuzz/FuzzSessionCreateRequest.
+func FuzzSessionCreateRequest(f *testing.F) {
+	f.Add([]byte(`{"agent":"agent_1","environment_id":"env_1"}`))
+	f.Add([]byte(`{"agent":{"type":"agent","id":"agent_1","version":2},"environment_id":"env_1","title":"t","budget":{"type":"limit","max_list_cost":{"amount":"150","currency":"USD"}},"initial_events":[{"type":"user.message","content":[{"type":"text","text":"hi"}]}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req SessionCreateRequest
+		if json.Unmarshal(data, &req) != nil {
+			return
+		}
+		evs, err := initialEvents(req.InitialEvents)
+		if err != nil {
+			checkInvalid(t, data, err)
+		} else {
+			if len(evs) > 1 {
+				t.Fatalf("accepted %d initial events from %q", len(evs), data)
+			}
+			for _, e := range evs {
+				var head struct {
+					Type string `json:"type"`
+				}
+				if json.Unmarshal(e, &head) != nil || head.Type != "user.message" {
+					t.Fatalf("accepted initial event %s", e)
+				}
+			}
+		}
+		id, version, err := agentRef(req.Agent)
+		if err != nil {
+			checkInvalid(t, data, err)
+		} else if id == "" || version < 0 {
+			t.Fatalf("accepted agent %q version %d from %q", id, version, data)
+		}
+		if present(req.Budget) && !isNull(req.Budget) {
+			b, err := parseBudget(req.Budget)
+			if err != nil {
+				checkInvalid(t, data, err)
+			} else if b.Type != "limit" || b.MaxListCost.Currency != "USD" || !centsRE.MatchString(b.MaxListCost.Amount) {
+				t.Fatalf("accepted budget %+v from %q", b, data)
+			}
+		}
+	})
+}
