@@ -88,8 +88,13 @@ func forEachRunsBackend(t *testing.T, fn func(t *testing.T, backend string)) {
 	pgtest.ForEachBackend(t, fn)
 }
 
+// runsPoolMaxConns is the PostgreSQL pool size of the runs tests' stores
+// (0: the store's default, postgres.DefaultPoolMaxConns). TestRunsThroughput
+// sets 0 to measure the default configuration.
+var runsPoolMaxConns = 10
+
 func runsPGSchema(t *testing.T) string {
-	return pgtest.Schema(t, os.Getenv(runsPGEnv), 10)
+	return pgtest.Schema(t, os.Getenv(runsPGEnv), runsPoolMaxConns)
 }
 
 func setupRunsEnv(t *testing.T, backend string, simCfg sim.Config) *runsEnv {

@@ -28,7 +28,8 @@ import (
 // worker.poll_interval as agentd serve sets them) unless
 // AGENTD_BENCH_WORKERS sets the slots. AGENTD_BENCH_SUBMITTERS (default 1)
 // submits from that many goroutines at once, so that the submitter is not
-// the limit (scripts/bench.sh uses 32).
+// the limit (scripts/bench.sh uses 32). On PostgreSQL the store's pool is
+// its default size unless AGENTD_BENCH_PG_POOL sets pool_max_conns.
 //
 //	AGENTD_BENCH_RUNS=500 AGENTD_BENCH_SUBMITTERS=32 AGENTD_TEST_POSTGRES_URL=... go test -run TestRunsThroughput -v ./internal/run/
 func TestRunsThroughput(t *testing.T) {
@@ -36,6 +37,11 @@ func TestRunsThroughput(t *testing.T) {
 	if n <= 0 {
 		t.Skip("set AGENTD_BENCH_RUNS=<runs> to measure run throughput")
 	}
+	// The store's default pool (postgres.DefaultPoolMaxConns) unless
+	// AGENTD_BENCH_PG_POOL sets pool_max_conns.
+	pool, _ := strconv.Atoi(os.Getenv("AGENTD_BENCH_PG_POOL"))
+	runsPoolMaxConns = pool
+	t.Cleanup(func() { runsPoolMaxConns = 10 })
 	workers := config.DefaultWorkerConcurrency()
 	if w, _ := strconv.Atoi(os.Getenv("AGENTD_BENCH_WORKERS")); w > 0 {
 		workers = w

@@ -13,8 +13,15 @@
 //	postgres://agentd@db/agentd?sslmode=require&pool_max_conns=20&search_path=agentd
 //
 // puts the tables in schema agentd (the first schema of the search_path,
-// which must exist). Pool returns the pool so that a job queue (River) can
-// share it and insert its jobs in the store's transactions (store.TxRuns).
+// which must exist). Without pool_max_conns the pool holds up to
+// DefaultPoolMaxConns() connections: max(16, 4 × GOMAXPROCS), not pgx's
+// own default of max(4, NumCPU), which capped a worker's concurrent commits
+// (each run's steps commit while up to worker.concurrency runs are in
+// flight). Several instances share the server's max_connections (100 by
+// default): size pool_max_conns × instances below it.
+//
+// Pool returns the pool so that a job queue (River) can share it and insert
+// its jobs in the store's transactions (store.TxRuns).
 //
 // # Concurrency
 //
@@ -41,6 +48,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -91,6 +99,9 @@ func OpenGuarded(ctx context.Context, url string, b *breaker.Breaker) (*Store, e
 		}
 		return nil, fmt.Errorf("postgres: open: invalid database url: %w", err)
 	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = DefaultPoolMaxConns()
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)
@@ -106,6 +117,12 @@ func OpenGuarded(ctx context.Context, url string, b *breaker.Breaker) (*Store, e
 		return t, err
 	}}, dialect)
 	return s, nil
+}
+
+// DefaultPoolMaxConns is the pool size when the URL does not set
+// pool_max_conns: max(16, 4 × GOMAXPROCS).
+func DefaultPoolMaxConns() int32 {
+	return int32(max(16, 4*runtime.GOMAXPROCS(0)))
 }
 
 // Pool returns the Store's connection pool, for sharing with a job queue.

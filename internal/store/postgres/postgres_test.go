@@ -145,6 +145,12 @@ func TestOpen(t *testing.T) {
 	require.True(t, strings.HasPrefix(path, "agentd_test_"), path)
 	require.NoError(t, s.Ping(ctx))
 
+	// Without pool_max_conns the pool is agentd's default, not pgx's
+	// max(4, NumCPU).
+	d := openTest(t, pgtest.Schema(t, base, 0))
+	require.EqualValues(t, DefaultPoolMaxConns(), d.Pool().Config().MaxConns)
+	require.GreaterOrEqual(t, d.Pool().Config().MaxConns, int32(16))
+
 	for _, bad := range []string{
 		"postgres://user:s3cret@127.0.0.1:5432/x?pool_max_conns=nope",
 		"postgres://user:s3cret@127.0.0.1:99999/x",
