@@ -643,7 +643,8 @@ func (c *Chat) fail(ctx context.Context, res Result, runErr error) {
 // returned stop is called (Runs.heartbeat: a cancellation or interrupt
 // requested in another process stops the chat through cancel; so does a
 // lost lease, with ErrSuspended, the run going on with the worker that
-// took it). A chat that ends within LeaseTTL/3 writes no renewal.
+// took it). A chat that ends within LeaseTTL/3 of its insert writes no
+// renewal.
 //
 //go:noinline
 func (l *chatLease) renew(ctx context.Context, run store.Run, cancel context.CancelCauseFunc) (stop func()) {
@@ -651,7 +652,11 @@ func (l *chatLease) renew(ctx context.Context, run store.Run, cancel context.Can
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		l.runs.heartbeat(hctx, run.Tenant, run.ID, l.owner, cancel)
+		// The lease was written at the insert (run.HeldUntil); its first
+		// renewal is due LeaseTTL/3 after that, however long the chat took
+		// to begin executing.
+		ttl := l.runs.leaseTTL()
+		l.runs.heartbeatFrom(hctx, run.Tenant, run.ID, l.owner, cancel, time.Until(run.HeldUntil.Add(-ttl+ttl/3)))
 	}()
 	return func() {
 		hcancel()

@@ -282,3 +282,42 @@ func TestResumedRunNeverReusesAnEventID(t *testing.T) {
 		}
 	})
 }
+
+// Two jobs of one run on one worker (a drain's requeue and a reclaim both
+// enqueued it: agentd chaos r2b found it): ClaimRun accepts the second,
+// since the worker holds the lease, so the worker itself must not start
+// the run twice. The second job ends at once; the run executes once, with
+// one model call, and succeeds.
+func TestWorkerExecutesARunOnceForTwoJobs(t *testing.T) {
+	t.Parallel()
+	forEachRunsBackend(t, func(t *testing.T, backend string) {
+		env := setupRunsEnv(t, backend, sim.Config{Latency: 500 * time.Millisecond})
+		ctx := t.Context()
+		w := &run.Runs{Service: env.service(nil), Store: env.st, Queue: noEnqueue{env.st}, Owner: "w", LeaseTTL: 3 * time.Second, Log: env.log}
+		rn, _, err := w.Submit(ctx, run.SubmitParams{Tenant: runsTenant, Agent: "demo", Message: "hello there"})
+		require.NoError(t, err)
+
+		first := make(chan error, 1)
+		go func() {
+			_, err := w.ExecuteRun(ctx, runsTenant, rn.ID)
+			first <- err
+		}()
+		require.Eventually(t, func() bool { return env.sim.Load().Requests() == 1 }, 10*time.Second, 5*time.Millisecond,
+			"the first job calls the model")
+		requeue, err := w.ExecuteRun(ctx, runsTenant, rn.ID)
+		require.NoError(t, err)
+		require.False(t, requeue)
+		select {
+		case err := <-first:
+			t.Fatalf("the second job returned after the first execution ended (%v): it waited for or ran the run", err)
+		default:
+		}
+		require.NoError(t, <-first)
+
+		final := env.waitFinished(t, rn.ID)
+		require.Equal(t, store.RunSucceeded, final.Status, "error %q", final.Error)
+		require.Equal(t, 1, final.Attempt)
+		require.Equal(t, int64(1), env.sim.Load().Requests(), "one execution, one model call")
+		require.Equal(t, []string{"start", "usage", "done"}, nonDeltaTypes(env.runEvents(t, rn.ID)))
+	})
+}

@@ -72,6 +72,9 @@ type Runs struct {
 
 	mu      sync.Mutex
 	cancels map[string]context.CancelCauseFunc // runs executing here
+	// executing holds the runs ExecuteRun has taken, from before their
+	// claim until their job ends: one execution per run per process.
+	executing map[string]struct{}
 }
 
 // WebhookSender queues the delivery of a run's event to url.
@@ -209,6 +212,17 @@ func (r *Runs) Cancel(ctx context.Context, tenant, id string) (store.Run, error)
 
 // ExecuteRun executes a queued run on this worker (queue.RunExecutor).
 func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bool, err error) {
+	// A run executes at most once per process. Two jobs of one run can
+	// reach the same worker (a drain's requeue and a reclaim or the
+	// orphan check: agentd chaos r2b), and ClaimRun accepts the second,
+	// since this worker holds the lease: the second execution would
+	// repeat the first's step and fail on its events. The execution that
+	// holds the run finishes, suspends or requeues it; this job is done.
+	if !r.reserve(runID) {
+		r.Log.InfoContext(ctx, "run already executing on this worker: job dropped", "run_id", runID)
+		return false, nil
+	}
+	defer r.release(runID)
 	if sem := r.semaphore(ctx, tenant, runID); sem != nil {
 		select {
 		case sem <- struct{}{}:
@@ -409,8 +423,16 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 // heartbeat renews the lease every LeaseTTL/3 until ctx ends; it cancels
 // the run when cancellation is requested or the lease is lost.
 func (r *Runs) heartbeat(ctx context.Context, tenant, runID, owner string, cancel context.CancelCauseFunc) {
+	r.heartbeatFrom(ctx, tenant, runID, owner, cancel, r.leaseTTL()/3)
+}
+
+// heartbeatFrom is heartbeat with its first renewal after first (at once
+// when first <= 0), then every LeaseTTL/3: a lease written before its
+// holder began to execute (an inline chat's, in its insert) is renewed on
+// the lease's own schedule, not one that starts late on a busy machine.
+func (r *Runs) heartbeatFrom(ctx context.Context, tenant, runID, owner string, cancel context.CancelCauseFunc, first time.Duration) {
 	ttl := r.leaseTTL()
-	t := time.NewTicker(ttl / 3)
+	t := time.NewTimer(max(first, 0))
 	defer t.Stop()
 	for {
 		select {
@@ -418,6 +440,7 @@ func (r *Runs) heartbeat(ctx context.Context, tenant, runID, owner string, cance
 			return
 		case <-t.C:
 		}
+		t.Reset(ttl / 3)
 		canceled, err := r.Store.ExtendLease(ctx, runID, owner, time.Now().UTC().Add(ttl))
 		switch {
 		case errors.Is(err, store.ErrConflict):
@@ -497,6 +520,27 @@ func (r *Runs) track(id string, cancel context.CancelCauseFunc) {
 		r.cancels = make(map[string]context.CancelCauseFunc)
 	}
 	r.cancels[id] = cancel
+}
+
+// reserve marks run id as executing here (ExecuteRun); false when it
+// already is.
+func (r *Runs) reserve(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.executing[id]; ok {
+		return false
+	}
+	if r.executing == nil {
+		r.executing = make(map[string]struct{})
+	}
+	r.executing[id] = struct{}{}
+	return true
+}
+
+func (r *Runs) release(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.executing, id)
 }
 
 func (r *Runs) untrack(id string) {
