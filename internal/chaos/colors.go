@@ -284,3 +284,20 @@ func jsonText(raw string) string {
 	}
 	return raw
 }
+
+// blueLive starts blue, and HAProxy in front of blue and green with blue
+// live, and waits until HAProxy sees blue UP (green is defined, not
+// started).
+func (e *Env) blueLive(ctx context.Context, blue, green *color) (*colorLB, error) {
+	if err := blue.start(ctx); err != nil {
+		return nil, err
+	}
+	lb, err := e.startColorLB(ctx, "blue", blue, green)
+	if err != nil {
+		return nil, err
+	}
+	if err := lb.waitUp(ctx, blue, 30*time.Second); err != nil {
+		return nil, err
+	}
+	return lb, nil
+}

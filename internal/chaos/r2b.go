@@ -88,14 +88,8 @@ func RunR2b(ctx context.Context, e *Env, cfg R2bConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := blue.start(ctx); err != nil {
-		return err
-	}
-	lb, err := e.startColorLB(ctx, "blue", blue, green)
+	lb, err := e.blueLive(ctx, blue, green)
 	if err != nil {
-		return err
-	}
-	if err := lb.waitUp(ctx, blue, 30*time.Second); err != nil {
 		return err
 	}
 	base := lb.Base()

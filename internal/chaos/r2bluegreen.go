@@ -68,14 +68,8 @@ func RunR2BlueGreen(ctx context.Context, e *Env, cfg R2BlueGreenConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := blue.start(ctx); err != nil {
-		return err
-	}
-	lb, err := e.startColorLB(ctx, "blue", blue, green)
+	lb, err := e.blueLive(ctx, blue, green)
 	if err != nil {
-		return err
-	}
-	if err := lb.waitUp(ctx, blue, 30*time.Second); err != nil {
 		return err
 	}
 	e.Logf("R2-bluegreen: blue live (%d API, %d worker) behind HAProxy :%d in %s", cfg.APIs, cfg.Workers, lb.Port, time.Since(t0).Round(time.Millisecond))
