@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +30,9 @@ func (b bodyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // an arbitrary stream from the upstream. It must never panic (a panic in
 // the call's goroutine becomes an error saying so: that is a finding too),
 // must end, and a success is a message with an id and a stop reason whose
-// text deltas are no more than its text.
+// text deltas are no more than its text. The client's own decoding of text
+// deltas (textDeltas) must answer exactly as the SDK's decoding of every
+// event does (NewSDKDeltas): same response, deltas and error.
 // Seeds: testdata/fuzz/FuzzUpstreamStream.
 func FuzzUpstreamStream(f *testing.F) {
 	f.Add([]byte("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":0}}}\n\n" +
@@ -41,18 +45,41 @@ func FuzzUpstreamStream(f *testing.F) {
 	f.Add([]byte("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"n\",\"input\":{}}]}}\n\n" +
 		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n" +
 		"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"}}\n\nevent: message_stop\ndata: {}\n\n"))
+	f.Add([]byte("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"model\":\"m\",\"content\":[]}}\n\n" +
+		"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"n\",\"input\":{}}}\n\n" +
+		"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\\nb \\\"q\\\" \u00e9\"}}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\u00e9\\ud83d\"}}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n" +
+		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"))
 	f.Add([]byte("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"))
 	f.Add([]byte("data: \xff\xfe\n\nevent: ping\nid: 1\nretry: x\n\n"))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		c := anthropic.New(anthropic.Config{BaseURL: "http://upstream.invalid", APIKey: "k",
-			HTTPClient: &http.Client{Transport: bodyTransport{body: body}}})
+		cfg := anthropic.Config{BaseURL: "http://upstream.invalid", APIKey: "k",
+			HTTPClient: &http.Client{Transport: bodyTransport{body: body}}}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		var deltas strings.Builder
-		resp, err := c.Stream(ctx, llm.Request{Model: "claude-sonnet-4-5", MaxTokens: 16,
-			Messages: []llm.Message{{Role: "user", Content: json.RawMessage(`"hi"`)}}}, func(d llm.Delta) { deltas.WriteString(d.Text) })
+		call := func(c *anthropic.Client) (llm.Response, []llm.Delta, error) {
+			var deltas []llm.Delta
+			resp, err := c.Stream(ctx, llm.Request{Model: "claude-sonnet-4-5", MaxTokens: 16,
+				Messages: []llm.Message{{Role: "user", Content: json.RawMessage(`"hi"`)}}}, func(d llm.Delta) { deltas = append(deltas, d) })
+			return resp, deltas, err
+		}
+		resp, got, err := call(anthropic.New(cfg))
 		if ctx.Err() != nil {
 			t.Fatalf("the call did not end on a finite stream: %q", body)
+		}
+		// The client's own text-delta decoding must answer exactly as the
+		// SDK's decoding of every event does.
+		refResp, refDeltas, refErr := call(anthropic.NewSDKDeltas(cfg))
+		if fmt.Sprint(err) != fmt.Sprint(refErr) || !reflect.DeepEqual(resp, refResp) || !reflect.DeepEqual(got, refDeltas) {
+			t.Fatalf("text-delta fast path differs from the SDK's decoding on %q:\n got %+v %+v %v\nwant %+v %+v %v",
+				body, resp, got, err, refResp, refDeltas, refErr)
+		}
+		var deltas strings.Builder
+		for _, d := range got {
+			deltas.WriteString(d.Text)
 		}
 		if err != nil {
 			if strings.Contains(err.Error(), "panicked") {
