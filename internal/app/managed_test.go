@@ -459,9 +459,10 @@ func TestManagedAgentsSDK(t *testing.T) {
 			require.Contains(t, apiError(t, err, http.StatusNotFound, "not_found_error"), "env_nope")
 			hi := anthropic.BetaSessionNewParamsInitialEventUnion{OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{
 				Content: []anthropic.BetaManagedAgentsUserMessageEventParamsContentUnion{{OfText: &anthropic.BetaManagedAgentsTextBlockParam{Text: "hi"}}}}}
+			// A bad later initial event refuses the whole create.
 			_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: env.ID,
-				InitialEvents: []anthropic.BetaSessionNewParamsInitialEventUnion{hi, hi}})
-			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "at most one user.message")
+				InitialEvents: []anthropic.BetaSessionNewParamsInitialEventUnion{hi, {OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{}}}})
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "initial_events[1].content: at least one non-empty text block")
 			_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: env.ID, VaultIDs: []string{"vlt_1"}})
 			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "not supported by this server")
 			_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: env.ID},

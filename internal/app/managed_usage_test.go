@@ -180,16 +180,18 @@ func TestManagedSessionUsageBudgetWebhooksSDK(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusIdle, paused.Status)
 
-		// Refused: two initial messages (the second would wait), an
-		// outcome, and system.message (the session is not created).
+		// Refused: an outcome among the initial events (the session is
+		// not created), and a system.message without the user.message it
+		// accompanies (managed_system_test.go has the rest).
 		msg := anthropic.BetaSessionNewParamsInitialEventUnion{OfUserMessage: &anthropic.BetaManagedAgentsUserMessageEventParams{
 			Content: []anthropic.BetaManagedAgentsUserMessageEventParamsContentUnion{{OfText: &anthropic.BetaManagedAgentsTextBlockParam{Text: "x"}}}}}
 		_, err = c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{Agent: demo, EnvironmentID: env.ID,
-			InitialEvents: []anthropic.BetaSessionNewParamsInitialEventUnion{msg, msg}})
-		require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "initial_events")
+			InitialEvents: []anthropic.BetaSessionNewParamsInitialEventUnion{msg, {OfUserDefineOutcome: &anthropic.BetaManagedAgentsUserDefineOutcomeEventParams{
+				Description: "done"}}}})
+		require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "initial_events[1]: user.define_outcome is not supported")
 		_, err = c.Beta.Sessions.Events.Send(ctx, first.ID, anthropic.BetaSessionEventSendParams{Events: []anthropic.BetaManagedAgentsEventParamsUnion{
 			anthropic.BetaManagedAgentsEventParamsOfSystemMessage([]anthropic.BetaManagedAgentsSystemContentBlockParam{{Text: "be brief"}})}})
-		require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "system.message")
+		require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), "events[0]: a system.message accompanies a user.message")
 	})
 }
 

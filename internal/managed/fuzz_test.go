@@ -1,8 +1,11 @@
 package managed
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -54,7 +57,7 @@ var centsRE = regexp.MustCompile(`^[1-9][0-9]{0,15}$`)
 // body decoded into SessionCreateRequest, its parts read by the parsers
 // CreateSession uses (initial_events, agent, budget). It must never panic;
 // a refusal is an InvalidError with a message; accepted initial events
-// are at most one user.message, an accepted agent reference has an id and
+// are at most 50 user.messages, an accepted agent reference has an id and
 // no negative version, an accepted budget is a positive whole number of
 // US cents.
 // Seeds: testdata/fuzz/FuzzSessionCreateRequest.
@@ -66,19 +69,16 @@ func FuzzSessionCreateRequest(f *testing.F) {
 		if json.Unmarshal(data, &req) != nil {
 			return
 		}
-		evs, err := initialEvents(req.InitialEvents)
+		evs, err := parseInitialEvents(req.InitialEvents)
 		if err != nil {
 			checkInvalid(t, data, err)
 		} else {
-			if len(evs) > 1 {
+			if len(evs) > maxInitialEvents {
 				t.Fatalf("accepted %d initial events from %q", len(evs), data)
 			}
 			for _, e := range evs {
-				var head struct {
-					Type string `json:"type"`
-				}
-				if json.Unmarshal(e, &head) != nil || head.Type != "user.message" {
-					t.Fatalf("accepted initial event %s", e)
+				if _, ok := e.(ClientUserMessage); !ok {
+					t.Fatalf("accepted initial event %T from %q", e, data)
 				}
 			}
 		}
@@ -95,6 +95,77 @@ func FuzzSessionCreateRequest(f *testing.F) {
 			} else if b.Type != "limit" || b.MaxListCost.Currency != "USD" || !centsRE.MatchString(b.MaxListCost.Amount) {
 				t.Fatalf("accepted budget %+v from %q", b, data)
 			}
+		}
+	})
+}
+
+// FuzzSessionEvents is the body of POST /v1/sessions/{id}/events: an
+// arbitrary body decoded as the server does (strictly, into
+// SendEventsRequest) and parsed by ParseSendEvents, which SendEvents runs
+// on the whole body before it applies any event. It must never panic; a
+// refusal is an InvalidError with a message naming the events field; an
+// accepted body has as many events as it sent, of the types it names,
+// with at most one system.message, last and right after a user.message;
+// re-encoded, the accepted events parse to the same values (what is
+// accepted is what the SDK would send for them).
+// Seeds: testdata/fuzz/FuzzSessionEvents (bodies the SDK marshals, and
+// near misses: a system.message first, not last, after a custom tool
+// result; an image; a thread id).
+func FuzzSessionEvents(f *testing.F) {
+	// As anthropic-sdk-go v2.15 sends them (client.Beta.Sessions.Events.Send);
+	// testdata has more, written by marshalling the SDK's params.
+	f.Add([]byte(`{"events":[{"content":[{"text":"hello there","type":"text"}],"type":"user.message"},{"content":[{"text":"Answer in French.","type":"text"}],"type":"system.message"}]}`))
+	f.Add([]byte(`{"events":[{"result":"deny","tool_use_id":"toolu_01","deny_message":"not now","type":"user.tool_confirmation"}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req SendEventsRequest
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if dec.Decode(&req) != nil {
+			return // the server's body decoder refuses it
+		}
+		evs, err := ParseSendEvents(req)
+		if err != nil {
+			checkInvalid(t, data, err)
+			if e, _ := AsInvalid(err); !strings.HasPrefix(e.Message, "events") {
+				t.Fatalf("refusal %q does not name the events field (body %q)", e.Message, data)
+			}
+			return
+		}
+		if len(evs) != len(req.Events) || len(evs) == 0 {
+			t.Fatalf("accepted %d events of %d from %q", len(evs), len(req.Events), data)
+		}
+		for i, e := range evs {
+			var head struct {
+				Type string `json:"type"`
+			}
+			if json.Unmarshal(req.Events[i], &head) != nil || head.Type != e.EventType() {
+				t.Fatalf("events[%d] sent as %q parsed as %s (body %q)", i, head.Type, e.EventType(), data)
+			}
+			if _, ok := e.(ClientSystemMessage); ok {
+				if i != len(evs)-1 || i == 0 {
+					t.Fatalf("accepted a system.message at %d of %d (body %q)", i, len(evs), data)
+				}
+				if _, ok := evs[i-1].(ClientUserMessage); !ok {
+					t.Fatalf("accepted a system.message after %s (body %q)", evs[i-1].EventType(), data)
+				}
+			}
+		}
+		body, err := json.Marshal(struct {
+			Events []ClientEvent `json:"events"`
+		}{evs})
+		if err != nil {
+			t.Fatalf("encode accepted events: %v (body %q)", err, data)
+		}
+		var again SendEventsRequest
+		if err := json.Unmarshal(body, &again); err != nil {
+			t.Fatalf("re-encoded body %s: %v", body, err)
+		}
+		evs2, err := ParseSendEvents(again)
+		if err != nil {
+			t.Fatalf("re-encoded body %s refused: %v (from %q)", body, err, data)
+		}
+		if !reflect.DeepEqual(evs, evs2) {
+			t.Fatalf("re-encoded body %s parsed to %#v, not %#v", body, evs2, evs)
 		}
 	})
 }

@@ -254,7 +254,9 @@ func (e *NotFoundError) Unwrap() error { return e.err }
 
 // CreateSession creates a session (status idle) and its conversation.
 func (s *Service) CreateSession(ctx context.Context, tenant string, req SessionCreateRequest) (Session, error) {
-	initial, err := initialEvents(req.InitialEvents)
+	// Every initial event is parsed and checked before anything is
+	// stored: a bad one refuses the session.
+	initial, err := parseInitialEvents(req.InitialEvents)
 	if err != nil {
 		return Session{}, err
 	}
@@ -277,6 +279,15 @@ func (s *Service) CreateSession(ctx context.Context, tenant string, req SessionC
 	}
 	if version == 0 && !a.ArchivedAt.IsZero() {
 		return Session{}, invalid("agent: %s is archived", agentID)
+	}
+	if len(initial) > 0 {
+		// The agent must be able to run the first turn.
+		if _, err := s.runnableVersion("initial_events[0]", a); err != nil {
+			return Session{}, err
+		}
+		if s.Runs == nil || s.RunEvents == nil {
+			return Session{}, ErrEventsNotBuilt
+		}
 	}
 	var envID string
 	if !present(req.EnvironmentID) || json.Unmarshal(req.EnvironmentID, &envID) != nil || envID == "" {
@@ -316,66 +327,19 @@ func (s *Service) CreateSession(ctx context.Context, tenant string, req SessionC
 		return Session{}, err
 	}
 	if len(initial) > 0 {
-		// Sent as POST /v1/sessions/{id}/events would: a refused event
-		// (say, an agent this server cannot run) refuses the session,
-		// which is deleted again.
-		if _, err := s.SendEvents(ctx, tenant, ms.ID, "", SendEventsRequest{Events: initial}); err != nil {
+		// Applied as POST /v1/sessions/{id}/events would apply them: the
+		// first user.message starts a turn, each later one is queued
+		// behind it. A refusal now (the store failed) deletes the session
+		// again.
+		if _, err := s.apply(ctx, ms, a, "", "initial_events", initial); err != nil {
 			if derr := s.Store.DeleteManagedSession(context.WithoutCancel(ctx), tenant, ms.ID); derr != nil {
 				slog.WarnContext(ctx, "delete refused session", "session_id", ms.ID, "err", derr)
 			}
-			return Session{}, prefixInvalid("initial_events", err)
+			return Session{}, err
 		}
 		return s.renderSession(ctx, ms, a)
 	}
 	return s.renderSessionRuns(ctx, ms, a, nil, true) // no turn yet
-}
-
-// maxInitialEvents bounds initial_events, as the API does.
-const maxInitialEvents = 50
-
-// initialEvents checks a session's initial_events: user.message events
-// (user.define_outcome is refused, as outcomes are), at most one, since a
-// second would wait for the first turn (see docs/managed-agents.md).
-func initialEvents(raw json.RawMessage) ([]json.RawMessage, error) {
-	if !present(raw) || isNull(raw) {
-		return nil, nil
-	}
-	var evs []json.RawMessage
-	if err := json.Unmarshal(raw, &evs); err != nil {
-		return nil, invalid("initial_events: want an array of events")
-	}
-	if len(evs) > maxInitialEvents {
-		return nil, invalid("initial_events: at most %d events, got %d", maxInitialEvents, len(evs))
-	}
-	for i, e := range evs {
-		var head struct {
-			Type string `json:"type"`
-		}
-		if json.Unmarshal(e, &head) != nil {
-			return nil, invalid("initial_events[%d]: want an object with a type", i)
-		}
-		switch head.Type {
-		case "user.message":
-		case "user.define_outcome":
-			return nil, unsupported(fmt.Sprintf("initial_events[%d]", i), head.Type)
-		default:
-			return nil, invalid("initial_events[%d].type: want user.message, got %q", i, head.Type)
-		}
-	}
-	if len(evs) > 1 {
-		return nil, invalid("initial_events: at most one user.message on this server (the next one would wait for the first turn; send it after its session.status_idle)")
-	}
-	return evs, nil
-}
-
-// prefixInvalid names field in a 400's message (an invalid request
-// error), leaving other errors as they are.
-func prefixInvalid(field string, err error) error {
-	var e *InvalidError
-	if errors.As(err, &e) {
-		return invalid("%s: %s", field, e.Message)
-	}
-	return err
 }
 
 // renderSession is the wire form of ms; a is its agent version when the

@@ -58,16 +58,6 @@ type SentEvents struct {
 	Data []json.RawMessage `json:"data"`
 }
 
-type userMessage struct {
-	Type    string            `json:"type"`
-	Content []json.RawMessage `json:"content"`
-}
-
-type userText struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
-}
-
 // sessionForEvents returns the session and its agent version.
 func (s *Service) sessionForEvents(ctx context.Context, tenant, id string) (store.ManagedSession, store.ManagedAgent, error) {
 	if s.Runs == nil || s.RunEvents == nil {
@@ -84,10 +74,12 @@ func (s *Service) sessionForEvents(ctx context.Context, tenant, id string) (stor
 	return ms, a, nil
 }
 
-// SendEvents handles events sent to a session.
+// SendEvents handles events sent to a session: all of them are parsed
+// and checked first (ParseSendEvents), then applied in order.
 func (s *Service) SendEvents(ctx context.Context, tenant, id, decidedBy string, req SendEventsRequest) (SentEvents, error) {
-	if len(req.Events) == 0 {
-		return SentEvents{}, invalid("events: at least one event")
+	evs, err := ParseSendEvents(req)
+	if err != nil {
+		return SentEvents{}, err
 	}
 	ms, a, err := s.sessionForEvents(ctx, tenant, id)
 	if err != nil {
@@ -96,85 +88,124 @@ func (s *Service) SendEvents(ctx context.Context, tenant, id, decidedBy string, 
 	if ms.Status == StatusTerminated {
 		return SentEvents{}, invalid("session %s is terminated: it takes no more events", id)
 	}
+	return s.apply(ctx, ms, a, decidedBy, "events", evs)
+}
+
+// runnableVersion checks, before any event is applied, that the session's
+// agent can run a turn here: an agent created through the API that this
+// server cannot run (say, MCP servers by URL) is refused before a run is
+// queued. It returns the version a turn pins (0: a configured agent).
+func (s *Service) runnableVersion(f string, a store.ManagedAgent) (int, error) {
+	if a.Tenant == store.SharedTenant {
+		return 0, nil
+	}
+	if s.Agents == nil {
+		return 0, invalid("%s: this process does not run agents created through the API", f)
+	}
+	c, err := decodeAgent(a)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.Agents.Build(a.ID, c); err != nil {
+		return 0, err
+	}
+	return int(a.Version), nil
+}
+
+// apply applies parsed events (field names them in errors: events,
+// initial_events) in order. A system.message goes with the user.message
+// before it (checkOrder): both are one turn.
+func (s *Service) apply(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent, decidedBy, field string, evs []ClientEvent) (SentEvents, error) {
 	out := SentEvents{Data: []json.RawMessage{}}
-	for i, raw := range req.Events {
-		f := fmt.Sprintf("events[%d]", i)
-		var head struct {
-			Type string `json:"type"`
+	version := 0
+	for i, e := range evs {
+		if _, ok := e.(ClientUserMessage); ok {
+			v, err := s.runnableVersion(fmt.Sprintf("%s[%d]", field, i), a)
+			if err != nil {
+				return out, err
+			}
+			version = v
+			break
 		}
-		if err := json.Unmarshal(raw, &head); err != nil {
-			return out, invalid("%s: want an object with a type", f)
-		}
-		var ev json.RawMessage
-		switch head.Type {
-		case "user.message":
-			ev, err = s.userMessage(ctx, f, ms, a, raw)
-		case "user.interrupt":
-			ev, err = s.interrupt(ctx, f, ms, raw)
-		case "user.tool_confirmation":
-			ev, err = s.confirm(ctx, f, ms, decidedBy, raw)
-		case "user.custom_tool_result":
-			ev, err = s.customToolResult(ctx, f, ms, decidedBy, raw)
-		case "system.message":
-			err = invalid("%s: %s is not built yet on this server (see docs/managed-agents.md)", f, head.Type)
-		case "user.define_outcome", "user.tool_result":
-			err = unsupported(f, head.Type)
-		default:
-			err = invalid("%s.type: unknown event type %q", f, head.Type)
+	}
+	for i := 0; i < len(evs); i++ {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		var (
+			data []json.RawMessage
+			err  error
+		)
+		switch e := evs[i].(type) {
+		case ClientUserMessage:
+			var sys *ClientSystemMessage
+			if i+1 < len(evs) {
+				if m, ok := evs[i+1].(ClientSystemMessage); ok {
+					sys = &m
+					i++
+				}
+			}
+			data, err = s.userMessage(ctx, ms, a, version, e, sys)
+		case ClientInterrupt:
+			data, err = s.interrupt(ctx, ms)
+		case ClientToolConfirmation:
+			data, err = s.confirm(ctx, f, ms, decidedBy, e)
+		case ClientCustomToolResult:
+			data, err = s.customToolResult(ctx, f, ms, decidedBy, e)
+		default: // a system.message not after a user.message: checkOrder refused it
+			err = invalid("%s: %s cannot be applied here", f, e.EventType())
 		}
 		if err != nil {
 			return out, err
 		}
-		out.Data = append(out.Data, ev)
+		out.Data = append(out.Data, data...)
 	}
 	return out, nil
 }
 
-func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSession, a store.ManagedAgent, raw json.RawMessage) (json.RawMessage, error) {
-	var m userMessage
-	if err := decodeStrict(f, raw, &m); err != nil {
-		return nil, err
-	}
-	var text []string
-	for j, c := range m.Content {
-		var b userText
-		if err := decodeStrict(fmt.Sprintf("%s.content[%d]", f, j), c, &b); err != nil {
-			return nil, err
-		}
-		if b.Type != "text" {
-			return nil, unsupported(fmt.Sprintf("%s.content[%d]", f, j), fmt.Sprintf("%q content (text only)", b.Type))
-		}
-		text = append(text, b.Text)
-	}
-	if len(text) == 0 || strings.TrimSpace(strings.Join(text, "")) == "" {
-		return nil, invalid("%s.content: at least one non-empty text block", f)
-	}
-	var version int
-	if a.Tenant != store.SharedTenant {
-		// An agent created through the API: one this server cannot run
-		// (say, MCP servers by URL) is refused before a run is queued.
-		if s.Agents == nil {
-			return nil, invalid("%s: this process does not run agents created through the API", f)
-		}
-		c, err := decodeAgent(a)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := s.Agents.Build(a.ID, c); err != nil {
-			return nil, err
-		}
-		version = int(a.Version)
-	}
-	_, busy, err := s.activeRun(ctx, ms)
+// turnInput is what a session reads of its runs' input (run.SubmitParams
+// as stored).
+type turnInput struct {
+	Message       string   `json:"message"`
+	System        []string `json:"system"`
+	SystemMessage string   `json:"system_message"`
+}
+
+func inputOf(r store.Run) turnInput {
+	var in turnInput
+	_ = json.Unmarshal(r.Input, &in)
+	return in
+}
+
+// userMessage submits a turn: the message, with the session's system
+// messages so far (those of its latest turn, which carries every earlier
+// one) and the one sent with it (sys, if any).
+func (s *Service) userMessage(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent, version int, m ClientUserMessage, sys *ClientSystemMessage) ([]json.RawMessage, error) {
+	runs, err := s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID)
 	if err != nil {
 		return nil, err
+	}
+	busy := false
+	for _, r := range runs {
+		if !r.Status.Terminal() {
+			busy = true
+			break
+		}
 	}
 	// Every message of a session takes a turn (concurrency policy
 	// enqueue): one sent while a turn runs is queued and runs after it, in
 	// the order they were sent; its user.message has processed_at null
 	// until then (Managed Agents' documented behaviour).
 	p := run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
-		ConversationID: ms.ConversationID, Message: strings.Join(text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue}
+		ConversationID: ms.ConversationID, Message: strings.Join(m.Text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue}
+	if n := len(runs); n > 0 {
+		in := inputOf(runs[n-1])
+		p.System = in.System
+		if in.SystemMessage != "" {
+			p.System = append(p.System, in.SystemMessage)
+		}
+	}
+	if sys != nil {
+		p.SystemMessage = strings.Join(sys.Text, "\n\n")
+	}
 	var r store.Run
 	if t, ok := s.Runs.(sessionSubmitter); ok {
 		r, _, err = t.SubmitSession(ctx, ms, p) // the session as read above, not read again
@@ -184,7 +215,17 @@ func (s *Service) userMessage(ctx context.Context, f string, ms store.ManagedSes
 	if err != nil {
 		return nil, err
 	}
-	return userMessageEvent(r, busy)
+	um, err := userMessageEvent(r, busy)
+	if err != nil {
+		return nil, err
+	}
+	data := []json.RawMessage{um}
+	if sm, ok, err := systemMessageEvent(r, busy); err != nil {
+		return nil, err
+	} else if ok {
+		data = append(data, sm)
+	}
+	return data, nil
 }
 
 // sessionSubmitter submits a turn of a session already read (Turns).
@@ -197,22 +238,62 @@ type sessionSubmitter interface {
 // A message queued behind an unfinished turn (queued) has processed_at
 // null: Managed Agents' sign that it is handled after the events before it.
 func userMessageEvent(r store.Run, queued bool) (json.RawMessage, error) {
-	var in struct {
-		Message string `json:"message"`
-	}
-	_ = json.Unmarshal(r.Input, &in)
 	type userMessage struct {
 		ID          string      `json:"id"`
 		Type        string      `json:"type"`
 		ProcessedAt *string     `json:"processed_at"`
 		Content     []textBlock `json:"content"`
 	}
-	um := userMessage{ID: userMessageID(r.ID), Type: "user.message", Content: []textBlock{{Type: "text", Text: in.Message}}}
-	if !queued || r.Status != store.RunQueued {
-		at := mustTimestamp(r.CreatedAt)
-		um.ProcessedAt = &at
-	}
+	um := userMessage{ID: userMessageID(r.ID), Type: EvUserMessage, Content: []textBlock{{Type: "text", Text: inputOf(r).Message}},
+		ProcessedAt: turnProcessedAt(r, queued)}
 	return json.Marshal(um)
+}
+
+// turnProcessedAt is when the turn's input was taken: null while it is
+// queued behind an unfinished turn.
+func turnProcessedAt(r store.Run, queued bool) *string {
+	if queued && r.Status == store.RunQueued {
+		return nil
+	}
+	at := mustTimestamp(r.CreatedAt)
+	return &at
+}
+
+// systemMessageEvent is the system.message sent with run r's
+// user.message, if one was (BetaManagedAgentsSystemMessageEvent): it
+// follows the user.message, processed with it.
+func systemMessageEvent(r store.Run, queued bool) (json.RawMessage, bool, error) {
+	in := inputOf(r)
+	if in.SystemMessage == "" {
+		return nil, false, nil
+	}
+	b, err := json.Marshal(struct {
+		ID          string      `json:"id"`
+		Type        string      `json:"type"`
+		ProcessedAt *string     `json:"processed_at"`
+		Content     []textBlock `json:"content"`
+	}{systemMessageID(r.ID), EvSystemMessage, turnProcessedAt(r, queued), []textBlock{{Type: "text", Text: in.SystemMessage}}})
+	return b, err == nil, err
+}
+
+func systemMessageID(runID string) string { return "sevt_" + runID + "_system" }
+
+// inputEvents are the events of run r's input: its user.message, and the
+// system.message sent with it.
+func inputEvents(r store.Run, queued bool) ([]Out, error) {
+	um, err := userMessageEvent(r, queued)
+	if err != nil {
+		return nil, err
+	}
+	outs := []Out{{ID: userMessageID(r.ID), Type: EvUserMessage, Data: um}}
+	sm, ok, err := systemMessageEvent(r, queued)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		outs = append(outs, Out{ID: systemMessageID(r.ID), Type: EvSystemMessage, Data: sm})
+	}
+	return outs, nil
 }
 
 func userMessageID(runID string) string { return "sevt_" + runID + "_0" }
@@ -233,13 +314,7 @@ func (s *Service) activeRun(ctx context.Context, ms store.ManagedSession) (store
 	return runs[len(runs)-1], false, nil
 }
 
-func (s *Service) interrupt(ctx context.Context, f string, ms store.ManagedSession, raw json.RawMessage) (json.RawMessage, error) {
-	var ev struct {
-		Type string `json:"type"`
-	}
-	if err := decodeStrict(f, raw, &ev); err != nil {
-		return nil, err
-	}
+func (s *Service) interrupt(ctx context.Context, ms store.ManagedSession) ([]json.RawMessage, error) {
 	r, active, err := s.activeRun(ctx, ms)
 	if err != nil {
 		return nil, err
@@ -249,26 +324,14 @@ func (s *Service) interrupt(ctx context.Context, f string, ms store.ManagedSessi
 			return nil, err
 		}
 	}
-	return json.Marshal(evBase{ID: newID("sevt"), Type: "user.interrupt", ProcessedAt: mustTimestamp(time.Now())})
+	b, err := json.Marshal(evBase{ID: newID("sevt"), Type: EvUserInterrupt, ProcessedAt: mustTimestamp(time.Now())})
+	return []json.RawMessage{b}, err
 }
 
-func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession, decidedBy string, raw json.RawMessage) (json.RawMessage, error) {
-	var ev struct {
-		Type        string `json:"type"`
-		ToolUseID   string `json:"tool_use_id"`
-		Result      string `json:"result"`
-		DenyMessage string `json:"deny_message"`
-	}
-	if err := decodeStrict(f, raw, &ev); err != nil {
-		return nil, err
-	}
-	decision := store.DecisionApprove
-	switch ev.Result {
-	case "allow":
-	case "deny":
-		decision = store.DecisionDeny
-	default:
-		return nil, invalid("%s.result: want allow or deny, got %q", f, ev.Result)
+func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession, decidedBy string, ev ClientToolConfirmation) ([]json.RawMessage, error) {
+	decision, result := store.DecisionApprove, "allow"
+	if !ev.Allow {
+		decision, result = store.DecisionDeny, "deny"
 	}
 	r, _, err := s.activeRun(ctx, ms)
 	if err != nil {
@@ -287,40 +350,18 @@ func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession
 	case err != nil:
 		return nil, err
 	}
-	return json.Marshal(struct {
+	b, err := json.Marshal(struct {
 		evBase
 		ToolUseID   string `json:"tool_use_id"`
 		Result      string `json:"result"`
 		DenyMessage string `json:"deny_message,omitempty"`
-	}{evBase{ID: newID("sevt"), Type: "user.tool_confirmation", ProcessedAt: mustTimestamp(time.Now())}, ev.ToolUseID, ev.Result, ev.DenyMessage})
+	}{evBase{ID: newID("sevt"), Type: EvToolConfirmation, ProcessedAt: mustTimestamp(time.Now())}, ev.ToolUseID, result, ev.DenyMessage})
+	return []json.RawMessage{b}, err
 }
 
 // customToolResult hands the paused turn the client's result of a custom
 // tool's call: its text blocks, joined, are the tool_result the model gets.
-func (s *Service) customToolResult(ctx context.Context, f string, ms store.ManagedSession, by string, raw json.RawMessage) (json.RawMessage, error) {
-	var ev struct {
-		Type            string            `json:"type"`
-		CustomToolUseID string            `json:"custom_tool_use_id"`
-		Content         []json.RawMessage `json:"content"`
-		IsError         bool              `json:"is_error"`
-	}
-	if err := decodeStrict(f, raw, &ev); err != nil {
-		return nil, err
-	}
-	if ev.CustomToolUseID == "" {
-		return nil, invalid("%s.custom_tool_use_id: required", f)
-	}
-	var text []string
-	for j, c := range ev.Content {
-		var b userText
-		if err := decodeStrict(fmt.Sprintf("%s.content[%d]", f, j), c, &b); err != nil {
-			return nil, err
-		}
-		if b.Type != "text" {
-			return nil, unsupported(fmt.Sprintf("%s.content[%d]", f, j), fmt.Sprintf("%q content in a custom tool result (text only)", b.Type))
-		}
-		text = append(text, b.Text)
-	}
+func (s *Service) customToolResult(ctx context.Context, f string, ms store.ManagedSession, by string, ev ClientCustomToolResult) ([]json.RawMessage, error) {
 	r, err := s.pausedFor(ctx, ms, ev.CustomToolUseID)
 	if err != nil {
 		return nil, err
@@ -328,7 +369,7 @@ func (s *Service) customToolResult(ctx context.Context, f string, ms store.Manag
 	if r.ID == "" || r.Status != store.RunRequiresAction {
 		return nil, invalid("%s: no custom tool call of this session waits for a result", f)
 	}
-	content := strings.Join(text, "\n\n")
+	content := strings.Join(ev.Text, "\n\n")
 	_, _, err = s.Runs.SubmitToolResult(ctx, run.ToolResultParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.CustomToolUseID,
 		Content: content, IsError: ev.IsError, By: by})
 	switch {
@@ -341,8 +382,9 @@ func (s *Service) customToolResult(ctx context.Context, f string, ms store.Manag
 	}
 	// As the history shows it once the run applied it (events.go).
 	id := CustomToolResultID(r.ID, ev.CustomToolUseID)
-	return json.Marshal(evCustomResult{evBase: evBase{ID: id, Type: "user.custom_tool_result", ProcessedAt: mustTimestamp(time.Now())},
+	b, err := json.Marshal(evCustomResult{evBase: evBase{ID: id, Type: EvCustomToolResult, ProcessedAt: mustTimestamp(time.Now())},
 		CustomToolUseID: ev.CustomToolUseID, Content: []textBlock{{Type: "text", Text: content}}, IsError: ev.IsError})
+	return []json.RawMessage{b}, err
 }
 
 // maxPauseWait bounds how long a custom tool's result waits for its run
@@ -433,11 +475,11 @@ func (s *Service) history(ctx context.Context, ms store.ManagedSession, a store.
 func (s *Service) turn(ctx context.Context, tr *Translator, r store.Run, after int64, behind bool) ([]Out, error) {
 	var all []Out
 	if after == 0 {
-		um, err := userMessageEvent(r, behind)
+		in, err := inputEvents(r, behind)
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, Out{ID: userMessageID(r.ID), Type: "user.message", Data: um})
+		all = append(all, in...)
 	}
 	evs, err := s.RunEvents.ListEvents(ctx, r.ID, after, 0)
 	if err != nil {
@@ -691,11 +733,11 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 			}
 			var outs []Out
 			if seq == 0 {
-				um, err := userMessageEvent(r, false)
+				in, err := inputEvents(r, false)
 				if err != nil {
 					return err
 				}
-				outs = append(outs, Out{ID: userMessageID(r.ID), Type: "user.message", Data: um})
+				outs = append(outs, in...)
 			}
 			evs, err := s.RunEvents.ListEvents(ctx, r.ID, seq, 0)
 			if err != nil {

@@ -288,6 +288,9 @@ type runInput struct {
 	// AgentVersion pins the version of an agent the Resolver finds (0:
 	// its latest when the run executes).
 	AgentVersion int `json:"agent_version,omitempty"`
+	// System and SystemMessage are SubmitParams'.
+	System        []string `json:"system,omitempty"`
+	SystemMessage string   `json:"system_message,omitempty"`
 }
 
 func userMessage(text string) llm.Message {

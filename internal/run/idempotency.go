@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/agentd/agentd/internal/store"
@@ -44,11 +45,14 @@ type keyedRequest struct {
 	key, agent, conversationID, message, webhook string
 	maxCostUSD                                   float64
 	agentVersion                                 int
+	system                                       []string
+	systemMessage                                string
 }
 
 func requestOf(p SubmitParams) keyedRequest {
 	return keyedRequest{key: p.IdempotencyKey, agent: p.Agent, conversationID: p.ConversationID,
-		message: p.Message, webhook: p.Webhook, maxCostUSD: p.MaxCostUSD, agentVersion: p.AgentVersion}
+		message: p.Message, webhook: p.Webhook, maxCostUSD: p.MaxCostUSD, agentVersion: p.AgentVersion,
+		system: p.System, systemMessage: p.SystemMessage}
 }
 
 // sameRequest checks that p is the request that created existing: the
@@ -63,7 +67,8 @@ func sameRequest(existing store.Run, p keyedRequest) error {
 		conv = "" // the request named none
 	}
 	if existing.Agent != p.agent || conv != p.conversationID || in.Message != p.message ||
-		in.Webhook != p.webhook || in.MaxCostUSD != p.maxCostUSD || in.AgentVersion != p.agentVersion {
+		in.Webhook != p.webhook || in.MaxCostUSD != p.maxCostUSD || in.AgentVersion != p.agentVersion ||
+		!slices.Equal(in.System, p.system) || in.SystemMessage != p.systemMessage {
 		return &IdempotencyMismatchError{Key: p.key, RunID: existing.ID}
 	}
 	return nil

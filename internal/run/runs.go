@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -105,12 +106,57 @@ type SubmitParams struct {
 	// ConcurrencyPolicy, when set, overrides the agent's for this message
 	// (see Policy).
 	ConcurrencyPolicy Policy
+	// System is text appended, in order, to the agent's system prompt for
+	// this run: what earlier turns' SystemMessage carried (a Managed Agents
+	// session's system.message applies to its turn and every later one).
+	System []string
+	// SystemMessage is system text sent with this run's message, appended
+	// after System (and to be carried over to later turns by the caller).
+	SystemMessage string
+}
+
+// checkSystem applies the message guard to a run's system texts as to its
+// message.
+func (s *Service) checkSystem(system []string, msg string) ([]string, string, error) {
+	out := make([]string, 0, len(system))
+	for _, t := range system {
+		c, err := s.Secrets.Check(t)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		out = nil
+	}
+	msg, err := s.Secrets.Check(msg)
+	return out, msg, err
+}
+
+// withSystem is a with the run's system texts appended to its system
+// prompt (a itself when there are none): a copy, a may be shared.
+func withSystem(a *ChatAgent, system []string, msg string) *ChatAgent {
+	if len(system) == 0 && msg == "" {
+		return a
+	}
+	parts := make([]string, 0, len(system)+2)
+	for _, t := range append(append([]string{a.System}, system...), msg) {
+		if t != "" {
+			parts = append(parts, t)
+		}
+	}
+	c := *a
+	c.System = strings.Join(parts, "\n\n")
+	return &c
 }
 
 // Submit stores a run and enqueues it in one transaction. created is false
 // when the idempotency key named an existing run, which is returned.
 func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, created bool, err error) {
 	if p.Message, err = r.Service.Secrets.Check(p.Message); err != nil {
+		return store.Run{}, false, err
+	}
+	if p.System, p.SystemMessage, err = r.Service.checkSystem(p.System, p.SystemMessage); err != nil {
 		return store.Run{}, false, err
 	}
 	if p.IdempotencyKey != "" {
@@ -137,7 +183,7 @@ func (r *Runs) Submit(ctx context.Context, p SubmitParams) (run store.Run, creat
 		return store.Run{}, false, fmt.Errorf("submit run: %w", err)
 	}
 	input, _ := json.Marshal(runInput{Message: p.Message, NewConversation: isNew, Webhook: p.Webhook, MaxCostUSD: p.MaxCostUSD,
-		AgentVersion: p.AgentVersion})
+		AgentVersion: p.AgentVersion, System: p.System, SystemMessage: p.SystemMessage})
 	run = store.Run{
 		ID: "run_" + newID(), Tenant: p.Tenant, Agent: agent.Name, ConversationID: conv.ID,
 		Status: store.RunQueued, Input: input, IdempotencyKey: p.IdempotencyKey,
@@ -391,6 +437,12 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 		return nil, fmt.Errorf("%w: %w", errBadInput, err)
 	}
 	in.Message = msg
+	if in.System, in.SystemMessage, err = s.checkSystem(in.System, in.SystemMessage); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadInput, err)
+	}
+	// A session's system messages: part of the run's input, so a run
+	// resumed on another worker has them too.
+	agent = withSystem(agent, in.System, in.SystemMessage)
 	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), message: in.Message,
 		started: time.Now(), queued: true, maxCostUSD: in.MaxCostUSD}
 	approvals, err := r.Store.ListApprovals(ctx, run.ID)
