@@ -20,6 +20,7 @@ targets=(
   "./internal/tool FuzzSchemaValidate"
   "./internal/managed FuzzAgentRequest"
   "./internal/managed FuzzSessionCreateRequest"
+  "./internal/run/sdkstream FuzzStreamJSONLine"
 )
 # Every Fuzz function of the module must be listed here.
 listed=$(printf '%s\n' "${targets[@]}" | awk '{print $2}' | sort)
