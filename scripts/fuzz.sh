@@ -21,6 +21,7 @@ targets=(
   "./internal/managed FuzzAgentRequest"
   "./internal/managed FuzzSessionCreateRequest"
   "./internal/managed FuzzSessionEvents"
+  "./internal/run/sdkstream FuzzStreamJSONLine"
 )
 # Every Fuzz function of the module must be listed here.
 listed=$(printf '%s\n' "${targets[@]}" | awk '{print $2}' | sort)

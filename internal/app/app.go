@@ -422,7 +422,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	if rc := cfg.Retention; !rc.Disabled {
 		retention := &agentrun.RetentionSweeper{
 			Store: st, RunEvents: rc.RunEvents, Checkpoints: rc.Checkpoints, Runs: rc.Runs, Usage: rc.Usage,
-			Audit: rc.Audit, BatchSize: rc.BatchSize, Interval: rc.Interval,
+			Audit: rc.Audit, AgentDefinitions: rc.AgentDefinitions, BatchSize: rc.BatchSize, Interval: rc.Interval,
 			Log: log.With("component", "retention"), Metrics: metrics,
 		}
 		a.addLoop("retention", retention.Run)

@@ -86,7 +86,8 @@ func TestDefaultsApplied(t *testing.T) {
 	assert.Equal(t, DefaultSweepInterval, cfg.Store.SweepInterval)
 	assert.Equal(t, Retention{
 		RunEvents: 7 * 24 * time.Hour, Checkpoints: 7 * 24 * time.Hour, Runs: 30 * 24 * time.Hour,
-		Usage: 90 * 24 * time.Hour, Audit: 365 * 24 * time.Hour, Interval: 10 * time.Minute, BatchSize: 1000,
+		Usage: 90 * 24 * time.Hour, Audit: 365 * 24 * time.Hour, AgentDefinitions: 7 * 24 * time.Hour,
+		Interval: 10 * time.Minute, BatchSize: 1000,
 	}, cfg.Retention)
 	an := cfg.Providers.Anthropic
 	assert.Equal(t, DefaultAnthropicBaseURL, an.BaseURL)
@@ -175,6 +176,27 @@ func TestEnvOverrides(t *testing.T) {
 	assert.Equal(t, "sqlite://second.db", cfg.Store.URL)
 }
 
+// TestRetentionAgentDefinitions: retention.agent_definitions is set from
+// the file or AGENTD_RETENTION_AGENT_DEFINITIONS, and less than a day fails
+// the load naming the field.
+func TestRetentionAgentDefinitions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agentd.yaml")
+	writeFile(t, path, "retention:\n  agent_definitions: 48h\nagents:\n  - name: a\n    model: m\n")
+	cfg, err := Load(path, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 48*time.Hour, cfg.Retention.AgentDefinitions)
+
+	cfg, err = Load(path, []string{"AGENTD_RETENTION_AGENT_DEFINITIONS=720h"})
+	require.NoError(t, err)
+	assert.Equal(t, 720*time.Hour, cfg.Retention.AgentDefinitions)
+
+	for _, bad := range []string{"1h", "23h59m", "-48h"} {
+		_, err = Load(path, []string{"AGENTD_RETENTION_AGENT_DEFINITIONS=" + bad})
+		require.Error(t, err, bad)
+		assert.Contains(t, err.Error(), "retention.agent_definitions: must be >= 24h", bad)
+	}
+}
+
 func TestEnvOverrideBeatsFileAndEmptyResetsToDefault(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "agentd.yaml")
 	writeFile(t, path, "log:\n  level: debug\n  format: text\nagents:\n  - name: a\n    model: m\n")
@@ -215,9 +237,9 @@ func TestEnvVars(t *testing.T) {
 	// reservation_ttl) + gateway (disabled, max_body_bytes, log_bodies) + 9
 	// abuse + admission.tenant.max_in_flight and providers.anthropic.h2c +
 	// redaction.messages + auth.cache_ttl + auth.allow_unauthenticated_network
-	// + secrets_refresh (poll_interval, grace) + 8 retention + 8
+	// + secrets_refresh (poll_interval, grace) + 9 retention + 8
 	// breakers.defaults + admission.overflow + 4 console + 5 managed.
-	assert.Len(t, vars, 117)
+	assert.Len(t, vars, 118)
 	for k := range vars {
 		assert.NotContains(t, k, "AGENTS", "lists have no overrides")
 	}

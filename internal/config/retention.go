@@ -12,12 +12,20 @@ const (
 	DefaultRetentionRuns        = 30 * 24 * time.Hour
 	DefaultRetentionUsage       = 90 * 24 * time.Hour
 	DefaultRetentionAudit       = 365 * 24 * time.Hour
-	DefaultRetentionInterval    = 10 * time.Minute
-	DefaultRetentionBatchSize   = 1000
+	// DefaultRetentionAgentDefinitions: stored agent definitions no run
+	// references any more.
+	DefaultRetentionAgentDefinitions = 7 * 24 * time.Hour
+	DefaultRetentionInterval         = 10 * time.Minute
+	DefaultRetentionBatchSize        = 1000
 
 	// MinRetentionAudit is the least retention.audit: the store refuses
 	// to delete younger audit rows (store.MinAuditRetention).
 	MinRetentionAudit = 30 * 24 * time.Hour
+	// MinRetentionAgentDefinitions is the least retention.agent_definitions:
+	// an instance stores its definitions again every hour while it submits
+	// runs with them, and a definition is written just before the run that
+	// references it; a day leaves that write a wide margin.
+	MinRetentionAgentDefinitions = 24 * time.Hour
 	// MaxRetentionBatchSize bounds retention.batch_size, so that one
 	// delete statement stays short.
 	MaxRetentionBatchSize = 100000
@@ -52,6 +60,12 @@ type Retention struct {
 	// Audit is how long audit rows are kept; at least 720h (30 days).
 	// Defaults to 8760h (365 days).
 	Audit time.Duration `yaml:"audit"`
+	// AgentDefinitions is how long a stored agent definition (the one a
+	// run was submitted under, kept so that any worker finishes the run
+	// with it) is kept after it was last stored once no run references it
+	// any more: it goes after its last run (Runs). At least 24h. Defaults
+	// to 168h (7 days).
+	AgentDefinitions time.Duration `yaml:"agent_definitions"`
 	// Interval is how often the sweeper runs. Defaults to 10m.
 	Interval time.Duration `yaml:"interval"`
 	// BatchSize is how many rows one delete statement removes at most
@@ -66,6 +80,7 @@ func (r *Retention) applyDefaults() {
 	setDefault(&r.Runs, DefaultRetentionRuns)
 	setDefault(&r.Usage, DefaultRetentionUsage)
 	setDefault(&r.Audit, DefaultRetentionAudit)
+	setDefault(&r.AgentDefinitions, DefaultRetentionAgentDefinitions)
 	setDefault(&r.Interval, DefaultRetentionInterval)
 	setDefault(&r.BatchSize, DefaultRetentionBatchSize)
 }
@@ -76,6 +91,8 @@ func (r Retention) validate(v *validator) {
 	v.positive("retention.runs", r.Runs)
 	v.positive("retention.usage", r.Usage)
 	atLeast(v, "retention.audit", r.Audit, MinRetentionAudit, "must be >= 720h (audit rows younger than 30 days are never deleted)")
+	atLeast(v, "retention.agent_definitions", r.AgentDefinitions, MinRetentionAgentDefinitions,
+		"must be >= 24h (an instance stores the definitions it submits runs with again every hour)")
 	v.positive("retention.interval", r.Interval)
 	if r.BatchSize < 1 || r.BatchSize > MaxRetentionBatchSize {
 		v.add("retention.batch_size", fmt.Sprintf("must be between 1 and %d", MaxRetentionBatchSize))

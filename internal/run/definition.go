@@ -60,12 +60,22 @@ func definitionOf(a *ChatAgent) AgentDefinition {
 	return d
 }
 
+// definitionRefresh is how often an instance stores the definition of a
+// configured agent again while it submits runs with it: the retention
+// sweep deletes a definition no run references only when it was last
+// stored longer ago than retention.agent_definitions (at least
+// config.MinRetentionAgentDefinitions, far more than this), so a
+// definition stored for a run being submitted is never deleted before the
+// run's row references it, however long the process has been up.
+const definitionRefresh = time.Hour
+
 // pinned is a configured agent's definition as stored.
 type pinned struct {
 	digest string
 	raw    json.RawMessage
-	once   sync.Once // stores it (Service.Definitions) once per process
-	err    error
+
+	mu       sync.Mutex // held while storing it
+	storedAt time.Time  // when it was last stored (Service.Definitions); zero: not yet
 }
 
 // definitions are the Service's pinned definitions, computed once per
@@ -101,25 +111,23 @@ func (s *Service) ownDefinition(a *ChatAgent) *pinned {
 }
 
 // pinAgent returns the digest a new run of agent a records, after storing
-// its definition (once per process): "" when runs of a are not pinned.
+// its definition (once per process, and again every definitionRefresh):
+// "" when runs of a are not pinned.
 func (s *Service) pinAgent(ctx context.Context, a *ChatAgent) (string, error) {
 	p := s.ownDefinition(a)
 	if p == nil || s.Definitions == nil {
 		return "", nil
 	}
-	p.once.Do(func() {
-		p.err = s.Definitions.PutAgentDefinition(context.WithoutCancel(ctx), p.digest, a.Name, p.raw)
-	})
-	if p.err != nil {
-		// Not cached as done: the next run tries again.
-		err := p.err
-		s.defs.mu.Lock()
-		if s.defs.own[a.Name] == p {
-			delete(s.defs.own, a.Name)
-		}
-		s.defs.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.storedAt.IsZero() && time.Since(p.storedAt) < definitionRefresh {
+		return p.digest, nil
+	}
+	if err := s.Definitions.PutAgentDefinition(context.WithoutCancel(ctx), p.digest, a.Name, p.raw); err != nil {
+		// Not marked stored: the next run tries again.
 		return "", fmt.Errorf("store the definition of agent %q: %w", a.Name, err)
 	}
+	p.storedAt = time.Now()
 	return p.digest, nil
 }
 

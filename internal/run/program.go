@@ -1,7 +1,6 @@
 package run
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -25,6 +24,7 @@ import (
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/metered"
+	"github.com/agentd/agentd/internal/run/sdkstream"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -47,9 +47,6 @@ var ErrProgramFailed = errors.New("the agent program failed")
 // stderrTailBytes is how much of a program's stderr a failed run's error
 // quotes.
 const stderrTailBytes = 2048
-
-// maxProgramLine bounds one stdout line of a program (one JSON message).
-const maxProgramLine = 16 << 20
 
 // Runtime is how an agent's program is started (agents[].runtime).
 type Runtime struct {
@@ -382,8 +379,7 @@ func (x *execution) runProgram(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), maxProgramLine)
+		sc := sdkstream.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
 			tail.add(line)
@@ -392,8 +388,7 @@ func (x *execution) runProgram(ctx context.Context) error {
 	}()
 
 	m := &streamMapper{x: x, scope: scope, uses: map[string]toolUse{}}
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 64<<10), maxProgramLine)
+	sc := sdkstream.NewScanner(stdout)
 	var stoppedAfterResult atomic.Bool
 	for sc.Scan() {
 		hadResult := m.result != nil
@@ -455,7 +450,7 @@ func (x *execution) runProgram(ctx context.Context) error {
 		return fail("read its output: " + scanErr.Error())
 	case m.result == nil:
 		return fail("it exited without a result message")
-	case m.result.IsError || (m.result.Subtype != "" && m.result.Subtype != "success"):
+	case m.result.Failed():
 		what := "its result is an error (" + m.result.Subtype + ")"
 		if len(m.result.Errors) > 0 {
 			what += ": " + strings.Join(m.result.Errors, "; ")
@@ -541,36 +536,13 @@ func (t *tailBuffer) String() string {
 	return string(t.b)
 }
 
-// sdkMessage is the part of an Agent SDK stream-JSON message agentd reads.
-type sdkMessage struct {
-	Type      string `json:"type"`
-	Subtype   string `json:"subtype"`
-	SessionID string `json:"session_id"`
-	Message   struct {
-		ID      string          `json:"id"`
-		Content json.RawMessage `json:"content"`
-	} `json:"message"`
-	Event struct {
-		Type  string `json:"type"`
-		Index int    `json:"index"`
-		Delta struct {
-			Type string `json:"type"`
-			Text string `json:"text"`
-		} `json:"delta"`
-	} `json:"event"`
-	// result
-	IsError    bool     `json:"is_error"`
-	Result     string   `json:"result"`
-	StopReason string   `json:"stop_reason"`
-	Errors     []string `json:"errors"`
-}
-
 type toolUse struct {
 	name  string
 	start time.Time
 }
 
 // streamMapper maps a program's stream-JSON messages to the run's events.
+// The decoding of a line is sdkstream.Decode's; the mapper acts on it.
 type streamMapper struct {
 	x        *execution
 	scope    *metered.RunScope
@@ -578,20 +550,20 @@ type streamMapper struct {
 	streamed bool // the program sends partial messages (stream_event): text comes from them
 	lastMsg  string
 	index    int
-	result   *sdkMessage
+	result   *sdkstream.Result
 }
 
 func (m *streamMapper) line(ctx context.Context, line []byte) {
-	line = bytes.TrimSpace(line)
-	if len(line) == 0 {
+	d := sdkstream.Decode(line)
+	switch d.Kind {
+	case sdkstream.Blank:
 		return
-	}
-	var msg sdkMessage
-	if line[0] != '{' || json.Unmarshal(line, &msg) != nil || msg.Type == "" {
+	case sdkstream.Stray:
 		// Not a message: a stray console.log. Logged, not an event.
-		m.x.l.Log.InfoContext(ctx, "agent program stdout", "line", string(line))
+		m.x.l.Log.InfoContext(ctx, "agent program stdout", "line", d.Text)
 		return
 	}
+	msg := d.Message
 	x := m.x
 	step := max(m.scope.Steps(), 1)
 	switch msg.Type {
@@ -608,17 +580,15 @@ func (m *streamMapper) line(ctx context.Context, line []byte) {
 			}
 		}
 	case "stream_event":
-		if msg.Event.Type == "content_block_delta" && msg.Event.Delta.Type == "text_delta" {
+		if msg.Delta != nil {
 			m.streamed = true
-			x.emit(TextDeltaEvent{Step: step, Index: msg.Event.Index, Text: msg.Event.Delta.Text})
+			x.emit(TextDeltaEvent{Step: step, Index: msg.Delta.Index, Text: msg.Delta.Text})
 		}
 	case "assistant":
-		if msg.Message.ID != m.lastMsg {
-			m.lastMsg, m.index = msg.Message.ID, 0
+		if msg.MessageID != m.lastMsg {
+			m.lastMsg, m.index = msg.MessageID, 0
 		}
-		var blocks []llm.Block
-		_ = json.Unmarshal(msg.Message.Content, &blocks)
-		for _, b := range blocks {
+		for _, b := range msg.Blocks {
 			switch b.Type {
 			case "text":
 				if !m.streamed && b.Text != "" {
@@ -631,28 +601,17 @@ func (m *streamMapper) line(ctx context.Context, line []byte) {
 			m.index++
 		}
 	case "user":
-		var blocks []struct {
-			Type      string          `json:"type"`
-			ToolUseID string          `json:"tool_use_id"`
-			Content   json.RawMessage `json:"content"`
-			IsError   bool            `json:"is_error"`
-		}
-		_ = json.Unmarshal(msg.Message.Content, &blocks)
-		for _, b := range blocks {
-			if b.Type != "tool_result" {
-				continue
-			}
+		for _, b := range msg.ToolResults {
 			u := m.uses[b.ToolUseID]
 			var ms int64
 			if !u.start.IsZero() {
 				ms = time.Since(u.start).Milliseconds()
 			}
-			x.emit(ToolResultEvent{Step: step, ToolUseID: b.ToolUseID, Name: u.name, Content: toolResultText(b.Content),
+			x.emit(ToolResultEvent{Step: step, ToolUseID: b.ToolUseID, Name: u.name, Content: b.Content,
 				IsError: b.IsError, DurationMS: ms})
 		}
 	case "result":
-		r := msg
-		m.result = &r
+		m.result = msg.Result
 		return // stored with the done event
 	}
 	if msg.Type != "stream_event" {
@@ -662,26 +621,6 @@ func (m *streamMapper) line(ctx context.Context, line []byte) {
 			x.l.Log.WarnContext(ctx, "store the program's events", "err", err)
 		}
 	}
-}
-
-// toolResultText is a tool_result's content as text: a string, or its
-// text blocks joined.
-func toolResultText(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var blocks []llm.Block
-	if json.Unmarshal(raw, &blocks) == nil {
-		var parts []string
-		for _, b := range blocks {
-			if b.Type == "text" {
-				parts = append(parts, b.Text)
-			}
-		}
-		return strings.Join(parts, "\n")
-	}
-	return string(raw)
 }
 
 // textOf joins the text blocks of bs.

@@ -17,6 +17,7 @@ type RetentionStore interface {
 	DeleteAudit(ctx context.Context, createdBefore time.Time, limit int) (int, error)
 	DeleteFeedback(ctx context.Context, updatedBefore time.Time, limit int) (int, error)
 	DeleteSDKSessions(ctx context.Context, lastAppendBefore time.Time, limit int) (int, error)
+	DeleteAgentDefinitions(ctx context.Context, storedBefore time.Time, limit int) (int, error)
 }
 
 // Tables of the retention sweep, the values of the metric's table label.
@@ -28,6 +29,7 @@ const (
 	TableAudit       = "audit"
 	TableFeedback    = "feedback"
 	TableSDKSessions = "sdk_session_entries"
+	TableAgentDefs   = "agent_definitions"
 )
 
 // RetentionSweeper deletes rows older than their retention every
@@ -44,17 +46,23 @@ type RetentionSweeper struct {
 	// go with usage: Usage after their last update; hosted programs' SDK
 	// sessions with runs: Runs after their last append. All > 0.
 	RunEvents, Checkpoints, Runs, Usage, Audit time.Duration
-	BatchSize                                  int
-	Interval                                   time.Duration
-	Log                                        *slog.Logger
-	Metrics                                    *observe.Metrics
+	// AgentDefinitions: a stored agent definition that no run references
+	// any more (its runs were deleted, by Runs) is deleted this long
+	// after it was last stored; > definitionRefresh (run/definition.go),
+	// which is how often an instance stores its definitions again while
+	// it submits runs with them.
+	AgentDefinitions time.Duration
+	BatchSize        int
+	Interval         time.Duration
+	Log              *slog.Logger
+	Metrics          *observe.Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // RetentionResult is how many rows one sweep removed, by table.
 type RetentionResult struct {
-	RunEvents, Checkpoints, Runs, Usage, Audit, Feedback, SDKSessions int
+	RunEvents, Checkpoints, Runs, Usage, Audit, Feedback, SDKSessions, AgentDefinitions int
 }
 
 // Run sweeps until ctx is done; it returns nil then.
@@ -79,9 +87,12 @@ func (s *RetentionSweeper) SweepOnce(ctx context.Context) RetentionResult {
 	r.Audit = s.sweep(ctx, TableAudit, s.Store.DeleteAudit, now.Add(-s.Audit))
 	r.Feedback = s.sweep(ctx, TableFeedback, s.Store.DeleteFeedback, now.Add(-s.Usage))
 	r.SDKSessions = s.sweep(ctx, TableSDKSessions, s.Store.DeleteSDKSessions, runs)
+	// After the runs: a definition whose last runs went above goes now.
+	r.AgentDefinitions = s.sweep(ctx, TableAgentDefs, s.Store.DeleteAgentDefinitions, now.Add(-s.AgentDefinitions))
 	if r != (RetentionResult{}) {
 		s.Log.InfoContext(ctx, "retention sweep", "run_events", r.RunEvents, "checkpoints", r.Checkpoints,
-			"runs", r.Runs, "usage", r.Usage, "audit", r.Audit, "feedback", r.Feedback, "sdk_session_entries", r.SDKSessions)
+			"runs", r.Runs, "usage", r.Usage, "audit", r.Audit, "feedback", r.Feedback, "sdk_session_entries", r.SDKSessions,
+			"agent_definitions", r.AgentDefinitions)
 	}
 	return r
 }

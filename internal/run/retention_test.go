@@ -59,6 +59,9 @@ func (f *fakeRetention) DeleteFeedback(_ context.Context, t time.Time, n int) (i
 func (f *fakeRetention) DeleteSDKSessions(_ context.Context, t time.Time, n int) (int, error) {
 	return f.del(TableSDKSessions, t, n)
 }
+func (f *fakeRetention) DeleteAgentDefinitions(_ context.Context, t time.Time, n int) (int, error) {
+	return f.del(TableAgentDefs, t, n)
+}
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -67,17 +70,18 @@ func TestRetentionSweepBatchesCutoffsAndMetric(t *testing.T) {
 	const day = 24 * time.Hour
 	f := &fakeRetention{
 		left: map[string]int{TableRunEvents: 25, TableCheckpoints: 10, TableRuns: 3, TableUsage: 20, TableAudit: 0,
-			TableFeedback: 7, TableSDKSessions: 4},
+			TableFeedback: 7, TableSDKSessions: 4, TableAgentDefs: 2},
 		fail:    map[string]error{},
 		cutoffs: map[string][]time.Time{},
 	}
 	m := observe.NewMetrics("test")
 	s := &RetentionSweeper{
 		Store: f, RunEvents: 7 * day, Checkpoints: 60 * day, Runs: 30 * day, Usage: 90 * day, Audit: 365 * day,
-		BatchSize: 10, Interval: time.Hour, Log: discard(), Metrics: m, Now: func() time.Time { return now },
+		AgentDefinitions: 3 * day, BatchSize: 10, Interval: time.Hour, Log: discard(), Metrics: m, Now: func() time.Time { return now },
 	}
 	r := s.SweepOnce(t.Context())
-	require.Equal(t, RetentionResult{RunEvents: 25, Checkpoints: 10, Runs: 3, Usage: 20, Audit: 0, Feedback: 7, SDKSessions: 4}, r)
+	require.Equal(t, RetentionResult{RunEvents: 25, Checkpoints: 10, Runs: 3, Usage: 20, Audit: 0, Feedback: 7, SDKSessions: 4,
+		AgentDefinitions: 2}, r)
 
 	// Batches of 10 until one comes back short: 10+10+5; 10+0; 3; 10+10+0; 0.
 	require.Len(t, f.cutoffs[TableRunEvents], 3)
@@ -96,8 +100,9 @@ func TestRetentionSweepBatchesCutoffsAndMetric(t *testing.T) {
 	require.Equal(t, now.Add(-365*day), f.cutoffs[TableAudit][0])
 	require.Equal(t, now.Add(-90*day), f.cutoffs[TableFeedback][0], "feedback goes with usage")
 	require.Equal(t, now.Add(-30*day), f.cutoffs[TableSDKSessions][0], "SDK sessions go with runs")
+	require.Equal(t, now.Add(-3*day), f.cutoffs[TableAgentDefs][0], "definitions count from their last store")
 
-	for table, want := range map[string]float64{TableRunEvents: 25, TableCheckpoints: 10, TableRuns: 3, TableUsage: 20, TableFeedback: 7, TableSDKSessions: 4} {
+	for table, want := range map[string]float64{TableRunEvents: 25, TableCheckpoints: 10, TableRuns: 3, TableUsage: 20, TableFeedback: 7, TableSDKSessions: 4, TableAgentDefs: 2} {
 		var got dto.Metric
 		require.NoError(t, m.RetentionDeleted.WithLabelValues(table).Write(&got))
 		require.Equal(t, want, got.GetCounter().GetValue(), table)
@@ -110,7 +115,7 @@ func TestRetentionSweepBatchesCutoffsAndMetric(t *testing.T) {
 			series = len(mf.GetMetric())
 		}
 	}
-	require.Equal(t, 6, series, "no series for a table with nothing deleted")
+	require.Equal(t, 7, series, "no series for a table with nothing deleted")
 }
 
 func TestRetentionSweepGoesOnAfterAnError(t *testing.T) {
@@ -156,8 +161,10 @@ func TestRetentionSweepOnStore(t *testing.T) {
 	now := time.Now().UTC()
 	const day = 24 * time.Hour
 	mk := func(id string, status store.RunStatus, finished time.Time) {
+		// Each run was submitted under a definition of its own.
+		require.NoError(t, st.PutAgentDefinition(ctx, "def_"+id, "a", []byte(`{"agent":"a"}`)))
 		require.NoError(t, st.CreateRun(ctx, store.Run{ID: id, Tenant: "t", Agent: "a", Status: status,
-			CreatedAt: now.Add(-100 * day), FinishedAt: finished}))
+			CreatedAt: now.Add(-100 * day), FinishedAt: finished, AgentDigest: "def_" + id}))
 		var evs []store.Event
 		for i := int64(1); i <= 5; i++ {
 			evs = append(evs, store.Event{RunID: id, Seq: i, Type: "step", Data: []byte(`{}`)})
@@ -173,9 +180,14 @@ func TestRetentionSweepOnStore(t *testing.T) {
 	}
 
 	s := &RetentionSweeper{Store: st, RunEvents: 7 * day, Checkpoints: 7 * day, Runs: 30 * day, Usage: 90 * day,
-		Audit: 365 * day, BatchSize: 2, Interval: time.Hour, Log: discard(), Metrics: observe.NewMetrics("test")}
+		Audit: 365 * day, AgentDefinitions: time.Millisecond, BatchSize: 2, Interval: time.Hour, Log: discard(),
+		Metrics: observe.NewMetrics("test")}
+	time.Sleep(5 * time.Millisecond) // the definitions are older than AgentDefinitions
 	r := s.SweepOnce(ctx)
-	require.Equal(t, RetentionResult{RunEvents: 5, Checkpoints: 1, Runs: 1, Usage: 3}, r)
+	require.Equal(t, RetentionResult{RunEvents: 5, Checkpoints: 1, Runs: 1, Usage: 3, AgentDefinitions: 1}, r,
+		"run_old's definition goes in the same sweep as run_old")
+	_, err = st.GetAgentDefinition(ctx, "def_run_old")
+	require.ErrorIs(t, err, store.ErrNotFound)
 
 	_, err = st.GetRun(ctx, "t", "run_old")
 	require.ErrorIs(t, err, store.ErrNotFound)
@@ -187,6 +199,8 @@ func TestRetentionSweepOnStore(t *testing.T) {
 		require.Len(t, evs, 5, id)
 		_, err = st.LatestCheckpoint(ctx, id)
 		require.NoError(t, err, id)
+		_, err = st.GetAgentDefinition(ctx, "def_"+id)
+		require.NoError(t, err, "the definition of %s", id)
 	}
 	g, err := st.SumUsage(ctx, store.UsageQuery{Tenant: "t", GroupBy: store.UsageByAgent})
 	require.NoError(t, err)

@@ -126,6 +126,12 @@ type Retention interface {
 	// a tenant's session id, all its subpaths) that had no entry appended
 	// since lastAppendBefore: a session goes whole, never its oldest part.
 	DeleteSDKSessions(ctx context.Context, lastAppendBefore time.Time, limit int) (int, error)
+	// DeleteAgentDefinitions deletes stored agent definitions
+	// (AgentDefinitions) that no run references any more (no row of runs,
+	// finished or not, has their digest) and that were last stored before
+	// storedBefore. The age guard keeps a definition stored for a run that
+	// is being submitted: its row is written before the run's.
+	DeleteAgentDefinitions(ctx context.Context, storedBefore time.Time, limit int) (int, error)
 }
 
 // APIKey is a client API key. The key itself is never stored: Hash is the

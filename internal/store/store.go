@@ -315,7 +315,9 @@ type Store interface {
 // configuration defines the agent differently runs such a run with.
 type AgentDefinitions interface {
 	// PutAgentDefinition stores def (JSON) under digest; storing a digest
-	// again changes nothing (a digest names one content).
+	// again changes only the time it was last stored (a digest names one
+	// content), which the retention sweep's age guard counts from
+	// (Retention.DeleteAgentDefinitions).
 	PutAgentDefinition(ctx context.Context, digest, agent string, def json.RawMessage) error
 	// GetAgentDefinition returns the definition stored under digest, or
 	// ErrNotFound.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -21,7 +22,10 @@ import (
 //   - RollUpUsage leaves SumUsage's answers unchanged (every grouping),
 //     keeps other tenants apart and counts a rolled-up day at its start;
 //   - DeleteAudit deletes old rows and refuses a cutoff younger than
-//     store.MinAuditRetention.
+//     store.MinAuditRetention;
+//   - DeleteAgentDefinitions deletes a definition only when no run (queued,
+//     running or finished) has its digest and it was last stored before
+//     the cutoff; storing a digest again moves that time.
 
 func exerciseRetention[TTx any](t *testing.T, setup setupFunc[TTx]) {
 	retention := func(t *testing.T, s Store[TTx]) store.Retention {
@@ -246,5 +250,92 @@ func exerciseRetention[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.Len(t, left, 2)
 		require.Equal(t, "keep1", left[0].ToolUseID)
 		require.Equal(t, "keep2", left[1].ToolUseID)
+	})
+
+	t.Run("AgentDefinitions", func(t *testing.T) {
+		s, ctx := setup(t)
+		rt := retention(t, s)
+		defs, ok := s.(store.AgentDefinitions)
+		require.True(t, ok, "%T does not implement store.AgentDefinitions", s)
+		put := func(digest string) {
+			t.Helper()
+			require.NoError(t, defs.PutAgentDefinition(ctx, digest, "agent-a", js(`{"agent":"agent-a","model":"m"}`)))
+		}
+		stored := func(digest string) bool {
+			t.Helper()
+			_, err := defs.GetAgentDefinition(ctx, digest)
+			if errors.Is(err, store.ErrNotFound) {
+				return false
+			}
+			require.NoError(t, err)
+			return true
+		}
+		mk := func(st store.RunStatus, digest string, finished time.Time) store.Run {
+			t.Helper()
+			r := store.Run{ID: newID("run"), Tenant: "t1", Agent: "agent-a", Status: st, Input: js(`{}`),
+				CreatedAt: now.Add(-30 * 24 * time.Hour), FinishedAt: finished, AgentDigest: digest}
+			require.NoError(t, s.CreateRun(ctx, r))
+			return r
+		}
+		queued, running, finished := newID("def"), newID("def"), newID("def")
+		unused1, unused2 := newID("def"), newID("def")
+		for _, d := range []string{queued, running, finished, unused1, unused2} {
+			put(d)
+		}
+		mk(store.RunQueued, queued, time.Time{})
+		mk(store.RunRunning, running, time.Time{})
+		mk(store.RunSucceeded, finished, old)
+		mk(store.RunSucceeded, "", old) // a run without a digest references nothing
+
+		// Every definition was stored just now: younger than the cutoff,
+		// none goes, referenced or not.
+		n, err := rt.DeleteAgentDefinitions(ctx, time.Now().Add(-time.Hour), 1000)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.True(t, stored(unused1))
+
+		// All stored before the cutoff: the two no run references go, at
+		// most limit per call.
+		later := time.Now().Add(time.Hour)
+		n, err = rt.DeleteAgentDefinitions(ctx, later, 1)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		n, err = rt.DeleteAgentDefinitions(ctx, later, 1000)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		n, err = rt.DeleteAgentDefinitions(ctx, later, 1000)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.False(t, stored(unused1))
+		require.False(t, stored(unused2))
+		for _, d := range []string{queued, running, finished} {
+			require.True(t, stored(d), "a definition a run references survives")
+		}
+
+		// Once its last run is deleted (the runs sweep), the definition goes.
+		n, err = rt.DeleteRuns(ctx, cutoff, 1000)
+		require.NoError(t, err)
+		require.Equal(t, 2, n, "the two finished runs")
+		n, err = rt.DeleteAgentDefinitions(ctx, later, 1000)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.False(t, stored(finished))
+		require.True(t, stored(queued))
+		require.True(t, stored(running))
+
+		// Storing a digest again moves the time it was last stored.
+		again := newID("def")
+		put(again)
+		time.Sleep(5 * time.Millisecond)
+		between := time.Now()
+		time.Sleep(5 * time.Millisecond)
+		put(again)
+		n, err = rt.DeleteAgentDefinitions(ctx, between, 1000)
+		require.NoError(t, err)
+		require.Zero(t, n, "stored again after the cutoff")
+		require.True(t, stored(again))
+
+		_, err = rt.DeleteAgentDefinitions(ctx, later, 0)
+		require.Error(t, err, "limit 0")
 	})
 }
