@@ -157,11 +157,18 @@ func TestManagedSessionUpdateAgentSDK(t *testing.T) {
 		require.Equal(t, "requires_action", last(turn4).AsSessionStatusIdle().StopReason.Type)
 		require.Contains(t, apiErr(anthropic.BetaSessionUpdateParams{Agent: anthropic.BetaManagedAgentsSessionAgentUpdateParam{Tools: clockOnly}}),
 			"turn in progress", "the waiting turn keeps its tools")
+		// A title may change meanwhile: its session.updated comes after
+		// the turn, in the history as on the stream.
+		_, err = c.Beta.Sessions.Update(ctx, sess.ID, anthropic.BetaSessionUpdateParams{Title: anthropic.String("waiting")})
+		require.NoError(t, err)
 		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, confirm(ask.ID, true, ""))
 		require.NoError(t, err)
 		turn4 = stream.untilIdle()
 		require.Equal(t, "end_turn", last(turn4).AsSessionStatusIdle().StopReason.Type)
 		require.Equal(t, ask.ID, firstOf(t, turn4, "agent.mcp_tool_result").AsAgentMCPToolResult().MCPToolUseID)
+		titled := stream.next()
+		require.Equal(t, "session.updated", titled.Type, "after the turn it happened in")
+		require.Equal(t, "waiting", titled.AsSessionUpdated().Title)
 
 		// 5. The history has each update where it happened, under the id
 		// the stream sent; its session.usage sums to the session's usage.
@@ -189,7 +196,8 @@ func TestManagedSessionUpdateAgentSDK(t *testing.T) {
 			}
 		}
 		require.Equal(t, []string{updated.ID, budgetUpdated.ID}, updates[:2])
-		require.Len(t, updates, 3)
+		require.Len(t, updates, 4)
+		require.Equal(t, titled.ID, history[len(history)-1].ID, "the update during the last turn comes after it")
 		require.Positive(t, at)
 		require.Equal(t, "session.status_idle", history[at-1].Type, "after the first turn")
 		require.Equal(t, "user.message", history[at+1].Type, "before the second")
