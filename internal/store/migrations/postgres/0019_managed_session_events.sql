@@ -1,7 +1,8 @@
 -- 0019_managed_session_events: the PostgreSQL twin of
 -- sqlite/0019_managed_session_events.sql: events of a Managed Agents
 -- session that no run produces (session.updated), seq 1, 2, 3, ... per
--- session, data the event's JSON, deleted with the session.
+-- session, data package managed's JSON (the event and what later turns need
+-- of it), deleted with the session.
 
 CREATE TABLE managed_session_events (
     session_id text        NOT NULL,

@@ -3,7 +3,9 @@
 -- stream show them, in order with its turns (internal/managed).
 --
 --   * seq: 1, 2, 3, ... per session, in the order they happened.
---   * data: the event's JSON as the API shows it, byte for byte.
+--   * data: package managed's JSON, byte for byte: the event as the API
+--     shows it, and what translating the session's later turns needs of it
+--     (the tools and budget the update set).
 --   * created_at: INTEGER unix microseconds, UTC: where the event falls
 --     among the session's turns (runs.created_at).
 --   * deleted with the session (DeleteManagedSession); no foreign key, as
