@@ -29,7 +29,8 @@ import (
 //	usage            agent.message (text not yet sent), then
 //	                 span.model_request_end with the call's tokens
 //	                 (span.model_request_start comes before the call's first
-//	                 event)
+//	                 event), then session.usage: the session's usage so far
+//	                 (the sums of every usage event translated)
 //	tool_result      agent.mcp_tool_result or agent.tool_result (none for a
 //	                 custom tool: its result is the user's
 //	                 user.custom_tool_result)
@@ -105,6 +106,33 @@ type Translator struct {
 	// idle: the last event translated ended the turn (an idle); ended
 	// reports a finished run's end only when it did not.
 	idle bool
+
+	// Budget is the session's budget, reported by session.usage (the
+	// caller changes it as the session's updates did).
+	Budget *Budget
+	// usage: the session's usage so far (every usage event translated),
+	// reported by session.usage after each span.model_request_end;
+	// active the time of its finished turns, runStart the start of the
+	// current one.
+	usage    SessionUsage
+	active   time.Duration
+	runStart time.Time
+}
+
+// sessionUsage is a session.usage event (BetaManagedAgentsSessionUsageEvent).
+type sessionUsage struct {
+	evBase
+	Usage  SessionUsage `json:"usage"`
+	Budget *Budget      `json:"budget"`
+}
+
+// endRun adds the time of the run that started at runStart and ended at
+// end to the session's active time.
+func (t *Translator) endRun(end time.Time) {
+	if !t.runStart.IsZero() {
+		t.active += max(0, end.Sub(t.runStart))
+		t.runStart = time.Time{}
+	}
 }
 
 // ToolsOf returns the Tools function of an agent: its custom tools, its MCP
@@ -279,6 +307,7 @@ func (t *Translator) Ended(r store.Run) (outs []Out, ok bool, err error) {
 		return nil, false, nil
 	}
 	t.idle, t.step, t.pending = true, 0, nil
+	t.endRun(r.FinishedAt)
 	at := mustTimestamp(r.FinishedAt)
 	stop := "end_turn"
 	if r.Status == store.RunFailed {
@@ -341,7 +370,7 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 	}
 	switch e.Type {
 	case run.EventStart:
-		t.step = 0
+		t.step, t.runStart = 0, e.CreatedAt
 		id := nextID()
 		return outs, add(out(id, "session.status_running", false, base(id, "session.status_running")))
 	case run.EventTextDelta:
@@ -421,7 +450,23 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 				CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens, Speed: "standard"}}
 		t.lastText = len(t.indexes) > 0
 		t.step = 0 // the call is over; the next event opens the next one
-		return outs, add(out(id, "span.model_request_end", false, span))
+		if err := add(out(id, "span.model_request_end", false, span)); err != nil {
+			return nil, err
+		}
+		// The session's usage after the call: its usage rows are the
+		// same calls' (what Sessions.Get sums).
+		t.usage.InputTokens += u.InputTokens
+		t.usage.OutputTokens += u.OutputTokens
+		t.usage.CacheReadInputTokens += u.CacheReadInputTokens
+		t.usage.CacheCreation.Ephemeral5mInputTokens += u.CacheCreationInputTokens
+		t.usage.CostUSD += u.CostUSD
+		t.usage.ListCost = Cents(t.usage.CostUSD)
+		su := sessionUsage{evBase: base(nextID(), "session.usage"), Usage: t.usage, Budget: t.Budget}
+		su.Usage.ActiveSeconds = t.active.Seconds()
+		if !t.runStart.IsZero() {
+			su.Usage.ActiveSeconds += max(0, e.CreatedAt.Sub(t.runStart)).Seconds()
+		}
+		return outs, add(out(su.ID, su.Type, false, su))
 	case run.EventToolResult:
 		var r run.ToolResultEvent
 		if err := json.Unmarshal(e.Data, &r); err != nil {
@@ -469,6 +514,7 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 			}
 		}
 		t.step, t.lastText = 0, false
+		t.endRun(e.CreatedAt)
 		id := nextID()
 		return outs, add(out(id, "session.status_idle", false, evIdle{evBase: base(id, "session.status_idle"), StopReason: stopReason{Type: "end_turn"}}))
 	case run.EventError:
@@ -477,6 +523,7 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 			return nil, fmt.Errorf("error %d: %w", e.Seq, err)
 		}
 		t.step = 0
+		t.endRun(e.CreatedAt)
 		stop := "retries_exhausted"
 		switch ei.Type {
 		case "canceled", "interrupted":

@@ -68,13 +68,14 @@ func decodeStream(t *testing.T, o Out) any {
 func TestTranslateTurn(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	tr := &Translator{Tools: testTools()}
+	budget := &Budget{Type: "limit", MaxListCost: Money{Amount: "500", Currency: "USD"}}
+	tr := &Translator{Tools: testTools(), Budget: budget}
 	evs := runEvents(t, "run1", t0,
 		run.StartEvent{Agent: "a", RunID: "run1"},
 		run.TextDeltaEvent{Step: 1, Index: 0, Text: "Let me "},
 		run.TextDeltaEvent{Step: 1, Index: 0, Text: "look."},
 		run.ToolUseEvent{Step: 1, ID: "toolu_1", Name: "lookup", Input: json.RawMessage(`{"q":"x"}`)},
-		run.UsageEvent{Step: 1, InputTokens: 10, OutputTokens: 5, CacheReadInputTokens: 2},
+		run.UsageEvent{Step: 1, InputTokens: 10, OutputTokens: 5, CacheReadInputTokens: 2, CacheCreationInputTokens: 4, CostUSD: 15_000_000},
 		run.ToolResultEvent{Step: 1, ToolUseID: "toolu_1", Name: "lookup", Content: "from the client"},
 		run.ToolUseEvent{Step: 2, ID: "toolu_2", Name: "search", Input: json.RawMessage(`{}`)},
 		run.UsageEvent{Step: 2, InputTokens: 20, OutputTokens: 1},
@@ -83,7 +84,7 @@ func TestTranslateTurn(t *testing.T) {
 		run.UsageEvent{Step: 3},
 		run.ToolResultEvent{Step: 3, ToolUseID: "toolu_3", Name: "clock", Content: "noon"},
 		run.TextDeltaEvent{Step: 4, Index: 0, Text: "Done."},
-		run.UsageEvent{Step: 4, InputTokens: 30, OutputTokens: 2},
+		run.UsageEvent{Step: 4, InputTokens: 30, OutputTokens: 2, CostUSD: 1},
 		run.Answer{Text: "Done.", Content: []llm.Block{}},
 	)
 	var all []Out
@@ -104,10 +105,10 @@ func TestTranslateTurn(t *testing.T) {
 	require.Equal(t, []string{
 		"session.status_running",
 		"span.model_request_start", "event_start", "event_delta", "event_delta",
-		"agent.message", "agent.custom_tool_use", "span.model_request_end", "user.custom_tool_result",
-		"span.model_request_start", "agent.mcp_tool_use", "span.model_request_end", "agent.mcp_tool_result",
-		"span.model_request_start", "agent.mcp_tool_use", "span.model_request_end", "agent.mcp_tool_result",
-		"span.model_request_start", "event_start", "event_delta", "agent.message", "span.model_request_end",
+		"agent.message", "agent.custom_tool_use", "span.model_request_end", "session.usage", "user.custom_tool_result",
+		"span.model_request_start", "agent.mcp_tool_use", "span.model_request_end", "session.usage", "agent.mcp_tool_result",
+		"span.model_request_start", "agent.mcp_tool_use", "span.model_request_end", "session.usage", "agent.mcp_tool_result",
+		"span.model_request_start", "event_start", "event_delta", "agent.message", "span.model_request_end", "session.usage",
 		"session.status_idle",
 	}, types)
 
@@ -124,6 +125,20 @@ func TestTranslateTurn(t *testing.T) {
 		t.Fatalf("no %s #%d", typ, n)
 		return Out{}
 	}
+	// session.usage: the session's sums so far, after each call's span.
+	u1 := decodeStream(t, byType("session.usage", 0)).(anthropic.BetaManagedAgentsSessionUsageEvent)
+	require.Equal(t, int64(10), u1.Usage.InputTokens)
+	require.Equal(t, int64(4), u1.Usage.CacheCreation.Ephemeral5mInputTokens)
+	require.Equal(t, "2", u1.Usage.ListCost.Amount, "1.5 cents, rounded up")
+	require.Equal(t, "500", u1.Budget.MaxListCost.Amount)
+	require.Equal(t, evs[4].CreatedAt.Sub(t0).Seconds(), u1.Usage.ActiveSeconds, "from the turn's start to the call's end")
+	u4 := decodeStream(t, byType("session.usage", 3)).(anthropic.BetaManagedAgentsSessionUsageEvent)
+	require.Equal(t, int64(60), u4.Usage.InputTokens)
+	require.Equal(t, int64(8), u4.Usage.OutputTokens)
+	require.Equal(t, int64(2), u4.Usage.CacheReadInputTokens)
+	require.Equal(t, "2", u4.Usage.ListCost.Amount, "15 000 001 nano-dollars: 1.5 cents and a bit, rounded up")
+	require.Equal(t, "0.015000001", u4.Usage.JSON.ExtraFields["cost_usd"].Raw())
+
 	running := decodeStream(t, byType("session.status_running", 0)).(anthropic.BetaManagedAgentsSessionStatusRunningEvent)
 	require.Equal(t, t0, running.ProcessedAt)
 

@@ -27,6 +27,9 @@ type SessionData struct {
 	Title    string            `json:"title,omitempty"`
 	Metadata map[string]string `json:"metadata"`
 	Budget   *Budget           `json:"budget,omitempty"`
+	// Agent: the tools and MCP servers an update gave the session's
+	// agent (nil: its version's).
+	Agent *SessionAgentConfig `json:"agent,omitempty"`
 }
 
 // Budget is a session's spend ceiling (BetaManagedAgentsBudgetLimit).
@@ -357,7 +360,7 @@ func (s *Service) renderSessionRuns(ctx context.Context, ms store.ManagedSession
 			return Session{}, fmt.Errorf("session %s: its agent %s v%d: %w", ms.ID, ms.AgentID, ms.AgentVersion, err)
 		}
 	}
-	c, err := decodeAgent(a)
+	a, c, err := sessionAgentOf(ms, a) // with the session's tools
 	if err != nil {
 		return Session{}, err
 	}
@@ -408,11 +411,10 @@ func (s *Service) GetSession(ctx context.Context, tenant, id string) (Session, e
 	return s.renderSession(ctx, ms, store.ManagedAgent{})
 }
 
-// UpdateSession changes a session's title, metadata (a patch) or budget.
+// UpdateSession changes a session's title, metadata (a patch), budget or
+// its agent's tools and MCP servers (session_update.go); an update that
+// changes something appends a session.updated event.
 func (s *Service) UpdateSession(ctx context.Context, tenant, id string, req SessionUpdateRequest) (Session, error) {
-	if present(req.Agent) && !isNull(req.Agent) {
-		return Session{}, invalid("agent: changing a session's tools or MCP servers is not built yet on this server (see docs/managed-agents.md)")
-	}
 	if !emptyArray(req.VaultIDs) {
 		return Session{}, unsupported("vault_ids", "vaults")
 	}
@@ -427,6 +429,7 @@ func (s *Service) UpdateSession(ctx context.Context, tenant, id string, req Sess
 	if err := json.Unmarshal(ms.Data, &d); err != nil {
 		return Session{}, fmt.Errorf("decode session %s: %w", id, err)
 	}
+	before := d
 	if present(req.Title) {
 		d.Title = ""
 		if !isNull(req.Title) && json.Unmarshal(req.Title, &d.Title) != nil {
@@ -450,13 +453,32 @@ func (s *Service) UpdateSession(ctx context.Context, tenant, id string, req Sess
 			}
 		}
 	}
+	var a store.ManagedAgent
+	if present(req.Agent) && !isNull(req.Agent) {
+		var sa *SessionAgentConfig
+		if sa, a, err = s.updateSessionAgent(ctx, ms, d, req.Agent); err != nil {
+			return Session{}, err
+		}
+		if sa != nil {
+			d.Agent = sa
+		}
+	}
 	b, err := json.Marshal(d)
 	if err != nil {
 		return Session{}, err
 	}
 	ms.Data = b
-	ms.UpdatedAt = time.Time{}
-	if ms, err = s.Store.UpdateManagedSession(ctx, ms); err != nil {
+	ms.UpdatedAt = time.Now().UTC().Truncate(time.Microsecond)
+	ev, changed, err := sessionUpdatedEvent(ms, a, before, d, ms.UpdatedAt)
+	if err != nil {
+		return Session{}, err
+	}
+	if !changed {
+		ms, err = s.Store.UpdateManagedSession(ctx, ms)
+	} else if ms, _, err = s.Store.UpdateManagedSessionEvent(ctx, ms, ev); err == nil {
+		s.Wake(ms.ConversationID) // its streams send the session.updated
+	}
+	if err != nil {
 		return Session{}, err
 	}
 	return s.renderSession(ctx, ms, store.ManagedAgent{})

@@ -71,7 +71,9 @@ func (s *Service) sessionForEvents(ctx context.Context, tenant, id string) (stor
 	if err != nil {
 		return ms, a, fmt.Errorf("session %s: its agent: %w", id, err)
 	}
-	return ms, a, nil
+	// With the tools and MCP servers the session's updates gave it.
+	a, _, err = sessionAgentOf(ms, a)
+	return ms, a, err
 }
 
 // SendEvents handles events sent to a session: all of them are parsed
@@ -449,14 +451,19 @@ func (s *Service) history(ctx context.Context, ms store.ManagedSession, a store.
 	if err != nil {
 		return nil, err
 	}
-	tr, err := s.translator(a)
+	tr, se, base, err := s.translator(ctx, ms, a)
 	if err != nil {
 		return nil, err
 	}
 	var all []Out
 	unfinished := false // an earlier turn is unfinished
 	for _, r := range runs {
-		outs, err := s.turn(ctx, tr, r, 0, unfinished)
+		outs, err := se.passTo(tr, s, base, r.CreatedAt)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, outs...)
+		outs, err = s.turn(ctx, tr, r, 0, unfinished)
 		unfinished = unfinished || !r.Status.Terminal()
 		if err != nil {
 			return nil, err
@@ -467,7 +474,8 @@ func (s *Service) history(ctx context.Context, ms store.ManagedSession, a store.
 			}
 		}
 	}
-	return all, nil
+	outs, err := se.passTo(tr, s, base, time.Time{})
+	return append(all, outs...), err
 }
 
 // turn translates run r's events after seq after (its user.message first
@@ -507,12 +515,40 @@ func (s *Service) turn(ctx context.Context, tr *Translator, r store.Run, after i
 	return all, nil
 }
 
-// translator is a Translator for the session's agent.
-func (s *Service) translator(a store.ManagedAgent) (*Translator, error) {
-	c, err := decodeAgent(a)
-	if err != nil {
-		return nil, err
+// translator is a Translator for session ms, whose agent (with the
+// session's tools) is a, at the session's start: with the agent version's
+// tools and the session's first budget. The session's events (se), passed
+// in order, change its tools and budget as the updates did; base is the
+// agent version's configuration they apply to.
+func (s *Service) translator(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent) (*Translator, *sessionEvents, AgentConfig, error) {
+	var d SessionData
+	if err := json.Unmarshal(ms.Data, &d); err != nil {
+		return nil, nil, AgentConfig{}, fmt.Errorf("decode session %s: %w", ms.ID, err)
 	}
+	if d.Agent != nil { // a is the session's agent: read the version's
+		v, err := s.Store.GetManagedAgent(ctx, ms.Tenant, ms.AgentID, ms.AgentVersion)
+		if err != nil {
+			return nil, nil, AgentConfig{}, fmt.Errorf("session %s: its agent: %w", ms.ID, err)
+		}
+		a = v
+	}
+	base, err := decodeAgent(a)
+	if err != nil {
+		return nil, nil, base, err
+	}
+	evs, err := s.Store.ListManagedSessionEvents(ctx, ms.Tenant, ms.ID)
+	if err != nil {
+		return nil, nil, base, err
+	}
+	budget, err := initialBudget(d, evs)
+	if err != nil {
+		return nil, nil, base, err
+	}
+	return &Translator{Tools: s.toolsOf(base), Budget: budget}, &sessionEvents{evs: evs}, base, nil
+}
+
+// toolsOf is how the stream reports the tool calls of agent c.
+func (s *Service) toolsOf(c AgentConfig) func(string) ToolInfo {
 	// agentd's tools are reported as the toolsets they were configured
 	// in; a name in no toolset is a server tool.
 	byName := map[string]string{}
@@ -524,12 +560,12 @@ func (s *Service) translator(a store.ManagedAgent) (*Translator, error) {
 		}
 	}
 	byURL := s.Agents.MCPServerOf(c) // tools of its MCP servers by URL
-	return &Translator{Tools: ToolsOf(c, func(name string) (string, bool) {
+	return ToolsOf(c, func(name string) (string, bool) {
 		if server, ok := byName[name]; ok {
 			return server, ok
 		}
 		return byURL(name)
-	})}, nil
+	})
 }
 
 // ListEvents lists a session's events, oldest first.
@@ -629,7 +665,7 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	if p.Poll <= 0 {
 		p.Poll = s.pollInterval()
 	}
-	tr, err := s.translator(a)
+	tr, se, base, err := s.translator(ctx, ms, a)
 	if err != nil {
 		return err
 	}
@@ -644,10 +680,23 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	}
 	// Where to start: after LastEventID, else at the current turn.
 	startRun, skipThrough := len(runs), ""
+	afterSessionEvent := false // resuming after a session event (session.updated)
 	if p.LastEventID != "" {
 		for i, r := range runs {
 			if strings.HasPrefix(p.LastEventID, "sevt_"+r.ID+"_") {
 				startRun, skipThrough = i, p.LastEventID
+			}
+		}
+		if skipThrough == "" {
+			if i := se.index(p.LastEventID); i >= 0 {
+				// Its place: before the first turn created after it.
+				startRun, skipThrough, afterSessionEvent = len(runs), p.LastEventID, true
+				for j, r := range runs {
+					if se.evs[i].CreatedAt.Before(r.CreatedAt) {
+						startRun = j
+						break
+					}
+				}
 			}
 		}
 	} else {
@@ -661,10 +710,27 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 		}
 	}
 	// The translator's state must be that of the history before startRun.
-	for _, r := range runs[:startRun] {
+	createdAt := func(i int) time.Time { // of runs[i]; zero: after the last
+		if i < len(runs) {
+			return runs[i].CreatedAt
+		}
+		return time.Time{}
+	}
+	for i, r := range runs[:startRun] {
+		if _, err := se.passTo(tr, s, base, createdAt(i)); err != nil {
+			return err
+		}
 		if _, err := s.turn(ctx, tr, r, 0, false); err != nil {
 			return err
 		}
+	}
+	// The session's events before runs[passed] are sent (or were seen).
+	passed := -1
+	if !afterSessionEvent { // else sent from the start of startRun's, skipped through LastEventID
+		if _, err := se.passTo(tr, s, base, createdAt(startRun)); err != nil {
+			return err
+		}
+		passed = startRun
 	}
 	sent := map[string]bool{}
 	skipping := skipThrough != ""
@@ -695,6 +761,21 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	var seq int64 // events of runs[idx] translated
 	paused := false
 	for {
+		if idx >= len(runs) || passed != idx {
+			// The session's events before this turn (all, between
+			// turns): the session's updates.
+			if se.evs, err = s.Store.ListManagedSessionEvents(ctx, ms.Tenant, ms.ID); err != nil {
+				return err
+			}
+			outs, err := se.passTo(tr, s, base, createdAt(idx))
+			if err != nil {
+				return err
+			}
+			if err := emit(outs); err != nil {
+				return err
+			}
+			passed = idx
+		}
 		// current: the hub's events just sent are all there is to send;
 		// the store read is skipped (the tick still reads).
 		current := false

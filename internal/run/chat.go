@@ -159,12 +159,24 @@ type AgentResolver interface {
 	ResolveAgent(ctx context.Context, tenant, name string, version int) (*ChatAgent, error)
 }
 
-// agent finds an agent: the configuration's, else the Resolver's.
-func (s *Service) agent(ctx context.Context, tenant, name string, version int) (*ChatAgent, error) {
+// ConversationAgentResolver is an AgentResolver whose agent may depend on
+// the conversation it runs on (a Managed Agents session whose tools were
+// changed mid-session): the Service asks it instead of ResolveAgent when
+// it knows the conversation.
+type ConversationAgentResolver interface {
+	ResolveConversationAgent(ctx context.Context, tenant, name string, version int, conversationID string) (*ChatAgent, error)
+}
+
+// agent finds an agent: the configuration's, else the Resolver's (for
+// conversation conv, when known).
+func (s *Service) agent(ctx context.Context, tenant, name string, version int, conv string) (*ChatAgent, error) {
 	if a, ok := s.Agents[name]; ok {
 		return a, nil
 	}
 	if s.Resolver != nil {
+		if cr, ok := s.Resolver.(ConversationAgentResolver); ok && conv != "" {
+			return cr.ResolveConversationAgent(ctx, tenant, name, version, conv)
+		}
 		return s.Resolver.ResolveAgent(ctx, tenant, name, version)
 	}
 	return nil, fmt.Errorf("%w: %q", ErrAgentNotFound, name)
@@ -257,7 +269,7 @@ func (c *Chat) ConversationID() string { return c.conv.ID }
 
 // resolve finds the agent and the conversation (new when convID is empty).
 func (s *Service) resolve(ctx context.Context, tenant, agentName string, version int, convID string) (*ChatAgent, store.Conversation, bool, error) {
-	agent, err := s.agent(ctx, tenant, agentName, version)
+	agent, err := s.agent(ctx, tenant, agentName, version, convID)
 	if err != nil {
 		return nil, store.Conversation{}, false, err
 	}

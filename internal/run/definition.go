@@ -139,7 +139,7 @@ var errDefinition = errors.New("agent definition")
 // agentOf returns the agent a run executes with: the definition it was
 // submitted under (see the top of this file).
 func (s *Service) agentOf(ctx context.Context, run store.Run, version int) (*ChatAgent, error) {
-	a, err := s.agent(ctx, run.Tenant, run.Agent, version)
+	a, err := s.agent(ctx, run.Tenant, run.Agent, version, run.ConversationID)
 	if err != nil || run.AgentDigest == "" {
 		return a, err
 	}

@@ -131,7 +131,7 @@ func (s *Service) keepCheckpointed(ctx context.Context, rn store.Run, withEvent 
 		return fmt.Errorf("load conversation: %w", err)
 	}
 	maxMessages := 0
-	if a, err := s.agent(ctx, rn.Tenant, rn.Agent, in.AgentVersion); err == nil {
+	if a, err := s.agent(ctx, rn.Tenant, rn.Agent, in.AgentVersion, rn.ConversationID); err == nil {
 		maxMessages = a.MaxMessages
 	}
 	stored := make([]store.Message, len(msgs))

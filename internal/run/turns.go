@@ -204,7 +204,7 @@ type heldChat struct {
 // the message is not lost.
 func (r *Runs) PrepareChat(ctx context.Context, p ChatParams) (*Chat, error) {
 	s := r.Service
-	agent, err := s.agent(ctx, p.Tenant, p.Agent, 0)
+	agent, err := s.agent(ctx, p.Tenant, p.Agent, 0, p.ConversationID)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +267,7 @@ func (r *Runs) resolveTurn(ctx context.Context, tenant, agentName string, versio
 	if rerr != nil || len(runs) == 0 {
 		return agent, conv, isNew, err
 	}
-	if agent, err = r.Service.agent(ctx, tenant, agentName, version); err != nil {
+	if agent, err = r.Service.agent(ctx, tenant, agentName, version, convID); err != nil {
 		return nil, conv, false, err
 	}
 	if runs[0].Agent != agent.Name {

@@ -57,6 +57,19 @@ type ManagedSession struct {
 	ArchivedAt     time.Time
 }
 
+// ManagedSessionEvent is an event of a session that no run produces
+// (session.updated): Data is the event's JSON (package managed's), opaque
+// to the store. Seq is 1, 2, 3, ... per session; CreatedAt places it among
+// the session's turns.
+type ManagedSessionEvent struct {
+	SessionID string
+	ID        string
+	Seq       int64
+	Type      string
+	Data      json.RawMessage
+	CreatedAt time.Time
+}
+
 // ManagedPage pages a list: Limit rows (<= 0: 20; backends cap it at
 // 1000) after the cursor (the CreatedAt and ID of the last row of the
 // previous page; zero: from the start), newest first unless Ascending.
@@ -144,12 +157,19 @@ type Managed interface {
 	// UpdateManagedSession replaces Status and Data and sets UpdatedAt
 	// (zero: now).
 	UpdateManagedSession(ctx context.Context, s ManagedSession) (ManagedSession, error)
+	// UpdateManagedSessionEvent is UpdateManagedSession that also appends
+	// ev (its Seq the session's next, its CreatedAt the session's new
+	// UpdatedAt) in the same transaction.
+	UpdateManagedSessionEvent(ctx context.Context, s ManagedSession, ev ManagedSessionEvent) (ManagedSession, ManagedSessionEvent, error)
+	// ListManagedSessionEvents returns the events of the tenant's session,
+	// by Seq; none (or no such session) is no error.
+	ListManagedSessionEvents(ctx context.Context, tenant, sessionID string) ([]ManagedSessionEvent, error)
 	ListManagedSessions(ctx context.Context, p ListManagedSessionsParams) ([]ManagedSession, error)
 	// ArchiveManagedSession sets ArchivedAt (kept if already set) and
 	// Status to status.
 	ArchiveManagedSession(ctx context.Context, tenant, id, status string, at time.Time) (ManagedSession, error)
-	// DeleteManagedSession deletes the session and its conversation (with
-	// the conversation's messages) in one transaction.
+	// DeleteManagedSession deletes the session, its events and its
+	// conversation (with the conversation's messages) in one transaction.
 	DeleteManagedSession(ctx context.Context, tenant, id string) error
 	// ListConversationRuns returns the tenant's runs on a conversation (a
 	// session's turns), oldest first; none is no error.

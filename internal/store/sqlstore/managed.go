@@ -368,6 +368,55 @@ func (s *Store) UpdateManagedSession(ctx context.Context, m store.ManagedSession
 	return out, nil
 }
 
+// UpdateManagedSessionEvent updates a session and appends an event of it
+// (see store.Managed).
+func (s *Store) UpdateManagedSessionEvent(ctx context.Context, m store.ManagedSession, ev store.ManagedSessionEvent) (store.ManagedSession, store.ManagedSessionEvent, error) {
+	at := m.UpdatedAt
+	if at.IsZero() {
+		at = Now()
+	}
+	at = NormTime(at)
+	var out store.ManagedSession
+	err := s.inTx(ctx, func(tx Tx) error {
+		var err error
+		// The session's row lock orders concurrent updates: each one's
+		// MAX(seq) sees the one before.
+		if out, err = s.scanSession(tx.QueryRow(ctx, `UPDATE managed_sessions SET status = $1, data = $2, updated_at = $3
+			WHERE id = $4 AND tenant = $5 RETURNING `+sessColumns, m.Status, JSON(m.Data), s.d.Time(at), m.ID, m.Tenant)); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO managed_session_events (session_id, id, seq, type, data, created_at)
+			SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5 FROM managed_session_events WHERE session_id = $1
+			RETURNING seq`, m.ID, ev.ID, ev.Type, JSON(ev.Data), s.d.Time(at)).Scan(&ev.Seq)
+	})
+	if err != nil {
+		return store.ManagedSession{}, ev, fmt.Errorf("%s: update managed session %s: %w", s.d.Name, m.ID, s.d.MapErr(err))
+	}
+	ev.SessionID, ev.CreatedAt = m.ID, at
+	return out, ev, nil
+}
+
+// ListManagedSessionEvents returns a session's events by seq (see
+// store.Managed).
+func (s *Store) ListManagedSessionEvents(ctx context.Context, tenant, sessionID string) ([]store.ManagedSessionEvent, error) {
+	out, err := scanAll(ctx, s.db.Read, `SELECT e.session_id, e.id, e.seq, e.type, e.data, e.created_at
+		FROM managed_session_events e JOIN managed_sessions m ON m.id = e.session_id
+		WHERE e.session_id = $1 AND m.tenant = $2 ORDER BY e.seq`, []any{sessionID, tenant},
+		func(row Row) (store.ManagedSessionEvent, error) {
+			var (
+				ev   store.ManagedSessionEvent
+				data []byte
+			)
+			err := row.Scan(&ev.SessionID, &ev.ID, &ev.Seq, &ev.Type, &data, s.d.ScanTime(&ev.CreatedAt))
+			ev.Data = fromJSON(data)
+			return ev, err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("%s: list events of managed session %s: %w", s.d.Name, sessionID, err)
+	}
+	return out, nil
+}
+
 // ListManagedSessions returns a page of sessions (see store.Managed).
 func (s *Store) ListManagedSessions(ctx context.Context, p store.ListManagedSessionsParams) ([]store.ManagedSession, error) {
 	w := &where{}
@@ -428,6 +477,9 @@ func (s *Store) DeleteManagedSession(ctx context.Context, tenant, id string) err
 		var conv string
 		if err := tx.QueryRow(ctx, `DELETE FROM managed_sessions WHERE id = $1 AND tenant = $2 RETURNING conversation_id`,
 			id, tenant).Scan(&conv); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM managed_session_events WHERE session_id = $1`, id); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `DELETE FROM conversations WHERE id = $1 AND tenant = $2`, conv, tenant)
