@@ -319,3 +319,13 @@ func (se *sessionEvents) index(id string) int {
 	}
 	return -1
 }
+
+// prefixInvalid names field in a 400's message (an invalid request
+// error), leaving other errors as they are.
+func prefixInvalid(field string, err error) error {
+	var e *InvalidError
+	if errors.As(err, &e) {
+		return invalid("%s: %s", field, e.Message)
+	}
+	return err
+}
