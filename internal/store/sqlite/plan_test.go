@@ -16,7 +16,13 @@ import (
 func TestConversationRunsUseTheConversationIndex(t *testing.T) {
 	t.Parallel()
 	s := newTestStore(t)
-	rows, err := s.read.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+sqlstore.QConversationRuns, "t", "c")
+	require.Contains(t, queryPlan(t, s, sqlstore.QConversationRuns, "t", "c"), "USING INDEX runs_conversation_id (conversation_id=?)")
+}
+
+// queryPlan is SQLite's EXPLAIN QUERY PLAN of q, one line per step.
+func queryPlan(t *testing.T, s *Store, q string, args ...any) string {
+	t.Helper()
+	rows, err := s.read.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+q, args...)
 	require.NoError(t, err)
 	defer rows.Close()
 	var plan []string
@@ -27,7 +33,7 @@ func TestConversationRunsUseTheConversationIndex(t *testing.T) {
 		plan = append(plan, detail)
 	}
 	require.NoError(t, rows.Err())
-	require.Contains(t, strings.Join(plan, "\n"), "USING INDEX runs_conversation_id (conversation_id=?)")
+	return strings.Join(plan, "\n")
 }
 
 // The retention sweep's "does a run still have this digest" is a probe of
@@ -36,16 +42,6 @@ func TestConversationRunsUseTheConversationIndex(t *testing.T) {
 func TestAgentDefinitionsSweepUsesTheDigestIndex(t *testing.T) {
 	t.Parallel()
 	s := newTestStore(t)
-	rows, err := s.read.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+sqlstore.QDeleteAgentDefinitions, 0, 10)
-	require.NoError(t, err)
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		require.NoError(t, rows.Scan(&id, &parent, &notused, &detail))
-		plan = append(plan, detail)
-	}
-	require.NoError(t, rows.Err())
-	require.Contains(t, strings.Join(plan, "\n"), "INDEX runs_agent_digest (agent_digest=?)", strings.Join(plan, "\n"))
+	plan := queryPlan(t, s, sqlstore.QDeleteAgentDefinitions, 0, 10)
+	require.Contains(t, plan, "INDEX runs_agent_digest (agent_digest=?)", plan)
 }
