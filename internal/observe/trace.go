@@ -43,8 +43,6 @@ type TracingConfig struct {
 	// Log receives export errors (nil: OpenTelemetry's default, the
 	// standard logger).
 	Log *slog.Logger
-
-	retry *otlpRetry // tests: shorter backoff
 }
 
 // spanRedactor scrubs what spans carry; set by SetupTracing.
@@ -70,9 +68,6 @@ func SetupTracing(ctx context.Context, cfg TracingConfig) (shutdown func(context
 	}
 	hc := otlpHTTPConfig{URL: u.String(), Timeout: otlpTimeout, Retry: defaultOTLPRetry}
 	otlpEnv(&hc, os.Getenv, cfg.Log)
-	if cfg.retry != nil {
-		hc.Retry = *cfg.retry
-	}
 	// The SDK converts spans to OTLP; agentd's client sends them (see
 	// otlphttp.go for why not otlptracehttp).
 	exp, err := otlptrace.New(ctx, newOTLPHTTPClient(hc))
