@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"sync"
 
-	"go.yaml.in/yaml/v3"
+	"go.yaml.in/yaml/v4"
 )
 
 // OpenAPIYAML is docs/openapi.yaml as committed.

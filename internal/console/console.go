@@ -16,7 +16,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -29,6 +28,7 @@ import (
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/server"
 	"github.com/agentd/agentd/internal/store"
+	template "github.com/agentd/agentd/internal/third_party/gotemplate/html"
 )
 
 //go:embed templates/*.html

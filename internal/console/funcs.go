@@ -2,11 +2,11 @@ package console
 
 import (
 	"fmt"
-	"html/template"
 	"math"
 	"time"
 
 	"github.com/agentd/agentd/internal/money"
+	template "github.com/agentd/agentd/internal/third_party/gotemplate/html"
 )
 
 // funcs are the templates' helpers. Times are shown relative ("3m ago")

@@ -2,13 +2,13 @@ package console
 
 import (
 	"fmt"
-	"html/template"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/agentd/agentd/internal/server"
+	template "github.com/agentd/agentd/internal/third_party/gotemplate/html"
 )
 
 type chart struct {

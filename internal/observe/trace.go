@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -65,7 +66,11 @@ func SetupTracing(ctx context.Context, cfg TracingConfig) (shutdown func(context
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/v1/traces"
 	}
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u.String()), otlptracehttp.WithTimeout(10*time.Second))
+	hc := otlpHTTPConfig{URL: u.String(), Timeout: otlpTimeout, Retry: defaultOTLPRetry}
+	otlpEnv(&hc, os.Getenv, cfg.Log)
+	// The SDK converts spans to OTLP; agentd's client sends them (see
+	// otlphttp.go for why not otlptracehttp).
+	exp, err := otlptrace.New(ctx, newOTLPHTTPClient(hc))
 	if err != nil {
 		return nil, fmt.Errorf("otlp exporter: %w", err)
 	}
