@@ -40,6 +40,10 @@ agents:
     model: claude-sonnet-4-5
     concurrency_policy: %s
     max_messages: 10000
+    # A chat waits for the turns ahead of it within its timeout: 100
+    # queued turns on SQLite take ~40 s on a quiet machine, over 2 min
+    # (the default) on a loaded CI one.
+    timeout: 10m
     tools: [calculator, clock]
 `, storeURL, latency, extra, policy))
 	return a, "http://" + a.Addr().String()
@@ -361,7 +365,7 @@ agents:
 		// Once the conversation exists, a message under reject is refused
 		// at once while turns are unfinished: run now, it would make a
 		// queued turn fail at its commit.
-		require.Eventually(t, func() bool { return getRun(t, base, run1.ID).Status == "succeeded" }, 10*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return getRun(t, base, run1.ID).Status == "succeeded" }, 30*time.Second, 10*time.Millisecond)
 		rj := call(t, "POST", base+"/v1/chat",
 			fmt.Sprintf(`{"agent":"demo","conversation_id":%q,"message":"rejected","concurrency_policy":"reject"}`, run1.ConversationID))
 		require.Equal(t, http.StatusConflict, rj.status, rj.body)

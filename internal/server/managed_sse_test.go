@@ -72,7 +72,7 @@ func TestManagedStreamFrames(t *testing.T) {
 		types = append(types, ev.Type)
 	}
 	require.Equal(t, []string{"session.status_running", "span.model_request_start", "event_start", "event_delta",
-		"agent.message", "span.model_request_end", "session.status_idle"}, types)
+		"agent.message", "span.model_request_end", "session.usage", "session.status_idle"}, types)
 	var ae *anthropic.Error
 	require.True(t, errors.As(stream.Err(), &ae), "an error frame is the SDK's *anthropic.Error: %v", stream.Err())
 	require.Contains(t, ae.Error(), "the stream ends here")
