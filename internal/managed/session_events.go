@@ -653,19 +653,56 @@ func ParseStream(q url.Values, lastEventID string) (StreamParams, error) {
 	return p, nil
 }
 
+// SessionStream is a session read for its event stream (OpenStream).
+type SessionStream struct {
+	s  *Service
+	ms store.ManagedSession
+	a  store.ManagedAgent // the session's agent version
+}
+
+// OpenStream reads session id (and its agent version) for a stream, so
+// that a stream that cannot start is refused before it starts; its errors
+// are GetSession's. It reads no runs: the stream does.
+func (s *Service) OpenStream(ctx context.Context, tenant, id string) (*SessionStream, error) {
+	ms, err := s.Store.GetManagedSession(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.Store.GetManagedAgent(ctx, ms.Tenant, ms.AgentID, ms.AgentVersion)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: its agent %s v%d: %w", ms.ID, ms.AgentID, ms.AgentVersion, err)
+	}
+	return &SessionStream{s: s, ms: ms, a: a}, nil
+}
+
+// Stream is OpenStream then SessionStream.Stream.
+func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams, send func(Out) error) error {
+	st, err := s.OpenStream(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	return st.Stream(ctx, p, send)
+}
+
 // Stream sends the session's events to send as they happen until ctx
 // ends or send fails. Each turn is translated from its first event (so the
 // translation's state and ids are those of the history); only events after
 // the resume point are sent.
-func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams, send func(Out) error) error {
-	ms, a, err := s.sessionForEvents(ctx, tenant, id)
-	if err != nil {
-		return err
+//
+// What it reads, per turn, when nothing is missed: the session's runs
+// when woken for a new turn (that run's row is the first read's status),
+// the run's events (once subscribed to the run's hub events, so nothing
+// stored after the read is missed), and, after a hub event that comes
+// with a change of the run's status, the run and its events again.
+func (st *SessionStream) Stream(ctx context.Context, p StreamParams, send func(Out) error) error {
+	s, ms := st.s, st.ms
+	if s.Runs == nil || s.RunEvents == nil {
+		return ErrEventsNotBuilt
 	}
 	if p.Poll <= 0 {
 		p.Poll = s.pollInterval()
 	}
-	tr, se, base, err := s.translator(ctx, ms, a)
+	tr, se, base, err := s.translator(ctx, ms, st.a)
 	if err != nil {
 		return err
 	}
@@ -760,6 +797,10 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 	idx := startRun
 	var seq int64 // events of runs[idx] translated
 	paused := false
+	// fresh: runs[idx] was just read with the session's runs (its status
+	// is as recent as a read of the run would be).
+	fresh := true
+	umID := "" // runs[idx]'s user.message id
 	for {
 		if idx >= len(runs) || passed != idx {
 			// The session's events before this turn (all, between
@@ -776,22 +817,33 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 			}
 			passed = idx
 		}
+		if idx < len(runs) {
+			if umID == "" {
+				umID = userMessageID(runs[idx].ID)
+			}
+			// Subscribed before the read below: what is stored after it
+			// is announced.
+			follow.watch(runs[idx].ID)
+		}
 		// current: the hub's events just sent are all there is to send;
 		// the store read is skipped (the tick still reads).
 		current := false
-		if idx < len(runs) && sent[userMessageID(runs[idx].ID)] {
+		if idx < len(runs) && sent[umID] {
 			// The hub's events that continue the turn's sequence, sent
 			// without waiting for the read below (stream_wake.go).
 			var outs []Out
 			live := follow.take()
 			current = len(live) > 0
 			for _, e := range live {
+				if statusEvent(e.Type) {
+					current = false // the run's status is read with it
+				}
+				if e.RunID == runs[idx].ID && e.Seq <= seq {
+					continue // read already (published after the subscription, stored before the read)
+				}
 				if e.RunID != runs[idx].ID || e.Seq != seq+1 {
 					current = false
 					break // a gap: the read fills it
-				}
-				if statusEvent(e.Type) {
-					current = false // the run's status is read with it
 				}
 				// As the store keeps it (microseconds; sqlstore.NormTime).
 				e.CreatedAt = time.UnixMicro(e.CreatedAt.UnixMicro()).UTC()
@@ -808,12 +860,14 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 			}
 		}
 		if idx < len(runs) && !current {
-			r, err := s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID)
-			if err != nil {
-				return err
+			r := runs[idx]
+			if !fresh {
+				if r, err = s.RunEvents.GetRun(ctx, ms.Tenant, runs[idx].ID); err != nil {
+					return err
+				}
 			}
 			var outs []Out
-			if seq == 0 {
+			if seq == 0 && !sent[umID] { // once sent, emit would skip it
 				in, err := inputEvents(r, false)
 				if err != nil {
 					return err
@@ -823,6 +877,19 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 			evs, err := s.RunEvents.ListEvents(ctx, r.ID, seq, 0)
 			if err != nil {
 				return err
+			}
+			if fresh {
+				fresh = false
+				for _, e := range evs {
+					if statusEvent(e.Type) {
+						// It changed status since the runs were read:
+						// read it now.
+						if r, err = s.RunEvents.GetRun(ctx, ms.Tenant, r.ID); err != nil {
+							return err
+						}
+						break
+					}
+				}
 			}
 			for _, e := range evs {
 				o, err := tr.Translate(e)
@@ -864,7 +931,13 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 				if err := emit(end); err != nil {
 					return err
 				}
-				idx, seq = idx+1, 0
+				idx, seq, umID = idx+1, 0, ""
+				continue
+			}
+			if r.Status.Terminal() {
+				// It ended, with events still to read, or read
+				// before the subscription: no hub event may wake the
+				// stream for its end; read again now.
 				continue
 			}
 		}
@@ -875,10 +948,12 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 		if !follow.wait(ctx, cur) {
 			return nil
 		}
+		fresh = false
 		if idx >= len(runs) {
 			if runs, err = s.Store.ListConversationRuns(ctx, ms.Tenant, ms.ConversationID); err != nil {
 				return err
 			}
+			fresh = true
 		}
 	}
 }

@@ -92,18 +92,29 @@ func (s *Service) follow(conv string, tick <-chan time.Time) (*follower, func())
 	}
 }
 
+// watch subscribes to run's hub events ("": none) if it is not the run
+// followed already; the events published before are not received.
+func (f *follower) watch(run string) {
+	if f.hub == nil || run == f.run {
+		return
+	}
+	if f.unsub != nil {
+		f.unsub()
+		f.evs, f.unsub = nil, nil
+	}
+	f.run, f.live = run, nil
+	if run != "" {
+		f.evs, f.unsub = f.hub.Subscribe(run)
+	}
+}
+
 // wait returns when run (the turn being followed, "" for none) may have
 // new events, a turn may have been submitted, or the poll interval
 // passed; false when ctx ended.
 func (f *follower) wait(ctx context.Context, run string) bool {
 	if f.hub != nil && run != f.run {
-		if f.unsub != nil {
-			f.unsub()
-			f.evs, f.unsub = nil, nil
-		}
-		f.run, f.live = run, nil
+		f.watch(run)
 		if run != "" {
-			f.evs, f.unsub = f.hub.Subscribe(run)
 			// Read once more now: what was stored before the
 			// subscription is in the store, what comes after wakes it.
 			return ctx.Err() == nil

@@ -273,7 +273,8 @@ func (s *Server) StreamSessionEvents(w http.ResponseWriter, r *http.Request, ten
 		s.writeError(w, r, err)
 		return
 	}
-	if _, err := s.managed.GetSession(r.Context(), tenant, id); err != nil {
+	st, err := s.managed.OpenStream(r.Context(), tenant, id)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -291,7 +292,7 @@ func (s *Server) StreamSessionEvents(w http.ResponseWriter, r *http.Request, ten
 	defer cancel()
 	stop := context.AfterFunc(s.followers, cancel)
 	defer stop()
-	err = s.managed.Stream(ctx, tenant, id, p, m.Event)
+	err = st.Stream(ctx, p, m.Event)
 	if err != nil && ctx.Err() == nil && !errors.Is(err, errClientGone) {
 		s.log.WarnContext(r.Context(), "session event stream ended", "session_id", id, "err", err)
 		he := toHTTP(err)
