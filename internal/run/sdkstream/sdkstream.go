@@ -188,5 +188,9 @@ func toolResultText(raw json.RawMessage) string {
 		}
 		return strings.Join(parts, "\n")
 	}
-	return string(raw)
+	// Other JSON, as it is; invalid UTF-8 in its strings becomes U+FFFD,
+	// as any JSON encoding of the text would make it (found by
+	// FuzzStreamJSONLine: the decoded value was not stable through its
+	// canonical line).
+	return strings.ToValidUTF8(string(raw), "\uFFFD")
 }
