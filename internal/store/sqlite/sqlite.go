@@ -16,6 +16,10 @@
 //     AppendMessages, the seq check of SaveStep, Migrate) can never fail with
 //     SQLITE_BUSY when upgrading a read lock, and writers from other
 //     processes on the same file wait for up to busy_timeout (5s) for it.
+//     Its connections keep a prepared statement per query text they are
+//     given as text (textCacheConn): River's driver sends every query so,
+//     and the driver would parse each one at each call on the one write
+//     connection.
 //   - a read pool with several connections, opened with query_only. In WAL
 //     mode readers never block the writer nor each other, and a statement
 //     (GetConversation's one) sees one consistent snapshot.
@@ -91,7 +95,7 @@ func OpenGuarded(ctx context.Context, path string, b *breaker.Breaker) (*Store, 
 		return nil, fmt.Errorf("sqlite: open %q: want a file system path", path)
 	}
 
-	write, err := sql.Open("sqlite", dsn(path,
+	wc, err := sqlite.NewConnector(dsn(path,
 		"_pragma=busy_timeout(5000)",
 		"_pragma=journal_mode(WAL)",
 		"_pragma=foreign_keys(1)",
@@ -101,6 +105,7 @@ func OpenGuarded(ctx context.Context, path string, b *breaker.Breaker) (*Store, 
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
+	write := sql.OpenDB(textCacheConnector{wc}) // River's queries prepared once
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	write.SetConnMaxLifetime(0)
