@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -113,12 +114,22 @@ func paced(b *testing.B, turn func(ctx context.Context) (turnTimes, error)) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// BenchmarkManagedTurnLatency drives the face with the official SDK
+// client; AGENTD_BENCH_MANAGED_CLIENT=raw drives the same requests with
+// plain HTTP and a line scanner, the kind of client BenchmarkRunTurnLatency
+// uses, so that the two faces' figures differ by the server's work only
+// (the SDK's decoding of every frame runs in this process, on the same
+// cores as the server).
 func BenchmarkManagedTurnLatency(b *testing.B) {
 	mb := startManagedWith(b, "sqlite", benchAgents)
 	c := mb.Client
 	ctx := b.Context()
 	env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "bench"})
 	require.NoError(b, err)
+	if os.Getenv("AGENTD_BENCH_MANAGED_CLIENT") == "raw" {
+		paced(b, rawManagedTurn(mb, env.ID))
+		return
+	}
 	paced(b, func(ctx context.Context) (turnTimes, error) {
 		sess, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
 			Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String("demo")}, EnvironmentID: env.ID})
@@ -156,18 +167,88 @@ func BenchmarkManagedTurnLatency(b *testing.B) {
 	})
 }
 
-func BenchmarkRunTurnLatency(b *testing.B) {
-	mb := startManagedWith(b, "sqlite", benchAgents)
+// rawDo is a plain HTTP client of mb, with the headers both faces take.
+func rawDo(mb *managedBundle) func(ctx context.Context, method, path, body string) (*http.Response, error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	do := func(ctx context.Context, method, path, body string) (*http.Response, error) {
+	return func(ctx context.Context, method, path, body string) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, method, mb.URL+path, strings.NewReader(body))
 		if err != nil {
 			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+mb.Key)
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("anthropic-version", "2023-06-01")
+		req.Header.Set("anthropic-beta", "managed-agents-2026-04-01")
 		return client.Do(req)
 	}
+}
+
+// rawManagedTurn is one managed turn as BenchmarkManagedTurnLatency
+// times it, through plain HTTP: a session created and its stream opened
+// before the clock starts, then a user.message sent.
+func rawManagedTurn(mb *managedBundle, envID string) func(ctx context.Context) (turnTimes, error) {
+	do := rawDo(mb)
+	return func(ctx context.Context) (turnTimes, error) {
+		resp, err := do(ctx, http.MethodPost, "/v1/sessions", `{"agent":"demo","environment_id":"`+envID+`"}`)
+		if err != nil {
+			return turnTimes{}, err
+		}
+		var sess struct {
+			ID string `json:"id"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&sess)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return turnTimes{}, fmt.Errorf("POST /v1/sessions: %d %v", resp.StatusCode, err)
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := do(sctx, http.MethodGet, "/v1/sessions/"+sess.ID+"/events/stream?event_deltas[]=agent.message", "")
+		if err != nil {
+			return turnTimes{}, err
+		}
+		defer stream.Body.Close()
+		if stream.StatusCode != http.StatusOK {
+			return turnTimes{}, fmt.Errorf("GET the stream of %s: %d", sess.ID, stream.StatusCode)
+		}
+		start := time.Now()
+		resp, err = do(ctx, http.MethodPost, "/v1/sessions/"+sess.ID+"/events",
+			`{"events":[{"type":"user.message","content":[{"type":"text","text":"hello there"}]}]}`)
+		if err != nil {
+			return turnTimes{}, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return turnTimes{}, fmt.Errorf("send to %s: %d", sess.ID, resp.StatusCode)
+		}
+		tt := turnTimes{accepted: time.Since(start)}
+		sc := bufio.NewScanner(stream.Body)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			switch strings.TrimPrefix(sc.Text(), "event: ") {
+			case "session.status_running":
+				if tt.running == 0 {
+					tt.running = time.Since(start)
+				}
+			case "event_delta":
+				if tt.delta == 0 {
+					tt.delta = time.Since(start)
+				}
+			case "session.status_idle":
+				if tt.running == 0 || tt.delta == 0 {
+					return tt, fmt.Errorf("session %s: idle before running and a delta (%+v)", sess.ID, tt)
+				}
+				return tt, nil
+			}
+		}
+		return tt, fmt.Errorf("session %s: stream ended: %v", sess.ID, sc.Err())
+	}
+}
+
+func BenchmarkRunTurnLatency(b *testing.B) {
+	mb := startManagedWith(b, "sqlite", benchAgents)
+	do := rawDo(mb)
 	paced(b, func(ctx context.Context) (turnTimes, error) {
 		start := time.Now()
 		resp, err := do(ctx, http.MethodPost, "/v1/runs", `{"agent":"demo","message":"hello there"}`)

@@ -676,7 +676,7 @@ func (s *Service) OpenStream(ctx context.Context, tenant, id string) (*SessionSt
 }
 
 // Stream is OpenStream then SessionStream.Stream.
-func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams, send func(Out) error) error {
+func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams, send func([]Out) error) error {
 	st, err := s.OpenStream(ctx, tenant, id)
 	if err != nil {
 		return err
@@ -694,7 +694,11 @@ func (s *Service) Stream(ctx context.Context, tenant, id string, p StreamParams,
 // the run's events (once subscribed to the run's hub events, so nothing
 // stored after the read is missed), and, after a hub event that comes
 // with a change of the run's status, the run and its events again.
-func (st *SessionStream) Stream(ctx context.Context, p StreamParams, send func(Out) error) error {
+//
+// send gets the events in batches, in order: those ready at the same
+// moment (a store read's, the hub's pending ones) come in one call, so a
+// writer can flush them together.
+func (st *SessionStream) Stream(ctx context.Context, p StreamParams, send func([]Out) error) error {
 	s, ms := st.s, st.ms
 	if s.Runs == nil || s.RunEvents == nil {
 		return ErrEventsNotBuilt
@@ -772,6 +776,7 @@ func (st *SessionStream) Stream(ctx context.Context, p StreamParams, send func(O
 	sent := map[string]bool{}
 	skipping := skipThrough != ""
 	emit := func(outs []Out) error {
+		batch := outs[:0:0]
 		for _, o := range outs {
 			if skipping {
 				if o.ID == skipThrough {
@@ -788,11 +793,12 @@ func (st *SessionStream) Stream(ctx context.Context, p StreamParams, send func(O
 				}
 				sent[o.ID] = true
 			}
-			if err := send(o); err != nil {
-				return err
-			}
+			batch = append(batch, o)
 		}
-		return nil
+		if len(batch) == 0 {
+			return nil
+		}
+		return send(batch)
 	}
 	idx := startRun
 	var seq int64 // events of runs[idx] translated

@@ -149,8 +149,10 @@ func streamOf(t *testing.T, w *streamWorld, hub events.Hub) (*Service, <-chan Ou
 	out := make(chan Out, 100)
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Stream(ctx, "t1", w.ms.ID, StreamParams{Deltas: true, Poll: time.Hour}, func(o Out) error {
-			out <- o
+		done <- s.Stream(ctx, "t1", w.ms.ID, StreamParams{Deltas: true, Poll: time.Hour}, func(outs []Out) error {
+			for _, o := range outs {
+				out <- o
+			}
 			return nil
 		})
 	}()

@@ -292,7 +292,7 @@ func (s *Server) StreamSessionEvents(w http.ResponseWriter, r *http.Request, ten
 	defer cancel()
 	stop := context.AfterFunc(s.followers, cancel)
 	defer stop()
-	err = st.Stream(ctx, p, m.Event)
+	err = st.Stream(ctx, p, m.Events)
 	if err != nil && ctx.Err() == nil && !errors.Is(err, errClientGone) {
 		s.log.WarnContext(r.Context(), "session event stream ended", "session_id", id, "err", err)
 		he := toHTTP(err)

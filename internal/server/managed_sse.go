@@ -1,8 +1,8 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -36,8 +36,15 @@ func (s *Server) startManagedStream(w http.ResponseWriter) *managedStream {
 	return &managedStream{sw: sw, done: done}
 }
 
-// Event writes a translated event: event: its type, id: its id.
-func (m *managedStream) Event(o managed.Out) error { return m.sw.frame(o.Type, o.ID, o.Data) }
+// Events writes translated events, each a frame (event: its type, id:
+// its id), and flushes once after the last.
+func (m *managedStream) Events(outs []managed.Out) error {
+	return m.sw.frames(func(buf *bytes.Buffer) {
+		for _, o := range outs {
+			appendFrame(buf, o.Type, o.ID, o.Data)
+		}
+	})
+}
 
 // Error writes an event: error frame with an Anthropic error body; the
 // stream should end after it.
@@ -59,19 +66,33 @@ func (m *managedStream) Close() { m.done() }
 // frame writes "event: typ", "id: id" (when set) and "data: data";
 // errClientGone once a write failed.
 func (s *sseWriter) frame(typ, id string, data []byte) error {
+	return s.frames(func(buf *bytes.Buffer) { appendFrame(buf, typ, id, data) })
+}
+
+// appendFrame appends a frame: "event: typ", "id: id" (when set), "data:
+// data" (compact JSON: one line).
+func appendFrame(buf *bytes.Buffer, typ, id string, data []byte) {
+	buf.WriteString("event: ")
+	buf.WriteString(typ)
+	if id != "" {
+		buf.WriteString("\nid: ")
+		buf.WriteString(id)
+	}
+	buf.WriteString("\ndata: ")
+	buf.Write(data)
+	buf.WriteString("\n\n")
+}
+
+// frames writes what fill appends in one write and one flush;
+// errClientGone once a write failed.
+func (s *sseWriter) frames(fill func(*bytes.Buffer)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return errClientGone
 	}
 	s.buf.Reset()
-	fmt.Fprintf(&s.buf, "event: %s\n", typ)
-	if id != "" {
-		fmt.Fprintf(&s.buf, "id: %s\n", id)
-	}
-	s.buf.WriteString("data: ")
-	s.buf.Write(data) // compact JSON: one line
-	s.buf.WriteString("\n\n")
+	fill(&s.buf)
 	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	if _, s.err = s.w.Write(s.buf.Bytes()); s.err == nil {
 		s.err = s.rc.Flush()

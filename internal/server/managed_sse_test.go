@@ -47,10 +47,8 @@ func TestManagedStreamFrames(t *testing.T) {
 			if err != nil {
 				panic(err)
 			}
-			for _, o := range outs {
-				if err := m.Event(o); err != nil {
-					return
-				}
+			if err := m.Events(outs); err != nil { // several frames, one flush
+				return
 			}
 		}
 		_ = m.Error(http.StatusServiceUnavailable, "the stream ends here", "req_1")
