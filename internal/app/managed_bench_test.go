@@ -59,6 +59,40 @@ func benchRate(b *testing.B) time.Duration {
 // turnTimes are one turn's two latencies.
 type turnTimes struct{ running, delta, accepted time.Duration }
 
+// face names a face's events: the turn runs, its first text delta, its
+// end (any of ends).
+type face struct {
+	name, running, delta string
+	ends                 []string
+}
+
+var (
+	managedFace = face{name: "session", running: "session.status_running", delta: "event_delta", ends: []string{"session.status_idle"}}
+	runsFace    = face{name: "run", running: "start", delta: "text_delta", ends: []string{"done", "error"}}
+)
+
+// see records in tt when an event of type typ came (since start); done
+// at the turn's end, with an error if it ended before it ran and sent a
+// delta.
+func (f face) see(tt *turnTimes, start time.Time, id, typ string) (done bool, err error) {
+	switch {
+	case typ == f.running:
+		if tt.running == 0 {
+			tt.running = time.Since(start)
+		}
+	case typ == f.delta:
+		if tt.delta == 0 {
+			tt.delta = time.Since(start)
+		}
+	case slices.Contains(f.ends, typ):
+		if tt.running == 0 || tt.delta == 0 {
+			return true, fmt.Errorf("%s %s: ended before it ran and a delta (%+v)", f.name, id, *tt)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
 // paced runs b.N turns at the bench rate and reports the percentiles.
 func paced(b *testing.B, turn func(ctx context.Context) (turnTimes, error)) {
 	every := benchRate(b)
@@ -147,20 +181,8 @@ func BenchmarkManagedTurnLatency(b *testing.B) {
 		}
 		tt := turnTimes{accepted: time.Since(start)}
 		for stream.Next() {
-			switch stream.Current().Type {
-			case "session.status_running":
-				if tt.running == 0 {
-					tt.running = time.Since(start)
-				}
-			case "event_delta":
-				if tt.delta == 0 {
-					tt.delta = time.Since(start)
-				}
-			case "session.status_idle":
-				if tt.running == 0 || tt.delta == 0 {
-					return tt, fmt.Errorf("session %s: idle before running and a delta (%+v)", sess.ID, tt)
-				}
-				return tt, nil
+			if done, err := managedFace.see(&tt, start, sess.ID, stream.Current().Type); done {
+				return tt, err
 			}
 		}
 		return tt, fmt.Errorf("session %s: stream ended: %w", sess.ID, stream.Err())
@@ -226,20 +248,8 @@ func rawManagedTurn(mb *managedBundle, envID string) func(ctx context.Context) (
 		sc := bufio.NewScanner(stream.Body)
 		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 		for sc.Scan() {
-			switch strings.TrimPrefix(sc.Text(), "event: ") {
-			case "session.status_running":
-				if tt.running == 0 {
-					tt.running = time.Since(start)
-				}
-			case "event_delta":
-				if tt.delta == 0 {
-					tt.delta = time.Since(start)
-				}
-			case "session.status_idle":
-				if tt.running == 0 || tt.delta == 0 {
-					return tt, fmt.Errorf("session %s: idle before running and a delta (%+v)", sess.ID, tt)
-				}
-				return tt, nil
+			if done, err := managedFace.see(&tt, start, sess.ID, strings.TrimPrefix(sc.Text(), "event: ")); done {
+				return tt, err
 			}
 		}
 		return tt, fmt.Errorf("session %s: stream ended: %v", sess.ID, sc.Err())
@@ -272,20 +282,8 @@ func BenchmarkRunTurnLatency(b *testing.B) {
 		tt := turnTimes{accepted: accepted}
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
-			switch strings.TrimPrefix(sc.Text(), "event: ") {
-			case "start":
-				if tt.running == 0 {
-					tt.running = time.Since(start)
-				}
-			case "text_delta":
-				if tt.delta == 0 {
-					tt.delta = time.Since(start)
-				}
-			case "done", "error":
-				if tt.running == 0 || tt.delta == 0 {
-					return tt, fmt.Errorf("run %s: ended before start and a delta (%+v)", r.ID, tt)
-				}
-				return tt, nil
+			if done, err := runsFace.see(&tt, start, r.ID, strings.TrimPrefix(sc.Text(), "event: ")); done {
+				return tt, err
 			}
 		}
 		return tt, fmt.Errorf("run %s: stream ended: %v", r.ID, sc.Err())
