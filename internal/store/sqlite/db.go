@@ -68,19 +68,35 @@ func (t *microTime) Scan(src any) error {
 	return nil
 }
 
-// pool runs statements on a pool through its statement cache, each with
-// stmtContext: a statement of a pool runs to its end once started. The
-// driver interrupts a statement whose context ends (sqlite3_interrupt),
-// and an interrupted connection is no longer valid to modernc.org/sqlite
-// (conn.usable): database/sql closes it and opens another, which parses
-// the schema again and prepares every cached statement again on first
-// use. A client that goes away mid-read (a session stream closed at the
-// end of its turn) cost that at every close; a statement here takes
-// microseconds to milliseconds (indexed reads, bounded lists).
-type pool struct{ c *stmtCache }
+// pool runs statements on a pool through its statement cache.
+//
+// With toEnd (the read pool) a statement runs to its end once started
+// (stmtContext). The driver interrupts a statement whose context ends
+// (sqlite3_interrupt), and an interrupted connection is no longer valid
+// to modernc.org/sqlite (conn.usable): database/sql closes it and opens
+// another, which parses the schema again and prepares every cached
+// statement again on first use. A client that went away mid-read (a
+// session stream closed at the end of its turn) cost that at every
+// close; a read takes microseconds to milliseconds (indexed reads,
+// bounded lists). The wait for a free connection then does not end with
+// the context either: a read connection is free within a read's time.
+// The write pool keeps the context whole, so that a writer gives up its
+// place in the one connection's queue when its context ends.
+type pool struct {
+	c     *stmtCache
+	toEnd bool
+}
+
+// ctx is the context of a statement: see pool.
+func (p pool) ctx(ctx context.Context) (context.Context, error) {
+	if !p.toEnd {
+		return ctx, nil
+	}
+	return stmtContext(ctx)
+}
 
 func (p pool) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	ctx, err := stmtContext(ctx)
+	ctx, err := p.ctx(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -92,7 +108,7 @@ func (p pool) Exec(ctx context.Context, query string, args ...any) (int64, error
 }
 
 func (p pool) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
-	ctx, err := stmtContext(ctx)
+	ctx, err := p.ctx(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +121,7 @@ func (p pool) Query(ctx context.Context, query string, args ...any) (sqlstore.Ro
 
 // QueryRow reports a failed prepare from Scan.
 func (p pool) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
-	ctx, err := stmtContext(ctx)
+	ctx, err := p.ctx(ctx)
 	if err != nil {
 		return errRow{err}
 	}
@@ -137,13 +153,13 @@ func (s *Store) begin(ctx context.Context) (sqlstore.Tx, *sql.Tx, error) {
 	return &tx{tx: t, c: s.wstmt}, t, nil
 }
 
-// stmtContext is the context of a statement of a pool (see pool) or inside
-// a write transaction: ctx without its cancellation once ctx is checked.
-// With a cancellable context the driver starts a goroutine per statement
-// (and sets a progress handler) to interrupt it; a statement of a write
-// transaction takes microseconds, and a cancelled ctx still ends the transaction: database/sql
-// rolls it back when the context of BeginTx is done, and every later
-// statement fails with sql.ErrTxDone.
+// stmtContext is the context of a statement of the read pool (see pool)
+// or inside a write transaction: ctx without its cancellation once ctx is
+// checked. With a cancellable context the driver starts a goroutine per
+// statement (and sets a progress handler) to interrupt it; a statement of
+// a write transaction takes microseconds, and a cancelled ctx still ends
+// the transaction: database/sql rolls it back when the context of BeginTx
+// is done, and every later statement fails with sql.ErrTxDone.
 func stmtContext(ctx context.Context) (context.Context, error) {
 	if err := ctx.Err(); err != nil {
 		return ctx, err

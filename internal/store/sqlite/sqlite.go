@@ -133,7 +133,7 @@ func OpenGuarded(ctx context.Context, path string, b *breaker.Breaker) (*Store, 
 
 	s := &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read),
 		guard: sqlstore.Guard{Breaker: b, Unavailable: unavailable}}
-	s.Store = sqlstore.New(sqlstore.DB{Write: s.guard.Querier(pool{s.wstmt}), Read: s.guard.Querier(pool{s.rstmt}), Begin: func(ctx context.Context) (sqlstore.Tx, error) {
+	s.Store = sqlstore.New(sqlstore.DB{Write: s.guard.Querier(pool{c: s.wstmt}), Read: s.guard.Querier(pool{c: s.rstmt, toEnd: true}), Begin: func(ctx context.Context) (sqlstore.Tx, error) {
 		t, _, err := s.begin(ctx)
 		return t, err
 	}}, dialect)
