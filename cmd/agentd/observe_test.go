@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,56 +17,14 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/agentd/agentd/internal/observe/otlptest"
 )
 
 func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// otlpReceiver is an OTLP/HTTP trace receiver: it decodes every export
-// (protobuf ExportTraceServiceRequest) and keeps the spans.
-type otlpReceiver struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	spans []*tracepb.Span
-	paths []string
-}
-
-func newOTLPReceiver(t *testing.T) *otlpReceiver {
-	rc := &otlpReceiver{}
-	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil || r.Header.Get("Content-Type") != "application/x-protobuf" {
-			http.Error(w, "bad export", http.StatusBadRequest)
-			return
-		}
-		var req collectortrace.ExportTraceServiceRequest
-		if err := proto.Unmarshal(body, &req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		rc.mu.Lock()
-		rc.paths = append(rc.paths, r.URL.Path)
-		for _, rs := range req.ResourceSpans {
-			for _, ss := range rs.ScopeSpans {
-				rc.spans = append(rc.spans, ss.Spans...)
-			}
-		}
-		rc.mu.Unlock()
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
-		_, _ = w.Write(out)
-	}))
-	t.Cleanup(rc.srv.Close)
-	return rc
-}
-
-func (rc *otlpReceiver) all() []*tracepb.Span {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return append([]*tracepb.Span(nil), rc.spans...)
 }
 
 func spanAttr(s *tracepb.Span, key string) string {
@@ -101,7 +57,7 @@ func spanAttr(s *tracepb.Span, key string) string {
 // appears anywhere in the logs.
 func TestServeTracesAndRedactsLogs(t *testing.T) {
 	t.Parallel()
-	rcv := newOTLPReceiver(t)
+	rcv := otlptest.New(t)
 	dir := t.TempDir()
 	dbURL := "sqlite://" + filepath.ToSlash(filepath.Join(dir, "agentd.db"))
 	secrets := map[string]string{
@@ -141,7 +97,7 @@ agents:
   - name: demo
     model: claude-sonnet-4-5
     tools: [calculator, word_count]
-`, dbURL, rcv.srv.URL)
+`, dbURL, rcv.URL)
 	environ := []string{
 		"ANTHROPIC_API_KEY=" + secrets["api_key"], "ADMIN_TOKEN=" + secrets["admin_token"],
 		"WEBHOOK_SECRET=" + secrets["webhook_secret"], "REDIS_URL=" + redisURL, "TOOL_KEY=" + secrets["tool_secret"],
@@ -232,7 +188,7 @@ agents:
 	require.Contains(t, logs, `"trace_id":"`+chatTrace+`"`, "log lines carry the trace id")
 
 	// Spans.
-	spans := rcv.all()
+	spans := rcv.Spans()
 	byID := map[string]*tracepb.Span{}
 	for _, sp := range spans {
 		byID[hex.EncodeToString(sp.SpanId)] = sp
@@ -325,7 +281,5 @@ agents:
 	for name, v := range all {
 		require.False(t, strings.Contains(string(raw), v), "%s leaked into a span", name)
 	}
-	rcv.mu.Lock()
-	require.Contains(t, rcv.paths, "/v1/traces")
-	rcv.mu.Unlock()
+	require.Contains(t, rcv.Paths(), "/v1/traces")
 }

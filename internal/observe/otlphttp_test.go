@@ -2,13 +2,9 @@ package observe
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,68 +17,9 @@ import (
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/agentd/agentd/internal/observe/otlptest"
 )
-
-// otlpRecv is an OTLP/HTTP receiver decoding with the official
-// ExportTraceServiceRequest. respond, if set, answers request i (from 0)
-// instead of the default empty success.
-type otlpRecv struct {
-	srv     *httptest.Server
-	mu      sync.Mutex
-	reqs    []*coltracepb.ExportTraceServiceRequest
-	headers []http.Header
-	paths   []string
-	times   []time.Time
-	respond func(i int, w http.ResponseWriter) bool
-}
-
-func newOTLPRecv(t *testing.T) *otlpRecv {
-	t.Helper()
-	rc := &otlpRecv{}
-	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body io.Reader = r.Body
-		if r.Header.Get("Content-Encoding") == "gzip" {
-			zr, err := gzip.NewReader(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			body = zr
-		}
-		data, err := io.ReadAll(body)
-		if err != nil || r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/x-protobuf" {
-			http.Error(w, "bad export", http.StatusBadRequest)
-			return
-		}
-		var req coltracepb.ExportTraceServiceRequest
-		if err := proto.Unmarshal(data, &req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		rc.mu.Lock()
-		i := len(rc.reqs)
-		rc.reqs = append(rc.reqs, &req)
-		rc.headers = append(rc.headers, r.Header.Clone())
-		rc.paths = append(rc.paths, r.URL.Path)
-		rc.times = append(rc.times, time.Now())
-		respond := rc.respond
-		rc.mu.Unlock()
-		if respond != nil && respond(i, w) {
-			return
-		}
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
-		_, _ = w.Write(out)
-	}))
-	t.Cleanup(rc.srv.Close)
-	return rc
-}
-
-func (rc *otlpRecv) count() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return len(rc.reqs)
-}
 
 func testResourceSpans() []*tracepb.ResourceSpans {
 	str := func(k, v string) *commonpb.KeyValue {
@@ -139,14 +76,14 @@ func TestMarshalExportTraceRequestMatchesOfficial(t *testing.T) {
 func TestSetupTracingExportsOverOTLPHTTP(t *testing.T) {
 	for _, gz := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "gzip"}[gz], func(t *testing.T) {
-			rc := newOTLPRecv(t)
+			rc := otlptest.New(t)
 			t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-ignored=1")
 			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer%20tok, x-scope-orgid=t1")
 			if gz {
 				t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
 			}
 			ctx := context.Background()
-			shutdown, err := SetupTracing(ctx, TracingConfig{Endpoint: rc.srv.URL, ServiceName: "agentd-test", Version: "v9"})
+			shutdown, err := SetupTracing(ctx, TracingConfig{Endpoint: rc.URL, ServiceName: "agentd-test", Version: "v9"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -156,24 +93,23 @@ func TestSetupTracingExportsOverOTLPHTTP(t *testing.T) {
 			if err := shutdown(ctx); err != nil {
 				t.Fatal(err)
 			}
-			rc.mu.Lock()
-			defer rc.mu.Unlock()
-			if len(rc.reqs) != 1 {
-				t.Fatalf("%d exports, want 1", len(rc.reqs))
+			ex := rc.Exports()
+			if len(ex) != 1 {
+				t.Fatalf("%d exports, want 1", len(ex))
 			}
-			if rc.paths[0] != "/v1/traces" {
-				t.Errorf("path %q, want /v1/traces", rc.paths[0])
+			if ex[0].Path != "/v1/traces" {
+				t.Errorf("path %q, want /v1/traces", ex[0].Path)
 			}
-			h := rc.headers[0]
+			h := ex[0].Header
 			if h.Get("Authorization") != "Bearer tok" || h.Get("X-Scope-Orgid") != "t1" || h.Get("X-Ignored") != "" {
 				t.Errorf("headers %v: want the TRACES_ ones only", h)
 			}
 			if got := h.Get("Content-Encoding") == "gzip"; got != gz {
 				t.Errorf("gzip %v, want %v", got, gz)
 			}
-			rss := rc.reqs[0].ResourceSpans
+			rss := ex[0].Req.ResourceSpans
 			if len(rss) != 1 || len(rss[0].ScopeSpans) != 1 || len(rss[0].ScopeSpans[0].Spans) != 1 {
-				t.Fatalf("request %v: want one span", rc.reqs[0])
+				t.Fatalf("request %v: want one span", ex[0].Req)
 			}
 			res := map[string]string{}
 			for _, kv := range rss[0].Resource.Attributes {
@@ -210,32 +146,31 @@ func testClient(url string) *otlpHTTPClient {
 // 503 with Retry-After, then success: one retry, after the delay asked, with
 // the same request.
 func TestOTLPClientRetriesHonouringRetryAfter(t *testing.T) {
-	rc := newOTLPRecv(t)
-	rc.respond = func(i int, w http.ResponseWriter) bool {
+	rc := otlptest.New(t)
+	rc.SetRespond(func(i int, w http.ResponseWriter) bool {
 		if i == 0 {
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "busy", http.StatusServiceUnavailable)
 			return true
 		}
 		return false
-	}
-	c := testClient(rc.srv.URL)
+	})
+	c := testClient(rc.URL)
 	if err := c.UploadTraces(context.Background(), testResourceSpans()); err != nil {
 		t.Fatal(err)
 	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if len(rc.reqs) != 2 {
-		t.Fatalf("%d requests, want 2", len(rc.reqs))
+	ex := rc.Exports()
+	if len(ex) != 2 {
+		t.Fatalf("%d requests, want 2", len(ex))
 	}
-	if d := rc.times[1].Sub(rc.times[0]); d < 900*time.Millisecond {
+	if d := ex[1].At.Sub(ex[0].At); d < 900*time.Millisecond {
 		t.Errorf("retried after %v, want Retry-After's 1s", d)
 	}
-	if !proto.Equal(rc.reqs[0], rc.reqs[1]) || len(rc.reqs[1].ResourceSpans) != 2 {
+	if !proto.Equal(ex[0].Req, ex[1].Req) || len(ex[1].Req.ResourceSpans) != 2 {
 		t.Errorf("retry sent another request")
 	}
-	if rc.headers[1].Get("X-Key") != "k" {
-		t.Errorf("retry headers %v", rc.headers[1])
+	if ex[1].Header.Get("X-Key") != "k" {
+		t.Errorf("retry headers %v", ex[1].Header)
 	}
 }
 
@@ -252,50 +187,50 @@ func TestOTLPClientRetryableAndNot(t *testing.T) {
 		{http.StatusBadRequest, 1, 1, false},
 		{http.StatusInternalServerError, 1, 1, false},
 	} {
-		rc := newOTLPRecv(t)
-		rc.respond = func(i int, w http.ResponseWriter) bool {
+		rc := otlptest.New(t)
+		rc.SetRespond(func(i int, w http.ResponseWriter) bool {
 			if tc.tries == 0 || i < tc.tries {
 				http.Error(w, "nope", tc.status)
 				return true
 			}
 			return false
-		}
-		err := testClient(rc.srv.URL).UploadTraces(context.Background(), testResourceSpans())
-		if (err == nil) != tc.ok || rc.count() != tc.want {
-			t.Errorf("status %d: err %v after %d requests; want ok=%v after %d", tc.status, err, rc.count(), tc.ok, tc.want)
+		})
+		err := testClient(rc.URL).UploadTraces(context.Background(), testResourceSpans())
+		if (err == nil) != tc.ok || rc.Count() != tc.want {
+			t.Errorf("status %d: err %v after %d requests; want ok=%v after %d", tc.status, err, rc.Count(), tc.ok, tc.want)
 		}
 	}
 }
 
 // A receiver that stays unavailable: retries stop at MaxElapsed.
 func TestOTLPClientGivesUp(t *testing.T) {
-	rc := newOTLPRecv(t)
-	rc.respond = func(_ int, w http.ResponseWriter) bool {
+	rc := otlptest.New(t)
+	rc.SetRespond(func(_ int, w http.ResponseWriter) bool {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return true
-	}
-	c := testClient(rc.srv.URL)
+	})
+	c := testClient(rc.URL)
 	c.cfg.Retry.MaxElapsed = 200 * time.Millisecond
 	start := time.Now()
 	err := c.UploadTraces(context.Background(), testResourceSpans())
-	if err == nil || time.Since(start) > 3*time.Second || rc.count() < 3 {
-		t.Fatalf("err %v after %v and %d requests; want an error after a few retries", err, time.Since(start), rc.count())
+	if err == nil || time.Since(start) > 3*time.Second || rc.Count() < 3 {
+		t.Fatalf("err %v after %v and %d requests; want an error after a few retries", err, time.Since(start), rc.Count())
 	}
 }
 
 // Stop interrupts an export waiting for its retry.
 func TestOTLPClientStopInterruptsRetry(t *testing.T) {
-	rc := newOTLPRecv(t)
-	rc.respond = func(_ int, w http.ResponseWriter) bool {
+	rc := otlptest.New(t)
+	rc.SetRespond(func(_ int, w http.ResponseWriter) bool {
 		w.Header().Set("Retry-After", "30")
 		http.Error(w, "later", http.StatusTooManyRequests)
 		return true
-	}
-	c := testClient(rc.srv.URL)
+	})
+	c := testClient(rc.URL)
 	c.cfg.Retry.MaxElapsed = time.Minute
 	done := make(chan error, 1)
 	go func() { done <- c.UploadTraces(context.Background(), testResourceSpans()) }()
-	for rc.count() == 0 {
+	for rc.Count() == 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if err := c.Stop(context.Background()); err != nil {
@@ -325,13 +260,13 @@ func TestOTLPClientPartialSuccess(t *testing.T) {
 		{"application/x-protobuf", nil, nil},
 		{"text/plain", []byte("ok"), nil},
 	} {
-		rc := newOTLPRecv(t)
-		rc.respond = func(_ int, w http.ResponseWriter) bool {
+		rc := otlptest.New(t)
+		rc.SetRespond(func(_ int, w http.ResponseWriter) bool {
 			w.Header().Set("Content-Type", tc.ctype)
 			_, _ = w.Write(tc.body)
 			return true
-		}
-		err := testClient(rc.srv.URL).UploadTraces(context.Background(), testResourceSpans())
+		})
+		err := testClient(rc.URL).UploadTraces(context.Background(), testResourceSpans())
 		var ps PartialSuccessError
 		switch {
 		case tc.want == nil && err != nil:
@@ -339,8 +274,8 @@ func TestOTLPClientPartialSuccess(t *testing.T) {
 		case tc.want != nil && (!errors.As(err, &ps) || ps != *tc.want):
 			t.Errorf("%s %s: %v, want %v", tc.ctype, tc.body, err, *tc.want)
 		}
-		if rc.count() != 1 {
-			t.Errorf("%s: %d requests, a partial success is not retried", tc.ctype, rc.count())
+		if rc.Count() != 1 {
+			t.Errorf("%s: %d requests, a partial success is not retried", tc.ctype, rc.Count())
 		}
 	}
 }
