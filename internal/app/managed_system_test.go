@@ -241,3 +241,119 @@ worker:
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// A system.message after a user.custom_tool_result, through the official
+// SDK on both stores: echoed after the result (in the send's answer, the
+// stream and the history, under one id), its text is appended to the
+// system prompt of the resumed turn's model calls (not of the call that
+// asked for the tool) and of every later turn's. Before it, a request
+// whose later event a session's state refuses (a second result for the
+// call, an answer after a user.interrupt) is refused whole: the turn
+// still waits, nothing was interrupted or resumed.
+func TestManagedSystemMessageAfterCustomResultSDK(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		rs := startRecordedSim(t)
+		b := startManagedWith(t, backend, fmt.Sprintf(`providers:
+  anthropic:
+    base_url: %q
+    api_key: sim-key
+    simulate: never
+agents:
+  - name: demo
+    model: claude-sonnet-4-5
+worker:
+  reclaim_interval: 200ms
+  poll_interval: 50ms
+`, rs.URL))
+		ctx := t.Context()
+		c := b.Client
+		agent, err := c.Beta.Agents.New(ctx, anthropic.BetaAgentNewParams{Name: "weather",
+			Model:  anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"},
+			System: anthropic.String("You report the weather."),
+			Tools:  []anthropic.BetaAgentNewParamsToolUnion{customTool("lookup")}})
+		require.NoError(t, err)
+		env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "e"})
+		require.NoError(t, err)
+		sess, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
+			Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(agent.ID)}, EnvironmentID: env.ID})
+		require.NoError(t, err)
+		stream := openStream(t, c, sess.ID)
+		const extra = "Answer in French."
+
+		n := rs.count()
+		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("please lookup the weather in Oslo"))
+		require.NoError(t, err)
+		turn := stream.untilIdle()
+		use := firstOf(t, turn, "agent.custom_tool_use").AsAgentCustomToolUse()
+		require.Equal(t, "requires_action", last(turn).AsSessionStatusIdle().StopReason.Type)
+		for _, r := range rs.since(n) {
+			require.Equal(t, "You report the weather.", systemOf(t, r))
+		}
+
+		// Refused whole by the session's state, changing nothing.
+		result := customResult(use.ID, "sunny", false).Events[0]
+		interrupt := anthropic.BetaManagedAgentsEventParamsUnion{OfUserInterrupt: &anthropic.BetaManagedAgentsUserInterruptEventParams{}}
+		before := len(sessionHistory(t, c, sess.ID))
+		n = rs.count()
+		for _, tc := range []struct {
+			events []anthropic.BetaManagedAgentsEventParamsUnion
+			want   string
+		}{
+			// The first result resumes the turn: nothing waits after it.
+			{[]anthropic.BetaManagedAgentsEventParamsUnion{result, result}, "events[1]: no custom tool call of this session waits for a result"},
+			{[]anthropic.BetaManagedAgentsEventParamsUnion{interrupt, result}, "events[1]: no custom tool call of this session waits for a result"},
+			{[]anthropic.BetaManagedAgentsEventParamsUnion{result, confirm(use.ID, true, "").Events[0]}, "events[1]: no tool call of this session waits for a confirmation"},
+		} {
+			_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, anthropic.BetaSessionEventSendParams{Events: tc.events})
+			require.Contains(t, apiError(t, err, http.StatusBadRequest, "invalid_request_error"), tc.want)
+		}
+		time.Sleep(300 * time.Millisecond) // a resumed or interrupted turn would have moved
+		require.Len(t, sessionHistory(t, c, sess.ID), before, "no event was applied")
+		require.Equal(t, n, rs.count(), "no model call")
+		got, err := c.Beta.Sessions.Get(ctx, sess.ID, anthropic.BetaSessionGetParams{})
+		require.NoError(t, err)
+		require.Equal(t, anthropic.BetaManagedAgentsSessionStatusIdle, got.Status)
+
+		// The result with a system.message: both echoed; the resumed
+		// turn's model calls carry the text.
+		n = rs.count()
+		sent, err := c.Beta.Sessions.Events.Send(ctx, sess.ID, anthropic.BetaSessionEventSendParams{
+			Events: []anthropic.BetaManagedAgentsEventParamsUnion{result, systemText(extra)}})
+		require.NoError(t, err)
+		require.Equal(t, []string{"user.custom_tool_result", "system.message"}, []string{sent.Data[0].Type, sent.Data[1].Type})
+		sm := sent.Data[1].AsSystemMessage()
+		require.Equal(t, extra, sm.Content[0].Text)
+		turn = stream.untilIdle()
+		require.Equal(t, []string{"user.custom_tool_result", "system.message", "session.status_running"}, typesOf(turn[:3]))
+		require.Equal(t, sent.Data[0].ID, turn[0].ID)
+		require.Equal(t, sm.ID, turn[1].ID, "the stream shows it under the id its send answered")
+		require.Equal(t, "end_turn", last(turn).AsSessionStatusIdle().StopReason.Type)
+		reqs := rs.since(n)
+		require.NotEmpty(t, reqs)
+		for _, r := range reqs {
+			require.Equal(t, "You report the weather.\n\n"+extra, systemOf(t, r))
+		}
+
+		// The next turn keeps it.
+		n = rs.count()
+		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("and tomorrow?"))
+		require.NoError(t, err)
+		stream.untilIdle()
+		reqs = rs.since(n)
+		require.NotEmpty(t, reqs)
+		for _, r := range reqs {
+			require.Equal(t, "You report the weather.\n\n"+extra, systemOf(t, r))
+		}
+		h := sessionHistory(t, c, sess.ID)
+		found := false
+		for i, e := range h {
+			if e.Type == "system.message" {
+				require.Equal(t, "user.custom_tool_result", h[i-1].Type)
+				require.Equal(t, sm.ID, e.ID)
+				require.Equal(t, extra, e.AsSystemMessage().Content[0].Text)
+				found = true
+			}
+		}
+		require.True(t, found, "the history has the system.message: %v", historyTypes(h))
+	})
+}

@@ -12,7 +12,8 @@ import (
 // them: ParseSendEvents and parseInitialEvents are pure (no store, no
 // I/O), so a request whose later event is bad is refused whole and
 // changes nothing. What they cannot know (is a tool call waiting for this
-// confirmation?) is checked when the event is applied.
+// confirmation?) is checked against the session's state before any event
+// is applied (Service.checkCalls), and again by the store when it is.
 
 // ClientEvent is one parsed event of a client. Its JSON is the event as
 // the SDK sends it (BetaManagedAgentsEventParamsUnion), which parses back
@@ -327,10 +328,10 @@ func parseText(f string, blocks []json.RawMessage, what string, need bool) ([]st
 }
 
 // checkOrder checks where a system.message stands: at most one per
-// request, the last event, right after the user.message it accompanies
-// (the API also takes it after a user.tool_result or a
-// user.custom_tool_result; see docs/managed-agents.md for what agentd
-// does not take).
+// request, the last event, right after the user.message or
+// user.custom_tool_result it accompanies (the API also takes it after a
+// user.tool_result, which agentd refuses: it runs no client-side agent
+// toolset).
 func checkOrder(field string, evs []ClientEvent) error {
 	for i, e := range evs {
 		if _, ok := e.(ClientSystemMessage); !ok {
@@ -338,17 +339,15 @@ func checkOrder(field string, evs []ClientEvent) error {
 		}
 		f := fmt.Sprintf("%s[%d]", field, i)
 		if i != len(evs)-1 {
-			return invalid("%s: a system.message must be the last event of a request (at most one per request), after the user.message it accompanies", f)
+			return invalid("%s: a system.message must be the last event of a request (at most one per request), after the user.message or user.custom_tool_result it accompanies", f)
 		}
 		if i == 0 {
-			return invalid("%s: a system.message accompanies a user.message: send it right after one, in the same request", f)
+			return invalid("%s: a system.message accompanies a user.message or user.custom_tool_result: send it right after one, in the same request", f)
 		}
 		switch evs[i-1].(type) {
-		case ClientUserMessage:
-		case ClientCustomToolResult:
-			return invalid("%s: a system.message after a user.custom_tool_result is not built yet on this server (see docs/managed-agents.md); send it with the next user.message", f)
+		case ClientUserMessage, ClientCustomToolResult:
 		default:
-			return invalid("%s: a system.message must follow the user.message it accompanies, not a %s", f, evs[i-1].EventType())
+			return invalid("%s: a system.message must follow the user.message or user.custom_tool_result it accompanies, not a %s", f, evs[i-1].EventType())
 		}
 	}
 	return nil

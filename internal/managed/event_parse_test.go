@@ -55,8 +55,8 @@ func TestParseSendEvents(t *testing.T) {
 		{[]string{sysNote}, "events[0]: a system.message accompanies a user.message"},
 		{[]string{sysNote, msgHi}, "events[0]: a system.message must be the last event"},
 		{[]string{msgHi, sysNote, sysNote}, "events[1]: a system.message must be the last event"},
-		{[]string{`{"type":"user.interrupt"}`, sysNote}, "events[1]: a system.message must follow the user.message it accompanies, not a user.interrupt"},
-		{[]string{`{"type":"user.custom_tool_result","custom_tool_use_id":"t"}`, sysNote}, "events[1]: a system.message after a user.custom_tool_result is not built yet"},
+		{[]string{`{"type":"user.interrupt"}`, sysNote}, "events[1]: a system.message must follow the user.message or user.custom_tool_result it accompanies, not a user.interrupt"},
+		{[]string{`{"type":"user.tool_confirmation","tool_use_id":"t","result":"allow"}`, sysNote}, "events[1]: a system.message must follow the user.message or user.custom_tool_result it accompanies, not a user.tool_confirmation"},
 		{[]string{msgHi, `{"type":"system.message","content":[{"type":"text","text":""}]}`}, "events[1].content: at least one non-empty text block"},
 	} {
 		_, err := ParseSendEvents(sendBody(t, tc.evs...))

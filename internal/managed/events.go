@@ -220,6 +220,20 @@ func CustomToolResultID(runID, toolUseID string) string {
 	return "sevt_" + runID + "_" + toolUseID + "_result"
 }
 
+// CustomToolSystemID is the event id of the system.message sent with the
+// user.custom_tool_result of a run's custom tool call.
+func CustomToolSystemID(runID, toolUseID string) string {
+	return "sevt_" + runID + "_" + toolUseID + "_system"
+}
+
+// systemMessage is a system.message event (BetaManagedAgentsSystemMessageEvent).
+type systemMessage struct {
+	ID          string      `json:"id"`
+	Type        string      `json:"type"`
+	ProcessedAt *string     `json:"processed_at"`
+	Content     []textBlock `json:"content"`
+}
+
 type stopReason struct {
 	Type     string   `json:"type"`
 	EventIDs []string `json:"event_ids,omitempty"`
@@ -487,7 +501,18 @@ func (t *Translator) translate(e store.Event) ([]Out, error) {
 			if err != nil {
 				return nil, err
 			}
-			return t.resume(nextID, at, o)
+			applied := []Out{o}
+			if r.SystemMessage != "" { // sent with it, applied with it
+				sid := CustomToolSystemID(e.RunID, r.ToolUseID)
+				sm := systemMessage{ID: sid, Type: EvSystemMessage, ProcessedAt: &at,
+					Content: []textBlock{{Type: "text", Text: r.SystemMessage}}}
+				so, err := out(sid, sm.Type, false, sm)
+				if err != nil {
+					return nil, err
+				}
+				applied = append(applied, so)
+			}
+			return t.resume(nextID, at, applied...)
 		}
 		id := nextID()
 		res := evToolResult{evBase: base(id, "agent.tool_result"), ToolUseID: r.ToolUseID, IsError: r.IsError,

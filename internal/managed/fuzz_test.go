@@ -105,12 +105,13 @@ func FuzzSessionCreateRequest(f *testing.F) {
 // on the whole body before it applies any event. It must never panic; a
 // refusal is an InvalidError with a message naming the events field; an
 // accepted body has as many events as it sent, of the types it names,
-// with at most one system.message, last and right after a user.message;
+// with at most one system.message, last and right after a user.message or
+// a user.custom_tool_result;
 // re-encoded, the accepted events parse to the same values (what is
 // accepted is what the SDK would send for them).
 // Seeds: testdata/fuzz/FuzzSessionEvents (bodies the SDK marshals, and
-// near misses: a system.message first, not last, after a custom tool
-// result; an image; a thread id).
+// near misses: a system.message first, not last, after a confirmation;
+// an image; a thread id).
 func FuzzSessionEvents(f *testing.F) {
 	// As anthropic-sdk-go v2.15 sends them (client.Beta.Sessions.Events.Send);
 	// testdata has more, written by marshalling the SDK's params.
@@ -145,7 +146,9 @@ func FuzzSessionEvents(f *testing.F) {
 				if i != len(evs)-1 || i == 0 {
 					t.Fatalf("accepted a system.message at %d of %d (body %q)", i, len(evs), data)
 				}
-				if _, ok := evs[i-1].(ClientUserMessage); !ok {
+				switch evs[i-1].(type) {
+				case ClientUserMessage, ClientCustomToolResult:
+				default:
 					t.Fatalf("accepted a system.message after %s (body %q)", evs[i-1].EventType(), data)
 				}
 			}

@@ -42,6 +42,9 @@ type Runner interface {
 type RunEvents interface {
 	GetRun(ctx context.Context, tenant, id string) (store.Run, error)
 	ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]store.Event, error)
+	// ListApprovals: the system messages sent with a run's custom tools'
+	// results are on its decisions.
+	ListApprovals(ctx context.Context, runID string) ([]store.Approval, error)
 }
 
 // ErrEventsNotBuilt: sessions cannot take events on this process (no
@@ -90,7 +93,123 @@ func (s *Service) SendEvents(ctx context.Context, tenant, id, decidedBy string, 
 	if ms.Status == StatusTerminated {
 		return SentEvents{}, invalid("session %s is terminated: it takes no more events", id)
 	}
+	if err := s.checkCalls(ctx, "events", ms, evs); err != nil {
+		return SentEvents{}, err
+	}
 	return s.apply(ctx, ms, a, decidedBy, "events", evs)
+}
+
+// Refusals of an event that answers a tool call (a user.tool_confirmation
+// or user.custom_tool_result), the same whether checkCalls finds them
+// before any event is applied or the store when the event is applied (a
+// request racing another).
+func errNoneWaits(f string, custom bool) error {
+	if custom {
+		return invalid("%s: no custom tool call of this session waits for a result", f)
+	}
+	return invalid("%s: no tool call of this session waits for a confirmation", f)
+}
+
+func errNotWaiting(f, id string, custom bool) error {
+	if custom {
+		return invalid("%s.custom_tool_use_id: %q is not a custom tool call waiting for a result", f, id)
+	}
+	return invalid("%s.tool_use_id: %q is not a tool call waiting for a confirmation", f, id)
+}
+
+func errAnswered(f, id string, custom bool) error {
+	if custom {
+		return invalid("%s.custom_tool_use_id: %q has its result already", f, id)
+	}
+	return invalid("%s.tool_use_id: %q was decided already", f, id)
+}
+
+// checkCalls checks, before any event of a request is applied, what the
+// session's state decides of the events that answer tool calls: each names
+// a call its paused turn waits for, of its kind (a confirmation for a call
+// that needs one, a result for a custom tool's), not answered before or
+// earlier in the request, and comes while the turn still waits: not after
+// a user.interrupt (which ends the turn) nor after the events answering
+// its last waiting call (which resume it). So a request refused for any
+// of its events changes nothing. Two requests sent at the same moment may
+// still see one refused when applied: the store decides each call once.
+func (s *Service) checkCalls(ctx context.Context, field string, ms store.ManagedSession, evs []ClientEvent) error {
+	firstResult, answers := "", false
+	for _, e := range evs {
+		switch e := e.(type) {
+		case ClientToolConfirmation:
+			answers = true
+		case ClientCustomToolResult:
+			answers = true
+			if firstResult == "" {
+				firstResult = e.CustomToolUseID
+			}
+		}
+	}
+	if !answers {
+		return nil
+	}
+	var (
+		r   store.Run
+		err error
+	)
+	if firstResult != "" {
+		r, err = s.pausedFor(ctx, ms, firstResult) // as customToolResult does
+	} else {
+		r, _, err = s.activeRun(ctx, ms)
+	}
+	if err != nil {
+		return err
+	}
+	paused := r.ID != "" && r.Status == store.RunRequiresAction
+	calls := map[string]store.Approval{}
+	waiting := 0
+	if paused {
+		as, err := s.RunEvents.ListApprovals(ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		for _, a := range as {
+			calls[a.ToolUseID] = a
+			if a.Decision == store.DecisionPending {
+				waiting++
+			}
+		}
+	}
+	for i, e := range evs {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		var (
+			id     string
+			custom bool
+		)
+		switch e := e.(type) {
+		case ClientInterrupt:
+			paused = false
+			continue
+		case ClientToolConfirmation:
+			id = e.ToolUseID
+		case ClientCustomToolResult:
+			id, custom = e.CustomToolUseID, true
+		default:
+			continue
+		}
+		if !paused {
+			return errNoneWaits(f, custom)
+		}
+		a, ok := calls[id]
+		if !ok || (a.Kind == store.ApprovalKindCustomTool) != custom {
+			return errNotWaiting(f, id, custom)
+		}
+		if a.Decision != store.DecisionPending {
+			return errAnswered(f, id, custom)
+		}
+		a.Decision = store.DecisionResult // answered, whichever way
+		calls[id] = a
+		if waiting--; waiting == 0 {
+			paused = false // the turn resumes
+		}
+	}
+	return nil
 }
 
 // runnableVersion checks, before any event is applied, that the session's
@@ -138,20 +257,13 @@ func (s *Service) apply(ctx context.Context, ms store.ManagedSession, a store.Ma
 		)
 		switch e := evs[i].(type) {
 		case ClientUserMessage:
-			var sys *ClientSystemMessage
-			if i+1 < len(evs) {
-				if m, ok := evs[i+1].(ClientSystemMessage); ok {
-					sys = &m
-					i++
-				}
-			}
-			data, err = s.userMessage(ctx, ms, a, version, e, sys)
+			data, err = s.userMessage(ctx, ms, a, version, e, systemAfter(evs, &i))
 		case ClientInterrupt:
 			data, err = s.interrupt(ctx, ms)
 		case ClientToolConfirmation:
 			data, err = s.confirm(ctx, f, ms, decidedBy, e)
 		case ClientCustomToolResult:
-			data, err = s.customToolResult(ctx, f, ms, decidedBy, e)
+			data, err = s.customToolResult(ctx, f, ms, decidedBy, e, systemAfter(evs, &i))
 		default: // a system.message not after a user.message: checkOrder refused it
 			err = invalid("%s: %s cannot be applied here", f, e.EventType())
 		}
@@ -161,6 +273,18 @@ func (s *Service) apply(ctx context.Context, ms store.ManagedSession, a store.Ma
 		out.Data = append(out.Data, data...)
 	}
 	return out, nil
+}
+
+// systemAfter returns the system.message right after evs[*i], if there
+// is one, and moves *i past it: it goes with the event before it.
+func systemAfter(evs []ClientEvent, i *int) *ClientSystemMessage {
+	if *i+1 < len(evs) {
+		if m, ok := evs[*i+1].(ClientSystemMessage); ok {
+			*i++
+			return &m
+		}
+	}
+	return nil
 }
 
 // turnInput is what a session reads of its runs' input (run.SubmitParams
@@ -199,11 +323,14 @@ func (s *Service) userMessage(ctx context.Context, ms store.ManagedSession, a st
 	p := run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
 		ConversationID: ms.ConversationID, Message: strings.Join(m.Text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue}
 	if n := len(runs); n > 0 {
-		in := inputOf(runs[n-1])
-		p.System = in.System
-		if in.SystemMessage != "" {
-			p.System = append(p.System, in.SystemMessage)
+		// The latest turn's, and those sent with its custom tools' results.
+		last := runs[n-1]
+		approvals, err := s.RunEvents.ListApprovals(ctx, last.ID)
+		if err != nil {
+			return nil, err
 		}
+		in := inputOf(last)
+		p.System = run.SessionSystem(in.System, in.SystemMessage, approvals)
 	}
 	if sys != nil {
 		p.SystemMessage = strings.Join(sys.Text, "\n\n")
@@ -269,12 +396,8 @@ func systemMessageEvent(r store.Run, queued bool) (json.RawMessage, bool, error)
 	if in.SystemMessage == "" {
 		return nil, false, nil
 	}
-	b, err := json.Marshal(struct {
-		ID          string      `json:"id"`
-		Type        string      `json:"type"`
-		ProcessedAt *string     `json:"processed_at"`
-		Content     []textBlock `json:"content"`
-	}{systemMessageID(r.ID), EvSystemMessage, turnProcessedAt(r, queued), []textBlock{{Type: "text", Text: in.SystemMessage}}})
+	b, err := json.Marshal(systemMessage{systemMessageID(r.ID), EvSystemMessage, turnProcessedAt(r, queued),
+		[]textBlock{{Type: "text", Text: in.SystemMessage}}})
 	return b, err == nil, err
 }
 
@@ -340,15 +463,15 @@ func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession
 		return nil, err
 	}
 	if r.ID == "" || r.Status != store.RunRequiresAction {
-		return nil, invalid("%s: no tool call of this session waits for a confirmation", f)
+		return nil, errNoneWaits(f, false)
 	}
 	_, _, err = s.Runs.Decide(ctx, run.DecideParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.ToolUseID,
 		Decision: decision, Reason: ev.DenyMessage, DecidedBy: decidedBy})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, invalid("%s.tool_use_id: %q is not a tool call waiting for a confirmation", f, ev.ToolUseID)
+		return nil, errNotWaiting(f, ev.ToolUseID, false)
 	case errors.Is(err, store.ErrConflict):
-		return nil, invalid("%s.tool_use_id: %q was decided already", f, ev.ToolUseID)
+		return nil, errAnswered(f, ev.ToolUseID, false)
 	case err != nil:
 		return nil, err
 	}
@@ -362,31 +485,44 @@ func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession
 }
 
 // customToolResult hands the paused turn the client's result of a custom
-// tool's call: its text blocks, joined, are the tool_result the model gets.
-func (s *Service) customToolResult(ctx context.Context, f string, ms store.ManagedSession, by string, ev ClientCustomToolResult) ([]json.RawMessage, error) {
+// tool's call: its text blocks, joined, are the tool_result the model gets;
+// sys, the system.message sent with it (nil: none), is appended to the
+// turn's system prompt from the model call it resumes on, and to every
+// later turn's.
+func (s *Service) customToolResult(ctx context.Context, f string, ms store.ManagedSession, by string, ev ClientCustomToolResult, sys *ClientSystemMessage) ([]json.RawMessage, error) {
 	r, err := s.pausedFor(ctx, ms, ev.CustomToolUseID)
 	if err != nil {
 		return nil, err
 	}
 	if r.ID == "" || r.Status != store.RunRequiresAction {
-		return nil, invalid("%s: no custom tool call of this session waits for a result", f)
+		return nil, errNoneWaits(f, true)
 	}
 	content := strings.Join(ev.Text, "\n\n")
+	var system string
+	if sys != nil {
+		system = strings.Join(sys.Text, "\n\n")
+	}
 	_, _, err = s.Runs.SubmitToolResult(ctx, run.ToolResultParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.CustomToolUseID,
-		Content: content, IsError: ev.IsError, By: by})
+		Content: content, IsError: ev.IsError, SystemMessage: system, By: by})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, invalid("%s.custom_tool_use_id: %q is not a custom tool call waiting for a result", f, ev.CustomToolUseID)
+		return nil, errNotWaiting(f, ev.CustomToolUseID, true)
 	case errors.Is(err, store.ErrConflict):
-		return nil, invalid("%s.custom_tool_use_id: %q has its result already", f, ev.CustomToolUseID)
+		return nil, errAnswered(f, ev.CustomToolUseID, true)
 	case err != nil:
 		return nil, err
 	}
 	// As the history shows it once the run applied it (events.go).
 	id := CustomToolResultID(r.ID, ev.CustomToolUseID)
-	b, err := json.Marshal(evCustomResult{evBase: evBase{ID: id, Type: EvCustomToolResult, ProcessedAt: mustTimestamp(time.Now())},
+	at := mustTimestamp(time.Now())
+	b, err := json.Marshal(evCustomResult{evBase: evBase{ID: id, Type: EvCustomToolResult, ProcessedAt: at},
 		CustomToolUseID: ev.CustomToolUseID, Content: []textBlock{{Type: "text", Text: content}}, IsError: ev.IsError})
-	return []json.RawMessage{b}, err
+	if err != nil || sys == nil {
+		return []json.RawMessage{b}, err
+	}
+	sb, err := json.Marshal(systemMessage{CustomToolSystemID(r.ID, ev.CustomToolUseID), EvSystemMessage, &at,
+		[]textBlock{{Type: "text", Text: system}}})
+	return []json.RawMessage{b, sb}, err
 }
 
 // maxPauseWait bounds how long a custom tool's result waits for its run

@@ -30,6 +30,8 @@ type streamWorld struct {
 	listed store.RunStatus
 	evs    map[string][]store.Event
 	reads  map[string]int
+	// approvals are the runs' tool calls that wait or waited.
+	approvals map[string][]store.Approval
 }
 
 func newStreamWorld(t *testing.T) *streamWorld {
@@ -94,6 +96,12 @@ func (w *streamWorld) GetRun(_ context.Context, _, id string) (store.Run, error)
 		}
 	}
 	return store.Run{}, store.ErrNotFound
+}
+
+func (w *streamWorld) ListApprovals(_ context.Context, runID string) ([]store.Approval, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]store.Approval(nil), w.approvals[runID]...), nil
 }
 
 func (w *streamWorld) ListEvents(_ context.Context, runID string, after int64, _ int) ([]store.Event, error) {

@@ -210,7 +210,7 @@ func (x *execution) clientResult(c llm.Block, d store.Approval) {
 	}
 	x.l.Metrics.ObserveTool(c.Name, outcome, d.DecidedAt.Sub(d.RequestedAt))
 	x.emit(ToolResultEvent{Step: x.st.Step, ToolUseID: c.ID, Name: c.Name, Content: content, IsError: isError,
-		DurationMS: d.DecidedAt.Sub(d.RequestedAt).Milliseconds()})
+		DurationMS: d.DecidedAt.Sub(d.RequestedAt).Milliseconds(), SystemMessage: d.SystemMessage})
 	x.mu.Lock()
 	x.st.Results = append(x.st.Results, llm.Block{Type: "tool_result", ToolUseID: c.ID, Content: content, IsError: isError})
 	x.mu.Unlock()

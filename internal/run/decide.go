@@ -48,6 +48,10 @@ type ToolResultParams struct {
 	// Content is the tool_result the model gets.
 	Content string
 	IsError bool
+	// SystemMessage is system text sent with the result (a Managed Agents
+	// system.message): appended to the run's system prompt from the model
+	// call the result resumes on. "" for none.
+	SystemMessage string
 	// By identifies the client (the API key id).
 	By string
 }
@@ -61,9 +65,13 @@ func (r *Runs) SubmitToolResult(ctx context.Context, p ToolResultParams) (store.
 	if err != nil {
 		return store.Approval{}, store.Run{}, fmt.Errorf("encode tool result: %w", err)
 	}
+	// The guard a run's message and system texts pass (Submit's).
+	if _, p.SystemMessage, err = r.Service.checkSystem(nil, p.SystemMessage); err != nil {
+		return store.Approval{}, store.Run{}, err
+	}
 	return r.decide(ctx, store.DecideApprovalParams{
 		Tenant: p.Tenant, RunID: p.RunID, ToolUseID: p.ToolUseID, Decision: store.DecisionResult,
-		DecidedBy: p.By, Result: content, IsError: p.IsError,
+		DecidedBy: p.By, Result: content, IsError: p.IsError, SystemMessage: p.SystemMessage,
 	})
 }
 

@@ -63,7 +63,10 @@ type ToolResultEvent struct {
 	IsError    bool   `json:"is_error"`
 	Name       string `json:"name"`
 	Step       int    `json:"step"`
-	ToolUseID  string `json:"tool_use_id"`
+	// SystemMessage is the system text the client sent with a client
+	// tool's result (store.Approval's), if any.
+	SystemMessage string `json:"system_message,omitempty"`
+	ToolUseID     string `json:"tool_use_id"`
 }
 
 // UsageEvent ends a model call: what it used and cost.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -135,19 +136,47 @@ func (s *Service) checkSystem(system []string, msg string) ([]string, string, er
 
 // withSystem is a with the run's system texts appended to its system
 // prompt (a itself when there are none): a copy, a may be shared.
-func withSystem(a *ChatAgent, system []string, msg string) *ChatAgent {
-	if len(system) == 0 && msg == "" {
-		return a
+func withSystem(a *ChatAgent, texts ...string) *ChatAgent {
+	parts := make([]string, 0, len(texts)+1)
+	if a.System != "" {
+		parts = append(parts, a.System)
 	}
-	parts := make([]string, 0, len(system)+2)
-	for _, t := range append(append([]string{a.System}, system...), msg) {
+	n := len(parts)
+	for _, t := range texts {
 		if t != "" {
 			parts = append(parts, t)
 		}
 	}
+	if len(parts) == n {
+		return a
+	}
 	c := *a
 	c.System = strings.Join(parts, "\n\n")
 	return &c
+}
+
+// SessionSystem is the system text a run's turn runs with, after its
+// agent's system prompt: the texts of its input (System, SystemMessage)
+// then those sent with its client tools' results (approvals: the run's),
+// in the order they were decided. Each later turn of a Managed Agents
+// session carries the whole of it in its input's System.
+func SessionSystem(system []string, msg string, approvals []store.Approval) []string {
+	out := make([]string, 0, len(system)+1)
+	out = append(out, system...)
+	if msg != "" {
+		out = append(out, msg)
+	}
+	var decided []store.Approval
+	for _, a := range approvals {
+		if a.SystemMessage != "" && a.Decision == store.DecisionResult {
+			decided = append(decided, a)
+		}
+	}
+	slices.SortStableFunc(decided, func(x, y store.Approval) int { return x.DecidedAt.Compare(y.DecidedAt) })
+	for _, a := range decided {
+		out = append(out, a.SystemMessage)
+	}
+	return out
 }
 
 // Submit stores a run and enqueues it in one transaction. created is false
@@ -440,15 +469,20 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	if in.System, in.SystemMessage, err = s.checkSystem(in.System, in.SystemMessage); err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadInput, err)
 	}
-	// A session's system messages: part of the run's input, so a run
-	// resumed on another worker has them too.
-	agent = withSystem(agent, in.System, in.SystemMessage)
-	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), message: in.Message,
-		started: time.Now(), queued: true, maxCostUSD: in.MaxCostUSD}
 	approvals, err := r.Store.ListApprovals(ctx, run.ID)
 	if err != nil {
 		return nil, fmt.Errorf("load approvals of run %s: %w", run.ID, err)
 	}
+	for i, a := range approvals { // checked again, as the message is
+		if approvals[i].SystemMessage, err = s.Secrets.Check(a.SystemMessage); err != nil {
+			return nil, fmt.Errorf("%w: %w", errBadInput, err)
+		}
+	}
+	// A session's system messages: part of the run's input and of its
+	// decisions, so a run resumed on another worker has them too.
+	agent = withSystem(agent, SessionSystem(in.System, in.SystemMessage, approvals)...)
+	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), message: in.Message,
+		started: time.Now(), queued: true, maxCostUSD: in.MaxCostUSD}
 	for _, a := range approvals {
 		if a.Decision != store.DecisionPending {
 			if c.decisions == nil {

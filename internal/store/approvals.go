@@ -65,6 +65,10 @@ type Approval struct {
 	// tool_result content (a JSON string or array of content blocks).
 	Result  json.RawMessage
 	IsError bool
+	// SystemMessage is system text sent with a custom tool's result (a
+	// Managed Agents system.message): the run appends it to its system
+	// prompt from the model call the result resumes on. "" for none.
+	SystemMessage string
 }
 
 // DecidedByTimeout is the DecidedBy of a call that timed out.
@@ -94,6 +98,8 @@ type DecideApprovalParams struct {
 	// Result and IsError: a custom tool's result (DecisionResult).
 	Result  json.RawMessage
 	IsError bool
+	// SystemMessage: sent with a custom tool's result (Approval's).
+	SystemMessage string
 }
 
 // Approvals is the part of the seam that pauses runs for a person's

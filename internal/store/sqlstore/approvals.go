@@ -11,7 +11,7 @@ import (
 
 const (
 	approvalColumns = `run_id, tenant, tool_use_id, step, name, input, requested_at, expires_at,
-		decision, reason, decided_by, decided_at, kind, result, is_error`
+		decision, reason, decided_by, decided_at, kind, result, is_error, system_message`
 	qInsertApproval = `INSERT INTO run_approvals (run_id, tenant, tool_use_id, step, name, input, requested_at, expires_at, kind)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (run_id, tool_use_id) DO NOTHING`
@@ -21,7 +21,8 @@ const (
 	qListApprovals = `SELECT ` + approvalColumns + ` FROM run_approvals
 		WHERE run_id = $1 ORDER BY requested_at, tool_use_id`
 	qExpiredApprovals = `SELECT a.run_id, a.tenant, a.tool_use_id, a.step, a.name, a.input, a.requested_at,
-		a.expires_at, a.decision, a.reason, a.decided_by, a.decided_at, a.kind, a.result, a.is_error
+		a.expires_at, a.decision, a.reason, a.decided_by, a.decided_at, a.kind, a.result, a.is_error,
+		a.system_message
 		FROM run_approvals a JOIN runs r ON r.id = a.run_id
 		WHERE a.decision = '' AND a.expires_at < $1 AND r.status = 'requires_action'
 		ORDER BY a.expires_at LIMIT $2`
@@ -30,7 +31,7 @@ const (
 	qLockRun = `UPDATE runs SET status = status WHERE id = $1 AND tenant = $2 RETURNING status`
 	// $7 is the kind of call the decision is for ('': any).
 	qDecide = `UPDATE run_approvals SET decision = $3, reason = $4, decided_by = $5, decided_at = $6,
-			result = $8, is_error = $9
+			result = $8, is_error = $9, system_message = $10
 		WHERE run_id = $1 AND tool_use_id = $2 AND decision = '' AND ($7 = '' OR kind = $7)
 		RETURNING ` + approvalColumns
 	qApproval    = `SELECT ` + approvalColumns + ` FROM run_approvals WHERE run_id = $1 AND tool_use_id = $2`
@@ -111,7 +112,7 @@ func (s *Store) scanApproval(row Row) (store.Approval, error) {
 		input, result  []byte
 	)
 	err := row.Scan(&a.RunID, &a.Tenant, &a.ToolUseID, &a.Step, &a.Name, &input, s.d.ScanTime(&a.RequestedAt),
-		s.d.ScanTime(&a.ExpiresAt), &decision, &a.Reason, &a.DecidedBy, s.d.ScanTime(&a.DecidedAt), &kind, &result, &a.IsError)
+		s.d.ScanTime(&a.ExpiresAt), &decision, &a.Reason, &a.DecidedBy, s.d.ScanTime(&a.DecidedAt), &kind, &result, &a.IsError, &a.SystemMessage)
 	if err != nil {
 		return store.Approval{}, err
 	}
@@ -192,7 +193,7 @@ func decide[TTx any](ctx context.Context, s *Store, begin BeginFunc[TTx], p stor
 		return store.Approval{}, store.Run{}, fmt.Errorf("run: %w", s.d.MapErr(err))
 	}
 	a, err := s.scanApproval(tx.QueryRow(ctx, qDecide, p.RunID, p.ToolUseID, string(p.Decision), p.Reason, p.DecidedBy,
-		s.d.Time(p.DecidedAt), string(kind), JSON(p.Result), p.IsError))
+		s.d.Time(p.DecidedAt), string(kind), JSON(p.Result), p.IsError, p.SystemMessage))
 	if err = s.d.MapErr(err); errors.Is(err, store.ErrNotFound) {
 		// Decided already, no such call, or a call of another kind.
 		cur, cerr := s.scanApproval(tx.QueryRow(ctx, qApproval, p.RunID, p.ToolUseID))

@@ -181,21 +181,24 @@ func exerciseApprovals[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.ErrorIs(t, err, store.ErrNotFound)
 		got, _, err := a.DecideApprovalTx(ctx, store.DecideApprovalParams{
 			Tenant: "t1", RunID: r.ID, ToolUseID: "toolu_c", Decision: store.DecisionResult,
-			Result: js(`[{"type":"text","text":"42"}]`), IsError: true,
+			Result: js(`[{"type":"text","text":"42"}]`), IsError: true, SystemMessage: "Answer in French.",
 		}, nil)
 		require.NoError(t, err)
 		require.Equal(t, store.DecisionResult, got.Decision)
 		require.JSONEq(t, `[{"type":"text","text":"42"}]`, string(got.Result))
 		require.True(t, got.IsError)
+		require.Equal(t, "Answer in French.", got.SystemMessage)
 		list, err = a.ListApprovals(ctx, r.ID)
 		require.NoError(t, err)
 		for _, ap := range list {
 			if ap.ToolUseID == "toolu_c" {
 				require.True(t, ap.IsError)
 				require.JSONEq(t, `[{"type":"text","text":"42"}]`, string(ap.Result))
+				require.Equal(t, "Answer in French.", ap.SystemMessage, "the system text sent with the result")
 			} else {
 				require.Nil(t, ap.Result)
 				require.False(t, ap.IsError)
+				require.Empty(t, ap.SystemMessage)
 			}
 		}
 	})

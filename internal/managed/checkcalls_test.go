@@ -1,0 +1,58 @@
+package managed
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/store"
+)
+
+// checkCalls refuses, before anything is applied, an event that answers a
+// tool call the session's state says does not wait for it, given the
+// events before it in the request: a call answered twice, answered with
+// the other kind of answer, unknown, decided before; any answer after a
+// user.interrupt or after the last waiting call was answered (the turn
+// resumes); any answer when no turn waits.
+func TestCheckCalls(t *testing.T) {
+	w := newStreamWorld(t)
+	s := &Service{Store: w, Runs: w, RunEvents: w}
+	w.addRun(store.Run{ID: "run_1", Tenant: "t1", ConversationID: "conv_1", Status: store.RunRequiresAction})
+	w.approvals = map[string][]store.Approval{"run_1": {
+		{RunID: "run_1", ToolUseID: "toolu_a", Kind: store.ApprovalKindCustomTool},
+		{RunID: "run_1", ToolUseID: "toolu_b", Kind: store.ApprovalKindCustomTool},
+		{RunID: "run_1", ToolUseID: "toolu_c", Kind: store.ApprovalKindApproval},
+		{RunID: "run_1", ToolUseID: "toolu_d", Kind: store.ApprovalKindApproval, Decision: store.DecisionApprove},
+	}}
+	result := func(id string) ClientEvent { return ClientCustomToolResult{CustomToolUseID: id, Text: []string{"x"}} }
+	allow := func(id string) ClientEvent { return ClientToolConfirmation{ToolUseID: id, Allow: true} }
+	for _, tc := range []struct {
+		evs  []ClientEvent
+		want string // "": accepted
+	}{
+		{[]ClientEvent{result("toolu_a"), result("toolu_b"), allow("toolu_c"), ClientUserMessage{Text: []string{"next"}}}, ""},
+		{[]ClientEvent{result("toolu_a"), result("toolu_a")}, `events[1].custom_tool_use_id: "toolu_a" has its result already`},
+		{[]ClientEvent{result("toolu_a"), allow("toolu_a")}, `events[1].tool_use_id: "toolu_a" is not a tool call waiting for a confirmation`},
+		{[]ClientEvent{allow("toolu_c"), result("toolu_c")}, `events[1].custom_tool_use_id: "toolu_c" is not a custom tool call waiting for a result`},
+		{[]ClientEvent{allow("toolu_nope")}, `events[0].tool_use_id: "toolu_nope" is not a tool call waiting`},
+		{[]ClientEvent{allow("toolu_d")}, `events[0].tool_use_id: "toolu_d" was decided already`},
+		{[]ClientEvent{ClientInterrupt{}, allow("toolu_c")}, "events[1]: no tool call of this session waits for a confirmation"},
+		{[]ClientEvent{result("toolu_a"), result("toolu_b"), allow("toolu_c"), result("toolu_b")}, "events[3]: no custom tool call of this session waits for a result"},
+	} {
+		err := s.checkCalls(t.Context(), "events", w.ms, tc.evs)
+		if tc.want == "" {
+			require.NoError(t, err, "%v", tc.evs)
+			continue
+		}
+		e, ok := AsInvalid(err)
+		require.True(t, ok, "%v: %v", tc.evs, err)
+		require.Contains(t, e.Message, tc.want, "%v", tc.evs)
+	}
+
+	// No turn waits: every answer is refused.
+	w.runs[0].Status = store.RunSucceeded
+	e, ok := AsInvalid(s.checkCalls(t.Context(), "events", w.ms, []ClientEvent{allow("toolu_c")}))
+	require.True(t, ok)
+	require.Equal(t, "events[0]: no tool call of this session waits for a confirmation", e.Message)
+	require.NoError(t, s.checkCalls(t.Context(), "events", w.ms, []ClientEvent{ClientUserMessage{Text: []string{"hi"}}}))
+}
