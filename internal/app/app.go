@@ -344,6 +344,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	runs := &agentrun.Runs{Service: svc, Store: convs, Owner: workerID(), LeaseTTL: cfg.Worker.LeaseTTL,
 		IdempotencyTTL: cfg.Runs.IdempotencyTTL, AgentLimits: limits, Log: log}
 	qcfg := queue.Config{Workers: cfg.Worker.Concurrency, FetchPollInterval: cfg.Worker.PollInterval, Log: log.With("component", "river")}
+	// The sessions' webhook endpoints, per tenant: one lookup for the
+	// turns, the archive and the deliveries.
+	hooks := sessionWebhooks(cfg.ManagedAgents)
 	if a.runWorker {
 		qcfg.Executor = runs
 		hookClient := &http.Client{Timeout: cfg.Runs.WebhookTimeout,
@@ -352,7 +355,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		// breakers, in Managed Agents' shape.
 		qcfg.Webhooks = &managed.WebhookDeliverer{
 			Run:   &agentrun.Webhook{Store: st, Secret: cfg.Runs.WebhookSecret.Value(), Client: hookClient},
-			Store: st, URL: cfg.ManagedAgents.WebhookURL.Value(), Key: cfg.ManagedAgents.WebhookSigningKey.Value(), Client: hookClient}
+			Store: st, Webhooks: hooks, Client: hookClient}
 	}
 	if a.queue, err = be.NewQueue(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
@@ -360,9 +363,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	runs.Queue, runs.Webhooks = a.queue, a.queue
 	a.runs = runs
 	// Sessions' turns are runs, with the session's budget and webhook.
-	managedAPI.Runs = &managed.Turns{Runner: runs, Store: st, WebhookURL: cfg.ManagedAgents.WebhookURL.Value(), Wake: managedAPI.Wake}
+	managedAPI.Runs = &managed.Turns{Runner: runs, Store: st, Webhooks: hooks, Wake: managedAPI.Wake}
 	managedAPI.RunEvents, managedAPI.Hub = st, be.Hub
-	managedAPI.Webhooks, managedAPI.WebhookURL = a.queue, cfg.ManagedAgents.WebhookURL.Value()
+	managedAPI.Webhooks, managedAPI.WebhookEndpoints = a.queue, hooks
 	// Agents created through the API run as runs of their stored version.
 	// Their MCP servers by URL: one pooled client per URL, under the HTTP
 	// tools' SSRF guard.

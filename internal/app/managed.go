@@ -74,3 +74,13 @@ func matchAny(globs []string, name string) bool {
 	}
 	return false
 }
+
+// sessionWebhooks is the lookup of the sessions' webhook endpoints:
+// managed.tenants, else managed.webhook_url.
+func sessionWebhooks(m config.ManagedAgents) *managed.WebhookEndpoints {
+	tenants := make(map[string]managed.WebhookEndpoint, len(m.Tenants))
+	for name, t := range m.Tenants {
+		tenants[name] = managed.WebhookEndpoint{URL: t.WebhookURL.Value(), Key: t.WebhookSigningKey.Value()}
+	}
+	return managed.NewWebhookEndpoints(managed.WebhookEndpoint{URL: m.WebhookURL.Value(), Key: m.WebhookSigningKey.Value()}, tenants)
+}

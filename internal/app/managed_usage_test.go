@@ -21,7 +21,8 @@ import (
 const webhookKey = "whsec_c2VjcmV0LXNpZ25pbmcta2V5LW9mLWFnZW50ZA=="
 
 // hookSink receives webhooks and keeps the ones the SDK's
-// client.Beta.Webhooks.Unwrap verifies (the others fail the test).
+// client.Beta.Webhooks.Unwrap verifies under its key (the others fail the
+// test, as do events of a tenant other than its own, when it has one).
 type hookSink struct {
 	URL    string
 	events chan anthropic.UnwrapWebhookEvent
@@ -29,7 +30,14 @@ type hookSink struct {
 
 func newHookSink(t *testing.T) *hookSink {
 	t.Helper()
-	verifier := anthropic.NewClient(option.WithoutEnvironmentDefaults(), option.WithWebhookKey(webhookKey), option.WithAPIKey("unused"))
+	return newTenantHookSink(t, webhookKey, "")
+}
+
+// newTenantHookSink is a hookSink that verifies under key and takes the
+// events of tenant's sessions only ("": of every tenant).
+func newTenantHookSink(t *testing.T, key, tenant string) *hookSink {
+	t.Helper()
+	verifier := anthropic.NewClient(option.WithoutEnvironmentDefaults(), option.WithWebhookKey(key), option.WithAPIKey("unused"))
 	s := &hookSink{events: make(chan anthropic.UnwrapWebhookEvent, 100)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -38,6 +46,9 @@ func newHookSink(t *testing.T) *hookSink {
 			t.Errorf("webhook does not verify: %v: %s", err, body)
 			w.WriteHeader(http.StatusBadRequest)
 			return
+		}
+		if tenant != "" && ev.Data.OrganizationID != tenant {
+			t.Errorf("webhook of tenant %s's session at tenant %s's endpoint: %s", ev.Data.OrganizationID, tenant, body)
 		}
 		s.events <- *ev
 	}))

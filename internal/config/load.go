@@ -249,8 +249,9 @@ func setScalar(v reflect.Value, s string) error {
 }
 
 // resolveRefs replaces ${env:NAME} and ${file:PATH} references in every
-// string field of cfg, including list elements and the values of string
-// maps (secrets, headers, env).
+// string field of cfg, including list elements, the values of string maps
+// (secrets, headers, env) and the fields of map entries
+// (managed.tenants.NAME).
 func resolveRefs(cfg *Config, env map[string]string, baseDir string) error {
 	var errs []error
 	var walk func(v reflect.Value, path string)
@@ -282,7 +283,23 @@ func resolveRefs(cfg *Config, env map[string]string, baseDir string) error {
 				walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i))
 			}
 		case reflect.Map:
-			if v.Type().Key().Kind() != reflect.String || v.Type().Elem().Kind() != reflect.String {
+			if v.Type().Key().Kind() != reflect.String {
+				return
+			}
+			if v.Type().Elem().Kind() == reflect.Struct {
+				// Entries such as managed.tenants.NAME, which hold
+				// secrets: a map's values are copies, so each is
+				// walked as a copy and stored back.
+				iter := v.MapRange()
+				for iter.Next() {
+					e := reflect.New(v.Type().Elem()).Elem()
+					e.Set(iter.Value())
+					walk(e, path+"."+iter.Key().String())
+					v.SetMapIndex(iter.Key(), e)
+				}
+				return
+			}
+			if v.Type().Elem().Kind() != reflect.String {
 				return
 			}
 			iter := v.MapRange()

@@ -3,8 +3,10 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -20,9 +22,22 @@ type ManagedAgents struct {
 	// webhooks.unwrap verifies): "whsec_" and the base64 of at least 16
 	// random bytes. Required with webhook_url.
 	WebhookSigningKey Secret `yaml:"webhook_signing_key"`
+	// Tenants replace webhook_url and webhook_signing_key for the sessions
+	// of the tenants they name; an entry is taken whole (one without a
+	// webhook_url gives the tenant no webhooks). A map: file only.
+	// Defaults to none: every tenant's go to webhook_url.
+	Tenants map[string]ManagedTenant `yaml:"tenants,omitempty"`
 	// MCP configures the connections to the MCP servers that agents
 	// created through the API name by URL (mcp_servers).
 	MCP ManagedMCP `yaml:"mcp"`
+}
+
+// ManagedTenant is one tenant's session webhook endpoint.
+type ManagedTenant struct {
+	// WebhookURL as in ManagedAgents, for this tenant's sessions.
+	WebhookURL Secret `yaml:"webhook_url"`
+	// WebhookSigningKey as in ManagedAgents; required with webhook_url.
+	WebhookSigningKey Secret `yaml:"webhook_signing_key"`
 }
 
 // ManagedMCP configures the process's MCP clients of servers by URL. Every
@@ -85,17 +100,36 @@ func (c *Config) validateManaged(v *validator) {
 	if m.MCP.MaxServers < 0 {
 		v.add("managed.mcp.max_servers", "must not be negative")
 	}
-	url, key := m.WebhookURL.Value(), m.WebhookSigningKey.Value()
+	checkSessionWebhook(v, "managed.", m.WebhookURL, m.WebhookSigningKey)
+	for _, name := range slices.Sorted(maps.Keys(m.Tenants)) {
+		t := m.Tenants[name]
+		if name == "" {
+			v.add("managed.tenants", "a tenant name must not be empty")
+		}
+		path := "managed.tenants." + name + "."
+		if t.WebhookURL == "" && t.WebhookSigningKey != "" {
+			// Not a key for the top-level URL: an entry is taken whole.
+			v.add(path+"webhook_url", "required with "+path+"webhook_signing_key (an entry without webhook_url gives the tenant no webhooks)")
+		}
+		checkSessionWebhook(v, path, t.WebhookURL, t.WebhookSigningKey)
+	}
+}
+
+// checkSessionWebhook checks a session webhook endpoint, its fields named
+// prefix+"webhook_url" and prefix+"webhook_signing_key". Neither value is
+// shown: the URL may carry a token.
+func checkSessionWebhook(v *validator, prefix string, urlSecret, keySecret Secret) {
+	url, key := urlSecret.Value(), keySecret.Value()
 	if url != "" && !isHTTPURL(url) {
-		v.add("managed.webhook_url", "must be an absolute http:// or https:// URL") // not shown: it may carry a token
+		v.add(prefix+"webhook_url", "must be an absolute http:// or https:// URL")
 	}
 	switch {
 	case url != "" && key == "":
-		v.add("managed.webhook_signing_key", "required with managed.webhook_url")
+		v.add(prefix+"webhook_signing_key", "required with "+prefix+"webhook_url")
 	case key != "":
 		b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(key, "whsec_"))
 		if err != nil || !strings.HasPrefix(key, "whsec_") || len(b) < 16 {
-			v.add("managed.webhook_signing_key", `want "whsec_" followed by the base64 of at least 16 random bytes`)
+			v.add(prefix+"webhook_signing_key", `want "whsec_" followed by the base64 of at least 16 random bytes`)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +58,57 @@ func TestManagedMCPConfig(t *testing.T) {
 	v := &validator{}
 	c.validateManaged(v)
 	require.Len(t, v.errs, 2)
+}
+
+func TestManagedTenantWebhooks(t *testing.T) {
+	const key = "whsec_c2VjcmV0LXNpZ25pbmcta2V5LW9mLWFnZW50ZA=="
+	const key2 = "whsec_YW5vdGhlci1zaWduaW5nLWtleS1vZi1hZ2VudGQ="
+	base := "agents:\n  - name: a\n    model: claude-sonnet-4-5\n"
+	parse := func(managed string) (*Config, error) {
+		return Parse([]byte(base+managed), "agentd.yaml", t.TempDir(), []string{"ABC_HOOK=https://b.example/h?token=tokB123456"})
+	}
+	cfg, err := parse(`managed:
+  webhook_url: https://all.example/h
+  webhook_signing_key: ` + key + `
+  tenants:
+    acme:
+      webhook_url: https://acme.example/h?token=tokA123456
+      webhook_signing_key: ` + key2 + `
+    beta:
+      webhook_url: ${env:ABC_HOOK}
+      webhook_signing_key: ` + key + `
+    quiet: {}
+`)
+	require.NoError(t, err)
+	m := cfg.ManagedAgents
+	require.Len(t, m.Tenants, 3)
+	require.Equal(t, "https://acme.example/h?token=tokA123456", m.Tenants["acme"].WebhookURL.Value())
+	require.Equal(t, key2, m.Tenants["acme"].WebhookSigningKey.Value())
+	require.Equal(t, "https://b.example/h?token=tokB123456", m.Tenants["beta"].WebhookURL.Value())
+	require.Empty(t, m.Tenants["quiet"].WebhookURL.Value(), "an entry without a URL: no webhooks for that tenant")
+	for _, secret := range []string{"tokA123456", "tokB123456", key2} {
+		require.NotContains(t, cfg.Redacted(), secret)
+		require.Contains(t, cfg.AllSecretValues(), map[string]string{"tokA123456": "https://acme.example/h?token=tokA123456",
+			"tokB123456": "https://b.example/h?token=tokB123456", key2: key2}[secret], "the message guard scrubs them")
+	}
+
+	// A tenant's endpoint does not need the top-level one.
+	_, err = parse("managed:\n  tenants:\n    acme: {webhook_url: https://acme.example/h, webhook_signing_key: " + key + "}\n")
+	require.NoError(t, err)
+
+	for want, tenants := range map[string]string{
+		"managed.tenants.acme.webhook_url: must be an absolute http":           "acme: {webhook_url: ftp://acme.example/h, webhook_signing_key: " + key + "}",
+		"managed.tenants.acme.webhook_url: must be an absolute http ":          "acme: {webhook_url: acme.example/h, webhook_signing_key: " + key + "}",
+		"managed.tenants.acme.webhook_signing_key: required with":              "acme: {webhook_url: https://acme.example/h}",
+		"managed.tenants.acme.webhook_signing_key: want \"whsec_\"":            "acme: {webhook_url: https://acme.example/h, webhook_signing_key: c2VjcmV0LXNpZ25pbmcta2V5LW9mLWFnZW50ZA==}",
+		"managed.tenants.acme.webhook_signing_key: want \"whsec_\" followed":   "acme: {webhook_url: https://acme.example/h, webhook_signing_key: whsec_c2VjcmV0}",
+		"managed.tenants.acme.webhook_url: required with":                      "acme: {webhook_signing_key: " + key + "}",
+		"managed.tenants: a tenant name must not be empty":                     `"": {webhook_url: https://x.example/h, webhook_signing_key: ` + key + "}",
+		"managed.tenants.beta.webhook_signing_key: required with managed.tena": "acme: {}\n    beta: {webhook_url: https://b.example/h}",
+	} {
+		_, err := parse("managed:\n  tenants:\n    " + tenants + "\n")
+		require.ErrorContains(t, err, strings.TrimSpace(want), tenants)
+		require.NotContains(t, err.Error(), "acme.example/h", "the URL is not shown")
+		require.NotContains(t, err.Error(), "c2VjcmV0", "the key is not shown")
+	}
 }

@@ -28,10 +28,11 @@ type Service struct {
 	// Agents runs the agents created through the API (the run service's
 	// Resolver); nil: their sessions refuse user.message.
 	Agents *Resolver
-	// Webhooks queues session webhooks to WebhookURL (the run queue's
-	// webhook jobs, delivered by WebhookDeliverer); nil or "": none.
-	Webhooks   run.WebhookSender
-	WebhookURL string
+	// Webhooks queues session webhooks (the run queue's webhook jobs,
+	// delivered by WebhookDeliverer) for the tenants WebhookEndpoints
+	// has an endpoint for; nil: none.
+	Webhooks         run.WebhookSender
+	WebhookEndpoints *WebhookEndpoints
 	// Hub wakes session streams when their turn's run stores events
 	// (stream_wake.go); nil: they poll.
 	Hub events.Hub

@@ -585,10 +585,11 @@ func (s *Service) ArchiveSession(ctx context.Context, tenant, id string) (Sessio
 	if err != nil {
 		return Session{}, err
 	}
-	if before.ArchivedAt.IsZero() && s.Webhooks != nil && s.WebhookURL != "" {
-		// Queued (and retried) like a run's webhook; a failure to queue
-		// it does not undo the archive.
-		if err := s.Webhooks.EnqueueWebhook(context.WithoutCancel(ctx), tenant, id, s.WebhookURL, WebhookStatusTerminated); err != nil {
+	if _, ok := s.WebhookEndpoints.For(tenant); ok && before.ArchivedAt.IsZero() && s.Webhooks != nil {
+		// Queued (and retried) like a run's webhook, to the tenant's
+		// endpoint at delivery; a failure to queue it does not undo the
+		// archive.
+		if err := s.Webhooks.EnqueueWebhook(context.WithoutCancel(ctx), tenant, id, SessionWebhook, WebhookStatusTerminated); err != nil {
 			slog.WarnContext(ctx, "queue session webhook", "session_id", id, "err", err)
 		}
 	}

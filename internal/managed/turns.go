@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,14 +32,15 @@ import (
 //     model call with session.status_idle {budget_reached}: "the session
 //     stops issuing new model requests once the tracked list cost reaches
 //     max_list_cost".
-//   - webhooks: with a WebhookURL, the run's webhook is that URL; the
-//     deliveries are agentd's queued, retried run webhooks, which
-//     WebhookDeliverer sends in Managed Agents' shape.
+//   - webhooks: when the session's tenant has a webhook endpoint, the
+//     run's webhook is SessionWebhook (that endpoint, looked up when
+//     delivered); the deliveries are agentd's queued, retried run
+//     webhooks, which WebhookDeliverer sends in Managed Agents' shape.
 type Turns struct {
 	Runner
 	Store store.Managed
-	// WebhookURL receives the sessions' webhooks; "": none.
-	WebhookURL string
+	// Webhooks are the sessions' webhook endpoints; nil: none.
+	Webhooks *WebhookEndpoints
 	// Wake is told of each turn submitted (Service.Wake); nil: nothing.
 	Wake func(conversationID string)
 }
@@ -72,8 +74,8 @@ func (t *Turns) SubmitSession(ctx context.Context, ms store.ManagedSession, p ru
 			p.MaxCostUSD = capUSD
 		}
 	}
-	if t.WebhookURL != "" && p.Webhook == "" {
-		p.Webhook = t.WebhookURL
+	if _, ok := t.Webhooks.For(p.Tenant); ok && p.Webhook == "" {
+		p.Webhook = SessionWebhook
 	}
 	r, created, err := t.Runner.Submit(ctx, p)
 	if err == nil && t.Wake != nil {
@@ -107,11 +109,17 @@ const (
 	WebhookBudgetReached    = "session.budget_reached"
 )
 
-// WebhookDeliverer delivers the queue's webhook jobs (queue.WebhookDeliverer):
-// a run's webhook to the sessions' URL, for a run of a session, and the
-// session.* events, in Managed Agents' shape, signed as Standard Webhooks
-// (what the SDK's client.Beta.Webhooks.Unwrap verifies); everything else
-// goes to Run (agentd's run webhooks).
+// WebhookDeliverer delivers the queue's webhook jobs (queue.WebhookDeliverer).
+// A session's job (a session.* event, or a run's whose url is
+// SessionWebhook or, queued by an earlier agentd, some endpoint's URL)
+// goes to the endpoint of the job's tenant as configured at delivery
+// (Webhooks.For; whatever the job names), in Managed Agents' shape,
+// signed as Standard Webhooks with that endpoint's key (what the SDK's
+// client.Beta.Webhooks.Unwrap verifies); with no endpoint for the tenant
+// any more it is dropped (logged). Any other url is a run's own webhook
+// (a /v1/runs client's): it goes to Run (agentd's run webhooks). So an
+// endpoint gets only session events, each of its own tenants' sessions
+// under that tenant's key, and a run's own URL never gets one.
 //
 // A run that paused (requires_action) or ended sends session.status_idled;
 // one that ended with budget_exceeded sends session.budget_reached first,
@@ -125,19 +133,27 @@ type WebhookDeliverer struct {
 		GetRun(ctx context.Context, tenant, id string) (store.Run, error)
 		GetManagedSessionByConversation(ctx context.Context, tenant, conversationID string) (store.ManagedSession, error)
 	}
-	// URL is the sessions' webhook URL; Key its signing key
-	// ("whsec_<base64>").
-	URL, Key string
+	// Webhooks are the sessions' webhook endpoints; nil: none (every
+	// job is a run's).
+	Webhooks *WebhookEndpoints
 	Client   *http.Client
 }
 
 // Deliver sends one queued webhook job.
 func (w *WebhookDeliverer) Deliver(ctx context.Context, tenant, id, url, event, key string) error {
-	if strings.HasPrefix(event, "session.") { // id is a session's
-		return w.send(ctx, tenant, id, url, event, "whe_"+id+"_"+strings.TrimPrefix(event, "session."))
+	sessionEvent := strings.HasPrefix(event, "session.") // id is a session's
+	if !sessionEvent && url != SessionWebhook && !w.Webhooks.isEndpoint(url) {
+		return w.Run.Deliver(ctx, tenant, id, url, event, key) // a run's own webhook
 	}
-	if w.URL == "" || url != w.URL {
-		return w.Run.Deliver(ctx, tenant, id, url, event, key)
+	ep, ok := w.Webhooks.For(tenant)
+	if !ok {
+		// Its tenant's endpoint was removed since the job was queued (or
+		// a /v1/runs client of a tenant without one named another's).
+		slog.InfoContext(ctx, "webhook not sent: the tenant has no session webhook endpoint", "tenant", tenant, "id", id, "event", event)
+		return nil
+	}
+	if sessionEvent {
+		return w.send(ctx, ep, tenant, id, event, "whe_"+id+"_"+strings.TrimPrefix(event, "session."))
 	}
 	r, err := w.Store.GetRun(ctx, tenant, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -148,15 +164,15 @@ func (w *WebhookDeliverer) Deliver(ctx context.Context, tenant, id, url, event, 
 	}
 	ms, err := w.Store.GetManagedSessionByConversation(ctx, tenant, r.ConversationID)
 	if errors.Is(err, store.ErrNotFound) {
-		// Its session was deleted since (or a /v1/runs client named the
-		// sessions' URL: that URL only ever gets session events).
+		// Its session was deleted since (or a /v1/runs client named an
+		// endpoint: an endpoint only ever gets session events).
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	if strings.HasPrefix(r.Error, "budget_exceeded") {
-		if err := w.send(ctx, tenant, ms.ID, url, WebhookBudgetReached, "whe_"+id+"_budget_reached"); err != nil {
+		if err := w.send(ctx, ep, tenant, ms.ID, WebhookBudgetReached, "whe_"+id+"_budget_reached"); err != nil {
 			return err
 		}
 	}
@@ -165,7 +181,7 @@ func (w *WebhookDeliverer) Deliver(ctx context.Context, tenant, id, url, event, 
 		// A run may pause more than once: each pause is its own event.
 		suffix += "_" + strings.ReplaceAll(key, ":", "_")
 	}
-	return w.send(ctx, tenant, ms.ID, url, WebhookStatusIdled, "whe_"+id+suffix)
+	return w.send(ctx, ep, tenant, ms.ID, WebhookStatusIdled, "whe_"+id+suffix)
 }
 
 // WebhookEvent is the body of a session webhook (UnwrapWebhookEvent).
@@ -184,7 +200,8 @@ type WebhookEventData struct {
 	WorkspaceID    string `json:"workspace_id"`
 }
 
-func (w *WebhookDeliverer) send(ctx context.Context, tenant, sessionID, url, event, eventID string) error {
+// send posts one event of session sessionID to ep, signed with ep's key.
+func (w *WebhookDeliverer) send(ctx context.Context, ep WebhookEndpoint, tenant, sessionID, event, eventID string) error {
 	now := time.Now().UTC()
 	body, err := json.Marshal(WebhookEvent{ID: eventID, CreatedAt: now.Format(time.RFC3339Nano), Type: "event",
 		Data: WebhookEventData{ID: sessionID, Type: event, OrganizationID: tenant, WorkspaceID: tenant}})
@@ -192,11 +209,11 @@ func (w *WebhookDeliverer) send(ctx context.Context, tenant, sessionID, url, eve
 		return err
 	}
 	ts := strconv.FormatInt(now.Unix(), 10)
-	sig, err := SignWebhook(w.Key, eventID, ts, body)
+	sig, err := SignWebhook(ep.Key, eventID, ts, body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("webhook request: %w", err)
 	}

@@ -48,14 +48,15 @@ func TestTurnsBudgetAndWebhook(t *testing.T) {
 		"conv_n": {ID: "sesn_n", ConversationID: "conv_n", Data: []byte(`{"metadata":{}}`)},
 	}}
 	sub := &submitted{}
-	turns := &Turns{Runner: sub, Store: st, WebhookURL: "https://hooks.example/x"}
+	turns := &Turns{Runner: sub, Store: st, Webhooks: NewWebhookEndpoints(WebhookEndpoint{URL: "https://hooks.example/x", Key: testWebhookKey},
+		map[string]WebhookEndpoint{"t2": {URL: "https://t2.example/x", Key: testWebhookKey}, "quiet": {}})}
 	ctx := t.Context()
 
 	// $2.50 budget, nothing spent: the turn may spend $2.50.
-	_, _, err := turns.Submit(ctx, run.SubmitParams{ConversationID: "conv_b"})
+	_, _, err := turns.Submit(ctx, run.SubmitParams{Tenant: "t1", ConversationID: "conv_b"})
 	require.NoError(t, err)
 	require.InDelta(t, 2.50, sub.got[0].MaxCostUSD, 1e-12)
-	require.Equal(t, "https://hooks.example/x", sub.got[0].Webhook)
+	require.Equal(t, SessionWebhook, sub.got[0].Webhook, "the tenant's endpoint, looked up when delivered")
 
 	// Two earlier turns spent $1.75: $0.75 left.
 	st.runs = []store.Run{{CostUSD: money.Nanos(1_000_000_000)}, {CostUSD: money.Nanos(750_000_000)}}
@@ -76,13 +77,26 @@ func TestTurnsBudgetAndWebhook(t *testing.T) {
 	require.Equal(t, 1e-9, sub.got[3].MaxCostUSD)
 
 	// No budget: no cap; not a session's conversation: untouched.
-	_, _, err = turns.Submit(ctx, run.SubmitParams{ConversationID: "conv_n"})
+	_, _, err = turns.Submit(ctx, run.SubmitParams{Tenant: "t1", ConversationID: "conv_n"})
 	require.NoError(t, err)
 	require.Zero(t, sub.got[4].MaxCostUSD)
-	require.Equal(t, "https://hooks.example/x", sub.got[4].Webhook)
-	_, _, err = turns.Submit(ctx, run.SubmitParams{ConversationID: "conv_other"})
+	require.Equal(t, SessionWebhook, sub.got[4].Webhook)
+	_, _, err = turns.Submit(ctx, run.SubmitParams{Tenant: "t1", ConversationID: "conv_other"})
 	require.NoError(t, err)
-	require.Equal(t, run.SubmitParams{ConversationID: "conv_other"}, sub.got[5])
+	require.Equal(t, run.SubmitParams{Tenant: "t1", ConversationID: "conv_other"}, sub.got[5])
+
+	// Webhooks per tenant: one with its own endpoint, one whose entry
+	// has none, and none configured at all.
+	_, _, err = turns.Submit(ctx, run.SubmitParams{Tenant: "t2", ConversationID: "conv_n"})
+	require.NoError(t, err)
+	require.Equal(t, SessionWebhook, sub.got[6].Webhook)
+	_, _, err = turns.Submit(ctx, run.SubmitParams{Tenant: "quiet", ConversationID: "conv_n"})
+	require.NoError(t, err)
+	require.Empty(t, sub.got[7].Webhook)
+	turns.Webhooks = nil
+	_, _, err = turns.Submit(ctx, run.SubmitParams{Tenant: "t1", ConversationID: "conv_n"})
+	require.NoError(t, err)
+	require.Empty(t, sub.got[8].Webhook)
 }
 
 func TestCents(t *testing.T) {
