@@ -93,30 +93,54 @@ func (f face) see(tt *turnTimes, start time.Time, id, typ string) (done bool, er
 	return false, nil
 }
 
+// benchBackend is the store the turn-latency benchmarks run on:
+// AGENTD_BENCH_BACKEND (sqlite, the default, or postgres, on
+// AGENTD_TEST_POSTGRES_URL).
+func benchBackend() string {
+	if s := os.Getenv("AGENTD_BENCH_BACKEND"); s != "" {
+		return s
+	}
+	return "sqlite"
+}
+
+// timedTurn is one face's turn, as the benchmarks time it.
+type timedTurn struct {
+	name string // its metrics' prefix ("": none)
+	turn func(ctx context.Context) (turnTimes, error)
+}
+
 // paced runs b.N turns at the bench rate and reports the percentiles.
 func paced(b *testing.B, turn func(ctx context.Context) (turnTimes, error)) {
+	pacedFaces(b, timedTurn{turn: turn})
+}
+
+// pacedFaces runs b.N turns at the bench rate, the faces taking turns
+// (one after the other, on one server at the same time, so that both meet
+// the same store stalls), and reports each face's percentiles.
+func pacedFaces(b *testing.B, faces ...timedTurn) {
 	every := benchRate(b)
 	var (
 		mu    sync.Mutex
-		times []turnTimes
+		times = make([][]turnTimes, len(faces))
 		wg    sync.WaitGroup
 		errs  = make(chan error, b.N)
 	)
 	b.ResetTimer()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for range b.N {
+	for i := range b.N {
 		<-tick.C
+		f := i % len(faces)
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			tt, err := turn(ctx)
+			tt, err := faces[f].turn(ctx)
 			if err != nil {
 				errs <- err
 				return
 			}
 			mu.Lock()
-			times = append(times, tt)
+			times[f] = append(times[f], tt)
 			mu.Unlock()
 		})
 	}
@@ -126,24 +150,33 @@ func paced(b *testing.B, turn func(ctx context.Context) (turnTimes, error)) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	pct := func(get func(turnTimes) time.Duration, p float64) float64 {
-		d := make([]time.Duration, len(times))
-		for i, t := range times {
-			d[i] = get(t)
+	for f, face := range faces {
+		if len(times[f]) == 0 {
+			continue // b.N smaller than the faces
 		}
-		slices.Sort(d)
-		i := int(float64(len(d)-1) * p)
-		return float64(d[i].Microseconds()) / 1000
+		pct := func(get func(turnTimes) time.Duration, p float64) float64 {
+			d := make([]time.Duration, len(times[f]))
+			for i, t := range times[f] {
+				d[i] = get(t)
+			}
+			slices.Sort(d)
+			i := int(float64(len(d)-1) * p)
+			return float64(d[i].Microseconds()) / 1000
+		}
+		prefix := face.name
+		if prefix != "" {
+			prefix += "_"
+		}
+		run := func(t turnTimes) time.Duration { return t.running }
+		delta := func(t turnTimes) time.Duration { return t.delta }
+		acc := func(t turnTimes) time.Duration { return t.accepted }
+		b.ReportMetric(pct(run, 0.50), prefix+"p50_running_ms")
+		b.ReportMetric(pct(run, 0.99), prefix+"p99_running_ms")
+		b.ReportMetric(pct(delta, 0.50), prefix+"p50_delta_ms")
+		b.ReportMetric(pct(delta, 0.99), prefix+"p99_delta_ms")
+		b.ReportMetric(pct(acc, 0.50), prefix+"p50_accepted_ms")
+		b.ReportMetric(pct(acc, 0.99), prefix+"p99_accepted_ms")
 	}
-	run := func(t turnTimes) time.Duration { return t.running }
-	delta := func(t turnTimes) time.Duration { return t.delta }
-	b.ReportMetric(pct(run, 0.50), "p50_running_ms")
-	b.ReportMetric(pct(run, 0.99), "p99_running_ms")
-	b.ReportMetric(pct(delta, 0.50), "p50_delta_ms")
-	b.ReportMetric(pct(delta, 0.99), "p99_delta_ms")
-	acc := func(t turnTimes) time.Duration { return t.accepted }
-	b.ReportMetric(pct(acc, 0.50), "p50_accepted_ms")
-	b.ReportMetric(pct(acc, 0.99), "p99_accepted_ms")
 	b.ReportMetric(float64(time.Second)/float64(every), "turns/s")
 	b.ReportMetric(0, "ns/op")
 }
@@ -155,7 +188,7 @@ func paced(b *testing.B, turn func(ctx context.Context) (turnTimes, error)) {
 // (the SDK's decoding of every frame runs in this process, on the same
 // cores as the server).
 func BenchmarkManagedTurnLatency(b *testing.B) {
-	mb := startManagedWith(b, "sqlite", benchAgents)
+	mb := startManagedWith(b, benchBackend(), benchAgents)
 	c := mb.Client
 	ctx := b.Context()
 	env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "bench"})
@@ -257,9 +290,27 @@ func rawManagedTurn(mb *managedBundle, envID string) func(ctx context.Context) (
 }
 
 func BenchmarkRunTurnLatency(b *testing.B) {
-	mb := startManagedWith(b, "sqlite", benchAgents)
+	paced(b, rawRunTurn(startManagedWith(b, benchBackend(), benchAgents)))
+}
+
+// BenchmarkTurnLatencyFaces alternates the two faces' turns on one server
+// at AGENTD_BENCH_RATE turns per second in all: a managed turn (the raw
+// client), then a /v1/runs turn, and so on. Both meet the same store
+// stalls (a WAL checkpoint, a GC), so the difference of their
+// percentiles is what the managed face adds; run one after the other, the
+// two benchmarks above also differ by what each run happened to meet.
+func BenchmarkTurnLatencyFaces(b *testing.B) {
+	mb := startManagedWith(b, benchBackend(), benchAgents)
+	env, err := mb.Client.Beta.Environments.New(b.Context(), anthropic.BetaEnvironmentNewParams{Name: "bench"})
+	require.NoError(b, err)
+	pacedFaces(b, timedTurn{"managed", rawManagedTurn(mb, env.ID)}, timedTurn{"runs", rawRunTurn(mb)})
+}
+
+// rawRunTurn is one /v1/runs turn as the benchmarks time it: the run
+// submitted, then its events followed.
+func rawRunTurn(mb *managedBundle) func(ctx context.Context) (turnTimes, error) {
 	do := rawDo(mb)
-	paced(b, func(ctx context.Context) (turnTimes, error) {
+	return func(ctx context.Context) (turnTimes, error) {
 		start := time.Now()
 		resp, err := do(ctx, http.MethodPost, "/v1/runs", `{"agent":"demo","message":"hello there"}`)
 		if err != nil {
@@ -287,5 +338,5 @@ func BenchmarkRunTurnLatency(b *testing.B) {
 			}
 		}
 		return tt, fmt.Errorf("run %s: stream ended: %v", r.ID, sc.Err())
-	})
+	}
 }
