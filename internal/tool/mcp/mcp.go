@@ -25,6 +25,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/tool"
 )
@@ -77,6 +78,11 @@ type Config struct {
 	Metrics    *tool.Metrics
 	// HTTPClient for URL; nil: a default client. Headers are added on top.
 	HTTPClient *http.Client
+	// Breaker is the breaker of the server's requests when HTTPClient
+	// goes through it (mcp.Pool): while it is open, a call or a wait for
+	// a reconnection fails at once. nil: none (configured servers' tools
+	// have theirs in tool.Guard).
+	Breaker *breaker.Breaker
 }
 
 // Server is one configured MCP server and its supervised session.
@@ -495,6 +501,10 @@ func (s *Server) current(ctx context.Context, wait time.Duration) (*sdk.ClientSe
 	s.mu.Unlock()
 	if cs != nil {
 		return cs, nil
+	}
+	// No reconnection can succeed before the breaker lets probes through.
+	if err := s.cfg.Breaker.Err(); err != nil {
+		return nil, err
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
