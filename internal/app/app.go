@@ -255,8 +255,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	}
 	a.metrics = metrics
 	metrics.Registry.MustRegister(a.breakers.Collector())
+	toolMetrics := tool.NewMetrics(metrics.Registry) // configured tools' and MCP servers' by URL
 	tools, err := toolset.Start(ctx, cfg, toolset.Options{
-		Log: log.With("component", "tools"), Metrics: tool.NewMetrics(metrics.Registry), Audit: st,
+		Log: log.With("component", "tools"), Metrics: toolMetrics, Audit: st,
 		SecretsChanged: redactor.SetExtra, // rotated tool secrets stay out of logs
 		Builtins:       builtins,
 		Breakers:       a.breakers,
@@ -368,13 +369,26 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	managedAPI.Webhooks, managedAPI.WebhookEndpoints = a.queue, hooks
 	// Agents created through the API run as runs of their stored version.
 	// Their MCP servers by URL: one pooled client per URL, under the HTTP
-	// tools' SSRF guard.
+	// tools' SSRF guard, with the operator's credentials (managed.mcp.servers;
+	// secrets as tools resolve them), a breaker and metrics per host.
 	mm := cfg.ManagedAgents.MCP
-	mcpPool := mcp.NewPool(mcp.PoolConfig{
+	creds := make([]mcp.Credential, 0, len(mm.Servers))
+	for _, s := range mm.Servers {
+		h := make(map[string]string, len(s.Headers))
+		for k, v := range s.Headers {
+			h[k] = v.Value()
+		}
+		creds = append(creds, mcp.Credential{URL: s.URL, Headers: h})
+	}
+	mcpPool, err := mcp.NewPool(mcp.PoolConfig{
 		Policy: httptool.Policy{AllowPrivate: mm.AllowPrivate, AllowHosts: mm.AllowHosts,
 			Hint: "this server refuses MCP servers there unless managed.mcp.allow_private or managed.mcp.allow_hosts allows it"},
 		ConnectTimeout: mm.ConnectTimeout, MaxServers: mm.MaxServers, Log: log.With("component", "mcp-pool"),
+		Credentials: creds, Secrets: tools.Secrets(), Breakers: a.breakers, Metrics: toolMetrics,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("managed.mcp.servers%w", err) // "[i].url: ..."
+	}
 	a.onClose(mcpPool.Close)
 	managedAPI.Agents = managedResolver(cfg, st, tools, a.managedModels, mcpPool, log)
 	svc.Resolver = managedAPI.Agents

@@ -88,7 +88,9 @@ func managedResolver(cfg *config.Config, st store.Managed, tools *toolset.Set, m
 		Tools: func(server string) []tool.Tool { return bySource[server] },
 		MCP:   pool,
 		// The output guard of configured MCP tools, without per-tool
-		// metrics (the tools are the clients', their names unbounded).
+		// metrics (the tools are the clients', their names unbounded;
+		// the pool counts calls by host) nor a breaker (the pool's
+		// transport has one per host).
 		MCPGuard: tool.GuardOptions{Secrets: tools.Secrets(), Log: log.With("component", "mcp-pool")},
 		Defaults: agentrun.Agent{MaxSteps: config.DefaultAgentMaxSteps, MaxTokens: config.DefaultAgentMaxTokens,
 			Timeout: config.DefaultAgentTimeout},

@@ -27,9 +27,18 @@ import (
 type opsServer struct {
 	URL      string
 	sessions atomic.Int32 // MCP sessions opened (initialize requests)
+	// down makes it answer every request with 503.
+	down atomic.Bool
 
 	mu    sync.Mutex
 	calls []opsCall
+	auth  []string // the Authorization header of every request
+}
+
+func (o *opsServer) authorizations() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.auth...)
 }
 
 type opsCall struct {
@@ -75,6 +84,13 @@ func startOpsServer(t *testing.T) *opsServer {
 		})
 	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv }, nil)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		o.auth = append(o.auth, r.Header.Get("Authorization"))
+		o.mu.Unlock()
+		if o.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		if bytes.Contains(body, []byte(`"method":"initialize"`)) {
 			o.sessions.Add(1)

@@ -34,6 +34,8 @@ type managedBundle struct {
 	Key    string
 	// Stop stops the agentd (as the test's cleanup does).
 	Stop func()
+	// Log is everything the agentd logged.
+	Log *syncLog
 }
 
 // startManaged runs an agentd on backend with API keys for tenants t1 and
@@ -97,7 +99,8 @@ auth:
 	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
 	cfg, err := config.Load(path, nil)
 	require.NoError(t, err)
-	a, err := New(ctx, cfg, Options{LogOutput: &syncLog{}, Version: "test"})
+	logs := &syncLog{}
+	a, err := New(ctx, cfg, Options{LogOutput: logs, Version: "test"})
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -121,7 +124,7 @@ auth:
 		return anthropic.NewClient(option.WithoutEnvironmentDefaults(), option.WithBaseURL(url), option.WithAPIKey(key),
 			option.WithMaxRetries(0), option.WithRequestTimeout(20*time.Second))
 	}
-	return &managedBundle{URL: url, Client: client(k1.Token), Other: client(k2.Token), Key: k1.Token, Stop: stopNow}
+	return &managedBundle{URL: url, Client: client(k1.Token), Other: client(k2.Token), Key: k1.Token, Stop: stopNow, Log: logs}
 }
 
 // apiError asserts err is the SDK's *anthropic.Error with status and an

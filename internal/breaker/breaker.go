@@ -1,7 +1,8 @@
 // Package breaker is agentd's one registry of circuit breakers, one per
 // external dependency: each model ("model:NAME"), each HTTP tool
-// ("tool:NAME"), each MCP server ("mcp:NAME"), each webhook host
-// ("webhook:HOST"), Redis ("redis") and the store ("store").
+// ("tool:NAME"), each MCP server ("mcp:NAME"), each host of MCP servers by
+// URL ("mcp-url:HOST"), each webhook host ("webhook:HOST"), Redis
+// ("redis") and the store ("store").
 //
 // A breaker counts the calls to its dependency. After ConsecutiveFailures
 // failures in a row, or FailureRatio of at least MinRequests calls in the
@@ -138,6 +139,9 @@ const (
 	PrefixTool    = "tool:"
 	PrefixMCP     = "mcp:"
 	PrefixWebhook = "webhook:"
+	// PrefixMCPURL: the host (host[:port]) of MCP servers named by URL
+	// (the Managed Agents API's mcp_servers).
+	PrefixMCPURL = "mcp-url:"
 	// Redis and Store are whole names.
 	Redis = "redis"
 	Store = "store"
@@ -191,7 +195,7 @@ const (
 // Status is a breaker's state for /healthz.
 type Status struct {
 	// Dependency is the breaker's name: "model:NAME", "tool:NAME",
-	// "mcp:NAME", "webhook:HOST", "redis", "store".
+	// "mcp:NAME", "mcp-url:HOST", "webhook:HOST", "redis", "store".
 	Dependency string `json:"dependency"`
 	// State is "closed", "half-open", "open" or "disabled".
 	State string `json:"state"`
@@ -233,7 +237,7 @@ func NewSet(o Options) *Set {
 	}
 	s := &Set{o: o, m: map[string]*Breaker{}, gauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentd_breaker_state",
-		Help: `Circuit breaker state by dependency ("model:NAME", "tool:NAME", "mcp:NAME", "webhook:HOST", "redis", "store"): 0 closed, 1 half-open, 2 open.`,
+		Help: `Circuit breaker state by dependency ("model:NAME", "tool:NAME", "mcp:NAME", "mcp-url:HOST", "webhook:HOST", "redis", "store"): 0 closed, 1 half-open, 2 open.`,
 	}, []string{"dependency"})}
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.gauge)
@@ -390,6 +394,17 @@ func noop(Outcome) {}
 // still lets probes through).
 func (b *Breaker) Open() bool {
 	return b != nil && !b.cfg.Disabled && b.cb.State() == gobreaker.StateOpen
+}
+
+// Err returns the *OpenError a call would get now while the breaker is
+// open, nil while it lets calls through (closed, half-open, disabled): for
+// a caller that would otherwise wait for the dependency (a reconnection)
+// without making a call itself.
+func (b *Breaker) Err() error {
+	if !b.Open() {
+		return nil
+	}
+	return b.openError()
 }
 
 // State returns "closed", "half-open", "open" or "disabled".

@@ -18,6 +18,10 @@ type Transport struct {
 	Set *Set
 	// Prefix is put before the host: "webhook:".
 	Prefix string
+	// Name, when set, names the breaker of a request instead of
+	// Prefix+host; "" sends it without a breaker. A caller whose hosts
+	// are not bounded uses it to bound its breakers.
+	Name func(*http.Request) string
 	// Next sends the requests. Defaults to http.DefaultTransport.
 	Next http.RoundTripper
 }
@@ -28,7 +32,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	done, err := t.Set.Get(t.Prefix + req.URL.Host).Allow()
+	name := t.Prefix + req.URL.Host
+	if t.Name != nil {
+		name = t.Name(req)
+	}
+	var b *Breaker // nil: no breaker
+	if name != "" {
+		b = t.Set.Get(name)
+	}
+	done, err := b.Allow()
 	if err != nil {
 		if req.Body != nil {
 			_ = req.Body.Close() // RoundTrip must close it, even on error

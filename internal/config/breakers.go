@@ -3,14 +3,17 @@ package config
 import (
 	"fmt"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 )
 
 // Breakers tunes the circuit breakers of agentd's dependencies other than
 // the model (whose breakers providers.anthropic.breaker tunes): one per
-// HTTP tool ("tool:NAME"), MCP server ("mcp:NAME"), webhook host
-// ("webhook:HOST"), Redis ("redis") and the store ("store").
+// HTTP tool ("tool:NAME"), MCP server ("mcp:NAME"), host of MCP servers
+// named by URL ("mcp-url:HOST"), webhook host ("webhook:HOST"), Redis
+// ("redis") and the store ("store").
 type Breakers struct {
 	// Defaults tune every such breaker. count_rate_limits does not apply
 	// here. Defaults to the breaker defaults (5 consecutive failures,
@@ -19,9 +22,11 @@ type Breakers struct {
 	// Overrides replace fields of the defaults (for "model:NAME": of
 	// providers.anthropic.breaker) for the dependency they name. Names:
 	// "redis", "store", "tool:NAME" (an HTTP tool of tools.http),
-	// "mcp:NAME" (a server of tools.mcp_servers), "webhook:HOST" (host or
-	// host:port of a run's webhook URL), "model:NAME". A map: file only.
-	// Defaults to none.
+	// "mcp:NAME" (a server of tools.mcp_servers), "mcp-url:HOST" (host,
+	// or host:port unless the scheme's default, in lower case, of the MCP
+	// servers agents name by URL), "webhook:HOST" (host or host:port of a
+	// run's webhook URL), "model:NAME". A map: file only. Defaults to
+	// none.
 	Overrides map[string]Breaker `yaml:"overrides,omitempty"`
 }
 
@@ -50,9 +55,13 @@ func (c *Config) validateBreakers(v *validator) {
 			if !servers[rest] {
 				v.add(p, fmt.Sprintf("no MCP server %q in tools.mcp_servers", rest))
 			}
+		case kind == "mcp-url" && rest != "":
+			if !validHostPort(rest) || rest != strings.ToLower(rest) {
+				v.add(p, fmt.Sprintf("want mcp-url:HOST with HOST a host name or IP address and an optional port, in lower case, got %q", rest))
+			}
 		case (kind == "webhook" || kind == "model") && rest != "":
 		default:
-			v.add(p, `unknown dependency: use "redis", "store", "tool:NAME", "mcp:NAME", "webhook:HOST" or "model:NAME"`)
+			v.add(p, `unknown dependency: use "redis", "store", "tool:NAME", "mcp:NAME", "mcp-url:HOST", "webhook:HOST" or "model:NAME"`)
 			continue
 		}
 		validateBreaker(v, p, c.Breakers.Overrides[name], kind == "model")
@@ -72,4 +81,17 @@ func validateBreaker(v *validator, p string, b Breaker, model bool) {
 	if b.CountRateLimits && !model {
 		v.add(p+".count_rate_limits", "applies to model breakers only (providers.anthropic.breaker)")
 	}
+}
+
+// validHostPort reports whether s is a host (validHost; an IPv6 literal in
+// brackets) with an optional :port.
+func validHostPort(s string) bool {
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		n, err := strconv.Atoi(port)
+		return err == nil && n > 0 && n < 65536 && validHost(h) && (!strings.Contains(h, ":") || strings.HasPrefix(s, "["))
+	}
+	if strings.HasPrefix(s, "[") {
+		return strings.HasSuffix(s, "]") && strings.Contains(s, ":") && validHost(s)
+	}
+	return !strings.Contains(s, ":") && validHost(s)
 }

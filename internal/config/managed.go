@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -57,8 +58,34 @@ type ManagedMCP struct {
 	// fails with a session.error. Defaults to 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// MaxServers caps the servers a process keeps connected (the least
-	// recently used is closed to make room). Defaults to 64.
+	// recently used is closed to make room), and the hosts with a circuit
+	// breaker ("mcp-url:HOST") and metrics label of their own (further
+	// hosts share the label "other" and have no breaker; the hosts of
+	// servers are not counted). Defaults to 64.
 	MaxServers int `yaml:"max_servers"`
+	// Servers are the operator's credentials for MCP servers by URL:
+	// headers agentd sends to every server under a URL. Agents and their
+	// API clients never see them (an agent shows only its server's URL).
+	// Defaults to none.
+	Servers []ManagedMCPServer `yaml:"servers,omitempty"`
+}
+
+// ManagedMCPServer is the credentials of the MCP servers under one URL.
+type ManagedMCPServer struct {
+	// URL is an absolute http(s) URL without user info, query or
+	// fragment: it applies to an agent's server URL of the same scheme,
+	// host and port whose path is its path or below it, on "/"
+	// boundaries (https://mcp.example.com/v1 covers .../v1 and .../v1/x,
+	// not .../v1x nor https://mcp.example.com.evil.net/v1). Of several
+	// entries, the longest path wins. Required.
+	URL string `yaml:"url"`
+	// Headers are set on every request to a server the entry applies to
+	// (and on nothing else: not on a redirect to another host or path).
+	// Values are secrets: never printed or logged; they may hold
+	// ${env:NAME}, ${file:PATH} (read at start-up) or {{secret:NAME}} of
+	// secrets (re-read by secrets_refresh, scrubbed from tool output).
+	// At least one.
+	Headers map[string]Secret `yaml:"headers,omitempty"`
 }
 
 // Defaults of ManagedMCP.
@@ -100,6 +127,7 @@ func (c *Config) validateManaged(v *validator) {
 	if m.MCP.MaxServers < 0 {
 		v.add("managed.mcp.max_servers", "must not be negative")
 	}
+	c.validateManagedMCPServers(v)
 	checkSessionWebhook(v, "managed.", m.WebhookURL, m.WebhookSigningKey)
 	for _, name := range slices.Sorted(maps.Keys(m.Tenants)) {
 		t := m.Tenants[name]
@@ -130,6 +158,61 @@ func checkSessionWebhook(v *validator, prefix string, urlSecret, keySecret Secre
 		b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(key, "whsec_"))
 		if err != nil || !strings.HasPrefix(key, "whsec_") || len(b) < 16 {
 			v.add(prefix+"webhook_signing_key", `want "whsec_" followed by the base64 of at least 16 random bytes`)
+		}
+	}
+}
+
+// headerTokenRE is an HTTP header name (RFC 9110 token).
+var headerTokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// reservedMCPHeaders are set by agentd or the MCP transport.
+var reservedMCPHeaders = []string{"Host", "Content-Type", "Content-Length", "Accept", "Connection", "Transfer-Encoding",
+	"Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-Id"}
+
+// validateManagedMCPServers checks managed.mcp.servers. Messages never
+// quote a header value.
+func (c *Config) validateManagedMCPServers(v *validator) {
+	seen := map[string]int{}
+	for i, s := range c.ManagedAgents.MCP.Servers {
+		p := fmt.Sprintf("managed.mcp.servers[%d]", i)
+		u, err := url.Parse(s.URL)
+		switch {
+		case s.URL == "":
+			v.add(p+".url", "required")
+		case err != nil || !isHTTPURL(s.URL) || u.Opaque != "":
+			v.add(p+".url", "must be an absolute http:// or https:// URL")
+		case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+			v.add(p+".url", "must not have user info, a query or a fragment (it is a URL prefix)")
+		case strings.Contains("/"+u.EscapedPath()+"/", "/./") || strings.Contains("/"+u.EscapedPath()+"/", "/../"):
+			v.add(p+".url", "must not have . or .. path segments")
+		default:
+			key := strings.ToLower(u.Scheme+"://"+u.Host) + strings.TrimRight(u.EscapedPath(), "/")
+			if j, dup := seen[key]; dup {
+				v.add(p+".url", fmt.Sprintf("the same URL as managed.mcp.servers[%d]", j))
+			} else {
+				seen[key] = i
+			}
+		}
+		if len(s.Headers) == 0 {
+			v.add(p+".headers", "at least one header (the credentials to send)")
+		}
+		for _, k := range slices.Sorted(maps.Keys(s.Headers)) {
+			hp := p + ".headers." + k
+			val := s.Headers[k].Value()
+			switch {
+			case !headerTokenRE.MatchString(k):
+				v.add(hp, "not a valid HTTP header name")
+			case slices.ContainsFunc(reservedMCPHeaders, func(r string) bool { return strings.EqualFold(r, k) }):
+				v.add(hp, "set by agentd or the MCP transport; not configurable")
+			case strings.TrimSpace(val) == "":
+				v.add(hp, "empty (is the referenced environment variable or file set?)")
+			case strings.ContainsAny(val, "\r\n\x00"):
+				v.add(hp, "must not contain CR, LF or NUL")
+			case strings.Contains(secretRefRE.ReplaceAllString(val, ""), "{{"):
+				v.add(hp, "malformed {{...}}: use {{secret:NAME}}")
+			default:
+				v.secretRefs(hp, val, c.Secrets)
+			}
 		}
 	}
 }

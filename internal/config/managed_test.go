@@ -112,3 +112,79 @@ func TestManagedTenantWebhooks(t *testing.T) {
 		require.NotContains(t, err.Error(), "c2VjcmV0", "the key is not shown")
 	}
 }
+
+// managed.mcp.servers: header values are secrets (masked when printed,
+// redacted from logs), from ${env:} or {{secret:NAME}}; every invalid
+// field is named, never with its value.
+func TestManagedMCPServersConfig(t *testing.T) {
+	cfg, err := Load("testdata/managed-mcp-servers.good.yaml", []string{"LINEAR_TOKEN=lin-token-from-env"})
+	require.NoError(t, err)
+	s := cfg.ManagedAgents.MCP.Servers
+	require.Len(t, s, 2)
+	require.Equal(t, "https://mcp.linear.app/sse", s[0].URL)
+	require.Equal(t, "Bearer lin-token-from-env", s[0].Headers["Authorization"].Value())
+	require.Equal(t, "Bearer {{secret:docs_token}}", s[1].Headers["Authorization"].Value(), "resolved per request")
+	require.NotContains(t, cfg.Redacted(), "lin-token-from-env")
+	require.NotContains(t, cfg.Redacted(), "platform")
+	require.Contains(t, cfg.AllSecretValues(), "Bearer lin-token-from-env", "redacted from logs")
+
+	secrets := map[string]Secret{"tok": "tok-value"}
+	h := func(kv ...string) map[string]Secret {
+		m := map[string]Secret{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = Secret(kv[i+1])
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		s    ManagedMCPServer
+		want string
+	}{
+		{ManagedMCPServer{Headers: h("A", "b")}, "managed.mcp.servers[0].url: required"},
+		{ManagedMCPServer{URL: "mcp.example.com/x", Headers: h("A", "b")}, "managed.mcp.servers[0].url: must be an absolute"},
+		{ManagedMCPServer{URL: "https://u:pw@mcp.example.com", Headers: h("A", "b")}, "servers[0].url: must not have user info"},
+		{ManagedMCPServer{URL: "https://mcp.example.com/x?key=1", Headers: h("A", "b")}, "servers[0].url: must not have user info, a query"},
+		{ManagedMCPServer{URL: "https://mcp.example.com/a/../b", Headers: h("A", "b")}, "servers[0].url: must not have . or .."},
+		{ManagedMCPServer{URL: "https://mcp.example.com"}, "servers[0].headers: at least one"},
+		{ManagedMCPServer{URL: "https://mcp.example.com", Headers: h("Bad Name", "s3cr3t")}, `servers[0].headers.Bad Name: not a valid HTTP header name`},
+		{ManagedMCPServer{URL: "https://mcp.example.com", Headers: h("content-type", "s3cr3t")}, "servers[0].headers.content-type: set by agentd"},
+		{ManagedMCPServer{URL: "https://mcp.example.com", Headers: h("Authorization", " ")}, "servers[0].headers.Authorization: empty"},
+		{ManagedMCPServer{URL: "https://mcp.example.com", Headers: h("Authorization", "s3cr3t\r\nX: y")}, "headers.Authorization: must not contain CR"},
+		{ManagedMCPServer{URL: "https://mcp.example.com", Headers: h("Authorization", "s3cr3t {{tok}}")}, "headers.Authorization: malformed {{...}}"},
+		{ManagedMCPServer{URL: "https://mcp.example.com", Headers: h("Authorization", "s3cr3t {{secret:nope}}")}, `headers.Authorization: unknown secret "nope"`},
+	} {
+		c := Config{Secrets: secrets, ManagedAgents: ManagedAgents{MCP: ManagedMCP{Servers: []ManagedMCPServer{tc.s}}}}
+		v := &validator{}
+		c.validateManaged(v)
+		require.Len(t, v.errs, 1, tc.want)
+		require.ErrorContains(t, v.errs[0], tc.want)
+		require.NotContains(t, v.errs[0].Error(), "s3cr3t", "a header value is never quoted")
+	}
+	c := Config{Secrets: secrets, ManagedAgents: ManagedAgents{MCP: ManagedMCP{Servers: []ManagedMCPServer{
+		{URL: "https://mcp.example.com/v1/", Headers: h("Authorization", "{{secret:tok}}")},
+		{URL: "HTTPS://MCP.example.com/v1", Headers: h("Authorization", "x")},
+	}}}}
+	v := &validator{}
+	c.validateManaged(v)
+	require.Len(t, v.errs, 1)
+	require.ErrorContains(t, v.errs[0], "managed.mcp.servers[1].url: the same URL as managed.mcp.servers[0]")
+}
+
+// breakers.overrides names hosts of MCP servers by URL as mcp-url:HOST
+// (host[:port], lower case).
+func TestBreakersMCPURL(t *testing.T) {
+	for _, good := range []string{"mcp-url:mcp.example.com", "mcp-url:127.0.0.1:8080", "mcp-url:[::1]:9", "mcp-url:[fd00::1]", "mcp-url:svc"} {
+		c := Config{Breakers: Breakers{Overrides: map[string]Breaker{good: {OpenTimeout: time.Second}}}}
+		v := &validator{}
+		c.validateBreakers(v)
+		require.Empty(t, v.errs, good)
+	}
+	for _, bad := range []string{"mcp-url:", "mcp-url:https://a.example", "mcp-url:a.example/mcp", "mcp-url:A.example", "mcp-url:::1:9",
+		"mcp-url:a.example:0", "mcp-url:a.example:x", "mcp-url:*.example"} {
+		c := Config{Breakers: Breakers{Overrides: map[string]Breaker{bad: {OpenTimeout: time.Second}}}}
+		v := &validator{}
+		c.validateBreakers(v)
+		require.Len(t, v.errs, 1, bad)
+		require.ErrorContains(t, v.errs[0], "breakers.overrides."+bad, bad)
+	}
+}

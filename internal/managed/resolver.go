@@ -27,8 +27,9 @@ import (
 //	mcp_toolset    agentd's configured tools of that source (AgentdToolset
 //	               or a configured MCP server), those enabled; always_ask
 //	               ones wait for a user.tool_confirmation
-//	mcp_servers    by URL, through MCP (the process's pool of MCP clients):
-//	               the URL is checked against the private-address policy
+//	mcp_servers    by URL, through MCP (the process's pool of MCP clients,
+//	               with the operator's credentials, a breaker and metrics
+//	               per host): the URL is checked against the private-address policy
 //	               when the agent is resolved; the server is connected and
 //	               its tools listed when a run executes (run.ChatAgent's
 //	               Prepare, on the executing process, again at every

@@ -50,8 +50,9 @@ type Metrics struct {
 	ConversationCache *ConversationCacheMetrics
 }
 
-// latencyBuckets span agent timescales: 5 ms to 5 minutes.
-var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300}
+// LatencyBuckets span agent timescales: 5 ms to 5 minutes (every latency
+// histogram of model and tool calls uses them).
+var LatencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300}
 
 // NewMetrics registers every collector on a fresh registry, together with
 // the Go runtime and process collectors and agentd_build_info.
@@ -70,7 +71,7 @@ func NewMetricsOn(reg *prometheus.Registry, version string) *Metrics {
 		}, []string{"method", "route", "code"}),
 		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "agentd_http_request_duration_seconds", Help: "HTTP request duration by method and route pattern (SSE streams included, until they end).",
-			Buckets: latencyBuckets,
+			Buckets: LatencyBuckets,
 		}, []string{"method", "route"}),
 		HTTPInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "agentd_http_requests_in_flight", Help: "HTTP requests being served.",
@@ -83,7 +84,7 @@ func NewMetricsOn(reg *prometheus.Registry, version string) *Metrics {
 		}, []string{"model", "outcome"}),
 		LLMDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "agentd_llm_request_duration_seconds", Help: "Model call duration (whole stream) by model.",
-			Buckets: latencyBuckets,
+			Buckets: LatencyBuckets,
 		}, []string{"model"}),
 		LLMTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentd_llm_tokens_total", Help: "Model tokens by agent, model and kind (input, output, cache_creation, cache_read).",
@@ -93,7 +94,7 @@ func NewMetricsOn(reg *prometheus.Registry, version string) *Metrics {
 		}, []string{"agent", "status"}),
 		RunDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "agentd_run_duration_seconds", Help: "Run duration by agent.",
-			Buckets: latencyBuckets,
+			Buckets: LatencyBuckets,
 		}, []string{"agent"}),
 		RunSteps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "agentd_run_steps", Help: "Model calls per finished run, by agent.",
@@ -104,7 +105,7 @@ func NewMetricsOn(reg *prometheus.Registry, version string) *Metrics {
 		}, []string{"tool", "outcome"}),
 		ToolDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "agentd_tool_call_duration_seconds", Help: "Tool call duration by tool.",
-			Buckets: latencyBuckets,
+			Buckets: LatencyBuckets,
 		}, []string{"tool"}),
 		ConversationsSwept: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agentd_conversations_expired_total", Help: "Conversations deleted by the TTL sweeper.",

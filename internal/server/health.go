@@ -306,7 +306,8 @@ type QueueHealth struct {
 }
 
 // BreakersHealth is the circuit breakers component: every dependency's
-// breaker (model:NAME, tool:NAME, mcp:NAME, webhook:HOST, redis, store).
+// breaker (model:NAME, tool:NAME, mcp:NAME, mcp-url:HOST, webhook:HOST, redis,
+// store).
 type BreakersHealth struct {
 	Status   string           `json:"status"`
 	Open     []string         `json:"open"`

@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/observe"
 )
 
 // Output limits of guarded tools.
@@ -98,7 +99,7 @@ func (g *guarded) Call(ctx context.Context, input json.RawMessage) (string, erro
 	}
 	done, err := g.o.Breaker.Allow()
 	if err != nil {
-		return "", g.fail(ctx, name, start, circuitOpen(name, err))
+		return "", g.fail(ctx, name, start, CircuitOpen(name, err))
 	}
 	release, err := g.o.Limiter.acquire(ctx)
 	if err != nil {
@@ -140,9 +141,10 @@ func (g *guarded) Call(ctx context.Context, input json.RawMessage) (string, erro
 
 var errToolTimeout = errors.New("tool timeout")
 
-// circuitOpen is the error of a call an open breaker refused: the model
-// reads that the tool is unavailable and when it will be tried again.
-func circuitOpen(name string, err error) error {
+// CircuitOpen is the error of a call of tool name that an open breaker
+// refused (err holds its *breaker.OpenError): the model reads that the
+// tool is unavailable and when it will be tried again.
+func CircuitOpen(name string, err error) error {
 	retry := time.Second
 	dep := "it"
 	if oe, ok := breaker.AsOpen(err); ok {
@@ -293,6 +295,10 @@ type Metrics struct {
 	// secretFailures and secretRotations count SecretRefresher reads.
 	secretFailures  *prometheus.CounterVec
 	secretRotations *prometheus.CounterVec
+	// urlCalls, urlDuration and urlConnects: MCP servers by URL.
+	urlCalls    *prometheus.CounterVec
+	urlDuration *prometheus.HistogramVec
+	urlConnects *prometheus.CounterVec
 }
 
 // NewMetrics registers the tool metrics with reg (nil: not registered):
@@ -303,6 +309,12 @@ type Metrics struct {
 //	agentd_tool_audit_failures_total{tool}      audit rows that could not be written
 //	agentd_tool_secret_refresh_failures_total{secret}  failed re-reads (the last value is kept)
 //	agentd_tool_secret_rotations_total{secret}  values replaced by a re-read
+//	agentd_mcp_url_calls_total{server,outcome}  tool calls to MCP servers by URL
+//	agentd_mcp_url_call_duration_seconds{server}
+//	agentd_mcp_url_connects_total{server,outcome}  connections a run asked for
+//
+// The server of an MCP server by URL is its host (host[:port]), or "other"
+// beyond the pool's cap (see mcp.Pool).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		guard: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -329,11 +341,43 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "agentd_tool_secret_rotations_total",
 			Help: "Tool secret values replaced because their source changed (secrets_refresh).",
 		}, []string{"secret"}),
+		urlCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_mcp_url_calls_total",
+			Help: `Tool calls to MCP servers named by URL (Managed Agents' mcp_servers), by server host ("other" beyond managed.mcp.max_servers hosts) and outcome (ok, or the error kind: unavailable, circuit_open, tool_error, timeout, ...).`,
+		}, []string{"server", "outcome"}),
+		urlDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "agentd_mcp_url_call_duration_seconds",
+			Help:    "Duration of tool calls to MCP servers named by URL, by server host.",
+			Buckets: observe.LatencyBuckets,
+		}, []string{"server"}),
+		urlConnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_mcp_url_connects_total",
+			Help: "Connections to MCP servers named by URL that runs asked for (connect and list tools), by server host and outcome (ok, error, circuit_open).",
+		}, []string{"server", "outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.guard, m.up, m.restarts, m.audit, m.secretFailures, m.secretRotations)
+		reg.MustRegister(m.guard, m.up, m.restarts, m.audit, m.secretFailures, m.secretRotations,
+			m.urlCalls, m.urlDuration, m.urlConnects)
 	}
 	return m
+}
+
+// MCPURLCall records a tool call to the MCP server by URL of label server
+// (its host, or "other"), outcome as Outcome returns it.
+func (m *Metrics) MCPURLCall(server, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.urlCalls.WithLabelValues(server, outcome).Inc()
+	m.urlDuration.WithLabelValues(server).Observe(d.Seconds())
+}
+
+// MCPURLConnect records a connection a run asked for to the MCP server by
+// URL of label server: "ok", "error" or "circuit_open".
+func (m *Metrics) MCPURLConnect(server, outcome string) {
+	if m != nil {
+		m.urlConnects.WithLabelValues(server, outcome).Inc()
+	}
 }
 
 func (m *Metrics) guardEvent(tool, event string) {

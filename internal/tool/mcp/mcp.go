@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -25,6 +26,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/tool"
 )
@@ -77,6 +79,11 @@ type Config struct {
 	Metrics    *tool.Metrics
 	// HTTPClient for URL; nil: a default client. Headers are added on top.
 	HTTPClient *http.Client
+	// Breaker is the breaker of the server's requests when HTTPClient
+	// goes through it (mcp.Pool): while it is open, a call or a wait for
+	// a reconnection fails at once. nil: none (configured servers' tools
+	// have theirs in tool.Guard).
+	Breaker *breaker.Breaker
 }
 
 // Server is one configured MCP server and its supervised session.
@@ -422,20 +429,31 @@ func (s *Server) transport(ctx context.Context) (sdk.Transport, error) {
 		if base == nil {
 			base = http.DefaultTransport
 		}
-		c.Transport = &headerTransport{base: base, headers: s.cfg.Headers, secrets: s.cfg.Secrets}
+		u, err := url.Parse(s.cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("url: %w", err)
+		}
+		c.Transport = &headerTransport{base: base, headers: s.cfg.Headers, secrets: s.cfg.Secrets,
+			scheme: strings.ToLower(u.Scheme), host: hostKey(u)}
 		hc = &c
 	}
 	return &sdk.StreamableClientTransport{Endpoint: s.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}, nil
 }
 
-// headerTransport adds the configured headers, secrets resolved per request.
+// headerTransport adds the configured headers, secrets resolved per
+// request, to the requests to the server's own scheme and host: a redirect
+// to another host does not carry them.
 type headerTransport struct {
-	base    http.RoundTripper
-	headers map[string]string
-	secrets *tool.Secrets
+	base         http.RoundTripper
+	headers      map[string]string
+	secrets      *tool.Secrets
+	scheme, host string // of Config.URL (host: hostKey)
 }
 
 func (h *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.ToLower(req.URL.Scheme) != h.scheme || hostKey(req.URL) != h.host {
+		return h.base.RoundTrip(req)
+	}
 	req = req.Clone(req.Context())
 	for k, v := range h.headers {
 		hv, err := h.secrets.Expand(v, nil)
@@ -495,6 +513,10 @@ func (s *Server) current(ctx context.Context, wait time.Duration) (*sdk.ClientSe
 	s.mu.Unlock()
 	if cs != nil {
 		return cs, nil
+	}
+	// No reconnection can succeed before the breaker lets probes through.
+	if err := s.cfg.Breaker.Err(); err != nil {
+		return nil, err
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()

@@ -332,6 +332,29 @@ func TestStreamableHTTP(t *testing.T) {
 	assert.Equal(t, tool.KindToolError, tool.Outcome(err))
 }
 
+// A configured server's headers go to its own host only: a server that
+// redirects to another host does not hand them on.
+func TestStreamableHTTPHeadersNotRedirected(t *testing.T) {
+	other := startRecording(t, "/mcp")
+	var sawAuth atomic.Value
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sawAuth.Store(r.Header.Get("Authorization"))
+		http.Redirect(w, r, other.URL, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirect.Close)
+	cfg := httpConfig(t, http.NotFoundHandler())
+	cfg.URL = redirect.URL + "/mcp"
+	cfg.Headers = map[string]string{"Authorization": "Bearer {{secret:tok}}"}
+	cfg.Secrets = tool.NewSecrets(map[string]string{"tok": "s3cr3t-token"})
+	s := start(t, cfg)
+	require.Contains(t, s.ToolNames(), "echo", "connected through the redirect")
+	require.Equal(t, "Bearer s3cr3t-token", sawAuth.Load())
+	require.NotEmpty(t, other.seen())
+	for _, h := range other.seen() {
+		require.Empty(t, h.Get("Authorization"))
+	}
+}
+
 func TestStreamableHTTPServerGoesAway(t *testing.T) {
 	srv := testServer(false)
 	var down atomic.Bool

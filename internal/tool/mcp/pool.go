@@ -2,13 +2,19 @@ package mcp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/tool"
 	"github.com/agentd/agentd/internal/tool/httptool"
 )
@@ -25,27 +31,194 @@ type PoolConfig struct {
 	// (DefaultConnectTimeout).
 	ConnectTimeout time.Duration
 	// MaxServers caps the servers kept connected; the least recently used
-	// one is closed to make room (DefaultPoolMaxServers).
+	// one is closed to make room (DefaultPoolMaxServers). It also caps the
+	// hosts with a breaker and metric label of their own (see Pool).
 	MaxServers int
-	Log        *slog.Logger
+	// Credentials are the operator's headers for the servers under given
+	// URLs (managed.mcp.servers).
+	Credentials []Credential
+	// Secrets resolve {{secret:NAME}} in Credentials' header values, at
+	// every request (a rotated value is used at once).
+	Secrets *tool.Secrets
+	// Breakers holds the breakers of the servers' hosts
+	// ("mcp-url:HOST"); nil: none.
+	Breakers *breaker.Set
+	// Metrics records calls and connections by server host; nil: none.
+	Metrics *tool.Metrics
+	Log     *slog.Logger
 	// HTTPClient replaces the policy's client (tests); nil: Policy.Client().
 	HTTPClient *http.Client
 }
 
+// Credential is what agentd sends to the MCP servers under one URL.
+type Credential struct {
+	// URL is an absolute http(s) URL without user info, query or
+	// fragment. It applies to a server URL of the same scheme and host
+	// (and port) whose path is URL's path or under it, on path segment
+	// boundaries ("https://a.example/mcp" covers ".../mcp" and
+	// ".../mcp/x", not ".../mcpx" nor "https://a.example.evil.com/mcp");
+	// of several, the longest path wins.
+	URL string
+	// Headers are set on every request to a server it applies to (and
+	// on no other request: not on a redirect elsewhere); values may hold
+	// {{secret:NAME}}.
+	Headers map[string]string
+}
+
+// credential is a parsed Credential.
+type credential struct {
+	url                string // as configured, for errors
+	scheme, host, path string // host: hostKey; path: escaped, no trailing "/"
+	headers            map[string]string
+}
+
+// parseCredentials checks and parses cs, longest path first.
+func parseCredentials(cs []Credential, secrets *tool.Secrets) ([]credential, error) {
+	out := make([]credential, 0, len(cs))
+	for i, c := range cs {
+		u, err := url.Parse(c.URL)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "":
+			return nil, fmt.Errorf("[%d].url: want an absolute http(s) URL", i)
+		case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+			return nil, fmt.Errorf("[%d].url: no user info, query or fragment", i)
+		case hasDotSegment(u.EscapedPath()):
+			return nil, fmt.Errorf("[%d].url: no . or .. path segments", i)
+		}
+		cr := credential{url: c.URL, scheme: u.Scheme, host: hostKey(u), path: strings.TrimRight(u.EscapedPath(), "/"), headers: c.Headers}
+		for _, o := range out {
+			if o.scheme == cr.scheme && o.host == cr.host && o.path == cr.path {
+				return nil, fmt.Errorf("[%d].url: the same URL as %s", i, o.url)
+			}
+		}
+		if len(c.Headers) == 0 {
+			return nil, fmt.Errorf("[%d].headers: at least one", i)
+		}
+		for k, v := range c.Headers {
+			// Not Expand: its error would quote the value.
+			refs, err := tool.TemplateRefs(v)
+			if err != nil {
+				return nil, fmt.Errorf("[%d].headers.%s: malformed {{...}}", i, k)
+			}
+			for _, r := range refs {
+				name, ok := strings.CutPrefix(r, "secret:")
+				if !ok || !secrets.Has(name) {
+					return nil, fmt.Errorf("[%d].headers.%s: {{%s}}: want {{secret:NAME}} of a defined secret", i, k, r)
+				}
+			}
+		}
+		out = append(out, cr)
+	}
+	slices.SortStableFunc(out, func(a, b credential) int { return len(b.path) - len(a.path) })
+	return out, nil
+}
+
+// hostKey is u's host as agentd names it (breakers, metrics, credential
+// matching): lower case, no trailing dot, the port only when it is not the
+// scheme's default.
+func hostKey(u *url.URL) string {
+	h, port := strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), u.Port()
+	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+		port = ""
+	}
+	if port != "" {
+		return net.JoinHostPort(h, port)
+	}
+	if strings.Contains(h, ":") {
+		return "[" + h + "]"
+	}
+	return h
+}
+
+// hasDotSegment reports whether an escaped path has a "." or ".." segment
+// (also percent-encoded), which a server may resolve out of a credential's
+// path.
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		seg = strings.ReplaceAll(strings.ToLower(seg), "%2e", ".")
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// credentialFor returns the credential that applies to u, nil if none.
+func (p *Pool) credentialFor(u *url.URL) *credential {
+	if len(p.creds) == 0 {
+		return nil
+	}
+	path := u.EscapedPath()
+	if hasDotSegment(path) {
+		return nil
+	}
+	scheme, host := strings.ToLower(u.Scheme), hostKey(u)
+	for i := range p.creds {
+		c := &p.creds[i]
+		if c.scheme == scheme && c.host == host && (path == c.path || strings.HasPrefix(path, c.path+"/")) {
+			return c
+		}
+	}
+	return nil
+}
+
+// credentialTransport sets the headers of the credential that applies to
+// each request's own URL: a redirect to another host or path gets the
+// headers of its URL, if any, never those of the first.
+type credentialTransport struct {
+	p    *Pool
+	next http.RoundTripper
+}
+
+func (t *credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c := t.p.credentialFor(req.URL)
+	if c == nil {
+		return t.next.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	for k, v := range c.headers {
+		hv, err := t.p.cfg.Secrets.Expand(v, nil)
+		if err != nil {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			return nil, fmt.Errorf("credentials of %s: header %s: %w", c.url, k, err)
+		}
+		r.Header.Set(k, hv)
+	}
+	return t.next.RoundTrip(r)
+}
+
+// otherServers is the breaker-less metrics label of the hosts beyond the
+// pool's cap.
+const otherServers = "other"
+
 // Pool is the process's MCP clients of servers named by URL (the Managed
 // Agents API's mcp_servers): one streamable-HTTP session per URL, opened
 // when a run first needs it and shared by every session and run after,
-// reconnected by its supervisor while it is pooled, closed by Close.
-// Servers are anonymous to agentd: no configured headers or secrets, no
-// per-server metrics (their number is the clients'), every dial under
-// PoolConfig.Policy.
+// reconnected by its supervisor while it is pooled, closed by Close. Every
+// dial is under PoolConfig.Policy.
+//
+// A server is known to agentd by its host (hostKey): every request to a
+// host goes through that host's breaker ("mcp-url:HOST", breaker.Transport:
+// no answer or 5xx is a failure), and its tool calls and connections are
+// counted under it (tool.Metrics). Both are bounded: the hosts of
+// Credentials and the first MaxServers other hosts the process meets have
+// their own; later hosts share the label "other" and have no breaker. The
+// operator's Credentials are the only headers agentd adds.
 type Pool struct {
 	cfg    PoolConfig
 	client *http.Client
+	creds  []credential
 
 	mu      sync.Mutex
 	servers map[string]*pooled
 	closed  bool
+
+	hostsMu sync.Mutex
+	hosts   map[string]struct{} // hosts with a label of their own
+	counted int                 // of them, not of Credentials (the cap's)
+	capped  bool                // the cap was reached (logged once)
 }
 
 type pooled struct {
@@ -55,8 +228,9 @@ type pooled struct {
 	used  time.Time
 }
 
-// NewPool returns an empty pool.
-func NewPool(cfg PoolConfig) *Pool {
+// NewPool returns an empty pool; an error names the invalid credential by
+// its index ("[1].url: ...").
+func NewPool(cfg PoolConfig) (*Pool, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
@@ -66,11 +240,67 @@ func NewPool(cfg PoolConfig) *Pool {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	c := cfg.HTTPClient
-	if c == nil {
-		c = cfg.Policy.Client()
+	creds, err := parseCredentials(cfg.Credentials, cfg.Secrets)
+	if err != nil {
+		return nil, err
 	}
-	return &Pool{cfg: cfg, client: c, servers: map[string]*pooled{}}
+	base := cfg.HTTPClient
+	if base == nil {
+		base = cfg.Policy.Client()
+	}
+	p := &Pool{cfg: cfg, creds: creds, servers: map[string]*pooled{}, hosts: map[string]struct{}{}}
+	for _, c := range creds {
+		p.hosts[c.host] = struct{}{}
+	}
+	next := base.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c := *base // its CheckRedirect (the policy's) stays
+	c.Transport = &breaker.Transport{Set: cfg.Breakers, Name: func(r *http.Request) string { return p.breakerName(p.hostLabel(r.URL)) },
+		Next: &credentialTransport{p: p, next: next}}
+	p.client = &c
+	return p, nil
+}
+
+// hostLabel is u's host, or otherServers once MaxServers hosts (beyond
+// those of Credentials) have their own.
+func (p *Pool) hostLabel(u *url.URL) string {
+	h := hostKey(u)
+	p.hostsMu.Lock()
+	defer p.hostsMu.Unlock()
+	if _, ok := p.hosts[h]; ok {
+		return h
+	}
+	if p.counted < p.cfg.MaxServers {
+		p.hosts[h] = struct{}{}
+		p.counted++
+		return h
+	}
+	if !p.capped {
+		p.capped = true
+		p.cfg.Log.Warn("MCP servers by URL: more hosts than managed.mcp.max_servers; further hosts share the metrics label \"other\" and have no circuit breaker",
+			"max_servers", p.cfg.MaxServers)
+	}
+	return otherServers
+}
+
+// breakerName is the breaker of a host label ("": none).
+func (p *Pool) breakerName(label string) string {
+	if label == otherServers {
+		return ""
+	}
+	return breaker.PrefixMCPURL + label
+}
+
+// serverLabel is hostLabel of a server URL (otherServers if it does not
+// parse: CheckURL refuses it anyway).
+func (p *Pool) serverLabel(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return otherServers
+	}
+	return p.hostLabel(u)
 }
 
 // CheckURL checks url against the pool's policy without connecting (see
@@ -83,8 +313,15 @@ var ErrPoolClosed = errors.New("MCP client pool closed")
 // Tools returns every tool the server at url offers now, connecting to it
 // first if no connection is pooled (bounded by ConnectTimeout and ctx).
 // Each tool's Spec is the server's (no prefix); ServerToolName is its name.
+//
+// Calls of the tools are counted by server host (tool.Metrics). While the
+// host's breaker is open, a server not connected fails at once: one not
+// pooled with the breaker's error, one pooled (reconnecting) offers the
+// tools it last listed, whose calls fail at once with an error the model
+// reads.
 func (p *Pool) Tools(ctx context.Context, url string) ([]tool.Tool, error) {
-	s, err := p.server(ctx, url)
+	label := p.serverLabel(url)
+	s, err := p.server(ctx, url, label)
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +329,38 @@ func (p *Pool) Tools(ctx context.Context, url string) ([]tool.Tool, error) {
 		// Pooled but reconnecting: wait for it as long as a first
 		// connection may take.
 		if _, err := s.current(ctx, p.cfg.ConnectTimeout); err != nil {
-			return nil, err
+			if _, open := breaker.AsOpen(err); !open || len(s.ToolNames()) == 0 {
+				return nil, err
+			}
 		}
 	}
-	return s.Tools(ToolOptions{Allow: []string{"*"}})
+	ts, err := s.Tools(ToolOptions{Allow: []string{"*"}})
+	if err != nil {
+		return nil, err
+	}
+	for i, t := range ts {
+		ts[i] = &metered{Tool: t, server: label, m: p.cfg.Metrics}
+	}
+	return ts, nil
+}
+
+// metered counts the calls of a tool of a server by URL.
+type metered struct {
+	tool.Tool
+	server string // host label
+	m      *tool.Metrics
+}
+
+func (t *metered) Call(ctx context.Context, input json.RawMessage) (string, error) {
+	start := time.Now()
+	out, err := t.Tool.Call(ctx, input)
+	t.m.MCPURLCall(t.server, tool.Outcome(err), time.Since(start))
+	return out, err
+}
+
+// ServerToolName is the tool's name on its server.
+func (t *metered) ServerToolName() string {
+	return t.Tool.(interface{ ServerToolName() string }).ServerToolName()
 }
 
 // Known returns the names of the tools the server at url offered when last
@@ -121,7 +386,7 @@ func (p *Pool) Known(url string) []string {
 // server returns the pooled server of url, connecting one if none is.
 // Callers asking for the same url while it connects wait for that attempt;
 // a failed attempt is not kept (the next call tries again).
-func (p *Pool) server(ctx context.Context, url string) (*Server, error) {
+func (p *Pool) server(ctx context.Context, url, label string) (*Server, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -150,7 +415,14 @@ func (p *Pool) server(ctx context.Context, url string) (*Server, error) {
 		}
 		return e.s, nil
 	}
-	s, err := p.connect(ctx, url)
+	s, err := p.connect(ctx, url, label)
+	outcome := "ok"
+	if _, open := breaker.AsOpen(err); open {
+		outcome = tool.KindCircuitOpen
+	} else if err != nil {
+		outcome = "error"
+	}
+	p.cfg.Metrics.MCPURLConnect(label, outcome)
 	p.mu.Lock()
 	e.s, e.err = s, err
 	if err != nil && p.servers[url] == e {
@@ -193,8 +465,12 @@ func (p *Pool) evictLocked() *Server {
 	return s
 }
 
-func (p *Pool) connect(ctx context.Context, url string) (*Server, error) {
-	s, err := New(Config{Name: url, URL: url, ConnectTimeout: p.cfg.ConnectTimeout, HTTPClient: p.client, Log: p.cfg.Log})
+func (p *Pool) connect(ctx context.Context, url, label string) (*Server, error) {
+	var b *breaker.Breaker
+	if name := p.breakerName(label); name != "" {
+		b = p.cfg.Breakers.Get(name)
+	}
+	s, err := New(Config{Name: url, URL: url, ConnectTimeout: p.cfg.ConnectTimeout, HTTPClient: p.client, Log: p.cfg.Log, Breaker: b})
 	if err != nil {
 		return nil, err
 	}

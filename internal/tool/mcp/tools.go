@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/tool"
 )
@@ -110,6 +111,9 @@ func (t *mcpTool) Spec() llm.ToolSpec {
 
 func (t *mcpTool) Call(ctx context.Context, input json.RawMessage) (string, error) {
 	cs, err := t.s.current(ctx, callWaitForSession)
+	if _, open := breaker.AsOpen(err); open {
+		return "", tool.CircuitOpen(t.exposed, err)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -135,6 +139,11 @@ func (t *mcpTool) Call(ctx context.Context, input json.RawMessage) (string, erro
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
+		}
+		if _, open := breaker.AsOpen(err); open {
+			// The server's breaker refused the request before it was
+			// sent: the session is fine.
+			return "", tool.CircuitOpen(t.exposed, err)
 		}
 		var we *jsonrpc.Error
 		if errors.As(err, &we) && !connectionLevel(we.Code) {
