@@ -17,6 +17,8 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentd/agentd/internal/store/postgres/pgtest"
 )
 
 // The latency of a turn's first signs of life, through the Managed Agents
@@ -101,6 +103,16 @@ func benchBackend() string {
 		return s
 	}
 	return "sqlite"
+}
+
+// startBench starts the benchmarks' server on benchBackend, its store in
+// the default configuration (on PostgreSQL: agentd's default pool size,
+// not the tests' smaller one).
+func startBench(b *testing.B) *managedBundle {
+	if benchBackend() == "postgres" {
+		return startManagedOn(b, pgtest.Schema(b, pgtest.BaseURL(b), 0), benchAgents)
+	}
+	return startManagedWith(b, benchBackend(), benchAgents)
 }
 
 // timedTurn is one face's turn, as the benchmarks time it.
@@ -188,7 +200,7 @@ func pacedFaces(b *testing.B, faces ...timedTurn) {
 // (the SDK's decoding of every frame runs in this process, on the same
 // cores as the server).
 func BenchmarkManagedTurnLatency(b *testing.B) {
-	mb := startManagedWith(b, benchBackend(), benchAgents)
+	mb := startBench(b)
 	c := mb.Client
 	ctx := b.Context()
 	env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "bench"})
@@ -290,7 +302,7 @@ func rawManagedTurn(mb *managedBundle, envID string) func(ctx context.Context) (
 }
 
 func BenchmarkRunTurnLatency(b *testing.B) {
-	paced(b, rawRunTurn(startManagedWith(b, benchBackend(), benchAgents)))
+	paced(b, rawRunTurn(startBench(b)))
 }
 
 // BenchmarkTurnLatencyFaces alternates the two faces' turns on one server
@@ -300,7 +312,7 @@ func BenchmarkRunTurnLatency(b *testing.B) {
 // percentiles is what the managed face adds; run one after the other, the
 // two benchmarks above also differ by what each run happened to meet.
 func BenchmarkTurnLatencyFaces(b *testing.B) {
-	mb := startManagedWith(b, benchBackend(), benchAgents)
+	mb := startBench(b)
 	env, err := mb.Client.Beta.Environments.New(b.Context(), anthropic.BetaEnvironmentNewParams{Name: "bench"})
 	require.NoError(b, err)
 	pacedFaces(b, timedTurn{"managed", rawManagedTurn(mb, env.ID)}, timedTurn{"runs", rawRunTurn(mb)})
