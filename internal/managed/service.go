@@ -37,7 +37,8 @@ type Service struct {
 	// (stream_wake.go); nil: they poll.
 	Hub events.Hub
 
-	wakes wakers
+	wakes    wakers
+	versions versionCache
 }
 
 // ---------------------------------------------------------------------------

@@ -70,7 +70,7 @@ func (s *Service) sessionForEvents(ctx context.Context, tenant, id string) (stor
 	if err != nil {
 		return ms, store.ManagedAgent{}, err
 	}
-	a, err := s.Store.GetManagedAgent(ctx, tenant, ms.AgentID, ms.AgentVersion)
+	a, err := s.sessionAgentVersion(ctx, tenant, ms.AgentID, ms.AgentVersion)
 	if err != nil {
 		return ms, a, fmt.Errorf("session %s: its agent: %w", id, err)
 	}
@@ -662,7 +662,7 @@ func (s *Service) translator(ctx context.Context, ms store.ManagedSession, a sto
 		return nil, nil, AgentConfig{}, fmt.Errorf("decode session %s: %w", ms.ID, err)
 	}
 	if d.Agent != nil { // a is the session's agent: read the version's
-		v, err := s.Store.GetManagedAgent(ctx, ms.Tenant, ms.AgentID, ms.AgentVersion)
+		v, err := s.sessionAgentVersion(ctx, ms.Tenant, ms.AgentID, ms.AgentVersion)
 		if err != nil {
 			return nil, nil, AgentConfig{}, fmt.Errorf("session %s: its agent: %w", ms.ID, err)
 		}
@@ -804,7 +804,7 @@ func (s *Service) OpenStream(ctx context.Context, tenant, id string) (*SessionSt
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.Store.GetManagedAgent(ctx, ms.Tenant, ms.AgentID, ms.AgentVersion)
+	a, err := s.sessionAgentVersion(ctx, ms.Tenant, ms.AgentID, ms.AgentVersion)
 	if err != nil {
 		return nil, fmt.Errorf("session %s: its agent %s v%d: %w", ms.ID, ms.AgentID, ms.AgentVersion, err)
 	}
