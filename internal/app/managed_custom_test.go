@@ -192,15 +192,7 @@ func TestManagedSessionToolRunnerSDK(t *testing.T) {
 		b := startManagedWith(t, backend, eventAgents)
 		ctx := t.Context()
 		c := b.Client
-		agent, err := c.Beta.Agents.New(ctx, anthropic.BetaAgentNewParams{Name: "weather",
-			Model: anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"},
-			Tools: []anthropic.BetaAgentNewParamsToolUnion{customTool("lookup")}})
-		require.NoError(t, err)
-		env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "e"})
-		require.NoError(t, err)
-		sess, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
-			Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(agent.ID)}, EnvironmentID: env.ID})
-		require.NoError(t, err)
+		sess := weatherSession(t, c, "")
 		stream := openStream(t, c, sess.ID)
 
 		rctx, cancel := context.WithCancel(context.Background())
@@ -222,7 +214,7 @@ func TestManagedSessionToolRunnerSDK(t *testing.T) {
 			<-done
 		})
 
-		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("please lookup the weather"))
+		_, err := c.Beta.Sessions.Events.Send(ctx, sess.ID, say("please lookup the weather"))
 		require.NoError(t, err)
 		turn := stream.untilIdle()
 		use := firstOf(t, turn, "agent.custom_tool_use").AsAgentCustomToolUse()

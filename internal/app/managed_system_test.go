@@ -37,6 +37,48 @@ func systemOf(t *testing.T, body []byte) string {
 	return sb.String()
 }
 
+// startRecordedManaged starts agentd on backend against a recording
+// simulator, with the configured agent demo (its system prompt: system).
+func startRecordedManaged(t *testing.T, backend, system string) (*recordedSim, *managedBundle) {
+	t.Helper()
+	rs := startRecordedSim(t)
+	if system != "" {
+		system = "\n    system: " + system
+	}
+	return rs, startManagedWith(t, backend, fmt.Sprintf(`providers:
+  anthropic:
+    base_url: %q
+    api_key: sim-key
+    simulate: never
+agents:
+  - name: demo
+    model: claude-sonnet-4-5%s
+worker:
+  reclaim_interval: 200ms
+  poll_interval: 50ms
+`, rs.URL, system))
+}
+
+// weatherSession is a session of a new agent with the custom tool lookup
+// (its system prompt: system, if any).
+func weatherSession(t *testing.T, c anthropic.Client, system string) *anthropic.BetaManagedAgentsSession {
+	t.Helper()
+	ctx := t.Context()
+	p := anthropic.BetaAgentNewParams{Name: "weather", Model: anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"},
+		Tools: []anthropic.BetaAgentNewParamsToolUnion{customTool("lookup")}}
+	if system != "" {
+		p.System = anthropic.String(system)
+	}
+	agent, err := c.Beta.Agents.New(ctx, p)
+	require.NoError(t, err)
+	env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "e"})
+	require.NoError(t, err)
+	sess, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
+		Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(agent.ID)}, EnvironmentID: env.ID})
+	require.NoError(t, err)
+	return sess
+}
+
 func sessionHistory(t *testing.T, c anthropic.Client, sessionID string) []anthropic.BetaManagedAgentsSessionEventUnion {
 	t.Helper()
 	var out []anthropic.BetaManagedAgentsSessionEventUnion
@@ -83,20 +125,7 @@ func imageMessage() anthropic.BetaManagedAgentsUserMessageEventParams {
 // which stores nothing.
 func TestManagedSessionSystemMessageSDK(t *testing.T) {
 	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
-		rs := startRecordedSim(t)
-		b := startManagedWith(t, backend, fmt.Sprintf(`providers:
-  anthropic:
-    base_url: %q
-    api_key: sim-key
-    simulate: never
-agents:
-  - name: demo
-    model: claude-sonnet-4-5
-    system: You are the demo.
-worker:
-  reclaim_interval: 200ms
-  poll_interval: 50ms
-`, rs.URL))
+		rs, b := startRecordedManaged(t, backend, "You are the demo.")
 		ctx := t.Context()
 		c := b.Client
 		env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "e"})
@@ -252,36 +281,15 @@ func ptrTo[T any](v T) *T { return &v }
 // still waits, nothing was interrupted or resumed.
 func TestManagedSystemMessageAfterCustomResultSDK(t *testing.T) {
 	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
-		rs := startRecordedSim(t)
-		b := startManagedWith(t, backend, fmt.Sprintf(`providers:
-  anthropic:
-    base_url: %q
-    api_key: sim-key
-    simulate: never
-agents:
-  - name: demo
-    model: claude-sonnet-4-5
-worker:
-  reclaim_interval: 200ms
-  poll_interval: 50ms
-`, rs.URL))
+		rs, b := startRecordedManaged(t, backend, "")
 		ctx := t.Context()
 		c := b.Client
-		agent, err := c.Beta.Agents.New(ctx, anthropic.BetaAgentNewParams{Name: "weather",
-			Model:  anthropic.BetaManagedAgentsModelConfigParams{ID: "claude-sonnet-4-5"},
-			System: anthropic.String("You report the weather."),
-			Tools:  []anthropic.BetaAgentNewParamsToolUnion{customTool("lookup")}})
-		require.NoError(t, err)
-		env, err := c.Beta.Environments.New(ctx, anthropic.BetaEnvironmentNewParams{Name: "e"})
-		require.NoError(t, err)
-		sess, err := c.Beta.Sessions.New(ctx, anthropic.BetaSessionNewParams{
-			Agent: anthropic.BetaSessionNewParamsAgentUnion{OfString: anthropic.String(agent.ID)}, EnvironmentID: env.ID})
-		require.NoError(t, err)
+		sess := weatherSession(t, c, "You report the weather.")
 		stream := openStream(t, c, sess.ID)
 		const extra = "Answer in French."
 
 		n := rs.count()
-		_, err = c.Beta.Sessions.Events.Send(ctx, sess.ID, say("please lookup the weather in Oslo"))
+		_, err := c.Beta.Sessions.Events.Send(ctx, sess.ID, say("please lookup the weather in Oslo"))
 		require.NoError(t, err)
 		turn := stream.untilIdle()
 		use := firstOf(t, turn, "agent.custom_tool_use").AsAgentCustomToolUse()
