@@ -365,7 +365,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	a.runs = runs
 	// Sessions' turns are runs, with the session's budget and webhook.
 	managedAPI.Runs = &managed.Turns{Runner: runs, Store: st, Webhooks: hooks, Wake: managedAPI.Wake}
-	managedAPI.RunEvents, managedAPI.Hub = st, be.Hub
+	managedAPI.RunEvents, managedAPI.Hub, managedAPI.Guard = st, be.Hub, svc.Secrets
 	managedAPI.Webhooks, managedAPI.WebhookEndpoints = a.queue, hooks
 	// Agents created through the API run as runs of their stored version.
 	// Their MCP servers by URL: one pooled client per URL, under the HTTP

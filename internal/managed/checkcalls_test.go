@@ -1,7 +1,11 @@
 package managed
 
 import (
+	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -55,4 +59,59 @@ func TestCheckCalls(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, "events[0]: no tool call of this session waits for a confirmation", e.Message)
 	require.NoError(t, s.checkCalls(t.Context(), "events", w.ms, []ClientEvent{ClientUserMessage{Text: []string{"hi"}}}))
+}
+
+// refuseGuard refuses a text holding its secret (run.MessageGuard's
+// refuse mode).
+type refuseGuard string
+
+func (g refuseGuard) Check(text string) (string, error) {
+	if strings.Contains(text, string(g)) {
+		return "", errors.New("the message contains a configured secret value")
+	}
+	return text, nil
+}
+
+// A text the message guard refuses, anywhere in a request, refuses the
+// request before any event is applied (streamWorld's Runner is nil: an
+// applied event would panic).
+func TestSendEventsGuardsTextsFirst(t *testing.T) {
+	w := newStreamWorld(t)
+	s := &Service{Store: w, Runs: w, RunEvents: w, Guard: refuseGuard("sk-secret-value")}
+	for _, body := range [][]string{
+		{`{"type":"user.message","content":[{"type":"text","text":"fine"}]}`, `{"type":"user.message","content":[{"type":"text","text":"key sk-secret-value"}]}`},
+		{`{"type":"user.message","content":[{"type":"text","text":"fine"}]}`, `{"type":"system.message","content":[{"type":"text","text":"sk-secret-value"}]}`},
+	} {
+		_, err := s.SendEvents(t.Context(), "t1", w.ms.ID, "", sendBody(t, body...))
+		require.ErrorContains(t, err, "configured secret value")
+	}
+}
+
+// A new turn carries the session's system text: the latest turn's, and
+// what was sent with an earlier turn's custom tool results after the
+// latest turn was submitted (not what was decided before: the latest
+// turn's input has it already).
+func TestSessionSystemAcrossTurns(t *testing.T) {
+	w := newStreamWorld(t)
+	s := &Service{Store: w, Runs: w, RunEvents: w}
+	t0 := time.Now()
+	in, err := json.Marshal(turnInput{Message: "second", System: []string{"from before"}, SystemMessage: "with the second"})
+	require.NoError(t, err)
+	runs := []store.Run{
+		{ID: "run_1", Status: store.RunSucceeded, CreatedAt: t0, FinishedAt: t0.Add(3 * time.Second)},
+		{ID: "run_2", Status: store.RunSucceeded, CreatedAt: t0.Add(time.Second), Input: in},
+	}
+	w.approvals = map[string][]store.Approval{"run_1": {
+		{ToolUseID: "a", Decision: store.DecisionResult, SystemMessage: "decided before run_2", DecidedAt: t0.Add(500 * time.Millisecond)},
+		{ToolUseID: "b", Decision: store.DecisionResult, SystemMessage: "decided after run_2", DecidedAt: t0.Add(2 * time.Second)},
+	}}
+	got, err := s.sessionSystem(t.Context(), runs)
+	require.NoError(t, err)
+	require.Equal(t, []string{"from before", "with the second", "decided after run_2"}, got)
+	// An earlier turn that finished before the latest was submitted is
+	// not read.
+	runs[0].FinishedAt = t0.Add(time.Second / 2)
+	got, err = s.sessionSystem(t.Context(), runs)
+	require.NoError(t, err)
+	require.Equal(t, []string{"from before", "with the second"}, got)
 }

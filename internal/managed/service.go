@@ -36,6 +36,13 @@ type Service struct {
 	// Hub wakes session streams when their turn's run stores events
 	// (stream_wake.go); nil: they poll.
 	Hub events.Hub
+	// Guard is the message guard the run service applies to a turn's
+	// texts (run.MessageGuard); SendEvents asks it first too, so a text
+	// it refuses refuses the whole request before any event is applied.
+	// Nil: none.
+	Guard interface {
+		Check(text string) (string, error)
+	}
 
 	wakes    wakers
 	versions versionCache

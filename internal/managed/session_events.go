@@ -93,10 +93,37 @@ func (s *Service) SendEvents(ctx context.Context, tenant, id, decidedBy string, 
 	if ms.Status == StatusTerminated {
 		return SentEvents{}, invalid("session %s is terminated: it takes no more events", id)
 	}
+	if err := s.checkTexts(evs); err != nil {
+		return SentEvents{}, err
+	}
 	if err := s.checkCalls(ctx, "events", ms, evs); err != nil {
 		return SentEvents{}, err
 	}
 	return s.apply(ctx, ms, a, decidedBy, "events", evs)
+}
+
+// checkTexts runs the message guard over the texts the run service will
+// guard when the events are applied (a message, a system message), so
+// that one it refuses refuses the request before anything is applied.
+func (s *Service) checkTexts(evs []ClientEvent) error {
+	if s.Guard == nil {
+		return nil
+	}
+	for _, e := range evs {
+		var text []string
+		switch e := e.(type) {
+		case ClientUserMessage:
+			text = e.Text
+		case ClientSystemMessage:
+			text = e.Text
+		default:
+			continue
+		}
+		if _, err := s.Guard.Check(strings.Join(text, "\n\n")); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Refusals of an event that answers a tool call (a user.tool_confirmation
@@ -323,14 +350,11 @@ func (s *Service) userMessage(ctx context.Context, ms store.ManagedSession, a st
 	p := run.SubmitParams{Tenant: ms.Tenant, Agent: a.ID, AgentVersion: version,
 		ConversationID: ms.ConversationID, Message: strings.Join(m.Text, "\n\n"), ConcurrencyPolicy: run.PolicyEnqueue}
 	if n := len(runs); n > 0 {
-		// The latest turn's, and those sent with its custom tools' results.
-		last := runs[n-1]
-		approvals, err := s.RunEvents.ListApprovals(ctx, last.ID)
+		system, err := s.sessionSystem(ctx, runs)
 		if err != nil {
 			return nil, err
 		}
-		in := inputOf(last)
-		p.System = run.SessionSystem(in.System, in.SystemMessage, approvals)
+		p.System = system
 	}
 	if sys != nil {
 		p.SystemMessage = strings.Join(sys.Text, "\n\n")
@@ -355,6 +379,36 @@ func (s *Service) userMessage(ctx context.Context, ms store.ManagedSession, a st
 		data = append(data, sm)
 	}
 	return data, nil
+}
+
+// sessionSystem is the session's system text so far, which a new turn
+// carries: the latest turn's (its input's, which carries every earlier
+// turn's, and what was sent with its custom tools' results), then what was
+// sent with the results of an earlier turn's custom tools after the
+// latest turn was submitted (an earlier turn that paused while a message
+// was queued behind it), in the order they were decided.
+func (s *Service) sessionSystem(ctx context.Context, runs []store.Run) ([]string, error) {
+	last := runs[len(runs)-1]
+	approvals, err := s.RunEvents.ListApprovals(ctx, last.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range runs[:len(runs)-1] {
+		if r.Status.Terminal() && r.FinishedAt.Before(last.CreatedAt) {
+			continue // decided, if ever, before the latest turn took its text
+		}
+		earlier, err := s.RunEvents.ListApprovals(ctx, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range earlier {
+			if a.DecidedAt.After(last.CreatedAt) {
+				approvals = append(approvals, a)
+			}
+		}
+	}
+	in := inputOf(last)
+	return run.SessionSystem(in.System, in.SystemMessage, approvals), nil
 }
 
 // sessionSubmitter submits a turn of a session already read (Turns).
@@ -502,7 +556,7 @@ func (s *Service) customToolResult(ctx context.Context, f string, ms store.Manag
 	if sys != nil {
 		system = strings.Join(sys.Text, "\n\n")
 	}
-	_, _, err = s.Runs.SubmitToolResult(ctx, run.ToolResultParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.CustomToolUseID,
+	decided, _, err := s.Runs.SubmitToolResult(ctx, run.ToolResultParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.CustomToolUseID,
 		Content: content, IsError: ev.IsError, SystemMessage: system, By: by})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -520,8 +574,9 @@ func (s *Service) customToolResult(ctx context.Context, f string, ms store.Manag
 	if err != nil || sys == nil {
 		return []json.RawMessage{b}, err
 	}
+	// As stored (the message guard may have scrubbed it), as the history shows it.
 	sb, err := json.Marshal(systemMessage{CustomToolSystemID(r.ID, ev.CustomToolUseID), EvSystemMessage, &at,
-		[]textBlock{{Type: "text", Text: system}}})
+		[]textBlock{{Type: "text", Text: decided.SystemMessage}}})
 	return []json.RawMessage{b, sb}, err
 }
 
