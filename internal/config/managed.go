@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/agentd/agentd/internal/urlscope"
 )
 
 // ManagedAgents configures the Managed Agents face (docs/managed-agents.md).
@@ -183,10 +185,10 @@ func (c *Config) validateManagedMCPServers(v *validator) {
 			v.add(p+".url", "must be an absolute http:// or https:// URL")
 		case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 			v.add(p+".url", "must not have user info, a query or a fragment (it is a URL prefix)")
-		case strings.Contains("/"+u.EscapedPath()+"/", "/./") || strings.Contains("/"+u.EscapedPath()+"/", "/../"):
-			v.add(p+".url", "must not have . or .. path segments")
+		case urlscope.Ambiguous(u.EscapedPath()):
+			v.add(p+".url", `must not have . or .. path segments, an encoded "/" or "\\", or a backslash`)
 		default:
-			key := strings.ToLower(u.Scheme+"://"+u.Host) + strings.TrimRight(u.EscapedPath(), "/")
+			key := urlscope.Key(u) // the pool's: a default port is no port
 			if j, dup := seen[key]; dup {
 				v.add(p+".url", fmt.Sprintf("the same URL as managed.mcp.servers[%d]", j))
 			} else {

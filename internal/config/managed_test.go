@@ -145,6 +145,8 @@ func TestManagedMCPServersConfig(t *testing.T) {
 		{ManagedMCPServer{URL: "https://u:pw@mcp.example.com", Headers: h("A", "b")}, "servers[0].url: must not have user info"},
 		{ManagedMCPServer{URL: "https://mcp.example.com/x?key=1", Headers: h("A", "b")}, "servers[0].url: must not have user info, a query"},
 		{ManagedMCPServer{URL: "https://mcp.example.com/a/../b", Headers: h("A", "b")}, "servers[0].url: must not have . or .."},
+		{ManagedMCPServer{URL: "https://mcp.example.com/a/%2E%2e/b", Headers: h("A", "b")}, "servers[0].url: must not have . or .."},
+		{ManagedMCPServer{URL: "https://mcp.example.com/a%2Fb", Headers: h("A", "b")}, "servers[0].url: must not have . or .."},
 		{ManagedMCPServer{URL: "https://mcp.example.com"}, "servers[0].headers: at least one"},
 		{ManagedMCPServer{URL: "https://mcp.example.com", Headers: h("Bad Name", "s3cr3t")}, `servers[0].headers.Bad Name: not a valid HTTP header name`},
 		{ManagedMCPServer{URL: "https://mcp.example.com", Headers: h("content-type", "s3cr3t")}, "servers[0].headers.content-type: set by agentd"},
@@ -162,7 +164,7 @@ func TestManagedMCPServersConfig(t *testing.T) {
 	}
 	c := Config{Secrets: secrets, ManagedAgents: ManagedAgents{MCP: ManagedMCP{Servers: []ManagedMCPServer{
 		{URL: "https://mcp.example.com/v1/", Headers: h("Authorization", "{{secret:tok}}")},
-		{URL: "HTTPS://MCP.example.com/v1", Headers: h("Authorization", "x")},
+		{URL: "HTTPS://MCP.example.com:443/v1", Headers: h("Authorization", "x")},
 	}}}}
 	v := &validator{}
 	c.validateManaged(v)

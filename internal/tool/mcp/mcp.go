@@ -29,6 +29,7 @@ import (
 	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/tool"
+	"github.com/agentd/agentd/internal/urlscope"
 )
 
 // Defaults of Config.
@@ -434,7 +435,7 @@ func (s *Server) transport(ctx context.Context) (sdk.Transport, error) {
 			return nil, fmt.Errorf("url: %w", err)
 		}
 		c.Transport = &headerTransport{base: base, headers: s.cfg.Headers, secrets: s.cfg.Secrets,
-			scheme: strings.ToLower(u.Scheme), host: hostKey(u)}
+			scheme: strings.ToLower(u.Scheme), host: urlscope.Host(u)}
 		hc = &c
 	}
 	return &sdk.StreamableClientTransport{Endpoint: s.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}, nil
@@ -447,11 +448,11 @@ type headerTransport struct {
 	base         http.RoundTripper
 	headers      map[string]string
 	secrets      *tool.Secrets
-	scheme, host string // of Config.URL (host: hostKey)
+	scheme, host string // of Config.URL (host: urlscope.Host)
 }
 
 func (h *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if strings.ToLower(req.URL.Scheme) != h.scheme || hostKey(req.URL) != h.host {
+	if strings.ToLower(req.URL.Scheme) != h.scheme || urlscope.Host(req.URL) != h.host {
 		return h.base.RoundTrip(req)
 	}
 	req = req.Clone(req.Context())

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/tool"
 	"github.com/agentd/agentd/internal/tool/httptool"
+	"github.com/agentd/agentd/internal/urlscope"
 )
 
 // DefaultPoolMaxServers is PoolConfig.MaxServers' default.
@@ -68,7 +68,7 @@ type Credential struct {
 // credential is a parsed Credential.
 type credential struct {
 	url                string // as configured, for errors
-	scheme, host, path string // host: hostKey; path: escaped, no trailing "/"
+	scheme, host, path string // host: urlscope.Host; path: escaped, no trailing "/"
 	headers            map[string]string
 }
 
@@ -82,10 +82,10 @@ func parseCredentials(cs []Credential, secrets *tool.Secrets) ([]credential, err
 			return nil, fmt.Errorf("[%d].url: want an absolute http(s) URL", i)
 		case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 			return nil, fmt.Errorf("[%d].url: no user info, query or fragment", i)
-		case hasDotSegment(u.EscapedPath()):
-			return nil, fmt.Errorf("[%d].url: no . or .. path segments", i)
+		case urlscope.Ambiguous(u.EscapedPath()):
+			return nil, fmt.Errorf("[%d].url: no . or .. path segments, encoded / or \\, or backslash", i)
 		}
-		cr := credential{url: c.URL, scheme: u.Scheme, host: hostKey(u), path: strings.TrimRight(u.EscapedPath(), "/"), headers: c.Headers}
+		cr := credential{url: c.URL, scheme: strings.ToLower(u.Scheme), host: urlscope.Host(u), path: strings.TrimRight(u.EscapedPath(), "/"), headers: c.Headers}
 		for _, o := range out {
 			if o.scheme == cr.scheme && o.host == cr.host && o.path == cr.path {
 				return nil, fmt.Errorf("[%d].url: the same URL as %s", i, o.url)
@@ -113,49 +113,14 @@ func parseCredentials(cs []Credential, secrets *tool.Secrets) ([]credential, err
 	return out, nil
 }
 
-// hostKey is u's host as agentd names it (breakers, metrics, credential
-// matching): lower case, no trailing dot, the port only when it is not the
-// scheme's default.
-func hostKey(u *url.URL) string {
-	h, port := strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), u.Port()
-	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
-		port = ""
-	}
-	if port != "" {
-		return net.JoinHostPort(h, port)
-	}
-	if strings.Contains(h, ":") {
-		return "[" + h + "]"
-	}
-	return h
-}
-
-// hasDotSegment reports whether an escaped path has a "." or ".." segment
-// (also percent-encoded), which a server may resolve out of a credential's
-// path.
-func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
-		seg = strings.ReplaceAll(strings.ToLower(seg), "%2e", ".")
-		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
-}
-
 // credentialFor returns the credential that applies to u, nil if none.
 func (p *Pool) credentialFor(u *url.URL) *credential {
 	if len(p.creds) == 0 {
 		return nil
 	}
-	path := u.EscapedPath()
-	if hasDotSegment(path) {
-		return nil
-	}
-	scheme, host := strings.ToLower(u.Scheme), hostKey(u)
 	for i := range p.creds {
 		c := &p.creds[i]
-		if c.scheme == scheme && c.host == host && (path == c.path || strings.HasPrefix(path, c.path+"/")) {
+		if urlscope.Covers(c.scheme, c.host, c.path, u) {
 			return c
 		}
 	}
@@ -199,7 +164,7 @@ const otherServers = "other"
 // reconnected by its supervisor while it is pooled, closed by Close. Every
 // dial is under PoolConfig.Policy.
 //
-// A server is known to agentd by its host (hostKey): every request to a
+// A server is known to agentd by its host (urlscope.Host): every request to a
 // host goes through that host's breaker ("mcp-url:HOST", breaker.Transport:
 // no answer or 5xx is a failure), and its tool calls and connections are
 // counted under it (tool.Metrics). Both are bounded: the hosts of
@@ -266,7 +231,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 // hostLabel is u's host, or otherServers once MaxServers hosts (beyond
 // those of Credentials) have their own.
 func (p *Pool) hostLabel(u *url.URL) string {
-	h := hostKey(u)
+	h := urlscope.Host(u)
 	p.hostsMu.Lock()
 	defer p.hostsMu.Unlock()
 	if _, ok := p.hosts[h]; ok {

@@ -351,11 +351,6 @@ func TestPoolHostLabels(t *testing.T) {
 	require.Equal(t, "other", label("https://three.example/mcp"))
 	require.Equal(t, "one.example", label("https://one.example/elsewhere"), "a host keeps its label")
 	require.Equal(t, "cred.example", label("https://cred.example/x"), "credentials' hosts are not counted")
-	for raw, want := range map[string]string{"http://[::1]:9/mcp": "[::1]:9", "http://[::1]:80/": "[::1]", "https://h.example.:443": "h.example"} {
-		u, err := url.Parse(raw)
-		require.NoError(t, err)
-		require.Equal(t, want, hostKey(u), raw)
-	}
 	require.Equal(t, "mcp-url:one.example", p.breakerName("one.example"))
 	require.Empty(t, p.breakerName("other"))
 }
