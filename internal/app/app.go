@@ -370,7 +370,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	// Agents created through the API run as runs of their stored version.
 	// Their MCP servers by URL: one pooled client per URL, under the HTTP
 	// tools' SSRF guard, with the operator's credentials (managed.mcp.servers;
-	// secrets as tools resolve them), a breaker and metrics per host.
+	// secrets as tools resolve them; per URL and tenant where an entry
+	// names tenants), a breaker and metrics per host.
 	mm := cfg.ManagedAgents.MCP
 	creds := make([]mcp.Credential, 0, len(mm.Servers))
 	for _, s := range mm.Servers {
@@ -378,7 +379,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		for k, v := range s.Headers {
 			h[k] = v.Value()
 		}
-		creds = append(creds, mcp.Credential{URL: s.URL, Headers: h})
+		creds = append(creds, mcp.Credential{URL: s.URL, Headers: h, Tenants: s.Tenants})
 	}
 	mcpPool, err := mcp.NewPool(mcp.PoolConfig{
 		Policy: httptool.Policy{AllowPrivate: mm.AllowPrivate, AllowHosts: mm.AllowHosts,

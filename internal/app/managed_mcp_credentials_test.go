@@ -109,3 +109,50 @@ breakers:
 		require.Equal(t, http.StatusOK, call(t, "GET", b.URL+"/readyz", "").status, "an MCP server never makes the instance unready")
 	})
 }
+
+// Credentials restricted to tenants (managed.mcp.servers[].tenants): two
+// tenants' agents name the same server URL, each entry of that URL names
+// one tenant; each tenant's turn reaches the server with its own header
+// only, over a connection of its own.
+func TestManagedMCPByURLTenantCredentialsSDK(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		ops := startOpsServer(t)
+		host := strings.TrimSuffix(strings.TrimPrefix(ops.URL, "http://"), "/mcp")
+		b := startManagedWith(t, backend, eventAgents+fmt.Sprintf(`managed:
+  mcp:
+    allow_hosts: [127.0.0.1]
+    connect_timeout: 2s
+    servers:
+      - url: http://%[1]s/
+        headers:
+          Authorization: "Bearer t1-token"
+        tenants: [t1]
+      - url: http://%[1]s
+        headers:
+          Authorization: "Bearer t2-token"
+        tenants: [t2]
+`, host))
+		ctx := t.Context()
+		for _, tc := range []struct {
+			c    anthropic.Client
+			want string
+		}{{b.Client, "Bearer t1-token"}, {b.Other, "Bearer t2-token"}} {
+			agent := opsAgent(t, tc.c, ops.URL)
+			sid := newSession(t, tc.c, agent.ID)
+			stream := openStream(t, tc.c, sid)
+			n := len(ops.authorizations())
+			_, err := tc.c.Beta.Sessions.Events.Send(ctx, sid, say("please shout the news"))
+			require.NoError(t, err)
+			turn := stream.untilIdle()
+			res := firstOf(t, turn, "agent.mcp_tool_result").AsAgentMCPToolResult()
+			require.False(t, res.IsError, res.RawJSON())
+			auth := ops.authorizations()[n:]
+			require.GreaterOrEqual(t, len(auth), 4, "initialize, initialized, tools/list, tools/call")
+			for i, a := range auth {
+				require.Equal(t, tc.want, a, "request %d", i)
+			}
+		}
+		require.Len(t, ops.called(), 2)
+		require.Equal(t, int32(2), ops.sessions.Load(), "a connection per tenant")
+	})
+}

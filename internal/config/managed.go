@@ -88,6 +88,12 @@ type ManagedMCPServer struct {
 	// secrets (re-read by secrets_refresh, scrubbed from tool output).
 	// At least one.
 	Headers map[string]Secret `yaml:"headers,omitempty"`
+	// Tenants are the tenants whose agents' runs the entry serves: for
+	// another tenant's it does not exist (the longest entry that serves
+	// the tenant applies, if any). Such a server is connected once per
+	// tenant. Two entries may have the same URL only if both name tenants
+	// and none is in both. Defaults to every tenant.
+	Tenants []string `yaml:"tenants,omitempty"`
 }
 
 // Defaults of ManagedMCP.
@@ -174,8 +180,9 @@ var reservedMCPHeaders = []string{"Host", "Content-Type", "Content-Length", "Acc
 // validateManagedMCPServers checks managed.mcp.servers. Messages never
 // quote a header value.
 func (c *Config) validateManagedMCPServers(v *validator) {
-	seen := map[string]int{}
-	for i, s := range c.ManagedAgents.MCP.Servers {
+	seen := map[string][]int{} // entries by URL (urlscope.Key)
+	servers := c.ManagedAgents.MCP.Servers
+	for i, s := range servers {
 		p := fmt.Sprintf("managed.mcp.servers[%d]", i)
 		u, err := url.Parse(s.URL)
 		switch {
@@ -189,10 +196,18 @@ func (c *Config) validateManagedMCPServers(v *validator) {
 			v.add(p+".url", `must not have . or .. path segments, an encoded "/" or "\\", or a backslash`)
 		default:
 			key := urlscope.Key(u) // the pool's: a default port is no port
-			if j, dup := seen[key]; dup {
-				v.add(p+".url", fmt.Sprintf("the same URL as managed.mcp.servers[%d]", j))
-			} else {
-				seen[key] = i
+			for _, j := range seen[key] {
+				// At most one entry of a URL may serve a tenant.
+				if o := servers[j].Tenants; len(o) == 0 || len(s.Tenants) == 0 || slices.ContainsFunc(s.Tenants, func(t string) bool { return slices.Contains(o, t) }) {
+					v.add(p+".url", fmt.Sprintf("the same URL as managed.mcp.servers[%d] (allowed only when both name tenants, none in both)", j))
+					break
+				}
+			}
+			seen[key] = append(seen[key], i)
+		}
+		for j, t := range s.Tenants {
+			if strings.TrimSpace(t) == "" {
+				v.add(fmt.Sprintf("%s.tenants[%d]", p, j), "a tenant name must not be empty")
 			}
 		}
 		if len(s.Headers) == 0 {

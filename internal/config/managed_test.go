@@ -122,6 +122,8 @@ func TestManagedMCPServersConfig(t *testing.T) {
 	s := cfg.ManagedAgents.MCP.Servers
 	require.Len(t, s, 2)
 	require.Equal(t, "https://mcp.linear.app/sse", s[0].URL)
+	require.Equal(t, []string{"acme", "globex"}, s[0].Tenants)
+	require.Empty(t, s[1].Tenants, "every tenant's")
 	require.Equal(t, "Bearer lin-token-from-env", s[0].Headers["Authorization"].Value())
 	require.Equal(t, "Bearer {{secret:docs_token}}", s[1].Headers["Authorization"].Value(), "resolved per request")
 	require.NotContains(t, cfg.Redacted(), "lin-token-from-env")
@@ -170,6 +172,37 @@ func TestManagedMCPServersConfig(t *testing.T) {
 	c.validateManaged(v)
 	require.Len(t, v.errs, 1)
 	require.ErrorContains(t, v.errs[0], "managed.mcp.servers[1].url: the same URL as managed.mcp.servers[0]")
+
+	// tenants: no empty name; the same URL twice only for disjoint,
+	// named tenants.
+	c.ManagedAgents.MCP.Servers = []ManagedMCPServer{{URL: "https://mcp.example.com", Headers: h("A", "b"), Tenants: []string{"acme", " "}}}
+	v = &validator{}
+	c.validateManaged(v)
+	require.Len(t, v.errs, 1)
+	require.ErrorContains(t, v.errs[0], "managed.mcp.servers[0].tenants[1]: a tenant name must not be empty")
+	for _, tc := range []struct {
+		a, b []string
+		ok   bool
+	}{
+		{[]string{"acme"}, []string{"globex", "initech"}, true},
+		{[]string{"acme"}, nil, false},
+		{nil, []string{"acme"}, false},
+		{[]string{"acme", "globex"}, []string{"globex"}, false},
+	} {
+		c.ManagedAgents.MCP.Servers = []ManagedMCPServer{
+			{URL: "https://mcp.example.com/v1/", Headers: h("A", "b"), Tenants: tc.a},
+			{URL: "https://mcp.example.com/v1", Headers: h("A", "c"), Tenants: tc.b},
+			{URL: "https://mcp.example.com/v1/x", Headers: h("A", "d")},
+		}
+		v = &validator{}
+		c.validateManaged(v)
+		if tc.ok {
+			require.Empty(t, v.errs, "%v %v", tc.a, tc.b)
+			continue
+		}
+		require.Len(t, v.errs, 1, "%v %v", tc.a, tc.b)
+		require.ErrorContains(t, v.errs[0], "managed.mcp.servers[1].url: the same URL as managed.mcp.servers[0] (allowed only when both name tenants")
+	}
 }
 
 // breakers.overrides names hosts of MCP servers by URL as mcp-url:HOST

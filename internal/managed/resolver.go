@@ -59,11 +59,12 @@ type MCPClients interface {
 	// CheckURL checks a URL against the private-address policy, without
 	// connecting.
 	CheckURL(url string) error
-	// Tools connects (if need be, bounded) and returns the server's tools.
-	Tools(ctx context.Context, url string) ([]tool.Tool, error)
-	// Known returns the tool names the server offered when last listed,
-	// without connecting (nil: not connected on this process).
-	Known(url string) []string
+	// Tools connects (if need be, bounded) and returns the server's tools
+	// for a run of tenant (whose credentials the connection sends).
+	Tools(ctx context.Context, tenant, url string) ([]tool.Tool, error)
+	// Known returns the tool names the server offered tenant when last
+	// listed, without connecting (nil: not connected on this process).
+	Known(tenant, url string) []string
 }
 
 // ResolveAgent implements run.AgentResolver: agent id at version (0: the
@@ -83,23 +84,23 @@ func (r *Resolver) ResolveAgent(ctx context.Context, tenant, id string, version 
 	if err != nil {
 		return nil, err
 	}
-	return r.Build(a.ID, c)
+	return r.Build(tenant, a.ID, c)
 }
 
-// Build returns the run agent of an agent version; an agent this server
-// cannot run is an InvalidError saying why. It does not connect to the
-// agent's MCP servers by URL: the agent's Prepare does, when a run of it
-// executes.
-func (r *Resolver) Build(id string, c AgentConfig) (*run.ChatAgent, error) {
+// Build returns the run agent of an agent version of tenant; an agent
+// this server cannot run is an InvalidError saying why. It does not
+// connect to the agent's MCP servers by URL: the agent's Prepare does,
+// when a run of it executes, as tenant (the credentials it may use).
+func (r *Resolver) Build(tenant, id string, c AgentConfig) (*run.ChatAgent, error) {
 	if err := r.CheckMCPServers(c); err != nil {
 		return nil, invalid("agent %s: %s", id, err.Message)
 	}
-	a, err := r.build(context.Background(), id, c, false)
+	a, err := r.build(context.Background(), tenant, id, c, false)
 	if err != nil {
 		return nil, err
 	}
 	if len(c.MCPServers) > 0 {
-		a.Prepare = func(ctx context.Context) (*run.ChatAgent, error) { return r.build(ctx, id, c, true) }
+		a.Prepare = func(ctx context.Context) (*run.ChatAgent, error) { return r.build(ctx, tenant, id, c, true) }
 	}
 	return a, nil
 }
@@ -124,7 +125,7 @@ func (r *Resolver) CheckMCPServers(c AgentConfig) *InvalidError {
 // build is Build; with connect, the tools of its MCP servers by URL are
 // listed (connecting as needed) and offered per their toolsets, else they
 // are left out.
-func (r *Resolver) build(ctx context.Context, id string, c AgentConfig, connect bool) (*run.ChatAgent, error) {
+func (r *Resolver) build(ctx context.Context, tenant, id string, c AgentConfig, connect bool) (*run.ChatAgent, error) {
 	if r.Model == nil {
 		return nil, errors.New("managed agents: no model source")
 	}
@@ -156,7 +157,7 @@ func (r *Resolver) build(ctx context.Context, id string, c AgentConfig, connect 
 			case byURL && !connect:
 				continue
 			case byURL:
-				ts, err := r.MCP.Tools(ctx, url)
+				ts, err := r.MCP.Tools(ctx, tenant, url)
 				if err != nil {
 					return nil, fmt.Errorf("mcp_servers %q (%s) of agent %s: %w", t.MCPServerName, url, id, err)
 				}
@@ -199,12 +200,12 @@ func (r *Resolver) build(ctx context.Context, id string, c AgentConfig, connect 
 	return &run.ChatAgent{Agent: a, MaxMessages: r.MaxMessages}, nil
 }
 
-// MCPServerOf returns, for the session stream of agent c, the MCP server
+// MCPServerOf returns, for the session stream of agent c of tenant, the MCP server
 // (mcp_server_name) a tool name belongs to, among c's MCP servers by URL:
 // the one whose tools, as this process last listed them, include it;
 // else, when c has a single toolset of a server by URL and no other
 // toolset offers the name, that one.
-func (r *Resolver) MCPServerOf(c AgentConfig) func(name string) (string, bool) {
+func (r *Resolver) MCPServerOf(tenant string, c AgentConfig) func(name string) (string, bool) {
 	if r == nil || r.MCP == nil || len(c.MCPServers) == 0 {
 		return func(string) (string, bool) { return "", false }
 	}
@@ -225,7 +226,7 @@ func (r *Resolver) MCPServerOf(c AgentConfig) func(name string) (string, bool) {
 	}
 	return func(name string) (string, bool) {
 		for _, s := range byURL {
-			if slices.Contains(r.MCP.Known(urls[s]), name) {
+			if slices.Contains(r.MCP.Known(tenant, urls[s]), name) {
 				return s, true
 			}
 		}

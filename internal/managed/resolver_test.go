@@ -34,7 +34,7 @@ func TestResolverBuild(t *testing.T) {
 		{Type: ToolMCPToolset, MCPServerName: AgentdToolset, DefaultConfig: &ToolConfig{Enabled: &on, PermissionPolicy: PolicyAlwaysAllow},
 			Configs: []ToolConfig{{Name: "calculator", PermissionPolicy: PolicyAlwaysAsk}, {Name: "word_count", Enabled: &off}}},
 	}}
-	a, err := r.Build("agent_1", c)
+	a, err := r.Build("t", "agent_1", c)
 	require.NoError(t, err)
 	require.Equal(t, []string{"claude-x"}, asked)
 	require.Equal(t, "agent_1", a.Name, "the run's agent (and metrics label) is the agent id")
@@ -55,11 +55,11 @@ func TestResolverBuild(t *testing.T) {
 	require.Equal(t, []string{"calculator"}, a.Approval.Tools, "always_ask waits for a confirmation")
 
 	// MCP servers by URL, and a configured tool the source lacks: refused.
-	_, err = r.Build("agent_2", AgentConfig{Model: ModelConfig{ID: "m"}, MCPServers: []MCPServer{{Name: "docs", URL: "https://mcp.example.com"}}})
+	_, err = r.Build("t", "agent_2", AgentConfig{Model: ModelConfig{ID: "m"}, MCPServers: []MCPServer{{Name: "docs", URL: "https://mcp.example.com"}}})
 	e, ok := AsInvalid(err)
 	require.True(t, ok, "%v", err)
 	require.Contains(t, e.Message, "https://mcp.example.com")
-	_, err = r.Build("agent_3", AgentConfig{Model: ModelConfig{ID: "m"}, Tools: []Tool{{Type: ToolMCPToolset, MCPServerName: "kv",
+	_, err = r.Build("t", "agent_3", AgentConfig{Model: ModelConfig{ID: "m"}, Tools: []Tool{{Type: ToolMCPToolset, MCPServerName: "kv",
 		Configs: []ToolConfig{{Name: "get", Enabled: &on}}}}})
 	e, ok = AsInvalid(err)
 	require.True(t, ok, "%v", err)

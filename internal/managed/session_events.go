@@ -254,7 +254,7 @@ func (s *Service) runnableVersion(f string, a store.ManagedAgent) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := s.Agents.Build(a.ID, c); err != nil {
+	if _, err := s.Agents.Build(a.Tenant, a.ID, c); err != nil {
 		return 0, err
 	}
 	return int(a.Version), nil
@@ -735,11 +735,11 @@ func (s *Service) translator(ctx context.Context, ms store.ManagedSession, a sto
 	if err != nil {
 		return nil, nil, base, err
 	}
-	return &Translator{Tools: s.toolsOf(base), Budget: budget}, &sessionEvents{evs: evs}, base, nil
+	return &Translator{Tools: s.toolsOf(ms.Tenant, base), Budget: budget}, &sessionEvents{evs: evs, tenant: ms.Tenant}, base, nil
 }
 
-// toolsOf is how the stream reports the tool calls of agent c.
-func (s *Service) toolsOf(c AgentConfig) func(string) ToolInfo {
+// toolsOf is how the stream reports the tool calls of agent c of tenant.
+func (s *Service) toolsOf(tenant string, c AgentConfig) func(string) ToolInfo {
 	// agentd's tools are reported as the toolsets they were configured
 	// in; a name in no toolset is a server tool.
 	byName := map[string]string{}
@@ -750,7 +750,7 @@ func (s *Service) toolsOf(c AgentConfig) func(string) ToolInfo {
 			}
 		}
 	}
-	byURL := s.Agents.MCPServerOf(c) // tools of its MCP servers by URL
+	byURL := s.Agents.MCPServerOf(tenant, c) // tools of its MCP servers by URL
 	return ToolsOf(c, func(name string) (string, bool) {
 		if server, ok := byName[name]; ok {
 			return server, ok

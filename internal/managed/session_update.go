@@ -87,7 +87,7 @@ func (r *Resolver) ResolveConversationAgent(ctx context.Context, tenant, id stri
 	if err != nil {
 		return nil, err
 	}
-	return r.Build(a.ID, c)
+	return r.Build(tenant, a.ID, c)
 }
 
 // sessionAgentUpdate is the agent of a session update
@@ -255,8 +255,9 @@ func mustJSON(v any) json.RawMessage {
 // sessionEvents are a session's events that no run produces, as the
 // history places them (see the top of this file).
 type sessionEvents struct {
-	evs  []store.ManagedSessionEvent
-	next int // the first not yet passed
+	evs    []store.ManagedSessionEvent
+	next   int    // the first not yet passed
+	tenant string // the session's (its MCP servers' tools are the tenant's)
 }
 
 // decode returns e's event and its row.
@@ -294,7 +295,7 @@ func (se *sessionEvents) passTo(tr *Translator, s *Service, base AgentConfig, be
 		}
 		se.next++
 		if row.Agent != nil {
-			tr.Tools = s.toolsOf(row.Agent.apply(base))
+			tr.Tools = s.toolsOf(se.tenant, row.Agent.apply(base))
 		}
 		if row.BudgetChanged {
 			var d struct {

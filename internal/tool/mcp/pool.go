@@ -63,6 +63,10 @@ type Credential struct {
 	// on no other request: not on a redirect elsewhere); values may hold
 	// {{secret:NAME}}.
 	Headers map[string]string
+	// Tenants are the tenants whose runs it serves; empty: every
+	// tenant's. Two credentials of the same URL must both name tenants,
+	// and no tenant twice.
+	Tenants []string
 }
 
 // credential is a parsed Credential.
@@ -70,6 +74,13 @@ type credential struct {
 	url                string // as configured, for errors
 	scheme, host, path string // host: urlscope.Host; path: escaped, no trailing "/"
 	headers            map[string]string
+	tenants            []string // nil: every tenant
+}
+
+// allows reports whether c serves tenant; a restricted credential serves
+// no unbound connection (tenant "").
+func (c *credential) allows(tenant string) bool {
+	return len(c.tenants) == 0 || (tenant != "" && slices.Contains(c.tenants, tenant))
 }
 
 // parseCredentials checks and parses cs, longest path first.
@@ -86,9 +97,20 @@ func parseCredentials(cs []Credential, secrets *tool.Secrets) ([]credential, err
 			return nil, fmt.Errorf("[%d].url: no . or .. path segments, encoded / or \\, or backslash", i)
 		}
 		cr := credential{url: c.URL, scheme: strings.ToLower(u.Scheme), host: urlscope.Host(u), path: strings.TrimRight(u.EscapedPath(), "/"), headers: c.Headers}
+		for j, t := range c.Tenants {
+			if t == "" {
+				return nil, fmt.Errorf("[%d].tenants[%d]: empty", i, j)
+			}
+		}
+		if len(c.Tenants) > 0 {
+			cr.tenants = slices.Clone(c.Tenants)
+		}
 		for _, o := range out {
-			if o.scheme == cr.scheme && o.host == cr.host && o.path == cr.path {
-				return nil, fmt.Errorf("[%d].url: the same URL as %s", i, o.url)
+			// The same URL twice only for disjoint sets of named
+			// tenants: at most one applies to a tenant.
+			if o.scheme == cr.scheme && o.host == cr.host && o.path == cr.path &&
+				(o.tenants == nil || cr.tenants == nil || slices.ContainsFunc(cr.tenants, func(t string) bool { return slices.Contains(o.tenants, t) })) {
+				return nil, fmt.Errorf("[%d].url: the same URL as %s (allowed only with disjoint tenants in both)", i, o.url)
 			}
 		}
 		if len(c.Headers) == 0 {
@@ -113,30 +135,46 @@ func parseCredentials(cs []Credential, secrets *tool.Secrets) ([]credential, err
 	return out, nil
 }
 
-// credentialFor returns the credential that applies to u, nil if none.
-func (p *Pool) credentialFor(u *url.URL) *credential {
-	if len(p.creds) == 0 {
-		return nil
-	}
+// credentialFor returns the credential that applies to u for tenant (""
+// on an unbound connection: unrestricted credentials only): the longest
+// path covering u that serves tenant; nil if none.
+func (p *Pool) credentialFor(u *url.URL, tenant string) *credential {
 	for i := range p.creds {
 		c := &p.creds[i]
-		if urlscope.Covers(c.scheme, c.host, c.path, u) {
+		if c.allows(tenant) && urlscope.Covers(c.scheme, c.host, c.path, u) {
 			return c
 		}
 	}
 	return nil
 }
 
+// bindsTenant reports whether the connection to the server at raw is one
+// per tenant: some credential covering it is restricted to tenants, so
+// tenants may get different headers there. A URL that does not parse is
+// never connected (CheckURL refuses it).
+func (p *Pool) bindsTenant(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(p.creds, func(c credential) bool {
+		return c.tenants != nil && urlscope.Covers(c.scheme, c.host, c.path, u)
+	})
+}
+
 // credentialTransport sets the headers of the credential that applies to
-// each request's own URL: a redirect to another host or path gets the
-// headers of its URL, if any, never those of the first.
+// each request's own URL for the connection's tenant: a redirect to
+// another host or path gets the headers of its URL, if any, never those
+// of the first, and only those the tenant may use ("": an unbound
+// connection, only unrestricted credentials).
 type credentialTransport struct {
-	p    *Pool
-	next http.RoundTripper
+	p      *Pool
+	tenant string
+	next   http.RoundTripper
 }
 
 func (t *credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c := t.p.credentialFor(req.URL)
+	c := t.p.credentialFor(req.URL, t.tenant)
 	if c == nil {
 		return t.next.RoundTrip(req)
 	}
@@ -162,7 +200,9 @@ const otherServers = "other"
 // Agents API's mcp_servers): one streamable-HTTP session per URL, opened
 // when a run first needs it and shared by every session and run after,
 // reconnected by its supervisor while it is pooled, closed by Close. Every
-// dial is under PoolConfig.Policy.
+// dial is under PoolConfig.Policy. Where a credential restricted to
+// tenants covers the URL, the session is per URL and tenant instead (see
+// Tools).
 //
 // A server is known to agentd by its host (urlscope.Host): every request to a
 // host goes through that host's breaker ("mcp-url:HOST", breaker.Transport:
@@ -172,12 +212,13 @@ const otherServers = "other"
 // their own; later hosts share the label "other" and have no breaker. The
 // operator's Credentials are the only headers agentd adds.
 type Pool struct {
-	cfg    PoolConfig
-	client *http.Client
-	creds  []credential
+	cfg   PoolConfig
+	base  *http.Client      // the policy's; its CheckRedirect stays
+	next  http.RoundTripper // base's transport
+	creds []credential
 
 	mu      sync.Mutex
-	servers map[string]*pooled
+	servers map[poolKey]*pooled
 	closed  bool
 
 	hostsMu sync.Mutex
@@ -185,6 +226,12 @@ type Pool struct {
 	counted int                 // of them, not of Credentials (the cap's)
 	capped  bool                // the cap was reached (logged once)
 }
+
+// poolKey names a pooled connection: its URL, and the tenant it serves
+// when credentials covering the URL are restricted to tenants (else "":
+// shared by every tenant), so that no connection is shared by tenants
+// that would send different credentials.
+type poolKey struct{ url, tenant string }
 
 type pooled struct {
 	s     *Server
@@ -213,19 +260,31 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	if base == nil {
 		base = cfg.Policy.Client()
 	}
-	p := &Pool{cfg: cfg, creds: creds, servers: map[string]*pooled{}, hosts: map[string]struct{}{}}
+	p := &Pool{cfg: cfg, base: base, next: base.Transport, creds: creds, servers: map[poolKey]*pooled{}, hosts: map[string]struct{}{}}
 	for _, c := range creds {
 		p.hosts[c.host] = struct{}{}
 	}
-	next := base.Transport
-	if next == nil {
-		next = http.DefaultTransport
+	if p.next == nil {
+		p.next = http.DefaultTransport
 	}
-	c := *base // its CheckRedirect (the policy's) stays
-	c.Transport = &breaker.Transport{Set: cfg.Breakers, Name: func(r *http.Request) string { return p.breakerName(p.hostLabel(r.URL)) },
-		Next: &credentialTransport{p: p, next: next}}
-	p.client = &c
 	return p, nil
+}
+
+// client is the HTTP client of a connection serving tenant ("": every
+// tenant): the host's breaker, then the credentials tenant may use.
+func (p *Pool) client(tenant string) *http.Client {
+	c := *p.base // its CheckRedirect (the policy's) stays
+	c.Transport = &breaker.Transport{Set: p.cfg.Breakers, Name: func(r *http.Request) string { return p.breakerName(p.hostLabel(r.URL)) },
+		Next: &credentialTransport{p: p, tenant: tenant, next: p.next}}
+	return &c
+}
+
+// key is the pooled connection of url for tenant.
+func (p *Pool) key(tenant, url string) poolKey {
+	if p.bindsTenant(url) {
+		return poolKey{url: url, tenant: tenant}
+	}
+	return poolKey{url: url}
 }
 
 // hostLabel is u's host, or otherServers once MaxServers hosts (beyond
@@ -275,8 +334,11 @@ func (p *Pool) CheckURL(url string) error { return p.cfg.Policy.CheckURL(url) }
 // ErrPoolClosed: the pool was closed (the process is stopping).
 var ErrPoolClosed = errors.New("MCP client pool closed")
 
-// Tools returns every tool the server at url offers now, connecting to it
-// first if no connection is pooled (bounded by ConnectTimeout and ctx).
+// Tools returns every tool the server at url offers now to a run of
+// tenant, connecting to it first if no connection is pooled (bounded by
+// ConnectTimeout and ctx). The connection is shared by every tenant
+// unless a credential covering url is restricted to tenants; then it is
+// tenant's own, and sends only the credentials tenant may use.
 // Each tool's Spec is the server's (no prefix); ServerToolName is its name.
 //
 // Calls of the tools are counted by server host (tool.Metrics). While the
@@ -284,9 +346,9 @@ var ErrPoolClosed = errors.New("MCP client pool closed")
 // pooled with the breaker's error, one pooled (reconnecting) offers the
 // tools it last listed, whose calls fail at once with an error the model
 // reads.
-func (p *Pool) Tools(ctx context.Context, url string) ([]tool.Tool, error) {
+func (p *Pool) Tools(ctx context.Context, tenant, url string) ([]tool.Tool, error) {
 	label := p.serverLabel(url)
-	s, err := p.server(ctx, url, label)
+	s, err := p.server(ctx, p.key(tenant, url), label)
 	if err != nil {
 		return nil, err
 	}
@@ -328,11 +390,11 @@ func (t *metered) ServerToolName() string {
 	return t.Tool.(interface{ ServerToolName() string }).ServerToolName()
 }
 
-// Known returns the names of the tools the server at url offered when last
-// listed, without connecting (nil: not pooled).
-func (p *Pool) Known(url string) []string {
+// Known returns the names of the tools the server at url offered tenant
+// when last listed, without connecting (nil: not pooled).
+func (p *Pool) Known(tenant, url string) []string {
 	p.mu.Lock()
-	e, ok := p.servers[url]
+	e, ok := p.servers[p.key(tenant, url)]
 	p.mu.Unlock()
 	if !ok {
 		return nil
@@ -348,21 +410,21 @@ func (p *Pool) Known(url string) []string {
 	return e.s.ToolNames()
 }
 
-// server returns the pooled server of url, connecting one if none is.
-// Callers asking for the same url while it connects wait for that attempt;
+// server returns the pooled server of k, connecting one if none is.
+// Callers asking for the same k while it connects wait for that attempt;
 // a failed attempt is not kept (the next call tries again).
-func (p *Pool) server(ctx context.Context, url, label string) (*Server, error) {
+func (p *Pool) server(ctx context.Context, k poolKey, label string) (*Server, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, ErrPoolClosed
 	}
-	e, ok := p.servers[url]
+	e, ok := p.servers[k]
 	var evict *Server
 	if !ok {
 		e = &pooled{ready: make(chan struct{})}
 		evict = p.evictLocked()
-		p.servers[url] = e
+		p.servers[k] = e
 	}
 	e.used = time.Now()
 	p.mu.Unlock()
@@ -380,7 +442,7 @@ func (p *Pool) server(ctx context.Context, url, label string) (*Server, error) {
 		}
 		return e.s, nil
 	}
-	s, err := p.connect(ctx, url, label)
+	s, err := p.connect(ctx, k, label)
 	outcome := "ok"
 	if _, open := breaker.AsOpen(err); open {
 		outcome = tool.KindCircuitOpen
@@ -390,8 +452,8 @@ func (p *Pool) server(ctx context.Context, url, label string) (*Server, error) {
 	p.cfg.Metrics.MCPURLConnect(label, outcome)
 	p.mu.Lock()
 	e.s, e.err = s, err
-	if err != nil && p.servers[url] == e {
-		delete(p.servers, url)
+	if err != nil && p.servers[k] == e {
+		delete(p.servers, k)
 	}
 	closed := p.closed
 	p.mu.Unlock()
@@ -409,33 +471,35 @@ func (p *Pool) evictLocked() *Server {
 	if len(p.servers) < p.cfg.MaxServers {
 		return nil
 	}
-	var oldest string
+	var oldest poolKey
 	var at time.Time
-	for u, e := range p.servers {
+	found := false
+	for k, e := range p.servers {
 		select {
 		case <-e.ready:
 		default:
 			continue // connecting: its caller waits for it
 		}
-		if oldest == "" || e.used.Before(at) {
-			oldest, at = u, e.used
+		if !found || e.used.Before(at) {
+			oldest, at, found = k, e.used, true
 		}
 	}
-	if oldest == "" {
+	if !found {
 		return nil
 	}
 	s := p.servers[oldest].s
 	delete(p.servers, oldest)
-	p.cfg.Log.Info("MCP client pool full; closing the least recently used server", "url", oldest, "max_servers", p.cfg.MaxServers)
+	p.cfg.Log.Info("MCP client pool full; closing the least recently used server", "url", oldest.url, "tenant", oldest.tenant, "max_servers", p.cfg.MaxServers)
 	return s
 }
 
-func (p *Pool) connect(ctx context.Context, url, label string) (*Server, error) {
+func (p *Pool) connect(ctx context.Context, k poolKey, label string) (*Server, error) {
+	url := k.url
 	var b *breaker.Breaker
 	if name := p.breakerName(label); name != "" {
 		b = p.cfg.Breakers.Get(name)
 	}
-	s, err := New(Config{Name: url, URL: url, ConnectTimeout: p.cfg.ConnectTimeout, HTTPClient: p.client, Log: p.cfg.Log, Breaker: b})
+	s, err := New(Config{Name: url, URL: url, ConnectTimeout: p.cfg.ConnectTimeout, HTTPClient: p.client(k.tenant), Log: p.cfg.Log, Breaker: b})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -54,7 +55,7 @@ func newPool(t *testing.T, cfg PoolConfig) *Pool {
 
 func names(t *testing.T, p *Pool, url string) []string {
 	t.Helper()
-	ts, err := p.Tools(t.Context(), url)
+	ts, err := p.Tools(t.Context(), "t1", url)
 	require.NoError(t, err)
 	var out []string
 	for _, x := range ts {
@@ -69,14 +70,15 @@ func TestPoolConnectsOncePerURL(t *testing.T) {
 	url, sessions := countingServer(t)
 	p := newPool(t, PoolConfig{Policy: httptool.Policy{AllowHosts: []string{"127.0.0.1"}}, ConnectTimeout: 5 * time.Second})
 	t.Cleanup(p.Close)
-	require.Nil(t, p.Known(url), "nothing pooled before the first use")
+	require.Nil(t, p.Known("t1", url), "nothing pooled before the first use")
 
 	var wg sync.WaitGroup
-	for range 8 {
+	for i := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := p.Tools(context.Background(), url)
+			// No credential is restricted: every tenant shares it.
+			_, err := p.Tools(context.Background(), fmt.Sprintf("tenant-%d", i%3), url)
 			require.NoError(t, err)
 		}()
 	}
@@ -85,9 +87,10 @@ func TestPoolConnectsOncePerURL(t *testing.T) {
 	require.Contains(t, got, "echo")
 	require.NotContains(t, got, "crash", "the HTTP test server has no stdio-only tools")
 	require.Equal(t, int32(1), sessions.Load(), "one MCP session for every caller")
-	require.ElementsMatch(t, got, p.Known(url))
+	require.ElementsMatch(t, got, p.Known("tenant-1", url))
+	require.ElementsMatch(t, got, p.Known("", url))
 
-	ts, err := p.Tools(t.Context(), url)
+	ts, err := p.Tools(t.Context(), "t1", url)
 	require.NoError(t, err)
 	for _, x := range ts {
 		if x.Spec().Name == "echo" {
@@ -111,10 +114,10 @@ func TestPoolSSRFGuard(t *testing.T) {
 	require.ErrorIs(t, p.CheckURL("http://localhost:9/mcp"), httptool.ErrBlocked)
 	require.NoError(t, p.CheckURL("https://mcp.example.com/mcp"), "names are checked when dialed")
 
-	_, err = p.Tools(t.Context(), url)
+	_, err = p.Tools(t.Context(), "t1", url)
 	require.ErrorIs(t, err, httptool.ErrBlocked, "the dial is guarded too")
 	require.Zero(t, sessions.Load())
-	require.Nil(t, p.Known(url), "a failed connection is not pooled")
+	require.Nil(t, p.Known("t1", url), "a failed connection is not pooled")
 
 	open := newPool(t, PoolConfig{Policy: httptool.Policy{AllowPrivate: true}})
 	t.Cleanup(open.Close)
@@ -131,7 +134,7 @@ func TestPoolUnreachable(t *testing.T) {
 	p := newPool(t, PoolConfig{Policy: httptool.Policy{AllowPrivate: true}, ConnectTimeout: 300 * time.Millisecond})
 	t.Cleanup(p.Close)
 	start := time.Now()
-	_, err = p.Tools(t.Context(), "http://"+ln.Addr().String()+"/mcp")
+	_, err = p.Tools(t.Context(), "t1", "http://"+ln.Addr().String()+"/mcp")
 	require.Error(t, err)
 	require.Contains(t, err.Error(), ln.Addr().String())
 	require.Less(t, time.Since(start), 5*time.Second)
@@ -140,7 +143,7 @@ func TestPoolUnreachable(t *testing.T) {
 	require.NoError(t, err)
 	addr := closed.Addr().String()
 	require.NoError(t, closed.Close())
-	_, err = p.Tools(t.Context(), "http://"+addr+"/mcp")
+	_, err = p.Tools(t.Context(), "t1", "http://"+addr+"/mcp")
 	require.Error(t, err)
 	require.Contains(t, err.Error(), addr)
 }
@@ -153,12 +156,12 @@ func TestPoolEvictsAndCloses(t *testing.T) {
 	p := newPool(t, PoolConfig{Policy: httptool.Policy{AllowPrivate: true}, MaxServers: 1, ConnectTimeout: 5 * time.Second})
 	names(t, p, u1)
 	names(t, p, u2)
-	require.Nil(t, p.Known(u1), "evicted")
-	require.NotNil(t, p.Known(u2))
+	require.Nil(t, p.Known("t1", u1), "evicted")
+	require.NotNil(t, p.Known("t1", u2))
 	names(t, p, u1)
 	require.Equal(t, int32(2), s1.Load(), "reconnected after eviction")
 	p.Close()
-	_, err := p.Tools(t.Context(), u2)
+	_, err := p.Tools(t.Context(), "t1", u2)
 	require.True(t, errors.Is(err, ErrPoolClosed), "%v", err)
 }
 
@@ -236,7 +239,7 @@ func TestPoolCredentials(t *testing.T) {
 		}})
 	t.Cleanup(p.Close)
 
-	ts, err := p.Tools(t.Context(), srv.URL)
+	ts, err := p.Tools(t.Context(), "t1", srv.URL)
 	require.NoError(t, err)
 	out, err := callTool(t, ts, "echo", `{"text":"hi"}`)
 	require.NoError(t, err)
@@ -257,7 +260,7 @@ func TestPoolCredentials(t *testing.T) {
 
 	// Beside the credential's path: nothing.
 	n := len(srv.seen())
-	_, err = p.Tools(t.Context(), beside)
+	_, err = p.Tools(t.Context(), "t1", beside)
 	require.NoError(t, err)
 	require.Greater(t, len(srv.seen()), n)
 	for _, h := range srv.seen()[n:] {
@@ -266,13 +269,112 @@ func TestPoolCredentials(t *testing.T) {
 	}
 
 	// Redirected to another host: the server there gets none.
-	ts, err = p.Tools(t.Context(), redirect.URL+"/mcp")
+	ts, err = p.Tools(t.Context(), "t1", redirect.URL+"/mcp")
 	require.NoError(t, err)
 	_, err = callTool(t, ts, "echo", `{"text":"redirected"}`)
 	require.NoError(t, err)
 	require.NotEmpty(t, other.seen(), "the redirect was followed")
 	for _, h := range other.seen() {
 		require.Empty(t, h.Get("Authorization"), "credentials stay with their URL")
+	}
+}
+
+// redirector is a server that refuses a request without Authorization and
+// redirects every other to target.
+func redirector(t *testing.T, target string) string {
+	t.Helper()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			http.Error(w, "no credentials", http.StatusUnauthorized)
+			return
+		}
+		http.Redirect(w, r, target, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// Credentials restricted to tenants reach the server only for those
+// tenants' runs (two tenants may have their own for the same URL), each
+// over a connection of its own; other tenants get the unrestricted
+// credential below, if any. A redirect from a tenant's connection gets
+// only that tenant's credentials; one from a shared connection only
+// unrestricted ones.
+func TestPoolTenantCredentials(t *testing.T) {
+	srv := startRecording(t, "/mcp")
+	other := startRecording(t, "/mcp")
+	bound := redirector(t, other.URL)  // under a credential of tenant a only
+	shared := redirector(t, other.URL) // under an unrestricted credential
+	p := newPool(t, PoolConfig{Policy: httptool.Policy{AllowPrivate: true}, ConnectTimeout: 5 * time.Second,
+		Credentials: []Credential{
+			{URL: srv.URL, Headers: map[string]string{"Authorization": "Bearer team-a"}, Tenants: []string{"a"}},
+			{URL: srv.URL + "/", Headers: map[string]string{"Authorization": "Bearer team-b"}, Tenants: []string{"b", "b2"}},
+			{URL: "http://" + srv.host, Headers: map[string]string{"X-Shared": "every tenant"}},
+			{URL: other.URL, Headers: map[string]string{"Authorization": "Bearer other-b"}, Tenants: []string{"b"}},
+			{URL: bound, Headers: map[string]string{"Authorization": "Bearer bound-a"}, Tenants: []string{"a"}},
+			{URL: shared, Headers: map[string]string{"Authorization": "Bearer shared"}},
+		}})
+	t.Cleanup(p.Close)
+
+	// use lists srv's tools as tenant, calls one, and returns the headers
+	// srv saw meanwhile.
+	use := func(tenant string) []http.Header {
+		t.Helper()
+		n := len(srv.seen())
+		ts, err := p.Tools(t.Context(), tenant, srv.URL)
+		require.NoError(t, err)
+		out, err := callTool(t, ts, "echo", `{"text":"`+tenant+`"}`)
+		require.NoError(t, err)
+		require.Equal(t, tenant, out)
+		return srv.seen()[n:]
+	}
+	for tenant, want := range map[string]string{"a": "Bearer team-a", "b": "Bearer team-b", "b2": "Bearer team-b", "c": ""} {
+		seen := use(tenant)
+		require.NotEmpty(t, seen)
+		for _, h := range seen {
+			require.Equal(t, want, h.Get("Authorization"), "tenant %s", tenant)
+			if want == "" {
+				require.Equal(t, "every tenant", h.Get("X-Shared"), "the longest credential tenant %s may use", tenant)
+			} else {
+				require.Empty(t, h.Get("X-Shared"), "one credential's headers, the longest's")
+			}
+		}
+	}
+	p.mu.Lock()
+	require.Len(t, p.servers, 4, "a connection per tenant where credentials are restricted")
+	p.mu.Unlock()
+	require.Nil(t, p.Known("d", srv.URL), "tenant d has no connection yet")
+	require.Contains(t, p.Known("a", srv.URL), "echo")
+	use("a")
+	p.mu.Lock()
+	require.Len(t, p.servers, 4, "tenant a's connection is reused")
+	p.mu.Unlock()
+
+	// Another tenant does not get a's credentials: the server refuses it.
+	_, err := p.Tools(t.Context(), "b", bound+"/mcp")
+	require.Error(t, err)
+	// Tenant a's connection, redirected to other: b's credential there
+	// is not a's.
+	ts, err := p.Tools(t.Context(), "a", bound+"/mcp")
+	require.NoError(t, err)
+	_, err = callTool(t, ts, "echo", `{"text":"redirected"}`)
+	require.NoError(t, err)
+	require.NotEmpty(t, other.seen(), "the redirect was followed")
+	// A shared connection (of tenant b's run), redirected to other: b's
+	// credential there is not the connection's.
+	ts, err = p.Tools(t.Context(), "b", shared+"/mcp")
+	require.NoError(t, err)
+	_, err = callTool(t, ts, "echo", `{"text":"redirected"}`)
+	require.NoError(t, err)
+	for _, h := range other.seen() {
+		require.Empty(t, h.Get("Authorization"))
+	}
+	// Tenant b's own connection to other gets its credential.
+	n := len(other.seen())
+	_, err = p.Tools(t.Context(), "b", other.URL)
+	require.NoError(t, err)
+	for _, h := range other.seen()[n:] {
+		require.Equal(t, "Bearer other-b", h.Get("Authorization"))
 	}
 }
 
@@ -311,7 +413,7 @@ func TestCredentialMatching(t *testing.T) {
 		u, err := url.Parse(raw)
 		require.NoError(t, err)
 		got := ""
-		if c := p.credentialFor(u); c != nil {
+		if c := p.credentialFor(u, "t1"); c != nil {
 			got = c.url
 		}
 		require.Equal(t, want, got, raw)
@@ -337,6 +439,40 @@ func TestCredentialMatching(t *testing.T) {
 		{URL: "https://a.example/x/", Headers: map[string]string{"A": "b"}},
 		{URL: "https://A.example:443/x", Headers: map[string]string{"A": "c"}}}})
 	require.ErrorContains(t, err, "[1].url: the same URL as https://a.example/x/")
+	// The same URL for tenants: only disjoint sets, both named.
+	for _, ts := range [][2][]string{{{"a"}, nil}, {nil, {"a"}}, {{"a", "b"}, {"c", "b"}}} {
+		_, err = NewPool(PoolConfig{Credentials: []Credential{
+			{URL: "https://a.example/x", Headers: map[string]string{"A": "b"}, Tenants: ts[0]},
+			{URL: "https://a.example/x/", Headers: map[string]string{"A": "c"}, Tenants: ts[1]}}})
+		require.ErrorContains(t, err, "[1].url: the same URL as https://a.example/x", "%v", ts)
+	}
+	_, err = NewPool(PoolConfig{Credentials: []Credential{
+		{URL: "https://a.example/x", Headers: map[string]string{"A": "b"}, Tenants: []string{"a", ""}}}})
+	require.ErrorContains(t, err, "[0].tenants[1]: empty")
+
+	// Of the credentials covering a URL, the longest the tenant may use;
+	// a restricted one for no unbound connection ("").
+	p = newPool(t, PoolConfig{Credentials: []Credential{
+		{URL: "https://a.example", Headers: map[string]string{"X": "1"}},
+		{URL: "https://a.example/mcp", Headers: map[string]string{"X": "1"}, Tenants: []string{"a"}},
+		{URL: "https://a.example/mcp/", Headers: map[string]string{"X": "1"}, Tenants: []string{"b"}},
+		{URL: "https://a.example/mcp/deep", Headers: map[string]string{"X": "1"}, Tenants: []string{"b"}},
+	}})
+	t.Cleanup(p.Close)
+	for _, c := range []struct{ url, tenant, want string }{
+		{"https://a.example/mcp/x", "a", "https://a.example/mcp"},
+		{"https://a.example/mcp/x", "b", "https://a.example/mcp/"},
+		{"https://a.example/mcp/deep/x", "a", "https://a.example/mcp"},
+		{"https://a.example/mcp/deep/x", "b", "https://a.example/mcp/deep"},
+		{"https://a.example/mcp/x", "c", "https://a.example"},
+		{"https://a.example/mcp/x", "", "https://a.example"},
+	} {
+		u, err := url.Parse(c.url)
+		require.NoError(t, err)
+		require.Equal(t, c.want, p.credentialFor(u, c.tenant).url, "%s as %q", c.url, c.tenant)
+	}
+	require.True(t, p.bindsTenant("https://a.example/mcp"))
+	require.False(t, p.bindsTenant("https://a.example/other"))
 }
 
 // The hosts with a label (and breaker) of their own are bounded: those of
@@ -394,7 +530,7 @@ func TestPoolBreaker(t *testing.T) {
 	t.Cleanup(p.Close)
 	b := set.Get("mcp-url:" + srv.host)
 
-	ts, err := p.Tools(t.Context(), srv.URL)
+	ts, err := p.Tools(t.Context(), "t1", srv.URL)
 	require.NoError(t, err)
 	_, err = callTool(t, ts, "echo", `{"text":"up"}`)
 	require.NoError(t, err)
@@ -413,10 +549,10 @@ func TestPoolBreaker(t *testing.T) {
 	_, err = callTool(t, ts, "echo", `{"text":"open"}`)
 	require.Equal(t, tool.KindCircuitOpen, tool.Outcome(err), "%v", err)
 	require.Contains(t, err.Error(), "tool echo is unavailable: mcp-url:"+srv.host+" failed repeatedly")
-	ts, err = p.Tools(t.Context(), srv.URL)
+	ts, err = p.Tools(t.Context(), "t1", srv.URL)
 	require.NoError(t, err, "pooled: its last tools, at once")
 	require.Contains(t, toolNames(ts), "echo")
-	_, err = p.Tools(t.Context(), "http://"+srv.host+"/elsewhere")
+	_, err = p.Tools(t.Context(), "t1", "http://"+srv.host+"/elsewhere")
 	_, open := breaker.AsOpen(err)
 	require.True(t, open, "%v", err)
 	require.Contains(t, err.Error(), "http://"+srv.host+"/elsewhere")
