@@ -96,7 +96,8 @@ type RunExecutor interface {
 
 // Snoozer is an error of RunExecutor.ExecuteRun that asks for the job to
 // run again after SnoozeFor, without using an attempt: the run waits for
-// its turn in its conversation.
+// its turn in its conversation, or for its execution on this worker to
+// return.
 type Snoozer interface {
 	error
 	SnoozeFor() time.Duration
@@ -305,7 +306,8 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 	var wait Snoozer
 	if errors.As(err, &wait) {
 		// Not its turn yet (an earlier message of its conversation is
-		// unfinished): again after the delay, without using an attempt.
+		// unfinished), or still executing here: again after the delay,
+		// without using an attempt.
 		return river.JobSnooze(wait.SnoozeFor())
 	}
 	if requeue {

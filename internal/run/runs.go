@@ -287,15 +287,22 @@ func (r *Runs) Cancel(ctx context.Context, tenant, id string) (store.Run, error)
 
 // ExecuteRun executes a queued run on this worker (queue.RunExecutor).
 func (r *Runs) ExecuteRun(ctx context.Context, tenant, runID string) (requeue bool, err error) {
-	// A run executes at most once per process. Two jobs of one run can
-	// reach the same worker (a drain's requeue and a reclaim or the
-	// orphan check: agentd chaos r2b), and ClaimRun accepts the second,
-	// since this worker holds the lease: the second execution would
-	// repeat the first's step and fail on its events. The execution that
-	// holds the run finishes, suspends or requeues it; this job is done.
+	// A run executes at most once per process at a time. Two jobs of
+	// one run can reach the same worker (a drain's requeue and a reclaim
+	// or the orphan check: agentd chaos r2b), and ClaimRun accepts the
+	// second, since this worker holds the lease: run at once, the second
+	// execution would repeat the first's step and fail on its events. So
+	// the job waits until the first execution has returned, then claims
+	// the run like any job: a run that execution finished, or that
+	// another worker holds, is not claimable and the job is done. It is
+	// not dropped at once: the job can also be the run's resumption,
+	// queued when the run paused and was decided (a client tool's result
+	// sent the moment the call was announced) before the execution that
+	// paused it returned; dropped, it would leave the run queued with no
+	// job.
 	if !r.reserve(runID) {
-		r.Log.InfoContext(ctx, "run already executing on this worker: job dropped", "run_id", runID)
-		return false, nil
+		r.Log.InfoContext(ctx, "run still executing on this worker: job snoozed", "run_id", runID)
+		return false, &executingError{runID: runID}
 	}
 	defer r.release(runID)
 	if sem := r.semaphore(ctx, tenant, runID); sem != nil {
@@ -610,6 +617,17 @@ func (r *Runs) track(id string, cancel context.CancelCauseFunc) {
 
 // reserve marks run id as executing here (ExecuteRun); false when it
 // already is.
+// executingError snoozes a job whose run is still executing on this
+// worker (ExecuteRun): it looks again shortly, without using an attempt.
+type executingError struct{ runID string }
+
+func (e *executingError) Error() string {
+	return fmt.Sprintf("run %s is still executing on this worker", e.runID)
+}
+
+// SnoozeFor implements queue.Snoozer.
+func (e *executingError) SnoozeFor() time.Duration { return 100 * time.Millisecond }
+
 func (r *Runs) reserve(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
