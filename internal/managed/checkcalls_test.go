@@ -43,9 +43,10 @@ func TestCheckCalls(t *testing.T) {
 		{[]ClientEvent{ClientInterrupt{}, allow("toolu_c")}, "events[1]: no tool call of this session waits for a confirmation"},
 		{[]ClientEvent{result("toolu_a"), result("toolu_b"), allow("toolu_c"), result("toolu_b")}, "events[3]: no custom tool call of this session waits for a result"},
 	} {
-		err := s.checkCalls(t.Context(), "events", w.ms, tc.evs)
+		waiting, err := s.checkCalls(t.Context(), "events", w.ms, tc.evs)
 		if tc.want == "" {
 			require.NoError(t, err, "%v", tc.evs)
+			require.Equal(t, "run_1", waiting.ID, "the answers go to the paused run")
 			continue
 		}
 		e, ok := AsInvalid(err)
@@ -55,10 +56,13 @@ func TestCheckCalls(t *testing.T) {
 
 	// No turn waits: every answer is refused.
 	w.runs[0].Status = store.RunSucceeded
-	e, ok := AsInvalid(s.checkCalls(t.Context(), "events", w.ms, []ClientEvent{allow("toolu_c")}))
+	_, err := s.checkCalls(t.Context(), "events", w.ms, []ClientEvent{allow("toolu_c")})
+	e, ok := AsInvalid(err)
 	require.True(t, ok)
 	require.Equal(t, "events[0]: no tool call of this session waits for a confirmation", e.Message)
-	require.NoError(t, s.checkCalls(t.Context(), "events", w.ms, []ClientEvent{ClientUserMessage{Text: []string{"hi"}}}))
+	waiting, err := s.checkCalls(t.Context(), "events", w.ms, []ClientEvent{ClientUserMessage{Text: []string{"hi"}}})
+	require.NoError(t, err)
+	require.Empty(t, waiting.ID, "no answer: no run read")
 }
 
 // refuseGuard refuses a text holding its secret (run.MessageGuard's

@@ -334,7 +334,7 @@ func (s *Service) CreateSession(ctx context.Context, tenant string, req SessionC
 		// first user.message starts a turn, each later one is queued
 		// behind it. A refusal now (the store failed) deletes the session
 		// again.
-		if _, err := s.apply(ctx, ms, a, "", "initial_events", initial); err != nil {
+		if _, err := s.apply(ctx, ms, a, "", "initial_events", initial, store.Run{}); err != nil {
 			if derr := s.Store.DeleteManagedSession(context.WithoutCancel(ctx), tenant, ms.ID); derr != nil {
 				slog.WarnContext(ctx, "delete refused session", "session_id", ms.ID, "err", derr)
 			}

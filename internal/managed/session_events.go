@@ -96,10 +96,11 @@ func (s *Service) SendEvents(ctx context.Context, tenant, id, decidedBy string, 
 	if err := s.checkTexts(evs); err != nil {
 		return SentEvents{}, err
 	}
-	if err := s.checkCalls(ctx, "events", ms, evs); err != nil {
+	waiting, err := s.checkCalls(ctx, "events", ms, evs)
+	if err != nil {
 		return SentEvents{}, err
 	}
-	return s.apply(ctx, ms, a, decidedBy, "events", evs)
+	return s.apply(ctx, ms, a, decidedBy, "events", evs, waiting)
 }
 
 // checkTexts runs the message guard over the texts the run service will
@@ -160,7 +161,9 @@ func errAnswered(f, id string, custom bool) error {
 // its last waiting call (which resume it). So a request refused for any
 // of its events changes nothing. Two requests sent at the same moment may
 // still see one refused when applied: the store decides each call once.
-func (s *Service) checkCalls(ctx context.Context, field string, ms store.ManagedSession, evs []ClientEvent) error {
+// It returns the paused run the answers go to (apply's waiting; zero when
+// the request answers no call).
+func (s *Service) checkCalls(ctx context.Context, field string, ms store.ManagedSession, evs []ClientEvent) (store.Run, error) {
 	firstResult, answers := "", false
 	for _, e := range evs {
 		switch e := e.(type) {
@@ -174,19 +177,19 @@ func (s *Service) checkCalls(ctx context.Context, field string, ms store.Managed
 		}
 	}
 	if !answers {
-		return nil
+		return store.Run{}, nil
 	}
 	var (
 		r   store.Run
 		err error
 	)
 	if firstResult != "" {
-		r, err = s.pausedFor(ctx, ms, firstResult) // as customToolResult does
+		r, err = s.pausedFor(ctx, ms, firstResult)
 	} else {
 		r, _, err = s.activeRun(ctx, ms)
 	}
 	if err != nil {
-		return err
+		return store.Run{}, err
 	}
 	paused := r.ID != "" && r.Status == store.RunRequiresAction
 	calls := map[string]store.Approval{}
@@ -194,7 +197,7 @@ func (s *Service) checkCalls(ctx context.Context, field string, ms store.Managed
 	if paused {
 		as, err := s.RunEvents.ListApprovals(ctx, r.ID)
 		if err != nil {
-			return err
+			return store.Run{}, err
 		}
 		for _, a := range as {
 			calls[a.ToolUseID] = a
@@ -221,14 +224,14 @@ func (s *Service) checkCalls(ctx context.Context, field string, ms store.Managed
 			continue
 		}
 		if !paused {
-			return errNoneWaits(f, custom)
+			return store.Run{}, errNoneWaits(f, custom)
 		}
 		a, ok := calls[id]
 		if !ok || (a.Kind == store.ApprovalKindCustomTool) != custom {
-			return errNotWaiting(f, id, custom)
+			return store.Run{}, errNotWaiting(f, id, custom)
 		}
 		if a.Decision != store.DecisionPending {
-			return errAnswered(f, id, custom)
+			return store.Run{}, errAnswered(f, id, custom)
 		}
 		a.Decision = store.DecisionResult // answered, whichever way
 		calls[id] = a
@@ -236,7 +239,7 @@ func (s *Service) checkCalls(ctx context.Context, field string, ms store.Managed
 			paused = false // the turn resumes
 		}
 	}
-	return nil
+	return r, nil
 }
 
 // runnableVersion checks, before any event is applied, that the session's
@@ -262,8 +265,10 @@ func (s *Service) runnableVersion(f string, a store.ManagedAgent) (int, error) {
 
 // apply applies parsed events (field names them in errors: events,
 // initial_events) in order. A system.message goes with the user.message
-// before it (checkOrder): both are one turn.
-func (s *Service) apply(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent, decidedBy, field string, evs []ClientEvent) (SentEvents, error) {
+// before it (checkOrder): both are one turn. waiting is the paused run
+// that confirmations and custom tool results answer (checkCalls'); the
+// store refuses a call that no longer waits (a request racing this one).
+func (s *Service) apply(ctx context.Context, ms store.ManagedSession, a store.ManagedAgent, decidedBy, field string, evs []ClientEvent, waiting store.Run) (SentEvents, error) {
 	out := SentEvents{Data: []json.RawMessage{}}
 	version := 0
 	for i, e := range evs {
@@ -288,9 +293,9 @@ func (s *Service) apply(ctx context.Context, ms store.ManagedSession, a store.Ma
 		case ClientInterrupt:
 			data, err = s.interrupt(ctx, ms)
 		case ClientToolConfirmation:
-			data, err = s.confirm(ctx, f, ms, decidedBy, e)
+			data, err = s.confirm(ctx, f, ms, waiting, decidedBy, e)
 		case ClientCustomToolResult:
-			data, err = s.customToolResult(ctx, f, ms, decidedBy, e, systemAfter(evs, &i))
+			data, err = s.customToolResult(ctx, f, ms, waiting, decidedBy, e, systemAfter(evs, &i))
 		default: // a system.message not after a user.message: checkOrder refused it
 			err = invalid("%s: %s cannot be applied here", f, e.EventType())
 		}
@@ -507,19 +512,16 @@ func (s *Service) interrupt(ctx context.Context, ms store.ManagedSession) ([]jso
 	return []json.RawMessage{b}, err
 }
 
-func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession, decidedBy string, ev ClientToolConfirmation) ([]json.RawMessage, error) {
+// confirm decides the call ev names of the paused run r.
+func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession, r store.Run, decidedBy string, ev ClientToolConfirmation) ([]json.RawMessage, error) {
 	decision, result := store.DecisionApprove, "allow"
 	if !ev.Allow {
 		decision, result = store.DecisionDeny, "deny"
 	}
-	r, _, err := s.activeRun(ctx, ms)
-	if err != nil {
-		return nil, err
-	}
 	if r.ID == "" || r.Status != store.RunRequiresAction {
 		return nil, errNoneWaits(f, false)
 	}
-	_, _, err = s.Runs.Decide(ctx, run.DecideParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.ToolUseID,
+	_, _, err := s.Runs.Decide(ctx, run.DecideParams{Tenant: ms.Tenant, RunID: r.ID, ToolUseID: ev.ToolUseID,
 		Decision: decision, Reason: ev.DenyMessage, DecidedBy: decidedBy})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -538,16 +540,12 @@ func (s *Service) confirm(ctx context.Context, f string, ms store.ManagedSession
 	return []json.RawMessage{b}, err
 }
 
-// customToolResult hands the paused turn the client's result of a custom
+// customToolResult hands the paused run r the client's result of a custom
 // tool's call: its text blocks, joined, are the tool_result the model gets;
 // sys, the system.message sent with it (nil: none), is appended to the
 // turn's system prompt from the model call it resumes on, and to every
 // later turn's.
-func (s *Service) customToolResult(ctx context.Context, f string, ms store.ManagedSession, by string, ev ClientCustomToolResult, sys *ClientSystemMessage) ([]json.RawMessage, error) {
-	r, err := s.pausedFor(ctx, ms, ev.CustomToolUseID)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) customToolResult(ctx context.Context, f string, ms store.ManagedSession, r store.Run, by string, ev ClientCustomToolResult, sys *ClientSystemMessage) ([]json.RawMessage, error) {
 	if r.ID == "" || r.Status != store.RunRequiresAction {
 		return nil, errNoneWaits(f, true)
 	}
