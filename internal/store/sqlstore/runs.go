@@ -307,6 +307,65 @@ const (
 		WHERE (SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = $1) = CAST($2 AS bigint) - 1`
 )
 
+// maxEventRows bounds the rows of one multi-row event insert: a step's
+// events take one statement per maxEventRows, and at most maxEventRows
+// statement texts exist (each prepared once per connection).
+const maxEventRows = 32
+
+// qInsertEventRows[n] inserts n events of one run ($1) without a check:
+// ($2, $3, $4, $5) are the first's seq, type, data and created_at, and so
+// on.
+var qInsertEventRows = func() (q [maxEventRows + 1]string) {
+	for n := 1; n <= maxEventRows; n++ {
+		var b strings.Builder
+		b.WriteString("INSERT INTO run_events (run_id, seq, type, data, created_at) VALUES ")
+		for i := range n {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			p := 4*i + 1
+			fmt.Fprintf(&b, "($1, $%d, $%d, $%d, $%d)", p+1, p+2, p+3, p+4)
+		}
+		q[n] = b.String()
+	}
+	return q
+}()
+
+// eventStmt is one statement of a step's events: a checked insert of one
+// event (inserted only if it is its run's next) or an insert of several.
+type eventStmt struct {
+	events  []store.Event
+	checked bool
+}
+
+// eventStmts splits a step's events into statements. The first event is
+// inserted with the check (qInsertEvent); when the others are its run's
+// next ones in order, which is how a run appends them, they follow it in
+// multi-row inserts: each is then its run's next as well, and the primary
+// key refuses a racing writer's. Otherwise every event is checked on its
+// own, as it always was.
+func eventStmts(events []store.Event) []eventStmt {
+	if len(events) == 0 {
+		return nil
+	}
+	for i, e := range events {
+		if e.RunID != events[0].RunID || e.Seq != events[0].Seq+int64(i) {
+			stmts := make([]eventStmt, len(events))
+			for i := range events {
+				stmts[i] = eventStmt{events: events[i : i+1], checked: true}
+			}
+			return stmts
+		}
+	}
+	stmts := []eventStmt{{events: events[:1], checked: true}}
+	for rest := events[1:]; len(rest) > 0; {
+		n := min(len(rest), maxEventRows)
+		stmts = append(stmts, eventStmt{events: rest[:n]})
+		rest = rest[n:]
+	}
+	return stmts
+}
+
 // queueStep queues the statements of a step (see saveStep) on b.
 func (s *Store) queueStep(b *Batch, cp *store.Checkpoint, events []store.Event, t time.Time) {
 	if cp != nil {
@@ -316,12 +375,24 @@ func (s *Store) queueStep(b *Batch, cp *store.Checkpoint, events []store.Event, 
 		}
 		b.Queue(qUpsertCheckpoint, cp.RunID, cp.Step, JSON(cp.State), s.d.Time(at))
 	}
-	for _, e := range events {
-		at := e.CreatedAt
-		if at.IsZero() {
-			at = t
+	timeOf := func(e store.Event) any {
+		if e.CreatedAt.IsZero() {
+			return s.d.Time(t)
 		}
-		b.Queue(qInsertEvent, e.RunID, e.Seq, e.Type, JSON(e.Data), s.d.Time(at))
+		return s.d.Time(e.CreatedAt)
+	}
+	for _, st := range eventStmts(events) {
+		if st.checked {
+			e := st.events[0]
+			b.Queue(qInsertEvent, e.RunID, e.Seq, e.Type, JSON(e.Data), timeOf(e))
+			continue
+		}
+		args := make([]any, 1, 1+4*len(st.events))
+		args[0] = st.events[0].RunID
+		for _, e := range st.events {
+			args = append(args, e.Seq, e.Type, JSON(e.Data), timeOf(e))
+		}
+		b.Queue(qInsertEventRows[len(st.events)], args...)
 	}
 }
 
@@ -332,12 +403,13 @@ func readStep(br BatchResults, cp *store.Checkpoint, events []store.Event) error
 			return err
 		}
 	}
-	for _, e := range events {
+	for _, st := range eventStmts(events) {
 		n, err := br.Exec()
 		if err != nil {
 			return err
 		}
-		if n == 0 {
+		if n != int64(len(st.events)) {
+			e := st.events[0]
 			return fmt.Errorf("%w: event seq %d is not the next of run %s", store.ErrConflict, e.Seq, e.RunID)
 		}
 	}

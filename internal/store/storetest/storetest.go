@@ -1214,6 +1214,43 @@ func exerciseSaveStep[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
 
+	t.Run("ManyEventsOneStep", func(t *testing.T) {
+		// More events than one multi-row insert takes, each with its own
+		// data and time; then a step with a duplicate seq in the middle,
+		// and one with another run's event between two of this run's.
+		s, ctx := setup(t)
+		r := createRun(t, ctx, s, "t1")
+		other := createRun(t, ctx, s, "t1")
+		evs := events(r.ID, 1, 70)
+		base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		for i := range evs {
+			evs[i].CreatedAt = base.Add(time.Duration(i) * time.Millisecond)
+		}
+		require.NoError(t, s.SaveStep(ctx, &store.Checkpoint{RunID: r.ID, Step: 1, State: js(`1`)}, evs))
+		got, err := s.ListEvents(ctx, r.ID, 0, 0)
+		require.NoError(t, err)
+		require.Len(t, got, 70)
+		for i, e := range got {
+			require.Equal(t, int64(i+1), e.Seq)
+			require.Equal(t, evs[i].Type, e.Type)
+			require.JSONEq(t, string(evs[i].Data), string(e.Data))
+			require.True(t, evs[i].CreatedAt.Equal(e.CreatedAt), "event %d: %s, want %s", e.Seq, e.CreatedAt, evs[i].CreatedAt)
+		}
+		dup := append(events(r.ID, 71, 72), events(r.ID, 72, 73)...)
+		require.ErrorIs(t, s.SaveStep(ctx, &store.Checkpoint{RunID: r.ID, Step: 2}, dup), store.ErrConflict)
+		mixed := append(append(events(r.ID, 71, 72), events(other.ID, 1, 1)...), events(r.ID, 73, 73)...)
+		require.NoError(t, s.SaveStep(ctx, nil, mixed))
+		got, err = s.ListEvents(ctx, r.ID, 68, 0)
+		require.NoError(t, err)
+		require.Equal(t, []int64{69, 70, 71, 72, 73}, eventSeqs(got))
+		got, err = s.ListEvents(ctx, other.ID, 0, 0)
+		require.NoError(t, err)
+		require.Equal(t, []int64{1}, eventSeqs(got))
+		cp, err := s.LatestCheckpoint(ctx, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, 1, cp.Step, "the refused step's checkpoint was not written")
+	})
+
 	t.Run("UnknownRun", func(t *testing.T) {
 		s, ctx := setup(t)
 		require.ErrorIs(t, s.SaveStep(ctx, &store.Checkpoint{RunID: "nope", Step: 1}, nil), store.ErrNotFound)
