@@ -660,23 +660,12 @@ func (c *Chat) fail(ctx context.Context, res Result, runErr error) {
 // lost lease, with ErrSuspended, the run going on with the worker that
 // took it). A chat that ends within LeaseTTL/3 of its insert writes no
 // renewal.
-//
-//go:noinline
 func (l *chatLease) renew(ctx context.Context, run store.Run, cancel context.CancelCauseFunc) (stop func()) {
-	hctx, hcancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// The lease was written at the insert (run.HeldUntil); its first
-		// renewal is due LeaseTTL/3 after that, however long the chat took
-		// to begin executing.
-		ttl := l.runs.leaseTTL()
-		l.runs.heartbeatFrom(hctx, run.Tenant, run.ID, l.owner, cancel, time.Until(run.HeldUntil.Add(-ttl+ttl/3)))
-	}()
-	return func() {
-		hcancel()
-		<-done
-	}
+	// The lease was written at the insert (run.HeldUntil); its first
+	// renewal is due LeaseTTL/3 after that, however long the chat took
+	// to begin executing.
+	ttl := l.runs.leaseTTL()
+	return l.runs.heartbeatFrom(ctx, run.Tenant, run.ID, l.owner, cancel, time.Until(run.HeldUntil.Add(-ttl+ttl/3)))
 }
 
 func (s *Service) hold(convID string) bool {

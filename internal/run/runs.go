@@ -358,13 +358,8 @@ func (r *Runs) runClaimed(ctx context.Context, run store.Run, owner string, onEv
 			cancel(stopCause(rctx, r.Store, tenant, runID))
 		}
 	}
-	heartbeatDone := make(chan struct{})
-	go func() {
-		defer close(heartbeatDone)
-		r.heartbeat(rctx, tenant, runID, owner, cancel)
-	}()
-	defer func() { <-heartbeatDone }()
-	defer cancel(nil) // stops the heartbeat before the wait above
+	defer r.heartbeat(rctx, tenant, runID, owner, cancel)()
+	defer cancel(nil) // ends the run's context before the heartbeat's stop waits
 
 	// Loading must not race the heartbeat: a cancel request seen by the
 	// heartbeat ends the run through the loop (with its error event).
@@ -513,48 +508,90 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	return c, nil
 }
 
-// heartbeat renews the lease every LeaseTTL/3 until ctx ends; it cancels
-// the run when cancellation is requested or the lease is lost.
-func (r *Runs) heartbeat(ctx context.Context, tenant, runID, owner string, cancel context.CancelCauseFunc) {
-	r.heartbeatFrom(ctx, tenant, runID, owner, cancel, r.leaseTTL()/3)
+// heartbeat renews the lease every LeaseTTL/3 until stop is called; it
+// cancels the run when cancellation is requested or the lease is lost.
+func (r *Runs) heartbeat(ctx context.Context, tenant, runID, owner string, cancel context.CancelCauseFunc) (stop func()) {
+	return r.heartbeatFrom(ctx, tenant, runID, owner, cancel, r.leaseTTL()/3)
 }
 
 // heartbeatFrom is heartbeat with its first renewal after first (at once
 // when first <= 0), then every LeaseTTL/3: a lease written before its
 // holder began to execute (an inline chat's, in its insert) is renewed on
 // the lease's own schedule, not one that starts late on a busy machine.
-func (r *Runs) heartbeatFrom(ctx context.Context, tenant, runID, owner string, cancel context.CancelCauseFunc, first time.Duration) {
+//
+// No goroutine waits between renewals: a timer runs each renewal on a
+// goroutine of its own and is set again after it. A held chat or run is
+// mostly waiting for the model, and a goroutine per lease blocked on a
+// timer cost a stack per chat (docs/benchmarks.md, memory per held chat).
+// stop ends the renewals (and ctx's part in them) and waits for one under
+// way; renewals also end when ctx does.
+func (r *Runs) heartbeatFrom(ctx context.Context, tenant, runID, owner string, cancel context.CancelCauseFunc, first time.Duration) (stop func()) {
 	ttl := r.leaseTTL()
-	t := time.NewTimer(max(first, 0))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		t.Reset(ttl / 3)
-		canceled, err := r.Store.ExtendLease(ctx, runID, owner, time.Now().UTC().Add(ttl))
-		switch {
-		case errors.Is(err, store.ErrConflict):
-			// Either the run just finished here (its row is final and
-			// the loop is storing its last events: leave it be), or
-			// another worker took it over.
-			if rn, gerr := r.Store.GetRun(context.WithoutCancel(ctx), tenant, runID); gerr == nil && rn.Status.Terminal() {
-				return
-			}
-			r.Log.WarnContext(ctx, "lost the lease of a run; stopping it here", "run_id", runID)
-			cancel(ErrSuspended)
-			return
-		case err != nil:
-			// The store is unreachable: keep working; the lease lasts
-			// for ttl, and a later renewal may succeed.
-			r.Log.WarnContext(ctx, "renew lease", "run_id", runID, "err", err)
-		case canceled:
-			cancel(stopCause(ctx, r.Store, tenant, runID))
+	ctx, end := context.WithCancel(ctx)
+	var (
+		mu       sync.Mutex
+		stopped  bool
+		renewing sync.WaitGroup
+		t        *time.Timer
+	)
+	tick := func() {
+		mu.Lock()
+		if stopped || ctx.Err() != nil {
+			mu.Unlock()
 			return
 		}
+		renewing.Add(1)
+		mu.Unlock()
+		defer renewing.Done()
+		if !r.renewLease(ctx, tenant, runID, owner, ttl, cancel) {
+			return
+		}
+		mu.Lock()
+		if !stopped {
+			t.Reset(ttl / 3)
+		}
+		mu.Unlock()
 	}
+	mu.Lock()
+	t = time.AfterFunc(max(first, 0), tick)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+		end()
+		renewing.Wait()
+	}
+}
+
+// renewLease extends the lease once, for ttl; false when the renewals
+// are over: the run finished, was taken over (cancel(ErrSuspended)) or its
+// cancellation or interrupt was requested (cancel with its cause).
+func (r *Runs) renewLease(ctx context.Context, tenant, runID, owner string, ttl time.Duration, cancel context.CancelCauseFunc) bool {
+	canceled, err := r.Store.ExtendLease(ctx, runID, owner, time.Now().UTC().Add(ttl))
+	switch {
+	case ctx.Err() != nil:
+		return false
+	case errors.Is(err, store.ErrConflict):
+		// Either the run just finished here (its row is final and
+		// the loop is storing its last events: leave it be), or
+		// another worker took it over.
+		if rn, gerr := r.Store.GetRun(context.WithoutCancel(ctx), tenant, runID); gerr == nil && rn.Status.Terminal() {
+			return false
+		}
+		r.Log.WarnContext(ctx, "lost the lease of a run; stopping it here", "run_id", runID)
+		cancel(ErrSuspended)
+		return false
+	case err != nil:
+		// The store is unreachable: keep working; the lease lasts
+		// for ttl, and a later renewal may succeed.
+		r.Log.WarnContext(ctx, "renew lease", "run_id", runID, "err", err)
+	case canceled:
+		cancel(stopCause(ctx, r.Store, tenant, runID))
+		return false
+	}
+	return true
 }
 
 func (r *Runs) fail(ctx context.Context, run store.Run, cause error) {
