@@ -139,18 +139,20 @@ type tx struct {
 }
 
 // begin starts a write transaction (BEGIN IMMEDIATE: nobody writes between
-// a check and an update).
+// a check and an update), as a savepoint of a group of them (see group).
 func (s *Store) begin(ctx context.Context) (sqlstore.Tx, *sql.Tx, error) {
-	s.wstmt.preparePending(ctx)
-	var t *sql.Tx
-	err := s.guard.Do(ctx, func() (err error) {
-		t, err = s.write.BeginTx(ctx, nil)
-		return err
-	})
+	t, out, first, err := s.group.begin(ctx, func(ctx context.Context) (*sql.Tx, error) {
+		var t *sql.Tx
+		err := s.guard.Do(ctx, func() (err error) {
+			t, err = s.write.BeginTx(ctx, nil)
+			return err
+		})
+		return t, err
+	}, s.wstmt.preparePending)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &tx{tx: t, c: s.wstmt}, t, nil
+	return &groupTx{tx: &tx{tx: t, c: s.wstmt}, g: s.group, out: out, first: first}, t, nil
 }
 
 // stmtContext is the context of a statement of the read pool (see pool)

@@ -67,6 +67,7 @@ type Store struct {
 	read  *sql.DB // several connections, query_only
 	wstmt *stmtCache
 	rstmt *stmtCache
+	group *group // the write transactions' (see group)
 	guard sqlstore.Guard
 
 	closeOnce sync.Once
@@ -132,8 +133,8 @@ func OpenGuarded(ctx context.Context, path string, b *breaker.Breaker) (*Store, 
 	read.SetConnMaxIdleTime(5 * time.Minute)
 
 	s := &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read),
-		guard: sqlstore.Guard{Breaker: b, Unavailable: unavailable}}
-	s.Store = sqlstore.New(sqlstore.DB{Write: s.guard.Querier(pool{c: s.wstmt}), Read: s.guard.Querier(pool{c: s.rstmt, toEnd: true}), Begin: func(ctx context.Context) (sqlstore.Tx, error) {
+		group: newGroup(), guard: sqlstore.Guard{Breaker: b, Unavailable: unavailable}}
+	s.Store = sqlstore.New(sqlstore.DB{Write: s.guard.Querier(groupedWrites{pool: pool{c: s.wstmt}, s: s}), Read: s.guard.Querier(pool{c: s.rstmt, toEnd: true}), Begin: func(ctx context.Context) (sqlstore.Tx, error) {
 		t, _, err := s.begin(ctx)
 		return t, err
 	}}, dialect)
