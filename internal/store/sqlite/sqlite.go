@@ -9,13 +9,17 @@
 // the same file:
 //
 //   - a write pool with exactly one connection. Every method that writes runs
-//     on it, so writers inside one process queue in database/sql (honouring
-//     their context) instead of spinning on SQLITE_BUSY. Its transactions
+//     on it, so writers inside one process queue (for the group's turn,
+//     River's in database/sql), honouring their context, instead of
+//     spinning on SQLITE_BUSY. Its transactions
 //     start with BEGIN IMMEDIATE (DSN _txlock=immediate): the write lock is
 //     taken up front, so a read-then-write transaction (the version check of
 //     AppendMessages, the seq check of SaveStep, Migrate) can never fail with
 //     SQLITE_BUSY when upgrading a read lock, and writers from other
 //     processes on the same file wait for up to busy_timeout (5s) for it.
+//     Concurrent write transactions commit together, each in a savepoint
+//     of one SQLite transaction (group.go): one commit writes the changed
+//     pages of all of them.
 //     Its connections keep a prepared statement per query text they are
 //     given as text (textCacheConn): River's driver sends every query so,
 //     and the driver would parse each one at each call on the one write
