@@ -543,12 +543,15 @@ func (r *Runs) heartbeatFrom(ctx context.Context, tenant, runID, owner string, c
 		renewing.Add(1)
 		mu.Unlock()
 		defer renewing.Done()
+		began := time.Now()
 		if !r.renewLease(ctx, tenant, runID, owner, ttl, cancel) {
 			return
 		}
 		mu.Lock()
 		if !stopped {
-			t.Reset(ttl / 3)
+			// Due ttl/3 after this one began (at once if it took
+			// longer), as the renewals always were.
+			t.Reset(max(ttl/3-time.Since(began), 0))
 		}
 		mu.Unlock()
 	}

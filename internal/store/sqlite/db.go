@@ -141,18 +141,49 @@ type tx struct {
 // begin starts a write transaction (BEGIN IMMEDIATE: nobody writes between
 // a check and an update), as a savepoint of a group of them (see group).
 func (s *Store) begin(ctx context.Context) (sqlstore.Tx, *sql.Tx, error) {
-	t, out, first, err := s.group.begin(ctx, func(ctx context.Context) (*sql.Tx, error) {
-		var t *sql.Tx
-		err := s.guard.Do(ctx, func() (err error) {
-			t, err = s.write.BeginTx(ctx, nil)
-			return err
-		})
-		return t, err
-	}, s.wstmt.preparePending)
+	t, err := s.beginTx(ctx, true)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &groupTx{tx: &tx{tx: t, c: s.wstmt}, g: s.group, out: out, first: first}, t, nil
+	return t, t.tx.tx, nil
+}
+
+// beginTx is begin, with the store's breaker around the transaction's
+// start when guarded.
+func (s *Store) beginTx(ctx context.Context, guarded bool) (*groupTx, error) {
+	t, out, first, err := s.group.begin(ctx, func(ctx context.Context) (*sql.Tx, func(), error) {
+		if !guarded {
+			return s.openTx(ctx)
+		}
+		var (
+			t       *sql.Tx
+			release func()
+		)
+		err := s.guard.Do(ctx, func() (err error) {
+			t, release, err = s.openTx(ctx)
+			return err
+		})
+		return t, release, err
+	}, s.wstmt.preparePending)
+	if err != nil {
+		return nil, err
+	}
+	return &groupTx{tx: &tx{tx: t, c: s.wstmt}, g: s.group, out: out, first: first}, nil
+}
+
+// openTx waits for the write connection as long as ctx lets it and begins
+// a transaction on it that outlives ctx (a group's, ended by its members).
+func (s *Store) openTx(ctx context.Context) (*sql.Tx, func(), error) {
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := conn.BeginTx(context.WithoutCancel(ctx), nil)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return t, func() { _ = conn.Close() }, nil
 }
 
 // stmtContext is the context of a statement of the read pool (see pool)
@@ -160,8 +191,8 @@ func (s *Store) begin(ctx context.Context) (sqlstore.Tx, *sql.Tx, error) {
 // checked. With a cancellable context the driver starts a goroutine per
 // statement (and sets a progress handler) to interrupt it; a statement of
 // a write transaction takes microseconds, and a cancelled ctx still ends
-// the transaction: database/sql rolls it back when the context of BeginTx
-// is done, and every later statement fails with sql.ErrTxDone.
+// the transaction: its next statement fails with ctx's error, and its
+// caller rolls it back (its savepoint, in a group: see group).
 func stmtContext(ctx context.Context) (context.Context, error) {
 	if err := ctx.Err(); err != nil {
 		return ctx, err

@@ -29,7 +29,7 @@ const (
 // next writer in the queue continues: when one ends (RELEASE, or ROLLBACK TO
 // and RELEASE) while another waits to begin, the connection is handed to
 // that one without a commit; the last one of the group (no writer waiting,
-// or maxGroup of them) commits for all. Commit returns only when the group
+// maxGroup of them, or the group open for maxGroupAge) commits for all. Commit returns only when the group
 // is committed, with the commit's error if it failed, so a caller that saw
 // its Commit succeed has its writes durable exactly as before, and readers
 // see them only then. A transaction that rolls back undoes its own
@@ -39,7 +39,8 @@ const (
 // of those before it, in the order they would have committed; if the
 // group's commit fails, none of it is written and every member's Commit
 // returns the error. Without a writer waiting, a transaction commits at
-// once, as before.
+// once, as before. Waiting for the group ignores the caller's context: the
+// writes are in it, and the group ends within maxGroup transactions.
 //
 // The write pool's single statements join groups too (groupedWrites);
 // River's own statements and transactions wait for the connection as
@@ -54,6 +55,7 @@ type group struct {
 
 	// Owned by the holder of sem.
 	tx      *sql.Tx
+	release func()   // gives the transaction's connection back to the pool
 	out     *outcome // the open group's
 	members int
 	opened  time.Time
@@ -71,6 +73,9 @@ func newGroup() *group {
 
 // acquire waits for the writer's turn, or for ctx to end.
 func (g *group) acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
 	case g.sem <- struct{}{}:
 		return nil
@@ -116,8 +121,9 @@ func (g *group) finish(err error) {
 	if err != nil {
 		_ = g.tx.Rollback()
 	}
+	g.release()
 	out := g.out
-	g.tx, g.out, g.members = nil, nil, 0
+	g.tx, g.release, g.out, g.members = nil, nil, nil, 0
 	g.commits.Add(1)
 	out.err = err
 	close(out.done)
@@ -128,20 +134,22 @@ func (g *group) finish(err error) {
 // first writer needs no savepoint (nobody else's writes are in it yet), or
 // a savepoint in the open group's. first reports which. preparePending
 // runs before a new transaction begins, when the connection is free.
-func (g *group) begin(ctx context.Context, beginTx func(ctx context.Context) (*sql.Tx, error), preparePending func(ctx context.Context)) (_ *sql.Tx, _ *outcome, first bool, _ error) {
+//
+// open begins the transaction (it waits for the connection as long as ctx
+// lets it; the transaction itself outlives ctx, every member ending it
+// explicitly) and returns a func that gives the connection back.
+func (g *group) begin(ctx context.Context, open func(ctx context.Context) (*sql.Tx, func(), error), preparePending func(ctx context.Context)) (_ *sql.Tx, _ *outcome, first bool, _ error) {
 	if err := g.acquire(ctx); err != nil {
 		return nil, nil, false, err
 	}
 	if g.tx == nil {
 		preparePending(ctx)
-		// The transaction outlives this caller's context; every member
-		// ends it explicitly (Commit or Rollback).
-		tx, err := beginTx(context.WithoutCancel(ctx))
+		tx, release, err := open(ctx)
 		if err != nil {
 			<-g.sem
 			return nil, nil, false, err
 		}
-		g.tx, g.out, g.opened, g.members = tx, &outcome{done: make(chan struct{})}, time.Now(), 1
+		g.tx, g.release, g.out, g.opened, g.members = tx, release, &outcome{done: make(chan struct{})}, time.Now(), 1
 		return g.tx, g.out, true, nil
 	}
 	if _, err := g.tx.ExecContext(context.WithoutCancel(ctx), "SAVEPOINT agentd_tx"); err != nil {
@@ -176,7 +184,7 @@ func (t *groupTx) Commit(ctx context.Context) error {
 			// on some errors): so is every member's work.
 			t.g.finish(fmt.Errorf("sqlite: release savepoint: %w", err))
 			<-t.out.done
-			return t.out.err
+			return fmt.Errorf("sqlite: commit: %w", t.out.err)
 		}
 	}
 	t.g.end()
@@ -190,7 +198,9 @@ func (t *groupTx) Commit(ctx context.Context) error {
 // Rollback undoes the transaction's writes; the group goes on without
 // them. After Commit it does nothing. The first writer of a group is alone
 // in it: its transaction is rolled back whole, as before. A later one
-// rolls back its savepoint and waits for the group's end.
+// rolls back its savepoint and waits for the group's end; if the group
+// failed to commit, Rollback says so: what the transaction read of the
+// members before it (a check that failed on their writes) never was.
 func (t *groupTx) Rollback(ctx context.Context) error {
 	if t.ended {
 		return nil
@@ -217,6 +227,9 @@ func (t *groupTx) Rollback(ctx context.Context) error {
 	// rows than the check saw.
 	t.g.end()
 	<-t.out.done
+	if t.out.err != nil {
+		return fmt.Errorf("sqlite: the writes this transaction saw were not committed: %w", t.out.err)
+	}
 	return nil
 }
 
@@ -225,23 +238,33 @@ var _ sqlstore.Tx = (*groupTx)(nil)
 // groupedWrites runs the single statements of the write pool (a claim, a
 // lease renewal, a run's update) as write transactions of their own, so
 // that they join a group too instead of each committing alone. Query,
-// whose rows are read after it returns, runs on the pool as before.
+// whose rows are read after it returns, runs on the pool as before. The
+// store's breaker guards it from outside (guard.Querier), so its
+// transactions begin unguarded: a statement counts once.
 type groupedWrites struct {
 	pool
 	s *Store
 }
 
 func (w groupedWrites) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	t, _, err := w.s.begin(ctx)
+	t, err := w.s.beginTx(ctx, false)
 	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = t.Rollback(ctx) }()
 	n, err := t.Exec(ctx, query, args...)
 	if err != nil {
-		return 0, err
+		return 0, rolledBack(ctx, t, err)
 	}
 	return n, t.Commit(ctx)
+}
+
+// rolledBack rolls t back after its statement failed with err and returns
+// err, or the group's failure if what the statement saw was not committed.
+func rolledBack(ctx context.Context, t sqlstore.Tx, err error) error {
+	if rerr := t.Rollback(ctx); rerr != nil {
+		return rerr
+	}
+	return err
 }
 
 // QueryRow runs the statement when its row is scanned.
@@ -257,13 +280,12 @@ type groupedRow struct {
 }
 
 func (r groupedRow) Scan(dest ...any) error {
-	t, _, err := r.w.s.begin(r.ctx)
+	t, err := r.w.s.beginTx(r.ctx, false)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = t.Rollback(r.ctx) }()
 	if err := t.QueryRow(r.ctx, r.query, r.args...).Scan(dest...); err != nil {
-		return err
+		return rolledBack(r.ctx, t, err)
 	}
 	return t.Commit(r.ctx)
 }

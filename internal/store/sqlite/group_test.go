@@ -244,3 +244,60 @@ func TestGroupFirstRollsBackAndMaxAge(t *testing.T) {
 	require.Len(t, groupRows(t, s), 7)
 	require.Equal(t, int64(4), s.group.commits.Load()-before)
 }
+
+// When a group fails to commit, every member hears of it: Commit returns
+// the error, and so does the Rollback of a member whose check read the
+// group's writes (they never were). A cancelled caller begins nothing.
+func TestGroupCommitFails(t *testing.T) {
+	s := newTestStore(t)
+	ctx := t.Context()
+	s.group.maxAge = time.Hour
+	for _, q := range []string{
+		`CREATE TABLE group_parent (id INTEGER PRIMARY KEY)`,
+		// Checked at COMMIT: the group's commit fails on it.
+		`CREATE TABLE group_child (pid INTEGER REFERENCES group_parent (id) DEFERRABLE INITIALLY DEFERRED)`,
+	} {
+		_, err := s.write.ExecContext(ctx, q)
+		require.NoError(t, err)
+	}
+
+	first, _, err := s.begin(ctx)
+	require.NoError(t, err)
+	_, err = first.Exec(ctx, `INSERT INTO group_child (pid) VALUES (42)`) // no parent 42
+	require.NoError(t, err)
+	checked := make(chan error, 1)
+	go func() {
+		tx, _, err := s.begin(ctx)
+		if err != nil {
+			checked <- err
+			return
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM group_child`).Scan(&n); err != nil || n != 1 {
+			checked <- fmt.Errorf("the second writer sees the first's row: n=%d, %v", n, err)
+			return
+		}
+		checked <- tx.Rollback(ctx) // its check "failed" on the first's row
+	}()
+	require.Eventually(t, func() bool { return s.group.waiting.Load() == 1 }, 10*time.Second, time.Millisecond)
+	err = first.Commit(ctx)
+	require.ErrorContains(t, err, "FOREIGN KEY")
+	err = <-checked
+	require.ErrorContains(t, err, "were not committed")
+	require.ErrorContains(t, err, "FOREIGN KEY")
+
+	var n int
+	require.NoError(t, s.read.QueryRowContext(ctx, `SELECT count(*) FROM group_child`).Scan(&n))
+	require.Zero(t, n)
+	// The store goes on.
+	tx, _, err := s.begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO group_parent (id) VALUES (1)`)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _, err = s.begin(cctx)
+	require.ErrorIs(t, err, context.Canceled)
+}

@@ -25,7 +25,16 @@ const ReclaimBatch = sqlstore.ReclaimBatch
 // Store's write pool has one connection, which the transaction holds, so
 // calling the Store from fn deadlocks.
 func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc[*sql.Tx]) error {
-	return sqlstore.CreateRunTx(ctx, s.Store, s.begin, r, fn)
+	if fn == nil {
+		return sqlstore.CreateRunTx(ctx, s.Store, s.begin, r, nil)
+	}
+	return sqlstore.CreateRunTx(ctx, s.Store, s.begin, r, func(ctx context.Context, tx *sql.Tx) error {
+		ctx, err := stmtContext(ctx)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, tx)
+	})
 }
 
 // ReclaimExpiredRuns clears the lease of up to ReclaimBatch running runs
@@ -37,7 +46,7 @@ func (s *Store) CreateRunTx(ctx context.Context, r store.Run, fn store.TxFunc[*s
 // several Stores or processes serialize on SQLite's write lock, so each
 // expired run is reclaimed once.
 func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn store.ReclaimFunc[*sql.Tx]) (int, error) {
-	return sqlstore.ReclaimExpiredRuns(ctx, s.Store, s.begin, t, fn)
+	return sqlstore.ReclaimExpiredRuns(ctx, s.Store, s.begin, t, uninterrupted(fn))
 }
 
 // DecideApprovalTx records a decision and, when it was the run's last
@@ -45,5 +54,25 @@ func (s *Store) ReclaimExpiredRuns(ctx context.Context, t time.Time, fn store.Re
 // enqueue it); see store.ApprovalsTx. fn must not call the Store (see
 // CreateRunTx).
 func (s *Store) DecideApprovalTx(ctx context.Context, p store.DecideApprovalParams, fn store.ReclaimFunc[*sql.Tx]) (store.Approval, store.Run, error) {
-	return sqlstore.DecideApprovalTx(ctx, s.Store, s.begin, p, fn)
+	return sqlstore.DecideApprovalTx(ctx, s.Store, s.begin, p, uninterrupted(fn))
+}
+
+// uninterrupted runs fn (River's inserts, in the store's transaction) with
+// ctx's values but not its cancellation, once ctx is checked (stmtContext).
+// The driver interrupts a statement whose context ends, and SQLite rolls
+// back the whole transaction when a write inside one is interrupted: that
+// transaction also holds the writes of the group before it (group.go),
+// whose callers would see their commit fail for another caller's
+// cancellation.
+func uninterrupted(fn store.ReclaimFunc[*sql.Tx]) store.ReclaimFunc[*sql.Tx] {
+	if fn == nil {
+		return nil
+	}
+	return func(ctx context.Context, tx *sql.Tx, r store.Run) error {
+		ctx, err := stmtContext(ctx)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, tx, r)
+	}
 }

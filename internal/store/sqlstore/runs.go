@@ -280,9 +280,10 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 	}
 	defer rollback(tx)
 
-	// One batch (one round trip on PostgreSQL). Each event is inserted
-	// only if it is its run's next (the statements of the batch see each
-	// other's rows); one that is not inserts nothing and the whole
+	// One batch (one round trip on PostgreSQL). Each event must be its
+	// run's next (the statements of the batch see each other's rows; see
+	// eventStmts: the first is checked, those in order after it follow in
+	// multi-row inserts); one that is not inserts nothing and the whole
 	// transaction is rolled back. Two PostgreSQL callers racing for the
 	// same seq both pass the check, and the second one's insert fails on
 	// the primary key once the first commits (SQLite has one writer).
