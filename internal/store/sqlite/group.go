@@ -29,18 +29,20 @@ const (
 // next writer in the queue continues: when one ends (RELEASE, or ROLLBACK TO
 // and RELEASE) while another waits to begin, the connection is handed to
 // that one without a commit; the last one of the group (no writer waiting,
-// maxGroup of them, or the group open for maxGroupAge) commits for all. Commit returns only when the group
-// is committed, with the commit's error if it failed, so a caller that saw
-// its Commit succeed has its writes durable exactly as before, and readers
-// see them only then. A transaction that rolls back undoes its own
-// savepoint only, and its Rollback too returns when the group has ended, so
-// that what it saw of the members before it is committed (or known lost)
-// before its caller reads again. Writers still run one at a time, each seeing the writes
-// of those before it, in the order they would have committed; if the
-// group's commit fails, none of it is written and every member's Commit
-// returns the error. Without a writer waiting, a transaction commits at
-// once, as before. Waiting for the group ignores the caller's context: the
-// writes are in it, and the group ends within maxGroup transactions.
+// maxGroup of them, or the group open for maxGroupAge) commits for all.
+//
+// Commit returns only when the group is committed, with the commit's error
+// if it failed, so a caller that saw its Commit succeed has its writes
+// durable exactly as before, and readers see them only then. A transaction
+// that rolls back undoes its own savepoint only, and its Rollback too
+// returns when the group has ended, so that what it saw of the members
+// before it is committed (or reported lost) before its caller reads again.
+// Writers still run one at a time, each seeing the writes of those before
+// it, in the order they would have committed; if the group's commit fails,
+// none of it is written and every member hears of it. Without a writer
+// waiting, a transaction commits at once, as before. Waiting for the group
+// ignores the caller's context: the writes are in it, and the group ends
+// within maxGroup transactions.
 //
 // The write pool's single statements join groups too (groupedWrites);
 // River's own statements and transactions wait for the connection as
