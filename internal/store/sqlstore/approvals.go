@@ -62,7 +62,7 @@ func (s *Store) pauseRun(ctx context.Context, p store.PauseRunParams) error {
 	defer rollback(tx)
 	now := Now()
 	b := &Batch{Queries: make([]Queued, 0, len(p.Events)+len(p.Approvals)+2)}
-	s.queueStep(b, p.Checkpoint, p.Events, now)
+	q := s.queueStep(b, p.Checkpoint, p.Events, now)
 	for _, a := range p.Approvals {
 		at := a.RequestedAt
 		if at.IsZero() {
@@ -78,7 +78,7 @@ func (s *Store) pauseRun(ctx context.Context, p store.PauseRunParams) error {
 	b.Queue(qPauseRun, r.Attempt, r.Steps, r.InputTokens, r.OutputTokens, int64(r.CostUSD), r.ID)
 	br := tx.SendBatch(ctx, b)
 	err = func() error {
-		if err := readStep(br, p.Checkpoint, p.Events); err != nil {
+		if err := readStep(br, q); err != nil {
 			return err
 		}
 		for range p.Approvals {

@@ -173,7 +173,7 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 	if p.FinishRun != nil {
 		b.Queue(qUpdateRun, s.updateRunArgs(*p.FinishRun)...)
 	}
-	s.queueStep(b, p.Checkpoint, p.Events, t)
+	q := s.queueStep(b, p.Checkpoint, p.Events, t)
 	br := tx.SendBatch(ctx, b)
 	var nextSeq int64
 	if err := br.QueryRow().Scan(&nextSeq); err != nil {
@@ -215,7 +215,7 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 			return 0, fmt.Errorf("finish run %s: %w", r.ID, err)
 		}
 	}
-	if err := readStep(br, p.Checkpoint, p.Events); err != nil {
+	if err := readStep(br, q); err != nil {
 		_ = br.Close()
 		return 0, err
 	}

@@ -288,9 +288,9 @@ func (s *Store) saveStep(ctx context.Context, cp *store.Checkpoint, events []sto
 	// same seq both pass the check, and the second one's insert fails on
 	// the primary key once the first commits (SQLite has one writer).
 	b := &Batch{Queries: make([]Queued, 0, len(events)+1)}
-	s.queueStep(b, cp, events, Now())
+	q := s.queueStep(b, cp, events, Now())
 	br := tx.SendBatch(ctx, b)
-	if err := readStep(br, cp, events); err != nil {
+	if err := readStep(br, q); err != nil {
 		_ = br.Close()
 		return err
 	}
@@ -367,8 +367,14 @@ func eventStmts(events []store.Event) []eventStmt {
 	return stmts
 }
 
+// queuedStep is what queueStep queued, for readStep.
+type queuedStep struct {
+	checkpoint bool
+	events     []eventStmt
+}
+
 // queueStep queues the statements of a step (see saveStep) on b.
-func (s *Store) queueStep(b *Batch, cp *store.Checkpoint, events []store.Event, t time.Time) {
+func (s *Store) queueStep(b *Batch, cp *store.Checkpoint, events []store.Event, t time.Time) queuedStep {
 	if cp != nil {
 		at := cp.CreatedAt
 		if at.IsZero() {
@@ -382,7 +388,8 @@ func (s *Store) queueStep(b *Batch, cp *store.Checkpoint, events []store.Event, 
 		}
 		return s.d.Time(e.CreatedAt)
 	}
-	for _, st := range eventStmts(events) {
+	q := queuedStep{checkpoint: cp != nil, events: eventStmts(events)}
+	for _, st := range q.events {
 		if st.checked {
 			e := st.events[0]
 			b.Queue(qInsertEvent, e.RunID, e.Seq, e.Type, JSON(e.Data), timeOf(e))
@@ -395,16 +402,17 @@ func (s *Store) queueStep(b *Batch, cp *store.Checkpoint, events []store.Event, 
 		}
 		b.Queue(qInsertEventRows[len(st.events)], args...)
 	}
+	return q
 }
 
 // readStep reads the results of the statements queueStep queued.
-func readStep(br BatchResults, cp *store.Checkpoint, events []store.Event) error {
-	if cp != nil {
+func readStep(br BatchResults, q queuedStep) error {
+	if q.checkpoint {
 		if _, err := br.Exec(); err != nil {
 			return err
 		}
 	}
-	for _, st := range eventStmts(events) {
+	for _, st := range q.events {
 		n, err := br.Exec()
 		if err != nil {
 			return err
