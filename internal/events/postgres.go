@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,11 +23,34 @@ const maxPayload = 7800
 // process LISTENs and delivers to its local subscribers. Events too large
 // for a notification travel as a hint (run and seq only); followers read
 // them from the store.
+//
+// Publish does not wait for the database: it queues the notifications,
+// and one sender at a time sends all that are queued in one statement
+// (qNotify). Under load, the notifications of many runs' steps share a
+// round trip instead of each taking one (docs/benchmarks.md, round 7).
 type Postgres struct {
 	local *Local
 	pool  *pgxpool.Pool
 	log   *slog.Logger
+
+	mu      sync.Mutex
+	pending []string // payloads not sent yet, in the order published
+	sending bool     // a sender is running (send)
+	sends   int      // statements sent, for tests
 }
+
+// qNotify sends the notifications of $2 in order (unnest keeps the
+// array's order, and NOTIFY delivers in the order sent).
+const qNotify = `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`
+
+const (
+	// maxPending bounds the notifications waiting for the sender; past
+	// it, Publish drops them (followers read the store; see notify).
+	maxPending = 1 << 14
+	// maxPerSend bounds one statement's notifications (and its
+	// parameter's size: at most maxPerSend x maxPayload bytes).
+	maxPerSend = 64
+)
 
 // NewPostgres returns a hub on pool. Call Run to receive notifications.
 func NewPostgres(pool *pgxpool.Pool, log *slog.Logger) *Postgres {
@@ -50,30 +74,65 @@ func (h *Postgres) Publish(ctx context.Context, evs []store.Event) {
 	if len(evs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
 	batch := wireBatch{Events: make([]wireEvent, len(evs))}
 	for i, ev := range evs {
 		batch.Events[i] = wireEvent{RunID: ev.RunID, Seq: ev.Seq, Type: ev.Type, Data: ev.Data}
 	}
 	if raw, err := json.Marshal(batch); err == nil && len(raw) <= maxPayload {
-		h.notify(ctx, raw)
+		h.notify(ctx, string(raw))
 		return
 	}
-	for _, w := range batch.Events {
+	payloads := make([]string, len(batch.Events))
+	for i, w := range batch.Events {
 		raw, _ := json.Marshal(wireBatch{Events: []wireEvent{w}})
 		if len(raw) > maxPayload {
 			raw, _ = json.Marshal(wireBatch{Events: []wireEvent{{RunID: w.RunID, Seq: w.Seq}}})
 		}
-		h.notify(ctx, raw)
+		payloads[i] = string(raw)
+	}
+	h.notify(ctx, payloads...)
+}
+
+// notify queues payloads for the sender, starting it if none runs.
+// Followers poll the store as a backstop: a notification dropped (queue
+// full) or lost (the database unreachable) only delays them.
+func (h *Postgres) notify(ctx context.Context, payloads ...string) {
+	h.mu.Lock()
+	if len(h.pending)+len(payloads) > maxPending {
+		h.mu.Unlock()
+		h.log.WarnContext(ctx, "publish run events: too many notifications waiting for the database; dropped", "waiting", maxPending)
+		return
+	}
+	h.pending = append(h.pending, payloads...)
+	start := !h.sending
+	h.sending = true
+	h.mu.Unlock()
+	if start {
+		go h.send()
 	}
 }
 
-func (h *Postgres) notify(ctx context.Context, payload []byte) {
-	if _, err := h.pool.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, string(payload)); err != nil {
-		// Followers poll the store as a backstop; losing a notification
-		// only delays them.
-		h.log.WarnContext(ctx, "publish run events", "err", err)
+// send sends what is queued, up to maxPerSend a statement, until nothing
+// is; what is published meanwhile goes with the next statement.
+func (h *Postgres) send() {
+	for {
+		h.mu.Lock()
+		n := min(len(h.pending), maxPerSend)
+		if n == 0 {
+			h.pending, h.sending = nil, false
+			h.mu.Unlock()
+			return
+		}
+		batch := h.pending[:n:n]
+		h.pending = h.pending[n:]
+		h.sends++
+		h.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := h.pool.Exec(ctx, qNotify, Channel, batch)
+		cancel()
+		if err != nil {
+			h.log.Warn("publish run events", "notifications", n, "err", err)
+		}
 	}
 }
 
