@@ -150,7 +150,8 @@ func (c *Cache) GetConversation(ctx context.Context, b Backend, tenant, id strin
 // cache holds, the entry advances to the new version without a read. The
 // store keeps the CreatedAt a message carries, so a message without one
 // gets it here (as the store would give it: now, in microseconds) and the
-// cached copy is the stored one.
+// cached copy is the stored one; so does a conversation it creates
+// (p.Create), which is cached as CreateConversation caches one.
 func (c *Cache) AppendMessages(ctx context.Context, b Backend, p store.AppendMessagesParams) (int64, error) {
 	if c == nil || c.max <= 0 {
 		return b.AppendMessages(ctx, p)
@@ -169,10 +170,19 @@ func (c *Cache) AppendMessages(ctx context.Context, b Backend, p store.AppendMes
 		msgs[i] = m
 	}
 	p.Messages = msgs
+	if p.Create && p.CreatedAt.IsZero() {
+		p.CreatedAt = time.UnixMicro(now.UnixMicro()).UTC()
+	}
 	v, err := b.AppendMessages(ctx, p)
 	if err != nil {
 		// The entry stays: its version is checked before any use.
 		return v, err
+	}
+	if p.Create {
+		// As CreateConversation: the new conversation at version 0, which
+		// the append advances.
+		c.put(key{p.Tenant, p.ConversationID}, store.Conversation{ID: p.ConversationID, Tenant: p.Tenant, Agent: p.Agent,
+			NextSeq: 1, CreatedAt: p.CreatedAt})
 	}
 	c.advance(key{p.Tenant, p.ConversationID}, p.ExpectedVersion, v, msgs, p.TrimBeforeSeq)
 	return v, nil

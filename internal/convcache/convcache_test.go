@@ -338,3 +338,23 @@ func TestCreatedWarm(t *testing.T) {
 		require.Equal(t, convcache.Stats{Hits: 1, Bytes: c.Stats().Bytes, Entries: 1, StoreReadBytes: c.Stats().StoreReadBytes}, c.Stats())
 	})
 }
+
+// TestCreatedWithFirstTurnWarm: a conversation created by its first turn's
+// append (AppendMessagesParams.Create) is cached as one created through the
+// cache: the next read hits, and is what the store holds.
+func TestCreatedWithFirstTurnWarm(t *testing.T) {
+	pgtest.ForEachBackend(t, func(t *testing.T, backend string) {
+		b := openStore(t, backend)
+		c := convcache.New(1<<20, nil)
+		v, err := c.AppendMessages(context.Background(), b, store.AppendMessagesParams{
+			ConversationID: "conv1", Tenant: "t1", Create: true, Agent: "a",
+			Messages: []store.Message{{Role: "user", Content: text("question")}, {Role: "assistant", Content: text("answer")}},
+		})
+		require.NoError(t, err)
+		require.Equal(t, int64(1), v)
+		got := requireFresh(t, c, b, "t1", "conv1")
+		require.Len(t, got.Messages, 2)
+		require.Equal(t, "a", got.Agent)
+		require.Equal(t, convcache.Stats{Hits: 1, Bytes: c.Stats().Bytes, Entries: 1, StoreReadBytes: c.Stats().StoreReadBytes}, c.Stats())
+	})
+}

@@ -523,15 +523,6 @@ func (c *Chat) ended(ctx context.Context, res Result, err error) (Result, error)
 // the turn.
 func (c *Chat) commit(ctx context.Context, res Result, cp *store.Checkpoint, events []store.Event) error {
 	s := c.s
-	if c.isNew {
-		// A crash after this leaves an empty conversation (version 0) that
-		// the resumed run appends to.
-		if _, err := s.Store.CreateConversation(ctx, store.CreateConversationParams{
-			ID: c.conv.ID, Tenant: c.tenant, Agent: c.agent.Name,
-		}); err != nil {
-			return fmt.Errorf("create conversation: %w", err)
-		}
-	}
 	msgs := make([]store.Message, len(res.Messages))
 	for i, m := range res.Messages {
 		msgs[i] = store.Message{Role: m.Role, Content: m.Content}
@@ -544,6 +535,8 @@ func (c *Chat) commit(ctx context.Context, res Result, cp *store.Checkpoint, eve
 	final := c.outcome(res, nil)
 	p := store.AppendMessagesParams{
 		ConversationID: c.conv.ID, Tenant: c.tenant, ExpectedVersion: c.conv.Version,
+		// A new conversation is created with its first turn.
+		Create: c.isNew, Agent: c.agent.Name,
 		Messages: msgs, TrimBeforeSeq: trimBefore(c.conv.Messages, res.Messages, c.agent.MaxMessages),
 		FinishRun: &final, Checkpoint: cp, Events: events,
 	}

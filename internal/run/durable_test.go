@@ -61,11 +61,10 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		r, err := env.st.GetRun(ctx, runsTenant, rn.ID)
 		require.NoError(t, err)
 		require.Equal(t, store.RunRunning, r.Status, "error %q", r.Error)
-		// The commit creates a new conversation before it appends the
-		// turn: it exists, empty.
-		conv, err := env.st.GetConversation(ctx, runsTenant, rn.ConversationID)
-		require.NoError(t, err)
-		require.Empty(t, conv.Messages, "no turn was committed")
+		// The commit creates a new conversation with its first turn: none
+		// was committed, so it does not exist.
+		_, err = env.st.GetConversation(ctx, runsTenant, rn.ConversationID)
+		require.ErrorIs(t, err, store.ErrNotFound, "no turn was committed")
 		stopped := env.runEvents(t, rn.ID)
 
 		// Another worker resumes it: the answer is in the checkpoint.
@@ -82,7 +81,7 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		evs := env.runEvents(t, rn.ID)
 		require.Equal(t, stopped, evs[:len(stopped)], "stored events are never rewritten")
 		require.Equal(t, []string{"start", "usage", "resumed", "done"}, nonDeltaTypes(evs))
-		conv, err = env.st.GetConversation(ctx, runsTenant, rn.ConversationID)
+		conv, err := env.st.GetConversation(ctx, runsTenant, rn.ConversationID)
 		require.NoError(t, err)
 		require.Len(t, conv.Messages, 2)
 		// The final answer's checkpoint, then the commit's.

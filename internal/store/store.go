@@ -105,6 +105,14 @@ type CreateConversationParams struct {
 type AppendMessagesParams struct {
 	ConversationID string
 	Tenant         string
+	// Create, when set, creates the conversation (of Agent, at version 0)
+	// in the same transaction, before appending: a new conversation and
+	// its first turn are stored together or not at all. ExpectedVersion is
+	// then 0; ErrConflict if the conversation exists. CreatedAt is its
+	// creation time (zero: now).
+	Create    bool
+	Agent     string
+	CreatedAt time.Time
 	// ExpectedVersion must equal the conversation's current version, else
 	// ErrConflict and nothing is written.
 	ExpectedVersion int64

@@ -9,6 +9,12 @@ import (
 	"github.com/agentd/agentd/internal/store"
 )
 
+// qCreateConversation inserts a conversation at version 0 (CreateConversation,
+// AppendMessagesParams.Create).
+const qCreateConversation = `INSERT INTO conversations
+	(id, tenant, agent, version, next_seq, created_at, updated_at, expires_at)
+	VALUES ($1, $2, $3, 0, 1, $4, $4, $5)`
+
 // CreateConversation inserts a conversation at version 0; CreatedAt and
 // UpdatedAt are now. store.ErrConflict if the id exists (in any tenant).
 func (s *Store) CreateConversation(ctx context.Context, p store.CreateConversationParams) (store.Conversation, error) {
@@ -23,10 +29,7 @@ func (s *Store) CreateConversation(ctx context.Context, p store.CreateConversati
 		UpdatedAt: t,
 		ExpiresAt: NormTime(p.ExpiresAt),
 	}
-	_, err := s.db.Write.Exec(ctx, `INSERT INTO conversations
-		(id, tenant, agent, version, next_seq, created_at, updated_at, expires_at)
-		VALUES ($1, $2, $3, 0, 1, $4, $4, $5)`,
-		c.ID, c.Tenant, c.Agent, s.d.Time(t), s.d.Time(c.ExpiresAt))
+	_, err := s.db.Write.Exec(ctx, qCreateConversation, c.ID, c.Tenant, c.Agent, s.d.Time(t), s.d.Time(c.ExpiresAt))
 	if err != nil {
 		return store.Conversation{}, fmt.Errorf("%s: create conversation %s: %w", s.d.Name, p.ID, s.d.MapErr(err))
 	}
@@ -158,7 +161,17 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 	// nothing, whatever the rest did is rolled back.
 	t := Now()
 	n := int64(len(p.Messages))
-	b := &Batch{Queries: make([]Queued, 0, len(p.Messages)+3+len(p.Events))}
+	b := &Batch{Queries: make([]Queued, 0, len(p.Messages)+4+len(p.Events))}
+	if p.Create {
+		if p.ExpectedVersion != 0 {
+			return 0, fmt.Errorf("create conversation %s: expected version %d, want 0", p.ConversationID, p.ExpectedVersion)
+		}
+		created := NormTime(p.CreatedAt)
+		if created.IsZero() {
+			created = t
+		}
+		b.Queue(qCreateConversation, p.ConversationID, p.Tenant, p.Agent, s.d.Time(created), s.d.Time(time.Time{}))
+	}
 	b.Queue(qBumpConversation, p.ConversationID, p.Tenant, p.ExpectedVersion, n, s.d.Time(t), s.d.Time(p.ExpiresAt))
 	for i, m := range p.Messages {
 		at := m.CreatedAt
@@ -175,6 +188,12 @@ func (s *Store) appendMessages(ctx context.Context, p store.AppendMessagesParams
 	}
 	q := s.queueStep(b, p.Checkpoint, p.Events, t)
 	br := tx.SendBatch(ctx, b)
+	if p.Create {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return 0, fmt.Errorf("create conversation: %w", s.d.MapErr(err))
+		}
+	}
 	var nextSeq int64
 	if err := br.QueryRow().Scan(&nextSeq); err != nil {
 		_ = br.Close()

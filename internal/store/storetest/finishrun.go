@@ -59,6 +59,45 @@ func exerciseFinishRun[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.NoError(t, err)
 		require.Equal(t, store.RunQueued, got.Status)
 	})
+	t.Run("CreatedWithItsFirstTurn", func(t *testing.T) {
+		s, ctx := setup(t)
+		r := createRun(t, ctx, s, "t1")
+		msgs := []store.Message{textMsg("user", "q"), textMsg("assistant", "a")}
+		// The run cannot be finished: no conversation is left behind.
+		_, err := s.AppendMessages(ctx, store.AppendMessagesParams{
+			ConversationID: "conv_new", Tenant: "t1", Create: true, Agent: "demo", Messages: msgs,
+			FinishRun: &store.UpdateRunParams{ID: "run_missing", Status: store.RunSucceeded},
+		})
+		require.ErrorIs(t, err, store.ErrNotFound)
+		_, err = s.GetConversation(ctx, "t1", "conv_new")
+		require.ErrorIs(t, err, store.ErrNotFound)
+
+		v, err := s.AppendMessages(ctx, store.AppendMessagesParams{
+			ConversationID: "conv_new", Tenant: "t1", Create: true, Agent: "demo", Messages: msgs,
+			FinishRun: &store.UpdateRunParams{ID: r.ID, Status: store.RunSucceeded, Attempt: 1, Steps: 1},
+		})
+		require.NoError(t, err)
+		require.Equal(t, int64(1), v)
+		conv, err := s.GetConversation(ctx, "t1", "conv_new")
+		require.NoError(t, err)
+		require.Equal(t, "demo", conv.Agent)
+		require.Equal(t, int64(1), conv.Version)
+		require.Len(t, conv.Messages, 2)
+		require.True(t, conv.ExpiresAt.IsZero())
+
+		// It exists now: creating it again is a conflict and writes nothing.
+		_, err = s.AppendMessages(ctx, store.AppendMessagesParams{
+			ConversationID: "conv_new", Tenant: "t1", Create: true, Agent: "demo", Messages: msgs,
+		})
+		require.ErrorIs(t, err, store.ErrConflict)
+		conv, err = s.GetConversation(ctx, "t1", "conv_new")
+		require.NoError(t, err)
+		require.Len(t, conv.Messages, 2)
+		_, err = s.AppendMessages(ctx, store.AppendMessagesParams{
+			ConversationID: "conv_other", Tenant: "t1", Create: true, ExpectedVersion: 1, Messages: msgs,
+		})
+		require.Error(t, err, "a new conversation is at version 0")
+	})
 	t.Run("WithLastEvents", func(t *testing.T) {
 		s, ctx := setup(t)
 		c := createConv(t, ctx, s, "t1")
