@@ -206,11 +206,13 @@ type ChatParams struct {
 // Chat is a prepared chat turn: its run row exists and its conversation is
 // held. Call Execute exactly once.
 type Chat struct {
-	s       *Service
-	agent   *ChatAgent
-	tenant  string
-	conv    store.Conversation
-	isNew   bool
+	s      *Service
+	agent  *ChatAgent
+	tenant string
+	conv   store.Conversation
+	isNew  bool
+	// fresh: nothing of the run is stored but its row (Params.Fresh).
+	fresh   bool
 	run     store.Run
 	input   llm.Message
 	started time.Time
@@ -334,7 +336,7 @@ func (s *Service) prepare(ctx context.Context, p ChatParams, leases *Runs) (*Cha
 	if agent, err = prepared(ctx, agent); err != nil {
 		return nil, err
 	}
-	c := &Chat{s: s, agent: agent, tenant: p.Tenant, conv: conv, isNew: isNew, started: time.Now(), held: true}
+	c := &Chat{s: s, agent: agent, tenant: p.Tenant, conv: conv, isNew: isNew, started: time.Now(), held: true, fresh: true}
 	if !s.hold(c.conv.ID) {
 		return nil, fmt.Errorf("%w: %s", ErrConversationBusy, c.conv.ID)
 	}
@@ -476,6 +478,7 @@ func (c *Chat) params(ctx context.Context, onEvent func(store.Event)) (context.C
 		Decisions: c.decisions,
 		Pause:     c.pause,
 		Attempt:   c.run.Attempt,
+		Fresh:     c.fresh,
 	}
 	if c.s.Hub != nil {
 		hub := c.s.Hub

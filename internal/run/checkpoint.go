@@ -79,6 +79,13 @@ type state struct {
 
 // restore loads the newest checkpoint, or starts fresh.
 func (x *execution) restore(ctx context.Context) error {
+	if x.p.Fresh {
+		x.st = state{Messages: []llm.Message{x.p.Input}}
+		x.emit(StartEvent{
+			RunID: x.p.RunID, ConversationID: x.p.ConversationID, Agent: x.p.Agent.Name, Model: x.p.Agent.Model,
+		})
+		return nil
+	}
 	cp, err := x.l.Store.LatestCheckpoint(ctx, x.p.RunID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

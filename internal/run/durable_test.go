@@ -37,6 +37,33 @@ func (s *diesAtCommit) AppendMessages(ctx context.Context, _ store.AppendMessage
 	return 0, context.Cause(ctx)
 }
 
+// readsBack is the store as a worker sees it, counting the reads of what
+// a run stored of itself (its decisions, checkpoints and events), which a
+// run's first execution skips (run.Params.Fresh).
+type readsBack struct {
+	runsStore
+	approvals, checkpoints, events atomic.Int64
+}
+
+func (s *readsBack) ListApprovals(ctx context.Context, runID string) ([]store.Approval, error) {
+	s.approvals.Add(1)
+	return s.runsStore.ListApprovals(ctx, runID)
+}
+
+func (s *readsBack) LatestCheckpoint(ctx context.Context, runID string) (store.Checkpoint, error) {
+	s.checkpoints.Add(1)
+	return s.runsStore.LatestCheckpoint(ctx, runID)
+}
+
+func (s *readsBack) ListEvents(ctx context.Context, runID string, afterSeq int64, limit int) ([]store.Event, error) {
+	s.events.Add(1)
+	return s.runsStore.ListEvents(ctx, runID, afterSeq, limit)
+}
+
+func (s *readsBack) counts() [3]int64 {
+	return [3]int64{s.approvals.Load(), s.checkpoints.Load(), s.events.Load()}
+}
+
 func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 	t.Parallel()
 	forEachRunsBackend(t, func(t *testing.T, backend string) {
@@ -51,13 +78,16 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		defer die()
 		svc := env.service(nil)
 		svc.Store = &diesAtCommit{runsStore: env.st, die: die}
-		dead := &run.Runs{Service: svc, Store: env.st, Queue: noEnqueue{env.st}, Owner: "dead", LeaseTTL: 3 * time.Second, Log: env.log}
+		deadReads := &readsBack{runsStore: env.st}
+		svc.Loop.Store = deadReads
+		dead := &run.Runs{Service: svc, Store: deadReads, Queue: noEnqueue{env.st}, Owner: "dead", LeaseTTL: 3 * time.Second, Log: env.log}
 		rn, _, err := dead.Submit(ctx, run.SubmitParams{Tenant: runsTenant, Agent: "demo", Message: msg})
 		require.NoError(t, err)
 		requeue, err := dead.ExecuteRun(wctx, runsTenant, rn.ID)
 		require.NoError(t, err)
 		require.True(t, requeue, "the run is suspended, not finished")
 		require.Equal(t, int64(1), env.sim.Load().Requests())
+		require.Equal(t, [3]int64{}, deadReads.counts(), "a first attempt reads nothing of itself back")
 		r, err := env.st.GetRun(ctx, runsTenant, rn.ID)
 		require.NoError(t, err)
 		require.Equal(t, store.RunRunning, r.Status, "error %q", r.Error)
@@ -68,10 +98,16 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		stopped := env.runEvents(t, rn.ID)
 
 		// Another worker resumes it: the answer is in the checkpoint.
-		live := &run.Runs{Service: env.service(nil), Store: env.st, Queue: noEnqueue{env.st}, Owner: "live", LeaseTTL: 3 * time.Second, Log: env.log}
+		liveReads := &readsBack{runsStore: env.st}
+		liveSvc := env.service(nil)
+		liveSvc.Loop.Store = liveReads
+		live := &run.Runs{Service: liveSvc, Store: liveReads, Queue: noEnqueue{env.st}, Owner: "live", LeaseTTL: 3 * time.Second, Log: env.log}
 		requeue, err = live.ExecuteRun(ctx, runsTenant, rn.ID)
 		require.NoError(t, err)
 		require.False(t, requeue)
+		for i, n := range liveReads.counts() {
+			require.Positive(t, n, "a resumed run reads its decisions, checkpoint and events (%d)", i)
+		}
 		final := env.waitFinished(t, rn.ID)
 		require.Equal(t, store.RunSucceeded, final.Status, "error %q", final.Error)
 		require.Equal(t, 2, final.Attempt)
@@ -91,10 +127,14 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 
 		// An inline chat, which nothing resumes, keeps one checkpoint
 		// write for its final answer: the commit's.
-		chat, err := env.service(nil).Prepare(ctx, run.ChatParams{Tenant: runsTenant, Agent: "demo", Message: msg})
+		chatReads := &readsBack{runsStore: env.st}
+		chatSvc := env.service(nil)
+		chatSvc.Loop.Store = chatReads
+		chat, err := chatSvc.Prepare(ctx, run.ChatParams{Tenant: runsTenant, Agent: "demo", Message: msg})
 		require.NoError(t, err)
 		_, err = chat.Execute(ctx, nil)
 		require.NoError(t, err)
+		require.Equal(t, [3]int64{}, chatReads.counts(), "an inline chat reads nothing of itself back")
 		cp, err = env.st.LatestCheckpoint(ctx, chat.RunID())
 		require.NoError(t, err)
 		require.Equal(t, 1, cp.Step)

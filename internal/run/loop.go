@@ -166,6 +166,10 @@ type Params struct {
 	// Attempt is the run's attempt (1 for the first); a hosted program
 	// sees it.
 	Attempt int
+	// Fresh: nothing of the run is stored but its row (its first
+	// execution: an inline chat, or a queued run's first claim), so it
+	// starts from Input without reading a checkpoint or events back.
+	Fresh bool
 	// Pause, if set, stores the run when a tool call needs a decision
 	// that is not in Decisions; Execute then returns a *PausedError. Nil:
 	// such a call fails the run.

@@ -471,9 +471,15 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	if in.System, in.SystemMessage, err = s.checkSystem(in.System, in.SystemMessage); err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadInput, err)
 	}
-	approvals, err := r.Store.ListApprovals(ctx, run.ID)
-	if err != nil {
-		return nil, fmt.Errorf("load approvals of run %s: %w", run.ID, err)
+	// Claimed for the first time (an attempt only grows, and an inline
+	// chat's run starts at 1, so a takeover is at 2 at least): nothing
+	// of the run was stored but its row, no decision, checkpoint or event.
+	fresh := run.Attempt == 1
+	var approvals []store.Approval
+	if !fresh {
+		if approvals, err = r.Store.ListApprovals(ctx, run.ID); err != nil {
+			return nil, fmt.Errorf("load approvals of run %s: %w", run.ID, err)
+		}
 	}
 	for i, a := range approvals { // checked again, as the message is
 		if approvals[i].SystemMessage, err = s.Secrets.Check(a.SystemMessage); err != nil {
@@ -484,7 +490,7 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 	// decisions, so a run resumed on another worker has them too.
 	agent = withSystem(agent, SessionSystem(in.System, in.SystemMessage, approvals)...)
 	c := &Chat{s: s, agent: agent, tenant: run.Tenant, run: run, input: userMessage(in.Message), message: in.Message,
-		started: time.Now(), queued: true, maxCostUSD: in.MaxCostUSD}
+		started: time.Now(), queued: true, maxCostUSD: in.MaxCostUSD, fresh: fresh}
 	for _, a := range approvals {
 		if a.Decision != store.DecisionPending {
 			if c.decisions == nil {
