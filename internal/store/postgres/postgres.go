@@ -112,10 +112,7 @@ func OpenGuarded(ctx context.Context, url string, b *breaker.Breaker) (*Store, e
 	}
 	s := &Store{pool: pool, guard: sqlstore.Guard{Breaker: b, Unavailable: unavailable}}
 	q := s.guard.Querier(querier[*pgxpool.Pool]{pool})
-	s.Store = sqlstore.New(sqlstore.DB{Write: q, Read: q, Begin: func(ctx context.Context) (sqlstore.Tx, error) {
-		t, _, err := s.begin(ctx)
-		return t, err
-	}}, dialect)
+	s.Store = sqlstore.New(sqlstore.DB{Write: q, Read: q, Begin: s.beginLazy}, dialect)
 	return s, nil
 }
 
