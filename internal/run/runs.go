@@ -383,7 +383,7 @@ func (e *loadError) Unwrap() error { return e.err }
 // suspended one is released for any worker; a paused one waits for its
 // decision.
 func (r *Runs) afterRun(ctx context.Context, run store.Run, owner string, err error) (requeue bool, _ error) {
-	tenant, runID := run.Tenant, run.ID
+	runID := run.ID
 	if le := (*loadError)(nil); errors.As(err, &le) {
 		switch err := le.err; {
 		case errors.Is(err, ErrAgentNotFound), errors.Is(err, ErrConversationNotFound), errors.Is(err, errBadInput),
@@ -399,7 +399,7 @@ func (r *Runs) afterRun(ctx context.Context, run store.Run, owner string, err er
 	}
 	if errors.Is(err, ErrRequiresAction) {
 		// Paused, lease dropped: the decision queues it again.
-		r.sendWebhook(ctx, runID, tenant, WebhookRunRequiresAction)
+		r.sendWebhook(ctx, run, WebhookRunRequiresAction)
 		return false, nil
 	}
 	if errors.Is(err, ErrRestore) {
@@ -419,7 +419,7 @@ func (r *Runs) afterRun(ctx context.Context, run store.Run, owner string, err er
 		r.Log.InfoContext(ctx, "run suspended; it resumes from its checkpoint", "run_id", runID)
 		return true, nil
 	}
-	r.deliverWebhook(ctx, runID, tenant)
+	r.sendWebhook(ctx, run, WebhookRunCompleted)
 	return false, nil
 }
 
@@ -619,29 +619,22 @@ func (r *Runs) fail(ctx context.Context, run store.Run, cause error) {
 	}); err != nil {
 		r.Log.ErrorContext(ctx, "update run", "run_id", run.ID, "err", err)
 	}
-	r.deliverWebhook(ctx, run.ID, run.Tenant)
+	r.sendWebhook(ctx, run, WebhookRunCompleted)
 }
 
-func (r *Runs) deliverWebhook(ctx context.Context, runID, tenant string) {
-	r.sendWebhook(ctx, runID, tenant, WebhookRunCompleted)
-}
-
-func (r *Runs) sendWebhook(ctx context.Context, runID, tenant, event string) {
+// sendWebhook queues event's delivery to the webhook run was submitted
+// with, if any (its input, which never changes: no read of the run).
+func (r *Runs) sendWebhook(ctx context.Context, run store.Run, event string) {
 	if r.Webhooks == nil {
-		return
-	}
-	ctx = context.WithoutCancel(ctx)
-	run, err := r.Store.GetRun(ctx, tenant, runID)
-	if err != nil {
-		r.Log.WarnContext(ctx, "load run for webhook", "run_id", runID, "err", err)
 		return
 	}
 	var in runInput
 	if json.Unmarshal(run.Input, &in) != nil || in.Webhook == "" {
 		return
 	}
-	if err := r.Webhooks.EnqueueWebhook(ctx, tenant, runID, in.Webhook, event); err != nil {
-		r.Log.WarnContext(ctx, "queue webhook", "run_id", runID, "err", err)
+	ctx = context.WithoutCancel(ctx)
+	if err := r.Webhooks.EnqueueWebhook(ctx, run.Tenant, run.ID, in.Webhook, event); err != nil {
+		r.Log.WarnContext(ctx, "queue webhook", "run_id", run.ID, "err", err)
 	}
 }
 
