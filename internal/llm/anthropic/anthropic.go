@@ -45,7 +45,7 @@ type Client struct {
 	sdk     sdk.Client
 	timeout time.Duration
 	// For raw calls (forward): the SDK is not involved.
-	http    *http.Client
+	http    httpDoer
 	baseURL string
 	apiKey  string
 	// sdkDeltas: the SDK decodes text deltas too (see textDeltas; tests
@@ -65,8 +65,8 @@ func New(cfg Config) *Client {
 	if cfg.BaseURL != "" {
 		opts = append(opts, option.WithBaseURL(cfg.BaseURL))
 	}
-	client := cfg.HTTPClient
-	if client == nil {
+	var client httpDoer = cfg.HTTPClient
+	if cfg.HTTPClient == nil {
 		// Go's default keeps 2 idle connections per host: at agent
 		// concurrency (rate x model latency) that reopens connections,
 		// each with a TLS handshake. Keep many.
@@ -83,7 +83,7 @@ func New(cfg Config) *Client {
 			p.SetUnencryptedHTTP2(true)
 			tr.Protocols = &p
 		}
-		client = &http.Client{Transport: tr}
+		client = transportDoer{tr}
 	}
 	opts = append(opts, option.WithHTTPClient(client))
 	base := strings.TrimRight(cfg.BaseURL, "/")

@@ -38,7 +38,7 @@ func TestHTTPSUsesHTTP2(t *testing.T) {
 	// changes.
 	roots := x509.NewCertPool()
 	roots.AddCert(srv.Certificate())
-	c.http.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	c.http.(transportDoer).rt.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 
 	resp, err := c.Stream(t.Context(), llm.Request{Model: "claude-sonnet-4-5", MaxTokens: 64,
 		Messages: []llm.Message{{Role: "user", Content: json.RawMessage(`"hello"`)}}}, nil)
