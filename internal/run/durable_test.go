@@ -38,11 +38,17 @@ func (s *diesAtCommit) AppendMessages(ctx context.Context, _ store.AppendMessage
 }
 
 // readsBack is the store as a worker sees it, counting the reads of what
-// a run stored of itself (its decisions, checkpoints and events), which a
-// run's first execution skips (run.Params.Fresh).
+// a run stored of itself (its decisions, checkpoints and events) and of
+// its conversation, which a run's first execution skips (run.Params.Fresh;
+// a new conversation's first turn).
 type readsBack struct {
 	runsStore
-	approvals, checkpoints, events atomic.Int64
+	approvals, checkpoints, events, conversations atomic.Int64
+}
+
+func (s *readsBack) GetConversation(ctx context.Context, tenant, id string) (store.Conversation, error) {
+	s.conversations.Add(1)
+	return s.runsStore.GetConversation(ctx, tenant, id)
 }
 
 func (s *readsBack) ListApprovals(ctx context.Context, runID string) ([]store.Approval, error) {
@@ -60,8 +66,8 @@ func (s *readsBack) ListEvents(ctx context.Context, runID string, afterSeq int64
 	return s.runsStore.ListEvents(ctx, runID, afterSeq, limit)
 }
 
-func (s *readsBack) counts() [3]int64 {
-	return [3]int64{s.approvals.Load(), s.checkpoints.Load(), s.events.Load()}
+func (s *readsBack) counts() [4]int64 {
+	return [4]int64{s.approvals.Load(), s.checkpoints.Load(), s.events.Load(), s.conversations.Load()}
 }
 
 func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
@@ -77,8 +83,8 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		wctx, die := context.WithCancel(ctx)
 		defer die()
 		svc := env.service(nil)
-		svc.Store = &diesAtCommit{runsStore: env.st, die: die}
 		deadReads := &readsBack{runsStore: env.st}
+		svc.Store = &diesAtCommit{runsStore: deadReads, die: die}
 		svc.Loop.Store = deadReads
 		dead := &run.Runs{Service: svc, Store: deadReads, Queue: noEnqueue{env.st}, Owner: "dead", LeaseTTL: 3 * time.Second, Log: env.log}
 		rn, _, err := dead.Submit(ctx, run.SubmitParams{Tenant: runsTenant, Agent: "demo", Message: msg})
@@ -87,7 +93,7 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, requeue, "the run is suspended, not finished")
 		require.Equal(t, int64(1), env.sim.Load().Requests())
-		require.Equal(t, [3]int64{}, deadReads.counts(), "a first attempt reads nothing of itself back")
+		require.Equal(t, [4]int64{}, deadReads.counts(), "a first attempt reads nothing of itself back, nor its new conversation")
 		r, err := env.st.GetRun(ctx, runsTenant, rn.ID)
 		require.NoError(t, err)
 		require.Equal(t, store.RunRunning, r.Status, "error %q", r.Error)
@@ -100,13 +106,13 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		// Another worker resumes it: the answer is in the checkpoint.
 		liveReads := &readsBack{runsStore: env.st}
 		liveSvc := env.service(nil)
-		liveSvc.Loop.Store = liveReads
+		liveSvc.Store, liveSvc.Loop.Store = liveReads, liveReads
 		live := &run.Runs{Service: liveSvc, Store: liveReads, Queue: noEnqueue{env.st}, Owner: "live", LeaseTTL: 3 * time.Second, Log: env.log}
 		requeue, err = live.ExecuteRun(ctx, runsTenant, rn.ID)
 		require.NoError(t, err)
 		require.False(t, requeue)
 		for i, n := range liveReads.counts() {
-			require.Positive(t, n, "a resumed run reads its decisions, checkpoint and events (%d)", i)
+			require.Positive(t, n, "a resumed run reads its decisions, checkpoint, events and conversation (%d)", i)
 		}
 		final := env.waitFinished(t, rn.ID)
 		require.Equal(t, store.RunSucceeded, final.Status, "error %q", final.Error)
@@ -129,12 +135,12 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		// write for its final answer: the commit's.
 		chatReads := &readsBack{runsStore: env.st}
 		chatSvc := env.service(nil)
-		chatSvc.Loop.Store = chatReads
+		chatSvc.Store, chatSvc.Loop.Store = chatReads, chatReads
 		chat, err := chatSvc.Prepare(ctx, run.ChatParams{Tenant: runsTenant, Agent: "demo", Message: msg})
 		require.NoError(t, err)
 		_, err = chat.Execute(ctx, nil)
 		require.NoError(t, err)
-		require.Equal(t, [3]int64{}, chatReads.counts(), "an inline chat reads nothing of itself back")
+		require.Equal(t, [4]int64{}, chatReads.counts(), "an inline chat reads nothing of itself back")
 		cp, err = env.st.LatestCheckpoint(ctx, chat.RunID())
 		require.NoError(t, err)
 		require.Equal(t, 1, cp.Step)

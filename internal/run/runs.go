@@ -499,6 +499,14 @@ func (r *Runs) chatFor(ctx context.Context, run store.Run) (*Chat, error) {
 			c.decisions[a.ToolUseID] = a
 		}
 	}
+	if fresh && in.NewConversation && run.Turn == 0 {
+		// Its conversation's id was made for it at submission, and only
+		// its commit creates it (a message that takes a turn may share a
+		// new conversation: Turn > 0): there is nothing to read.
+		c.isNew = true
+		c.conv = store.Conversation{ID: run.ConversationID, Tenant: run.Tenant, Agent: run.Agent}
+		return c, nil
+	}
 	conv, err := s.Store.GetConversation(ctx, run.Tenant, run.ConversationID)
 	switch {
 	case errors.Is(err, store.ErrNotFound) && in.NewConversation:
