@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/agentd/agentd/internal/breaker"
 	"github.com/agentd/agentd/internal/config"
@@ -48,8 +49,16 @@ type Backend struct {
 	Actors map[string]func(context.Context) error
 }
 
-// Close closes the store.
-func (b *Backend) Close() error { return b.Store.Close() }
+// Close closes the store, once the event hub has sent what it holds
+// (events.Postgres.Flush; at most 2 s).
+func (b *Backend) Close() error {
+	if f, ok := b.Hub.(interface{ Flush(context.Context) }); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		f.Flush(ctx)
+		cancel()
+	}
+	return b.Store.Close()
+}
 
 // OpenBackend opens the store named by rawURL (not migrated: call
 // Store.Migrate) with its queue and event hub.

@@ -170,8 +170,11 @@ func (c *Cache) AppendMessages(ctx context.Context, b Backend, p store.AppendMes
 		msgs[i] = m
 	}
 	p.Messages = msgs
-	if p.Create && p.CreatedAt.IsZero() {
-		p.CreatedAt = time.UnixMicro(now.UnixMicro()).UTC()
+	if p.Create {
+		if p.CreatedAt.IsZero() {
+			p.CreatedAt = now
+		}
+		p.CreatedAt = time.UnixMicro(p.CreatedAt.UnixMicro()).UTC()
 	}
 	v, err := b.AppendMessages(ctx, p)
 	if err != nil {

@@ -33,20 +33,24 @@ type Postgres struct {
 	pool  *pgxpool.Pool
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	pending []string // payloads not sent yet, in the order published
-	sending bool     // a sender is running (send)
-	sends   int      // statements sent, for tests
+	mu           sync.Mutex
+	pending      []string      // payloads not sent yet, in the order published
+	pendingBytes int           // their bytes
+	sending      bool          // a sender is running (send)
+	idle         chan struct{} // closed when the running sender ends
+	sends        int           // statements sent, for tests
 }
 
-// qNotify sends the notifications of $2 in order (unnest keeps the
-// array's order, and NOTIFY delivers in the order sent).
-const qNotify = `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`
+// qNotify sends the notifications of $2 in the array's order (NOTIFY
+// delivers in the order sent).
+const qNotify = `SELECT pg_notify($1, u.p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, i) ORDER BY u.i`
 
 const (
-	// maxPending bounds the notifications waiting for the sender; past
-	// it, Publish drops them (followers read the store; see notify).
-	maxPending = 1 << 14
+	// maxPending and maxPendingBytes bound the notifications waiting for
+	// the sender (while the database is slow or away); past them,
+	// Publish drops (followers read the store; see notify).
+	maxPending      = 1 << 14
+	maxPendingBytes = 4 << 20
 	// maxPerSend bounds one statement's notifications (and its
 	// parameter's size: at most maxPerSend x maxPayload bytes).
 	maxPerSend = 64
@@ -97,18 +101,44 @@ func (h *Postgres) Publish(ctx context.Context, evs []store.Event) {
 // Followers poll the store as a backstop: a notification dropped (queue
 // full) or lost (the database unreachable) only delays them.
 func (h *Postgres) notify(ctx context.Context, payloads ...string) {
+	size := 0
+	for _, p := range payloads {
+		size += len(p)
+	}
 	h.mu.Lock()
-	if len(h.pending)+len(payloads) > maxPending {
+	if len(h.pending)+len(payloads) > maxPending || h.pendingBytes+size > maxPendingBytes {
+		waiting, bytes := len(h.pending), h.pendingBytes
 		h.mu.Unlock()
-		h.log.WarnContext(ctx, "publish run events: too many notifications waiting for the database; dropped", "waiting", maxPending)
+		h.log.WarnContext(ctx, "publish run events: too many notifications waiting for the database; dropped",
+			"waiting", waiting, "bytes", bytes)
 		return
 	}
 	h.pending = append(h.pending, payloads...)
+	h.pendingBytes += size
 	start := !h.sending
-	h.sending = true
+	if start {
+		h.sending, h.idle = true, make(chan struct{})
+	}
 	h.mu.Unlock()
 	if start {
 		go h.send()
+	}
+}
+
+// Flush waits until the notifications published so far are sent (or
+// given up on), or ctx ends. The process calls it before it closes the
+// pool, so that a run's last events still reach other processes live.
+func (h *Postgres) Flush(ctx context.Context) {
+	h.mu.Lock()
+	if !h.sending {
+		h.mu.Unlock()
+		return
+	}
+	idle := h.idle
+	h.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
 	}
 }
 
@@ -119,12 +149,16 @@ func (h *Postgres) send() {
 		h.mu.Lock()
 		n := min(len(h.pending), maxPerSend)
 		if n == 0 {
-			h.pending, h.sending = nil, false
+			h.pending, h.pendingBytes, h.sending = nil, 0, false
+			close(h.idle)
 			h.mu.Unlock()
 			return
 		}
 		batch := h.pending[:n:n]
 		h.pending = h.pending[n:]
+		for _, p := range batch {
+			h.pendingBytes -= len(p)
+		}
 		h.sends++
 		h.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -108,7 +108,7 @@ func TestPostgresPublishCoalesces(t *testing.T) {
 		if h.sending {
 			return false
 		}
-		h.sending = true
+		h.sending, h.idle = true, make(chan struct{})
 		return true
 	}, 5*time.Second, time.Millisecond)
 	const n = maxPerSend + 36
@@ -153,7 +153,8 @@ func TestPostgresPublishLargeEvents(t *testing.T) {
 	require.Equal(t, store.Event{RunID: run, Seq: 3}, got[2], "a hint: run and seq only")
 }
 
-// The queue is bounded: past maxPending, Publish drops and returns.
+// The queue is bounded in notifications and in bytes: past either,
+// Publish drops and returns.
 func TestPostgresPublishBounded(t *testing.T) {
 	h := NewPostgres(nil, slog.New(slog.DiscardHandler))
 	h.sending = true // no sender: nothing leaves the queue
@@ -164,4 +165,37 @@ func TestPostgresPublishBounded(t *testing.T) {
 	var first wireBatch
 	require.NoError(t, json.Unmarshal([]byte(h.pending[0]), &first))
 	require.Equal(t, int64(1), first.Events[0].Seq, "the oldest are kept")
+
+	h = NewPostgres(nil, slog.New(slog.DiscardHandler))
+	h.sending = true
+	big := json.RawMessage(`"` + strings.Repeat("x", maxPayload-100) + `"`)
+	for seq := int64(1); seq <= maxPendingBytes/(maxPayload-100)+10; seq++ {
+		h.Publish(t.Context(), []store.Event{{RunID: "r", Seq: seq, Data: big}})
+	}
+	require.Less(t, len(h.pending), maxPendingBytes/(maxPayload-100)+10)
+	require.LessOrEqual(t, h.pendingBytes, maxPendingBytes)
+	total := 0
+	for _, p := range h.pending {
+		total += len(p)
+	}
+	require.Equal(t, total, h.pendingBytes)
+}
+
+// Flush returns once what was published is sent; the queue is empty then.
+func TestPostgresFlush(t *testing.T) {
+	h := startHub(t)
+	run := fmt.Sprintf("flush-%d", time.Now().UnixNano())
+	ch, unsub := h.Subscribe(run)
+	defer unsub()
+	for seq := int64(1); seq <= 200; seq++ {
+		h.Publish(t.Context(), []store.Event{{RunID: run, Seq: seq, Type: "step"}})
+	}
+	h.Flush(t.Context())
+	h.mu.Lock()
+	require.False(t, h.sending)
+	require.Empty(t, h.pending)
+	require.Zero(t, h.pendingBytes)
+	h.mu.Unlock()
+	require.Len(t, receive(t, ch, 200), 200)
+	h.Flush(t.Context()) // nothing to send: returns at once
 }

@@ -35,7 +35,6 @@ var (
 // ChatStore is the part of the store synchronous chat uses.
 type ChatStore interface {
 	StepStore
-	CreateConversation(ctx context.Context, p store.CreateConversationParams) (store.Conversation, error)
 	GetConversation(ctx context.Context, tenant, id string) (store.Conversation, error)
 	AppendMessages(ctx context.Context, p store.AppendMessagesParams) (int64, error)
 	CreateRun(ctx context.Context, r store.Run) error

@@ -120,13 +120,12 @@ func (s *Service) keepCheckpointed(ctx context.Context, rn store.Run, withEvent 
 		return nil
 	}
 	conv, err := s.Store.GetConversation(ctx, rn.Tenant, rn.ConversationID)
+	create := false
 	switch {
 	case errors.Is(err, store.ErrNotFound) && in.NewConversation:
-		if conv, err = s.Store.CreateConversation(ctx, store.CreateConversationParams{
-			ID: rn.ConversationID, Tenant: rn.Tenant, Agent: rn.Agent,
-		}); err != nil {
-			return fmt.Errorf("create conversation: %w", err)
-		}
+		// Created with the interrupted turn, as a commit creates it.
+		create = true
+		conv = store.Conversation{ID: rn.ConversationID, Tenant: rn.Tenant, Agent: rn.Agent}
 	case err != nil:
 		return fmt.Errorf("load conversation: %w", err)
 	}
@@ -140,6 +139,7 @@ func (s *Service) keepCheckpointed(ctx context.Context, rn store.Run, withEvent 
 	}
 	p := store.AppendMessagesParams{
 		ConversationID: conv.ID, Tenant: rn.Tenant, ExpectedVersion: conv.Version, Messages: stored,
+		Create: create, Agent: rn.Agent,
 		TrimBeforeSeq: trimBefore(conv.Messages, msgs, maxMessages), FinishRun: &final, Events: events,
 	}
 	if s.ConversationTTL > 0 {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -83,7 +84,10 @@ func New(cfg Config) *Client {
 			p.SetUnencryptedHTTP2(true)
 			tr.Protocols = &p
 		}
-		client = transportDoer{tr}
+		client = &http.Client{Transport: tr}
+		if u, err := url.Parse(cfg.BaseURL); err == nil && u.User == nil {
+			client = transportDoer{tr}
+		}
 	}
 	opts = append(opts, option.WithHTTPClient(client))
 	base := strings.TrimRight(cfg.BaseURL, "/")

@@ -1,6 +1,7 @@
 package anthropic
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,13 +20,21 @@ type httpDoer interface {
 // (to replay them on a redirect; the API does not redirect: a 3xx is
 // returned as it is), and it sets up cookie and timeout handling that is
 // not configured. Errors are wrapped as http.Client wraps them (*url.Error,
-// "Post \"…\": …"), so callers see the same errors.
+// "Post \"…\": …"), so callers see the same errors. A base URL with a
+// user and password keeps http.Client, which turns them into a Basic
+// Authorization header (see New).
 type transportDoer struct{ rt http.RoundTripper }
 
 func (d transportDoer) Do(req *http.Request) (*http.Response, error) {
+	if req.URL == nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, errors.New("anthropic: request without a URL")
+	}
 	resp, err := d.rt.RoundTrip(req)
 	if err != nil {
-		return nil, &url.Error{Op: method(req.Method), URL: req.URL.String(), Err: err}
+		return nil, &url.Error{Op: method(req.Method), URL: req.URL.Redacted(), Err: err}
 	}
 	return resp, nil
 }

@@ -31,6 +31,11 @@ func TestTransportDoer(t *testing.T) {
 	require.Error(t, got)
 	require.Equal(t, want.Error(), got.Error())
 
+	// The password stays out of errors, as http.Client keeps it out.
+	_, err = send(transportDoer{tr}, "http://user:secret@"+strings.TrimPrefix(refused, "http://"))
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "secret")
+
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/elsewhere", http.StatusTemporaryRedirect)
 	}))
@@ -39,4 +44,13 @@ func TestTransportDoer(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
+}
+
+// A base URL with a user and password keeps http.Client (which turns them
+// into Basic credentials for a request without an Authorization header);
+// any other gets transportDoer.
+func TestBaseURLWithUserKeepsClient(t *testing.T) {
+	require.IsType(t, &http.Client{}, New(Config{BaseURL: "https://gw:pw@gateway.example", APIKey: "k"}).http)
+	require.IsType(t, transportDoer{}, New(Config{BaseURL: "https://gateway.example", APIKey: "k"}).http)
+	require.IsType(t, transportDoer{}, New(Config{APIKey: "k"}).http)
 }

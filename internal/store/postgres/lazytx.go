@@ -20,14 +20,16 @@ import (
 //
 // Nothing is sent until the first statement; a transaction ended before
 // one only returns its connection. The breaker (sqlstore.Guard) judges the
-// BEGIN's outcome, as it judged pgx's Begin. Not safe for concurrent use,
-// as no transaction is.
+// BEGIN's outcome, as it judged pgx's Begin (a transaction that sent
+// nothing counts as nothing). Not safe for concurrent use, as no
+// transaction is.
 type lazyTx struct {
 	conn *pgxpool.Conn
 	// judge reports the BEGIN's outcome to the breaker; nil once it has.
 	judge func(ctx context.Context, err error)
-	begun bool // BEGIN sent and answered
-	ended bool // committed or rolled back: the connection is released
+	begun bool  // BEGIN sent and answered
+	err   error // the BEGIN's error, if it failed: Commit returns it
+	ended bool  // committed or rolled back: the connection is released
 }
 
 // beginLazy starts a lazyTx on a connection of the pool.
@@ -63,9 +65,13 @@ func (t *lazyTx) begin(ctx context.Context) error {
 	if t.begun {
 		return nil
 	}
+	if t.err != nil {
+		return t.err
+	}
 	_, err := t.conn.Exec(ctx, "begin")
 	t.judged(ctx, err)
 	if err != nil {
+		t.err = err
 		return err
 	}
 	t.begun = true
@@ -114,6 +120,9 @@ func (t *lazyTx) SendBatch(ctx context.Context, b *sqlstore.Batch) sqlstore.Batc
 	if t.ended {
 		return errBatch{errTxEnded}
 	}
+	if t.err != nil {
+		return errBatch{t.err}
+	}
 	pb := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.Queries)+1)}
 	first := !t.begun
 	if first {
@@ -128,6 +137,7 @@ func (t *lazyTx) SendBatch(ctx context.Context, b *sqlstore.Batch) sqlstore.Batc
 		t.judged(ctx, err)
 		if err != nil {
 			_ = br.Close()
+			t.err = err
 			return errBatch{err}
 		}
 		t.begun = true
@@ -142,9 +152,9 @@ func (t *lazyTx) Commit(ctx context.Context) error {
 		return errTxEnded
 	}
 	if !t.begun {
-		t.judged(ctx, nil)
+		t.judged(ctx, sqlstore.ErrNotUsed)
 		t.release()
-		return nil
+		return t.err // nil, unless the BEGIN failed
 	}
 	tag, err := t.conn.Exec(ctx, "commit")
 	t.release()
@@ -167,7 +177,7 @@ func (t *lazyTx) Rollback(ctx context.Context) error {
 	if t.begun {
 		_, err = t.conn.Exec(ctx, "rollback")
 	} else {
-		t.judged(ctx, nil)
+		t.judged(ctx, sqlstore.ErrNotUsed)
 	}
 	t.release()
 	return err

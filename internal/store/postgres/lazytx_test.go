@@ -142,14 +142,36 @@ func TestLazyTxFailedCommit(t *testing.T) {
 	require.Zero(t, countRows(t, s))
 	require.Equal(t, int32(0), s.pool.Stat().AcquiredConns())
 
-	// A cancelled first statement leaves no transaction open either.
+	// A statement refused after the BEGIN (its context ended): the
+	// rollback ends the transaction, and the connection goes back idle.
 	tx, err = s.beginLazy(ctx)
 	require.NoError(t, err)
+	require.NoError(t, tx.SendBatch(ctx, insertBatch(5)).Close())
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err = tx.Exec(cctx, `INSERT INTO t (n) VALUES (5)`)
+	_, err = tx.Exec(cctx, `INSERT INTO t (n) VALUES (6)`)
 	require.Error(t, err)
 	require.NoError(t, tx.Rollback(ctx))
 	require.Zero(t, countRows(t, s))
 	require.Equal(t, int32(0), s.pool.Stat().AcquiredConns())
+	require.Equal(t, 0, countRows(t, s), "the pool's connections are usable")
+}
+
+// A BEGIN that fails (the connection is gone) fails the batch, and the
+// transaction's Commit reports it instead of a success.
+func TestLazyTxBeginFails(t *testing.T) {
+	s, _ := lazyStore(t)
+	ctx := t.Context()
+	tx, err := s.beginLazy(ctx)
+	require.NoError(t, err)
+	pid := tx.(*lazyTx).conn.Conn().PgConn().PID()
+	var killed bool
+	require.NoError(t, s.pool.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, pid).Scan(&killed))
+	require.True(t, killed)
+	br := tx.SendBatch(ctx, insertBatch(1))
+	_, err = br.Exec()
+	require.Error(t, err)
+	require.Error(t, br.Close())
+	require.Error(t, tx.Commit(ctx), "nothing was committed")
+	require.Zero(t, countRows(t, s))
 }

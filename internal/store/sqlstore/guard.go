@@ -26,6 +26,11 @@ type Guard struct {
 	Unavailable func(err error) bool
 }
 
+// ErrNotUsed is the outcome to give done (Allow) for a call that never
+// reached the database (a transaction ended before its first statement):
+// the breaker counts it as nothing.
+var ErrNotUsed = errors.New("sqlstore: nothing was sent to the database")
+
 // Allow asks the breaker; done records the call's outcome under ctx.
 func (g Guard) Allow() (done func(ctx context.Context, err error), err error) {
 	d, err := g.Breaker.Allow()
@@ -39,6 +44,8 @@ func (g Guard) outcome(ctx context.Context, err error) breaker.Outcome {
 	switch {
 	case err == nil:
 		return breaker.Success
+	case errors.Is(err, ErrNotUsed):
+		return breaker.Ignore
 	case errors.Is(err, context.DeadlineExceeded):
 		return breaker.Failure // the database did not answer in time
 	case ctx.Err() != nil:

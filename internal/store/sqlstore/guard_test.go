@@ -77,6 +77,27 @@ func TestGuardCountsOnlyUnavailability(t *testing.T) {
 	require.True(t, ok)
 }
 
+// ErrNotUsed (a transaction that sent nothing) is neither a failure nor a
+// success: it does not reset the count of failures in a row.
+func TestGuardNotUsedCountsAsNothing(t *testing.T) {
+	t.Parallel()
+	set := breaker.NewSet(breaker.Options{Defaults: breaker.Config{ConsecutiveFailures: 2, OpenTimeout: time.Minute}})
+	g := Guard{Breaker: set.Get(breaker.Store), Unavailable: func(err error) bool { return errors.Is(err, errDown) }}
+	ctx := context.Background()
+	judge := func(err error) {
+		done, aerr := g.Allow()
+		require.NoError(t, aerr)
+		done(ctx, err)
+	}
+	judge(errDown)
+	for range 3 {
+		judge(ErrNotUsed)
+	}
+	require.Equal(t, breaker.StateClosed, g.Breaker.State())
+	judge(errDown)
+	require.Equal(t, breaker.StateOpen, g.Breaker.State(), "two failures in a row")
+}
+
 func TestGuardWithoutBreakerIsTransparent(t *testing.T) {
 	t.Parallel()
 	f := &fakeQuerier{err: errDown}
