@@ -24,17 +24,17 @@ func init() {
 	go func() {
 		for range time.Tick(time.Second) {
 			type kind struct {
-				name              string
-				goroutines, bytes int
+				name                    string
+				goroutines, bytes, used int
 			}
 			var kinds []kind
 			for name, v := range runtime.AgentdStackStats() {
-				kinds = append(kinds, kind{name, v[0], v[1]})
+				kinds = append(kinds, kind{name, v[0], v[1], v[2]})
 			}
 			slices.SortFunc(kinds, func(a, b kind) int { return b.bytes - a.bytes })
 			var sb strings.Builder
 			for _, k := range kinds {
-				fmt.Fprintf(&sb, "%7d goroutines %9d KB %7d B avg  %s\n", k.goroutines, k.bytes>>10, k.bytes/k.goroutines, k.name)
+				fmt.Fprintf(&sb, "%7d goroutines %9d KB %7d B avg %7d B used avg  %s\n", k.goroutines, k.bytes>>10, k.bytes/k.goroutines, k.used/k.goroutines, k.name)
 			}
 			_ = os.WriteFile(path, []byte(sb.String()), 0o644)
 		}
