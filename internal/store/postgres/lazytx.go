@@ -78,30 +78,29 @@ func (t *lazyTx) begin(ctx context.Context) error {
 	return nil
 }
 
+// q runs statements on the transaction's connection (the pool's
+// adapter, querier).
+func (t *lazyTx) q() querier[*pgxpool.Conn] { return querier[*pgxpool.Conn]{t.conn} }
+
 func (t *lazyTx) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	if err := t.begin(ctx); err != nil {
 		return 0, err
 	}
-	tag, err := t.conn.Exec(ctx, query, args...)
-	return tag.RowsAffected(), err
+	return t.q().Exec(ctx, query, args...)
 }
 
 func (t *lazyTx) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
 	if err := t.begin(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := t.conn.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	return rows, nil
+	return t.q().Query(ctx, query, args...)
 }
 
 func (t *lazyTx) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
 	if err := t.begin(ctx); err != nil {
-		return errRow{err}
+		return sqlstore.ErrRow(err)
 	}
-	return t.conn.QueryRow(ctx, query, args...)
+	return t.q().QueryRow(ctx, query, args...)
 }
 
 // Script runs sql without arguments with the simple protocol, which
@@ -188,12 +187,8 @@ func (t *lazyTx) release() {
 	t.conn.Release()
 }
 
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
-
 type errBatch struct{ err error }
 
 func (r errBatch) Exec() (int64, error)   { return 0, r.err }
-func (r errBatch) QueryRow() sqlstore.Row { return errRow(r) }
+func (r errBatch) QueryRow() sqlstore.Row { return sqlstore.ErrRow(r.err) }
 func (r errBatch) Close() error           { return r.err }

@@ -123,11 +123,11 @@ func (p pool) Query(ctx context.Context, query string, args ...any) (sqlstore.Ro
 func (p pool) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
 	ctx, err := p.ctx(ctx)
 	if err != nil {
-		return errRow{err}
+		return sqlstore.ErrRow(err)
 	}
 	st, err := p.c.get(ctx, query)
 	if err != nil {
-		return errRow{err}
+		return sqlstore.ErrRow(err)
 	}
 	return st.QueryRowContext(ctx, args...)
 }
@@ -225,7 +225,7 @@ func (t *tx) Query(ctx context.Context, query string, args ...any) (sqlstore.Row
 func (t *tx) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
 	ctx, err := stmtContext(ctx)
 	if err != nil {
-		return errRow{err}
+		return sqlstore.ErrRow(err)
 	}
 	if st := t.c.lookup(query); st != nil {
 		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
@@ -279,7 +279,7 @@ func (b *batch) Exec() (int64, error) {
 func (b *batch) QueryRow() sqlstore.Row {
 	q, ok := b.pop()
 	if !ok {
-		return errRow{errors.New("sqlite: batch: no more results")}
+		return sqlstore.ErrRow(errors.New("sqlite: batch: no more results"))
 	}
 	return batchRow{row: b.tx.QueryRow(b.ctx, q.SQL, q.Args...), b: b}
 }
@@ -331,7 +331,3 @@ func wrapRows(r *sql.Rows, err error) (sqlstore.Rows, error) {
 	}
 	return rows{r}, nil
 }
-
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }

@@ -126,6 +126,10 @@ func (r *guardedRow) Scan(dest ...any) error {
 	return err
 }
 
+// ErrRow returns a Row whose Scan fails with err: what a backend's
+// QueryRow returns when the statement could not be sent.
+func ErrRow(err error) Row { return errRow{err} }
+
 // errRow is a Row whose Scan fails with err.
 type errRow struct{ err error }
 
