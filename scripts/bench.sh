@@ -15,6 +15,9 @@
 # CHAT_RATE (400), CHAT_DURATION (10s), CHAT_MAX_RATE (3000, the offered
 # rate of the saturation run), CHAT_MAX_DURATION (5s); RUNS_N (1000),
 # RUNS_SUBMITTERS (32); HELD_CHATS (1000), HELD_HOLD (10s); STARTS (5).
+# AGENTD_BIN: the agentd binary of the gateway, chat and start rows (default:
+# built from this tree), to compare two builds row by row; the runs and held
+# rows always test this tree.
 # PostgreSQL rows need AGENTD_TEST_POSTGRES_URL (skipped without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +50,10 @@ put "load:start" "$(load_avg | cut -d, -f1)"
 
 BIN=$DIR/agentd
 go build -o "$BIN" ./cmd/agentd
+if [ -n "${AGENTD_BIN:-}" ]; then
+	BIN=$AGENTD_BIN
+	echo "agentd under test: $BIN"
+fi
 go build -trimpath -ldflags='-s -w' -o "$DIR/agentd-stripped" ./cmd/agentd
 put binary_mb "$(awk -v b="$(stat -c %s "$DIR/agentd-stripped")" 'BEGIN{printf "%.1f", b/1e6}')"
 

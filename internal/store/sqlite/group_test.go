@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -100,6 +101,45 @@ func TestGroupCommit(t *testing.T) {
 	require.NoError(t, tx.Commit(ctx))
 	require.Contains(t, groupRows(t, s), "alone")
 	require.Equal(t, int64(2), s.group.commits.Load()-before)
+}
+
+// On one busy processor the writers ready to run form groups: the one that
+// ends a transaction yields before it commits, so that they reach begin and
+// wait for it (on one processor, without the yield, it commits before any
+// of them has run, and each of them commits alone).
+func TestGroupFormsOnOneProcessor(t *testing.T) {
+	s := newTestStore(t)
+	groupTable(t, s)
+	ctx := t.Context()
+	s.group.maxAge = time.Hour // what is measured is who waits, not how fast
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+
+	const n = 12
+	before := s.group.commits.Load()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			tx, _, err := s.begin(ctx)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer func() { _ = tx.Rollback(ctx) }()
+			if _, err := tx.Exec(ctx, `INSERT INTO group_test (v) VALUES ($1)`, fmt.Sprint("w", i)); err != nil {
+				errs[i] = err
+				return
+			}
+			errs[i] = tx.Commit(ctx)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "writer %d", i)
+	}
+	require.Len(t, groupRows(t, s), n)
+	commits := s.group.commits.Load() - before
+	require.LessOrEqual(t, commits, int64(n/3), "%d writers ready at once on one processor: %d commits", n, commits)
 }
 
 // A group handed on to a writer that gave up waiting (its context ended) is
