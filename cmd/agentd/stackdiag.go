@@ -36,6 +36,14 @@ func init() {
 			for _, k := range kinds {
 				fmt.Fprintf(&sb, "%7d goroutines %9d KB %7d B avg %7d B used avg  %s\n", k.goroutines, k.bytes>>10, k.bytes/k.goroutines, k.used/k.goroutines, k.name)
 			}
+			// The frames of one waiting goroutine of each of the three
+			// largest kinds: where their depth comes from.
+			for _, k := range kinds[:min(3, len(kinds))] {
+				fmt.Fprintf(&sb, "\nframes of one waiting %s (bytes, innermost first):\n", k.name)
+				for _, f := range runtime.AgentdFrames(k.name) {
+					fmt.Fprintf(&sb, "  %s\n", f)
+				}
+			}
 			_ = os.WriteFile(path, []byte(sb.String()), 0o644)
 		}
 	}()
