@@ -66,12 +66,14 @@ func TestMigrate(t *testing.T) {
 	var mode string
 	require.NoError(t, s.read.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode))
 	require.Equal(t, "wal", mode)
-	var fk, syncMode, busy int
+	var fk, syncMode, busy, temp int
 	require.NoError(t, s.write.QueryRowContext(ctx, `PRAGMA foreign_keys`).Scan(&fk))
 	require.NoError(t, s.write.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&syncMode))
 	require.NoError(t, s.write.QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&busy))
+	require.NoError(t, s.write.QueryRowContext(ctx, `PRAGMA temp_store`).Scan(&temp))
 	require.Equal(t, 1, fk)
 	require.Equal(t, 1, syncMode, "NORMAL")
+	require.Equal(t, 2, temp, "MEMORY: a group's savepoint journal stays off the disk")
 	require.Equal(t, 5000, busy)
 	require.NoError(t, s.read.QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&busy))
 	require.Equal(t, 5000, busy)
