@@ -48,7 +48,7 @@ agents:
   - {name: demo, model: claude-sonnet-4-5}
 YAML
 
-$LOAD_PIN "$BIN" sim -addr "$SIM" -api-key sim-key-1 2>"$DIR/sim.log" & pids+=($!)
+$LOAD_PIN "$BIN" sim -addr "$SIM" -api-key sim-key-1,sim-key-2 2>"$DIR/sim.log" & pids+=($!)
 $SERVER_PIN "$BIN" bench-proxy -addr "$PROXY" "http://$SIM" 2>"$DIR/proxy.log" & pids+=($!)
 "$BIN" migrate -config "$DIR/agentd.yaml" >/dev/null 2>&1
 KEY=$("$BIN" keys create -config "$DIR/agentd.yaml" -tenant bench -scopes chat 2>/dev/null | head -n1)

@@ -24,7 +24,7 @@ func ParseFlags(args []string) (addr string, cfg Config, err error) {
 	var usage bytes.Buffer
 	fs.SetOutput(&usage)
 	fs.StringVar(&addr, "addr", DefaultAddr, "listen address")
-	fs.StringVar(&cfg.APIKey, "api-key", "", "require this API key (x-api-key or Authorization: Bearer); empty accepts any")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "require this API key (x-api-key or Authorization: Bearer), or any of a comma-separated list; empty accepts any")
 	fs.DurationVar(&cfg.Latency, "latency", 0, "fixed latency before each response / before message_start")
 	fs.DurationVar(&cfg.LatencyJitter, "jitter", 0, "uniform random extra latency in [0, jitter)")
 	fs.DurationVar(&cfg.TailLatency, "tail-latency", 0, "extra latency for the -tail-rate share of requests")

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,8 @@ import (
 type Config struct {
 	// APIKey, when non-empty, must be sent as x-api-key or as
 	// "Authorization: Bearer <key>"; otherwise the request fails with 401
-	// authentication_error.
+	// authentication_error. A comma-separated list accepts any of its keys
+	// (an agentd key pool of several keys, each valid).
 	APIKey string
 	// Latency is added before the response (non-stream) or before
 	// message_start (stream).
@@ -148,6 +150,9 @@ func New(cfg Config, log *slog.Logger) *Server {
 	secs := (cfg.RetryAfter + time.Second - 1) / time.Second
 	s.retryAfterSec = strconv.FormatInt(int64(secs), 10)
 	s.retryAfterMs = strconv.FormatInt(cfg.RetryAfter.Milliseconds(), 10)
+	if strings.Contains(cfg.APIKey, ",") {
+		s.SetAPIKeys(strings.Split(cfg.APIKey, ",")...)
+	}
 	return s
 }
 

@@ -101,6 +101,24 @@ func TestSDKNonStream(t *testing.T) {
 	require.EqualValues(t, 1, s.Requests())
 }
 
+// A comma-separated APIKey accepts each of its keys and nothing else, as
+// the official client sends them.
+func TestSeveralAPIKeys(t *testing.T) {
+	_, srv := newSim(t, Config{APIKey: "key-one,key-two"})
+	for _, key := range []string{"key-one", "key-two"} {
+		c := newClient(srv, key)
+		_, err := c.Messages.New(context.Background(), userParams("hi"))
+		require.NoError(t, err, key)
+	}
+	for _, key := range []string{"key-three", "key-one,key-two"} {
+		c := newClient(srv, key)
+		_, err := c.Messages.New(context.Background(), userParams("hi"))
+		var apiErr *anthropic.Error
+		require.ErrorAs(t, err, &apiErr, key)
+		require.Equal(t, http.StatusUnauthorized, apiErr.StatusCode, key)
+	}
+}
+
 func TestSDKStreamMatchesNonStream(t *testing.T) {
 	_, srv := newSim(t, Config{Words: 30, EventDelay: time.Millisecond, TTFT: time.Millisecond})
 	c := newClient(srv, "any-key-goes")
