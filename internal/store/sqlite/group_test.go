@@ -36,6 +36,19 @@ func groupRows(t *testing.T, s *Store) []string {
 	return vs
 }
 
+// insertOne inserts v in a write transaction of its own.
+func insertOne(ctx context.Context, s *Store, v string) error {
+	tx, _, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `INSERT INTO group_test (v) VALUES ($1)`, v); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
 // Writers that queue while a transaction is open commit with it, in one
 // SQLite commit; one that fails rolls back its own writes only; every
 // Commit returns once the group is committed, and readers see it then.
@@ -119,19 +132,7 @@ func TestGroupFormsOnOneProcessor(t *testing.T) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() {
-			tx, _, err := s.begin(ctx)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer func() { _ = tx.Rollback(ctx) }()
-			if _, err := tx.Exec(ctx, `INSERT INTO group_test (v) VALUES ($1)`, fmt.Sprint("w", i)); err != nil {
-				errs[i] = err
-				return
-			}
-			errs[i] = tx.Commit(ctx)
-		})
+		wg.Go(func() { errs[i] = insertOne(ctx, s, fmt.Sprint("w", i)) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -245,19 +246,7 @@ func TestGroupFirstRollsBackAndMaxAge(t *testing.T) {
 		errs := make([]error, n)
 		var wg sync.WaitGroup
 		for i := range n {
-			wg.Go(func() {
-				w, _, err := s.begin(ctx)
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				defer func() { _ = w.Rollback(ctx) }()
-				if _, err := w.Exec(ctx, `INSERT INTO group_test (v) VALUES ($1)`, fmt.Sprint(prefix, "w", i)); err != nil {
-					errs[i] = err
-					return
-				}
-				errs[i] = w.Commit(ctx)
-			})
+			wg.Go(func() { errs[i] = insertOne(ctx, s, fmt.Sprint(prefix, "w", i)) })
 		}
 		require.Eventually(t, func() bool { return s.group.waiting.Load() == n }, 10*time.Second, time.Millisecond)
 		require.NoError(t, first(tx))
