@@ -41,7 +41,8 @@ const (
 // Writers still run one at a time, each seeing the writes of those before
 // it, in the order they would have committed; if the group's commit fails,
 // none of it is written and every member hears of it. Without a writer
-// waiting, a transaction commits at once, as before. Waiting for the group
+// waiting, a transaction commits once it has yielded the processor (see
+// end); on an idle processor that is at once. Waiting for the group
 // ignores the caller's context: the writes are in it, and the group ends
 // within maxGroup transactions.
 //

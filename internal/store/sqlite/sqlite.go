@@ -33,10 +33,12 @@
 // ON DELETE CASCADE), synchronous(NORMAL) (in WAL mode a commit is
 // durable against application crashes; a power loss can lose the last
 // commits but never corrupts the database) and temp_store(MEMORY): the
-// savepoints of a commit group (group.go) journal the pages they change
-// that earlier members changed already, and past 64 KB SQLite otherwise
-// spills that journal to a temporary file, a write call a page (an eighth
-// of the core at /v1/chat's saturation).
+// savepoints of a commit group (group.go) journal the pages they change,
+// and past 64 KB SQLite otherwise spills that journal to a temporary file,
+// a write call a page (an eighth of the core at /v1/chat's saturation).
+// The statements that change many rows at once on the write connection
+// are kept bounded for it: the sweeps delete in batches, and Migrate puts
+// temp_store back to DEFAULT while it runs.
 //
 // # Encoding
 //
@@ -83,6 +85,21 @@ type Store struct {
 }
 
 var _ sqlstore.Backend[*sql.Tx] = (*Store)(nil)
+
+// Migrate applies the migrations (sqlstore.Store.Migrate) with the write
+// connection's temporary files on disk (temp_store DEFAULT) meanwhile: a
+// migration that rewrites a large table in its transaction journals every
+// page it changes, which temp_store(MEMORY) would hold in memory.
+func (s *Store) Migrate(ctx context.Context) error {
+	if _, err := s.write.ExecContext(ctx, `PRAGMA temp_store = DEFAULT`); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	err := s.Store.Migrate(ctx)
+	if _, perr := s.write.ExecContext(context.WithoutCancel(ctx), `PRAGMA temp_store = MEMORY`); perr != nil && err == nil {
+		err = fmt.Errorf("sqlite: migrate: %w", perr)
+	}
+	return err
+}
 
 // Open opens (creating it if needed) the SQLite database at path, a file
 // system path (config.ParseStoreURL returns it for a sqlite:// URL). It

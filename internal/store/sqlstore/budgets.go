@@ -181,14 +181,18 @@ func (s *Store) markBudgetAlert(ctx context.Context, k store.BudgetCounterKey, f
 func (s *Store) DeleteExpiredBudgets(ctx context.Context, now time.Time) (int, error) {
 	n := 0
 	for _, q := range []string{
-		`DELETE FROM budget_reservations WHERE expires_at < $1`,
-		`DELETE FROM budget_counters WHERE expires_at < $1`,
+		`DELETE FROM budget_reservations WHERE (reservation_id, scope, subject, period) IN (
+			SELECT reservation_id, scope, subject, period FROM budget_reservations
+			WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)`,
+		`DELETE FROM budget_counters WHERE (scope, subject, period) IN (
+			SELECT scope, subject, period FROM budget_counters
+			WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)`,
 	} {
-		k, err := s.db.Write.Exec(ctx, q, s.d.Time(now))
+		k, err := s.deleteInBatches(ctx, q, s.d.Time(now))
+		n += k
 		if err != nil {
 			return n, fmt.Errorf("%s: delete expired budgets: %w", s.d.Name, err)
 		}
-		n += int(k)
 	}
 	return n, nil
 }

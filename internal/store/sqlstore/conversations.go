@@ -261,12 +261,36 @@ func (s *Store) DeleteConversation(ctx context.Context, tenant, id string) error
 }
 
 // DeleteExpiredConversations deletes the conversations whose ExpiresAt is
-// set and before now, with their messages, and returns how many.
+// set and before now, with their messages, and returns how many. It
+// deletes them sweepBatch at a time (see deleteInBatches).
 func (s *Store) DeleteExpiredConversations(ctx context.Context, now time.Time) (int, error) {
-	n, err := s.db.Write.Exec(ctx, `DELETE FROM conversations
-		WHERE expires_at IS NOT NULL AND expires_at < $1`, s.d.Time(now))
+	n, err := s.deleteInBatches(ctx, `DELETE FROM conversations WHERE id IN (
+		SELECT id FROM conversations WHERE expires_at IS NOT NULL AND expires_at < $1
+		ORDER BY expires_at LIMIT $2)`, s.d.Time(now))
 	if err != nil {
-		return 0, fmt.Errorf("%s: delete expired conversations: %w", s.d.Name, err)
+		return n, fmt.Errorf("%s: delete expired conversations: %w", s.d.Name, err)
 	}
-	return int(n), nil
+	return n, nil
+}
+
+// sweepBatch is the most rows a sweep deletes in one statement.
+const sweepBatch = 500
+
+// deleteInBatches runs q, a DELETE of at most $2 rows matching $1 (arg),
+// with $2 = sweepBatch until it deletes fewer, and returns how many rows it
+// deleted. Each batch is a statement of its own: a backlog (after
+// downtime) neither holds the one SQLite writer for its whole length nor
+// makes one transaction journal all of it.
+func (s *Store) deleteInBatches(ctx context.Context, q string, arg any) (int, error) {
+	n := 0
+	for {
+		k, err := s.db.Write.Exec(ctx, q, arg, sweepBatch)
+		n += int(k)
+		if err != nil || k < sweepBatch {
+			return n, err
+		}
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+	}
 }

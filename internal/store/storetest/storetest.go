@@ -345,6 +345,29 @@ func exerciseConversations[TTx any](t *testing.T, setup setupFunc[TTx]) {
 		require.Len(t, got.Messages, 1)
 	})
 
+	t.Run("DeleteExpiredInBatches", func(t *testing.T) {
+		// A backlog longer than a sweep's batches (500) goes in one call.
+		s, ctx := setup(t)
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		const n = 1100
+		for i := range n + 1 {
+			exp := now.Add(-time.Duration(i+1) * time.Second)
+			if i == n {
+				exp = now.Add(time.Hour) // kept
+			}
+			_, err := s.CreateConversation(ctx, store.CreateConversationParams{
+				ID: newID("conv"), Tenant: "t1", Agent: "a", ExpiresAt: exp,
+			})
+			require.NoError(t, err)
+		}
+		deleted, err := s.DeleteExpiredConversations(ctx, now)
+		require.NoError(t, err)
+		require.Equal(t, n, deleted)
+		deleted, err = s.DeleteExpiredConversations(ctx, now.Add(2*time.Hour))
+		require.NoError(t, err)
+		require.Equal(t, 1, deleted, "the one that had not expired is all that was left")
+	})
+
 	t.Run("DeleteExpired", func(t *testing.T) {
 		s, ctx := setup(t)
 		now := time.Now().UTC().Truncate(time.Microsecond)
