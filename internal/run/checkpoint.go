@@ -23,15 +23,17 @@ import (
 //     one store transaction (SaveStep): a checkpoint is never stored
 //     without the events that led to it.
 //   - The final answer (a model call that asks for no tool) ends with
-//     commitDone, which hands a checkpoint, the queued events and the done
-//     event to Commit; Commit stores them with the conversation's turn and
-//     the run's status in one transaction.
+//     commitDone, which hands the queued events and the done event, and
+//     for a run that is not resumable the final checkpoint, to Commit;
+//     Commit stores them with the conversation's turn and the run's status
+//     in one transaction.
 //   - A run that can be resumed (Params.Resumable: a queued run, which a
 //     worker holds with a lease and another worker takes over when it dies
 //     or drains) also checkpoints the final answer on its own, like every
 //     other model call, before Commit: resumed between the two writes, it
 //     finds the answer in its checkpoint and commits it without calling the
-//     model again. An inline chat (POST /v1/chat under concurrency_policy
+//     model again; Commit then stores no second checkpoint of it (the
+//     run's latest checkpoint holds its final state). An inline chat (POST /v1/chat under concurrency_policy
 //     reject) is resumed only when its process dies: it holds a lease
 //     from its insert on (Runs.PrepareChat) and a worker takes it over
 //     once the lease lapses. Its final answer's checkpoint is only the
@@ -144,17 +146,26 @@ func (x *execution) commitDone(ctx context.Context) error {
 	defer x.mu.Unlock()
 	done := store.Event{RunID: x.p.RunID, Seq: x.seq + 1, Type: EventDone, Data: raw, CreatedAt: time.Now().UTC()}
 	events := append(append(make([]store.Event, 0, len(x.pending)+1), x.pending...), done)
-	st := x.st
-	st.Seq = done.Seq
-	state, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
+	// A resumable run's final answer is in its latest checkpoint already
+	// (finishCall, the program's result, or the checkpoint it resumed
+	// from): Commit stores no second copy of the same state.
+	var cp *store.Checkpoint
+	if !x.p.Resumable {
+		st := x.st
+		st.Seq = done.Seq
+		state, err := json.Marshal(st)
+		if err != nil {
+			return fmt.Errorf("encode checkpoint: %w", err)
+		}
+		cp = &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep + 1, State: state, CreatedAt: done.CreatedAt}
 	}
-	cp := &store.Checkpoint{RunID: x.p.RunID, Step: x.cpStep + 1, State: state, CreatedAt: done.CreatedAt}
 	if err := x.p.Commit(ctx, res, cp, events); err != nil {
 		return err
 	}
-	x.seq, x.st.Seq, x.cpStep = done.Seq, done.Seq, x.cpStep+1
+	x.seq, x.st.Seq = done.Seq, done.Seq
+	if cp != nil {
+		x.cpStep++
+	}
 	x.pending, x.deltaSince = x.pending[:0], time.Time{}
 	if x.p.OnEvent != nil {
 		x.p.OnEvent(done)

@@ -6,6 +6,7 @@ package run_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -126,10 +127,17 @@ func TestRunsResumeAtCommitRepeatsNoModelCall(t *testing.T) {
 		conv, err := env.st.GetConversation(ctx, runsTenant, rn.ConversationID)
 		require.NoError(t, err)
 		require.Len(t, conv.Messages, 2)
-		// The final answer's checkpoint, then the commit's.
+		// The final answer's checkpoint is the run's last: the commit
+		// stores no second copy of the same state.
 		cp, err := env.st.LatestCheckpoint(ctx, rn.ID)
 		require.NoError(t, err)
-		require.Equal(t, 2, cp.Step)
+		require.Equal(t, 1, cp.Step)
+		var st struct {
+			Messages []struct{ Role string } `json:"messages"`
+		}
+		require.NoError(t, json.Unmarshal(cp.State, &st))
+		require.Len(t, st.Messages, 2)
+		require.Equal(t, "assistant", st.Messages[1].Role, "it holds the final answer")
 
 		// An inline chat, which nothing resumes, keeps one checkpoint
 		// write for its final answer: the commit's.

@@ -142,6 +142,7 @@ type Params struct {
 	// stored), from one goroutine at a time and in seq order.
 	OnEvent func(store.Event)
 	// Commit, if set, runs when the model has answered: it must store cp
+	// (nil for a resumable run, whose final state is checkpointed already)
 	// and events (which end with the done event) atomically with whatever
 	// it commits. Its error fails the run (an error event instead of done).
 	Commit func(ctx context.Context, r Result, cp *store.Checkpoint, events []store.Event) error
@@ -149,8 +150,9 @@ type Params struct {
 	// if this one stops without an outcome (a queued run, whose worker may
 	// die or drain). The final answer is then checkpointed on its own
 	// before Commit, so that a resumed run never pays for that model call
-	// again. Unset (an inline chat, which nothing resumes), the final
-	// answer's checkpoint is the one Commit stores: one write fewer.
+	// again, and Commit stores no second copy of it. Unset (an inline chat,
+	// which nothing resumes), the final answer's checkpoint is the one
+	// Commit stores: one write fewer.
 	Resumable bool
 	// OnStored, if set, receives events once they are stored, in seq
 	// order: what followers of the run may see (a stored event is never
