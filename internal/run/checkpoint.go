@@ -33,10 +33,11 @@ import (
 //     other model call, before Commit: resumed between the two writes, it
 //     finds the answer in its checkpoint and commits it without calling the
 //     model again; Commit then stores no second checkpoint of it (the
-//     run's latest checkpoint holds its final state). An inline chat (POST /v1/chat under concurrency_policy
-//     reject) is resumed only when its process dies: it holds a lease
-//     from its insert on (Runs.PrepareChat) and a worker takes it over
-//     once the lease lapses. Its final answer's checkpoint is only the
+//     run's latest checkpoint holds its final state). An inline chat
+//     (POST /v1/chat under concurrency_policy reject) is resumed only
+//     when its process dies: it holds a lease from its insert on
+//     (Runs.PrepareChat) and a worker takes it over once the lease
+//     lapses. Its final answer's checkpoint is only the
 //     one Commit stores, one write fewer per chat; a crash between that
 //     answer and the commit makes the takeover call the model for it
 //     again (the only call it repeats).
