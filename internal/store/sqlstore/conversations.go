@@ -286,10 +286,7 @@ func (s *Store) deleteInBatches(ctx context.Context, q string, arg any) (int, er
 	for {
 		k, err := s.db.Write.Exec(ctx, q, arg, sweepBatch)
 		n += int(k)
-		if err != nil || k < sweepBatch {
-			return n, err
-		}
-		if err := ctx.Err(); err != nil {
+		if err != nil || k < sweepBatch { // a cancelled ctx fails the next Exec
 			return n, err
 		}
 	}
