@@ -23,6 +23,7 @@ var dialect = sqlstore.Dialect{
 	MapErr:       mapErr,
 	IsForeignKey: func(err error) bool { return isConstraint(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) },
 	Busy:         func(err error) bool { return isConstraint(err, sqlite3.SQLITE_BUSY) },
+	Param:        func(int) string { return "?" },
 	// Reclaimers in several Stores or processes serialize on SQLite's
 	// write lock (the transaction is BEGIN IMMEDIATE), so each expired run
 	// is reclaimed once.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -178,4 +179,34 @@ func TestFullDiskIsNotUnavailable(t *testing.T) {
 	require.True(t, store.IsFull(full))
 	require.False(t, unavailable(full), "a full disk must not count against the store's breaker")
 	require.False(t, store.IsUnavailable(full))
+}
+
+// TestAppendUsageBatchOrder: a batch is written in inserts of up to 64
+// rows with anonymous parameters; its rows are numbered in batch order
+// (ids increase with the position in the batch), also when some are
+// skipped because their uid is stored already or repeats within the batch.
+func TestAppendUsageBatchOrder(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newTestStore(t)
+	rows := make([]store.UsageRecord, 700) // 10×64 + 32 + 16 + 8 + 4 rows
+	for i := range rows {
+		rows[i] = store.UsageRecord{Tenant: "t", Agent: "a", Model: "m", RunID: "r", Step: i + 1, UID: fmt.Sprintf("u%d", i)}
+	}
+	require.NoError(t, s.AppendUsageBatch(ctx, rows[:300]))
+	require.NoError(t, s.AppendUsageBatch(ctx, append(rows, rows[699]))) // 0-299 and the repeat skipped
+	got, err := s.write.QueryContext(ctx, `SELECT step FROM usage WHERE tenant = 't' ORDER BY id`)
+	require.NoError(t, err)
+	defer got.Close()
+	var steps []int
+	for got.Next() {
+		var st int
+		require.NoError(t, got.Scan(&st))
+		steps = append(steps, st)
+	}
+	require.NoError(t, got.Err())
+	require.Len(t, steps, 700)
+	for i, st := range steps {
+		require.Equal(t, i+1, st)
+	}
 }

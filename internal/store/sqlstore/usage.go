@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/agentd/agentd/internal/store"
@@ -12,10 +13,56 @@ import (
 // QAppendUsage inserts one row; a row whose uid is stored already is
 // skipped (an empty uid is stored as NULL, which never conflicts), so a
 // batch written again stores none of its rows twice.
-const QAppendUsage = `INSERT INTO usage (created_at, tenant, key, agent, model, run_id, step,
+var QAppendUsage = usageInsert(dollarParam, 1)
+
+// usageColumns is the number of parameters of one row of usageInsert.
+const usageColumns = 14
+
+// usageInsert is QAppendUsage for n rows, inserted in order (their ids
+// increase in that order), each with the parameters of appendUsageArgs.
+func usageInsert(param func(int) string, n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO usage (created_at, tenant, key, agent, model, run_id, step,
 	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_nanos, cached, uid)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''))
-	ON CONFLICT (uid) DO NOTHING`
+	VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := 1; c < usageColumns; c++ {
+			b.WriteString(param(i*usageColumns + c))
+			b.WriteString(", ")
+		}
+		b.WriteString("NULLIF(" + param((i+1)*usageColumns) + ", ''))")
+	}
+	b.WriteString("\n\tON CONFLICT (uid) DO NOTHING")
+	return b.String()
+}
+
+// maxUsageRows bounds the rows of one usage insert of a batch.
+const maxUsageRows = 64
+
+// usageInserts returns usageInsert(param, n) for n a power of two up to
+// maxUsageRows: a batch is written in inserts of those sizes
+// (usageChunk), so a connection prepares at most seven statement texts.
+func usageInserts(param func(int) string) map[int]string {
+	q := map[int]string{}
+	for n := 1; n <= maxUsageRows; n *= 2 {
+		q[n] = usageInsert(param, n)
+	}
+	return q
+}
+
+// usageChunk is the rows of the next insert of a batch of n rows: the
+// largest power of two not above n, at most maxUsageRows.
+func usageChunk(n int) int {
+	c := maxUsageRows
+	for c > n {
+		c /= 2
+	}
+	return c
+}
 
 // AppendUsage writes one usage row (see store.Usage).
 func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
@@ -29,15 +76,21 @@ func (s *Store) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 }
 
 func (s *Store) appendUsage(ctx context.Context, q Querier, r store.UsageRecord) error {
-	_, err := q.Exec(ctx, QAppendUsage, s.d.Time(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
-		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, int64(r.CostUSD), r.Cached, r.UID)
+	_, err := q.Exec(ctx, QAppendUsage, s.appendUsageArgs(nil, r)...)
 	return err
+}
+
+// appendUsageArgs appends the usageColumns parameters of r's row to args.
+func (s *Store) appendUsageArgs(args []any, r store.UsageRecord) []any {
+	return append(args, s.d.Time(r.Time), r.Tenant, r.Key, r.Agent, r.Model, r.RunID, r.Step,
+		r.InputTokens, r.OutputTokens, r.CacheCreationInputTokens, r.CacheReadInputTokens, int64(r.CostUSD), r.Cached, r.UID)
 }
 
 // AppendUsageBatch writes usage rows in one transaction (see store.Usage):
 // one commit for the batch (SQLite: one BEGIN IMMEDIATE and one WAL sync),
-// the single-row INSERT executed once per row inside it (rows whose uid is
-// stored already skipped). A backend with a bulk insert overrides it.
+// the rows in inserts of up to 64 rows (usageChunk), rows whose uid is stored
+// already (or earlier in the batch) skipped. A backend with a bulk insert
+// of its own overrides it (PostgreSQL's takes arrays).
 func (s *Store) AppendUsageBatch(ctx context.Context, rs []store.UsageRecord) error {
 	if len(rs) == 0 {
 		return nil
@@ -55,13 +108,20 @@ func (s *Store) appendUsageBatch(ctx context.Context, rs []store.UsageRecord) er
 	}
 	defer rollback(tx)
 	t := Now()
-	for _, r := range rs {
-		if r.Time.IsZero() {
-			r.Time = t
+	args := make([]any, 0, usageColumns*min(len(rs), maxUsageRows))
+	for rest := rs; len(rest) > 0; {
+		n := usageChunk(len(rest))
+		args = args[:0]
+		for _, r := range rest[:n] {
+			if r.Time.IsZero() {
+				r.Time = t
+			}
+			args = s.appendUsageArgs(args, r)
 		}
-		if err := s.appendUsage(ctx, tx, r); err != nil {
+		if _, err := tx.Exec(ctx, s.qUsageRows[n], args...); err != nil {
 			return err
 		}
+		rest = rest[n:]
 	}
 	return tx.Commit(ctx)
 }

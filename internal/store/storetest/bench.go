@@ -2,11 +2,13 @@ package storetest
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentd/agentd/internal/store"
@@ -78,4 +80,51 @@ func Benchmark(b *testing.B, newStore func(tb testing.TB) store.Store) {
 		}
 	})
 	b.Run("Feedback", func(b *testing.B) { benchmarkFeedback(b, newStore) })
+	b.Run("AppendUsageBatch", func(b *testing.B) { benchmarkUsageBatch(b, newStore) })
+}
+
+// benchmarkUsageBatch writes batches of 100 gateway rows (no run), as
+// internal/usagelog does at 1,000 calls a second, into a table that
+// already holds 20,000 rows; time-ordered uids (what usagelog assigns)
+// and random ones (what it assigned before).
+func benchmarkUsageBatch(b *testing.B, newStore func(tb testing.TB) store.Store) {
+	const batch, held = 100, 20_000
+	for _, ids := range []struct {
+		name string
+		uid  func() string
+	}{
+		{"uid=time", func() string { u := uuid.Must(uuid.NewV7()); return hex.EncodeToString(u[:]) }},
+		{"uid=random", func() string { u := uuid.New(); return hex.EncodeToString(u[:]) }},
+	} {
+		b.Run(ids.name, func(b *testing.B) {
+			ctx := context.Background()
+			s, ok := newStore(b).(store.Usage)
+			if !ok {
+				b.Skip("the store keeps no usage ledger")
+			}
+			rows := func() []store.UsageRecord {
+				rs := make([]store.UsageRecord, batch)
+				for i := range rs {
+					rs[i] = store.UsageRecord{Tenant: "bench", Key: "key_1", Agent: "gateway", Model: "claude-sonnet-4-5",
+						InputTokens: 12, OutputTokens: 40, CostUSD: 630_000, UID: ids.uid()}
+				}
+				return rs
+			}
+			for range held / batch {
+				require.NoError(b, s.AppendUsageBatch(ctx, rows()))
+			}
+			b.ReportAllocs()
+			var n int
+			for b.Loop() {
+				b.StopTimer()
+				rs := rows()
+				b.StartTimer()
+				if err := s.AppendUsageBatch(ctx, rs); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*batch), "ns/row")
+		})
+	}
 }
