@@ -4,10 +4,11 @@
 // A Writer is the usage recorder of the agent loop and the gateway:
 // AppendUsage puts the row in a bounded in-memory buffer and returns; one
 // background goroutine writes the buffer with store.Usage.AppendUsageBatch,
-// up to BatchRows rows per write, as soon as a batch is full and at least
-// every FlushInterval. Under load the rows that arrive while one batch is
-// being written form the next one, so a database that takes one write
-// transaction per row (SQLite's single writer) takes one per batch.
+// up to BatchRows rows per write, as soon as WakeRows rows are waiting and
+// at least every FlushInterval. Under load the rows that arrive while one
+// batch is being written form the next one, so a database that takes one
+// write transaction per row (SQLite's single writer) takes one per batch,
+// and a slow store gets larger batches.
 //
 // Rows are never dropped while the process lives:
 //   - a batch that fails to write is retried, the same rows in the same
@@ -52,6 +53,7 @@ import (
 const (
 	DefaultBufferRows    = 10_000
 	DefaultBatchRows     = 500
+	DefaultWakeRows      = 32
 	DefaultFlushInterval = 100 * time.Millisecond
 	DefaultMinBackoff    = 100 * time.Millisecond
 	DefaultMaxBackoff    = 5 * time.Second
@@ -70,6 +72,13 @@ type Options struct {
 	BufferRows int
 	// BatchRows is the most rows one write takes.
 	BatchRows int
+	// WakeRows rows waiting start a write before FlushInterval ends; the
+	// write takes every row waiting, up to BatchRows. Kept small so that
+	// at a steady rate each write is short: a write holds the store's
+	// writer and, on a core shared with the requests, that core (at 1,000
+	// rows/s, 100-row writes every 100 ms were the gateway's p99 tail on
+	// one core; docs/benchmarks.md, round 9).
+	WakeRows int
 	// FlushInterval is the longest a row waits before its batch is
 	// written (when the store keeps up).
 	FlushInterval time.Duration
@@ -128,7 +137,7 @@ type Writer struct {
 	room     chan struct{}       // closed (and replaced) when rows were written
 	closed   bool
 
-	wake     chan struct{} // a full batch or a Flush: write now
+	wake     chan struct{} // WakeRows rows waiting or a Flush: write now
 	stop     chan struct{} // closed by Close: write everything, then exit
 	done     chan struct{} // closed when the flusher exited
 	stopOnce sync.Once
@@ -147,6 +156,10 @@ func New(st Store, opts Options) *Writer {
 		opts.BatchRows = DefaultBatchRows
 	}
 	opts.BatchRows = min(opts.BatchRows, opts.BufferRows)
+	if opts.WakeRows <= 0 {
+		opts.WakeRows = DefaultWakeRows
+	}
+	opts.WakeRows = min(opts.WakeRows, opts.BatchRows)
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = DefaultFlushInterval
 	}
@@ -216,10 +229,10 @@ func (w *Writer) AppendUsage(ctx context.Context, r store.UsageRecord) error {
 	}
 	w.pending = append(w.pending, r)
 	w.enqueued++
-	full := len(w.pending) >= w.opts.BatchRows
+	wake := len(w.pending) >= w.opts.WakeRows
 	w.setGauge()
 	w.mu.Unlock()
-	if full {
+	if wake {
 		w.poke()
 	}
 	return nil
@@ -310,8 +323,8 @@ func (w *Writer) setGauge() {
 	}
 }
 
-// run is the flusher: on every tick, full batch or Flush it writes all
-// pending rows, a batch at a time; after stop it writes what is left and
+// run is the flusher: on every tick, WakeRows rows waiting or Flush it
+// writes all pending rows, a batch at a time; after stop it writes what is left and
 // exits.
 func (w *Writer) run() {
 	defer close(w.done)

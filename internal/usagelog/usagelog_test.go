@@ -133,7 +133,7 @@ func TestBatchesInOrder(t *testing.T) {
 	st, path := newSQLite(t)
 	rec := &recording{Store: st}
 	m := usagelog.NewMetrics(prometheus.NewRegistry())
-	w := usagelog.New(rec, usagelog.Options{BatchRows: 100, FlushInterval: time.Hour, Metrics: m})
+	w := usagelog.New(rec, usagelog.Options{BatchRows: 100, WakeRows: 100, FlushInterval: time.Hour, Metrics: m})
 	ctx := t.Context()
 	for i := 1; i <= 1050; i++ {
 		require.NoError(t, w.AppendUsage(ctx, row("t1", i)))
@@ -244,6 +244,39 @@ func TestRetriesLoseNothing(t *testing.T) {
 	require.Equal(t, seq(500), steps(t, path, "t1"))
 	require.Equal(t, 4.0, value(t, m.WriteErrors))
 	require.Equal(t, 500.0, value(t, m.RowsWritten))
+}
+
+// WakeRows rows waiting start a write before the interval; the rows that
+// arrive while it is being written (a slow store) form larger batches, up
+// to BatchRows.
+func TestWakeRows(t *testing.T) {
+	t.Parallel()
+	st, path := newSQLite(t)
+	rec := &recording{Store: st, gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	w := usagelog.New(rec, usagelog.Options{BatchRows: 100, WakeRows: 8, FlushInterval: time.Hour})
+	ctx := t.Context()
+	for i := 1; i <= 7; i++ {
+		require.NoError(t, w.AppendUsage(ctx, row("t1", i)))
+	}
+	select {
+	case <-rec.entered:
+		t.Fatal("a write started with fewer than WakeRows rows waiting")
+	case <-time.After(50 * time.Millisecond):
+	}
+	require.NoError(t, w.AppendUsage(ctx, row("t1", 8)))
+	select {
+	case <-rec.entered: // the write of the 8 rows, stuck at the gate
+	case <-time.After(5 * time.Second):
+		t.Fatal("no write started with WakeRows rows waiting")
+	}
+	for i := 9; i <= 258; i++ {
+		require.NoError(t, w.AppendUsage(ctx, row("t1", i)))
+	}
+	close(rec.gate)
+	require.NoError(t, w.Flush(ctx))
+	require.Equal(t, []int{8, 100, 100, 50}, rec.sizes())
+	require.Equal(t, seq(258), steps(t, path, "t1"))
+	closeWriter(t, w)
 }
 
 // With the store stuck, a full buffer makes AppendUsage wait; it fails
