@@ -36,6 +36,9 @@
 // savepoints of a commit group (group.go) journal the pages they change,
 // and past 64 KB SQLite otherwise spills that journal to a temporary file,
 // a write call a page (an eighth of the core at /v1/chat's saturation).
+// It also sets wal_autocheckpoint(0): a goroutine with a connection of its
+// own checkpoints the WAL instead (checkpoint.go), so that no commit waits
+// for a checkpoint's fsync calls.
 // The statements that change many rows at once on the write connection
 // are kept bounded for it: the sweeps delete in batches, and Migrate puts
 // temp_store back to DEFAULT while it runs.
@@ -75,6 +78,7 @@ type Store struct {
 
 	write *sql.DB // one connection, BEGIN IMMEDIATE
 	read  *sql.DB // several connections, query_only
+	ckpt  *checkpointer
 	wstmt *stmtCache
 	rstmt *stmtCache
 	group *group // the write transactions' (see group)
@@ -127,6 +131,7 @@ func OpenGuarded(ctx context.Context, path string, b *breaker.Breaker) (*Store, 
 		"_pragma=foreign_keys(1)",
 		"_pragma=synchronous(NORMAL)",
 		"_pragma=temp_store(MEMORY)",
+		"_pragma=wal_autocheckpoint(0)",
 		"_txlock=immediate",
 	))
 	if err != nil {
@@ -157,8 +162,14 @@ func OpenGuarded(ctx context.Context, path string, b *breaker.Breaker) (*Store, 
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxIdleTime(5 * time.Minute)
+	ckpt, err := startCheckpointer(ctx, path)
+	if err != nil {
+		_ = read.Close()
+		_ = write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
 
-	s := &Store{write: write, read: read, wstmt: newStmtCache(write), rstmt: newStmtCache(read),
+	s := &Store{write: write, read: read, ckpt: ckpt, wstmt: newStmtCache(write), rstmt: newStmtCache(read),
 		group: newGroup(), guard: sqlstore.Guard{Breaker: b, Unavailable: unavailable}}
 	s.Store = sqlstore.New(sqlstore.DB{Write: s.guard.Querier(groupedWrites{pool: pool{c: s.wstmt}, s: s}), Read: s.guard.Querier(pool{c: s.rstmt, toEnd: true}), Begin: func(ctx context.Context) (sqlstore.Tx, error) {
 		t, _, err := s.begin(ctx)
@@ -196,7 +207,7 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		// Readers first: the last connection to close checkpoints the WAL.
-		errs := []error{s.rstmt.close(), s.read.Close(), s.wstmt.close(), s.write.Close()}
+		errs := []error{s.ckpt.close(), s.rstmt.close(), s.read.Close(), s.wstmt.close(), s.write.Close()}
 		if err := errors.Join(errs...); err != nil {
 			s.closeErr = fmt.Errorf("sqlite: close: %w", err)
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,7 +69,9 @@ func TestMigrate(t *testing.T) {
 	var mode string
 	require.NoError(t, s.read.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode))
 	require.Equal(t, "wal", mode)
-	var fk, syncMode, busy, temp int
+	var fk, syncMode, busy, temp, autoCkpt int
+	require.NoError(t, s.write.QueryRowContext(ctx, `PRAGMA wal_autocheckpoint`).Scan(&autoCkpt))
+	require.Equal(t, 0, autoCkpt, "no commit checkpoints; the checkpointer does")
 	require.NoError(t, s.write.QueryRowContext(ctx, `PRAGMA foreign_keys`).Scan(&fk))
 	require.NoError(t, s.write.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&syncMode))
 	require.NoError(t, s.write.QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&busy))
@@ -209,4 +213,30 @@ func TestAppendUsageBatchOrder(t *testing.T) {
 	for i, st := range steps {
 		require.Equal(t, i+1, st)
 	}
+}
+
+// TestBackgroundCheckpoint: commits do not checkpoint the WAL (the write
+// connection's wal_autocheckpoint is 0); the checkpointer copies it into
+// the database file within a few intervals, while the store stays open.
+func TestBackgroundCheckpoint(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	s := openTest(t, path)
+	require.NoError(t, s.Migrate(ctx))
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	before := size()
+	rows := make([]store.UsageRecord, 500)
+	for i := range rows {
+		rows[i] = store.UsageRecord{Tenant: "t", Agent: strings.Repeat("a", 1000), Model: "m", RunID: "r", Step: i + 1}
+	}
+	for range 8 { // 4 MB in the WAL
+		require.NoError(t, s.AppendUsageBatch(ctx, rows))
+	}
+	require.Eventually(t, func() bool { return size() >= before+4<<20 }, 10*time.Second, 20*time.Millisecond,
+		"the WAL's pages reach the database file while the store is open")
 }
