@@ -12,6 +12,11 @@ import (
 // database file.
 const checkpointInterval = 250 * time.Millisecond
 
+// restartFrames is the WAL's size, in frames (pages), past which the
+// checkpointer finishes a checkpoint on the write connection so that the
+// WAL starts over (16 MB of 4 KB pages).
+const restartFrames = 4096
+
 // checkpointer copies the WAL into the database file (a PASSIVE
 // checkpoint) every checkpointInterval, on a connection of its own.
 //
@@ -28,14 +33,33 @@ const checkpointInterval = 250 * time.Millisecond
 // writer after a complete checkpoint starts the WAL over from its
 // beginning, as after an automatic one. A checkpoint with nothing to copy
 // does no I/O.
+//
+// Under sustained writes a checkpoint from another connection is never
+// complete: frames are appended while it copies, so the WAL would never
+// start over and would grow without bound (an earlier experiment found
+// that, docs/benchmarks.md round 4). So once the WAL holds restartFrames,
+// the checkpointer copies what the background checkpoint left on the
+// write connection itself, between two write transactions: the next write
+// then starts the WAL over. That is a
+// checkpoint on the writers' path again, but one per restartFrames pages
+// instead of one per 1,000, and of the few frames written since the
+// background copy.
 type checkpointer struct {
-	db   *sql.DB // one connection; closed by stop
-	stop chan struct{}
+	db    *sql.DB // one connection; closed by close
+	write *sql.DB // the store's write pool: the WAL's restarts
+	// restart is the WAL's size in frames past which the WAL is made to
+	// start over (restartFrames; tests lower it).
+	restart int
+	// life ends at close: a checkpoint waiting for the write connection
+	// gives up.
+	life context.Context
+	stop context.CancelFunc
 	done chan struct{}
 }
 
-// startCheckpointer starts checkpointing the database at path.
-func startCheckpointer(ctx context.Context, path string) (*checkpointer, error) {
+// startCheckpointer starts checkpointing the database at path, whose
+// write pool is write; see restartFrames for restart.
+func startCheckpointer(ctx context.Context, path string, write *sql.DB, restart int) (*checkpointer, error) {
 	db, err := sql.Open("sqlite", dsn(path, "_pragma=busy_timeout(5000)"))
 	if err != nil {
 		return nil, err
@@ -48,7 +72,8 @@ func startCheckpointer(ctx context.Context, path string) (*checkpointer, error) 
 		_ = db.Close()
 		return nil, err
 	}
-	c := &checkpointer{db: db, stop: make(chan struct{}), done: make(chan struct{})}
+	c := &checkpointer{db: db, write: write, restart: restart, done: make(chan struct{})}
+	c.life, c.stop = context.WithCancel(context.Background())
 	go c.run()
 	return c, nil
 }
@@ -60,12 +85,14 @@ func (c *checkpointer) run() {
 	failing := false
 	for {
 		select {
-		case <-c.stop:
+		case <-c.life.Done():
 			return
 		case <-t.C:
 		}
 		err := c.checkpoint()
 		switch {
+		case c.life.Err() != nil:
+			return
 		case err != nil && !failing:
 			// Once per failing spell: the next tick tries again, and the
 			// WAL keeps every commit meanwhile.
@@ -77,18 +104,32 @@ func (c *checkpointer) run() {
 	}
 }
 
-// checkpoint runs one PASSIVE checkpoint.
+// checkpoint runs one PASSIVE checkpoint, and finishes it on the write
+// connection when the WAL is to start over (see checkpointer).
 func (c *checkpointer) checkpoint() error {
-	var busy, frames, copied int
-	if err := c.db.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
-		return fmt.Errorf("sqlite: wal checkpoint: %w", err)
+	// frames and copied are as of the checkpoint's start: writers may
+	// have appended since.
+	frames, _, err := walCheckpoint(c.life, c.db)
+	if err != nil || frames < c.restart {
+		return err
 	}
-	return nil
+	_, _, err = walCheckpoint(c.life, c.write)
+	return err
+}
+
+// walCheckpoint runs a PASSIVE checkpoint on db: frames is the WAL's size,
+// copied how many of them are in the database file now.
+func walCheckpoint(ctx context.Context, db *sql.DB) (frames, copied int, err error) {
+	var busy int
+	if err := db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
+		return 0, 0, fmt.Errorf("sqlite: wal checkpoint: %w", err)
+	}
+	return frames, copied, nil
 }
 
 // close stops the goroutine and closes its connection.
 func (c *checkpointer) close() error {
-	close(c.stop)
+	c.stop()
 	<-c.done
 	return c.db.Close()
 }

@@ -162,7 +162,7 @@ func OpenGuarded(ctx context.Context, path string, b *breaker.Breaker) (*Store, 
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxIdleTime(5 * time.Minute)
-	ckpt, err := startCheckpointer(ctx, path)
+	ckpt, err := startCheckpointer(ctx, path, write, restartFrames)
 	if err != nil {
 		_ = read.Close()
 		_ = write.Close()

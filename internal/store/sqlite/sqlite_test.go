@@ -240,3 +240,33 @@ func TestBackgroundCheckpoint(t *testing.T) {
 	require.Eventually(t, func() bool { return size() >= before+4<<20 }, 10*time.Second, 20*time.Millisecond,
 		"the WAL's pages reach the database file while the store is open")
 }
+
+// TestCheckpointRestartsWAL: under writes that never pause, a checkpoint
+// from another connection never catches up, and the WAL would grow by
+// everything written; the checkpointer finishes it on the write
+// connection once the WAL holds its restart size, and the WAL starts over.
+func TestCheckpointRestartsWAL(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "restart.db")
+	s := openTest(t, path)
+	require.NoError(t, s.Migrate(ctx))
+	// A checkpointer that restarts the WAL past 64 frames (256 KB).
+	require.NoError(t, s.ckpt.close())
+	ckpt, err := startCheckpointer(ctx, path, s.write, 64)
+	require.NoError(t, err)
+	s.ckpt = ckpt
+
+	rows := make([]store.UsageRecord, 100) // about 100 KB a batch
+	for i := range rows {
+		rows[i] = store.UsageRecord{Tenant: "t", Agent: strings.Repeat("a", 1000), Model: "m", RunID: "r"}
+	}
+	const batches = 200 // 20 MB through the WAL, over at least a second
+	for range batches {
+		require.NoError(t, s.AppendUsageBatch(ctx, rows))
+		time.Sleep(5 * time.Millisecond)
+	}
+	fi, err := os.Stat(path + "-wal")
+	require.NoError(t, err)
+	require.Less(t, fi.Size(), int64(10<<20), "the WAL started over; it does not hold all 20 MB")
+}
