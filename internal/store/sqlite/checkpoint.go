@@ -113,7 +113,19 @@ func (c *checkpointer) checkpoint() error {
 	if err != nil || frames < c.restart {
 		return err
 	}
-	_, _, err = walCheckpoint(c.life, c.write)
+	// A second pass copies what was written during the first, so that
+	// what is left for the write connection is only what is written
+	// during the second: an fsync's time grows with the data it flushes
+	// (on this project's test machine 0.2 ms for 16 pages, 4 ms for
+	// 1,024), and the write connection's two are on the writers' path.
+	if _, _, err := walCheckpoint(c.life, c.db); err != nil {
+		return err
+	}
+	// Bounded: the write connection may be held by a long transaction;
+	// the next tick tries again.
+	ctx, cancel := context.WithTimeout(c.life, time.Second)
+	defer cancel()
+	_, _, err = walCheckpoint(ctx, c.write)
 	return err
 }
 
