@@ -215,25 +215,38 @@ func TestAppendUsageBatchOrder(t *testing.T) {
 	}
 }
 
+// migratedAt opens and migrates a store in a file called name.
+func migratedAt(t *testing.T, name string) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	s := openTest(t, path)
+	require.NoError(t, s.Migrate(t.Context()))
+	return s, path
+}
+
+// wideUsageRows returns n usage rows of about 1 KB each.
+func wideUsageRows(n int) []store.UsageRecord {
+	rows := make([]store.UsageRecord, n)
+	for i := range rows {
+		rows[i] = store.UsageRecord{Tenant: "t", Agent: strings.Repeat("a", 1000), Model: "m", RunID: "r", Step: i + 1}
+	}
+	return rows
+}
+
 // TestBackgroundCheckpoint: commits do not checkpoint the WAL (the write
 // connection's wal_autocheckpoint is 0); the checkpointer copies it into
 // the database file within a few intervals, while the store stays open.
 func TestBackgroundCheckpoint(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "ckpt.db")
-	s := openTest(t, path)
-	require.NoError(t, s.Migrate(ctx))
+	s, path := migratedAt(t, "ckpt.db")
 	size := func() int64 {
 		fi, err := os.Stat(path)
 		require.NoError(t, err)
 		return fi.Size()
 	}
 	before := size()
-	rows := make([]store.UsageRecord, 500)
-	for i := range rows {
-		rows[i] = store.UsageRecord{Tenant: "t", Agent: strings.Repeat("a", 1000), Model: "m", RunID: "r", Step: i + 1}
-	}
+	rows := wideUsageRows(500)
 	for range 8 { // 4 MB in the WAL
 		require.NoError(t, s.AppendUsageBatch(ctx, rows))
 	}
@@ -248,19 +261,14 @@ func TestBackgroundCheckpoint(t *testing.T) {
 func TestCheckpointRestartsWAL(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "restart.db")
-	s := openTest(t, path)
-	require.NoError(t, s.Migrate(ctx))
+	s, path := migratedAt(t, "restart.db")
 	// A checkpointer that restarts the WAL past 64 frames (256 KB).
 	require.NoError(t, s.ckpt.close())
 	ckpt, err := startCheckpointer(ctx, path, s.write, 64)
 	require.NoError(t, err)
 	s.ckpt = ckpt
 
-	rows := make([]store.UsageRecord, 100) // about 100 KB a batch
-	for i := range rows {
-		rows[i] = store.UsageRecord{Tenant: "t", Agent: strings.Repeat("a", 1000), Model: "m", RunID: "r"}
-	}
+	rows := wideUsageRows(100) // about 100 KB a batch
 	// About 40 MB of WAL frames over at least 2 s: at most about 5 MB of
 	// them in one of the checkpointer's 250 ms intervals.
 	const batches = 200
