@@ -324,8 +324,8 @@ func (w *Writer) setGauge() {
 }
 
 // run is the flusher: on every tick, WakeRows rows waiting or Flush it
-// writes all pending rows, a batch at a time; after stop it writes what is left and
-// exits.
+// writes all pending rows, a batch at a time; after stop it writes what
+// is left and exits.
 func (w *Writer) run() {
 	defer close(w.done)
 	t := time.NewTicker(w.opts.FlushInterval)
@@ -415,9 +415,8 @@ func (w *Writer) write(batch []store.UsageRecord) bool {
 // newUID returns a unique 128-bit id, 32 hex digits: a UUIDv7, whose
 // first 48 bits are the time in milliseconds, so that the store's unique
 // index on it grows at one end, as the row's time does. Random ids put
-// every row of a batch on a page of their own in that index: a batch of
-// 100 rows wrote about 100 index pages at its commit, and its one write
-// transaction held a busy core for 2 ms (docs/benchmarks.md, round 9).
+// every row of a batch on a page of its own in that index, which made a
+// row's insert twice as costly on SQLite (docs/benchmarks.md, round 9).
 func newUID() string {
 	u, err := uuid.NewV7()
 	if err != nil {

@@ -38,12 +38,11 @@ const restartFrames = 4096
 // complete: frames are appended while it copies, so the WAL would never
 // start over and would grow without bound (an earlier experiment found
 // that, docs/benchmarks.md round 4). So once the WAL holds restartFrames,
-// the checkpointer copies what the background checkpoint left on the
-// write connection itself, between two write transactions: the next write
-// then starts the WAL over. That is a
-// checkpoint on the writers' path again, but one per restartFrames pages
-// instead of one per 1,000, and of the few frames written since the
-// background copy.
+// the checkpointer copies what its background passes left on the write
+// connection itself, between two write transactions: the next write then
+// starts the WAL over. That is a checkpoint on the writers' path again,
+// but one per restartFrames pages instead of one per 1,000, and only of
+// the frames written during the last background pass.
 type checkpointer struct {
 	db    *sql.DB // one connection; closed by close
 	write *sql.DB // the store's write pool: the WAL's restarts
