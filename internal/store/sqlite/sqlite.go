@@ -28,7 +28,10 @@
 //     mode readers never block the writer nor each other, and a statement
 //     (GetConversation's one) sees one consistent snapshot.
 //
-// Both pools run with busy_timeout(5000); the write pool also sets
+// A third connection, the checkpointer's (checkpoint.go), copies the WAL
+// into the database file.
+//
+// All three run with busy_timeout(5000); the write pool also sets
 // journal_mode(WAL) (persistent in the file), foreign_keys(1) (needed for
 // ON DELETE CASCADE), synchronous(NORMAL) (in WAL mode a commit is
 // durable against application crashes; a power loss can lose the last
