@@ -313,10 +313,10 @@ const (
 // statement texts exist (each prepared once per connection).
 const maxEventRows = 32
 
-// qInsertEventRows[n] inserts n events of one run ($1) without a check:
-// ($2, $3, $4, $5) are the first's seq, type, data and created_at, and so
-// on.
-var qInsertEventRows = func() (q [maxEventRows + 1]string) {
+// eventInserts returns the inserts of n = 1..maxEventRows events without a
+// check, q[n]: each row's parameters are its run_id, seq, type, data and
+// created_at, in that order (param numbers them, Dialect.Param).
+func eventInserts(param func(int) string) (q [maxEventRows + 1]string) {
 	for n := 1; n <= maxEventRows; n++ {
 		var b strings.Builder
 		b.WriteString("INSERT INTO run_events (run_id, seq, type, data, created_at) VALUES ")
@@ -324,13 +324,19 @@ var qInsertEventRows = func() (q [maxEventRows + 1]string) {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			p := 4*i + 1
-			fmt.Fprintf(&b, "($1, $%d, $%d, $%d, $%d)", p+1, p+2, p+3, p+4)
+			b.WriteByte('(')
+			for c := 1; c <= 5; c++ {
+				if c > 1 {
+					b.WriteString(", ")
+				}
+				b.WriteString(param(5*i + c))
+			}
+			b.WriteByte(')')
 		}
 		q[n] = b.String()
 	}
 	return q
-}()
+}
 
 // eventStmt is one statement of a step's events: a checked insert of one
 // event (inserted only if it is its run's next) or an insert of several.
@@ -395,12 +401,11 @@ func (s *Store) queueStep(b *Batch, cp *store.Checkpoint, events []store.Event, 
 			b.Queue(qInsertEvent, e.RunID, e.Seq, e.Type, JSON(e.Data), timeOf(e))
 			continue
 		}
-		args := make([]any, 1, 1+4*len(st.events))
-		args[0] = st.events[0].RunID
+		args := make([]any, 0, 5*len(st.events))
 		for _, e := range st.events {
-			args = append(args, e.Seq, e.Type, JSON(e.Data), timeOf(e))
+			args = append(args, e.RunID, e.Seq, e.Type, JSON(e.Data), timeOf(e))
 		}
-		b.Queue(qInsertEventRows[len(st.events)], args...)
+		b.Queue(s.qEventRows[len(st.events)], args...)
 	}
 	return q
 }

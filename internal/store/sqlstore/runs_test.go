@@ -43,10 +43,14 @@ func TestEventStmts(t *testing.T) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
-	if got := strings.Count(qInsertEventRows[3], "($1, "); got != 3 {
-		t.Errorf("qInsertEventRows[3] has %d rows: %s", got, qInsertEventRows[3])
+	q := eventInserts(dollarParam)
+	if got := strings.Count(q[3], "), ("); got != 2 {
+		t.Errorf("eventInserts[3] has %d rows: %s", got+1, q[3])
 	}
-	if !strings.HasSuffix(qInsertEventRows[2], "($1, $6, $7, $8, $9)") {
-		t.Errorf("qInsertEventRows[2]: %s", qInsertEventRows[2])
+	if !strings.HasSuffix(q[2], "($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)") {
+		t.Errorf("eventInserts[2]: %s", q[2])
+	}
+	if q := eventInserts(func(int) string { return "?" }); !strings.HasSuffix(q[2], "(?, ?, ?, ?, ?), (?, ?, ?, ?, ?)") {
+		t.Errorf("eventInserts[2] with ?: %s", q[2])
 	}
 }

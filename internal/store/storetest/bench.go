@@ -37,27 +37,15 @@ func Benchmark(b *testing.B, newStore func(tb testing.TB) store.Store) {
 		}
 	})
 
-	b.Run("SaveStep", func(b *testing.B) {
-		ctx := context.Background()
-		s := newStore(b)
-		require.NoError(b, s.CreateRun(ctx, store.Run{ID: "r", Tenant: "t", Agent: "a", Status: store.RunRunning}))
-		state := json.RawMessage(`{"messages":[` + strings.TrimSuffix(strings.Repeat(`{"role":"user","content":"hello"},`, 30), ",") + `]}`)
-		data := json.RawMessage(`{"type":"content_block_delta","delta":{"type":"text_delta","text":"hello"}}`)
-		seq := int64(0)
-		step := 0
-		b.ReportAllocs()
-		for b.Loop() {
-			step++
-			evs := make([]store.Event, 5)
-			for i := range evs {
-				seq++
-				evs[i] = store.Event{RunID: "r", Seq: seq, Type: "delta", Data: data}
-			}
-			if err := s.SaveStep(ctx, &store.Checkpoint{RunID: "r", Step: step, State: state}, evs); err != nil {
-				b.Fatal(err)
-			}
+	// SaveStep: a checkpoint and 5 events a step; SaveStep16: 16 events,
+	// about what one streamed chat turn stores.
+	for _, n := range []int{5, 16} {
+		name := "SaveStep"
+		if n != 5 {
+			name = fmt.Sprintf("SaveStep%d", n)
 		}
-	})
+		b.Run(name, func(b *testing.B) { benchmarkSaveStep(b, newStore, n) })
+	}
 
 	b.Run("GetConversation", func(b *testing.B) {
 		ctx := context.Background()
@@ -126,5 +114,27 @@ func benchmarkUsageBatch(b *testing.B, newStore func(tb testing.TB) store.Store)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*batch), "ns/row")
 		})
+	}
+}
+
+func benchmarkSaveStep(b *testing.B, newStore func(tb testing.TB) store.Store, events int) {
+	ctx := context.Background()
+	s := newStore(b)
+	require.NoError(b, s.CreateRun(ctx, store.Run{ID: "r", Tenant: "t", Agent: "a", Status: store.RunRunning}))
+	state := json.RawMessage(`{"messages":[` + strings.TrimSuffix(strings.Repeat(`{"role":"user","content":"hello"},`, 30), ",") + `]}`)
+	data := json.RawMessage(`{"type":"content_block_delta","delta":{"type":"text_delta","text":"hello"}}`)
+	seq := int64(0)
+	step := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		step++
+		evs := make([]store.Event, events)
+		for i := range evs {
+			seq++
+			evs[i] = store.Event{RunID: "r", Seq: seq, Type: "delta", Data: data}
+		}
+		if err := s.SaveStep(ctx, &store.Checkpoint{RunID: "r", Step: step, State: state}, evs); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
