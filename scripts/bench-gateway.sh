@@ -10,6 +10,8 @@
 #   scripts/bench-gateway.sh                 # rates 200 and 1000, 10 s each
 #   RATES="200" DURATION=5s scripts/bench-gateway.sh
 #   AUTH_CACHE_TTL=-1s scripts/bench-gateway.sh   # auth.cache_ttl (default 1s; -1s: no cache)
+#   ROUNDS=3 scripts/bench-gateway.sh        # each sim/proxy/gateway triple three times in a row
+#       # (a line per phase, so scripts/bench.sh can take the median of the rounds)
 #   SERVER_PIN="taskset -c 0 env GOMAXPROCS=1" LOAD_PIN="taskset -c 1" scripts/bench-gateway.sh
 #       # command prefixes: servers on one core, load generator on the other (scripts/bench.sh sets them)
 set -euo pipefail
@@ -17,6 +19,7 @@ cd "$(dirname "$0")/.."
 RATES=${RATES:-"200 1000"}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
+ROUNDS=${ROUNDS:-1}
 SERVER_PIN=${SERVER_PIN:-}
 LOAD_PIN=${LOAD_PIN:-}
 BIN=${AGENTD_BIN:-$(mktemp -d)/agentd}
@@ -63,9 +66,11 @@ run() { # name url key rate stream
 }
 for rate in $RATES; do
   for stream in "" "-stream"; do
-    run sim     "http://$SIM"   sim-key-1 "$rate" "$stream"
-    run proxy   "http://$PROXY" sim-key-1 "$rate" "$stream"
-    run gateway "http://$GW"    "$KEY"    "$rate" "$stream"
+    for _ in $(seq "$ROUNDS"); do
+      run sim     "http://$SIM"   sim-key-1 "$rate" "$stream"
+      run proxy   "http://$PROXY" sim-key-1 "$rate" "$stream"
+      run gateway "http://$GW"    "$KEY"    "$rate" "$stream"
+    done
   done
 done
 echo "usage rows written: $(sqlite3 "$DIR/agentd.db" 'select count(*) from usage' 2>/dev/null || echo '?')"
