@@ -148,8 +148,8 @@ type Dialect struct {
 	// it keeps $i as a named parameter, and its driver looks each bound
 	// parameter's name up in a list as long as the statement's, so that
 	// binding n named parameters costs n² (a 64-row usage insert spent
-	// two thirds of its time there, and a turn's events insert 12 % of
-	// /v1/chat's CPU), while anonymous ones bind in order.
+	// two thirds of its time there), while anonymous ones bind in order.
+	// The usage rows' and a step's events' multi-row inserts use it.
 	Param func(i int) string
 	// ForUpdate ends a SELECT whose rows the transaction will update: "
 	// FOR UPDATE" on PostgreSQL; "" on SQLite, whose write transaction
