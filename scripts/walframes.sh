@@ -46,6 +46,7 @@ def unescape(s):  # strace prints the buffer with C escapes
     return bytes(out)
 
 owner = {}
+page = int(subprocess.run(["sqlite3", "-readonly", db, "PRAGMA page_size"], capture_output=True, text=True).stdout.strip() or 4096)
 rows = subprocess.run(["sqlite3", "-readonly", db, "SELECT pageno, name FROM dbstat"], capture_output=True, text=True).stdout
 for line in rows.splitlines():
     p, name = line.split("|", 1)
@@ -55,13 +56,13 @@ commits, cur = [], []
 for line in open(trace):
     # a frame header is a 24-byte pwrite: page number, then the database
     # size in pages after a commit (0 on the frames before the last)
-    m = re.match(r'\d+ pwrite64\((\d+), "(.*)"(?:\.\.\.)?, 24, \d+\) = 24$', line.strip())
+    m = re.match(r'\d+\s+pwrite64\((\d+), "(.*)"(?:\.\.\.)?, 24, \d+\) = 24$', line.strip())
     if not m or m.group(1) not in fds: continue
     h = unescape(m.group(2))
     cur.append(int.from_bytes(h[0:4], "big"))
     if int.from_bytes(h[4:8], "big"): commits.append(cur); cur = []
 frames = sum(len(c) for c in commits)
-print("WAL %s: %d commits, %d frames (%.1f a commit, %.1f MB)" % (db + "-wal", len(commits), frames, frames / max(len(commits), 1), frames * 4120 / 1e6))
+print("WAL %s: %d commits, %d frames (%.1f a commit, %.1f MB)" % (db + "-wal", len(commits), frames, frames / max(len(commits), 1), frames * (page + 24) / 1e6))
 if requests:
     print("per request: %.1f commits, %.1f frames" % (len(commits) / requests, frames / requests))
 by = collections.Counter(owner.get(p, "page %d" % p) for c in commits for p in c)
